@@ -1,0 +1,348 @@
+//! Test programs for the end-to-end suite (`tests/e2e`). Each driver
+//! exercises one contract of the SDK and reports what it observed; the tests
+//! assert on the report.
+
+use prism::{Error, ErrorKind, ObjectRef};
+use std::time::{Duration, Instant};
+
+/// a + b.
+#[prism::task]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+/// Sleeps `ms` milliseconds (a WASI clock sleep), then returns `value`.
+#[prism::task]
+fn sleep_then(ms: u64, value: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    value
+}
+
+/// Never returns on its own.
+#[prism::task]
+fn spin() -> u64 {
+    let mut x: u64 = 0;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+        if x == u64::MAX {
+            return x;
+        }
+    }
+}
+
+/// Receives refs nested in a Vec (not resolved) and gets each itself.
+#[prism::task]
+fn sum_refs(refs: Vec<ObjectRef<u64>>) -> prism::Result<u64> {
+    Ok(prism::get_all(&refs)?.into_iter().sum())
+}
+
+/// Length of a string argument (used with large, by-reference arguments).
+#[prism::task]
+fn text_len(text: String) -> u64 {
+    text.len() as u64
+}
+
+/// A chain of `depth` nested tasks, each blocked in `get` on the next.
+#[prism::task]
+fn chain(depth: u32) -> prism::Result<u32> {
+    if depth == 0 {
+        return Ok(0);
+    }
+    Ok(prism::get(&chain::remote(depth - 1))? + 1)
+}
+
+/// Writes to stdout, stderr and the job log.
+#[prism::task]
+fn chatter(tag: String) -> u64 {
+    println!("stdout line from {tag}");
+    eprintln!("stderr line from {tag}");
+    prism::log(format!("log line from {tag}"));
+    1
+}
+
+/// Returns the attempt number it ran as.
+#[prism::task]
+fn attempt_number() -> u32 {
+    prism::attempt()
+}
+
+/// Uses a custom resource (`gadget`).
+#[prism::task]
+fn with_gadget(x: u64) -> u64 {
+    x
+}
+
+fn kind(r: &prism::Result<impl Sized>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(Error::Task { kind, .. }) => kind.to_string(),
+        Err(Error::Timeout) => "timeout".into(),
+        Err(Error::InvalidArgument(_)) => "invalid_argument".into(),
+        Err(Error::ObjectNotFound) => "object_not_found".into(),
+        Err(other) => format!("other: {other}"),
+    }
+}
+
+/// Echoes its argument (a JSON value from the CLI) back.
+#[prism::main]
+fn echo(value: serde_json_like::Value) -> serde_json_like::Value {
+    value
+}
+
+mod serde_json_like {
+    //! A self-describing value, so `echo` accepts any JSON the CLI sends.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    #[serde(untagged)]
+    pub enum Value {
+        Null,
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+        Text(String),
+        List(Vec<Value>),
+        Map(std::collections::BTreeMap<String, Value>),
+    }
+}
+
+/// Runs `add` once.
+#[prism::main]
+fn sum(a: u64, b: u64) -> prism::Result<u64> {
+    prism::get(&add::remote(a, b))
+}
+
+/// Every edge of `wait`'s contract.
+#[derive(serde::Serialize)]
+struct WaitReport {
+    empty_is_immediate: bool,
+    too_many_is_invalid: bool,
+    zero_is_invalid: bool,
+    duplicates_are_invalid: bool,
+    fast_before_slow: bool,
+    timeout_returns_pending: bool,
+    timeout_elapsed_ms: u64,
+    zero_timeout_is_immediate: bool,
+    ready_capped_at_num_returns: bool,
+    order_preserved: bool,
+    errors_count_as_ready: bool,
+}
+
+#[prism::main]
+fn wait_cases() -> prism::Result<WaitReport> {
+    let (r, p) = prism::wait::<u64>(&[], 1, None)?;
+    let empty_is_immediate = r.is_empty() && p.is_empty();
+
+    let one = add::remote(1, 1);
+    let too_many_is_invalid = matches!(prism::wait(&[one], 2, None), Err(Error::InvalidArgument(_)));
+    let zero_is_invalid = matches!(prism::wait(&[one], 0, None), Err(Error::InvalidArgument(_)));
+    let duplicates_are_invalid = matches!(prism::wait(&[one, one], 1, None), Err(Error::InvalidArgument(_)));
+
+    let slow = sleep_then::remote(3_000, 1);
+    let fast = add::remote(2, 2);
+    let (ready, pending) = prism::wait(&[slow, fast], 1, None)?;
+    let fast_before_slow = ready == vec![fast] && pending == vec![slow];
+
+    let start = Instant::now();
+    let (ready, pending) = prism::wait(&[slow], 1, Some(Duration::from_millis(100)))?;
+    let timeout_elapsed_ms = start.elapsed().as_millis() as u64;
+    let timeout_returns_pending = ready.is_empty() && pending == vec![slow];
+
+    let start = Instant::now();
+    let (ready, _) = prism::wait(&[slow], 1, Some(Duration::ZERO))?;
+    let zero_timeout_is_immediate = ready.is_empty() && start.elapsed() < Duration::from_millis(500);
+
+    let done: Vec<_> = (0..3).map(|i| add::remote(i, 0)).collect();
+    prism::get_all(&done)?;
+    let (ready, pending) = prism::wait(&done, 2, None)?;
+    let ready_capped_at_num_returns = ready.len() == 2 && pending.len() == 1;
+    let order_preserved = ready == done[..2] && pending == done[2..];
+
+    let failing = chain::options().max_retries(0).timeout(Duration::from_millis(1)).remote(1_000);
+    let failed = spin::options().max_retries(0).timeout(Duration::from_millis(50)).remote();
+    let (ready, _) = prism::wait(&[failed], 1, Some(Duration::from_secs(30)))?;
+    let errors_count_as_ready = ready == vec![failed];
+    let _ = prism::cancel(&failing);
+    let _ = prism::cancel(&slow);
+
+    Ok(WaitReport {
+        empty_is_immediate,
+        too_many_is_invalid,
+        zero_is_invalid,
+        duplicates_are_invalid,
+        fast_before_slow,
+        timeout_returns_pending,
+        timeout_elapsed_ms,
+        zero_timeout_is_immediate,
+        ready_capped_at_num_returns,
+        order_preserved,
+        errors_count_as_ready,
+    })
+}
+
+#[derive(serde::Serialize)]
+struct GetTimeoutReport {
+    first: String,
+    elapsed_ms: u64,
+    then_value: u64,
+}
+
+/// `get_timeout` gives up with a typed timeout; the task keeps running and a
+/// later `get` returns its value.
+#[prism::main]
+fn get_timeout_case() -> prism::Result<GetTimeoutReport> {
+    let slow = sleep_then::remote(500, 7);
+    let start = Instant::now();
+    let first = kind(&prism::get_timeout(&slow, Duration::from_millis(50)));
+    let elapsed_ms = start.elapsed().as_millis() as u64;
+    let then_value = prism::get(&slow)?;
+    Ok(GetTimeoutReport { first, elapsed_ms, then_value })
+}
+
+#[derive(serde::Serialize)]
+struct CancelReport {
+    queued: String,
+    running: String,
+    running_cancel_ms: u64,
+    finished: String,
+    cancelled_is_typed: bool,
+}
+
+/// Cancels a task waiting for its argument, a running one, and a finished one.
+#[prism::main]
+fn cancel_cases() -> prism::Result<CancelReport> {
+    let slow = sleep_then::remote(2_000, 1);
+    let waiting = add::remote(slow, 1);
+    prism::cancel(&waiting)?;
+    let queued_result = prism::get(&waiting);
+    let cancelled_is_typed = queued_result.as_ref().err().map(Error::is_cancelled) == Some(true);
+    let queued = kind(&queued_result);
+
+    let running_ref = spin::options().max_retries(0).remote();
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    prism::cancel(&running_ref)?;
+    let running = kind(&prism::get(&running_ref));
+    let running_cancel_ms = start.elapsed().as_millis() as u64;
+
+    let done = add::remote(1, 2);
+    prism::get(&done)?;
+    prism::cancel(&done)?;
+    let finished = match prism::get(&done) {
+        Ok(v) => format!("value {v}"),
+        Err(e) => e.to_string(),
+    };
+    let _ = prism::cancel(&slow);
+    Ok(CancelReport { queued, running, running_cancel_ms, finished, cancelled_is_typed })
+}
+
+#[derive(serde::Serialize)]
+struct RefsReport {
+    resolved_arg: u64,
+    nested_sum: u64,
+    put_value: u64,
+    big_arg_len: u64,
+    forged: String,
+}
+
+/// Refs as direct arguments (resolved), nested in data (passed as refs),
+/// large arguments (sent through the store), and a forged id.
+#[prism::main]
+fn refs_cases() -> prism::Result<RefsReport> {
+    let a = add::remote(1, 2);
+    let resolved_arg = prism::get(&add::remote(a, 10))?;
+    let parts: Vec<ObjectRef<u64>> = (1..=4).map(|i| add::remote(i, 0)).collect();
+    let nested_sum = prism::get(&sum_refs::remote(parts))?;
+    let stored = prism::put(&41u64)?;
+    let put_value = prism::get(&add::remote(stored, 1))?;
+    let big = "x".repeat(1 << 20);
+    let big_arg_len = prism::get(&text_len::remote(big))?;
+    let forged: ObjectRef<u64> = ObjectRef::from_id(prism::ObjectId([0xAB; 16]));
+    let forged = kind(&prism::get(&forged));
+    Ok(RefsReport { resolved_arg, nested_sum, put_value, big_arg_len, forged })
+}
+
+/// Puts `mb` MiB and reads them back; returns the bytes read.
+#[prism::main]
+fn big_object(mb: u64) -> prism::Result<u64> {
+    let value = "y".repeat((mb as usize) << 20);
+    let r = prism::put(&value)?;
+    drop(value);
+    let back: String = prism::get(&r)?;
+    Ok(back.len() as u64)
+}
+
+/// Puts `count` values of `kb` KiB each, then reads them all back and
+/// returns the store statistics seen before and after.
+#[prism::main]
+fn fill_store(count: u64, kb: u64) -> prism::Result<(prism::StoreStats, bool)> {
+    let refs: Vec<ObjectRef<String>> = (0..count)
+        .map(|i| prism::put(&format!("{i:08}").repeat((kb as usize) * 128)))
+        .collect::<prism::Result<_>>()?;
+    let stats = prism::store_stats()?;
+    let mut intact = true;
+    for (i, r) in refs.iter().enumerate() {
+        let v = prism::get(r)?;
+        intact &= v.len() == (kb as usize) * 1024 && v.starts_with(&format!("{i:08}"));
+    }
+    Ok((stats, intact))
+}
+
+/// Asks for more CPUs than any node has, and for an unknown resource.
+#[prism::main]
+fn unschedulable() -> (String, String, String) {
+    let cpus = kind(&prism::get(&add::options().num_cpus(10_000.0).remote(1, 1)));
+    let custom = kind(&prism::get(&add::options().resource("unicorn", 1.0).remote(1, 1)));
+    let memory = kind(&prism::get(&add::options().memory(1 << 50).remote(1, 1)));
+    (cpus, custom, memory)
+}
+
+/// Uses the custom resource `gadget` with `n` concurrent tasks.
+#[prism::main]
+fn gadget(n: u64) -> prism::Result<u64> {
+    let refs: Vec<_> = (0..n).map(|i| with_gadget::options().resource("gadget", 1.0).remote(i)).collect();
+    Ok(prism::get_all(&refs)?.into_iter().sum())
+}
+
+/// A nested chain of `depth` tasks.
+#[prism::main]
+fn deep(depth: u32) -> prism::Result<u32> {
+    prism::get(&chain::remote(depth))
+}
+
+/// Output capture.
+#[prism::main]
+fn chatty() -> prism::Result<u64> {
+    println!("driver says hi");
+    prism::get(&chatter::remote("task".to_string()))
+}
+
+/// A driver that fails with an application error.
+#[prism::main]
+fn failing_driver() -> Result<u64, String> {
+    Err("the driver refused".to_string())
+}
+
+/// Submits `n` slow tasks and returns before they finish: the job's end
+/// must cancel them and free what it owns.
+#[prism::main]
+fn abandon(n: u64) -> u64 {
+    for _ in 0..n {
+        let _ = sleep_then::remote(60_000, 0);
+    }
+    let _ = prism::put(&"left behind".repeat(1000));
+    n
+}
+
+/// Always refuses, with a serializable error value.
+#[prism::task]
+fn refuse() -> Result<u64, String> {
+    Err("insufficient funds".to_string())
+}
+
+/// An error kind helper check: application errors carry their payload.
+#[prism::main]
+fn payload_case() -> prism::Result<Option<String>> {
+    match prism::get(&refuse::remote()) {
+        Err(e) if e.kind() == Some(ErrorKind::Application) => Ok(e.payload::<String>()),
+        other => Ok(Some(format!("unexpected: {other:?}"))),
+    }
+}

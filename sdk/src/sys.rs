@@ -1,0 +1,154 @@
+//! The raw `prism_v1` imports, and what stands in for them off-wasm.
+//!
+//! Inside a guest (wasm32) these are the host functions documented in
+//! `docs/abi.md`. On any other target the SDK still compiles (so its pure
+//! parts can be unit-tested natively), and every host call reports
+//! [`NOT_IN_GUEST`]: there is no host to talk to.
+
+/// Status returned by every host call when the SDK is used outside a guest.
+pub const NOT_IN_GUEST: i32 = i32::MIN;
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    #[link(wasm_import_module = "prism_v1")]
+    unsafe extern "C" {
+        pub fn input_read(ptr: *mut u8);
+        pub fn output(kind: i32, ptr: *const u8, len: usize);
+        pub fn panic_message(ptr: *const u8, len: usize);
+        pub fn submit(
+            fn_ptr: *const u8,
+            fn_len: usize,
+            args_ptr: *const u8,
+            args_len: usize,
+            opts_ptr: *const u8,
+            opts_len: usize,
+            out_id: *mut u8,
+        ) -> i32;
+        pub fn put(ptr: *const u8, len: usize, out_id: *mut u8) -> i32;
+        pub fn get(id: *const u8, timeout_ms: i64, out_len: *mut u32) -> i32;
+        pub fn take(ptr: *mut u8);
+        pub fn wait(
+            ids: *const u8,
+            count: usize,
+            num_returns: usize,
+            timeout_ms: i64,
+            out_ready: *mut u8,
+        ) -> i32;
+        pub fn cancel(id: *const u8) -> i32;
+        pub fn log(level: i32, ptr: *const u8, len: usize);
+        pub fn attempt() -> i32;
+        pub fn store_stats(out: *mut u8);
+    }
+}
+
+// Safe wrappers: every pointer below comes from a live Rust slice or array of
+// the stated length, which is all the host requires.
+
+#[cfg(target_arch = "wasm32")]
+pub fn input_read(buf: &mut [u8]) {
+    unsafe { imp::input_read(buf.as_mut_ptr()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn output(kind: i32, bytes: &[u8]) {
+    unsafe { imp::output(kind, bytes.as_ptr(), bytes.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn panic_message(msg: &str) {
+    unsafe { imp::panic_message(msg.as_ptr(), msg.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn submit(function: &str, args: &[u8], opts: &[u8], out_id: &mut [u8; 16]) -> i32 {
+    unsafe {
+        imp::submit(
+            function.as_ptr(),
+            function.len(),
+            args.as_ptr(),
+            args.len(),
+            opts.as_ptr(),
+            opts.len(),
+            out_id.as_mut_ptr(),
+        )
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn put(bytes: &[u8], out_id: &mut [u8; 16]) -> i32 {
+    unsafe { imp::put(bytes.as_ptr(), bytes.len(), out_id.as_mut_ptr()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn get(id: &[u8; 16], timeout_ms: i64, out_len: &mut u32) -> i32 {
+    unsafe { imp::get(id.as_ptr(), timeout_ms, out_len) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn take(buf: &mut [u8]) {
+    unsafe { imp::take(buf.as_mut_ptr()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn wait(ids: &[u8], count: usize, num_returns: usize, timeout_ms: i64, out: &mut [u8]) -> i32 {
+    debug_assert!(ids.len() == count * 16 && out.len() == count);
+    unsafe { imp::wait(ids.as_ptr(), count, num_returns, timeout_ms, out.as_mut_ptr()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn cancel(id: &[u8; 16]) -> i32 {
+    unsafe { imp::cancel(id.as_ptr()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn log(level: i32, msg: &str) {
+    unsafe { imp::log(level, msg.as_ptr(), msg.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn attempt() -> i32 {
+    unsafe { imp::attempt() }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn store_stats(out: &mut [u8; prism_abi::STORE_STATS_LEN]) -> i32 {
+    unsafe { imp::store_stats(out.as_mut_ptr()) };
+    0
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use super::NOT_IN_GUEST;
+
+    pub fn input_read(_buf: &mut [u8]) {}
+    pub fn output(_kind: i32, _bytes: &[u8]) {}
+    pub fn panic_message(_msg: &str) {}
+    pub fn submit(_function: &str, _args: &[u8], _opts: &[u8], _out_id: &mut [u8; 16]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn put(_bytes: &[u8], _out_id: &mut [u8; 16]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn get(_id: &[u8; 16], _timeout_ms: i64, _out_len: &mut u32) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn take(_buf: &mut [u8]) {}
+    pub fn wait(_ids: &[u8], _count: usize, _num_returns: usize, _timeout_ms: i64, _out: &mut [u8]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn cancel(_id: &[u8; 16]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn log(_level: i32, msg: &str) {
+        eprintln!("{msg}");
+    }
+    pub fn attempt() -> i32 {
+        0
+    }
+    pub fn store_stats(_out: &mut [u8; prism_abi::STORE_STATS_LEN]) -> i32 {
+        NOT_IN_GUEST
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::*;
