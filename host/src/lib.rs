@@ -1,1 +1,29 @@
+//! Prism host: the node daemon behind the `prism` command.
+//!
+//! Prism runs Ray's programming model (tasks, a shared object store,
+//! dynamic task graphs) with every piece of user code in an isolated
+//! WebAssembly instance. Data flows one way through the modules below:
+//!
+//! ```text
+//! cli ─► cluster (head ─► node) ─► scheduler ─► runtime ─► objects
+//!                                   ▲              │
+//!                                   └─ GuestHost ◄─┘  (guest requests)
+//! ```
+//!
+//! - [`cluster`]: the head (modules, jobs) and nodes, joined by service
+//!   traits; [`cluster::EmbeddedCluster`] runs both in one process.
+//! - [`scheduler`]: admission, dependencies, resources, retries, cancel.
+//! - [`runtime`]: the wasmtime engine, module cache, limits, `prism_v1`.
+//! - [`objects`]: the per-node object store with spilling.
+//! - [`values`]: JSON ⇄ MessagePack at the edge.
 
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod ids;
+pub mod objects;
+pub mod runtime;
+pub mod scheduler;
+pub mod task;
+pub mod telemetry;
+pub mod values;

@@ -1,0 +1,231 @@
+//! The `prism` command line: a thin layer over the library.
+//!
+//! [`main`] parses arguments, calls one entry function per command, and
+//! prints any error once, at the edge, with a clean exit code:
+//! 0 success, 1 the job (or a demo check) failed, 2 bad usage or setup.
+
+mod demo;
+
+use crate::cluster::{EmbeddedCluster, JobOutcome, LogSource};
+use crate::config::NodeConfig;
+use crate::telemetry::{self, LogFormat};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Prism: Ray's programming model on WebAssembly.
+#[derive(Parser, Debug)]
+#[command(name = "prism", version, about)]
+struct Cli {
+    /// Process log format (the log level comes from PRISM_LOG, default `warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a module's driver on an embedded single-process cluster and print
+    /// its result as JSON.
+    Run(RunArgs),
+    /// List the drivers and tasks a module exports.
+    Inspect(InspectArgs),
+    /// Run the bundled examples on an embedded cluster, with results and times.
+    Demo(DemoArgs),
+}
+
+/// Options of the embedded node.
+#[derive(Args, Debug, Clone)]
+struct NodeArgs {
+    /// CPU slots (default: the number of cores).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Custom resources as a JSON object, e.g. '{"ssd": 1}' (default: none).
+    #[arg(long)]
+    resources: Option<String>,
+    /// Data directory for the module cache and spilled objects (default: a
+    /// temporary directory, removed on exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Object store in-memory capacity in bytes (default: 30% of memory).
+    #[arg(long)]
+    object_store_bytes: Option<u64>,
+    /// Per-task linear memory limit in bytes (default: 268435456, 256 MiB).
+    #[arg(long)]
+    max_task_memory: Option<u64>,
+    /// Default per-attempt task timeout in milliseconds (default: 300000).
+    #[arg(long)]
+    task_timeout_ms: Option<u64>,
+}
+
+impl NodeArgs {
+    fn config(&self) -> anyhow::Result<NodeConfig> {
+        let mut config = NodeConfig::default();
+        if let Some(cpus) = self.cpus {
+            anyhow::ensure!(cpus.is_finite() && cpus > 0.0, "--cpus must be positive, got {cpus}");
+            config.cpus = cpus;
+        }
+        if let Some(json) = &self.resources {
+            config.resources = serde_json::from_str::<BTreeMap<String, f64>>(json)
+                .context("--resources must be a JSON object of names to amounts")?;
+        }
+        config.data_dir = self.data_dir.clone();
+        if let Some(bytes) = self.object_store_bytes {
+            config.object_store_capacity = bytes;
+        }
+        if let Some(bytes) = self.max_task_memory {
+            config.runtime.max_task_memory = bytes;
+        }
+        if let Some(ms) = self.task_timeout_ms {
+            config.runtime.task_timeout = Duration::from_millis(ms);
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The module (.wasm).
+    module: PathBuf,
+    /// The driver (or task) to call.
+    #[arg(long, default_value = "main")]
+    entry: String,
+    /// Arguments as a JSON array (default: none).
+    #[arg(long, default_value = "[]")]
+    args: String,
+    /// Do not print the job's log to stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Print node statistics (resources, tasks, object store) to stderr afterwards.
+    #[arg(long)]
+    stats: bool,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// The module (.wasm).
+    module: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// Runs the CLI with the process's arguments; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    telemetry::init(cli.log_format);
+    match try_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    }
+}
+
+fn try_main(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Inspect(args) => inspect(args),
+        Command::Demo(args) => demo::demo(args.node.config()?),
+    }
+}
+
+/// Builds the multi-threaded tokio runtime guests run on.
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("prism-worker")
+        .build()
+        .context("could not start the async runtime")
+}
+
+/// `prism run`: one job on an embedded cluster.
+fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let module = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
+    let job_args = crate::values::json_args(&args.args).context("--args")?;
+    let config = args.node.config()?;
+    tokio_runtime()?.block_on(async {
+        let cluster = EmbeddedCluster::start(config)?;
+        let outcome = cluster.run(&module, &args.entry, job_args).await?;
+        if !args.quiet {
+            print_logs(&outcome);
+        }
+        if args.stats {
+            let statuses = cluster.head().node_statuses().await;
+            eprintln!("{}", serde_json::to_string_pretty(&statuses)?);
+        }
+        match outcome.result {
+            Ok(bytes) => {
+                let json = crate::values::msgpack_to_json(&bytes)?;
+                println!("{}", serde_json::to_string_pretty(&json)?);
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("error: job {} failed ({}): {}", outcome.id, e.kind, e.message);
+                Ok(1)
+            }
+        }
+    })
+}
+
+fn print_logs(outcome: &JobOutcome) {
+    for line in &outcome.logs {
+        let source = match line.source {
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Guest => "log",
+            LogSource::System => "prism",
+        };
+        eprintln!("[{} {}] {}", line.function, source, line.text);
+    }
+}
+
+/// `prism inspect`: validate a module and list its entry points.
+fn inspect(args: InspectArgs) -> anyhow::Result<i32> {
+    let bytes = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
+    let cache = tempfile::tempdir()?;
+    let config = crate::config::RuntimeConfig {
+        instance_slots: 1,
+        ..Default::default()
+    };
+    let runtime = crate::runtime::Runtime::new(&config, cache.path().to_path_buf())?;
+    let module = match runtime.modules().load(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.module.display());
+            return Ok(1);
+        }
+    };
+    let exports = module.exports();
+    if args.json {
+        let out = serde_json::json!({
+            "module": format!("sha256:{}", module.hash()),
+            "drivers": exports.mains,
+            "tasks": exports.tasks,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("module  sha256:{}", module.hash());
+        println!("drivers {}", exports.mains.join(", "));
+        println!("tasks   {}", exports.tasks.join(", "));
+    }
+    Ok(0)
+}

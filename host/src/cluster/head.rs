@@ -1,0 +1,160 @@
+//! The head: the control plane. It stores modules by content address,
+//! keeps the job table, places jobs on nodes, and collects their outcomes.
+//!
+//! The head talks to nodes only through [`NodeService`], and nodes talk to
+//! it only through [`HeadService`]; in the embedded cluster both are plain
+//! in-process calls, later they are gRPC.
+
+use super::job::{JobOutcome, JobSpec};
+use super::{ClusterError, HeadService, NodeService, NodeStatus};
+use crate::ids::{JobId, ModuleHash};
+use crate::runtime::BoxFuture;
+use bytes::Bytes;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    /// Accepted, not yet started on a node.
+    Pending,
+    /// The driver is running.
+    Running,
+    /// The driver returned a value.
+    Succeeded,
+    /// The driver (or the job's setup) failed.
+    Failed,
+}
+
+struct JobRecord {
+    status: JobStatus,
+    outcome: watch::Sender<Option<JobOutcome>>,
+}
+
+#[derive(Default)]
+struct State {
+    modules: HashMap<ModuleHash, Bytes>,
+    jobs: HashMap<JobId, JobRecord>,
+    nodes: Vec<Arc<dyn NodeService>>,
+    next_node: usize,
+}
+
+/// The head of a cluster.
+#[derive(Default)]
+pub struct Head {
+    state: Mutex<State>,
+}
+
+impl Head {
+    /// A head with no nodes, modules or jobs.
+    pub fn new() -> Arc<Head> {
+        Arc::new(Head::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a node that jobs can be placed on.
+    pub fn attach_node(&self, node: Arc<dyn NodeService>) {
+        self.lock().nodes.push(node);
+    }
+
+    /// Stores a module; returns its content address. Uploading the same
+    /// bytes twice stores them once.
+    pub fn upload_module(&self, bytes: Bytes) -> ModuleHash {
+        let hash = ModuleHash::of(&bytes);
+        self.lock().modules.entry(hash).or_insert(bytes);
+        hash
+    }
+
+    /// Starts a job on a node (round robin); returns its id at once.
+    pub async fn submit_job(&self, module: ModuleHash, entry: &str, args: Vec<Bytes>) -> Result<JobId, ClusterError> {
+        let id = JobId::random();
+        let node = {
+            let mut state = self.lock();
+            if !state.modules.contains_key(&module) {
+                return Err(ClusterError::ModuleNotFound(module));
+            }
+            if state.nodes.is_empty() {
+                return Err(ClusterError::NoNodes);
+            }
+            let node = state.nodes[state.next_node % state.nodes.len()].clone();
+            state.next_node += 1;
+            let (outcome, _) = watch::channel(None);
+            state.jobs.insert(
+                id,
+                JobRecord {
+                    status: JobStatus::Pending,
+                    outcome,
+                },
+            );
+            node
+        };
+        let spec = JobSpec {
+            id,
+            module,
+            entry: entry.to_string(),
+            args,
+        };
+        node.start_job(spec).await?;
+        if let Some(job) = self.lock().jobs.get_mut(&id)
+            && job.status == JobStatus::Pending
+        {
+            job.status = JobStatus::Running;
+        }
+        Ok(id)
+    }
+
+    /// A job's status.
+    pub fn job_status(&self, id: JobId) -> Option<JobStatus> {
+        self.lock().jobs.get(&id).map(|j| j.status)
+    }
+
+    /// Waits for a job to end and returns its outcome.
+    pub async fn wait_job(&self, id: JobId) -> Result<JobOutcome, ClusterError> {
+        let mut rx = self
+            .lock()
+            .jobs
+            .get(&id)
+            .map(|j| j.outcome.subscribe())
+            .ok_or(ClusterError::JobNotFound(id))?;
+        let outcome = rx
+            .wait_for(|o| o.is_some())
+            .await
+            .map_err(|_| ClusterError::JobNotFound(id))?;
+        outcome.clone().ok_or(ClusterError::JobNotFound(id))
+    }
+
+    /// The status of every node.
+    pub async fn node_statuses(&self) -> Vec<NodeStatus> {
+        let nodes = self.lock().nodes.clone();
+        let mut out = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            out.push(node.status().await);
+        }
+        out
+    }
+}
+
+impl HeadService for Head {
+    fn module(&self, hash: ModuleHash) -> BoxFuture<'static, Result<Bytes, ClusterError>> {
+        let found = self.lock().modules.get(&hash).cloned();
+        Box::pin(async move { found.ok_or(ClusterError::ModuleNotFound(hash)) })
+    }
+
+    fn job_finished(&self, outcome: JobOutcome) -> BoxFuture<'static, ()> {
+        if let Some(job) = self.lock().jobs.get_mut(&outcome.id) {
+            job.status = if outcome.result.is_ok() {
+                JobStatus::Succeeded
+            } else {
+                JobStatus::Failed
+            };
+            job.outcome.send_replace(Some(outcome));
+        }
+        Box::pin(async {})
+    }
+}

@@ -1,0 +1,141 @@
+//! Jobs: what a client submits, the context a node keeps while one runs,
+//! its log, and its outcome.
+
+use crate::ids::{JobId, ModuleHash};
+use bytes::Bytes;
+use prism_abi::WireError;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Most log lines kept per job; older lines are dropped first (10,000).
+const MAX_LOG_LINES: usize = 10_000;
+
+/// A request to run a driver.
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    /// The job's id, chosen by the head.
+    pub id: JobId,
+    /// The module (already uploaded to the head).
+    pub module: ModuleHash,
+    /// The driver (or task) to call.
+    pub entry: String,
+    /// The MessagePack-encoded arguments, in order.
+    pub args: Vec<Bytes>,
+}
+
+/// Where a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    /// The guest's standard output.
+    Stdout,
+    /// The guest's standard error.
+    Stderr,
+    /// `prism::log` from the guest.
+    Guest,
+    /// The node, about the job (retries, truncation).
+    System,
+}
+
+/// One line of a job's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// Where it came from.
+    pub source: LogSource,
+    /// The function that wrote it.
+    pub function: String,
+    /// The text, without its newline.
+    pub text: String,
+}
+
+/// A job's log: bounded, appended to by every task of the job.
+#[derive(Default, Debug)]
+pub struct JobLog {
+    lines: Mutex<VecDeque<LogLine>>,
+}
+
+impl JobLog {
+    /// Appends a line, dropping the oldest beyond the cap.
+    pub fn push(&self, source: LogSource, function: &str, text: &str) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() >= MAX_LOG_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(LogLine {
+            source,
+            function: function.to_string(),
+            text: text.to_string(),
+        });
+    }
+
+    /// Appends captured output, one line per line.
+    pub fn push_output(&self, source: LogSource, function: &str, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        for line in String::from_utf8_lossy(bytes).lines() {
+            self.push(source, function, line);
+        }
+    }
+
+    /// A copy of the lines so far.
+    pub fn lines(&self) -> Vec<LogLine> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// What a node keeps about a job while it runs.
+#[derive(Debug)]
+pub struct JobContext {
+    /// The job.
+    pub id: JobId,
+    /// Its module.
+    pub module: ModuleHash,
+    /// Its log.
+    pub log: JobLog,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug)]
+pub struct JobOutcome {
+    /// The job.
+    pub id: JobId,
+    /// The driver's MessagePack return value, or why the job failed.
+    pub result: Result<Bytes, WireError>,
+    /// Everything the job logged.
+    pub logs: Vec<LogLine>,
+    /// From submission to the end.
+    pub duration: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_split_into_lines() {
+        let log = JobLog::default();
+        log.push_output(LogSource::Stdout, "f", b"a\nb\n");
+        let lines = log.lines();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1].text, "b");
+    }
+
+    #[test]
+    fn log_is_bounded() {
+        let log = JobLog::default();
+        for i in 0..MAX_LOG_LINES + 5 {
+            log.push(LogSource::Guest, "f", &i.to_string());
+        }
+        let lines = log.lines();
+        assert_eq!(lines.len(), MAX_LOG_LINES);
+        assert_eq!(lines[0].text, "5");
+    }
+}

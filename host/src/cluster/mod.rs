@@ -1,0 +1,116 @@
+//! The cluster: a head (control plane) and nodes (workers), connected only
+//! through the [`HeadService`] and [`NodeService`] traits.
+//!
+//! [`EmbeddedCluster`] wires one head and one node in a single process
+//! through direct calls on those traits: the same head and node code that
+//! runs as separate processes when the traits are carried over the network,
+//! not a second implementation.
+
+mod head;
+pub mod job;
+mod node;
+
+pub use head::{Head, JobStatus};
+pub use job::{JobOutcome, JobSpec, LogLine, LogSource};
+pub use node::Node;
+
+use crate::config::NodeConfig;
+use crate::ids::{JobId, ModuleHash};
+use crate::runtime::BoxFuture;
+use bytes::Bytes;
+use prism_abi::StoreStats;
+use std::sync::Arc;
+
+/// Failures of cluster operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No module with that hash was uploaded.
+    #[error("module {0} not found")]
+    ModuleNotFound(ModuleHash),
+    /// No job with that id.
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    /// The cluster has no node to run work on.
+    #[error("the cluster has no nodes")]
+    NoNodes,
+    /// The node is shutting down.
+    #[error("the node has stopped")]
+    NodeStopped,
+    /// A node could not start.
+    #[error("node startup failed: {0}")]
+    Startup(String),
+    /// Local I/O failed (data directory).
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The object store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::objects::StoreError),
+}
+
+/// What a node asks of the head.
+pub trait HeadService: Send + Sync + 'static {
+    /// The bytes of an uploaded module.
+    fn module(&self, hash: ModuleHash) -> BoxFuture<'static, Result<Bytes, ClusterError>>;
+    /// Reports that a job ended.
+    fn job_finished(&self, outcome: JobOutcome) -> BoxFuture<'static, ()>;
+}
+
+/// What the head asks of a node.
+pub trait NodeService: Send + Sync + 'static {
+    /// Starts a job's driver; returns once it is accepted.
+    fn start_job(&self, spec: JobSpec) -> BoxFuture<'static, Result<(), ClusterError>>;
+    /// Cancels everything a job still runs on this node.
+    fn stop_job(&self, job: JobId) -> BoxFuture<'static, ()>;
+    /// Resources, load and store statistics.
+    fn status(&self) -> BoxFuture<'static, NodeStatus>;
+}
+
+/// A node's view of itself, for status output.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeStatus {
+    /// Total resources offered.
+    pub total: String,
+    /// Resources not held by running tasks.
+    pub available: String,
+    /// Task counters.
+    pub scheduler: crate::scheduler::SchedulerStats,
+    /// Object store statistics.
+    pub store: StoreStats,
+    /// Object store in-memory capacity in bytes.
+    pub store_capacity: u64,
+}
+
+/// A head and one node in this process.
+pub struct EmbeddedCluster {
+    head: Arc<Head>,
+    node: Arc<Node>,
+}
+
+impl EmbeddedCluster {
+    /// Starts the head and a node configured by `config`. Must be called
+    /// inside a multi-threaded tokio runtime.
+    pub fn start(config: NodeConfig) -> Result<Self, ClusterError> {
+        let head = Head::new();
+        let node = Node::start(config, head.clone())?;
+        head.attach_node(node.clone());
+        Ok(EmbeddedCluster { head, node })
+    }
+
+    /// The head.
+    pub fn head(&self) -> &Arc<Head> {
+        &self.head
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Uploads `module`, runs `entry` with MessagePack `args`, and waits for
+    /// the outcome.
+    pub async fn run(&self, module: &[u8], entry: &str, args: Vec<Bytes>) -> Result<JobOutcome, ClusterError> {
+        let hash = self.head.upload_module(Bytes::copy_from_slice(module));
+        let job = self.head.submit_job(hash, entry, args).await?;
+        self.head.wait_job(job).await
+    }
+}

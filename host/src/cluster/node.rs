@@ -1,0 +1,380 @@
+//! A node: the worker that runs guests. It owns the object store, the
+//! scheduler and the runtime, and wires them together:
+//! - as the scheduler's [`TaskExecutor`] it runs attempts on the runtime;
+//! - as each running guest's [`GuestHost`] (through [`TaskHost`]) it turns
+//!   guest requests into scheduler submissions and object store reads;
+//! - as a [`NodeService`] it starts and stops jobs for the head.
+//!
+//! A guest's `submit` goes straight into the local scheduler: the hot path
+//! never leaves the process.
+
+use super::job::{JobContext, JobOutcome, JobSpec, LogSource};
+use super::{ClusterError, HeadService, NodeService, NodeStatus};
+use crate::config::NodeConfig;
+use crate::ids::{JobId, ObjectId};
+use crate::objects::{Lookup, Object, ObjectStore, StoreError, Watch};
+use crate::runtime::{BoxFuture, GuestHost, Invocation, LoadedModule, Runtime};
+use crate::scheduler::resources::ResourceSet;
+use crate::scheduler::{Scheduler, SlotHandle, TaskExecutor, TaskRun, TaskSpec};
+use crate::task::{Arg, EntryKind};
+use bytes::Bytes;
+use prism_abi::{ErrorKind, StoreStats, WireError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// One worker node.
+pub struct Node {
+    me: Weak<Node>,
+    config: NodeConfig,
+    objects: Arc<ObjectStore>,
+    scheduler: Scheduler,
+    runtime: Runtime,
+    head: Arc<dyn HeadService>,
+    jobs: Mutex<HashMap<JobId, Arc<JobContext>>>,
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts a node with `config`, reporting to `head`.
+    pub fn start(config: NodeConfig, head: Arc<dyn HeadService>) -> Result<Arc<Node>, ClusterError> {
+        let (data_dir, temp_dir) = match &config.data_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new().prefix("prism-node-").tempdir()?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        std::fs::create_dir_all(&data_dir)?;
+        let objects = Arc::new(ObjectStore::new(config.object_store_capacity, data_dir.join("spill"))?);
+        let runtime = Runtime::new(&config.runtime, data_dir.join("modules"))
+            .map_err(|e| ClusterError::Startup(e.to_string()))?;
+        let total = ResourceSet::new(config.cpus, config.memory, &config.resources)
+            .map_err(ClusterError::Startup)?;
+        Ok(Arc::new_cyclic(|me: &Weak<Node>| {
+            let executor: Weak<dyn TaskExecutor> = me.clone();
+            Node {
+                me: me.clone(),
+                scheduler: Scheduler::new(total, objects.clone(), executor, config.retry_backoff),
+                objects,
+                runtime,
+                head,
+                jobs: Mutex::new(HashMap::new()),
+                config,
+                _temp_dir: temp_dir,
+            }
+        }))
+    }
+
+    /// The node's object store.
+    pub fn objects(&self) -> &Arc<ObjectStore> {
+        &self.objects
+    }
+
+    /// The node's scheduler.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// The node's runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    fn job(&self, id: JobId) -> Option<Arc<JobContext>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+
+    /// Loads a module from the head (or the local cache) on a blocking thread.
+    async fn load_module(&self, spec: &JobSpec) -> Result<Arc<LoadedModule>, WireError> {
+        if let Some(m) = self.runtime.modules().get(spec.module) {
+            return Ok(m);
+        }
+        let bytes = self
+            .head
+            .module(spec.module)
+            .await
+            .map_err(|e| WireError::new(ErrorKind::InvalidModule, e.to_string()))?;
+        let node = self.me.upgrade().ok_or_else(|| WireError::new(ErrorKind::System, "node stopped"))?;
+        tokio::task::spawn_blocking(move || node.runtime.modules().load(&bytes))
+            .await
+            .map_err(|e| WireError::new(ErrorKind::System, format!("module compilation aborted: {e}")))?
+            .map_err(|e| WireError::new(ErrorKind::InvalidModule, e.to_string()))
+    }
+
+    /// Runs a job's driver to completion, then cancels what it left running
+    /// and frees everything it owns.
+    async fn run_job(self: Arc<Self>, spec: JobSpec) -> JobOutcome {
+        let started = Instant::now();
+        let context = Arc::new(JobContext {
+            id: spec.id,
+            module: spec.module,
+            log: Default::default(),
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.id, context.clone());
+        let result = self.drive(&spec).await;
+        self.scheduler.cancel_job(spec.id);
+        let freed = self.objects.free_owner(spec.id);
+        tracing::debug!(job = %spec.id, freed, "job ended");
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).remove(&spec.id);
+        JobOutcome {
+            id: spec.id,
+            result,
+            logs: context.log.lines(),
+            duration: started.elapsed(),
+        }
+    }
+
+    async fn drive(&self, spec: &JobSpec) -> Result<Bytes, WireError> {
+        let module = self.load_module(spec).await?;
+        let entry = if module.exports().mains.contains(&spec.entry) {
+            EntryKind::Main
+        } else if module.exports().tasks.contains(&spec.entry) {
+            EntryKind::Task
+        } else {
+            return Err(WireError::new(
+                ErrorKind::FunctionNotFound,
+                format!(
+                    "the module exports no driver or task named `{}` (drivers: {:?}, tasks: {:?})",
+                    spec.entry,
+                    module.exports().mains,
+                    module.exports().tasks
+                ),
+            ));
+        };
+        let return_id = ObjectId::random();
+        let driver = TaskSpec {
+            job: spec.id,
+            module: spec.module,
+            entry,
+            function: spec.entry.clone(),
+            args: spec.args.iter().cloned().map(Arg::Value).collect(),
+            // Drivers coordinate; like Ray's, they hold no CPU.
+            request: ResourceSet::default(),
+            max_retries: 0,
+            timeout: self.config.runtime.driver_timeout,
+            memory_limit: self.config.runtime.max_task_memory,
+            return_id,
+        };
+        let watch = {
+            self.scheduler.submit(driver);
+            self.objects.watch(return_id)
+        };
+        if let Watch::Pending(rx) = watch {
+            let _ = rx.await;
+        }
+        match self.objects.lookup(return_id) {
+            Ok(Lookup::Ready(Object::Value(bytes))) => Ok(bytes),
+            Ok(Lookup::Ready(Object::Error(e))) => Err((*e).clone()),
+            Ok(_) => Err(WireError::new(ErrorKind::System, "the driver's result vanished")),
+            Err(e) => Err(WireError::new(ErrorKind::System, e.to_string())),
+        }
+    }
+
+    /// Builds the spec of a task submitted by a guest of `job`.
+    fn task_spec(
+        &self,
+        job: &JobContext,
+        function: &str,
+        args: Vec<Arg>,
+        options: prism_abi::TaskOptions,
+        return_id: ObjectId,
+    ) -> Result<TaskSpec, WireError> {
+        let invalid = |m: String| WireError::new(ErrorKind::InvalidArgument, m);
+        let exists = self
+            .runtime
+            .modules()
+            .get(job.module)
+            .is_some_and(|m| m.exports().tasks.iter().any(|t| t == function));
+        if !exists {
+            return Err(WireError::new(
+                ErrorKind::FunctionNotFound,
+                format!("the module exports no task named `{function}`"),
+            ));
+        }
+        let max_memory = self.config.runtime.max_task_memory;
+        let memory = options.memory.unwrap_or(0);
+        if memory > max_memory {
+            return Err(WireError::new(
+                ErrorKind::Unschedulable,
+                format!("a memory request of {memory} bytes exceeds the per-task limit of {max_memory} bytes"),
+            ));
+        }
+        let request = ResourceSet::new(options.num_cpus.unwrap_or(1.0), memory, &options.resources)
+            .map_err(invalid)?;
+        // Large inline values go through the store, so task messages stay small.
+        let mut args = args;
+        for arg in args.iter_mut() {
+            if let Arg::Value(bytes) = arg
+                && bytes.len() > prism_abi::INLINE_ARG_LIMIT
+            {
+                let id = self
+                    .objects
+                    .put(job.id, bytes.clone())
+                    .map_err(|e| WireError::new(ErrorKind::InvalidArgument, e.to_string()))?;
+                *arg = Arg::Ref(id);
+            }
+        }
+        Ok(TaskSpec {
+            job: job.id,
+            module: job.module,
+            entry: EntryKind::Task,
+            function: function.to_string(),
+            args,
+            request,
+            max_retries: options.max_retries.unwrap_or(3),
+            timeout: options
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(self.config.runtime.task_timeout),
+            memory_limit: if memory > 0 { memory } else { max_memory },
+            return_id,
+        })
+    }
+}
+
+impl TaskExecutor for Node {
+    fn execute(&self, run: TaskRun) -> BoxFuture<'static, Result<Bytes, WireError>> {
+        let node = self.me.upgrade();
+        Box::pin(async move {
+            let node = node.ok_or_else(|| WireError::new(ErrorKind::System, "the node stopped"))?;
+            let job = node
+                .job(run.spec.job)
+                .ok_or_else(|| WireError::new(ErrorKind::Cancelled, "the task's job has ended"))?;
+            let module = node.runtime.modules().get(run.spec.module).ok_or_else(|| {
+                WireError::new(ErrorKind::System, format!("module {} is not loaded", run.spec.module))
+            })?;
+            let host = Arc::new(TaskHost {
+                node: node.clone(),
+                job: job.clone(),
+                slot: run.slot.clone(),
+                function: run.spec.function.clone(),
+            });
+            let call = Invocation {
+                entry: run.spec.entry,
+                function: run.spec.function.clone(),
+                input: run.input,
+                attempt: run.attempt,
+                timeout: run.spec.timeout,
+                memory_limit: run.spec.memory_limit,
+                cancel: run.cancel,
+            };
+            let outcome = node.runtime.invoke(&module, call, host).await;
+            let function = &run.spec.function;
+            job.log.push_output(LogSource::Stdout, function, &outcome.stdout);
+            job.log.push_output(LogSource::Stderr, function, &outcome.stderr);
+            if outcome.output_dropped > 0 {
+                job.log.push(
+                    LogSource::System,
+                    function,
+                    &format!("{} bytes of output dropped over the per-task cap", outcome.output_dropped),
+                );
+            }
+            if let Err(e) = &outcome.result
+                && e.kind.is_retryable()
+            {
+                job.log.push(
+                    LogSource::System,
+                    function,
+                    &format!("attempt {} failed ({}): {}", run.attempt, e.kind, e.message),
+                );
+            }
+            outcome.result
+        })
+    }
+}
+
+impl NodeService for Node {
+    fn start_job(&self, spec: JobSpec) -> BoxFuture<'static, Result<(), ClusterError>> {
+        let node = self.me.upgrade();
+        Box::pin(async move {
+            let node = node.ok_or(ClusterError::NodeStopped)?;
+            let head = node.head.clone();
+            tokio::spawn(async move {
+                let outcome = node.run_job(spec).await;
+                head.job_finished(outcome).await;
+            });
+            Ok(())
+        })
+    }
+
+    fn stop_job(&self, job: JobId) -> BoxFuture<'static, ()> {
+        let cancelled = self.scheduler.cancel_job(job);
+        tracing::debug!(%job, cancelled, "job stopped");
+        Box::pin(async {})
+    }
+
+    fn status(&self) -> BoxFuture<'static, NodeStatus> {
+        let status = NodeStatus {
+            total: self.scheduler.total().to_string(),
+            available: self.scheduler.available().to_string(),
+            scheduler: self.scheduler.stats(),
+            store: self.objects.stats(),
+            store_capacity: self.objects.capacity(),
+        };
+        Box::pin(async move { status })
+    }
+}
+
+/// The node as seen by one running guest: its job, its CPU slot.
+struct TaskHost {
+    node: Arc<Node>,
+    job: Arc<JobContext>,
+    slot: Arc<SlotHandle>,
+    function: String,
+}
+
+impl GuestHost for TaskHost {
+    fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId {
+        let return_id = ObjectId::random();
+        match self.node.task_spec(&self.job, function, args, options, return_id) {
+            Ok(spec) => self.node.scheduler.submit(spec),
+            Err(error) => {
+                self.node.objects.create_pending(return_id, self.job.id);
+                let _ = self.node.objects.complete(return_id, Object::Error(Arc::new(error)));
+            }
+        }
+        return_id
+    }
+
+    fn put(&self, bytes: Bytes) -> Result<ObjectId, StoreError> {
+        self.node.objects.put(self.job.id, bytes)
+    }
+
+    fn lookup(&self, id: ObjectId) -> Lookup {
+        match self.node.objects.lookup(id) {
+            Ok(found) => found,
+            Err(e) => Lookup::Ready(Object::Error(Arc::new(WireError::new(ErrorKind::System, e.to_string())))),
+        }
+    }
+
+    fn watch(&self, id: ObjectId) -> Watch {
+        self.node.objects.watch(id)
+    }
+
+    fn cancel(&self, id: ObjectId) {
+        if self.node.objects.owner(id) == Some(self.job.id) {
+            self.node.scheduler.cancel(id);
+        }
+    }
+
+    fn block(&self) {
+        self.slot.block()
+    }
+
+    fn unblock(&self) -> BoxFuture<'static, ()> {
+        self.slot.unblock()
+    }
+
+    fn log(&self, level: i32, line: &str) {
+        tracing::debug!(job = %self.job.id, function = %self.function, level, "{line}");
+        self.job.log.push(LogSource::Guest, &self.function, line);
+    }
+
+    fn store_stats(&self) -> StoreStats {
+        self.node.objects.stats()
+    }
+}

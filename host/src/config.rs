@@ -1,0 +1,114 @@
+//! Node configuration: plain data with documented defaults.
+//!
+//! Every field says its default; [`NodeConfig::default`] is what `prism run`
+//! and `prism demo` use unless flags say otherwise.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Configuration of one node (worker), including its runtime limits.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// CPU slots offered to tasks. Default: the number of cores.
+    pub cpus: f64,
+    /// Memory (bytes) offered to tasks that reserve memory. Default: the
+    /// machine's physical memory.
+    pub memory: u64,
+    /// Custom resources offered, by name (e.g. `{"ssd": 1}`). Default: none.
+    pub resources: BTreeMap<String, f64>,
+    /// Directory for the module cache and spilled objects. Default: a fresh
+    /// temporary directory removed when the node stops.
+    pub data_dir: Option<PathBuf>,
+    /// Bytes of object values held in memory before the least recently used
+    /// ones spill to disk. Default: 30% of physical memory.
+    pub object_store_capacity: u64,
+    /// First retry delay after a system error; doubles per attempt, capped at
+    /// 10 s. Default 100 ms.
+    pub retry_backoff: Duration,
+    /// Limits and sizing of the wasm runtime.
+    pub runtime: RuntimeConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let memory = physical_memory();
+        NodeConfig {
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64,
+            memory,
+            resources: BTreeMap::new(),
+            data_dir: None,
+            object_store_capacity: memory / 10 * 3,
+            retry_backoff: Duration::from_millis(100),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// Limits and sizing of the wasm runtime (one engine per node).
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Largest linear memory one instance may grow to; a task's `memory`
+    /// option may only lower it. Default 256 MiB.
+    pub max_task_memory: u64,
+    /// Largest native stack wasm code may use before a stack-overflow trap.
+    /// Default 512 KiB.
+    pub max_wasm_stack: usize,
+    /// Wall-clock deadline of one task attempt unless its `timeout` option
+    /// says otherwise. Default 300 s.
+    pub task_timeout: Duration,
+    /// Wall-clock deadline of a job's driver. Default 3600 s.
+    pub driver_timeout: Duration,
+    /// How often the epoch advances; running guests yield to the scheduler
+    /// and check deadlines and cancellation at every tick. Default 10 ms.
+    pub epoch_tick: Duration,
+    /// Instances that can be alive at once (running or blocked), which sizes
+    /// the pooling allocator's slots. Tasks wait for a free slot. Default 2000.
+    pub instance_slots: u32,
+    /// Bytes of stdout + stderr kept per task; the rest is dropped with a
+    /// note in the log. Default 1 MiB.
+    pub max_output_per_task: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_task_memory: 256 << 20,
+            max_wasm_stack: 512 << 10,
+            task_timeout: Duration::from_secs(300),
+            driver_timeout: Duration::from_secs(3600),
+            epoch_tick: Duration::from_millis(10),
+            instance_slots: 2000,
+            max_output_per_task: 1 << 20,
+        }
+    }
+}
+
+/// Physical memory in bytes, from `/proc/meminfo`; 8 GiB where unknown.
+fn physical_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(8 << 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_as_documented() {
+        let c = NodeConfig::default();
+        assert!(c.cpus >= 1.0);
+        assert!(c.memory > 0);
+        assert_eq!(c.runtime.max_task_memory, 256 << 20);
+        assert_eq!(c.runtime.task_timeout, Duration::from_secs(300));
+        assert_eq!(c.retry_backoff, Duration::from_millis(100));
+    }
+}

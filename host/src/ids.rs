@@ -1,0 +1,142 @@
+//! Identifiers shared by every part of the node.
+//!
+//! Object ids are 128 random bits from the operating system's CSPRNG: they
+//! are capabilities, so they must be unguessable. Job ids are random too
+//! (they name jobs across restarts); task ids are a per-node counter.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // The OS random source failing means the machine cannot be trusted to
+    // make secrets at all; there is no meaningful way to continue.
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    bytes
+}
+
+/// An unforgeable object id. The all-zero id is never allocated.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId([u8; 16]);
+
+impl ObjectId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        loop {
+            let bytes = random_bytes::<16>();
+            if bytes != [0; 16] {
+                return ObjectId(bytes);
+            }
+        }
+    }
+
+    /// The id from its 16 bytes (as it crosses the ABI).
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        ObjectId(bytes)
+    }
+
+    /// The id's 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({self})")
+    }
+}
+
+/// A job: one driver run and everything it creates.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(u64);
+
+impl JobId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        JobId(u64::from_le_bytes(random_bytes::<8>()))
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job-{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A task within one node's lifetime (for logs and traces).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    /// The next id from a process-wide counter.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TaskId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task-{}", self.0)
+    }
+}
+
+/// A module's content address: the sha256 of its bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModuleHash([u8; 32]);
+
+impl ModuleHash {
+    /// Hashes module bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest;
+        ModuleHash(sha2::Sha256::digest(bytes).into())
+    }
+}
+
+impl fmt::Display for ModuleHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ModuleHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{self}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_ids_are_distinct_and_never_zero() {
+        let a = ObjectId::random();
+        let b = ObjectId::random();
+        assert_ne!(a, b);
+        assert_ne!(a.as_bytes(), &[0; 16]);
+        assert_eq!(ObjectId::from_bytes(*a.as_bytes()), a);
+        assert_eq!(a.to_string().len(), 32);
+    }
+
+    #[test]
+    fn module_hash_is_sha256() {
+        assert_eq!(
+            ModuleHash::of(b"").to_string(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

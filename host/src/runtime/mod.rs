@@ -1,0 +1,374 @@
+//! The wasm runtime: one engine per node, a module cache, and the
+//! invocation of one guest call in a fresh, limited instance.
+//!
+//! # Design
+//! - [`Runtime`] owns the [`wasmtime::Engine`] (async, epoch interruption,
+//!   pooling allocator, copy-on-write memory images) and a [`ModuleCache`]
+//!   that compiles each module once and keeps it on disk (by sha256) and in
+//!   memory as an `InstancePre`.
+//! - [`Runtime::invoke`] runs one call: a fresh `Store` and instance, the
+//!   per-task limits (linear memory through [`limits`], wall-clock deadline
+//!   and cancellation through epoch callbacks), captured stdio through
+//!   [`wasi`], and the `prism_v1` host functions of [`abi`]. Nothing survives
+//!   the call except its outcome, so nothing leaks between tasks.
+//! - Guests reach the rest of the node only through the [`GuestHost`] trait,
+//!   so the runtime does not know about scheduling: data flows from the
+//!   scheduler into the runtime, and guest requests flow back out through
+//!   that one trait.
+//! - Every way a call can fail becomes a [`WireError`] with a kind the caller
+//!   can match and the guest's own message; the host never panics on
+//!   anything a guest does.
+
+mod abi;
+mod engine;
+pub(crate) mod limits;
+mod modules;
+mod wasi;
+
+pub use modules::{LoadedModule, ModuleCache, ModuleError, ModuleExports};
+
+use crate::config::RuntimeConfig;
+use crate::ids::ObjectId;
+use crate::objects::{Lookup, Watch};
+use crate::task::{Arg, EntryKind};
+use bytes::Bytes;
+use prism_abi::{ErrorKind, StoreStats, WireError};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a running guest may ask of the node. Implemented by the node for
+/// each running call (so it knows the caller's job and CPU grant).
+pub trait GuestHost: Send + Sync + 'static {
+    /// Submits a call of `function` in the caller's module; returns the
+    /// result's id at once. Failures (unschedulable, bad arguments) are
+    /// stored in that object, never returned here.
+    fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId;
+    /// Stores a value owned by the caller's job.
+    fn put(&self, bytes: Bytes) -> Result<ObjectId, crate::objects::StoreError>;
+    /// Reads an object the caller may see (restoring it if spilled).
+    fn lookup(&self, id: ObjectId) -> Lookup;
+    /// Readiness of an object the caller may see. Never restores spilled values.
+    fn watch(&self, id: ObjectId) -> Watch;
+    /// Cancels the task producing `id`, if the caller may see it.
+    fn cancel(&self, id: ObjectId);
+    /// The guest is about to block: give its CPU back.
+    fn block(&self);
+    /// The guest may continue: wait until it has its CPU again.
+    fn unblock(&self) -> BoxFuture<'static, ()>;
+    /// A line for the job's log.
+    fn log(&self, level: i32, line: &str);
+    /// The node's object store statistics.
+    fn store_stats(&self) -> StoreStats;
+}
+
+/// Cancellation of one running call, observable from the guest's epoch
+/// callback and from host calls it is blocked in.
+#[derive(Default, Debug)]
+pub struct CancelToken {
+    cancelled: AtomicBool,
+    notify: Notify,
+}
+
+impl CancelToken {
+    /// Requests cancellation; idempotent.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once cancellation is requested.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Why the host stopped a running guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Interrupt {
+    #[error("the task was cancelled")]
+    Cancelled,
+    #[error("the task exceeded its deadline")]
+    Deadline,
+}
+
+/// One call to run.
+pub struct Invocation {
+    /// Task or driver.
+    pub entry: EntryKind,
+    /// The function's name (without export prefix).
+    pub function: String,
+    /// The MessagePack array of resolved arguments.
+    pub input: Bytes,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+    /// Wall-clock budget of this attempt.
+    pub timeout: Duration,
+    /// Cap on linear memory in bytes (at most the node's `max_task_memory`).
+    pub memory_limit: u64,
+    /// Cancellation of this call.
+    pub cancel: Arc<CancelToken>,
+}
+
+/// What a call produced.
+pub struct InvocationOutcome {
+    /// The MessagePack return value, or the typed failure.
+    pub result: Result<Bytes, WireError>,
+    /// Captured standard output.
+    pub stdout: Vec<u8>,
+    /// Captured standard error.
+    pub stderr: Vec<u8>,
+    /// Output bytes dropped over the per-task cap.
+    pub output_dropped: usize,
+}
+
+impl InvocationOutcome {
+    fn failed(kind: ErrorKind, message: impl Into<String>) -> Self {
+        InvocationOutcome {
+            result: Err(WireError::new(kind, message)),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            output_dropped: 0,
+        }
+    }
+}
+
+/// Data of one task's `Store`.
+pub(crate) struct TaskState {
+    wasi: wasi_common::WasiCtx,
+    limiter: limits::GuestLimiter,
+    host: Arc<dyn GuestHost>,
+    memory: Option<wasmtime::Memory>,
+    input: Bytes,
+    output: Option<(i32, Vec<u8>)>,
+    staged: Option<Bytes>,
+    panic: Option<String>,
+    attempt: u32,
+    cancel: Arc<CancelToken>,
+    deadline: Instant,
+}
+
+/// Errors creating a runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine configuration was rejected (e.g. the pool does not fit in
+    /// the address space).
+    #[error("could not create the wasm engine: {0}")]
+    Engine(String),
+    /// The module cache directory is unusable.
+    #[error("module cache directory: {0}")]
+    Cache(#[from] std::io::Error),
+}
+
+/// The node's wasm runtime.
+pub struct Runtime {
+    engine: Engine,
+    modules: ModuleCache,
+    config: RuntimeConfig,
+    slots: Semaphore,
+    _ticker: engine::EpochTicker,
+}
+
+impl Runtime {
+    /// Creates the engine, starts its epoch ticker, and opens the module
+    /// cache in `cache_dir`.
+    pub fn new(config: &RuntimeConfig, cache_dir: PathBuf) -> Result<Self, RuntimeError> {
+        let engine = engine::build(config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let linker = abi::linker(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let modules = ModuleCache::new(engine.clone(), linker, cache_dir)?;
+        let ticker = engine::EpochTicker::start(&engine, config.epoch_tick);
+        Ok(Runtime {
+            engine,
+            modules,
+            config: config.clone(),
+            slots: Semaphore::new(config.instance_slots as usize),
+            _ticker: ticker,
+        })
+    }
+
+    /// The module cache.
+    pub fn modules(&self) -> &ModuleCache {
+        &self.modules
+    }
+
+    /// The configuration the runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Runs one call in a fresh instance of `module`, with `host` serving
+    /// its `prism_v1` calls. Waits for a free instance slot first.
+    pub async fn invoke(
+        &self,
+        module: &LoadedModule,
+        call: Invocation,
+        host: Arc<dyn GuestHost>,
+    ) -> InvocationOutcome {
+        let Some(export) = module.entry(call.entry, &call.function) else {
+            return InvocationOutcome::failed(
+                ErrorKind::FunctionNotFound,
+                format!(
+                    "module {} exports no {} named `{}`",
+                    module.hash(),
+                    match call.entry {
+                        EntryKind::Task => "task",
+                        EntryKind::Main => "driver",
+                    },
+                    call.function
+                ),
+            );
+        };
+        let _slot = tokio::select! {
+            permit = self.slots.acquire() => match permit {
+                Ok(p) => p,
+                Err(_) => return InvocationOutcome::failed(ErrorKind::System, "the runtime is shutting down"),
+            },
+            _ = call.cancel.cancelled() => {
+                return InvocationOutcome::failed(ErrorKind::Cancelled, "the task was cancelled");
+            }
+        };
+        let (wasi, captured) = match wasi::task_context(&call.function, self.config.max_output_per_task) {
+            Ok(pair) => pair,
+            Err(e) => return InvocationOutcome::failed(ErrorKind::System, format!("WASI setup failed: {e:#}")),
+        };
+        let memory_limit = call.memory_limit.min(self.config.max_task_memory) as usize;
+        let state = TaskState {
+            wasi,
+            limiter: limits::GuestLimiter::new(memory_limit),
+            host,
+            memory: None,
+            input: call.input,
+            output: None,
+            staged: None,
+            panic: None,
+            attempt: call.attempt,
+            cancel: call.cancel.clone(),
+            deadline: Instant::now() + call.timeout,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.cancel.is_cancelled() {
+                return Err(Interrupt::Cancelled.into());
+            }
+            if Instant::now() >= state.deadline {
+                return Err(Interrupt::Deadline.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+
+        let input_len = store.data().input.len();
+        let run = async {
+            let instance = module.pre().instantiate_async(&mut store).await?;
+            let memory = instance.get_memory(&mut store, "memory");
+            store.data_mut().memory = memory;
+            if let Some(init) = module.initializer() {
+                let init = instance
+                    .get_module_export(&mut store, init)
+                    .and_then(|e| e.into_func())
+                    .ok_or_else(|| anyhow::anyhow!("`_initialize` is not a function"))?;
+                init.typed::<(), ()>(&store)?.call_async(&mut store, ()).await?;
+            }
+            let func = instance
+                .get_module_export(&mut store, export)
+                .and_then(|e| e.into_func())
+                .ok_or_else(|| anyhow::anyhow!("entry export is not a function"))?;
+            func.typed::<i32, ()>(&store)?
+                .call_async(&mut store, input_len as i32)
+                .await
+        };
+        let result = run.await;
+        let (stdout, stderr, output_dropped) = captured.take();
+        let state = store.into_data();
+        InvocationOutcome {
+            result: classify(result, state, call.timeout),
+            stdout,
+            stderr,
+            output_dropped,
+        }
+    }
+}
+
+/// Turns the raw result of a call into the value or a typed error.
+fn classify(result: anyhow::Result<()>, state: TaskState, timeout: Duration) -> Result<Bytes, WireError> {
+    match result {
+        Ok(()) => match state.output {
+            Some((prism_abi::output_kind::VALUE, bytes)) => Ok(Bytes::from(bytes)),
+            Some((prism_abi::output_kind::APPLICATION_ERROR, bytes)) => {
+                let mut error = WireError::decode(&bytes).unwrap_or_else(|_| {
+                    WireError::new(ErrorKind::Application, String::from_utf8_lossy(&bytes).into_owned())
+                });
+                if !matches!(error.kind, ErrorKind::Application | ErrorKind::InvalidArgument) {
+                    error.kind = ErrorKind::Application;
+                }
+                Err(error)
+            }
+            Some((kind, _)) => Err(WireError::new(
+                ErrorKind::Trap,
+                format!("the guest passed unknown output kind {kind}"),
+            )),
+            None => Err(WireError::new(
+                ErrorKind::Trap,
+                "the guest returned without producing a value (prism_v1.output was never called)",
+            )),
+        },
+        Err(error) => Err(classify_failure(error, &state, timeout)),
+    }
+}
+
+fn classify_failure(error: anyhow::Error, state: &TaskState, timeout: Duration) -> WireError {
+    if state.cancel.is_cancelled() || error.downcast_ref::<Interrupt>() == Some(&Interrupt::Cancelled) {
+        return WireError::new(ErrorKind::Cancelled, "the task was cancelled");
+    }
+    if error.downcast_ref::<Interrupt>() == Some(&Interrupt::Deadline) {
+        return WireError::new(
+            ErrorKind::DeadlineExceeded,
+            format!("the task ran past its deadline of {} ms", timeout.as_millis()),
+        );
+    }
+    if let Some(message) = &state.panic {
+        return WireError::new(ErrorKind::Panic, message.clone());
+    }
+    if let Some(requested) = state.limiter.refused_memory {
+        return WireError::new(
+            ErrorKind::MemoryLimitExceeded,
+            format!(
+                "linear memory growth to {requested} bytes refused: the limit is {} bytes ({error})",
+                state.limiter.memory_limit()
+            ),
+        );
+    }
+    if let Some(exit) = error.downcast_ref::<wasi_common::I32Exit>() {
+        return WireError::new(
+            ErrorKind::Trap,
+            format!("the guest called exit({}) before producing a value", exit.0),
+        );
+    }
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        return WireError::new(ErrorKind::Trap, format!("wasm trap: {trap}: {error:?}"));
+    }
+    // Anything else was raised by a host function refusing an ABI violation,
+    // or by instantiation (e.g. an initial memory above the limit).
+    WireError::new(ErrorKind::Trap, format!("{error:#}"))
+}

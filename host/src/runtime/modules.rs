@@ -1,0 +1,211 @@
+//! The module cache: compile once per node, instantiate in microseconds.
+//!
+//! A module is named by the sha256 of its bytes. The first load validates
+//! and compiles it, writes the compiled artifact to `<cache>/<hash>.cwasm`
+//! (reused across restarts), checks its imports and entry exports, and keeps
+//! an [`InstancePre`] in memory. Later loads of the same bytes are a map
+//! lookup.
+//!
+//! Malformed modules, imports the host does not provide and entry exports
+//! of the wrong type are refused here with a [`ModuleError`], before any
+//! task runs.
+
+use super::TaskState;
+use crate::ids::ModuleHash;
+use crate::task::EntryKind;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, ModuleExport, ValType};
+
+/// Why a module was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ModuleError {
+    /// Not a valid WebAssembly module (parse or validation failure).
+    #[error("invalid wasm module: {0}")]
+    Invalid(String),
+    /// The module imports something the host does not provide.
+    #[error("the module imports `{module}::{name}`, which Prism does not provide")]
+    UnknownImport {
+        /// Import module name.
+        module: String,
+        /// Import field name.
+        name: String,
+    },
+    /// An export has the entry naming but not the entry signature.
+    #[error("export `{0}` must be a function of type (i32) -> ()")]
+    BadEntry(String),
+    /// The module exports no linear memory named `memory`.
+    #[error("the module must export its linear memory as `memory`")]
+    NoMemory,
+}
+
+/// The task and driver names a module exports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ModuleExports {
+    /// `#[prism::task]` functions, sorted.
+    pub tasks: Vec<String>,
+    /// `#[prism::main]` drivers, sorted.
+    pub mains: Vec<String>,
+}
+
+/// A compiled module ready to instantiate.
+pub struct LoadedModule {
+    hash: ModuleHash,
+    exports: ModuleExports,
+    entries: HashMap<(EntryKind, String), ModuleExport>,
+    initializer: Option<ModuleExport>,
+    pre: InstancePre<TaskState>,
+}
+
+impl LoadedModule {
+    /// The module's content address.
+    pub fn hash(&self) -> ModuleHash {
+        self.hash
+    }
+
+    /// What it exports.
+    pub fn exports(&self) -> &ModuleExports {
+        &self.exports
+    }
+
+    pub(crate) fn entry(&self, kind: EntryKind, function: &str) -> Option<&ModuleExport> {
+        self.entries.get(&(kind, function.to_string()))
+    }
+
+    pub(crate) fn initializer(&self) -> Option<&ModuleExport> {
+        self.initializer.as_ref()
+    }
+
+    pub(crate) fn pre(&self) -> &InstancePre<TaskState> {
+        &self.pre
+    }
+}
+
+/// Compiled modules by hash, in memory and on disk.
+pub struct ModuleCache {
+    engine: Engine,
+    linker: Linker<TaskState>,
+    dir: PathBuf,
+    loaded: Mutex<HashMap<ModuleHash, Arc<LoadedModule>>>,
+}
+
+impl ModuleCache {
+    pub(super) fn new(engine: Engine, linker: Linker<TaskState>, dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(ModuleCache {
+            engine,
+            linker,
+            dir,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A module already loaded on this node.
+    pub fn get(&self, hash: ModuleHash) -> Option<Arc<LoadedModule>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned()
+    }
+
+    /// Loads (validating and compiling if needed) a module from its bytes.
+    /// CPU-heavy on first sight of a module: call from a blocking context.
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, ModuleError> {
+        let hash = ModuleHash::of(bytes);
+        if let Some(m) = self.get(hash) {
+            return Ok(m);
+        }
+        let module = self.compile_cached(hash, bytes)?;
+        let loaded = Arc::new(self.prepare(hash, module)?);
+        let mut map = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(map.entry(hash).or_insert(loaded).clone())
+    }
+
+    fn artifact_path(&self, hash: ModuleHash) -> PathBuf {
+        self.dir.join(format!("{hash}.cwasm"))
+    }
+
+    fn compile_cached(&self, hash: ModuleHash, bytes: &[u8]) -> Result<Module, ModuleError> {
+        let path = self.artifact_path(hash);
+        if path.exists() {
+            // SAFETY: the cache directory belongs to this node and artifacts
+            // are only ever written by `Module::serialize` below, under the
+            // hash of the bytes they were compiled from. wasmtime checks
+            // that an artifact matches this engine's version and settings
+            // and refuses it otherwise.
+            match unsafe { Module::deserialize_file(&self.engine, &path) } {
+                Ok(module) => return Ok(module),
+                Err(e) => tracing::info!(%hash, error = %e, "stale compiled artifact; recompiling"),
+            }
+        }
+        let module = Module::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        match module.serialize() {
+            Ok(artifact) => {
+                let tmp = self.dir.join(format!("{hash}.cwasm.tmp"));
+                if let Err(e) = std::fs::write(&tmp, artifact).and_then(|_| std::fs::rename(&tmp, &path)) {
+                    tracing::warn!(%hash, error = %e, "could not cache the compiled module");
+                }
+            }
+            Err(e) => tracing::warn!(%hash, error = %e, "could not serialize the compiled module"),
+        }
+        Ok(module)
+    }
+
+    fn prepare(&self, hash: ModuleHash, module: Module) -> Result<LoadedModule, ModuleError> {
+        for import in module.imports() {
+            let known = super::wasi::provides(import.module())
+                || (import.module() == prism_abi::IMPORT_MODULE && super::abi::provides(import.name()));
+            if !known {
+                return Err(ModuleError::UnknownImport {
+                    module: import.module().to_string(),
+                    name: import.name().to_string(),
+                });
+            }
+        }
+        if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
+            return Err(ModuleError::NoMemory);
+        }
+        let mut exports = ModuleExports::default();
+        let mut entries = HashMap::new();
+        for export in module.exports() {
+            let name = export.name();
+            let (kind, function) = if let Some(f) = name.strip_prefix(prism_abi::TASK_EXPORT_PREFIX) {
+                (EntryKind::Task, f)
+            } else if let Some(f) = name.strip_prefix(prism_abi::MAIN_EXPORT_PREFIX) {
+                (EntryKind::Main, f)
+            } else {
+                continue;
+            };
+            let ExternType::Func(ty) = export.ty() else {
+                return Err(ModuleError::BadEntry(name.to_string()));
+            };
+            let params: Vec<ValType> = ty.params().collect();
+            if params.len() != 1 || !matches!(params[0], ValType::I32) || ty.results().len() != 0 {
+                return Err(ModuleError::BadEntry(name.to_string()));
+            }
+            let Some(index) = module.get_export_index(name) else { continue };
+            match kind {
+                EntryKind::Task => exports.tasks.push(function.to_string()),
+                EntryKind::Main => exports.mains.push(function.to_string()),
+            }
+            entries.insert((kind, function.to_string()), index);
+        }
+        exports.tasks.sort();
+        exports.mains.sort();
+        let initializer = match module.get_export("_initialize") {
+            Some(ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0 => {
+                module.get_export_index("_initialize")
+            }
+            _ => None,
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        Ok(LoadedModule {
+            hash,
+            exports,
+            entries,
+            initializer,
+            pre,
+        })
+    }
+}

@@ -1,0 +1,519 @@
+//! The local scheduler: admission, argument dependencies, resource
+//! accounting, dispatch, cancellation and retries on one node.
+//!
+//! # The life of a task
+//! ```text
+//! submit ──► WaitingArgs ──► Queued ──► Running ──► Done
+//!              │               │          │  ▲
+//!              │               │          ▼  │ (system error, retries left)
+//!              └──── cancel ───┴──►Done  Backoff
+//! ```
+//! - `submit` registers the task's return object as pending. A request no
+//!   node could ever satisfy, or an argument the caller failed to encode,
+//!   fails the task at once (its object holds the error).
+//! - A task whose `Ref` arguments are not ready waits for them (without
+//!   holding resources), then joins the queue of its resource shape.
+//! - `dispatch` starts queued tasks in FIFO order per shape while their
+//!   resources fit. A blocked guest (in `get`/`wait`) gives its CPU back
+//!   through its [`SlotHandle`]; when it resumes it takes CPU again *before*
+//!   any queued task does, so work in progress finishes first and nested
+//!   tasks cannot deadlock a node with one CPU.
+//! - Application errors end the task. System errors are retried after an
+//!   exponential backoff up to `max_retries`. Cancellation ends a waiting or
+//!   queued task at once and interrupts a running one.
+//!
+//! The scheduler does not run guests: it hands a [`TaskRun`] to its
+//! [`TaskExecutor`] (the node, which calls the runtime).
+
+pub mod resources;
+
+use crate::ids::{JobId, ModuleHash, ObjectId, TaskId};
+use crate::objects::{Lookup, Object, ObjectStore, Watch};
+use crate::runtime::{BoxFuture, CancelToken};
+use crate::task::{Arg, EntryKind};
+use bytes::Bytes;
+use prism_abi::{ErrorKind, WireError};
+use resources::ResourceSet;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Longest delay between two attempts (10 s).
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Everything the scheduler needs to know about one call. Plain data.
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    /// The job that owns the call and its result.
+    pub job: JobId,
+    /// The module the function lives in.
+    pub module: ModuleHash,
+    /// Task or driver.
+    pub entry: EntryKind,
+    /// The function's name.
+    pub function: String,
+    /// The arguments, in order.
+    pub args: Vec<Arg>,
+    /// What the call holds while it runs.
+    pub request: ResourceSet,
+    /// Retries after system errors.
+    pub max_retries: u32,
+    /// Wall-clock budget per attempt.
+    pub timeout: Duration,
+    /// Cap on the instance's linear memory in bytes.
+    pub memory_limit: u64,
+    /// Where the result goes.
+    pub return_id: ObjectId,
+}
+
+/// One attempt handed to the executor.
+pub struct TaskRun {
+    /// The call.
+    pub spec: Arc<TaskSpec>,
+    /// For logs and traces.
+    pub task_id: TaskId,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+    /// The resolved arguments, as the guest's input buffer.
+    pub input: Bytes,
+    /// Cancellation of this task.
+    pub cancel: Arc<CancelToken>,
+    /// The task's hold on its resources.
+    pub slot: Arc<SlotHandle>,
+}
+
+/// Runs attempts; implemented by the node.
+pub trait TaskExecutor: Send + Sync + 'static {
+    /// Runs one attempt to completion.
+    fn execute(&self, run: TaskRun) -> BoxFuture<'static, Result<Bytes, WireError>>;
+}
+
+/// Counters for status output.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SchedulerStats {
+    /// Tasks known to the scheduler and not finished.
+    pub pending: usize,
+    /// Tasks running (including blocked in `get`).
+    pub running: usize,
+}
+
+const WAITING_ARGS: u8 = 0;
+const QUEUED: u8 = 1;
+const RUNNING: u8 = 2;
+const BACKOFF: u8 = 3;
+const DONE: u8 = 4;
+
+struct TaskEntry {
+    spec: Arc<TaskSpec>,
+    cancel: Arc<CancelToken>,
+    attempt: AtomicU32,
+    phase: AtomicU8,
+}
+
+impl TaskEntry {
+    fn transition(&self, from: u8, to: u8) -> bool {
+        self.phase
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
+struct State {
+    available: ResourceSet,
+    /// FIFO queues, one per resource shape.
+    queues: Vec<(ResourceSet, VecDeque<Arc<TaskEntry>>)>,
+    /// Blocked guests waiting to get their CPU back, served first.
+    resumes: VecDeque<(u64, oneshot::Sender<()>)>,
+    tasks: HashMap<ObjectId, Arc<TaskEntry>>,
+    running: usize,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    objects: Arc<ObjectStore>,
+    executor: Weak<dyn TaskExecutor>,
+    total: ResourceSet,
+    retry_backoff: Duration,
+}
+
+/// The node's scheduler. Cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+impl Scheduler {
+    /// A scheduler offering `total` resources, storing results in `objects`
+    /// and running attempts on `executor`.
+    pub fn new(
+        total: ResourceSet,
+        objects: Arc<ObjectStore>,
+        executor: Weak<dyn TaskExecutor>,
+        retry_backoff: Duration,
+    ) -> Self {
+        Scheduler {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    available: total.clone(),
+                    queues: Vec::new(),
+                    resumes: VecDeque::new(),
+                    tasks: HashMap::new(),
+                    running: 0,
+                }),
+                objects,
+                executor,
+                total,
+                retry_backoff,
+            }),
+        }
+    }
+
+    /// The node's total resources.
+    pub fn total(&self) -> &ResourceSet {
+        &self.shared.total
+    }
+
+    /// Accepts a call; its result appears under `spec.return_id`.
+    pub fn submit(&self, spec: TaskSpec) {
+        self.shared.submit(spec)
+    }
+
+    /// Cancels the task producing `id`. Returns whether such a task was
+    /// still unfinished.
+    pub fn cancel(&self, id: ObjectId) -> bool {
+        self.shared.cancel(id)
+    }
+
+    /// Cancels every unfinished task of `job`.
+    pub fn cancel_job(&self, job: JobId) -> usize {
+        let ids: Vec<ObjectId> = self
+            .shared
+            .lock()
+            .tasks
+            .iter()
+            .filter(|(_, e)| e.spec.job == job)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter().filter(|id| self.shared.cancel(*id)).count()
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> SchedulerStats {
+        let state = self.shared.lock();
+        SchedulerStats {
+            pending: state.tasks.len(),
+            running: state.running,
+        }
+    }
+
+    /// Resources not held by any task right now.
+    pub fn available(&self) -> ResourceSet {
+        self.shared.lock().available.clone()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn submit(self: &Arc<Self>, spec: TaskSpec) {
+        self.objects.create_pending(spec.return_id, spec.job);
+        if let Some(why) = self.total.shortfall(&spec.request) {
+            self.fail_now(&spec, ErrorKind::Unschedulable, format!("no node can run this task: {why}"));
+            return;
+        }
+        if let Some(Arg::Invalid(message)) = spec.args.iter().find(|a| matches!(a, Arg::Invalid(_))) {
+            self.fail_now(&spec, ErrorKind::InvalidArgument, message.clone());
+            return;
+        }
+        let deps: Vec<ObjectId> = spec
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                Arg::Ref(id) if self.objects.is_ready(*id) == Some(false) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let entry = Arc::new(TaskEntry {
+            spec: Arc::new(spec),
+            cancel: Arc::new(CancelToken::default()),
+            attempt: AtomicU32::new(0),
+            phase: AtomicU8::new(WAITING_ARGS),
+        });
+        self.lock().tasks.insert(entry.spec.return_id, entry.clone());
+        if deps.is_empty() {
+            self.enqueue(entry, WAITING_ARGS);
+        } else {
+            let shared = self.clone();
+            tokio::spawn(async move { shared.wait_for_args(entry, deps).await });
+        }
+    }
+
+    fn fail_now(&self, spec: &TaskSpec, kind: ErrorKind, message: String) {
+        let error = Arc::new(WireError::new(kind, message));
+        let _ = self.objects.complete(spec.return_id, Object::Error(error));
+    }
+
+    async fn wait_for_args(self: Arc<Self>, entry: Arc<TaskEntry>, deps: Vec<ObjectId>) {
+        for id in deps {
+            let Watch::Pending(rx) = self.objects.watch(id) else {
+                continue;
+            };
+            tokio::select! {
+                _ = rx => {}
+                _ = entry.cancel.cancelled() => break,
+            }
+        }
+        if entry.cancel.is_cancelled() {
+            // `cancel` finishes tasks that are not running.
+            return;
+        }
+        self.enqueue(entry, WAITING_ARGS);
+    }
+
+    fn enqueue(self: &Arc<Self>, entry: Arc<TaskEntry>, from: u8) {
+        if !entry.transition(from, QUEUED) {
+            return;
+        }
+        {
+            let mut state = self.lock();
+            let shape = &entry.spec.request;
+            match state.queues.iter_mut().find(|(s, _)| s == shape) {
+                Some((_, q)) => q.push_back(entry),
+                None => {
+                    let shape = shape.clone();
+                    state.queues.push((shape, VecDeque::from([entry])));
+                }
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Starts whatever fits: resuming guests first, then queued tasks.
+    fn dispatch(self: &Arc<Self>) {
+        let mut starts = Vec::new();
+        {
+            let mut state = self.lock();
+            let state = &mut *state;
+            while let Some((cpu, _)) = state.resumes.front() {
+                if state.available.cpu_milli < *cpu {
+                    break;
+                }
+                let Some((cpu, tx)) = state.resumes.pop_front() else { break };
+                state.available.cpu_milli -= cpu;
+                if tx.send(()).is_err() {
+                    state.available.cpu_milli += cpu;
+                }
+            }
+            if !state.resumes.is_empty() {
+                return;
+            }
+            for (shape, queue) in state.queues.iter_mut() {
+                while let Some(front) = queue.front() {
+                    if front.phase.load(Ordering::SeqCst) != QUEUED {
+                        queue.pop_front();
+                        continue;
+                    }
+                    if !state.available.fits(shape) {
+                        break;
+                    }
+                    let Some(entry) = queue.pop_front() else { break };
+                    if !entry.transition(QUEUED, RUNNING) {
+                        continue;
+                    }
+                    state.available.take(shape);
+                    state.running += 1;
+                    starts.push(entry);
+                }
+            }
+            state.queues.retain(|(_, q)| !q.is_empty());
+        }
+        for entry in starts {
+            let shared = self.clone();
+            tokio::spawn(async move { shared.run(entry).await });
+        }
+    }
+
+    async fn run(self: Arc<Self>, entry: Arc<TaskEntry>) {
+        let slot = Arc::new(SlotHandle {
+            shared: self.clone(),
+            grant: entry.spec.request.clone(),
+            blocked: AtomicBool::new(false),
+        });
+        let attempt = entry.attempt.load(Ordering::SeqCst);
+        let result = match (self.resolve_input(&entry.spec), self.executor.upgrade()) {
+            (Err(e), _) => Err(e),
+            (Ok(_), None) => Err(WireError::new(ErrorKind::System, "the node is shutting down")),
+            (Ok(input), Some(executor)) => {
+                let run = TaskRun {
+                    spec: entry.spec.clone(),
+                    task_id: TaskId::next(),
+                    attempt,
+                    input,
+                    cancel: entry.cancel.clone(),
+                    slot: slot.clone(),
+                };
+                executor.execute(run).await
+            }
+        };
+        slot.release();
+        self.lock().running -= 1;
+        self.dispatch();
+
+        match result {
+            Err(e)
+                if e.kind.is_retryable()
+                    && attempt < entry.spec.max_retries
+                    && !entry.cancel.is_cancelled()
+                    && entry.transition(RUNNING, BACKOFF) =>
+            {
+                entry.attempt.store(attempt + 1, Ordering::SeqCst);
+                let delay = self
+                    .retry_backoff
+                    .saturating_mul(1u32 << attempt.min(16))
+                    .min(MAX_BACKOFF);
+                tracing::info!(
+                    function = %entry.spec.function, attempt, kind = %e.kind, ?delay,
+                    "retrying after a system error: {}", e.message
+                );
+                let shared = self.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => shared.enqueue(entry, BACKOFF),
+                        _ = entry.cancel.cancelled() => {}
+                    }
+                });
+            }
+            result => {
+                if entry.transition(RUNNING, DONE) {
+                    self.finish(&entry, result.map_err(|mut e| {
+                        e.attempts = attempt + 1;
+                        e
+                    }));
+                }
+            }
+        }
+    }
+
+    fn resolve_input(&self, spec: &TaskSpec) -> Result<Bytes, WireError> {
+        let mut values: Vec<Bytes> = Vec::with_capacity(spec.args.len());
+        for (i, arg) in spec.args.iter().enumerate() {
+            match arg {
+                Arg::Value(b) => values.push(b.clone()),
+                Arg::Invalid(m) => return Err(WireError::new(ErrorKind::InvalidArgument, m.clone())),
+                Arg::Ref(id) => match self.objects.lookup(*id) {
+                    Ok(Lookup::Ready(Object::Value(b))) => values.push(b),
+                    Ok(Lookup::Ready(Object::Error(e))) => {
+                        let mut e = (*e).clone();
+                        e.message = format!("argument {i} failed: {}", e.message);
+                        return Err(e);
+                    }
+                    Ok(Lookup::NotFound) | Ok(Lookup::Pending(_)) => {
+                        return Err(WireError::new(
+                            ErrorKind::ObjectNotFound,
+                            format!("argument {i} refers to object {id}, which does not exist"),
+                        ));
+                    }
+                    Err(e) => return Err(WireError::new(ErrorKind::System, e.to_string())),
+                },
+            }
+        }
+        Ok(Bytes::from(prism_abi::build_input(values.iter().map(|b| b.as_ref()))))
+    }
+
+    fn finish(&self, entry: &TaskEntry, result: Result<Bytes, WireError>) {
+        self.lock().tasks.remove(&entry.spec.return_id);
+        let object = match result {
+            Ok(bytes) => Object::Value(bytes),
+            Err(e) => Object::Error(Arc::new(e)),
+        };
+        if let Err(e) = self.objects.complete(entry.spec.return_id, object) {
+            tracing::warn!(function = %entry.spec.function, error = %e, "storing a task result failed");
+        }
+    }
+
+    fn cancel(self: &Arc<Self>, id: ObjectId) -> bool {
+        let Some(entry) = self.lock().tasks.get(&id).cloned() else {
+            return false;
+        };
+        entry.cancel.cancel();
+        loop {
+            let phase = entry.phase.load(Ordering::SeqCst);
+            match phase {
+                RUNNING => return true,
+                DONE => return false,
+                _ if entry.transition(phase, DONE) => {
+                    let mut error = WireError::new(ErrorKind::Cancelled, "the task was cancelled");
+                    error.attempts = entry.attempt.load(Ordering::SeqCst) + 1;
+                    self.finish(&entry, Err(error));
+                    return true;
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    fn resume(self: &Arc<Self>, cpu: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut state = self.lock();
+            if state.resumes.is_empty() && state.available.cpu_milli >= cpu {
+                state.available.cpu_milli -= cpu;
+                let _ = tx.send(());
+                return rx;
+            }
+            state.resumes.push_back((cpu, tx));
+        }
+        self.dispatch();
+        rx
+    }
+}
+
+/// A running task's hold on its resources. Blocking gives the CPU part back
+/// until the task resumes; the rest (memory, custom resources) stays held.
+pub struct SlotHandle {
+    shared: Arc<Shared>,
+    grant: ResourceSet,
+    blocked: AtomicBool,
+}
+
+impl SlotHandle {
+    /// The guest blocks: its CPU becomes available to others.
+    pub fn block(&self) {
+        if self.grant.cpu_milli == 0 || self.blocked.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.shared.lock().available.cpu_milli += self.grant.cpu_milli;
+        self.shared.dispatch();
+    }
+
+    /// The guest wants to continue: resolves once it holds its CPU again.
+    /// Resuming guests are served before any queued task starts.
+    pub fn unblock(self: &Arc<Self>) -> BoxFuture<'static, ()> {
+        if self.grant.cpu_milli == 0 || !self.blocked.load(Ordering::SeqCst) {
+            return Box::pin(async {});
+        }
+        let rx = self.shared.resume(self.grant.cpu_milli);
+        let slot = self.clone();
+        Box::pin(async move {
+            // An error means the scheduler dropped the request; the CPU was
+            // then never taken, and `release` must not give it back.
+            if rx.await.is_ok() {
+                slot.blocked.store(false, Ordering::SeqCst);
+            }
+        })
+    }
+
+    /// Gives back everything still held (end of the attempt).
+    fn release(&self) {
+        let mut grant = self.grant.clone();
+        if self.blocked.load(Ordering::SeqCst) {
+            grant.cpu_milli = 0;
+        }
+        self.shared.lock().available.give(&grant);
+    }
+}
+
