@@ -34,7 +34,9 @@ impl Default for NodeConfig {
     fn default() -> Self {
         let memory = physical_memory();
         NodeConfig {
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64,
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1) as f64,
             memory,
             resources: BTreeMap::new(),
             data_dir: None,

@@ -40,7 +40,14 @@ pub fn json_args(text: &str) -> Result<Vec<Bytes>, ValueError> {
 /// Decodes one MessagePack value into JSON.
 pub fn msgpack_to_json(bytes: &[u8]) -> Result<Json, ValueError> {
     let mut cursor = bytes;
-    let value = rmpv::decode::read_value(&mut cursor).map_err(|e| ValueError::MessagePack(e.to_string()))?;
+    let value = rmpv::decode::read_value(&mut cursor)
+        .map_err(|e| ValueError::MessagePack(e.to_string()))?;
+    if !cursor.is_empty() {
+        return Err(ValueError::MessagePack(format!(
+            "{} trailing bytes after the value",
+            cursor.len()
+        )));
+    }
     Ok(to_json(&value))
 }
 
@@ -59,7 +66,11 @@ fn to_mp(value: &Json) -> Mp {
         }
         Json::String(s) => Mp::from(s.as_str()),
         Json::Array(items) => Mp::Array(items.iter().map(to_mp).collect()),
-        Json::Object(map) => Mp::Map(map.iter().map(|(k, v)| (Mp::from(k.as_str()), to_mp(v))).collect()),
+        Json::Object(map) => Mp::Map(
+            map.iter()
+                .map(|(k, v)| (Mp::from(k.as_str()), to_mp(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -74,9 +85,11 @@ fn to_json(value: &Mp) -> Json {
             .unwrap_or(Json::Null),
         Mp::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(Json::Null, Json::Number),
         Mp::F64(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Mp::String(s) => Json::String(s.as_str().map(str::to_string).unwrap_or_else(|| {
-            String::from_utf8_lossy(s.as_bytes()).into_owned()
-        })),
+        Mp::String(s) => Json::String(
+            s.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        ),
         Mp::Binary(b) => Json::Array(b.iter().map(|x| Json::from(*x)).collect()),
         Mp::Array(items) => Json::Array(items.iter().map(to_json).collect()),
         Mp::Map(entries) => Json::Object(
@@ -121,11 +134,15 @@ mod tests {
             x: u32,
         }
         let bytes = prism_abi::encode_value(&P { x: 3 }).unwrap();
-        assert_eq!(msgpack_to_json(&bytes).unwrap(), serde_json::json!({"x": 3}));
+        assert_eq!(
+            msgpack_to_json(&bytes).unwrap(),
+            serde_json::json!({"x": 3})
+        );
     }
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(msgpack_to_json(&[0xc1]).is_err());
+        assert!(msgpack_to_json(&[0x92, 0x01]).is_err(), "truncated array");
+        assert!(msgpack_to_json(&[0x01, 0x02]).is_err(), "trailing bytes");
     }
 }

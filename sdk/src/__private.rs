@@ -18,12 +18,18 @@ pub enum TaskOutput {
     Error(WireError),
 }
 
-/// Runs one exported entry point: reads and decodes the input, calls `f`,
-/// and hands its output to the host.
-pub fn run_entry<Args: DeserializeOwned>(input_len: u32, f: impl FnOnce(Args) -> TaskOutput) {
+/// Runs one exported entry point: reads and decodes the input (padding
+/// missing trailing arguments with nil, so `Option` parameters may be
+/// omitted), calls `f`, and hands its output to the host.
+pub fn run_entry<Args: DeserializeOwned>(
+    input_len: u32,
+    arity: u32,
+    f: impl FnOnce(Args) -> TaskOutput,
+) {
     install_panic_hook();
     let mut input = vec![0u8; input_len as usize];
     sys::input_read(&mut input);
+    let input = prism_abi::pad_input(input, arity);
     let output = match rmp_serde::from_slice::<Args>(&input) {
         Ok(args) => f(args),
         Err(e) => TaskOutput::Error(WireError::new(
@@ -113,6 +119,8 @@ mod tests {
     struct NotSerialize;
 
     #[test]
+    // The explicit borrow is what selects the implementation.
+    #[allow(clippy::needless_borrow)]
     fn serializable_errors_carry_a_payload() {
         let e = String::from("boom");
         assert!((&ErrPayload(&e)).payload().is_some());

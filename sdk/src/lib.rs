@@ -117,7 +117,10 @@ impl<'de, T> serde::Deserialize<'de> for ObjectRef<T> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a 16-byte object id")
             }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<[u8; 16], E> {
+            fn visit_bytes<E: serde::de::Error>(
+                self,
+                v: &[u8],
+            ) -> std::result::Result<[u8; 16], E> {
                 v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
@@ -353,6 +356,9 @@ pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
     refs.iter().map(get).collect()
 }
 
+/// The `(ready, pending)` halves returned by [`wait`].
+pub type Split<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
 /// Waits until `num_returns` of `refs` are ready or `timeout` passes, and
 /// splits them into `(ready, pending)`, each in the order of `refs`.
 ///
@@ -365,7 +371,7 @@ pub fn wait<T>(
     refs: &[ObjectRef<T>],
     num_returns: usize,
     timeout: Option<Duration>,
-) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+) -> Result<Split<T>> {
     if refs.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -375,7 +381,13 @@ pub fn wait<T>(
         ids.extend_from_slice(&r.id.0);
     }
     let mut flags = vec![0u8; refs.len()];
-    let code = sys::wait(&ids, refs.len(), num_returns, timeout_ms(timeout), &mut flags);
+    let code = sys::wait(
+        &ids,
+        refs.len(),
+        num_returns,
+        timeout_ms(timeout),
+        &mut flags,
+    );
     if code < 0 {
         return Err(Error::from_status(code));
     }
@@ -391,16 +403,14 @@ fn validate_wait<T>(refs: &[ObjectRef<T>], num_returns: usize) -> Result<()> {
     }
     let mut seen = std::collections::HashSet::with_capacity(refs.len());
     if !refs.iter().all(|r| seen.insert(r.id)) {
-        return Err(Error::InvalidArgument("wait requires distinct object refs".into()));
+        return Err(Error::InvalidArgument(
+            "wait requires distinct object refs".into(),
+        ));
     }
     Ok(())
 }
 
-fn split_ready<T>(
-    refs: &[ObjectRef<T>],
-    flags: &[u8],
-    num_returns: usize,
-) -> (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>) {
+fn split_ready<T>(refs: &[ObjectRef<T>], flags: &[u8], num_returns: usize) -> Split<T> {
     let mut ready = Vec::new();
     let mut pending = Vec::new();
     for (r, &f) in refs.iter().zip(flags) {
@@ -482,6 +492,8 @@ mod tests {
     }
 
     #[test]
+    // `&r(4)` is the point: it exercises the by-reference implementation.
+    #[allow(clippy::needless_borrows_for_generic_args)]
     fn values_and_refs_encode_as_their_arg_kinds() {
         let mut buf = Vec::new();
         IntoArg::<u64>::append_to(5u64, &mut buf);
@@ -499,9 +511,18 @@ mod tests {
     #[test]
     fn wait_validates_like_ray() {
         assert_eq!(wait::<u64>(&[], 1, None).unwrap(), (vec![], vec![]));
-        assert!(matches!(wait(&[r(1)], 2, None), Err(Error::InvalidArgument(_))));
-        assert!(matches!(wait(&[r(1)], 0, None), Err(Error::InvalidArgument(_))));
-        assert!(matches!(wait(&[r(1), r(1)], 1, None), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            wait(&[r(1)], 2, None),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            wait(&[r(1)], 0, None),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            wait(&[r(1), r(1)], 1, None),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

@@ -92,7 +92,15 @@ pub fn take(buf: &mut [u8]) {
 #[cfg(target_arch = "wasm32")]
 pub fn wait(ids: &[u8], count: usize, num_returns: usize, timeout_ms: i64, out: &mut [u8]) -> i32 {
     debug_assert!(ids.len() == count * 16 && out.len() == count);
-    unsafe { imp::wait(ids.as_ptr(), count, num_returns, timeout_ms, out.as_mut_ptr()) }
+    unsafe {
+        imp::wait(
+            ids.as_ptr(),
+            count,
+            num_returns,
+            timeout_ms,
+            out.as_mut_ptr(),
+        )
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -133,7 +141,13 @@ mod native {
         NOT_IN_GUEST
     }
     pub fn take(_buf: &mut [u8]) {}
-    pub fn wait(_ids: &[u8], _count: usize, _num_returns: usize, _timeout_ms: i64, _out: &mut [u8]) -> i32 {
+    pub fn wait(
+        _ids: &[u8],
+        _count: usize,
+        _num_returns: usize,
+        _timeout_ms: i64,
+        _out: &mut [u8],
+    ) -> i32 {
         NOT_IN_GUEST
     }
     pub fn cancel(_id: &[u8; 16]) -> i32 {

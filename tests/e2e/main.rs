@@ -1,1 +1,11 @@
-fn main() {}
+//! End-to-end tests: real guests (compiled by `guest-examples/artifacts`)
+//! on a real embedded cluster, and the real `prism` binary.
+//!
+//! Each test reads like a specification: its name states the behaviour.
+
+mod support;
+
+mod cli;
+mod examples;
+mod modules;
+mod sdk;

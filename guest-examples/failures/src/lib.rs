@@ -77,7 +77,11 @@ struct Outcome {
 
 fn outcome<T: std::fmt::Debug>(case: &'static str, result: prism::Result<T>) -> Outcome {
     match result {
-        Ok(v) => Outcome { case, error_kind: None, message: format!("ok: {v:?}") },
+        Ok(v) => Outcome {
+            case,
+            error_kind: None,
+            message: format!("ok: {v:?}"),
+        },
         Err(e) => Outcome {
             case,
             error_kind: e.kind().map(|k| k.to_string()),
@@ -91,18 +95,37 @@ fn outcome<T: std::fmt::Debug>(case: &'static str, result: prism::Result<T>) -> 
 fn main() -> prism::Result<Vec<Outcome>> {
     let no_retry = || prism::TaskOptions::new().max_retries(0);
     Ok(vec![
-        outcome("panic", prism::get(&panics::remote("the guest gave up".to_string()))),
+        outcome(
+            "panic",
+            prism::get(&panics::remote("the guest gave up".to_string())),
+        ),
         outcome("error", prism::get(&fails::remote(-5))),
-        outcome("trap", prism::get(&traps::options().with(no_retry()).remote())),
+        outcome(
+            "trap",
+            prism::get(&traps::options().with(no_retry()).remote()),
+        ),
         outcome(
             "memory_bomb",
-            prism::get(&memory_bomb::options().with(no_retry()).memory(64 << 20).remote()),
+            prism::get(
+                &memory_bomb::options()
+                    .with(no_retry())
+                    .memory(64 << 20)
+                    .remote(),
+            ),
         ),
         outcome(
             "infinite_loop",
-            prism::get(&spin::options().with(no_retry()).timeout(Duration::from_millis(300)).remote()),
+            prism::get(
+                &spin::options()
+                    .with(no_retry())
+                    .timeout(Duration::from_millis(300))
+                    .remote(),
+            ),
         ),
-        outcome("flaky_retried", prism::get(&flaky::options().max_retries(2).remote(1))),
+        outcome(
+            "flaky_retried",
+            prism::get(&flaky::options().max_retries(2).remote(1)),
+        ),
         outcome("still_serving", prism::get(&double::remote(21))),
     ])
 }

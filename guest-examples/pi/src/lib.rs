@@ -45,8 +45,15 @@ struct Estimate {
 fn main(tasks: Option<u64>, samples: Option<u64>) -> prism::Result<Estimate> {
     let tasks = tasks.unwrap_or(100);
     let samples = samples.unwrap_or(100_000);
-    let refs: Vec<_> = (0..tasks).map(|seed| count_inside::remote(seed, samples)).collect();
+    let refs: Vec<_> = (0..tasks)
+        .map(|seed| count_inside::remote(seed, samples))
+        .collect();
     let inside: u64 = prism::get_all(&refs)?.into_iter().sum();
     let pi = 4.0 * inside as f64 / (tasks * samples).max(1) as f64;
-    Ok(Estimate { tasks, samples: tasks * samples, pi, error: (pi - std::f64::consts::PI).abs() })
+    Ok(Estimate {
+        tasks,
+        samples: tasks * samples,
+        pi,
+        error: (pi - std::f64::consts::PI).abs(),
+    })
 }

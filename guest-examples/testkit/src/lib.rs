@@ -132,9 +132,13 @@ fn wait_cases() -> prism::Result<WaitReport> {
     let empty_is_immediate = r.is_empty() && p.is_empty();
 
     let one = add::remote(1, 1);
-    let too_many_is_invalid = matches!(prism::wait(&[one], 2, None), Err(Error::InvalidArgument(_)));
+    let too_many_is_invalid =
+        matches!(prism::wait(&[one], 2, None), Err(Error::InvalidArgument(_)));
     let zero_is_invalid = matches!(prism::wait(&[one], 0, None), Err(Error::InvalidArgument(_)));
-    let duplicates_are_invalid = matches!(prism::wait(&[one, one], 1, None), Err(Error::InvalidArgument(_)));
+    let duplicates_are_invalid = matches!(
+        prism::wait(&[one, one], 1, None),
+        Err(Error::InvalidArgument(_))
+    );
 
     let slow = sleep_then::remote(3_000, 1);
     let fast = add::remote(2, 2);
@@ -148,7 +152,8 @@ fn wait_cases() -> prism::Result<WaitReport> {
 
     let start = Instant::now();
     let (ready, _) = prism::wait(&[slow], 1, Some(Duration::ZERO))?;
-    let zero_timeout_is_immediate = ready.is_empty() && start.elapsed() < Duration::from_millis(500);
+    let zero_timeout_is_immediate =
+        ready.is_empty() && start.elapsed() < Duration::from_millis(500);
 
     let done: Vec<_> = (0..3).map(|i| add::remote(i, 0)).collect();
     prism::get_all(&done)?;
@@ -156,8 +161,14 @@ fn wait_cases() -> prism::Result<WaitReport> {
     let ready_capped_at_num_returns = ready.len() == 2 && pending.len() == 1;
     let order_preserved = ready == done[..2] && pending == done[2..];
 
-    let failing = chain::options().max_retries(0).timeout(Duration::from_millis(1)).remote(1_000);
-    let failed = spin::options().max_retries(0).timeout(Duration::from_millis(50)).remote();
+    let failing = chain::options()
+        .max_retries(0)
+        .timeout(Duration::from_millis(1))
+        .remote(1_000);
+    let failed = spin::options()
+        .max_retries(0)
+        .timeout(Duration::from_millis(50))
+        .remote();
     let (ready, _) = prism::wait(&[failed], 1, Some(Duration::from_secs(30)))?;
     let errors_count_as_ready = ready == vec![failed];
     let _ = prism::cancel(&failing);
@@ -194,7 +205,11 @@ fn get_timeout_case() -> prism::Result<GetTimeoutReport> {
     let first = kind(&prism::get_timeout(&slow, Duration::from_millis(50)));
     let elapsed_ms = start.elapsed().as_millis() as u64;
     let then_value = prism::get(&slow)?;
-    Ok(GetTimeoutReport { first, elapsed_ms, then_value })
+    Ok(GetTimeoutReport {
+        first,
+        elapsed_ms,
+        then_value,
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -231,7 +246,13 @@ fn cancel_cases() -> prism::Result<CancelReport> {
         Err(e) => e.to_string(),
     };
     let _ = prism::cancel(&slow);
-    Ok(CancelReport { queued, running, running_cancel_ms, finished, cancelled_is_typed })
+    Ok(CancelReport {
+        queued,
+        running,
+        running_cancel_ms,
+        finished,
+        cancelled_is_typed,
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -257,7 +278,13 @@ fn refs_cases() -> prism::Result<RefsReport> {
     let big_arg_len = prism::get(&text_len::remote(big))?;
     let forged: ObjectRef<u64> = ObjectRef::from_id(prism::ObjectId([0xAB; 16]));
     let forged = kind(&prism::get(&forged));
-    Ok(RefsReport { resolved_arg, nested_sum, put_value, big_arg_len, forged })
+    Ok(RefsReport {
+        resolved_arg,
+        nested_sum,
+        put_value,
+        big_arg_len,
+        forged,
+    })
 }
 
 /// Puts `mb` MiB and reads them back; returns the bytes read.
@@ -290,7 +317,9 @@ fn fill_store(count: u64, kb: u64) -> prism::Result<(prism::StoreStats, bool)> {
 #[prism::main]
 fn unschedulable() -> (String, String, String) {
     let cpus = kind(&prism::get(&add::options().num_cpus(10_000.0).remote(1, 1)));
-    let custom = kind(&prism::get(&add::options().resource("unicorn", 1.0).remote(1, 1)));
+    let custom = kind(&prism::get(
+        &add::options().resource("unicorn", 1.0).remote(1, 1),
+    ));
     let memory = kind(&prism::get(&add::options().memory(1 << 50).remote(1, 1)));
     (cpus, custom, memory)
 }
@@ -298,7 +327,9 @@ fn unschedulable() -> (String, String, String) {
 /// Uses the custom resource `gadget` with `n` concurrent tasks.
 #[prism::main]
 fn gadget(n: u64) -> prism::Result<u64> {
-    let refs: Vec<_> = (0..n).map(|i| with_gadget::options().resource("gadget", 1.0).remote(i)).collect();
+    let refs: Vec<_> = (0..n)
+        .map(|i| with_gadget::options().resource("gadget", 1.0).remote(i))
+        .collect();
     Ok(prism::get_all(&refs)?.into_iter().sum())
 }
 

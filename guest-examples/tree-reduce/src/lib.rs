@@ -33,5 +33,11 @@ fn main(n: Option<u64>, leaf: Option<u64>) -> prism::Result<Report> {
     let leaf = leaf.unwrap_or(1_024);
     let sum = prism::get(&sum_range::remote(0, n, leaf))?;
     let expected = n.saturating_sub(1) * n / 2;
-    Ok(Report { n, leaf, sum, expected, exact: sum == expected })
+    Ok(Report {
+        n,
+        leaf,
+        sum,
+        expected,
+        exact: sum == expected,
+    })
 }

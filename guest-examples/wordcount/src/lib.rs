@@ -55,8 +55,10 @@ fn main(lines_per_chunk: Option<usize>) -> prism::Result<Summary> {
         .chunks(lines_per_chunk.unwrap_or(4).max(1))
         .map(|c| c.join("\n"))
         .collect();
-    let mut level: Vec<prism::ObjectRef<Counts>> =
-        chunks.iter().map(|c| count_words::remote(c.clone())).collect();
+    let mut level: Vec<prism::ObjectRef<Counts>> = chunks
+        .iter()
+        .map(|c| count_words::remote(c.clone()))
+        .collect();
     while level.len() > 1 {
         level = level
             .chunks(2)

@@ -32,8 +32,15 @@ fn examples() -> Vec<Example> {
             check: |v| {
                 let pi = v["pi"].as_f64().ok_or("no estimate")?;
                 let err = (pi - std::f64::consts::PI).abs();
-                let summary = format!("π ≈ {pi:.5} from {} samples in {} tasks", v["samples"], v["tasks"]);
-                if err < 0.01 { Ok(summary) } else { Err(format!("{summary}: off by {err}")) }
+                let summary = format!(
+                    "π ≈ {pi:.5} from {} samples in {} tasks",
+                    v["samples"], v["tasks"]
+                );
+                if err < 0.01 {
+                    Ok(summary)
+                } else {
+                    Err(format!("{summary}: off by {err}"))
+                }
             },
         },
         Example {
@@ -45,7 +52,11 @@ fn examples() -> Vec<Example> {
                     "{} words, {} distinct, {} map tasks; top {}",
                     v["total_words"], v["distinct_words"], v["chunks"], v["top"]
                 );
-                if v["matches_direct_count"] == Value::Bool(true) { Ok(summary) } else { Err(summary) }
+                if v["matches_direct_count"] == Value::Bool(true) {
+                    Ok(summary)
+                } else {
+                    Err(summary)
+                }
             },
         },
         Example {
@@ -53,8 +64,15 @@ fn examples() -> Vec<Example> {
             module: prism_guests::TREE_REDUCE,
             args: "[65536, 1024]",
             check: |v| {
-                let summary = format!("sum(0..{}) = {} (leaves of {})", v["n"], v["sum"], v["leaf"]);
-                if v["exact"] == Value::Bool(true) { Ok(summary) } else { Err(summary) }
+                let summary = format!(
+                    "sum(0..{}) = {} (leaves of {})",
+                    v["n"], v["sum"], v["leaf"]
+                );
+                if v["exact"] == Value::Bool(true) {
+                    Ok(summary)
+                } else {
+                    Err(summary)
+                }
             },
         },
         Example {
@@ -87,7 +105,10 @@ fn check_failures(v: &Value) -> Result<String, String> {
             .ok_or_else(|| format!("missing case {case}"))?;
         let kind = outcome["error_kind"].as_str();
         if kind != *expected {
-            return Err(format!("{case}: expected {expected:?}, got {kind:?} ({})", outcome["message"]));
+            return Err(format!(
+                "{case}: expected {expected:?}, got {kind:?} ({})",
+                outcome["message"]
+            ));
         }
         seen.push(format!("{case}→{}", kind.unwrap_or("ok")));
     }

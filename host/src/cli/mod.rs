@@ -65,7 +65,10 @@ impl NodeArgs {
     fn config(&self) -> anyhow::Result<NodeConfig> {
         let mut config = NodeConfig::default();
         if let Some(cpus) = self.cpus {
-            anyhow::ensure!(cpus.is_finite() && cpus > 0.0, "--cpus must be positive, got {cpus}");
+            anyhow::ensure!(
+                cpus.is_finite() && cpus > 0.0,
+                "--cpus must be positive, got {cpus}"
+            );
             config.cpus = cpus;
         }
         if let Some(json) = &self.resources {
@@ -159,7 +162,8 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `prism run`: one job on an embedded cluster.
 fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let module = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
+    let module = std::fs::read(&args.module)
+        .with_context(|| format!("cannot read {}", args.module.display()))?;
     let job_args = crate::values::json_args(&args.args).context("--args")?;
     let config = args.node.config()?;
     tokio_runtime()?.block_on(async {
@@ -179,7 +183,10 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
                 Ok(0)
             }
             Err(e) => {
-                eprintln!("error: job {} failed ({}): {}", outcome.id, e.kind, e.message);
+                eprintln!(
+                    "error: job {} failed ({}): {}",
+                    outcome.id, e.kind, e.message
+                );
                 Ok(1)
             }
         }
@@ -200,7 +207,8 @@ fn print_logs(outcome: &JobOutcome) {
 
 /// `prism inspect`: validate a module and list its entry points.
 fn inspect(args: InspectArgs) -> anyhow::Result<i32> {
-    let bytes = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
+    let bytes = std::fs::read(&args.module)
+        .with_context(|| format!("cannot read {}", args.module.display()))?;
     let cache = tempfile::tempdir()?;
     let config = crate::config::RuntimeConfig {
         instance_slots: 1,

@@ -72,7 +72,12 @@ impl Head {
     }
 
     /// Starts a job on a node (round robin); returns its id at once.
-    pub async fn submit_job(&self, module: ModuleHash, entry: &str, args: Vec<Bytes>) -> Result<JobId, ClusterError> {
+    pub async fn submit_job(
+        &self,
+        module: ModuleHash,
+        entry: &str,
+        args: Vec<Bytes>,
+    ) -> Result<JobId, ClusterError> {
         let id = JobId::random();
         let node = {
             let mut state = self.lock();

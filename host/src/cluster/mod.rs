@@ -108,7 +108,12 @@ impl EmbeddedCluster {
 
     /// Uploads `module`, runs `entry` with MessagePack `args`, and waits for
     /// the outcome.
-    pub async fn run(&self, module: &[u8], entry: &str, args: Vec<Bytes>) -> Result<JobOutcome, ClusterError> {
+    pub async fn run(
+        &self,
+        module: &[u8],
+        entry: &str,
+        args: Vec<Bytes>,
+    ) -> Result<JobOutcome, ClusterError> {
         let hash = self.head.upload_module(Bytes::copy_from_slice(module));
         let job = self.head.submit_job(hash, entry, args).await?;
         self.head.wait_job(job).await

@@ -37,7 +37,10 @@ pub struct Node {
 
 impl Node {
     /// Starts a node with `config`, reporting to `head`.
-    pub fn start(config: NodeConfig, head: Arc<dyn HeadService>) -> Result<Arc<Node>, ClusterError> {
+    pub fn start(
+        config: NodeConfig,
+        head: Arc<dyn HeadService>,
+    ) -> Result<Arc<Node>, ClusterError> {
         let (data_dir, temp_dir) = match &config.data_dir {
             Some(dir) => (dir.clone(), None),
             None => {
@@ -46,7 +49,10 @@ impl Node {
             }
         };
         std::fs::create_dir_all(&data_dir)?;
-        let objects = Arc::new(ObjectStore::new(config.object_store_capacity, data_dir.join("spill"))?);
+        let objects = Arc::new(ObjectStore::new(
+            config.object_store_capacity,
+            data_dir.join("spill"),
+        )?);
         let runtime = Runtime::new(&config.runtime, data_dir.join("modules"))
             .map_err(|e| ClusterError::Startup(e.to_string()))?;
         let total = ResourceSet::new(config.cpus, config.memory, &config.resources)
@@ -82,7 +88,11 @@ impl Node {
     }
 
     fn job(&self, id: JobId) -> Option<Arc<JobContext>> {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     /// Loads a module from the head (or the local cache) on a blocking thread.
@@ -95,10 +105,18 @@ impl Node {
             .module(spec.module)
             .await
             .map_err(|e| WireError::new(ErrorKind::InvalidModule, e.to_string()))?;
-        let node = self.me.upgrade().ok_or_else(|| WireError::new(ErrorKind::System, "node stopped"))?;
+        let node = self
+            .me
+            .upgrade()
+            .ok_or_else(|| WireError::new(ErrorKind::System, "node stopped"))?;
         tokio::task::spawn_blocking(move || node.runtime.modules().load(&bytes))
             .await
-            .map_err(|e| WireError::new(ErrorKind::System, format!("module compilation aborted: {e}")))?
+            .map_err(|e| {
+                WireError::new(
+                    ErrorKind::System,
+                    format!("module compilation aborted: {e}"),
+                )
+            })?
             .map_err(|e| WireError::new(ErrorKind::InvalidModule, e.to_string()))
     }
 
@@ -119,7 +137,10 @@ impl Node {
         self.scheduler.cancel_job(spec.id);
         let freed = self.objects.free_owner(spec.id);
         tracing::debug!(job = %spec.id, freed, "job ended");
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).remove(&spec.id);
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&spec.id);
         JobOutcome {
             id: spec.id,
             result,
@@ -169,7 +190,10 @@ impl Node {
         match self.objects.lookup(return_id) {
             Ok(Lookup::Ready(Object::Value(bytes))) => Ok(bytes),
             Ok(Lookup::Ready(Object::Error(e))) => Err((*e).clone()),
-            Ok(_) => Err(WireError::new(ErrorKind::System, "the driver's result vanished")),
+            Ok(_) => Err(WireError::new(
+                ErrorKind::System,
+                "the driver's result vanished",
+            )),
             Err(e) => Err(WireError::new(ErrorKind::System, e.to_string())),
         }
     }
@@ -200,7 +224,9 @@ impl Node {
         if memory > max_memory {
             return Err(WireError::new(
                 ErrorKind::Unschedulable,
-                format!("a memory request of {memory} bytes exceeds the per-task limit of {max_memory} bytes"),
+                format!(
+                    "a memory request of {memory} bytes exceeds the per-task limit of {max_memory} bytes"
+                ),
             ));
         }
         let request = ResourceSet::new(options.num_cpus.unwrap_or(1.0), memory, &options.resources)
@@ -245,7 +271,10 @@ impl TaskExecutor for Node {
                 .job(run.spec.job)
                 .ok_or_else(|| WireError::new(ErrorKind::Cancelled, "the task's job has ended"))?;
             let module = node.runtime.modules().get(run.spec.module).ok_or_else(|| {
-                WireError::new(ErrorKind::System, format!("module {} is not loaded", run.spec.module))
+                WireError::new(
+                    ErrorKind::System,
+                    format!("module {} is not loaded", run.spec.module),
+                )
             })?;
             let host = Arc::new(TaskHost {
                 node: node.clone(),
@@ -264,13 +293,18 @@ impl TaskExecutor for Node {
             };
             let outcome = node.runtime.invoke(&module, call, host).await;
             let function = &run.spec.function;
-            job.log.push_output(LogSource::Stdout, function, &outcome.stdout);
-            job.log.push_output(LogSource::Stderr, function, &outcome.stderr);
+            job.log
+                .push_output(LogSource::Stdout, function, &outcome.stdout);
+            job.log
+                .push_output(LogSource::Stderr, function, &outcome.stderr);
             if outcome.output_dropped > 0 {
                 job.log.push(
                     LogSource::System,
                     function,
-                    &format!("{} bytes of output dropped over the per-task cap", outcome.output_dropped),
+                    &format!(
+                        "{} bytes of output dropped over the per-task cap",
+                        outcome.output_dropped
+                    ),
                 );
             }
             if let Err(e) = &outcome.result
@@ -330,11 +364,17 @@ struct TaskHost {
 impl GuestHost for TaskHost {
     fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId {
         let return_id = ObjectId::random();
-        match self.node.task_spec(&self.job, function, args, options, return_id) {
+        match self
+            .node
+            .task_spec(&self.job, function, args, options, return_id)
+        {
             Ok(spec) => self.node.scheduler.submit(spec),
             Err(error) => {
                 self.node.objects.create_pending(return_id, self.job.id);
-                let _ = self.node.objects.complete(return_id, Object::Error(Arc::new(error)));
+                let _ = self
+                    .node
+                    .objects
+                    .complete(return_id, Object::Error(Arc::new(error)));
             }
         }
         return_id
@@ -347,7 +387,10 @@ impl GuestHost for TaskHost {
     fn lookup(&self, id: ObjectId) -> Lookup {
         match self.node.objects.lookup(id) {
             Ok(found) => found,
-            Err(e) => Lookup::Ready(Object::Error(Arc::new(WireError::new(ErrorKind::System, e.to_string())))),
+            Err(e) => Lookup::Ready(Object::Error(Arc::new(WireError::new(
+                ErrorKind::System,
+                e.to_string(),
+            )))),
         }
     }
 

@@ -78,8 +78,14 @@ pub enum StoreError {
 
 enum State {
     Pending(Vec<oneshot::Sender<()>>),
-    Value { bytes: Bytes, lru: u64, spilling: bool },
-    Spilled { size: u64 },
+    Value {
+        bytes: Bytes,
+        lru: u64,
+        spilling: bool,
+    },
+    Spilled {
+        size: u64,
+    },
     Error(Arc<WireError>),
 }
 
@@ -353,11 +359,15 @@ impl ObjectStore {
                 if planned >= over {
                     break;
                 }
-                let Some(entry) = inner.entries.get_mut(&id) else { continue };
+                let Some(entry) = inner.entries.get_mut(&id) else {
+                    continue;
+                };
                 if entry.pins > 0 {
                     continue;
                 }
-                if let State::Value { bytes, spilling, .. } = &mut entry.state
+                if let State::Value {
+                    bytes, spilling, ..
+                } = &mut entry.state
                     && !*spilling
                 {
                     *spilling = true;
@@ -419,7 +429,9 @@ impl ObjectStore {
                     inner.spilled_objects -= 1;
                 }
                 // Restored concurrently by another reader: use its copy.
-                State::Value { bytes, .. } => return Ok(Lookup::Ready(Object::Value(bytes.clone()))),
+                State::Value { bytes, .. } => {
+                    return Ok(Lookup::Ready(Object::Value(bytes.clone())));
+                }
                 _ => return Ok(Lookup::NotFound),
             }
         }
@@ -437,7 +449,10 @@ mod tests {
 
     fn store(capacity: u64) -> (ObjectStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        (ObjectStore::new(capacity, dir.path().join("spill")).unwrap(), dir)
+        (
+            ObjectStore::new(capacity, dir.path().join("spill")).unwrap(),
+            dir,
+        )
     }
 
     fn value(lookup: Lookup) -> Bytes {
@@ -462,9 +477,12 @@ mod tests {
         let (s, _d) = store(1 << 20);
         let id = ObjectId::random();
         s.create_pending(id, JobId::random());
-        let Lookup::Pending(rx) = s.lookup(id).unwrap() else { panic!("should be pending") };
+        let Lookup::Pending(rx) = s.lookup(id).unwrap() else {
+            panic!("should be pending")
+        };
         assert_eq!(s.is_ready(id), Some(false));
-        s.complete(id, Object::Value(Bytes::from_static(b"v"))).unwrap();
+        s.complete(id, Object::Value(Bytes::from_static(b"v")))
+            .unwrap();
         rx.await.unwrap();
         assert_eq!(value(s.lookup(id).unwrap()), Bytes::from_static(b"v"));
     }
@@ -474,8 +492,10 @@ mod tests {
         let (s, _d) = store(1 << 20);
         let id = ObjectId::random();
         s.create_pending(id, JobId::random());
-        s.complete(id, Object::Value(Bytes::from_static(b"a"))).unwrap();
-        s.complete(id, Object::Value(Bytes::from_static(b"b"))).unwrap();
+        s.complete(id, Object::Value(Bytes::from_static(b"a")))
+            .unwrap();
+        s.complete(id, Object::Value(Bytes::from_static(b"b")))
+            .unwrap();
         assert_eq!(value(s.lookup(id).unwrap()), Bytes::from_static(b"a"));
     }
 
@@ -492,7 +512,10 @@ mod tests {
         assert_eq!(stats.bytes_spilled, 300);
         // The oldest were spilled; reading them back restores the bytes.
         for (i, id) in ids.iter().enumerate() {
-            assert_eq!(value(s.lookup(*id).unwrap()), Bytes::from(vec![i as u8; 100]));
+            assert_eq!(
+                value(s.lookup(*id).unwrap()),
+                Bytes::from(vec![i as u8; 100])
+            );
         }
         let stats = s.stats();
         assert!(stats.bytes_in_memory <= 250);
@@ -515,8 +538,16 @@ mod tests {
     #[test]
     fn too_large_values_are_refused() {
         let (s, _d) = store(10);
-        let err = s.put(JobId::random(), Bytes::from(vec![0; 11])).unwrap_err();
-        assert!(matches!(err, StoreError::TooLarge { size: 11, capacity: 10 }));
+        let err = s
+            .put(JobId::random(), Bytes::from(vec![0; 11]))
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::TooLarge {
+                size: 11,
+                capacity: 10
+            }
+        ));
         assert_eq!(s.stats().objects, 0);
     }
 
@@ -530,13 +561,18 @@ mod tests {
         let kept = s.put(other, Bytes::from(vec![3; 10])).unwrap();
         let pending = ObjectId::random();
         s.create_pending(pending, job);
-        let Lookup::Pending(rx) = s.lookup(pending).unwrap() else { panic!() };
+        let Lookup::Pending(rx) = s.lookup(pending).unwrap() else {
+            panic!()
+        };
         assert_eq!(s.free_owner(job), 3);
         assert!(rx.await.is_err(), "waiters see the object vanish");
         assert!(matches!(s.lookup(a).unwrap(), Lookup::NotFound));
         assert_eq!(value(s.lookup(kept).unwrap()).len(), 10);
         let stats = s.stats();
-        assert_eq!((stats.objects, stats.bytes_spilled, stats.spilled_objects), (1, 0, 0));
+        assert_eq!(
+            (stats.objects, stats.bytes_spilled, stats.spilled_objects),
+            (1, 0, 0)
+        );
         let files = std::fs::read_dir(dir.path().join("spill")).unwrap().count();
         assert_eq!(files, 0);
     }

@@ -69,23 +69,41 @@ fn memory(call: &'static str, caller: &Caller<'_, TaskState>) -> anyhow::Result<
         .ok_or_else(|| violation(call, "the module exports no memory"))
 }
 
-fn range(call: &'static str, ptr: i32, len: usize, size: usize) -> anyhow::Result<std::ops::Range<usize>> {
+fn range(
+    call: &'static str,
+    ptr: i32,
+    len: usize,
+    size: usize,
+) -> anyhow::Result<std::ops::Range<usize>> {
     let start = ptr as u32 as usize;
     let end = start.checked_add(len).filter(|&e| e <= size);
     match end {
         Some(end) => Ok(start..end),
-        None => Err(violation(call, format!("{len} bytes at {start:#x} are outside linear memory"))),
+        None => Err(violation(
+            call,
+            format!("{len} bytes at {start:#x} are outside linear memory"),
+        )),
     }
 }
 
-fn read(call: &'static str, caller: &Caller<'_, TaskState>, ptr: i32, len: i32) -> anyhow::Result<Vec<u8>> {
+fn read(
+    call: &'static str,
+    caller: &Caller<'_, TaskState>,
+    ptr: i32,
+    len: i32,
+) -> anyhow::Result<Vec<u8>> {
     let mem = memory(call, caller)?;
     let data = mem.data(caller);
     let r = range(call, ptr, len as u32 as usize, data.len())?;
     Ok(data[r].to_vec())
 }
 
-fn write(call: &'static str, caller: &mut Caller<'_, TaskState>, ptr: i32, bytes: &[u8]) -> anyhow::Result<()> {
+fn write(
+    call: &'static str,
+    caller: &mut Caller<'_, TaskState>,
+    ptr: i32,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
     let mem = memory(call, caller)?;
     let data = mem.data_mut(caller);
     let r = range(call, ptr, bytes.len(), data.len())?;
@@ -93,7 +111,11 @@ fn write(call: &'static str, caller: &mut Caller<'_, TaskState>, ptr: i32, bytes
     Ok(())
 }
 
-fn read_id(call: &'static str, caller: &Caller<'_, TaskState>, ptr: i32) -> anyhow::Result<ObjectId> {
+fn read_id(
+    call: &'static str,
+    caller: &Caller<'_, TaskState>,
+    ptr: i32,
+) -> anyhow::Result<ObjectId> {
     let bytes = read(call, caller, ptr, OBJECT_ID_LEN as i32)?;
     let mut id = [0u8; OBJECT_ID_LEN];
     id.copy_from_slice(&bytes);
@@ -142,10 +164,14 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
     super::wasi::add_to_linker(&mut linker)?;
     let m = prism_abi::IMPORT_MODULE;
 
-    linker.func_wrap(m, "input_read", |mut caller: Caller<'_, TaskState>, ptr: i32| {
-        let input = caller.data().input.clone();
-        write("input_read", &mut caller, ptr, &input)
-    })?;
+    linker.func_wrap(
+        m,
+        "input_read",
+        |mut caller: Caller<'_, TaskState>, ptr: i32| {
+            let input = caller.data().input.clone();
+            write("input_read", &mut caller, ptr, &input)
+        },
+    )?;
 
     linker.func_wrap(
         m,
@@ -213,7 +239,11 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
     linker.func_wrap(
         m,
         "put",
-        |mut caller: Caller<'_, TaskState>, ptr: i32, len: i32, out_id: i32| -> anyhow::Result<i32> {
+        |mut caller: Caller<'_, TaskState>,
+         ptr: i32,
+         len: i32,
+         out_id: i32|
+         -> anyhow::Result<i32> {
             let bytes = read("put", &caller, ptr, len)?;
             write("put", &mut caller, out_id, &[0u8; OBJECT_ID_LEN])?;
             match caller.data().host.put(Bytes::from(bytes)) {
@@ -239,15 +269,20 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     Lookup::Ready(object) => object,
                     Lookup::NotFound => return Ok(status::NOT_FOUND),
                     Lookup::Pending(rx) => {
-                        let (cancel, deadline) = (caller.data().cancel.clone(), caller.data().deadline);
+                        let (cancel, deadline) =
+                            (caller.data().cancel.clone(), caller.data().deadline);
                         let ready = async {
                             let _ = rx.await;
                         };
-                        match block_on(&host, &cancel, deadline, timeout_of(timeout_ms), ready).await? {
+                        match block_on(&host, &cancel, deadline, timeout_of(timeout_ms), ready)
+                            .await?
+                        {
                             Woken::TimedOut => return Ok(status::TIMEOUT),
                             Woken::Ready => match host.lookup(id) {
                                 Lookup::Ready(object) => object,
-                                Lookup::NotFound | Lookup::Pending(_) => return Ok(status::NOT_FOUND),
+                                Lookup::NotFound | Lookup::Pending(_) => {
+                                    return Ok(status::NOT_FOUND);
+                                }
                             },
                         }
                     }
@@ -256,7 +291,12 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     Object::Value(bytes) => (status::OK, bytes),
                     Object::Error(error) => (status::ERROR_OBJECT, Bytes::from(error.encode())),
                 };
-                write("get", &mut caller, out_len, &(staged.len() as u32).to_le_bytes())?;
+                write(
+                    "get",
+                    &mut caller,
+                    out_len,
+                    &(staged.len() as u32).to_le_bytes(),
+                )?;
                 caller.data_mut().staged = Some(staged);
                 Ok(code)
             })
@@ -316,7 +356,10 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     }
                     let ready = flags.iter().filter(|f| **f != 0).count();
                     let remaining = until.map(|u| u.saturating_duration_since(Instant::now()));
-                    if ready >= num_returns || remaining == Some(Duration::ZERO) || pending.is_empty() {
+                    if ready >= num_returns
+                        || remaining == Some(Duration::ZERO)
+                        || pending.is_empty()
+                    {
                         write("wait", &mut caller, out_ptr, &flags)?;
                         return Ok(ready as i32);
                     }
@@ -328,7 +371,9 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                         }
                         Poll::Pending
                     });
-                    if let Woken::TimedOut = block_on(&host, &cancel, deadline, remaining, any).await? {
+                    if let Woken::TimedOut =
+                        block_on(&host, &cancel, deadline, remaining, any).await?
+                    {
                         // Loop once more to report what is ready now.
                         continue;
                     }
@@ -337,18 +382,25 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
         },
     )?;
 
-    linker.func_wrap(m, "cancel", |caller: Caller<'_, TaskState>, id_ptr: i32| -> anyhow::Result<i32> {
-        let id = read_id("cancel", &caller, id_ptr)?;
-        caller.data().host.cancel(id);
-        Ok(status::OK)
-    })?;
+    linker.func_wrap(
+        m,
+        "cancel",
+        |caller: Caller<'_, TaskState>, id_ptr: i32| -> anyhow::Result<i32> {
+            let id = read_id("cancel", &caller, id_ptr)?;
+            caller.data().host.cancel(id);
+            Ok(status::OK)
+        },
+    )?;
 
     linker.func_wrap(
         m,
         "log",
         |caller: Caller<'_, TaskState>, level: i32, ptr: i32, len: i32| -> anyhow::Result<()> {
             let bytes = read("log", &caller, ptr, len)?;
-            caller.data().host.log(level, &String::from_utf8_lossy(&bytes));
+            caller
+                .data()
+                .host
+                .log(level, &String::from_utf8_lossy(&bytes));
             Ok(())
         },
     )?;
@@ -357,10 +409,14 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
         caller.data().attempt.min(i32::MAX as u32) as i32
     })?;
 
-    linker.func_wrap(m, "store_stats", |mut caller: Caller<'_, TaskState>, ptr: i32| {
-        let stats = caller.data().host.store_stats().to_bytes();
-        write("store_stats", &mut caller, ptr, &stats)
-    })?;
+    linker.func_wrap(
+        m,
+        "store_stats",
+        |mut caller: Caller<'_, TaskState>, ptr: i32| {
+            let stats = caller.data().host.store_stats().to_bytes();
+            write("store_stats", &mut caller, ptr, &stats)
+        },
+    )?;
 
     Ok(linker)
 }

@@ -13,7 +13,9 @@
 
 use crate::config::RuntimeConfig;
 use std::time::Duration;
-use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, EngineWeak, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+};
 
 /// Extra native stack above `max_wasm_stack` for host functions called by
 /// guests (1 MiB).

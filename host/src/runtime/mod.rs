@@ -246,10 +246,16 @@ impl Runtime {
                 return InvocationOutcome::failed(ErrorKind::Cancelled, "the task was cancelled");
             }
         };
-        let (wasi, captured) = match wasi::task_context(&call.function, self.config.max_output_per_task) {
-            Ok(pair) => pair,
-            Err(e) => return InvocationOutcome::failed(ErrorKind::System, format!("WASI setup failed: {e:#}")),
-        };
+        let (wasi, captured) =
+            match wasi::task_context(&call.function, self.config.max_output_per_task) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    return InvocationOutcome::failed(
+                        ErrorKind::System,
+                        format!("WASI setup failed: {e:#}"),
+                    );
+                }
+            };
         let memory_limit = call.memory_limit.min(self.config.max_task_memory) as usize;
         let state = TaskState {
             wasi,
@@ -279,6 +285,7 @@ impl Runtime {
         store.set_epoch_deadline(1);
 
         let input_len = store.data().input.len();
+        let deadline = store.data().deadline;
         let run = async {
             let instance = module.pre().instantiate_async(&mut store).await?;
             let memory = instance.get_memory(&mut store, "memory");
@@ -288,7 +295,9 @@ impl Runtime {
                     .get_module_export(&mut store, init)
                     .and_then(|e| e.into_func())
                     .ok_or_else(|| anyhow::anyhow!("`_initialize` is not a function"))?;
-                init.typed::<(), ()>(&store)?.call_async(&mut store, ()).await?;
+                init.typed::<(), ()>(&store)?
+                    .call_async(&mut store, ())
+                    .await?;
             }
             let func = instance
                 .get_module_export(&mut store, export)
@@ -298,7 +307,16 @@ impl Runtime {
                 .call_async(&mut store, input_len as i32)
                 .await
         };
-        let result = run.await;
+        // The epoch callback stops guests that are executing wasm; a guest
+        // parked in a host call (a WASI sleep, say) is stopped here instead.
+        // Dropping the call future unwinds the guest's fiber; the store is
+        // discarded right after, so nothing observes the half-finished call.
+        let cancel = call.cancel.clone();
+        let result = tokio::select! {
+            result = run => result,
+            _ = cancel.cancelled() => Err(Interrupt::Cancelled.into()),
+            _ = tokio::time::sleep_until(deadline.into()) => Err(Interrupt::Deadline.into()),
+        };
         let (stdout, stderr, output_dropped) = captured.take();
         let state = store.into_data();
         InvocationOutcome {
@@ -311,15 +329,25 @@ impl Runtime {
 }
 
 /// Turns the raw result of a call into the value or a typed error.
-fn classify(result: anyhow::Result<()>, state: TaskState, timeout: Duration) -> Result<Bytes, WireError> {
+fn classify(
+    result: anyhow::Result<()>,
+    state: TaskState,
+    timeout: Duration,
+) -> Result<Bytes, WireError> {
     match result {
         Ok(()) => match state.output {
             Some((prism_abi::output_kind::VALUE, bytes)) => Ok(Bytes::from(bytes)),
             Some((prism_abi::output_kind::APPLICATION_ERROR, bytes)) => {
                 let mut error = WireError::decode(&bytes).unwrap_or_else(|_| {
-                    WireError::new(ErrorKind::Application, String::from_utf8_lossy(&bytes).into_owned())
+                    WireError::new(
+                        ErrorKind::Application,
+                        String::from_utf8_lossy(&bytes).into_owned(),
+                    )
                 });
-                if !matches!(error.kind, ErrorKind::Application | ErrorKind::InvalidArgument) {
+                if !matches!(
+                    error.kind,
+                    ErrorKind::Application | ErrorKind::InvalidArgument
+                ) {
                     error.kind = ErrorKind::Application;
                 }
                 Err(error)
@@ -338,13 +366,18 @@ fn classify(result: anyhow::Result<()>, state: TaskState, timeout: Duration) -> 
 }
 
 fn classify_failure(error: anyhow::Error, state: &TaskState, timeout: Duration) -> WireError {
-    if state.cancel.is_cancelled() || error.downcast_ref::<Interrupt>() == Some(&Interrupt::Cancelled) {
+    if state.cancel.is_cancelled()
+        || error.downcast_ref::<Interrupt>() == Some(&Interrupt::Cancelled)
+    {
         return WireError::new(ErrorKind::Cancelled, "the task was cancelled");
     }
     if error.downcast_ref::<Interrupt>() == Some(&Interrupt::Deadline) {
         return WireError::new(
             ErrorKind::DeadlineExceeded,
-            format!("the task ran past its deadline of {} ms", timeout.as_millis()),
+            format!(
+                "the task ran past its deadline of {} ms",
+                timeout.as_millis()
+            ),
         );
     }
     if let Some(message) = &state.panic {

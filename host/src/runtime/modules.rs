@@ -91,7 +91,11 @@ pub struct ModuleCache {
 }
 
 impl ModuleCache {
-    pub(super) fn new(engine: Engine, linker: Linker<TaskState>, dir: PathBuf) -> std::io::Result<Self> {
+    pub(super) fn new(
+        engine: Engine,
+        linker: Linker<TaskState>,
+        dir: PathBuf,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         Ok(ModuleCache {
             engine,
@@ -103,7 +107,11 @@ impl ModuleCache {
 
     /// A module already loaded on this node.
     pub fn get(&self, hash: ModuleHash) -> Option<Arc<LoadedModule>> {
-        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&hash).cloned()
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+            .cloned()
     }
 
     /// Loads (validating and compiling if needed) a module from its bytes.
@@ -136,11 +144,14 @@ impl ModuleCache {
                 Err(e) => tracing::info!(%hash, error = %e, "stale compiled artifact; recompiling"),
             }
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        let module =
+            Module::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
         match module.serialize() {
             Ok(artifact) => {
                 let tmp = self.dir.join(format!("{hash}.cwasm.tmp"));
-                if let Err(e) = std::fs::write(&tmp, artifact).and_then(|_| std::fs::rename(&tmp, &path)) {
+                if let Err(e) =
+                    std::fs::write(&tmp, artifact).and_then(|_| std::fs::rename(&tmp, &path))
+                {
                     tracing::warn!(%hash, error = %e, "could not cache the compiled module");
                 }
             }
@@ -152,7 +163,8 @@ impl ModuleCache {
     fn prepare(&self, hash: ModuleHash, module: Module) -> Result<LoadedModule, ModuleError> {
         for import in module.imports() {
             let known = super::wasi::provides(import.module())
-                || (import.module() == prism_abi::IMPORT_MODULE && super::abi::provides(import.name()));
+                || (import.module() == prism_abi::IMPORT_MODULE
+                    && super::abi::provides(import.name()));
             if !known {
                 return Err(ModuleError::UnknownImport {
                     module: import.module().to_string(),
@@ -167,7 +179,8 @@ impl ModuleCache {
         let mut entries = HashMap::new();
         for export in module.exports() {
             let name = export.name();
-            let (kind, function) = if let Some(f) = name.strip_prefix(prism_abi::TASK_EXPORT_PREFIX) {
+            let (kind, function) = if let Some(f) = name.strip_prefix(prism_abi::TASK_EXPORT_PREFIX)
+            {
                 (EntryKind::Task, f)
             } else if let Some(f) = name.strip_prefix(prism_abi::MAIN_EXPORT_PREFIX) {
                 (EntryKind::Main, f)
@@ -181,7 +194,9 @@ impl ModuleCache {
             if params.len() != 1 || !matches!(params[0], ValType::I32) || ty.results().len() != 0 {
                 return Err(ModuleError::BadEntry(name.to_string()));
             }
-            let Some(index) = module.get_export_index(name) else { continue };
+            let Some(index) = module.get_export_index(name) else {
+                continue;
+            };
             match kind {
                 EntryKind::Task => exports.tasks.push(function.to_string()),
                 EntryKind::Main => exports.mains.push(function.to_string()),

@@ -73,7 +73,10 @@ impl CapturedOutput {
 
 /// A fresh WASI context for one task, with output capped at `max_output`
 /// bytes per stream.
-pub(crate) fn task_context(program: &str, max_output: usize) -> anyhow::Result<(WasiCtx, CapturedOutput)> {
+pub(crate) fn task_context(
+    program: &str,
+    max_output: usize,
+) -> anyhow::Result<(WasiCtx, CapturedOutput)> {
     let buffer = || {
         Arc::new(RwLock::new(CappedBuffer {
             bytes: Vec::new(),

@@ -222,10 +222,15 @@ impl Shared {
     fn submit(self: &Arc<Self>, spec: TaskSpec) {
         self.objects.create_pending(spec.return_id, spec.job);
         if let Some(why) = self.total.shortfall(&spec.request) {
-            self.fail_now(&spec, ErrorKind::Unschedulable, format!("no node can run this task: {why}"));
+            self.fail_now(
+                &spec,
+                ErrorKind::Unschedulable,
+                format!("no node can run this task: {why}"),
+            );
             return;
         }
-        if let Some(Arg::Invalid(message)) = spec.args.iter().find(|a| matches!(a, Arg::Invalid(_))) {
+        if let Some(Arg::Invalid(message)) = spec.args.iter().find(|a| matches!(a, Arg::Invalid(_)))
+        {
             self.fail_now(&spec, ErrorKind::InvalidArgument, message.clone());
             return;
         }
@@ -243,7 +248,9 @@ impl Shared {
             attempt: AtomicU32::new(0),
             phase: AtomicU8::new(WAITING_ARGS),
         });
-        self.lock().tasks.insert(entry.spec.return_id, entry.clone());
+        self.lock()
+            .tasks
+            .insert(entry.spec.return_id, entry.clone());
         if deps.is_empty() {
             self.enqueue(entry, WAITING_ARGS);
         } else {
@@ -302,7 +309,9 @@ impl Shared {
                 if state.available.cpu_milli < *cpu {
                     break;
                 }
-                let Some((cpu, tx)) = state.resumes.pop_front() else { break };
+                let Some((cpu, tx)) = state.resumes.pop_front() else {
+                    break;
+                };
                 state.available.cpu_milli -= cpu;
                 if tx.send(()).is_err() {
                     state.available.cpu_milli += cpu;
@@ -320,7 +329,9 @@ impl Shared {
                     if !state.available.fits(shape) {
                         break;
                     }
-                    let Some(entry) = queue.pop_front() else { break };
+                    let Some(entry) = queue.pop_front() else {
+                        break;
+                    };
                     if !entry.transition(QUEUED, RUNNING) {
                         continue;
                     }
@@ -346,7 +357,10 @@ impl Shared {
         let attempt = entry.attempt.load(Ordering::SeqCst);
         let result = match (self.resolve_input(&entry.spec), self.executor.upgrade()) {
             (Err(e), _) => Err(e),
-            (Ok(_), None) => Err(WireError::new(ErrorKind::System, "the node is shutting down")),
+            (Ok(_), None) => Err(WireError::new(
+                ErrorKind::System,
+                "the node is shutting down",
+            )),
             (Ok(input), Some(executor)) => {
                 let run = TaskRun {
                     spec: entry.spec.clone(),
@@ -389,10 +403,13 @@ impl Shared {
             }
             result => {
                 if entry.transition(RUNNING, DONE) {
-                    self.finish(&entry, result.map_err(|mut e| {
-                        e.attempts = attempt + 1;
-                        e
-                    }));
+                    self.finish(
+                        &entry,
+                        result.map_err(|mut e| {
+                            e.attempts = attempt + 1;
+                            e
+                        }),
+                    );
                 }
             }
         }
@@ -403,7 +420,9 @@ impl Shared {
         for (i, arg) in spec.args.iter().enumerate() {
             match arg {
                 Arg::Value(b) => values.push(b.clone()),
-                Arg::Invalid(m) => return Err(WireError::new(ErrorKind::InvalidArgument, m.clone())),
+                Arg::Invalid(m) => {
+                    return Err(WireError::new(ErrorKind::InvalidArgument, m.clone()));
+                }
                 Arg::Ref(id) => match self.objects.lookup(*id) {
                     Ok(Lookup::Ready(Object::Value(b))) => values.push(b),
                     Ok(Lookup::Ready(Object::Error(e))) => {
@@ -421,7 +440,9 @@ impl Shared {
                 },
             }
         }
-        Ok(Bytes::from(prism_abi::build_input(values.iter().map(|b| b.as_ref()))))
+        Ok(Bytes::from(prism_abi::build_input(
+            values.iter().map(|b| b.as_ref()),
+        )))
     }
 
     fn finish(&self, entry: &TaskEntry, result: Result<Bytes, WireError>) {
@@ -516,4 +537,3 @@ impl SlotHandle {
         self.shared.lock().available.give(&grant);
     }
 }
-

@@ -23,7 +23,9 @@ pub struct ResourceSet {
 /// amounts are errors.
 pub fn to_milli(amount: f64) -> Result<u64, String> {
     if !amount.is_finite() || amount < 0.0 {
-        return Err(format!("resource amounts must be finite and non-negative, got {amount}"));
+        return Err(format!(
+            "resource amounts must be finite and non-negative, got {amount}"
+        ));
     }
     Ok((amount * MILLI).round() as u64)
 }
@@ -106,7 +108,12 @@ impl ResourceSet {
 
 impl fmt::Display for ResourceSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cpu={} memory={}", self.cpu_milli as f64 / MILLI, self.memory)?;
+        write!(
+            f,
+            "cpu={} memory={}",
+            self.cpu_milli as f64 / MILLI,
+            self.memory
+        )?;
         for (k, v) in &self.custom {
             write!(f, " {k}={}", *v as f64 / MILLI)?;
         }

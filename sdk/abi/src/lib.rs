@@ -315,8 +315,9 @@ pub fn decode_args(mut buf: &[u8]) -> Result<Vec<ArgRef<'_>>, AbiError> {
                 if tag == arg_tag::VALUE {
                     args.push(ArgRef::Value(bytes));
                 } else {
-                    let message = std::str::from_utf8(bytes)
-                        .map_err(|_| AbiError::Malformed("invalid argument message is not UTF-8".into()))?;
+                    let message = std::str::from_utf8(bytes).map_err(|_| {
+                        AbiError::Malformed("invalid argument message is not UTF-8".into())
+                    })?;
                     args.push(ArgRef::Invalid(message));
                 }
             }
@@ -366,6 +367,25 @@ pub fn build_input<'a>(values: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u
     out
 }
 
+/// Pads an input array shorter than `arity` with MessagePack nils, so
+/// trailing `Option` parameters may be omitted by the caller. Anything that
+/// is not an array shorter than `arity` is returned unchanged (decoding then
+/// reports the mismatch).
+pub fn pad_input(input: Vec<u8>, arity: u32) -> Vec<u8> {
+    let mut cursor = input.as_slice();
+    let Ok(len) = rmp::decode::read_array_len(&mut cursor) else {
+        return input;
+    };
+    if len >= arity {
+        return input;
+    }
+    let mut out = Vec::with_capacity(input.len() + (arity - len) as usize + 4);
+    let _ = rmp::encode::write_array_len(&mut out, arity);
+    out.extend_from_slice(cursor);
+    out.extend(std::iter::repeat_n(0xc0u8, (arity - len) as usize));
+    out
+}
+
 /// Serializes a value the way Prism does everywhere: MessagePack with
 /// structs as maps (so other languages see field names).
 pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
@@ -389,9 +409,14 @@ impl StoreStats {
     /// Encodes as four little-endian u64s.
     pub fn to_bytes(&self) -> [u8; STORE_STATS_LEN] {
         let mut out = [0u8; STORE_STATS_LEN];
-        for (i, v) in [self.objects, self.bytes_in_memory, self.bytes_spilled, self.spilled_objects]
-            .into_iter()
-            .enumerate()
+        for (i, v) in [
+            self.objects,
+            self.bytes_in_memory,
+            self.bytes_spilled,
+            self.spilled_objects,
+        ]
+        .into_iter()
+        .enumerate()
         {
             out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
         }
@@ -447,7 +472,10 @@ mod opt_bytes {
             fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Self::Value, E> {
                 Ok(Some(v))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
                 while let Some(b) = seq.next_element::<u8>()? {
                     out.push(b);
@@ -498,6 +526,17 @@ mod tests {
         let input = build_input([a.as_slice(), b.as_slice()].into_iter());
         let (x, y): (u64, String) = rmp_serde::from_slice(&input).unwrap();
         assert_eq!((x, y.as_str()), (5, "x"));
+    }
+
+    #[test]
+    fn short_inputs_are_padded_with_nils() {
+        let a = encode_value(&5u64).unwrap();
+        let input = build_input([a.as_slice()].into_iter());
+        let (x, y): (u64, Option<String>) =
+            rmp_serde::from_slice(&pad_input(input.clone(), 2)).unwrap();
+        assert_eq!((x, y), (5, None));
+        assert_eq!(pad_input(input.clone(), 1), input);
+        assert_eq!(pad_input(vec![0xc1], 3), vec![0xc1]);
     }
 
     #[test]

@@ -61,7 +61,10 @@ fn entry(attr: TokenStream, item: TokenStream, kind: EntryKind) -> TokenStream {
 fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
     let sig = &func.sig;
     if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new(sig.generics.span(), "Prism tasks cannot be generic"));
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "Prism tasks cannot be generic",
+        ));
     }
     if sig.asyncness.is_some() {
         return Err(syn::Error::new(sig.span(), "Prism tasks cannot be async"));
@@ -77,7 +80,9 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
             }
         }
     }
-    let arg_names: Vec<_> = (0..arg_types.len()).map(|i| format_ident!("__prism_arg{i}")).collect();
+    let arg_names: Vec<_> = (0..arg_types.len())
+        .map(|i| format_ident!("__prism_arg{i}"))
+        .collect();
     let (ok_type, returns_result) = match &sig.output {
         ReturnType::Default => (syn::parse_quote!(()), false),
         ReturnType::Type(_, ty) => match result_ok_type(ty) {
@@ -92,6 +97,7 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
     };
     let export_name = format!("{prefix}{name}");
     let export_fn = format_ident!("{prefix}{name}");
+    let arity = arg_types.len() as u32;
     let args_type = if arg_types.is_empty() {
         quote!([u8; 0])
     } else {
@@ -122,7 +128,7 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
         #[doc(hidden)]
         #[unsafe(export_name = #export_name)]
         pub extern "C" fn #export_fn(input_len: u32) {
-            ::prism::__private::run_entry::<#args_type>(input_len, |#args_pattern: #args_type| {
+            ::prism::__private::run_entry::<#args_type>(input_len, #arity, |#args_pattern: #args_type| {
                 #produce
             })
         }
@@ -140,7 +146,9 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
             .zip(&arg_types)
             .map(|(n, t)| quote!(::prism::IntoArg::<#t>::append_to(#n, &mut args);))
             .collect();
-        let doc = format!("Remote calls of the task `{name}`: `{name}::remote(..)` and `{name}::options()`.");
+        let doc = format!(
+            "Remote calls of the task `{name}`: `{name}::remote(..)` and `{name}::options()`."
+        );
         quote! {
             #[doc = #doc]
             #[allow(non_snake_case, clippy::too_many_arguments)]

@@ -1,0 +1,157 @@
+//! Bad modules and ABI abuse get typed errors; the node keeps serving.
+
+use crate::support::{cluster, run, run_ok};
+use prism_abi::ErrorKind;
+use prism_guests::{HELLO, TESTKIT};
+
+async fn failure(module: &[u8], entry: &str) -> prism_abi::WireError {
+    let c = cluster(1.0);
+    let err = run(&c, module, entry, "[]").await.unwrap_err();
+    // The same cluster still runs a good job afterwards.
+    assert_eq!(
+        run_ok(&c, HELLO, "main", r#"["again"]"#).await,
+        "Hello, again, from a Prism task!"
+    );
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bytes_are_an_invalid_module() {
+    let err = failure(b"\0asm\x01\0\0\0garbage", "main").await;
+    assert_eq!(err.kind, ErrorKind::InvalidModule);
+    let err = failure(b"definitely not wasm", "main").await;
+    assert_eq!(err.kind, ErrorKind::InvalidModule);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_imports_are_refused_by_name() {
+    let wat = r#"(module
+        (import "env" "open_socket" (func))
+        (memory (export "memory") 1)
+        (func (export "__prism_main_main") (param i32)))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert_eq!(err.kind, ErrorKind::InvalidModule);
+    assert!(err.message.contains("env::open_socket"), "{}", err.message);
+
+    let wat = r#"(module
+        (import "prism_v1" "format_disk" (func))
+        (memory (export "memory") 1)
+        (func (export "__prism_main_main") (param i32)))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert!(
+        err.message.contains("prism_v1::format_disk"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_with_the_wrong_signature_or_no_memory_are_refused() {
+    let wat = r#"(module (memory (export "memory") 1) (func (export "__prism_main_main")))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert!(err.message.contains("(i32) -> ()"), "{}", err.message);
+    let wat = r#"(module (func (export "__prism_main_main") (param i32)))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert!(err.message.contains("memory"), "{}", err.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_entry_is_function_not_found() {
+    let err = failure(TESTKIT, "no_such_driver").await;
+    assert_eq!(err.kind, ErrorKind::FunctionNotFound);
+    assert!(err.message.contains("no_such_driver"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_bounds_pointers_trap_naming_the_call() {
+    let wat = r#"(module
+        (import "prism_v1" "get" (func $get (param i32 i64 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "__prism_main_main") (param i32)
+            (drop (call $get (i32.const 0x7fffffff) (i64.const -1) (i32.const 0)))))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert_eq!(err.kind, ErrorKind::Trap);
+    assert!(err.message.contains("prism_v1.get"), "{}", err.message);
+    assert!(
+        err.message.contains("outside linear memory"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returning_without_output_and_stack_overflow_are_traps() {
+    let wat =
+        r#"(module (memory (export "memory") 1) (func (export "__prism_main_main") (param i32)))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert_eq!(err.kind, ErrorKind::Trap);
+    assert!(
+        err.message.contains("without producing a value"),
+        "{}",
+        err.message
+    );
+
+    let wat = r#"(module (memory (export "memory") 1)
+        (func $down (param i32) (call $down (local.get 0)))
+        (func (export "__prism_main_main") (param i32) (call $down (local.get 0))))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert_eq!(err.kind, ErrorKind::Trap);
+    assert!(
+        err.message.to_lowercase().contains("stack"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_whose_initial_memory_exceeds_the_limit_is_refused_at_load() {
+    // 8192 pages = 512 MiB, over the 256 MiB default: it could never run.
+    let wat = r#"(module (memory (export "memory") 8192)
+        (func (export "__prism_main_main") (param i32)))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert_eq!(err.kind, ErrorKind::InvalidModule);
+    assert!(err.message.contains("536870912"), "{}", err.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_do_not_disturb_a_concurrent_job() {
+    let c = cluster(2.0);
+    let (failures, hello) = tokio::join!(
+        run(&c, prism_guests::FAILURES, "main", "[]"),
+        run(&c, HELLO, "main", r#"["neighbour"]"#),
+    );
+    assert!(failures.is_ok());
+    assert_eq!(hello.unwrap(), "Hello, neighbour, from a Prism task!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_modules_are_cached_on_disk_and_reused_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::support::config(1.0);
+    cfg.data_dir = Some(dir.path().to_path_buf());
+    {
+        let c = prism_host::cluster::EmbeddedCluster::start(cfg.clone()).unwrap();
+        assert_eq!(
+            run_ok(&c, HELLO, "main", r#"["one"]"#).await,
+            "Hello, one, from a Prism task!"
+        );
+    }
+    let hash = prism_host::ids::ModuleHash::of(HELLO);
+    let artifact = dir.path().join("modules").join(format!("{hash}.cwasm"));
+    assert!(
+        artifact.exists(),
+        "compiled artifact at {}",
+        artifact.display()
+    );
+    let modified = std::fs::metadata(&artifact).unwrap().modified().unwrap();
+    let c = prism_host::cluster::EmbeddedCluster::start(cfg).unwrap();
+    assert_eq!(
+        run_ok(&c, HELLO, "main", r#"["two"]"#).await,
+        "Hello, two, from a Prism task!"
+    );
+    assert_eq!(
+        std::fs::metadata(&artifact).unwrap().modified().unwrap(),
+        modified,
+        "not recompiled"
+    );
+}
