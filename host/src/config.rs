@@ -67,8 +67,8 @@ pub struct RuntimeConfig {
     /// Instances that can be alive at once (running or blocked), which sizes
     /// the pooling allocator's slots. Tasks wait for a free slot. Default 2000.
     pub instance_slots: u32,
-    /// Bytes of stdout + stderr kept per task; the rest is dropped with a
-    /// note in the log. Default 1 MiB.
+    /// Bytes kept per task of each of stdout and stderr; the rest is
+    /// dropped with a note in the job's log. Default 1 MiB.
     pub max_output_per_task: usize,
 }
 

@@ -155,3 +155,52 @@ async fn compiled_modules_are_cached_on_disk_and_reused_after_restart() {
         "not recompiled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_claim_a_retryable_error_kind() {
+    // Output kind 1 (application error) carrying {"kind": "trap", "message": "x"}:
+    // the host files it as the application error it is.
+    let wat = r#"(module
+        (import "prism_v1" "output" (func $output (param i32 i32 i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 16) "\82\a4kind\a4trap\a7message\a1x")
+        (func (export "__prism_main_main") (param i32)
+            (call $output (i32.const 1) (i32.const 16) (i32.const 21))))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert_eq!(err.kind, ErrorKind::Application);
+    assert_eq!(err.message, "x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_compiled_artifact_is_recompiled_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::support::config(1.0);
+    cfg.data_dir = Some(dir.path().to_path_buf());
+    {
+        let c = prism_host::cluster::EmbeddedCluster::start(cfg.clone()).unwrap();
+        run_ok(&c, HELLO, "main", "[]").await;
+    }
+    let hash = prism_host::ids::ModuleHash::of(HELLO);
+    let artifact = dir.path().join("modules").join(format!("{hash}.cwasm"));
+    std::fs::write(&artifact, b"\x7fELF not really a compiled module").unwrap();
+    let c = prism_host::cluster::EmbeddedCluster::start(cfg).unwrap();
+    assert_eq!(
+        run_ok(&c, HELLO, "main", r#"["after"]"#).await,
+        "Hello, after, from a Prism task!"
+    );
+    assert!(
+        std::fs::read(&artifact).unwrap().len() > 1000,
+        "rewritten by a fresh compile"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for sub in ["modules", "spill"] {
+            let mode = std::fs::metadata(dir.path().join(sub))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{sub} is private to the node");
+        }
+    }
+}

@@ -175,3 +175,40 @@ async fn a_driver_can_be_a_plain_task_with_cli_arguments() {
     let echoed = run_ok(&c, TESTKIT, "echo", r#"[{"a": [1, "b", null]}]"#).await;
     assert_eq!(echoed, serde_json::json!({"a": [1, "b", null]}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_errors_retry_up_to_max_retries_and_application_errors_never() {
+    let c = cluster(2.0);
+    let v = run_ok(&c, TESTKIT, "retry_cases", "[]").await;
+    // Three attempts (1 + max_retries 2), all trapped.
+    assert_eq!(v[0], serde_json::json!(["trap", 3]));
+    // Succeeded on attempt 2 (the third), within max_retries 3.
+    assert_eq!(v[1], serde_json::json!(["ok", 2]));
+    // A panic is the guest's own error: one attempt despite the default 3 retries.
+    assert_eq!(v[2], serde_json::json!(["panic", 1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_get_no_files_env_or_stdin_and_no_state_between_calls() {
+    let c = cluster(2.0);
+    let v = run_ok(&c, TESTKIT, "sandbox_probe", "[]").await;
+    assert!(
+        v["read_passwd"].as_str().unwrap().starts_with("denied"),
+        "{v}"
+    );
+    assert!(
+        v["list_root"].as_str().unwrap().starts_with("denied"),
+        "{v}"
+    );
+    assert_eq!(v["env_vars"], 0);
+    assert_ne!(v["stdin"].as_str().unwrap().get(..4), Some("READ"), "{v}");
+    assert_eq!(v["args"], serde_json::json!(["sandbox_probe"]));
+    assert_eq!(
+        v["counts"],
+        serde_json::json!([1, 1]),
+        "a fresh instance per call"
+    );
+    // A guest parked in a WASI sleep is still stopped at its deadline.
+    assert_eq!(v["sleep_past_deadline"], "deadline_exceeded");
+    assert!(v["sleep_elapsed_ms"].as_u64().unwrap() < 5_000, "{v}");
+}

@@ -377,3 +377,100 @@ fn payload_case() -> prism::Result<Option<String>> {
         other => Ok(Some(format!("unexpected: {other:?}"))),
     }
 }
+
+/// Traps on every attempt before `n`, then returns its attempt number.
+#[prism::task]
+fn trap_until(n: u32) -> u32 {
+    let attempt = prism::attempt();
+    if attempt < n {
+        #[cfg(target_arch = "wasm32")]
+        core::arch::wasm32::unreachable();
+    }
+    attempt
+}
+
+/// Always panics.
+#[prism::task]
+fn always_panics() -> u32 {
+    panic!("this task never works")
+}
+
+/// (kind, attempts) of a failure, or ("ok", value).
+fn kind_and_attempts(r: prism::Result<u32>) -> (String, u32) {
+    match r {
+        Ok(v) => ("ok".into(), v),
+        Err(Error::Task { kind, attempts, .. }) => (kind.to_string(), attempts),
+        Err(other) => (other.to_string(), 0),
+    }
+}
+
+/// Retries: system errors retry up to `max_retries`, application errors
+/// never do.
+#[prism::main]
+fn retry_cases() -> Vec<(String, u32)> {
+    vec![
+        kind_and_attempts(prism::get(&trap_until::options().max_retries(2).remote(10))),
+        kind_and_attempts(prism::get(&trap_until::options().max_retries(3).remote(2))),
+        kind_and_attempts(prism::get(&always_panics::remote())),
+    ]
+}
+
+/// Calls of `count_calls` seen by this instance.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts its calls in a global: every call gets a fresh instance, so this
+/// always returns 1.
+#[prism::task]
+fn count_calls() -> u64 {
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+}
+
+/// What the sandbox let a guest do.
+#[derive(serde::Serialize)]
+struct SandboxReport {
+    read_passwd: String,
+    list_root: String,
+    env_vars: usize,
+    stdin: String,
+    args: Vec<String>,
+    counts: (u64, u64),
+    sleep_past_deadline: String,
+    sleep_elapsed_ms: u64,
+}
+
+/// Tries what a guest must not be able to do, and reports each outcome.
+#[prism::main]
+fn sandbox_probe() -> prism::Result<SandboxReport> {
+    use std::io::Read;
+    let read_passwd = match std::fs::read_to_string("/etc/passwd") {
+        Ok(text) => format!("READ {} bytes", text.len()),
+        Err(e) => format!("denied: {e}"),
+    };
+    let list_root = match std::fs::read_dir("/") {
+        Ok(entries) => format!("LISTED {} entries", entries.count()),
+        Err(e) => format!("denied: {e}"),
+    };
+    let mut input = String::new();
+    let stdin = match std::io::stdin().read_to_string(&mut input) {
+        Ok(0) => "empty".to_string(),
+        Ok(n) => format!("READ {n} bytes"),
+        Err(e) => format!("denied: {e}"),
+    };
+    let counts = (prism::get(&count_calls::remote())?, prism::get(&count_calls::remote())?);
+    let start = Instant::now();
+    let sleeper = sleep_then::options()
+        .max_retries(0)
+        .timeout(Duration::from_millis(100))
+        .remote(10_000, 1);
+    let sleep_past_deadline = kind(&prism::get(&sleeper));
+    Ok(SandboxReport {
+        read_passwd,
+        list_root,
+        env_vars: std::env::vars().count(),
+        stdin,
+        args: std::env::args().collect(),
+        counts,
+        sleep_past_deadline,
+        sleep_elapsed_ms: start.elapsed().as_millis() as u64,
+    })
+}

@@ -154,7 +154,7 @@ impl InvocationOutcome {
 
 /// Data of one task's `Store`.
 pub(crate) struct TaskState {
-    wasi: wasi_common::WasiCtx,
+    wasi: wasi::WasiCtx,
     limiter: limits::GuestLimiter,
     host: Arc<dyn GuestHost>,
     memory: Option<wasmtime::Memory>,
@@ -392,10 +392,10 @@ fn classify_failure(error: anyhow::Error, state: &TaskState, timeout: Duration) 
             ),
         );
     }
-    if let Some(exit) = error.downcast_ref::<wasi_common::I32Exit>() {
+    if let Some(status) = wasi::exit_status(&error) {
         return WireError::new(
             ErrorKind::Trap,
-            format!("the guest called exit({}) before producing a value", exit.0),
+            format!("the guest called exit({status}) before producing a value"),
         );
     }
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {

@@ -97,6 +97,12 @@ impl ModuleCache {
         dir: PathBuf,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        // Compiled artifacts are native code: only this node may write them.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         Ok(ModuleCache {
             engine,
             linker,

@@ -12,9 +12,18 @@
 use super::TaskState;
 use std::io::Write;
 use std::sync::{Arc, RwLock};
-use wasi_common::WasiCtx;
 use wasi_common::pipe::WritePipe;
 use wasmtime::Linker;
+
+/// The per-task WASI state kept in each store.
+pub(crate) type WasiCtx = wasi_common::WasiCtx;
+
+/// The exit status, if `error` is a guest's `proc_exit`.
+pub(crate) fn exit_status(error: &anyhow::Error) -> Option<i32> {
+    error
+        .downcast_ref::<wasi_common::I32Exit>()
+        .map(|exit| exit.0)
+}
 
 /// Adds the WASI preview 1 functions (and the older `wasi_unstable` names)
 /// to the linker.
