@@ -474,3 +474,23 @@ fn sandbox_probe() -> prism::Result<SandboxReport> {
         sleep_elapsed_ms: start.elapsed().as_millis() as u64,
     })
 }
+
+/// What `many_tasks` measured.
+#[derive(serde::Serialize)]
+struct Throughput {
+    tasks: u64,
+    sum: u64,
+    seconds: f64,
+    tasks_per_second: f64,
+}
+
+/// Submits `n` tiny tasks, then gets them all: a rough per-task overhead
+/// figure (the full benchmark suite lives elsewhere).
+#[prism::main]
+fn many_tasks(n: u64) -> prism::Result<Throughput> {
+    let start = Instant::now();
+    let refs: Vec<_> = (0..n).map(|i| add::remote(i, 1)).collect();
+    let sum = prism::get_all(&refs)?.into_iter().sum();
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Throughput { tasks: n, sum, seconds, tasks_per_second: n as f64 / seconds })
+}
