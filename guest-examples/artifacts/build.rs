@@ -19,6 +19,10 @@ const GUESTS: &[&str] = &[
     "wordcount",
     "tree-reduce",
     "failures",
+    "counter",
+    "account",
+    "tinystore",
+    "many-models",
     "testkit",
 ];
 

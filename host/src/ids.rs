@@ -15,43 +15,58 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-/// An unforgeable object id. The all-zero id is never allocated.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectId([u8; 16]);
+/// Defines a 16-byte random identifier type.
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; 16]);
 
-impl ObjectId {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        loop {
-            let bytes = random_bytes::<16>();
-            if bytes != [0; 16] {
-                return ObjectId(bytes);
+        impl $name {
+            /// A fresh random id (never all zeros).
+            pub fn random() -> Self {
+                loop {
+                    let bytes = random_bytes::<16>();
+                    if bytes != [0; 16] {
+                        return $name(bytes);
+                    }
+                }
+            }
+
+            /// The id from its 16 bytes (as it crosses the ABI).
+            pub fn from_bytes(bytes: [u8; 16]) -> Self {
+                $name(bytes)
+            }
+
+            /// The id's 16 bytes.
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
             }
         }
-    }
 
-    /// The id from its 16 bytes (as it crosses the ABI).
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        ObjectId(bytes)
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
 
-    /// The id's 16 bytes.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({self})", stringify!($name))
+            }
+        }
+    };
 }
 
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
+random_id!(
+    /// An unforgeable object id. The all-zero id is never allocated.
+    ObjectId
+);
 
-impl fmt::Debug for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ObjectId({self})")
-    }
-}
+random_id!(
+    /// An unforgeable actor id. The all-zero id is never allocated.
+    ActorId
+);
 
 /// A job: one driver run and everything it creates.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

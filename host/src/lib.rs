@@ -14,13 +14,17 @@
 //!   traits; [`cluster::EmbeddedCluster`] runs both in one process.
 //! - [`scheduler`]: admission, dependencies, resources, retries, cancel.
 //! - [`runtime`]: the wasmtime engine, module cache, limits, `prism_v1`.
-//! - [`objects`]: the per-node object store with spilling.
+//! - [`actors`]: long-lived stateful instances and their supervision.
+//! - [`objects`]: the per-node object store with spilling, and named objects.
+//! - [`meta`]: durable metadata (redb).
 //! - [`values`]: JSON ⇄ MessagePack at the edge.
 
+pub mod actors;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod ids;
+pub mod meta;
 pub mod objects;
 pub mod runtime;
 pub mod scheduler;

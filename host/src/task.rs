@@ -11,6 +11,14 @@ pub enum EntryKind {
     Task,
     /// A job driver, `#[prism::main]` (export `__prism_main_<name>`).
     Main,
+    /// An actor constructor; the function is the class name.
+    ActorNew,
+    /// An actor method; the function is `<Class>__<method>`.
+    ActorMethod,
+    /// A persistent actor's state saver; the function is the class name.
+    ActorSave,
+    /// A persistent actor's state restorer; the function is the class name.
+    ActorRestore,
 }
 
 impl EntryKind {
@@ -19,7 +27,27 @@ impl EntryKind {
         match self {
             EntryKind::Task => format!("{}{function}", prism_abi::TASK_EXPORT_PREFIX),
             EntryKind::Main => format!("{}{function}", prism_abi::MAIN_EXPORT_PREFIX),
+            EntryKind::ActorNew => format!("{}{function}", prism_abi::ACTOR_NEW_PREFIX),
+            EntryKind::ActorMethod => format!("{}{function}", prism_abi::ACTOR_CALL_PREFIX),
+            EntryKind::ActorSave => format!("{}{function}", prism_abi::ACTOR_SAVE_PREFIX),
+            EntryKind::ActorRestore => format!("{}{function}", prism_abi::ACTOR_RESTORE_PREFIX),
         }
+    }
+
+    /// What a person calls this kind of entry, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EntryKind::Task => "task",
+            EntryKind::Main => "driver",
+            EntryKind::ActorNew => "actor class",
+            EntryKind::ActorMethod => "actor method",
+            EntryKind::ActorSave | EntryKind::ActorRestore => "persistent actor class",
+        }
+    }
+
+    /// The function name of method `method` of actor `class`.
+    pub fn method_function(class: &str, method: &str) -> String {
+        format!("{class}{}{method}", prism_abi::METHOD_SEPARATOR)
     }
 }
 

@@ -37,6 +37,90 @@ pub fn run_entry<Args: DeserializeOwned>(
             format!("could not decode the task's arguments: {e}"),
         )),
     };
+    emit(output);
+}
+
+thread_local! {
+    /// The actor this instance hosts, once its constructor (or restore) ran.
+    static ACTOR: std::cell::RefCell<Option<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs an actor constructor: on success the value becomes this instance's
+/// actor state and the output is unit.
+pub fn run_actor_new<A: 'static, Args: DeserializeOwned>(
+    input_len: u32,
+    arity: u32,
+    f: impl FnOnce(Args) -> Result<A, TaskOutput>,
+) {
+    run_entry::<Args>(input_len, arity, |args| match f(args) {
+        Ok(actor) => {
+            ACTOR.with(|slot| *slot.borrow_mut() = Some(Box::new(actor)));
+            ok(&())
+        }
+        Err(output) => output,
+    })
+}
+
+/// Runs an actor method on this instance's state.
+pub fn run_actor_method<A: 'static, Args: DeserializeOwned>(
+    input_len: u32,
+    arity: u32,
+    f: impl FnOnce(&mut A, Args) -> TaskOutput,
+) {
+    run_entry::<Args>(input_len, arity, |args| {
+        ACTOR.with(|slot| {
+            match slot
+                .borrow_mut()
+                .as_mut()
+                .and_then(|b| b.downcast_mut::<A>())
+            {
+                Some(actor) => f(actor, args),
+                None => TaskOutput::Error(WireError::new(
+                    ErrorKind::ActorDied,
+                    "the actor has no state: its constructor did not run in this instance",
+                )),
+            }
+        })
+    })
+}
+
+/// Outputs a persistent actor's state.
+pub fn run_actor_save<A: Serialize + 'static>() {
+    install_panic_hook();
+    let output =
+        ACTOR.with(
+            |slot| match slot.borrow().as_ref().and_then(|b| b.downcast_ref::<A>()) {
+                Some(actor) => ok(actor),
+                None => TaskOutput::Error(WireError::new(
+                    ErrorKind::ActorDied,
+                    "no actor state to save",
+                )),
+            },
+        );
+    emit(output);
+}
+
+/// Restores a persistent actor's state from the saved value (the input
+/// buffer is the state itself, not an argument array).
+pub fn run_actor_restore<A: DeserializeOwned + 'static>(input_len: u32) {
+    install_panic_hook();
+    let mut input = vec![0u8; input_len as usize];
+    sys::input_read(&mut input);
+    let output = match rmp_serde::from_slice::<A>(&input) {
+        Ok(actor) => {
+            ACTOR.with(|slot| *slot.borrow_mut() = Some(Box::new(actor)));
+            ok(&())
+        }
+        Err(e) => TaskOutput::Error(WireError::new(
+            ErrorKind::InvalidArgument,
+            format!("could not restore the saved actor state: {e}"),
+        )),
+    };
+    emit(output);
+}
+
+fn emit(output: TaskOutput) {
     match output {
         TaskOutput::Value(bytes) => sys::output(output_kind::VALUE, &bytes),
         TaskOutput::Error(err) => sys::output(output_kind::APPLICATION_ERROR, &err.encode()),

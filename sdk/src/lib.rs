@@ -36,11 +36,19 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-pub use prism_abi::{ErrorKind, StoreStats, TaskOptions as WireTaskOptions};
-pub use prism_macros::{main, task};
+pub use actor::{
+    Actor, ActorCall, ActorHandle, ActorId, ActorOptions, exit_actor, get_actor, get_actor_in, kill,
+};
+pub use named::{Tier, delete_named, get_named, list_named, put_named, put_named_in};
+pub use pool::ActorPool;
+pub use prism_abi::{ErrorKind, StoreStats};
+pub use prism_macros::{actor, main, task};
 
 #[doc(hidden)]
 pub mod __private;
+mod actor;
+mod named;
+mod pool;
 mod sys;
 
 /// Result type of every SDK call.

@@ -38,7 +38,119 @@ mod imp {
         pub fn log(level: i32, ptr: *const u8, len: usize);
         pub fn attempt() -> i32;
         pub fn store_stats(out: *mut u8);
+        pub fn actor_create(
+            class_ptr: *const u8,
+            class_len: usize,
+            args_ptr: *const u8,
+            args_len: usize,
+            opts_ptr: *const u8,
+            opts_len: usize,
+            out_id: *mut u8,
+        ) -> i32;
+        pub fn actor_call(
+            id: *const u8,
+            method_ptr: *const u8,
+            method_len: usize,
+            args_ptr: *const u8,
+            args_len: usize,
+            out_id: *mut u8,
+        ) -> i32;
+        pub fn actor_lookup(
+            ns_ptr: *const u8,
+            ns_len: usize,
+            name_ptr: *const u8,
+            name_len: usize,
+            class_ptr: *const u8,
+            class_len: usize,
+            out_id: *mut u8,
+        ) -> i32;
+        pub fn actor_kill(id: *const u8) -> i32;
+        pub fn actor_exit() -> i32;
+        pub fn named_put(
+            name_ptr: *const u8,
+            name_len: usize,
+            ptr: *const u8,
+            len: usize,
+            tier: i32,
+        ) -> i32;
+        pub fn named_get(name_ptr: *const u8, name_len: usize, out_len: *mut u32) -> i32;
+        pub fn named_delete(name_ptr: *const u8, name_len: usize) -> i32;
+        pub fn named_list(prefix_ptr: *const u8, prefix_len: usize, out_len: *mut u32) -> i32;
     }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn actor_create(class: &str, args: &[u8], opts: &[u8], out_id: &mut [u8; 16]) -> i32 {
+    unsafe {
+        imp::actor_create(
+            class.as_ptr(),
+            class.len(),
+            args.as_ptr(),
+            args.len(),
+            opts.as_ptr(),
+            opts.len(),
+            out_id.as_mut_ptr(),
+        )
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn actor_call(id: &[u8; 16], method: &str, args: &[u8], out_id: &mut [u8; 16]) -> i32 {
+    unsafe {
+        imp::actor_call(
+            id.as_ptr(),
+            method.as_ptr(),
+            method.len(),
+            args.as_ptr(),
+            args.len(),
+            out_id.as_mut_ptr(),
+        )
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn actor_lookup(namespace: &str, name: &str, class: &str, out_id: &mut [u8; 16]) -> i32 {
+    unsafe {
+        imp::actor_lookup(
+            namespace.as_ptr(),
+            namespace.len(),
+            name.as_ptr(),
+            name.len(),
+            class.as_ptr(),
+            class.len(),
+            out_id.as_mut_ptr(),
+        )
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn actor_kill(id: &[u8; 16]) -> i32 {
+    unsafe { imp::actor_kill(id.as_ptr()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn actor_exit() -> i32 {
+    unsafe { imp::actor_exit() }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn named_put(name: &str, value: &[u8], tier: i32) -> i32 {
+    unsafe { imp::named_put(name.as_ptr(), name.len(), value.as_ptr(), value.len(), tier) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn named_get(name: &str, out_len: &mut u32) -> i32 {
+    unsafe { imp::named_get(name.as_ptr(), name.len(), out_len) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn named_delete(name: &str) -> i32 {
+    unsafe { imp::named_delete(name.as_ptr(), name.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn named_list(prefix: &str, out_len: &mut u32) -> i32 {
+    unsafe { imp::named_list(prefix.as_ptr(), prefix.len(), out_len) }
 }
 
 // Safe wrappers: every pointer below comes from a live Rust slice or array of
@@ -160,6 +272,38 @@ mod native {
         0
     }
     pub fn store_stats(_out: &mut [u8; prism_abi::STORE_STATS_LEN]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn actor_create(_class: &str, _args: &[u8], _opts: &[u8], _out_id: &mut [u8; 16]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn actor_call(_id: &[u8; 16], _method: &str, _args: &[u8], _out_id: &mut [u8; 16]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn actor_lookup(
+        _namespace: &str,
+        _name: &str,
+        _class: &str,
+        _out_id: &mut [u8; 16],
+    ) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn actor_kill(_id: &[u8; 16]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn actor_exit() -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn named_put(_name: &str, _value: &[u8], _tier: i32) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn named_get(_name: &str, _out_len: &mut u32) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn named_delete(_name: &str) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn named_list(_prefix: &str, _out_len: &mut u32) -> i32 {
         NOT_IN_GUEST
     }
 }

@@ -456,7 +456,10 @@ fn sandbox_probe() -> prism::Result<SandboxReport> {
         Ok(n) => format!("READ {n} bytes"),
         Err(e) => format!("denied: {e}"),
     };
-    let counts = (prism::get(&count_calls::remote())?, prism::get(&count_calls::remote())?);
+    let counts = (
+        prism::get(&count_calls::remote())?,
+        prism::get(&count_calls::remote())?,
+    );
     let start = Instant::now();
     let sleeper = sleep_then::options()
         .max_retries(0)
@@ -492,5 +495,10 @@ fn many_tasks(n: u64) -> prism::Result<Throughput> {
     let refs: Vec<_> = (0..n).map(|i| add::remote(i, 1)).collect();
     let sum = prism::get_all(&refs)?.into_iter().sum();
     let seconds = start.elapsed().as_secs_f64();
-    Ok(Throughput { tasks: n, sum, seconds, tasks_per_second: n as f64 / seconds })
+    Ok(Throughput {
+        tasks: n,
+        sum,
+        seconds,
+        tasks_per_second: n as f64 / seconds,
+    })
 }

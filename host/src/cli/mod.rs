@@ -99,6 +99,9 @@ struct RunArgs {
     /// Arguments as a JSON array (default: none).
     #[arg(long, default_value = "[]")]
     args: String,
+    /// Namespace for the job's named actors and named objects.
+    #[arg(long, default_value = crate::cluster::DEFAULT_NAMESPACE)]
+    namespace: String,
     /// Do not print the job's log to stderr.
     #[arg(long)]
     quiet: bool,
@@ -168,7 +171,9 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
     let config = args.node.config()?;
     tokio_runtime()?.block_on(async {
         let cluster = EmbeddedCluster::start(config)?;
-        let outcome = cluster.run(&module, &args.entry, job_args).await?;
+        let outcome = cluster
+            .run_in(&args.namespace, &module, &args.entry, job_args)
+            .await?;
         if !args.quiet {
             print_logs(&outcome);
         }
@@ -228,12 +233,17 @@ fn inspect(args: InspectArgs) -> anyhow::Result<i32> {
             "module": format!("sha256:{}", module.hash()),
             "drivers": exports.mains,
             "tasks": exports.tasks,
+            "actors": exports.actors,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("module  sha256:{}", module.hash());
         println!("drivers {}", exports.mains.join(", "));
         println!("tasks   {}", exports.tasks.join(", "));
+        for (class, info) in &exports.actors {
+            let persistent = if info.persistent { " (persistent)" } else { "" };
+            println!("actor   {class}{persistent}: {}", info.methods.join(", "));
+        }
     }
     Ok(0)
 }

@@ -63,6 +63,12 @@ impl Head {
         self.lock().nodes.push(node);
     }
 
+    /// Forgets every node (they stop receiving jobs). The embedded cluster
+    /// calls this when it is dropped: head and node refer to each other.
+    pub fn detach_nodes(&self) {
+        self.lock().nodes.clear();
+    }
+
     /// Stores a module; returns its content address. Uploading the same
     /// bytes twice stores them once.
     pub fn upload_module(&self, bytes: Bytes) -> ModuleHash {
@@ -75,6 +81,7 @@ impl Head {
     pub async fn submit_job(
         &self,
         module: ModuleHash,
+        namespace: &str,
         entry: &str,
         args: Vec<Bytes>,
     ) -> Result<JobId, ClusterError> {
@@ -104,6 +111,7 @@ impl Head {
             module,
             entry: entry.to_string(),
             args,
+            namespace: namespace.to_string(),
         };
         node.start_job(spec).await?;
         if let Some(job) = self.lock().jobs.get_mut(&id)

@@ -23,6 +23,8 @@ pub struct JobSpec {
     pub entry: String,
     /// The MessagePack-encoded arguments, in order.
     pub args: Vec<Bytes>,
+    /// The namespace for its named actors and named objects.
+    pub namespace: String,
 }
 
 /// Where a log line came from.
@@ -98,8 +100,10 @@ pub struct JobContext {
     pub id: JobId,
     /// Its module.
     pub module: ModuleHash,
-    /// Its log.
-    pub log: JobLog,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its log (shared with the non-detached actors it creates).
+    pub log: std::sync::Arc<JobLog>,
 }
 
 /// How a job ended.

@@ -21,6 +21,9 @@ use bytes::Bytes;
 use prism_abi::StoreStats;
 use std::sync::Arc;
 
+/// The namespace of jobs that do not name one: `default`.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 /// Failures of cluster operations.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -86,6 +89,15 @@ pub struct EmbeddedCluster {
     node: Arc<Node>,
 }
 
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        // The head holds the node and the node holds the head; break the
+        // cycle so the node (its store, runtime and data directory) is freed
+        // once its running work is gone.
+        self.head.detach_nodes();
+    }
+}
+
 impl EmbeddedCluster {
     /// Starts the head and a node configured by `config`. Must be called
     /// inside a multi-threaded tokio runtime.
@@ -106,16 +118,27 @@ impl EmbeddedCluster {
         &self.node
     }
 
-    /// Uploads `module`, runs `entry` with MessagePack `args`, and waits for
-    /// the outcome.
+    /// Uploads `module`, runs `entry` with MessagePack `args` in the
+    /// namespace [`DEFAULT_NAMESPACE`], and waits for the outcome.
     pub async fn run(
         &self,
         module: &[u8],
         entry: &str,
         args: Vec<Bytes>,
     ) -> Result<JobOutcome, ClusterError> {
+        self.run_in(DEFAULT_NAMESPACE, module, entry, args).await
+    }
+
+    /// Like [`EmbeddedCluster::run`], in `namespace`.
+    pub async fn run_in(
+        &self,
+        namespace: &str,
+        module: &[u8],
+        entry: &str,
+        args: Vec<Bytes>,
+    ) -> Result<JobOutcome, ClusterError> {
         let hash = self.head.upload_module(Bytes::copy_from_slice(module));
-        let job = self.head.submit_job(hash, entry, args).await?;
+        let job = self.head.submit_job(hash, namespace, entry, args).await?;
         self.head.wait_job(job).await
     }
 }

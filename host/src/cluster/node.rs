@@ -10,12 +10,18 @@
 
 use super::job::{JobContext, JobOutcome, JobSpec, LogSource};
 use super::{ClusterError, HeadService, NodeService, NodeStatus};
+use crate::actors::{self, ActorEnv, ActorManager, ActorRecord};
 use crate::config::NodeConfig;
-use crate::ids::{JobId, ObjectId};
+use crate::ids::{ActorId, JobId, ObjectId};
+use crate::meta::MetaStore;
+use crate::objects::named::{NamedObjects, Tier};
 use crate::objects::{Lookup, Object, ObjectStore, StoreError, Watch};
-use crate::runtime::{BoxFuture, GuestHost, Invocation, LoadedModule, Runtime};
+use crate::runtime::{
+    ActorCreateError, BoxFuture, CancelToken, GuestHost, Instance, InstanceSetup, Invocation,
+    InvocationOutcome, LoadedModule, Runtime,
+};
 use crate::scheduler::resources::ResourceSet;
-use crate::scheduler::{Scheduler, SlotHandle, TaskExecutor, TaskRun, TaskSpec};
+use crate::scheduler::{Lease, Scheduler, SlotHandle, TaskExecutor, TaskRun, TaskSpec};
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, StoreStats, WireError};
@@ -32,6 +38,9 @@ pub struct Node {
     runtime: Runtime,
     head: Arc<dyn HeadService>,
     jobs: Mutex<HashMap<JobId, Arc<JobContext>>>,
+    actors: Arc<ActorManager>,
+    meta: Arc<MetaStore>,
+    named: NamedObjects,
     _temp_dir: Option<tempfile::TempDir>,
 }
 
@@ -53,6 +62,10 @@ impl Node {
             config.object_store_capacity,
             data_dir.join("spill"),
         )?);
+        let meta = Arc::new(
+            MetaStore::open(&data_dir.join("meta.redb"))
+                .map_err(|e| ClusterError::Startup(e.to_string()))?,
+        );
         let runtime = Runtime::new(&config.runtime, data_dir.join("modules"))
             .map_err(|e| ClusterError::Startup(e.to_string()))?;
         let total = ResourceSet::new(config.cpus, config.memory, &config.resources)
@@ -66,6 +79,9 @@ impl Node {
                 runtime,
                 head,
                 jobs: Mutex::new(HashMap::new()),
+                actors: Arc::new(ActorManager::default()),
+                named: NamedObjects::new(meta.clone()),
+                meta,
                 config,
                 _temp_dir: temp_dir,
             }
@@ -85,6 +101,11 @@ impl Node {
     /// The node's runtime.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// The node's actors.
+    pub fn actors(&self) -> &Arc<ActorManager> {
+        &self.actors
     }
 
     fn job(&self, id: JobId) -> Option<Arc<JobContext>> {
@@ -127,6 +148,7 @@ impl Node {
         let context = Arc::new(JobContext {
             id: spec.id,
             module: spec.module,
+            namespace: spec.namespace.clone(),
             log: Default::default(),
         });
         self.jobs
@@ -134,6 +156,9 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .insert(spec.id, context.clone());
         let result = self.drive(&spec).await;
+        for actor in self.actors.owned_by(spec.id) {
+            self.actors.kill(actor);
+        }
         self.scheduler.cancel_job(spec.id);
         let freed = self.objects.free_owner(spec.id);
         tracing::debug!(job = %spec.id, freed, "job ended");
@@ -198,6 +223,125 @@ impl Node {
         }
     }
 
+    /// Moves large inline values into the store, so call messages stay small.
+    fn by_reference(&self, owner: JobId, mut args: Vec<Arg>) -> Result<Vec<Arg>, WireError> {
+        for arg in args.iter_mut() {
+            if let Arg::Value(bytes) = arg
+                && bytes.len() > prism_abi::INLINE_ARG_LIMIT
+            {
+                let id = self
+                    .objects
+                    .put(owner, bytes.clone())
+                    .map_err(|e| WireError::new(ErrorKind::InvalidArgument, e.to_string()))?;
+                *arg = Arg::Ref(id);
+            }
+        }
+        Ok(args)
+    }
+
+    /// Creates an actor for a guest of `job`.
+    fn create_actor(
+        &self,
+        job: &JobContext,
+        class: &str,
+        args: Vec<Arg>,
+        options: prism_abi::ActorOptions,
+    ) -> Result<ActorId, ActorCreateError> {
+        let namespace = options
+            .namespace
+            .clone()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| job.namespace.clone());
+        if let Some(name) = &options.name {
+            if let Some(existing) = self.actors.by_name(&namespace, name) {
+                if options.get_if_exists && existing.class == class {
+                    return Ok(existing.id);
+                }
+                return Err(ActorCreateError::NameTaken(name.clone()));
+            }
+        }
+        let invalid = |m: String| ActorCreateError::Invalid(m);
+        let memory = options.memory.unwrap_or(0);
+        let request = ResourceSet::new(options.num_cpus.unwrap_or(1.0), memory, &options.resources)
+            .map_err(invalid)?;
+        // As in Ray: an actor needs a CPU to be placed but holds none while
+        // it lives, unless it asked for CPUs explicitly.
+        let mut hold = request.clone();
+        if options.num_cpus.is_none() {
+            hold.cpu_milli = 0;
+        }
+        let module = self.runtime.modules().get(job.module);
+        let class_info = module
+            .as_ref()
+            .and_then(|m| m.exports().actors.get(class).cloned());
+        let max_memory = self.config.runtime.max_task_memory;
+        let args = self
+            .by_reference(job.id, args)
+            .map_err(|e| invalid(e.message))?;
+        let (record, mailbox) = ActorRecord::new(
+            class.to_string(),
+            namespace,
+            options.name.clone(),
+            (!options.detached).then_some(job.id),
+            job.module,
+            args,
+            hold,
+            if memory > 0 { memory } else { max_memory },
+            options.max_restarts.unwrap_or(0),
+            options.max_task_retries.unwrap_or(0),
+            class_info.as_ref().is_some_and(|c| c.persistent),
+        );
+        // Failures known now make the actor dead from the start; its calls
+        // report why.
+        let stillborn = if class_info.is_none() {
+            Some(WireError::new(
+                ErrorKind::FunctionNotFound,
+                format!("the module exports no actor class `{class}`"),
+            ))
+        } else if memory > max_memory {
+            Some(WireError::new(
+                ErrorKind::Unschedulable,
+                format!(
+                    "a memory request of {memory} bytes exceeds the per-actor limit of {max_memory} bytes"
+                ),
+            ))
+        } else {
+            self.scheduler.total().shortfall(&request).map(|why| {
+                WireError::new(
+                    ErrorKind::Unschedulable,
+                    format!("no node can host this actor: {why}"),
+                )
+            })
+        };
+        self.actors
+            .register(record.clone())
+            .map_err(|taken| ActorCreateError::NameTaken(taken.0))?;
+        let context = Arc::new(JobContext {
+            id: record.objects_owner,
+            module: job.module,
+            namespace: record.namespace.clone(),
+            log: job.log.clone(),
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.objects_owner, context);
+        let Some(node) = self.me.upgrade() else {
+            return Err(ActorCreateError::Invalid("the node is stopping".into()));
+        };
+        let manager = self.actors.clone();
+        let id = record.id;
+        match stillborn {
+            None => {
+                tokio::spawn(actors::supervise(node, manager, record, mailbox));
+            }
+            Some(error) => {
+                tokio::spawn(actors::stillborn(node, manager, record, mailbox, error));
+            }
+        }
+        Ok(id)
+    }
+
     /// Builds the spec of a task submitted by a guest of `job`.
     fn task_spec(
         &self,
@@ -231,19 +375,7 @@ impl Node {
         }
         let request = ResourceSet::new(options.num_cpus.unwrap_or(1.0), memory, &options.resources)
             .map_err(invalid)?;
-        // Large inline values go through the store, so task messages stay small.
-        let mut args = args;
-        for arg in args.iter_mut() {
-            if let Arg::Value(bytes) = arg
-                && bytes.len() > prism_abi::INLINE_ARG_LIMIT
-            {
-                let id = self
-                    .objects
-                    .put(job.id, bytes.clone())
-                    .map_err(|e| WireError::new(ErrorKind::InvalidArgument, e.to_string()))?;
-                *arg = Arg::Ref(id);
-            }
-        }
+        let args = self.by_reference(job.id, args)?;
         Ok(TaskSpec {
             job: job.id,
             module: job.module,
@@ -291,7 +423,7 @@ impl TaskExecutor for Node {
                 memory_limit: run.spec.memory_limit,
                 cancel: run.cancel,
             };
-            let outcome = node.runtime.invoke(&module, call, host).await;
+            let outcome = node.runtime.invoke(module, call, host).await;
             let function = &run.spec.function;
             job.log
                 .push_output(LogSource::Stdout, function, &outcome.stdout);
@@ -419,5 +551,169 @@ impl GuestHost for TaskHost {
 
     fn store_stats(&self) -> StoreStats {
         self.node.objects.stats()
+    }
+
+    fn actor_create(
+        &self,
+        class: &str,
+        args: Vec<Arg>,
+        options: prism_abi::ActorOptions,
+    ) -> Result<ActorId, ActorCreateError> {
+        self.node.create_actor(&self.job, class, args, options)
+    }
+
+    fn actor_call(&self, actor: ActorId, method: &str, args: Vec<Arg>) -> ObjectId {
+        let return_id = ObjectId::random();
+        self.node.objects.create_pending(return_id, self.job.id);
+        let sent = self.node.by_reference(self.job.id, args).and_then(|args| {
+            self.node
+                .actors
+                .call(actor, method.to_string(), args, return_id)
+        });
+        if let Err(error) = sent {
+            let _ = self
+                .node
+                .objects
+                .complete(return_id, Object::Error(Arc::new(error)));
+        }
+        return_id
+    }
+
+    fn actor_lookup(&self, namespace: &str, name: &str, class: &str) -> Option<ActorId> {
+        let namespace = if namespace.is_empty() {
+            &self.job.namespace
+        } else {
+            namespace
+        };
+        self.node
+            .actors
+            .by_name(namespace, name)
+            .filter(|r| r.class == class && r.death_reason().is_none())
+            .map(|r| r.id)
+    }
+
+    fn actor_kill(&self, actor: ActorId) {
+        self.node.actors.kill(actor)
+    }
+
+    fn named_put(&self, name: &str, value: Bytes, tier: Tier) -> Result<(), String> {
+        self.node
+            .named
+            .put(&self.job.namespace, name, value, tier)
+            .map_err(|e| e.to_string())
+    }
+
+    fn named_get(&self, name: &str) -> Result<Option<Bytes>, String> {
+        self.node
+            .named
+            .get(&self.job.namespace, name)
+            .map_err(|e| e.to_string())
+    }
+
+    fn named_delete(&self, name: &str) -> Result<bool, String> {
+        self.node
+            .named
+            .delete(&self.job.namespace, name)
+            .map_err(|e| e.to_string())
+    }
+
+    fn named_list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        self.node
+            .named
+            .list(&self.job.namespace, prefix)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl ActorEnv for Node {
+    fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    fn lease(&self, hold: ResourceSet) -> BoxFuture<'static, Lease> {
+        let scheduler = self.scheduler.clone();
+        Box::pin(async move { scheduler.lease(hold).await })
+    }
+
+    fn instantiate(
+        &self,
+        record: &Arc<ActorRecord>,
+        slot: Arc<SlotHandle>,
+    ) -> BoxFuture<'static, Result<Instance, InvocationOutcome>> {
+        let node = self.me.upgrade();
+        let record = record.clone();
+        Box::pin(async move {
+            let fail = |m: &str| InvocationOutcome::failed(ErrorKind::System, m.to_string());
+            let node = node.ok_or_else(|| fail("the node stopped"))?;
+            let job = node
+                .job(record.objects_owner)
+                .ok_or_else(|| fail("the actor's context is gone"))?;
+            let module = node
+                .runtime
+                .modules()
+                .get(record.module)
+                .ok_or_else(|| fail("the actor's module is not loaded"))?;
+            let host = Arc::new(TaskHost {
+                node: node.clone(),
+                job,
+                slot,
+                function: record.class.clone(),
+            });
+            let setup = InstanceSetup {
+                program: record.class.clone(),
+                memory_limit: record.memory_limit,
+                actor: true,
+                timeout: node.config.runtime.task_timeout,
+            };
+            node.runtime
+                .instantiate(module, host, setup, &Arc::new(CancelToken::default()))
+                .await
+        })
+    }
+
+    fn record_output(&self, record: &ActorRecord, function: &str, outcome: &InvocationOutcome) {
+        let Some(job) = self.job(record.objects_owner) else {
+            return;
+        };
+        let function = format!("{}.{function}", record.class);
+        job.log
+            .push_output(LogSource::Stdout, &function, &outcome.stdout);
+        job.log
+            .push_output(LogSource::Stderr, &function, &outcome.stderr);
+    }
+
+    fn load_state(&self, record: &ActorRecord) -> Option<Vec<u8>> {
+        match self
+            .meta
+            .get_actor_state(&record.namespace, &record.state_key())
+        {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(actor = %record.id, error = %e, "reading saved actor state failed");
+                None
+            }
+        }
+    }
+
+    fn save_state(&self, record: &ActorRecord, state: &[u8]) {
+        if let Err(e) = self
+            .meta
+            .put_actor_state(&record.namespace, &record.state_key(), state)
+        {
+            tracing::warn!(actor = %record.id, error = %e, "saving actor state failed");
+        }
+    }
+
+    fn call_timeout(&self) -> Duration {
+        self.config.runtime.task_timeout
+    }
+
+    fn ended(&self, record: &ActorRecord) {
+        self.scheduler.cancel_job(record.objects_owner);
+        self.objects.free_owner(record.objects_owner);
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&record.objects_owner);
     }
 }

@@ -18,6 +18,7 @@
 //! [`ObjectStore::free_owner`] removes all it owns, spilled files included.
 //! Errors are small and never spill.
 
+pub mod named;
 mod spill;
 
 use crate::ids::{JobId, ObjectId};

@@ -12,8 +12,9 @@
 //! object is ready, the timeout passes, the task is cancelled, or its
 //! deadline passes.
 
-use super::{GuestHost, Interrupt, TaskState};
-use crate::ids::ObjectId;
+use super::{ActorCreateError, GuestHost, Interrupt, TaskState};
+use crate::ids::{ActorId, ObjectId};
+use crate::objects::named::Tier;
 use crate::objects::{Lookup, Object, Watch};
 use crate::task::Arg;
 use bytes::Bytes;
@@ -39,6 +40,15 @@ const FUNCTIONS: &[&str] = &[
     "log",
     "attempt",
     "store_stats",
+    "actor_create",
+    "actor_call",
+    "actor_lookup",
+    "actor_kill",
+    "actor_exit",
+    "named_put",
+    "named_get",
+    "named_delete",
+    "named_list",
 ];
 
 /// Whether `prism_v1` has a function of this name.
@@ -120,6 +130,52 @@ fn read_id(
     let mut id = [0u8; OBJECT_ID_LEN];
     id.copy_from_slice(&bytes);
     Ok(ObjectId::from_bytes(id))
+}
+
+fn read_str(
+    call: &'static str,
+    caller: &Caller<'_, TaskState>,
+    ptr: i32,
+    len: i32,
+) -> anyhow::Result<Option<String>> {
+    Ok(String::from_utf8(read(call, caller, ptr, len)?).ok())
+}
+
+fn read_actor_id(
+    call: &'static str,
+    caller: &Caller<'_, TaskState>,
+    ptr: i32,
+) -> anyhow::Result<ActorId> {
+    let bytes = read(call, caller, ptr, prism_abi::ACTOR_ID_LEN as i32)?;
+    let mut id = [0u8; prism_abi::ACTOR_ID_LEN];
+    id.copy_from_slice(&bytes);
+    Ok(ActorId::from_bytes(id))
+}
+
+/// Decodes a submit-style argument buffer into owned arguments.
+fn decode_args(bytes: &[u8]) -> Option<Vec<Arg>> {
+    let args = prism_abi::decode_args(bytes).ok()?;
+    Some(
+        args.into_iter()
+            .map(|a| match a {
+                ArgRef::Value(v) => Arg::Value(Bytes::copy_from_slice(v)),
+                ArgRef::Ref(id) => Arg::Ref(ObjectId::from_bytes(id)),
+                ArgRef::Invalid(m) => Arg::Invalid(m.to_string()),
+            })
+            .collect(),
+    )
+}
+
+/// Stages `bytes` for `take` and writes their length to `out_len`.
+fn stage(
+    call: &'static str,
+    caller: &mut Caller<'_, TaskState>,
+    out_len: i32,
+    bytes: Bytes,
+) -> anyhow::Result<()> {
+    write(call, caller, out_len, &(bytes.len() as u32).to_le_bytes())?;
+    caller.data_mut().staged = Some(bytes);
+    Ok(())
 }
 
 fn timeout_of(ms: i64) -> Option<Duration> {
@@ -216,20 +272,12 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
             let Ok(function) = String::from_utf8(function) else {
                 return Ok(status::INVALID_ARGUMENT);
             };
-            let Ok(args) = prism_abi::decode_args(&args) else {
+            let Some(args) = decode_args(&args) else {
                 return Ok(status::INVALID_ARGUMENT);
             };
             let Ok(options) = prism_abi::TaskOptions::decode(&opts) else {
                 return Ok(status::INVALID_ARGUMENT);
             };
-            let args = args
-                .into_iter()
-                .map(|a| match a {
-                    ArgRef::Value(v) => Arg::Value(Bytes::copy_from_slice(v)),
-                    ArgRef::Ref(id) => Arg::Ref(ObjectId::from_bytes(id)),
-                    ArgRef::Invalid(m) => Arg::Invalid(m.to_string()),
-                })
-                .collect();
             let id = caller.data().host.submit(&function, args, options);
             write("submit", &mut caller, out_id, id.as_bytes())?;
             Ok(status::OK)
@@ -408,6 +456,228 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
     linker.func_wrap(m, "attempt", |caller: Caller<'_, TaskState>| -> i32 {
         caller.data().attempt.min(i32::MAX as u32) as i32
     })?;
+
+    linker.func_wrap(
+        m,
+        "actor_create",
+        |mut caller: Caller<'_, TaskState>,
+         class_ptr: i32,
+         class_len: i32,
+         args_ptr: i32,
+         args_len: i32,
+         opts_ptr: i32,
+         opts_len: i32,
+         out_id: i32|
+         -> anyhow::Result<i32> {
+            let class = read_str("actor_create", &caller, class_ptr, class_len)?;
+            let args = read("actor_create", &caller, args_ptr, args_len)?;
+            let opts = read("actor_create", &caller, opts_ptr, opts_len)?;
+            write(
+                "actor_create",
+                &mut caller,
+                out_id,
+                &[0u8; prism_abi::ACTOR_ID_LEN],
+            )?;
+            let (Some(class), Some(args), Ok(options)) = (
+                class,
+                decode_args(&args),
+                prism_abi::ActorOptions::decode(&opts),
+            ) else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            match caller.data().host.actor_create(&class, args, options) {
+                Ok(id) => {
+                    write("actor_create", &mut caller, out_id, id.as_bytes())?;
+                    Ok(status::OK)
+                }
+                Err(ActorCreateError::NameTaken(_)) => Ok(status::NAME_TAKEN),
+                Err(ActorCreateError::Invalid(_)) => Ok(status::INVALID_ARGUMENT),
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "actor_call",
+        |mut caller: Caller<'_, TaskState>,
+         id_ptr: i32,
+         method_ptr: i32,
+         method_len: i32,
+         args_ptr: i32,
+         args_len: i32,
+         out_id: i32|
+         -> anyhow::Result<i32> {
+            let actor = read_actor_id("actor_call", &caller, id_ptr)?;
+            let method = read_str("actor_call", &caller, method_ptr, method_len)?;
+            let args = read("actor_call", &caller, args_ptr, args_len)?;
+            write("actor_call", &mut caller, out_id, &[0u8; OBJECT_ID_LEN])?;
+            let (Some(method), Some(args)) = (method, decode_args(&args)) else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            let id = caller.data().host.actor_call(actor, &method, args);
+            write("actor_call", &mut caller, out_id, id.as_bytes())?;
+            Ok(status::OK)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "actor_lookup",
+        |mut caller: Caller<'_, TaskState>,
+         ns_ptr: i32,
+         ns_len: i32,
+         name_ptr: i32,
+         name_len: i32,
+         class_ptr: i32,
+         class_len: i32,
+         out_id: i32|
+         -> anyhow::Result<i32> {
+            let namespace = read_str("actor_lookup", &caller, ns_ptr, ns_len)?;
+            let name = read_str("actor_lookup", &caller, name_ptr, name_len)?;
+            let class = read_str("actor_lookup", &caller, class_ptr, class_len)?;
+            write(
+                "actor_lookup",
+                &mut caller,
+                out_id,
+                &[0u8; prism_abi::ACTOR_ID_LEN],
+            )?;
+            let (Some(namespace), Some(name), Some(class)) = (namespace, name, class) else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            match caller.data().host.actor_lookup(&namespace, &name, &class) {
+                Some(id) => {
+                    write("actor_lookup", &mut caller, out_id, id.as_bytes())?;
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "actor_kill",
+        |caller: Caller<'_, TaskState>, id_ptr: i32| -> anyhow::Result<i32> {
+            let actor = read_actor_id("actor_kill", &caller, id_ptr)?;
+            caller.data().host.actor_kill(actor);
+            Ok(status::OK)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "actor_exit",
+        |mut caller: Caller<'_, TaskState>| -> i32 {
+            let state = caller.data_mut();
+            if !state.actor {
+                return status::NOT_AN_ACTOR;
+            }
+            state.exit_requested = true;
+            status::OK
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "named_put",
+        |caller: Caller<'_, TaskState>,
+         name_ptr: i32,
+         name_len: i32,
+         ptr: i32,
+         len: i32,
+         tier: i32|
+         -> anyhow::Result<i32> {
+            let name = read_str("named_put", &caller, name_ptr, name_len)?;
+            let value = read("named_put", &caller, ptr, len)?;
+            let tier = match tier {
+                prism_abi::tier::MEMORY => Tier::Memory,
+                prism_abi::tier::DURABLE => Tier::Durable,
+                _ => return Ok(status::INVALID_ARGUMENT),
+            };
+            let Some(name) = name else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            caller
+                .data()
+                .host
+                .named_put(&name, Bytes::from(value), tier)
+                .map_err(|e| violation("named_put", e))?;
+            Ok(status::OK)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "named_get",
+        |mut caller: Caller<'_, TaskState>,
+         name_ptr: i32,
+         name_len: i32,
+         out_len: i32|
+         -> anyhow::Result<i32> {
+            let name = read_str("named_get", &caller, name_ptr, name_len)?;
+            write("named_get", &mut caller, out_len, &[0u8; 4])?;
+            let Some(name) = name else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            match caller
+                .data()
+                .host
+                .named_get(&name)
+                .map_err(|e| violation("named_get", e))?
+            {
+                Some(value) => {
+                    stage("named_get", &mut caller, out_len, value)?;
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "named_delete",
+        |caller: Caller<'_, TaskState>, name_ptr: i32, name_len: i32| -> anyhow::Result<i32> {
+            let Some(name) = read_str("named_delete", &caller, name_ptr, name_len)? else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            let existed = caller
+                .data()
+                .host
+                .named_delete(&name)
+                .map_err(|e| violation("named_delete", e))?;
+            Ok(if existed {
+                status::OK
+            } else {
+                status::NOT_FOUND
+            })
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "named_list",
+        |mut caller: Caller<'_, TaskState>,
+         prefix_ptr: i32,
+         prefix_len: i32,
+         out_len: i32|
+         -> anyhow::Result<i32> {
+            let prefix = read_str("named_list", &caller, prefix_ptr, prefix_len)?;
+            write("named_list", &mut caller, out_len, &[0u8; 4])?;
+            let Some(prefix) = prefix else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            let names = caller
+                .data()
+                .host
+                .named_list(&prefix)
+                .map_err(|e| violation("named_list", e))?;
+            let encoded = prism_abi::encode_value(&names)
+                .map_err(|e| violation("named_list", e.to_string()))?;
+            stage("named_list", &mut caller, out_len, Bytes::from(encoded))?;
+            Ok(status::OK)
+        },
+    )?;
 
     linker.func_wrap(
         m,

@@ -28,7 +28,7 @@ mod wasi;
 pub use modules::{LoadedModule, ModuleCache, ModuleError, ModuleExports};
 
 use crate::config::RuntimeConfig;
-use crate::ids::ObjectId;
+use crate::ids::{ActorId, ObjectId};
 use crate::objects::{Lookup, Watch};
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
@@ -39,7 +39,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 /// A boxed, sendable future.
@@ -68,6 +68,45 @@ pub trait GuestHost: Send + Sync + 'static {
     fn log(&self, level: i32, line: &str);
     /// The node's object store statistics.
     fn store_stats(&self) -> StoreStats;
+    /// Creates an actor of `class` in the caller's module.
+    fn actor_create(
+        &self,
+        class: &str,
+        args: Vec<Arg>,
+        options: prism_abi::ActorOptions,
+    ) -> Result<ActorId, ActorCreateError>;
+    /// Submits a method call; returns the result's id at once (an unknown
+    /// or dead actor's error is stored in that object).
+    fn actor_call(&self, actor: ActorId, method: &str, args: Vec<Arg>) -> ObjectId;
+    /// The live actor of `class` named `name` in `namespace` (empty: the
+    /// caller's namespace).
+    fn actor_lookup(&self, namespace: &str, name: &str, class: &str) -> Option<ActorId>;
+    /// Kills an actor without restart.
+    fn actor_kill(&self, actor: ActorId);
+    /// Stores a named object in the caller's namespace.
+    fn named_put(
+        &self,
+        name: &str,
+        value: Bytes,
+        tier: crate::objects::named::Tier,
+    ) -> Result<(), String>;
+    /// A named object of the caller's namespace.
+    fn named_get(&self, name: &str) -> Result<Option<Bytes>, String>;
+    /// Deletes a named object; whether it existed.
+    fn named_delete(&self, name: &str) -> Result<bool, String>;
+    /// Names in the caller's namespace with `prefix`, sorted.
+    fn named_list(&self, prefix: &str) -> Result<Vec<String>, String>;
+}
+
+/// Why `actor_create` refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActorCreateError {
+    /// A live actor already has the name.
+    #[error("an actor named {0:?} already exists in this namespace")]
+    NameTaken(String),
+    /// The options were malformed.
+    #[error("invalid actor options: {0}")]
+    Invalid(String),
 }
 
 /// Cancellation of one running call, observable from the guest's epoch
@@ -139,15 +178,19 @@ pub struct InvocationOutcome {
     pub stderr: Vec<u8>,
     /// Output bytes dropped over the per-task cap.
     pub output_dropped: usize,
+    /// An actor method asked for its actor to end (`prism::exit_actor`).
+    pub exit_requested: bool,
 }
 
 impl InvocationOutcome {
-    fn failed(kind: ErrorKind, message: impl Into<String>) -> Self {
+    /// An outcome that failed before the guest ran.
+    pub fn failed(kind: ErrorKind, message: impl Into<String>) -> Self {
         InvocationOutcome {
             result: Err(WireError::new(kind, message)),
             stdout: Vec::new(),
             stderr: Vec::new(),
             output_dropped: 0,
+            exit_requested: false,
         }
     }
 }
@@ -165,6 +208,8 @@ pub(crate) struct TaskState {
     attempt: u32,
     cancel: Arc<CancelToken>,
     deadline: Instant,
+    actor: bool,
+    exit_requested: bool,
 }
 
 /// Errors creating a runtime.
@@ -184,7 +229,7 @@ pub struct Runtime {
     engine: Engine,
     modules: ModuleCache,
     config: RuntimeConfig,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     _ticker: engine::EpochTicker,
 }
 
@@ -200,7 +245,7 @@ impl Runtime {
             engine,
             modules,
             config: config.clone(),
-            slots: Semaphore::new(config.instance_slots as usize),
+            slots: Arc::new(Semaphore::new(config.instance_slots as usize)),
             _ticker: ticker,
         })
     }
@@ -216,59 +261,74 @@ impl Runtime {
     }
 
     /// Runs one call in a fresh instance of `module`, with `host` serving
-    /// its `prism_v1` calls. Waits for a free instance slot first.
+    /// its `prism_v1` calls, and discards the instance.
     pub async fn invoke(
         &self,
-        module: &LoadedModule,
+        module: Arc<LoadedModule>,
         call: Invocation,
         host: Arc<dyn GuestHost>,
     ) -> InvocationOutcome {
-        let Some(export) = module.entry(call.entry, &call.function) else {
+        if module.entry(call.entry, &call.function).is_none() {
             return InvocationOutcome::failed(
                 ErrorKind::FunctionNotFound,
                 format!(
                     "module {} exports no {} named `{}`",
                     module.hash(),
-                    match call.entry {
-                        EntryKind::Task => "task",
-                        EntryKind::Main => "driver",
-                    },
+                    call.entry.describe(),
                     call.function
                 ),
             );
+        }
+        let setup = InstanceSetup {
+            program: call.function.clone(),
+            memory_limit: call.memory_limit,
+            actor: false,
+            timeout: call.timeout,
         };
-        let _slot = tokio::select! {
-            permit = self.slots.acquire() => match permit {
+        match self.instantiate(module, host, setup, &call.cancel).await {
+            Ok(mut instance) => instance.call(call).await,
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Creates a live instance of `module` (waiting for a free instance
+    /// slot), runs its `_initialize`, and keeps it for calls. A task uses it
+    /// once; an actor keeps it for its life.
+    pub async fn instantiate(
+        &self,
+        module: Arc<LoadedModule>,
+        host: Arc<dyn GuestHost>,
+        setup: InstanceSetup,
+        cancel: &Arc<CancelToken>,
+    ) -> Result<Instance, InvocationOutcome> {
+        let slot = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => match permit {
                 Ok(p) => p,
-                Err(_) => return InvocationOutcome::failed(ErrorKind::System, "the runtime is shutting down"),
+                Err(_) => return Err(InvocationOutcome::failed(ErrorKind::System, "the runtime is shutting down")),
             },
-            _ = call.cancel.cancelled() => {
-                return InvocationOutcome::failed(ErrorKind::Cancelled, "the task was cancelled");
+            _ = cancel.cancelled() => {
+                return Err(InvocationOutcome::failed(ErrorKind::Cancelled, "the task was cancelled"));
             }
         };
-        let (wasi, captured) =
-            match wasi::task_context(&call.function, self.config.max_output_per_task) {
-                Ok(pair) => pair,
-                Err(e) => {
-                    return InvocationOutcome::failed(
-                        ErrorKind::System,
-                        format!("WASI setup failed: {e:#}"),
-                    );
-                }
-            };
-        let memory_limit = call.memory_limit.min(self.config.max_task_memory) as usize;
+        let (wasi, captured) = wasi::task_context(&setup.program, self.config.max_output_per_task)
+            .map_err(|e| {
+                InvocationOutcome::failed(ErrorKind::System, format!("WASI setup failed: {e:#}"))
+            })?;
+        let memory_limit = setup.memory_limit.min(self.config.max_task_memory) as usize;
         let state = TaskState {
             wasi,
             limiter: limits::GuestLimiter::new(memory_limit),
             host,
             memory: None,
-            input: call.input,
+            input: Bytes::new(),
             output: None,
             staged: None,
             panic: None,
-            attempt: call.attempt,
-            cancel: call.cancel.clone(),
-            deadline: Instant::now() + call.timeout,
+            attempt: 0,
+            cancel: cancel.clone(),
+            deadline: Instant::now() + setup.timeout,
+            actor: setup.actor,
+            exit_requested: false,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -284,9 +344,8 @@ impl Runtime {
         });
         store.set_epoch_deadline(1);
 
-        let input_len = store.data().input.len();
         let deadline = store.data().deadline;
-        let run = async {
+        let init = async {
             let instance = module.pre().instantiate_async(&mut store).await?;
             let memory = instance.get_memory(&mut store, "memory");
             store.data_mut().memory = memory;
@@ -299,31 +358,138 @@ impl Runtime {
                     .call_async(&mut store, ())
                     .await?;
             }
+            Ok::<_, anyhow::Error>(instance)
+        };
+        let result = tokio::select! {
+            result = init => result,
+            _ = cancel.cancelled() => Err(Interrupt::Cancelled.into()),
+            _ = tokio::time::sleep_until(deadline.into()) => Err(Interrupt::Deadline.into()),
+        };
+        match result {
+            Ok(instance) => Ok(Instance {
+                store,
+                instance,
+                module,
+                captured,
+                dead: false,
+                _slot: slot,
+            }),
+            Err(error) => {
+                let (stdout, stderr, output_dropped) = captured.take();
+                Err(InvocationOutcome {
+                    result: Err(classify_failure(error, store.data(), setup.timeout)),
+                    stdout,
+                    stderr,
+                    output_dropped,
+                    exit_requested: false,
+                })
+            }
+        }
+    }
+}
+
+/// How to set up an instance.
+#[derive(Clone, Debug)]
+pub struct InstanceSetup {
+    /// The guest's `argv[0]`: the task's function or the actor's class.
+    pub program: String,
+    /// Cap on linear memory in bytes (at most the node's `max_task_memory`).
+    pub memory_limit: u64,
+    /// Whether it hosts an actor (enables `actor_exit`).
+    pub actor: bool,
+    /// Budget for instantiation and `_initialize`.
+    pub timeout: Duration,
+}
+
+/// A live guest instance with its own store and linear memory.
+///
+/// After a call that killed it (trap, panic, limit, deadline, cancel) it is
+/// [dead](Instance::is_dead) and must not be called again: a Rust guest
+/// that trapped may have left its state half-written.
+pub struct Instance {
+    store: Store<TaskState>,
+    instance: wasmtime::Instance,
+    module: Arc<LoadedModule>,
+    captured: wasi::CapturedOutput,
+    dead: bool,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Instance {
+    /// The module this is an instance of.
+    pub fn module(&self) -> &Arc<LoadedModule> {
+        &self.module
+    }
+
+    /// Whether a call killed this instance.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Calls one entry of this instance.
+    pub async fn call(&mut self, call: Invocation) -> InvocationOutcome {
+        if self.dead {
+            return InvocationOutcome::failed(ErrorKind::System, "the instance is dead");
+        }
+        let Some(export) = self.module.entry(call.entry, &call.function).copied() else {
+            return InvocationOutcome::failed(
+                ErrorKind::FunctionNotFound,
+                format!(
+                    "module {} exports no {} named `{}`",
+                    self.module.hash(),
+                    call.entry.describe(),
+                    call.function
+                ),
+            );
+        };
+        let input_len = call.input.len();
+        let deadline = Instant::now() + call.timeout;
+        {
+            let state = self.store.data_mut();
+            state.input = call.input;
+            state.output = None;
+            state.staged = None;
+            state.panic = None;
+            state.attempt = call.attempt;
+            state.cancel = call.cancel.clone();
+            state.deadline = deadline;
+            state.limiter.refused_memory = None;
+        }
+        let store = &mut self.store;
+        let instance = self.instance;
+        let run = async {
             let func = instance
-                .get_module_export(&mut store, export)
+                .get_module_export(&mut *store, &export)
                 .and_then(|e| e.into_func())
                 .ok_or_else(|| anyhow::anyhow!("entry export is not a function"))?;
-            func.typed::<i32, ()>(&store)?
-                .call_async(&mut store, input_len as i32)
+            func.typed::<i32, ()>(&*store)?
+                .call_async(&mut *store, input_len as i32)
                 .await
         };
         // The epoch callback stops guests that are executing wasm; a guest
         // parked in a host call (a WASI sleep, say) is stopped here instead.
-        // Dropping the call future unwinds the guest's fiber; the store is
-        // discarded right after, so nothing observes the half-finished call.
+        // Dropping the call future unwinds the guest's fiber; the instance
+        // is then dead and never called again.
         let cancel = call.cancel.clone();
         let result = tokio::select! {
             result = run => result,
             _ = cancel.cancelled() => Err(Interrupt::Cancelled.into()),
             _ = tokio::time::sleep_until(deadline.into()) => Err(Interrupt::Deadline.into()),
         };
-        let (stdout, stderr, output_dropped) = captured.take();
-        let state = store.into_data();
+        let (stdout, stderr, output_dropped) = self.captured.take();
+        let state = self.store.data_mut();
+        let result = classify(result, state, call.timeout);
+        if let Err(e) = &result
+            && !matches!(e.kind, ErrorKind::Application | ErrorKind::InvalidArgument)
+        {
+            self.dead = true;
+        }
         InvocationOutcome {
-            result: classify(result, state, call.timeout),
+            result,
             stdout,
             stderr,
             output_dropped,
+            exit_requested: std::mem::take(&mut self.store.data_mut().exit_requested),
         }
     }
 }
@@ -331,11 +497,11 @@ impl Runtime {
 /// Turns the raw result of a call into the value or a typed error.
 fn classify(
     result: anyhow::Result<()>,
-    state: TaskState,
+    state: &mut TaskState,
     timeout: Duration,
 ) -> Result<Bytes, WireError> {
     match result {
-        Ok(()) => match state.output {
+        Ok(()) => match state.output.take() {
             Some((prism_abi::output_kind::VALUE, bytes)) => Ok(Bytes::from(bytes)),
             Some((prism_abi::output_kind::APPLICATION_ERROR, bytes)) => {
                 let mut error = WireError::decode(&bytes).unwrap_or_else(|_| {
@@ -361,7 +527,7 @@ fn classify(
                 "the guest returned without producing a value (prism_v1.output was never called)",
             )),
         },
-        Err(error) => Err(classify_failure(error, &state, timeout)),
+        Err(error) => Err(classify_failure(error, state, timeout)),
     }
 }
 

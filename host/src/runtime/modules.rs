@@ -40,13 +40,24 @@ pub enum ModuleError {
     NoMemory,
 }
 
-/// The task and driver names a module exports.
+/// The task, driver and actor names a module exports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ModuleExports {
     /// `#[prism::task]` functions, sorted.
     pub tasks: Vec<String>,
     /// `#[prism::main]` drivers, sorted.
     pub mains: Vec<String>,
+    /// `#[prism::actor]` classes, by name.
+    pub actors: std::collections::BTreeMap<String, ActorClass>,
+}
+
+/// One actor class a module exports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ActorClass {
+    /// Its methods, sorted.
+    pub methods: Vec<String>,
+    /// Whether it saves and restores its state (`#[prism::actor(persistent)]`).
+    pub persistent: bool,
 }
 
 /// A compiled module ready to instantiate.
@@ -183,14 +194,21 @@ impl ModuleCache {
         }
         let mut exports = ModuleExports::default();
         let mut entries = HashMap::new();
+        let prefixes = [
+            (prism_abi::TASK_EXPORT_PREFIX, EntryKind::Task),
+            (prism_abi::MAIN_EXPORT_PREFIX, EntryKind::Main),
+            (prism_abi::ACTOR_NEW_PREFIX, EntryKind::ActorNew),
+            (prism_abi::ACTOR_CALL_PREFIX, EntryKind::ActorMethod),
+            (prism_abi::ACTOR_SAVE_PREFIX, EntryKind::ActorSave),
+            (prism_abi::ACTOR_RESTORE_PREFIX, EntryKind::ActorRestore),
+        ];
+        let mut methods = Vec::new();
         for export in module.exports() {
             let name = export.name();
-            let (kind, function) = if let Some(f) = name.strip_prefix(prism_abi::TASK_EXPORT_PREFIX)
-            {
-                (EntryKind::Task, f)
-            } else if let Some(f) = name.strip_prefix(prism_abi::MAIN_EXPORT_PREFIX) {
-                (EntryKind::Main, f)
-            } else {
+            let Some((kind, function)) = prefixes
+                .iter()
+                .find_map(|(prefix, kind)| name.strip_prefix(prefix).map(|f| (*kind, f)))
+            else {
                 continue;
             };
             let ExternType::Func(ty) = export.ty() else {
@@ -206,8 +224,55 @@ impl ModuleCache {
             match kind {
                 EntryKind::Task => exports.tasks.push(function.to_string()),
                 EntryKind::Main => exports.mains.push(function.to_string()),
+                EntryKind::ActorNew => {
+                    exports.actors.entry(function.to_string()).or_default();
+                }
+                EntryKind::ActorMethod => methods.push(function.to_string()),
+                EntryKind::ActorSave => {}
+                EntryKind::ActorRestore => {
+                    exports
+                        .actors
+                        .entry(function.to_string())
+                        .or_default()
+                        .persistent = true;
+                }
             }
             entries.insert((kind, function.to_string()), index);
+        }
+        // A method export is `<Class>__<method>`; the class is the longest
+        // declared class that prefixes it (names may contain `__`).
+        for function in methods {
+            let class = exports
+                .actors
+                .keys()
+                .filter(|c| function.starts_with(&format!("{c}{}", prism_abi::METHOD_SEPARATOR)))
+                .max_by_key(|c| c.len())
+                .cloned();
+            match class {
+                Some(class) => {
+                    let method =
+                        function[class.len() + prism_abi::METHOD_SEPARATOR.len()..].to_string();
+                    if let Some(c) = exports.actors.get_mut(&class) {
+                        c.methods.push(method);
+                    }
+                }
+                None => {
+                    return Err(ModuleError::BadEntry(format!(
+                        "{}{function}",
+                        prism_abi::ACTOR_CALL_PREFIX
+                    )));
+                }
+            }
+        }
+        for (class, info) in exports.actors.iter_mut() {
+            info.methods.sort();
+            let has_save = entries.contains_key(&(EntryKind::ActorSave, class.clone()));
+            if info.persistent != has_save {
+                return Err(ModuleError::BadEntry(format!(
+                    "{}{class} (a persistent actor exports both save and restore)",
+                    prism_abi::ACTOR_SAVE_PREFIX
+                )));
+            }
         }
         exports.tasks.sort();
         exports.mains.sort();

@@ -126,6 +126,8 @@ struct State {
     queues: Vec<(ResourceSet, VecDeque<Arc<TaskEntry>>)>,
     /// Blocked guests waiting to get their CPU back, served first.
     resumes: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// Long-lived holds (actors) waiting for resources, served next.
+    leases: VecDeque<(ResourceSet, oneshot::Sender<()>)>,
     tasks: HashMap<ObjectId, Arc<TaskEntry>>,
     running: usize,
 }
@@ -159,6 +161,7 @@ impl Scheduler {
                     available: total.clone(),
                     queues: Vec::new(),
                     resumes: VecDeque::new(),
+                    leases: VecDeque::new(),
                     tasks: HashMap::new(),
                     running: 0,
                 }),
@@ -205,6 +208,34 @@ impl Scheduler {
         SchedulerStats {
             pending: state.tasks.len(),
             running: state.running,
+        }
+    }
+
+    /// Holds `request` until the returned [`Lease`] is dropped (an actor's
+    /// resources). Waits until they are free; served before queued tasks.
+    /// The caller must check that the request is feasible at all.
+    pub async fn lease(&self, request: ResourceSet) -> Lease {
+        let rx = {
+            let mut state = self.shared.lock();
+            let (tx, rx) = oneshot::channel();
+            if state.leases.is_empty() && state.resumes.is_empty() && state.available.fits(&request)
+            {
+                state.available.take(&request);
+                let _ = tx.send(());
+            } else {
+                state.leases.push_back((request.clone(), tx));
+            }
+            rx
+        };
+        self.shared.dispatch();
+        // The sender lives in the scheduler's state until it is served.
+        let _ = rx.await;
+        Lease {
+            slot: Arc::new(SlotHandle {
+                shared: self.shared.clone(),
+                grant: request,
+                blocked: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -320,6 +351,21 @@ impl Shared {
             if !state.resumes.is_empty() {
                 return;
             }
+            while let Some((request, _)) = state.leases.front() {
+                if !state.available.fits(request) {
+                    break;
+                }
+                let Some((request, tx)) = state.leases.pop_front() else {
+                    break;
+                };
+                state.available.take(&request);
+                if tx.send(()).is_err() {
+                    state.available.give(&request);
+                }
+            }
+            if !state.leases.is_empty() {
+                return;
+            }
             for (shape, queue) in state.queues.iter_mut() {
                 while let Some(front) = queue.front() {
                     if front.phase.load(Ordering::SeqCst) != QUEUED {
@@ -416,33 +462,7 @@ impl Shared {
     }
 
     fn resolve_input(&self, spec: &TaskSpec) -> Result<Bytes, WireError> {
-        let mut values: Vec<Bytes> = Vec::with_capacity(spec.args.len());
-        for (i, arg) in spec.args.iter().enumerate() {
-            match arg {
-                Arg::Value(b) => values.push(b.clone()),
-                Arg::Invalid(m) => {
-                    return Err(WireError::new(ErrorKind::InvalidArgument, m.clone()));
-                }
-                Arg::Ref(id) => match self.objects.lookup(*id) {
-                    Ok(Lookup::Ready(Object::Value(b))) => values.push(b),
-                    Ok(Lookup::Ready(Object::Error(e))) => {
-                        let mut e = (*e).clone();
-                        e.message = format!("argument {i} failed: {}", e.message);
-                        return Err(e);
-                    }
-                    Ok(Lookup::NotFound) | Ok(Lookup::Pending(_)) => {
-                        return Err(WireError::new(
-                            ErrorKind::ObjectNotFound,
-                            format!("argument {i} refers to object {id}, which does not exist"),
-                        ));
-                    }
-                    Err(e) => return Err(WireError::new(ErrorKind::System, e.to_string())),
-                },
-            }
-        }
-        Ok(Bytes::from(prism_abi::build_input(
-            values.iter().map(|b| b.as_ref()),
-        )))
+        resolve_args(&self.objects, &spec.args)
     }
 
     fn finish(&self, entry: &TaskEntry, result: Result<Bytes, WireError>) {
@@ -490,6 +510,67 @@ impl Shared {
         }
         self.dispatch();
         rx
+    }
+}
+
+/// Waits until every `Ref` argument's object is ready (or gone).
+pub async fn args_ready(objects: &ObjectStore, args: &[Arg]) {
+    for arg in args {
+        if let Arg::Ref(id) = arg
+            && let Watch::Pending(rx) = objects.watch(*id)
+        {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Builds a call's input buffer: the MessagePack array of its arguments,
+/// with `Ref` arguments replaced by their objects' values. An argument whose
+/// object holds an error fails the call with that error.
+pub fn resolve_args(objects: &ObjectStore, args: &[Arg]) -> Result<Bytes, WireError> {
+    let mut values: Vec<Bytes> = Vec::with_capacity(args.len());
+    for (i, arg) in args.iter().enumerate() {
+        match arg {
+            Arg::Value(b) => values.push(b.clone()),
+            Arg::Invalid(m) => return Err(WireError::new(ErrorKind::InvalidArgument, m.clone())),
+            Arg::Ref(id) => match objects.lookup(*id) {
+                Ok(Lookup::Ready(Object::Value(b))) => values.push(b),
+                Ok(Lookup::Ready(Object::Error(e))) => {
+                    let mut e = (*e).clone();
+                    e.message = format!("argument {i} failed: {}", e.message);
+                    return Err(e);
+                }
+                Ok(Lookup::NotFound) | Ok(Lookup::Pending(_)) => {
+                    return Err(WireError::new(
+                        ErrorKind::ObjectNotFound,
+                        format!("argument {i} refers to object {id}, which does not exist"),
+                    ));
+                }
+                Err(e) => return Err(WireError::new(ErrorKind::System, e.to_string())),
+            },
+        }
+    }
+    Ok(Bytes::from(prism_abi::build_input(
+        values.iter().map(|b| b.as_ref()),
+    )))
+}
+
+/// Resources held for as long as the lease lives (by an actor).
+pub struct Lease {
+    slot: Arc<SlotHandle>,
+}
+
+impl Lease {
+    /// The hold, for blocking and unblocking like a task's.
+    pub fn slot(&self) -> &Arc<SlotHandle> {
+        &self.slot
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.slot.release();
+        self.slot.shared.dispatch();
     }
 }
 

@@ -23,6 +23,26 @@ pub const TASK_EXPORT_PREFIX: &str = "__prism_task_";
 /// Export name prefix of a job driver (`#[prism::main]`): `__prism_main_<name>`.
 pub const MAIN_EXPORT_PREFIX: &str = "__prism_main_";
 
+/// Export name prefix of an actor constructor: `__prism_actor_new_<Class>`.
+pub const ACTOR_NEW_PREFIX: &str = "__prism_actor_new_";
+
+/// Export name prefix of an actor method: `__prism_actor_call_<Class>__<method>`.
+pub const ACTOR_CALL_PREFIX: &str = "__prism_actor_call_";
+
+/// Export name prefix of a persistent actor's state saver:
+/// `__prism_actor_save_<Class>` (outputs the MessagePack state).
+pub const ACTOR_SAVE_PREFIX: &str = "__prism_actor_save_";
+
+/// Export name prefix of a persistent actor's state restorer:
+/// `__prism_actor_restore_<Class>` (input: the saved state, unwrapped).
+pub const ACTOR_RESTORE_PREFIX: &str = "__prism_actor_restore_";
+
+/// Separator between class and method in actor method exports.
+pub const METHOD_SEPARATOR: &str = "__";
+
+/// Length in bytes of an actor id as it crosses the ABI.
+pub const ACTOR_ID_LEN: usize = 16;
+
 /// Length in bytes of an object id as it crosses the ABI.
 pub const OBJECT_ID_LEN: usize = 16;
 
@@ -53,6 +73,18 @@ pub mod status {
     pub const NOT_FOUND: i32 = -3;
     /// The object store refused the value (larger than its capacity).
     pub const STORE_FULL: i32 = -5;
+    /// `actor_create`: a live actor already has that name in the namespace.
+    pub const NAME_TAKEN: i32 = -6;
+    /// The call is only valid inside an actor method (e.g. `actor_exit`).
+    pub const NOT_AN_ACTOR: i32 = -7;
+}
+
+/// Storage tiers of named objects (`prism_v1.named_put`).
+pub mod tier {
+    /// Kept in the node's memory: fast, lost when the node restarts.
+    pub const MEMORY: i32 = 0;
+    /// Written to the node's durable metadata store: survives restarts.
+    pub const DURABLE: i32 = 1;
 }
 
 /// Kinds passed to `prism_v1.output`.
@@ -109,6 +141,9 @@ pub enum ErrorKind {
     ObjectNotFound,
     /// The worker running the task died.
     WorkerDied,
+    /// The actor is dead (killed, exited, constructor failed, or out of
+    /// restarts), or no such actor exists.
+    ActorDied,
     /// The host failed for a reason that is not the guest's (disk, internal).
     System,
 }
@@ -140,6 +175,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => "invalid_argument",
             ErrorKind::ObjectNotFound => "object_not_found",
             ErrorKind::WorkerDied => "worker_died",
+            ErrorKind::ActorDied => "actor_died",
             ErrorKind::System => "system",
         }
     }
@@ -240,6 +276,61 @@ impl TaskOptions {
     pub fn decode(bytes: &[u8]) -> Result<Self, AbiError> {
         if bytes.is_empty() {
             return Ok(TaskOptions::default());
+        }
+        rmp_serde::from_slice(bytes).map_err(|e| AbiError::Malformed(e.to_string()))
+    }
+}
+
+/// Options of `prism_v1.actor_create` (MessagePack map; empty buffer = all
+/// defaults).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActorOptions {
+    /// CPUs held for the actor's whole life. Default: 1 to place it, 0
+    /// held while it lives (as in Ray).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_cpus: Option<f64>,
+    /// Memory in bytes held for its life; also caps its linear memory.
+    /// Default: no reservation, the node's per-task limit (256 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Custom resources held for its life. Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, f64>,
+    /// Restarts after the instance dies (panic, trap, limit); -1 unlimited.
+    /// Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<i32>,
+    /// Retries of a method call whose instance died, on the restarted
+    /// actor. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_task_retries: Option<u32>,
+    /// Name, unique among live actors of the namespace. Default: unnamed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Namespace of the name. Default: the job's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Outlive the creating job. Default false (the actor ends with its job).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
+    /// With a name: return the live actor of that name instead of failing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub get_if_exists: bool,
+}
+
+impl ActorOptions {
+    /// Encodes as MessagePack; the empty buffer for all-default options.
+    pub fn encode(&self) -> Vec<u8> {
+        if *self == ActorOptions::default() {
+            return Vec::new();
+        }
+        rmp_serde::to_vec_named(self).unwrap_or_default()
+    }
+
+    /// Decodes from MessagePack; the empty buffer means all defaults.
+    pub fn decode(bytes: &[u8]) -> Result<Self, AbiError> {
+        if bytes.is_empty() {
+            return Ok(ActorOptions::default());
         }
         rmp_serde::from_slice(bytes).map_err(|e| AbiError::Malformed(e.to_string()))
     }
@@ -559,6 +650,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(TaskOptions::decode(&o.encode()).unwrap(), o);
+    }
+
+    #[test]
+    fn actor_options_round_trip() {
+        assert!(ActorOptions::default().encode().is_empty());
+        let o = ActorOptions {
+            name: Some("counter".into()),
+            max_restarts: Some(-1),
+            detached: true,
+            ..Default::default()
+        };
+        assert_eq!(ActorOptions::decode(&o.encode()).unwrap(), o);
     }
 
     #[test]

@@ -36,6 +36,396 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     entry(attr, item, EntryKind::Main)
 }
 
+/// Makes a struct and its impl block a Prism actor.
+///
+/// On the struct, `#[prism::actor]` generates the handle type
+/// (`<Name>Handle`: `Copy`, serializable, passable to tasks and actors).
+/// `#[prism::actor(persistent)]` also saves the struct (which must be
+/// `Serialize + Deserialize`) to the host's durable store after every
+/// successful call, and restores it when the actor restarts or is created
+/// again under the same name.
+///
+/// On the impl block, it requires a constructor `fn new(..) -> Self` (or
+/// `-> Result<Self, E>`) and turns every method taking `&self` or `&mut self`
+/// into a remote method. It adds:
+/// - `Name::remote(args) -> NameHandle` (default options, never fails: a
+///   failed creation surfaces on the first call);
+/// - `Name::options().name("n").detached().max_restarts(3).remote(args)
+///   -> prism::Result<NameHandle>`;
+/// - `Name::get_or_create("n", args) -> prism::Result<NameHandle>`;
+/// - on the handle, one stub per method: `handle.add(5).remote()`
+///   returns an `ObjectRef` of the method's return type.
+#[proc_macro_attribute]
+pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let persistent = match attr.to_string().trim() {
+        "" => false,
+        "persistent" => true,
+        other => {
+            return syn::Error::new(
+                Span::call_site(),
+                format!("unknown actor option `{other}`; the only option is `persistent`"),
+            )
+            .to_compile_error()
+            .into();
+        }
+    };
+    let item = parse_macro_input!(item as syn::Item);
+    let result = match &item {
+        syn::Item::Struct(s) => Ok(actor_struct(s, persistent)),
+        syn::Item::Impl(i) if !persistent => actor_impl(i),
+        syn::Item::Impl(i) => Err(syn::Error::new(
+            i.span(),
+            "`persistent` goes on the actor's struct, not its impl block",
+        )),
+        other => Err(syn::Error::new(
+            other.span(),
+            "#[prism::actor] goes on a struct and on its impl block",
+        )),
+    };
+    match result {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn actor_struct(item: &syn::ItemStruct, persistent: bool) -> TokenStream2 {
+    let name = &item.ident;
+    let vis = &item.vis;
+    let class = name.to_string();
+    let handle = format_ident!("{name}Handle");
+    let doc = format!(
+        "A handle to a `{name}` actor: copy it, pass it to tasks and actors, call its methods."
+    );
+    let persistence = if persistent {
+        let save = format!("{}{class}", "__prism_actor_save_");
+        let restore = format!("{}{class}", "__prism_actor_restore_");
+        let save_fn = format_ident!("__prism_actor_save_{class}");
+        let restore_fn = format_ident!("__prism_actor_restore_{class}");
+        quote! {
+            #[cfg(target_arch = "wasm32")]
+            #[doc(hidden)]
+            #[allow(non_snake_case)]
+            #[unsafe(export_name = #save)]
+            pub extern "C" fn #save_fn(_input_len: u32) {
+                ::prism::__private::run_actor_save::<#name>()
+            }
+
+            #[cfg(target_arch = "wasm32")]
+            #[doc(hidden)]
+            #[allow(non_snake_case)]
+            #[unsafe(export_name = #restore)]
+            pub extern "C" fn #restore_fn(input_len: u32) {
+                ::prism::__private::run_actor_restore::<#name>(input_len)
+            }
+        }
+    } else {
+        quote!()
+    };
+    quote! {
+        #item
+
+        #[doc = #doc]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #vis struct #handle(::prism::ActorId);
+
+        impl ::std::convert::From<::prism::ActorId> for #handle {
+            fn from(id: ::prism::ActorId) -> Self {
+                #handle(id)
+            }
+        }
+
+        impl ::prism::ActorHandle for #handle {
+            fn actor_id(&self) -> ::prism::ActorId {
+                self.0
+            }
+        }
+
+        impl ::prism::__private::serde::Serialize for #handle {
+            fn serialize<S: ::prism::__private::serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> ::std::result::Result<S::Ok, S::Error> {
+                ::prism::__private::serde::Serialize::serialize(&self.0, serializer)
+            }
+        }
+
+        impl<'de> ::prism::__private::serde::Deserialize<'de> for #handle {
+            fn deserialize<D: ::prism::__private::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::std::result::Result<Self, D::Error> {
+                <::prism::ActorId as ::prism::__private::serde::Deserialize>::deserialize(deserializer).map(#handle)
+            }
+        }
+
+        impl ::prism::Actor for #name {
+            const CLASS: &'static str = #class;
+            type Handle = #handle;
+        }
+
+        #persistence
+    }
+}
+
+/// The typed parameters of a signature (without the receiver).
+fn typed_params(sig: &syn::Signature) -> Vec<Type> {
+    sig.inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(pat) => Some((*pat.ty).clone()),
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
+/// How a function's return value becomes the call's output.
+fn produce_output(call: TokenStream2, returns_result: bool) -> TokenStream2 {
+    if returns_result {
+        quote! {
+            match #call {
+                Ok(value) => ::prism::__private::ok(&value),
+                Err(error) => {
+                    #[allow(unused_imports)]
+                    use ::prism::__private::{PayloadViaNothing as _, PayloadViaSerialize as _};
+                    let payload = (&::prism::__private::ErrPayload(&error)).payload();
+                    ::prism::__private::err(&error, payload)
+                }
+            }
+        }
+    } else {
+        quote! { ::prism::__private::ok(&#call) }
+    }
+}
+
+fn args_type_and_pattern(types: &[Type], names: &[syn::Ident]) -> (TokenStream2, TokenStream2) {
+    if types.is_empty() {
+        (quote!([u8; 0]), quote!(_))
+    } else {
+        (quote!((#(#types,)*)), quote!((#(#names,)*)))
+    }
+}
+
+fn actor_impl(item: &syn::ItemImpl) -> syn::Result<TokenStream2> {
+    if !item.generics.params.is_empty() || item.trait_.is_some() {
+        return Err(syn::Error::new(
+            item.span(),
+            "#[prism::actor] goes on the actor's own (non-generic, non-trait) impl block",
+        ));
+    }
+    let Type::Path(self_path) = &*item.self_ty else {
+        return Err(syn::Error::new(
+            item.self_ty.span(),
+            "expected the actor struct's name",
+        ));
+    };
+    let Some(name) = self_path.path.get_ident().cloned() else {
+        return Err(syn::Error::new(
+            item.self_ty.span(),
+            "expected the actor struct's name",
+        ));
+    };
+    let class = name.to_string();
+    let handle = format_ident!("{name}Handle");
+    let options = format_ident!("{name}Options");
+    let functions: Vec<&syn::ImplItemFn> = item
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            syn::ImplItem::Fn(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    let Some(ctor) = functions
+        .iter()
+        .find(|f| f.sig.ident == "new" && f.sig.receiver().is_none())
+    else {
+        return Err(syn::Error::new(
+            item.span(),
+            "an actor impl needs a constructor `fn new(..) -> Self` (or `-> Result<Self, E>`)",
+        ));
+    };
+
+    // Constructor: creation functions and the export.
+    let ctor_types = typed_params(&ctor.sig);
+    let ctor_names: Vec<_> = (0..ctor_types.len())
+        .map(|i| format_ident!("__prism_arg{i}"))
+        .collect();
+    let ctor_params: Vec<_> = ctor_names
+        .iter()
+        .zip(&ctor_types)
+        .map(|(n, t)| quote!(#n: impl ::prism::IntoArg<#t>))
+        .collect();
+    let ctor_appends: Vec<_> = ctor_names
+        .iter()
+        .zip(&ctor_types)
+        .map(|(n, t)| quote!(::prism::IntoArg::<#t>::append_to(#n, &mut args);))
+        .collect();
+    let ctor_returns_result = match &ctor.sig.output {
+        ReturnType::Type(_, ty) => result_ok_type(ty).is_some(),
+        ReturnType::Default => false,
+    };
+    let ctor_arity = ctor_types.len() as u32;
+    let (ctor_args_type, ctor_pattern) = args_type_and_pattern(&ctor_types, &ctor_names);
+    let build = if ctor_returns_result {
+        quote! {
+            match #name::new(#(#ctor_names),*) {
+                Ok(actor) => Ok(actor),
+                Err(error) => {
+                    #[allow(unused_imports)]
+                    use ::prism::__private::{PayloadViaNothing as _, PayloadViaSerialize as _};
+                    let payload = (&::prism::__private::ErrPayload(&error)).payload();
+                    Err(::prism::__private::err(&error, payload))
+                }
+            }
+        }
+    } else {
+        quote! { Ok(#name::new(#(#ctor_names),*)) }
+    };
+    let new_export_name = format!("__prism_actor_new_{class}");
+    let new_export_fn = format_ident!("__prism_actor_new_{class}");
+
+    // Methods: handle stubs and exports.
+    let mut stubs = Vec::new();
+    let mut exports = Vec::new();
+    for f in &functions {
+        let Some(receiver) = f.sig.receiver() else {
+            continue;
+        };
+        if receiver.reference.is_none() {
+            return Err(syn::Error::new(
+                receiver.span(),
+                "actor methods take `&self` or `&mut self`, not `self`",
+            ));
+        }
+        let method = &f.sig.ident;
+        let method_name = method.to_string();
+        let types = typed_params(&f.sig);
+        let names: Vec<_> = (0..types.len())
+            .map(|i| format_ident!("__prism_arg{i}"))
+            .collect();
+        let (ok_type, returns_result) = match &f.sig.output {
+            ReturnType::Default => (syn::parse_quote!(()), false),
+            ReturnType::Type(_, ty) => match result_ok_type(ty) {
+                Some(ok) => (ok, true),
+                None => ((**ty).clone(), false),
+            },
+        };
+        let params: Vec<_> = names
+            .iter()
+            .zip(&types)
+            .map(|(n, t)| quote!(#n: impl ::prism::IntoArg<#t>))
+            .collect();
+        let args: Vec<_> = names
+            .iter()
+            .zip(&types)
+            .map(|(n, t)| quote!(.arg::<#t>(#n)))
+            .collect();
+        let doc = format!("Calls `{class}::{method_name}` on the actor; finish with `.remote()`.");
+        stubs.push(quote! {
+            #[doc = #doc]
+            #[allow(clippy::too_many_arguments)]
+            pub fn #method(&self, #(#params),*) -> ::prism::ActorCall<#ok_type> {
+                ::prism::ActorCall::new(self.0, #method_name) #(#args)*
+            }
+        });
+        let export_name = format!("__prism_actor_call_{class}__{method_name}");
+        let export_fn = format_ident!("__prism_actor_call_{class}__{method_name}");
+        let arity = types.len() as u32;
+        let (args_type, pattern) = args_type_and_pattern(&types, &names);
+        let produce = produce_output(quote!(this.#method(#(#names),*)), returns_result);
+        exports.push(quote! {
+            #[cfg(target_arch = "wasm32")]
+            #[doc(hidden)]
+            #[allow(non_snake_case)]
+            #[unsafe(export_name = #export_name)]
+            pub extern "C" fn #export_fn(input_len: u32) {
+                ::prism::__private::run_actor_method::<#name, #args_type>(
+                    input_len,
+                    #arity,
+                    |this: &mut #name, #pattern: #args_type| { #produce },
+                )
+            }
+        });
+    }
+
+    let options_doc =
+        format!("Options for creating a `{class}` actor; finish with `.remote(args)`.");
+    Ok(quote! {
+        #item
+
+        impl #name {
+            /// Creates the actor with default options and returns its handle
+            /// at once. Creation problems surface on the first call's result.
+            #[allow(clippy::too_many_arguments)]
+            pub fn remote(#(#ctor_params),*) -> #handle {
+                Self::options()
+                    .remote(#(#ctor_names),*)
+                    .unwrap_or_else(|_| #handle::from(::prism::ActorId([0u8; 16])))
+            }
+
+            /// Starts creating the actor with options.
+            pub fn options() -> #options {
+                #options(::prism::ActorOptions::default())
+            }
+
+            /// The live actor named `name` in the job's namespace, or a new
+            /// one created from `args` under that name.
+            #[allow(clippy::too_many_arguments)]
+            pub fn get_or_create(name: &str, #(#ctor_params),*) -> ::prism::Result<#handle> {
+                Self::options().name(name).get_if_exists().remote(#(#ctor_names),*)
+            }
+        }
+
+        #[doc = #options_doc]
+        pub struct #options(::prism::ActorOptions<#name>);
+
+        impl #options {
+            /// See `prism::ActorOptions::num_cpus` (default: 1 to place, 0 held).
+            pub fn num_cpus(self, cpus: f64) -> Self { #options(self.0.num_cpus(cpus)) }
+            /// See `prism::ActorOptions::memory` (default: node limit, 256 MiB).
+            pub fn memory(self, bytes: u64) -> Self { #options(self.0.memory(bytes)) }
+            /// See `prism::ActorOptions::resource` (default: none).
+            pub fn resource(self, name: &str, amount: f64) -> Self { #options(self.0.resource(name, amount)) }
+            /// See `prism::ActorOptions::max_restarts` (default 0; -1 unlimited).
+            pub fn max_restarts(self, restarts: i32) -> Self { #options(self.0.max_restarts(restarts)) }
+            /// See `prism::ActorOptions::max_task_retries` (default 0).
+            pub fn max_task_retries(self, retries: u32) -> Self { #options(self.0.max_task_retries(retries)) }
+            /// See `prism::ActorOptions::name` (default: unnamed).
+            pub fn name(self, name: &str) -> Self { #options(self.0.name(name)) }
+            /// See `prism::ActorOptions::namespace` (default: the job's).
+            pub fn namespace(self, namespace: &str) -> Self { #options(self.0.namespace(namespace)) }
+            /// See `prism::ActorOptions::detached` (default: ends with its job).
+            pub fn detached(self) -> Self { #options(self.0.detached()) }
+            /// See `prism::ActorOptions::get_if_exists` (default: a taken name is an error).
+            pub fn get_if_exists(self) -> Self { #options(self.0.get_if_exists()) }
+            /// Creates the actor; returns its handle at once.
+            #[allow(clippy::too_many_arguments)]
+            pub fn remote(self, #(#ctor_params),*) -> ::prism::Result<#handle> {
+                let mut args = ::std::vec::Vec::new();
+                #(#ctor_appends)*
+                self.0.create(&args)
+            }
+        }
+
+        impl #handle {
+            #(#stubs)*
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        #[unsafe(export_name = #new_export_name)]
+        pub extern "C" fn #new_export_fn(input_len: u32) {
+            ::prism::__private::run_actor_new::<#name, #ctor_args_type>(
+                input_len,
+                #ctor_arity,
+                |#ctor_pattern: #ctor_args_type| { #build },
+            )
+        }
+
+        #(#exports)*
+    })
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum EntryKind {
     Task,
