@@ -106,6 +106,27 @@ fn inspect_lists_drivers_and_tasks() {
 }
 
 #[test]
+fn inspect_lists_actor_classes_and_run_takes_a_namespace() {
+    let out = prism(&["inspect", prism_guests::ACCOUNT_PATH]);
+    assert!(
+        text(&out.stdout).contains("actor   Account (persistent): balance, deposit, withdraw"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = prism(&[
+        "run",
+        prism_guests::ACCOUNT_PATH,
+        "--namespace",
+        "bank",
+        "--args",
+        r#"["carol"]"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["restored"], true);
+}
+
+#[test]
 fn run_with_stats_reports_the_object_store() {
     let out = prism(&["run", prism_guests::HELLO_PATH, "--stats", "--quiet"]);
     assert!(out.status.success());
@@ -118,7 +139,21 @@ fn demo_runs_every_example_and_checks_it() {
     let out = prism(&["demo", "--cpus", "2"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    for example in ["hello", "pi", "wordcount", "tree-reduce", "failures"] {
+    for example in [
+        "hello",
+        "pi",
+        "wordcount",
+        "tree-reduce",
+        "failures",
+        "counter",
+        "account",
+        "tinystore/setup",
+        "tinystore/query",
+        "tinystore/teardown",
+        "many-models/train_all",
+        "many-models/predict_all",
+        "many-models/cleanup",
+    ] {
         assert!(
             stdout
                 .lines()

@@ -75,3 +75,67 @@ async fn failures_example_reports_each_typed_error_and_keeps_serving() {
     assert_eq!(m, "ok: 1", "succeeded on the second attempt");
     assert_eq!(kind("still_serving").1, "ok: 42");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_runs_calls_in_fifo_order_and_shares_its_handle() {
+    let c = cluster(2.0);
+    let v = run_ok(&c, guests::COUNTER, "main", "[10]").await;
+    assert_eq!(
+        v["running_sums"],
+        serde_json::json!([1, 3, 6, 10, 15, 21, 28, 36, 45, 55])
+    );
+    assert_eq!(v["fifo"], true);
+    assert_eq!(v["after_task"], 60);
+    assert_eq!(v["value"], 60);
+    assert_eq!(v["history_len"], 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_refuses_with_typed_errors_and_persists_across_kill() {
+    let c = cluster(2.0);
+    let v = run_ok(&c, guests::ACCOUNT, "main", r#"["bob"]"#).await;
+    assert_eq!(v["balance_before_kill"], serde_json::json!([1300, 2]));
+    assert_eq!(
+        v["negative_error"],
+        serde_json::json!({"NegativeAmount": -5})
+    );
+    assert_eq!(
+        v["overdraft_error"],
+        serde_json::json!({"Overdraft": {"balance": 1300, "requested": 5000, "minimum": 100}})
+    );
+    assert_eq!(v["call_after_kill"], "actor_died");
+    assert_eq!(v["restored"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tinystore_outlives_the_job_that_created_it() {
+    let c = cluster(2.0);
+    let features = run_ok(&c, guests::TINYSTORE, "setup", "[]").await;
+    assert_eq!(features, serde_json::json!(["errors", "latency_ms"]));
+    let v = run_ok(&c, guests::TINYSTORE, "query", "[]").await;
+    assert_eq!(v["latency_mean"], 50.5);
+    assert_eq!(v["latency_max"], 100.0);
+    assert_eq!(v["errors_max"], 5.0);
+    assert!(
+        v["unknown"]
+            .as_str()
+            .unwrap()
+            .contains("unknown aggregation"),
+        "{v}"
+    );
+    assert_eq!(run_ok(&c, guests::TINYSTORE, "teardown", "[]").await, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_models_are_stored_by_name_and_served_by_a_later_job() {
+    let c = cluster(2.0);
+    let trained = run_ok(&c, guests::MANY_MODELS, "train_all", "[60, 128, 100]").await;
+    assert_eq!(trained["stored"], 60);
+    assert!(
+        trained["worst_coefficient_error"].as_f64().unwrap() < 0.05,
+        "{trained}"
+    );
+    let predicted = run_ok(&c, guests::MANY_MODELS, "predict_all", "[60]").await;
+    assert_eq!(predicted["matches_direct"], true, "{predicted}");
+    assert_eq!(run_ok(&c, guests::MANY_MODELS, "cleanup", "[]").await, 60);
+}

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod actors;
 mod cli;
 mod examples;
 mod modules;

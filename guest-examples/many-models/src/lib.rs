@@ -82,14 +82,14 @@ fn train(key: u32, rows: u32, steps: u32) -> prism::Result<f64> {
         let mut grad_b = 0.0;
         for (x, y) in &data {
             let err = model.predict(x) - y;
-            for i in 0..DIM {
-                grad_w[i] += err * x[i];
+            for (g, xi) in grad_w.iter_mut().zip(x) {
+                *g += err * xi;
             }
             grad_b += err;
         }
         let n = data.len().max(1) as f64;
-        for i in 0..DIM {
-            model.w[i] -= rate * grad_w[i] / n;
+        for (w, g) in model.w.iter_mut().zip(grad_w) {
+            *w -= rate * g / n;
         }
         model.b -= rate * grad_b / n;
     }

@@ -502,3 +502,313 @@ fn many_tasks(n: u64) -> prism::Result<Throughput> {
         tasks_per_second: n as f64 / seconds,
     })
 }
+
+// ---------------------------------------------------------------- actors
+
+/// A test actor with a value and ways to fail.
+#[prism::actor]
+pub struct Kit {
+    value: i64,
+}
+
+#[prism::actor]
+impl Kit {
+    fn new(start: i64) -> Result<Self, String> {
+        if start < 0 {
+            return Err(format!("start must be >= 0, got {start}"));
+        }
+        Ok(Kit { value: start })
+    }
+
+    fn add(&mut self, n: i64) -> i64 {
+        self.value += n;
+        self.value
+    }
+
+    fn get(&self) -> i64 {
+        self.value
+    }
+
+    fn refuse(&mut self) -> Result<i64, String> {
+        Err(format!("refused at {}", self.value))
+    }
+
+    fn boom(&mut self) -> i64 {
+        panic!("boom at {}", self.value)
+    }
+
+    fn hog(&mut self) -> usize {
+        let mut hoard: Vec<Vec<u8>> = Vec::new();
+        loop {
+            hoard.push(vec![7u8; 4 << 20]);
+            if hoard.len() == usize::MAX {
+                return hoard.len();
+            }
+        }
+    }
+
+    fn trap_first(&mut self) -> u32 {
+        if prism::attempt() == 0 {
+            #[cfg(target_arch = "wasm32")]
+            core::arch::wasm32::unreachable();
+        }
+        prism::attempt()
+    }
+
+    fn quit(&mut self) -> prism::Result<i64> {
+        prism::exit_actor()?;
+        Ok(self.value)
+    }
+
+    fn echo_after(&self, x: i64, ms: u64) -> i64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        x
+    }
+
+    fn call_other(&self, other: KitHandle, n: i64) -> prism::Result<i64> {
+        prism::get(&other.add(n).remote())
+    }
+}
+
+/// A persistent test actor.
+#[prism::actor(persistent)]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Saver {
+    value: i64,
+}
+
+#[prism::actor]
+impl Saver {
+    fn new(start: i64) -> Self {
+        Saver { value: start }
+    }
+
+    fn add(&mut self, n: i64) -> i64 {
+        self.value += n;
+        self.value
+    }
+
+    fn boom(&mut self) -> i64 {
+        panic!("saver boom")
+    }
+}
+
+/// (kind or "ok", message or value) of a call's result.
+fn outcome_of<T: std::fmt::Debug>(r: prism::Result<T>) -> (String, String) {
+    match r {
+        Ok(v) => ("ok".into(), format!("{v:?}")),
+        Err(e) => (
+            e.kind()
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "other".into()),
+            e.to_string(),
+        ),
+    }
+}
+
+/// Every actor failure mode, each reported as (kind, message).
+#[prism::main]
+fn actor_cases() -> prism::Result<std::collections::BTreeMap<&'static str, (String, String)>> {
+    let mut out = std::collections::BTreeMap::new();
+
+    let bad = Kit::remote(-1);
+    out.insert(
+        "ctor_error_first_call",
+        outcome_of(prism::get(&bad.get().remote())),
+    );
+
+    let k = Kit::remote(5);
+    prism::get(&k.add(1).remote())?;
+    out.insert("app_error", outcome_of(prism::get(&k.refuse().remote())));
+    out.insert("after_app_error", outcome_of(prism::get(&k.get().remote())));
+
+    let r = Kit::options().max_restarts(1).remote(10)?;
+    prism::get(&r.add(5).remote())?;
+    out.insert("panic_restarts", outcome_of(prism::get(&r.boom().remote())));
+    out.insert("after_restart", outcome_of(prism::get(&r.get().remote())));
+    out.insert(
+        "panic_no_restarts_left",
+        outcome_of(prism::get(&r.boom().remote())),
+    );
+    out.insert("after_death", outcome_of(prism::get(&r.get().remote())));
+
+    let h = Kit::options().max_restarts(1).memory(32 << 20).remote(1)?;
+    prism::get(&h.add(1).remote())?;
+    out.insert("limit_restarts", outcome_of(prism::get(&h.hog().remote())));
+    out.insert("after_limit", outcome_of(prism::get(&h.get().remote())));
+
+    let t = Kit::options()
+        .max_restarts(2)
+        .max_task_retries(1)
+        .remote(0)?;
+    out.insert(
+        "task_retry",
+        outcome_of(prism::get(&t.trap_first().remote())),
+    );
+    let t0 = Kit::options().max_restarts(2).remote(0)?;
+    out.insert(
+        "no_task_retry",
+        outcome_of(prism::get(&t0.trap_first().remote())),
+    );
+
+    let e = Kit::remote(7);
+    out.insert("exit_result", outcome_of(prism::get(&e.quit().remote())));
+    out.insert("after_exit", outcome_of(prism::get(&e.get().remote())));
+
+    let x = Kit::remote(1);
+    prism::kill(&x)?;
+    out.insert("after_kill", outcome_of(prism::get(&x.get().remote())));
+
+    let s = Saver::options().max_restarts(1).remote(100)?;
+    prism::get(&s.add(5).remote())?;
+    out.insert("saver_panic", outcome_of(prism::get(&s.boom().remote())));
+    out.insert(
+        "saver_after_restart",
+        outcome_of(prism::get(&s.add(0).remote())),
+    );
+
+    let a = Kit::remote(0);
+    let b = Kit::remote(0);
+    out.insert(
+        "actor_calls_actor",
+        outcome_of(prism::get(&a.call_other(b, 3).remote())),
+    );
+    out.insert("callee_state", outcome_of(prism::get(&b.get().remote())));
+
+    let unknown: KitHandle = prism::ActorId([9; 16]).into();
+    out.insert(
+        "forged_handle",
+        outcome_of(prism::get(&unknown.get().remote())),
+    );
+    Ok(out)
+}
+
+/// Named actors across jobs and namespaces; `stage` is create, find or cleanup.
+#[prism::main]
+fn actor_names(
+    stage: String,
+) -> prism::Result<std::collections::BTreeMap<&'static str, (String, String)>> {
+    let mut out = std::collections::BTreeMap::new();
+    match stage.as_str() {
+        "create" => {
+            let d = Kit::options().name("kit-detached").detached().remote(0)?;
+            let o = Kit::options().name("kit-owned").remote(0)?;
+            out.insert("detached", outcome_of(prism::get(&d.add(1).remote())));
+            out.insert("owned", outcome_of(prism::get(&o.add(1).remote())));
+            out.insert(
+                "same_job_lookup",
+                outcome_of(prism::get_actor::<Kit>("kit-owned").map(|h| h == o)),
+            );
+            out.insert(
+                "wrong_class",
+                outcome_of(prism::get_actor::<Saver>("kit-owned").map(|_| ())),
+            );
+        }
+        "find" => {
+            out.insert(
+                "detached_value",
+                outcome_of(
+                    prism::get_actor::<Kit>("kit-detached")
+                        .and_then(|h| prism::get(&h.get().remote())),
+                ),
+            );
+            out.insert(
+                "owned",
+                outcome_of(prism::get_actor::<Kit>("kit-owned").map(|_| ())),
+            );
+            out.insert(
+                "other_namespace",
+                outcome_of(prism::get_actor_in::<Kit>("elsewhere", "kit-detached").map(|_| ())),
+            );
+            out.insert(
+                "name_taken",
+                outcome_of(Kit::options().name("kit-detached").remote(0).map(|_| ())),
+            );
+            out.insert(
+                "get_or_create_existing",
+                outcome_of(
+                    Kit::get_or_create("kit-detached", 99)
+                        .and_then(|h| prism::get(&h.get().remote())),
+                ),
+            );
+        }
+        "cleanup" => {
+            let d = prism::get_actor::<Kit>("kit-detached")?;
+            prism::kill(&d)?;
+            out.insert(
+                "gone",
+                outcome_of(prism::get_actor::<Kit>("kit-detached").map(|_| ())),
+            );
+        }
+        other => {
+            return Err(prism::Error::InvalidArgument(format!(
+                "unknown stage {other}"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The actor pool: ordered, unordered and map.
+#[prism::main]
+fn pool_cases() -> prism::Result<(Vec<i64>, Vec<i64>, Vec<i64>)> {
+    let actors: Vec<KitHandle> = (0..3).map(|_| Kit::remote(0)).collect();
+    let mut pool: prism::ActorPool<KitHandle, i64> = prism::ActorPool::new(actors);
+    // Later submissions finish first; get_next still returns submission order.
+    for (x, ms) in [(1, 300), (2, 200), (3, 100), (4, 0), (5, 0)] {
+        pool.submit(move |k| k.echo_after(x, ms).remote());
+    }
+    let mut ordered = Vec::new();
+    while let Some(r) = pool.get_next() {
+        ordered.push(r?);
+    }
+    for (x, ms) in [(1, 400), (2, 0), (3, 200)] {
+        pool.submit(move |k| k.echo_after(x, ms).remote());
+    }
+    let mut unordered = Vec::new();
+    while let Some(r) = pool.get_next_unordered() {
+        unordered.push(r?);
+    }
+    let squares = pool.map(1..=6i64, |k, x| k.echo_after(x * x, 0).remote())?;
+    Ok((ordered, unordered, squares))
+}
+
+/// Named objects; `stage` is put, get or delete.
+#[prism::main]
+fn named_cases(
+    stage: String,
+) -> prism::Result<std::collections::BTreeMap<&'static str, (String, String)>> {
+    let mut out = std::collections::BTreeMap::new();
+    match stage.as_str() {
+        "put" => {
+            prism::put_named("mem/a", &1u64)?;
+            prism::put_named_in("disk/b", &2u64, prism::Tier::Durable)?;
+            prism::put_named("mem/c", &"three")?;
+            out.insert("list", outcome_of(prism::list_named("")));
+            out.insert("list_prefix", outcome_of(prism::list_named("mem/")));
+        }
+        "get" => {
+            out.insert("mem_a", outcome_of(prism::get_named::<u64>("mem/a")));
+            out.insert("disk_b", outcome_of(prism::get_named::<u64>("disk/b")));
+            out.insert(
+                "missing",
+                outcome_of(
+                    prism::get_named::<u64>("nope")
+                        .map_err(|e| prism::Error::InvalidArgument(e.to_string())),
+                ),
+            );
+            out.insert("list", outcome_of(prism::list_named("")));
+        }
+        "delete" => {
+            out.insert("first", outcome_of(prism::delete_named("disk/b")));
+            out.insert("second", outcome_of(prism::delete_named("disk/b")));
+            out.insert("list", outcome_of(prism::list_named("")));
+        }
+        other => {
+            return Err(prism::Error::InvalidArgument(format!(
+                "unknown stage {other}"
+            )));
+        }
+    }
+    Ok(out)
+}

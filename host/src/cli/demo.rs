@@ -6,12 +6,34 @@ use crate::config::NodeConfig;
 use crate::values::{json_args, msgpack_to_json};
 use serde_json::Value;
 
-/// One example: module, driver arguments, and how to check the result.
+/// One job of an example: driver, arguments, and how to check the result.
+struct Stage {
+    entry: &'static str,
+    args: &'static str,
+    check: fn(&Value) -> Result<String, String>,
+}
+
+/// One example: a module and the jobs it runs, in order, on one cluster.
 struct Example {
     name: &'static str,
     module: &'static [u8],
-    args: &'static str,
-    check: fn(&Value) -> Result<String, String>,
+    stages: Vec<Stage>,
+}
+
+fn is_true(v: &Value, field: &str, summary: String) -> Result<String, String> {
+    if v[field] == Value::Bool(true) {
+        Ok(summary)
+    } else {
+        Err(format!("{field} is not true: {summary}"))
+    }
+}
+
+fn main_stage(args: &'static str, check: fn(&Value) -> Result<String, String>) -> Vec<Stage> {
+    vec![Stage {
+        entry: "main",
+        args,
+        check,
+    }]
 }
 
 fn examples() -> Vec<Example> {
@@ -19,17 +41,15 @@ fn examples() -> Vec<Example> {
         Example {
             name: "hello",
             module: prism_guests::HELLO,
-            args: r#"["Prism"]"#,
-            check: |v| match v.as_str() {
+            stages: main_stage(r#"["Prism"]"#, |v| match v.as_str() {
                 Some(s) if s.contains("Hello, Prism") => Ok(s.to_string()),
                 _ => Err(format!("unexpected greeting {v}")),
-            },
+            }),
         },
         Example {
             name: "pi",
             module: prism_guests::PI,
-            args: "[100, 100000]",
-            check: |v| {
+            stages: main_stage("[100, 100000]", |v| {
                 let pi = v["pi"].as_f64().ok_or("no estimate")?;
                 let err = (pi - std::f64::consts::PI).abs();
                 let summary = format!(
@@ -41,45 +61,145 @@ fn examples() -> Vec<Example> {
                 } else {
                     Err(format!("{summary}: off by {err}"))
                 }
-            },
+            }),
         },
         Example {
             name: "wordcount",
             module: prism_guests::WORDCOUNT,
-            args: "[4]",
-            check: |v| {
+            stages: main_stage("[4]", |v| {
                 let summary = format!(
                     "{} words, {} distinct, {} map tasks; top {}",
                     v["total_words"], v["distinct_words"], v["chunks"], v["top"]
                 );
-                if v["matches_direct_count"] == Value::Bool(true) {
-                    Ok(summary)
-                } else {
-                    Err(summary)
-                }
-            },
+                is_true(v, "matches_direct_count", summary)
+            }),
         },
         Example {
             name: "tree-reduce",
             module: prism_guests::TREE_REDUCE,
-            args: "[65536, 1024]",
-            check: |v| {
+            stages: main_stage("[65536, 1024]", |v| {
                 let summary = format!(
                     "sum(0..{}) = {} (leaves of {})",
                     v["n"], v["sum"], v["leaf"]
                 );
-                if v["exact"] == Value::Bool(true) {
-                    Ok(summary)
-                } else {
-                    Err(summary)
-                }
-            },
+                is_true(v, "exact", summary)
+            }),
         },
         Example {
             name: "failures",
             module: prism_guests::FAILURES,
-            args: "[]",
-            check: check_failures,
+            stages: main_stage("[]", check_failures),
+        },
+        Example {
+            name: "counter",
+            module: prism_guests::COUNTER,
+            stages: main_stage("[10]", |v| {
+                let summary = format!(
+                    "running sums {} in FIFO order; a task holding the handle added 5 → {}",
+                    v["running_sums"], v["value"]
+                );
+                if v["value"] != 60 {
+                    return Err(summary);
+                }
+                is_true(v, "fifo", summary)
+            }),
+        },
+        Example {
+            name: "account",
+            module: prism_guests::ACCOUNT,
+            stages: main_stage(r#"["alice"]"#, |v| {
+                let summary = format!(
+                    "balance {}, refused {} and {}; killed ({}), re-created with balance {}",
+                    v["balance_before_kill"][0],
+                    v["negative_error"],
+                    v["overdraft_error"],
+                    v["call_after_kill"],
+                    v["balance_after_recreate"][0]
+                );
+                if v["negative_error"].is_null() || v["overdraft_error"].is_null() {
+                    return Err(summary);
+                }
+                is_true(v, "restored", summary)
+            }),
+        },
+        Example {
+            name: "tinystore",
+            module: prism_guests::TINYSTORE,
+            stages: vec![
+                Stage {
+                    entry: "setup",
+                    args: "[]",
+                    check: |v| Ok(format!("detached store created with features {v}")),
+                },
+                Stage {
+                    entry: "query",
+                    args: "[]",
+                    check: |v| {
+                        let summary = format!(
+                            "a later job found it: mean latency {}, max {}, max errors {}",
+                            v["latency_mean"], v["latency_max"], v["errors_max"]
+                        );
+                        if v["latency_mean"] == 50.5
+                            && v["latency_max"] == 100.0
+                            && v["errors_max"] == 5.0
+                        {
+                            Ok(summary)
+                        } else {
+                            Err(summary)
+                        }
+                    },
+                },
+                Stage {
+                    entry: "teardown",
+                    args: "[]",
+                    check: |v| {
+                        if *v == Value::Bool(true) {
+                            Ok("killed".into())
+                        } else {
+                            Err(v.to_string())
+                        }
+                    },
+                },
+            ],
+        },
+        Example {
+            name: "many-models",
+            module: prism_guests::MANY_MODELS,
+            stages: vec![
+                Stage {
+                    entry: "train_all",
+                    args: "[200]",
+                    check: |v| {
+                        let summary = format!(
+                            "{} models trained in parallel, {} stored by name (worst coefficient error {:.4})",
+                            v["models"],
+                            v["stored"],
+                            v["worst_coefficient_error"].as_f64().unwrap_or(f64::NAN)
+                        );
+                        if v["stored"] == v["models"] {
+                            Ok(summary)
+                        } else {
+                            Err(summary)
+                        }
+                    },
+                },
+                Stage {
+                    entry: "predict_all",
+                    args: "[200]",
+                    check: |v| {
+                        let summary = format!(
+                            "a later job loaded {} models by name; predictions match direct computation (max diff {})",
+                            v["models"], v["max_abs_difference"]
+                        );
+                        is_true(v, "matches_direct", summary)
+                    },
+                },
+                Stage {
+                    entry: "cleanup",
+                    args: "[]",
+                    check: |v| Ok(format!("deleted {v} named models")),
+                },
+            ],
         },
     ]
 }
@@ -125,26 +245,33 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
             "Prism demo: embedded cluster (1 head + 1 node, {cpus} CPUs) started in {:.1} ms\n",
             started.elapsed().as_secs_f64() * 1e3
         );
-        println!("{:<12} {:>10}  {:<6} result", "example", "time", "check");
+        println!("{:<24} {:>10}  {:<6} result", "example", "time", "check");
         let mut failed = 0;
         for example in examples() {
-            let args = json_args(example.args)?;
-            let outcome = cluster.run(example.module, "main", args).await?;
-            let ms = outcome.duration.as_secs_f64() * 1e3;
-            let verdict = match &outcome.result {
-                Ok(bytes) => msgpack_to_json(bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| (example.check)(&v)),
-                Err(e) => Err(format!("job failed ({}): {}", e.kind, e.message)),
-            };
-            let (mark, text) = match verdict {
-                Ok(text) => ("ok", text),
-                Err(text) => {
-                    failed += 1;
-                    ("FAILED", text)
-                }
-            };
-            println!("{:<12} {:>7.1} ms  {:<6} {}", example.name, ms, mark, text);
+            for stage in &example.stages {
+                let args = json_args(stage.args)?;
+                let outcome = cluster.run(example.module, stage.entry, args).await?;
+                let ms = outcome.duration.as_secs_f64() * 1e3;
+                let verdict = match &outcome.result {
+                    Ok(bytes) => msgpack_to_json(bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| (stage.check)(&v)),
+                    Err(e) => Err(format!("job failed ({}): {}", e.kind, e.message)),
+                };
+                let (mark, text) = match verdict {
+                    Ok(text) => ("ok", text),
+                    Err(text) => {
+                        failed += 1;
+                        ("FAILED", text)
+                    }
+                };
+                let label = if example.stages.len() == 1 {
+                    example.name.to_string()
+                } else {
+                    format!("{}/{}", example.name, stage.entry)
+                };
+                println!("{label:<24} {ms:>7.1} ms  {mark:<6} {text}");
+            }
         }
         println!("\ntotal {:.2} s", started.elapsed().as_secs_f64());
         Ok(if failed == 0 { 0 } else { 1 })

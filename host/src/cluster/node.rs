@@ -252,13 +252,13 @@ impl Node {
             .clone()
             .filter(|ns| !ns.is_empty())
             .unwrap_or_else(|| job.namespace.clone());
-        if let Some(name) = &options.name {
-            if let Some(existing) = self.actors.by_name(&namespace, name) {
-                if options.get_if_exists && existing.class == class {
-                    return Ok(existing.id);
-                }
-                return Err(ActorCreateError::NameTaken(name.clone()));
+        if let Some(name) = &options.name
+            && let Some(existing) = self.actors.by_name(&namespace, name)
+        {
+            if options.get_if_exists && existing.class == class {
+                return Ok(existing.id);
             }
+            return Err(ActorCreateError::NameTaken(name.clone()));
         }
         let invalid = |m: String| ActorCreateError::Invalid(m);
         let memory = options.memory.unwrap_or(0);
