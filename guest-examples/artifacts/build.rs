@@ -23,6 +23,7 @@ const GUESTS: &[&str] = &[
     "account",
     "tinystore",
     "many-models",
+    "bench",
     "testkit",
 ];
 

@@ -39,6 +39,7 @@ use std::time::Duration;
 pub use actor::{
     Actor, ActorCall, ActorHandle, ActorId, ActorOptions, exit_actor, get_actor, get_actor_in, kill,
 };
+pub use blob::Blob;
 pub use named::{Tier, delete_named, get_named, list_named, put_named, put_named_in};
 pub use pool::ActorPool;
 pub use prism_abi::{ErrorKind, StoreStats};
@@ -47,6 +48,7 @@ pub use prism_macros::{actor, main, task};
 #[doc(hidden)]
 pub mod __private;
 mod actor;
+mod blob;
 mod named;
 mod pool;
 mod sys;

@@ -68,6 +68,18 @@ async fn actor_failures_are_typed_and_restarts_follow_the_options() {
     assert_eq!(kind, "actor_died");
     assert!(message.contains("killed"), "{message}");
 
+    // Killing an actor interrupts the call it is running.
+    let (kind, message) = case(&v, "kill_running");
+    assert_eq!(kind, "actor_died", "{message}");
+    let ms: u64 = message
+        .rsplit(" after ")
+        .next()
+        .unwrap()
+        .trim_end_matches(" ms")
+        .parse()
+        .unwrap();
+    assert!(ms < 2_000, "{message}");
+
     // A persistent actor restarts from its saved state, not its constructor.
     assert_eq!(case(&v, "saver_panic").0, "panic");
     assert_eq!(case(&v, "saver_after_restart"), ("ok".into(), "105".into()));

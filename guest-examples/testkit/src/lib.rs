@@ -560,6 +560,16 @@ impl Kit {
         Ok(self.value)
     }
 
+    fn spin(&mut self) -> u64 {
+        let mut x: u64 = 0;
+        loop {
+            x = std::hint::black_box(x.wrapping_add(1));
+            if x == u64::MAX {
+                return x;
+            }
+        }
+    }
+
     fn echo_after(&self, x: i64, ms: u64) -> i64 {
         std::thread::sleep(Duration::from_millis(ms));
         x
@@ -658,6 +668,20 @@ fn actor_cases() -> prism::Result<std::collections::BTreeMap<&'static str, (Stri
     let x = Kit::remote(1);
     prism::kill(&x)?;
     out.insert("after_kill", outcome_of(prism::get(&x.get().remote())));
+
+    let busy = Kit::remote(1);
+    let spinning = busy.spin().remote();
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    prism::kill(&busy)?;
+    let (kind, message) = outcome_of(prism::get(&spinning));
+    out.insert(
+        "kill_running",
+        (
+            kind,
+            format!("{message} after {} ms", start.elapsed().as_millis()),
+        ),
+    );
 
     let s = Saver::options().max_restarts(1).remote(100)?;
     prism::get(&s.add(5).remote())?;

@@ -304,8 +304,12 @@ pub async fn supervise<E: ActorEnv>(
     mut mailbox: mpsc::UnboundedReceiver<ActorMsg>,
 ) {
     let lease = env.lease(record.hold.clone()).await;
-    let death = match start(&*env, &record, &lease).await {
-        Ok(instance) => serve(&*env, &record, &lease, instance, &mut mailbox).await,
+    // Resolve the constructor's arguments once: restarts must not depend on
+    // objects that the creating job may free when it ends.
+    args_ready(env.objects(), &record.ctor_args).await;
+    let ctor_input = resolve_args(env.objects(), &record.ctor_args);
+    let death = match start(&*env, &record, &lease, &ctor_input).await {
+        Ok(instance) => serve(&*env, &record, &lease, &ctor_input, instance, &mut mailbox).await,
         Err(e) => WireError {
             kind: ErrorKind::ActorDied,
             message: format!("the actor's constructor failed ({}): {}", e.kind, e.message),
@@ -363,6 +367,7 @@ async fn serve<E: ActorEnv>(
     env: &E,
     record: &Arc<ActorRecord>,
     lease: &Lease,
+    ctor_input: &Result<Bytes, WireError>,
     mut instance: Instance,
     mailbox: &mut mpsc::UnboundedReceiver<ActorMsg>,
 ) -> WireError {
@@ -431,7 +436,7 @@ async fn serve<E: ActorEnv>(
                         );
                     }
                     restarts += 1;
-                    match start(env, record, lease).await {
+                    match start(env, record, lease, ctor_input).await {
                         Ok(fresh) => instance = fresh,
                         Err(restart) => {
                             e.message = format!(
@@ -492,6 +497,7 @@ async fn start<E: ActorEnv>(
     env: &E,
     record: &Arc<ActorRecord>,
     lease: &Lease,
+    ctor_input: &Result<Bytes, WireError>,
 ) -> Result<Instance, WireError> {
     let mut instance = env
         .instantiate(record, lease.slot().clone())
@@ -519,8 +525,7 @@ async fn start<E: ActorEnv>(
             instance.call(call).await
         }
         None => {
-            args_ready(env.objects(), &record.ctor_args).await;
-            let input = resolve_args(env.objects(), &record.ctor_args)?;
+            let input = ctor_input.clone()?;
             instance
                 .call(invocation(
                     env,

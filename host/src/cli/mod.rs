@@ -4,6 +4,7 @@
 //! prints any error once, at the edge, with a clean exit code:
 //! 0 success, 1 the job (or a demo check) failed, 2 bad usage or setup.
 
+mod bench;
 mod demo;
 
 use crate::cluster::{EmbeddedCluster, JobOutcome, LogSource};
@@ -35,6 +36,9 @@ enum Command {
     Inspect(InspectArgs),
     /// Run the bundled examples on an embedded cluster, with results and times.
     Demo(DemoArgs),
+    /// Measure the hot paths (tasks, actors, objects, start-up) on an
+    /// embedded cluster.
+    Bench(BenchArgs),
 }
 
 /// Options of the embedded node.
@@ -122,6 +126,18 @@ struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+struct BenchArgs {
+    /// Smaller workloads (well under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object of figures instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Args, Debug)]
 struct DemoArgs {
     #[command(flatten)]
     node: NodeArgs,
@@ -151,6 +167,7 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run(args),
         Command::Inspect(args) => inspect(args),
         Command::Demo(args) => demo::demo(args.node.config()?),
+        Command::Bench(args) => bench::bench(args.node.config()?, args.quick, args.json),
     }
 }
 

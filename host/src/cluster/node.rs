@@ -709,6 +709,10 @@ impl ActorEnv for Node {
     }
 
     fn ended(&self, record: &ActorRecord) {
+        // What the actor created dies with it, as a job's does.
+        for actor in self.actors.owned_by(record.objects_owner) {
+            self.actors.kill(actor);
+        }
         self.scheduler.cancel_job(record.objects_owner);
         self.objects.free_owner(record.objects_owner);
         self.jobs

@@ -48,6 +48,13 @@ impl MetaStore {
     /// Opens (or creates) the database at `path` and its tables.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
         let db = Database::create(path)?;
+        // Durable named objects and actor state are the jobs' data.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| MetaError(redb::Error::Io(e)))?;
+        }
         let txn = db.begin_write()?;
         txn.open_table(NAMED_OBJECTS)?;
         txn.open_table(ACTOR_STATE)?;

@@ -363,9 +363,8 @@ impl Shared {
                     state.available.give(&request);
                 }
             }
-            if !state.leases.is_empty() {
-                return;
-            }
+            // A lease that does not fit yet keeps its place at the front of
+            // the lease queue, but does not stop tasks that fit from running.
             for (shape, queue) in state.queues.iter_mut() {
                 while let Some(front) = queue.front() {
                     if front.phase.load(Ordering::SeqCst) != QUEUED {

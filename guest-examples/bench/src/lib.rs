@@ -1,0 +1,217 @@
+//! The workloads of `prism bench`. Each driver does the submitting, as a Ray
+//! driver would, times itself with the guest's monotonic clock, and returns
+//! what it measured. The host harness (`host/src/cli/bench.rs`) runs them
+//! and adds the figures only the host can see (memory, process start).
+
+use prism::{Blob, ObjectRef};
+use std::time::Instant;
+
+/// Does nothing: the unit of per-task overhead.
+#[prism::task]
+fn noop() {}
+
+/// An actor that counts its calls.
+#[prism::actor]
+pub struct Sink {
+    calls: u64,
+}
+
+#[prism::actor]
+impl Sink {
+    fn new() -> Self {
+        Sink { calls: 0 }
+    }
+
+    fn ping(&mut self) -> u64 {
+        self.calls += 1;
+        self.calls
+    }
+}
+
+/// A timing: how many operations in how many seconds.
+#[derive(serde::Serialize)]
+struct Timing {
+    ops: u64,
+    seconds: f64,
+}
+
+fn timed(ops: u64, start: Instant) -> Timing {
+    Timing {
+        ops,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// `n` no-op tasks submitted, then all got.
+#[prism::main]
+fn tasks_async(n: u64) -> prism::Result<Timing> {
+    let start = Instant::now();
+    let refs: Vec<ObjectRef<()>> = (0..n).map(|_| noop::remote()).collect();
+    prism::get_all(&refs)?;
+    Ok(timed(n, start))
+}
+
+/// `n` sequential submit + get of a no-op task.
+#[prism::main]
+fn tasks_sync(n: u64) -> prism::Result<Timing> {
+    let start = Instant::now();
+    for _ in 0..n {
+        prism::get(&noop::remote())?;
+    }
+    Ok(timed(n, start))
+}
+
+/// `n` calls to one actor, then all got.
+#[prism::main]
+fn actor_calls_async(n: u64) -> prism::Result<Timing> {
+    let sink = Sink::remote();
+    prism::get(&sink.ping().remote())?;
+    let start = Instant::now();
+    let refs: Vec<ObjectRef<u64>> = (0..n).map(|_| sink.ping().remote()).collect();
+    prism::get_all(&refs)?;
+    Ok(timed(n, start))
+}
+
+/// `n` sequential call + get.
+#[prism::main]
+fn actor_calls_sync(n: u64) -> prism::Result<Timing> {
+    let sink = Sink::remote();
+    prism::get(&sink.ping().remote())?;
+    let start = Instant::now();
+    for _ in 0..n {
+        prism::get(&sink.ping().remote())?;
+    }
+    Ok(timed(n, start))
+}
+
+/// `n` put + get of 100-byte values.
+#[prism::main]
+fn put_get_small(n: u64) -> prism::Result<Timing> {
+    let value = Blob(vec![7u8; 100]);
+    let start = Instant::now();
+    for _ in 0..n {
+        let r = prism::put(&value)?;
+        let back: Blob = prism::get(&r)?;
+        std::hint::black_box(back);
+    }
+    Ok(timed(n, start))
+}
+
+/// `reps` put + get of `mb` MB values; ops counts bytes moved (put + get).
+#[prism::main]
+fn put_get_large(mb: u64, reps: u64) -> prism::Result<Timing> {
+    let value = Blob(vec![7u8; (mb * 1_000_000) as usize]);
+    let start = Instant::now();
+    for _ in 0..reps {
+        let r = prism::put(&value)?;
+        let back: Blob = prism::get(&r)?;
+        std::hint::black_box(&back);
+    }
+    Ok(timed(mb * 1_000_000 * reps, start))
+}
+
+/// Sum of `lo..hi` by recursive tasks with leaves of at most `leaf`.
+#[prism::task]
+fn sum_range(lo: u64, hi: u64, leaf: u64) -> prism::Result<u64> {
+    if hi - lo <= leaf {
+        return Ok((lo..hi).sum());
+    }
+    let mid = lo + (hi - lo) / 2;
+    let (a, b) = (
+        sum_range::remote(lo, mid, leaf),
+        sum_range::remote(mid, hi, leaf),
+    );
+    Ok(prism::get(&a)? + prism::get(&b)?)
+}
+
+/// Sums 0..n by recursive tasks with leaves of `leaf`; checks the result.
+#[prism::main]
+fn tree_reduce(n: u64, leaf: u64) -> prism::Result<Timing> {
+    let start = Instant::now();
+    let sum = prism::get(&sum_range::remote(0, n, leaf))?;
+    if sum != n.saturating_sub(1) * n / 2 {
+        return Err(prism::Error::InvalidArgument(format!("wrong sum {sum}")));
+    }
+    Ok(timed(1, start))
+}
+
+/// Fits a linear model on 256×8 synthetic data with 50 gradient steps.
+#[prism::task]
+fn fit(seed: u64) -> f64 {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let truth: Vec<f64> = (0..8).map(|_| next()).collect();
+    let rows: Vec<(Vec<f64>, f64)> = (0..256)
+        .map(|_| {
+            let x: Vec<f64> = (0..8).map(|_| next()).collect();
+            let y = x.iter().zip(&truth).map(|(a, b)| a * b).sum();
+            (x, y)
+        })
+        .collect();
+    let mut w = [0.0f64; 8];
+    for _ in 0..50 {
+        let mut grad = [0.0f64; 8];
+        for (x, y) in &rows {
+            let err: f64 = x.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() - y;
+            for (g, xi) in grad.iter_mut().zip(x) {
+                *g += err * xi;
+            }
+        }
+        for (wi, g) in w.iter_mut().zip(grad) {
+            *wi -= 0.5 * g / rows.len() as f64;
+        }
+    }
+    w.iter().zip(&truth).map(|(a, b)| (a - b).abs()).sum()
+}
+
+/// `n` model fits in parallel tasks.
+#[prism::main]
+fn small_models(n: u64) -> prism::Result<Timing> {
+    let start = Instant::now();
+    let refs: Vec<ObjectRef<f64>> = (0..n).map(fit::remote).collect();
+    prism::get_all(&refs)?;
+    Ok(timed(n, start))
+}
+
+/// Creates `n` detached idle actors (waiting until each is constructed) and
+/// keeps their handles as the named object `bench/actors`.
+#[prism::main]
+fn create_actors(n: u64) -> prism::Result<Timing> {
+    let start = Instant::now();
+    let sinks: Vec<SinkHandle> = (0..n)
+        .map(|_| Sink::options().detached().remote())
+        .collect::<prism::Result<_>>()?;
+    let refs: Vec<ObjectRef<u64>> = sinks.iter().map(|s| s.ping().remote()).collect();
+    prism::get_all(&refs)?;
+    let timing = timed(n, start);
+    prism::put_named("bench/actors", &sinks)?;
+    Ok(timing)
+}
+
+/// Kills the actors `create_actors` left; returns how many.
+#[prism::main]
+fn kill_actors() -> prism::Result<u64> {
+    let sinks: Vec<SinkHandle> = prism::get_named("bench/actors")?;
+    for s in &sinks {
+        prism::kill(s)?;
+    }
+    prism::delete_named("bench/actors")?;
+    Ok(sinks.len() as u64)
+}
+
+/// Submits `n` no-op tasks, then drains them all.
+#[prism::main]
+fn queued(n: u64) -> prism::Result<Timing> {
+    tasks_async(n)
+}
+
+/// Returns at once (cold start probe).
+#[prism::main]
+fn ready() -> u64 {
+    1
+}
