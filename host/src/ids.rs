@@ -7,12 +7,33 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Bytes fetched from the operating system's CSPRNG per refill (4 KiB).
+const RANDOM_BATCH: usize = 4096;
+
+thread_local! {
+    /// Unused CSPRNG output of this thread: one `getrandom` call serves 256
+    /// ids instead of one (ids are minted on every submit and put).
+    static RANDOM: std::cell::RefCell<([u8; RANDOM_BATCH], usize)> =
+        const { std::cell::RefCell::new(([0; RANDOM_BATCH], RANDOM_BATCH)) };
+}
+
 fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    // The OS random source failing means the machine cannot be trusted to
-    // make secrets at all; there is no meaningful way to continue.
-    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    bytes
+    RANDOM.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (pool, used) = &mut *guard;
+        if *used + N > RANDOM_BATCH {
+            // The OS random source failing means the machine cannot be
+            // trusted to make secrets at all; there is no way to continue.
+            getrandom::fill(pool).expect("the operating system's random source failed");
+            *used = 0;
+        }
+        let mut out = [0u8; N];
+        out.copy_from_slice(&pool[*used..*used + N]);
+        // Forget what was handed out.
+        pool[*used..*used + N].fill(0);
+        *used += N;
+        out
+    })
 }
 
 /// Defines a 16-byte random identifier type.

@@ -342,7 +342,7 @@ fn timeout_ms(timeout: Option<Duration>) -> i64 {
 
 /// Stores `value` in the object store and returns a reference to it.
 pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
-    let bytes = prism_abi::encode_value(value).map_err(|e| Error::Serialization(e.to_string()))?;
+    let bytes = encode_exact(value)?;
     let mut id = [0u8; 16];
     match sys::put(&bytes, &mut id) {
         prism_abi::status::OK => Ok(ObjectRef::from_id(ObjectId(id))),
@@ -462,13 +462,41 @@ pub fn store_stats() -> Result<StoreStats> {
     }
 }
 
+/// Encodes `value` into a buffer of exactly the right size: a first pass
+/// only counts bytes (cheap, even for large binary values), so the second
+/// never reallocates and copies what it already wrote.
+pub(crate) fn encode_exact<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let serialization = |e: rmp_serde::encode::Error| Error::Serialization(e.to_string());
+    let mut count = Count(0);
+    rmp_serde::encode::write_named(&mut count, value).map_err(serialization)?;
+    let mut bytes = Vec::with_capacity(count.0);
+    rmp_serde::encode::write_named(&mut bytes, value).map_err(serialization)?;
+    Ok(bytes)
+}
+
+/// Copies the value staged by the last `get`-like call into a new buffer.
+pub(crate) fn take_staged(len: u32) -> Vec<u8> {
+    let mut buf = vec![0u8; len as usize];
+    sys::take(&mut buf);
+    buf
+}
+
 fn get_raw(id: ObjectId, timeout: Option<Duration>) -> Result<Vec<u8>> {
     let mut len = 0u32;
     let code = sys::get(&id.0, timeout_ms(timeout), &mut len);
     match code {
         prism_abi::status::OK | prism_abi::status::ERROR_OBJECT => {
-            let mut buf = vec![0u8; len as usize];
-            sys::take(&mut buf);
+            let buf = take_staged(len);
             if code == prism_abi::status::OK {
                 Ok(buf)
             } else {

@@ -27,7 +27,7 @@ pub fn put_named<T: Serialize + ?Sized>(name: &str, value: &T) -> Result<()> {
 /// Stores `value` under `name` in the given tier, replacing any value the
 /// name had.
 pub fn put_named_in<T: Serialize + ?Sized>(name: &str, value: &T, tier: Tier) -> Result<()> {
-    let bytes = prism_abi::encode_value(value).map_err(|e| Error::Serialization(e.to_string()))?;
+    let bytes = crate::encode_exact(value)?;
     let tier = match tier {
         Tier::Memory => prism_abi::tier::MEMORY,
         Tier::Durable => prism_abi::tier::DURABLE,
@@ -43,8 +43,7 @@ pub fn get_named<T: DeserializeOwned>(name: &str) -> Result<T> {
     let mut len = 0u32;
     match sys::named_get(name, &mut len) {
         prism_abi::status::OK => {
-            let mut buf = vec![0u8; len as usize];
-            sys::take(&mut buf);
+            let buf = crate::take_staged(len);
             rmp_serde::from_slice(&buf).map_err(|e| Error::Serialization(e.to_string()))
         }
         code => Err(Error::from_status(code)),
@@ -65,8 +64,7 @@ pub fn list_named(prefix: &str) -> Result<Vec<String>> {
     let mut len = 0u32;
     match sys::named_list(prefix, &mut len) {
         prism_abi::status::OK => {
-            let mut buf = vec![0u8; len as usize];
-            sys::take(&mut buf);
+            let buf = crate::take_staged(len);
             rmp_serde::from_slice(&buf).map_err(|e| Error::Serialization(e.to_string()))
         }
         code => Err(Error::from_status(code)),

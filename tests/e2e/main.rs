@@ -7,6 +7,7 @@ mod support;
 
 mod actors;
 mod cli;
+mod density;
 mod examples;
 mod modules;
 mod sdk;
