@@ -179,8 +179,11 @@ async fn named_objects_live_across_jobs_and_durable_ones_survive_a_restart() {
             .unwrap();
         let other = prism_host::values::msgpack_to_json(&other.result.unwrap()).unwrap();
         assert_eq!(case(&other, "list").1, "[]");
+        assert!(
+            c.shutdown(std::time::Duration::from_secs(10)).await,
+            "the node let go"
+        );
     }
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     // Restart with the same data directory: memory is gone, durable is not.
     let c = EmbeddedCluster::start(cfg).unwrap();
     let got = run_ok(&c, TESTKIT, "named_cases", r#"["get"]"#).await;

@@ -135,6 +135,7 @@ async fn compiled_modules_are_cached_on_disk_and_reused_after_restart() {
             run_ok(&c, HELLO, "main", r#"["one"]"#).await,
             "Hello, one, from a Prism task!"
         );
+        assert!(c.shutdown(std::time::Duration::from_secs(10)).await);
     }
     let hash = prism_host::ids::ModuleHash::of(HELLO);
     let artifact = dir.path().join("modules").join(format!("{hash}.cwasm"));
@@ -179,6 +180,7 @@ async fn a_tampered_compiled_artifact_is_recompiled_not_loaded() {
     {
         let c = prism_host::cluster::EmbeddedCluster::start(cfg.clone()).unwrap();
         run_ok(&c, HELLO, "main", "[]").await;
+        assert!(c.shutdown(std::time::Duration::from_secs(10)).await);
     }
     let hash = prism_host::ids::ModuleHash::of(HELLO);
     let artifact = dir.path().join("modules").join(format!("{hash}.cwasm"));

@@ -250,6 +250,14 @@ impl ActorManager {
             .collect()
     }
 
+    /// Kills every live actor (node shutdown).
+    pub fn kill_all(&self) {
+        let ids: Vec<ActorId> = self.lock().actors.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+
     /// Live actors.
     pub fn live(&self) -> usize {
         self.lock()

@@ -108,6 +108,27 @@ impl EmbeddedCluster {
         Ok(EmbeddedCluster { head, node })
     }
 
+    /// Stops the cluster: kills every actor (detached ones too) and waits
+    /// up to `timeout` for the node's running work to let go of it, so that
+    /// its data directory (and the lock on `meta.redb`) is free when this
+    /// returns. Returns whether the node was fully released in time.
+    pub async fn shutdown(self, timeout: std::time::Duration) -> bool {
+        self.head.detach_nodes();
+        self.node.actors().kill_all();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // This cluster holds one reference; anything more is work in
+            // flight (supervisors, tasks finishing).
+            if Arc::strong_count(&self.node) == 1 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// The head.
     pub fn head(&self) -> &Arc<Head> {
         &self.head
