@@ -39,7 +39,7 @@ use std::time::Duration;
 pub use actor::{
     Actor, ActorCall, ActorHandle, ActorId, ActorOptions, exit_actor, get_actor, get_actor_in, kill,
 };
-pub use blob::Blob;
+pub use blob::{Blob, get_blob, put_bytes};
 pub use named::{Tier, delete_named, get_named, list_named, put_named, put_named_in};
 pub use pool::ActorPool;
 pub use prism_abi::{ErrorKind, StoreStats};

@@ -27,6 +27,8 @@ mod imp {
         pub fn put(ptr: *const u8, len: usize, out_id: *mut u8) -> i32;
         pub fn get(id: *const u8, timeout_ms: i64, out_len: *mut u32) -> i32;
         pub fn take(ptr: *mut u8);
+        pub fn take_range(ptr: *mut u8, offset: usize, len: usize);
+        pub fn put_parts(parts: *const u32, count: usize, out_id: *mut u8) -> i32;
         pub fn wait(
             ids: *const u8,
             count: usize,
@@ -202,6 +204,21 @@ pub fn take(buf: &mut [u8]) {
 }
 
 #[cfg(target_arch = "wasm32")]
+pub fn take_range(buf: &mut [u8], offset: usize) {
+    unsafe { imp::take_range(buf.as_mut_ptr(), offset, buf.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn put_parts(parts: &[&[u8]], out_id: &mut [u8; 16]) -> i32 {
+    // (pointer, length) pairs as the host reads them: u32 little-endian.
+    let table: Vec<u32> = parts
+        .iter()
+        .flat_map(|p| [p.as_ptr() as u32, p.len() as u32])
+        .collect();
+    unsafe { imp::put_parts(table.as_ptr(), parts.len(), out_id.as_mut_ptr()) }
+}
+
+#[cfg(target_arch = "wasm32")]
 pub fn wait(ids: &[u8], count: usize, num_returns: usize, timeout_ms: i64, out: &mut [u8]) -> i32 {
     debug_assert!(ids.len() == count * 16 && out.len() == count);
     unsafe {
@@ -253,6 +270,10 @@ mod native {
         NOT_IN_GUEST
     }
     pub fn take(_buf: &mut [u8]) {}
+    pub fn take_range(_buf: &mut [u8], _offset: usize) {}
+    pub fn put_parts(_parts: &[&[u8]], _out_id: &mut [u8; 16]) -> i32 {
+        NOT_IN_GUEST
+    }
     pub fn wait(
         _ids: &[u8],
         _count: usize,

@@ -212,3 +212,14 @@ async fn guests_get_no_files_env_or_stdin_and_no_state_between_calls() {
     assert_eq!(v["sleep_past_deadline"], "deadline_exceeded");
     assert!(v["sleep_elapsed_ms"].as_u64().unwrap() < 5_000, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_fast_path_round_trips_and_agrees_with_the_generic_one() {
+    let c = cluster(2.0);
+    for kb in ["[0]", "[1]", "[300]"] {
+        let v = run_ok(&c, TESTKIT, "blob_cases", kb).await;
+        for (case, ok) in v.as_object().unwrap() {
+            assert_eq!(ok, true, "{case} with {kb} KiB: {v}");
+        }
+    }
+}

@@ -836,3 +836,30 @@ fn named_cases(
     }
     Ok(out)
 }
+
+/// The binary fast path: put_bytes / get_blob, against the generic path.
+#[prism::main]
+fn blob_cases(kb: u64) -> prism::Result<std::collections::BTreeMap<&'static str, bool>> {
+    let data: Vec<u8> = (0..kb * 1024).map(|i| (i % 251) as u8).collect();
+    let r = prism::put_bytes(&data)?;
+    let fast = prism::get_blob(&r)?;
+    let generic: prism::Blob = prism::get(&r)?;
+    let via_put = prism::put(&prism::Blob(data.clone()))?;
+    let from_put = prism::get_blob(&via_put)?;
+    // Not a bin value: get_blob decodes it the generic way.
+    let array = prism::put(&vec![1u8, 2, 3])?;
+    let from_array = prism::get_blob(&prism::ObjectRef::from_id(array.id()))?;
+    let empty = prism::get_blob(&prism::put_bytes(&[])?)?;
+    let failed = prism::get_blob(&prism::ObjectRef::from_id(refuse::remote().id()));
+    let mut out = std::collections::BTreeMap::new();
+    out.insert("fast_path_intact", fast.0 == data);
+    out.insert("generic_get_agrees", generic.0 == data);
+    out.insert("put_then_get_blob", from_put.0 == data);
+    out.insert("non_bin_falls_back", from_array.0 == vec![1, 2, 3]);
+    out.insert("empty", empty.0.is_empty());
+    out.insert(
+        "errors_are_typed",
+        failed.err().and_then(|e| e.kind()) == Some(ErrorKind::Application),
+    );
+    Ok(out)
+}

@@ -35,6 +35,8 @@ const FUNCTIONS: &[&str] = &[
     "put",
     "get",
     "take",
+    "take_range",
+    "put_parts",
     "wait",
     "cancel",
     "log",
@@ -357,6 +359,80 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
         };
         write("take", &mut caller, ptr, &staged)
     })?;
+
+    linker.func_wrap(
+        m,
+        "take_range",
+        |mut caller: Caller<'_, TaskState>, ptr: i32, offset: i32, len: i32| {
+            let Some(staged) = caller.data().staged.clone() else {
+                return Err(violation("take_range", "nothing is staged: call get first"));
+            };
+            let (offset, len) = (offset as u32 as usize, len as u32 as usize);
+            let Some(part) = offset
+                .checked_add(len)
+                .and_then(|end| staged.get(offset..end))
+            else {
+                return Err(violation(
+                    "take_range",
+                    format!(
+                        "{len} bytes at offset {offset} are outside the {} staged bytes",
+                        staged.len()
+                    ),
+                ));
+            };
+            write("take_range", &mut caller, ptr, part)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "put_parts",
+        |mut caller: Caller<'_, TaskState>,
+         parts_ptr: i32,
+         count: i32,
+         out_id: i32|
+         -> anyhow::Result<i32> {
+            let count = count as u32 as usize;
+            let table_len = count
+                .checked_mul(8)
+                .filter(|l| *l <= i32::MAX as usize)
+                .ok_or_else(|| violation("put_parts", "too many parts"))?;
+            let table = read("put_parts", &caller, parts_ptr, table_len as i32)?;
+            write("put_parts", &mut caller, out_id, &[0u8; OBJECT_ID_LEN])?;
+            let parts: Vec<(i32, i32)> = table
+                .chunks_exact(8)
+                .map(|c| {
+                    let ptr = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    let len = i32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+                    (ptr, len)
+                })
+                .collect();
+            // One exactly sized buffer, one copy of each part.
+            let memory = memory("put_parts", &caller)?;
+            let data = memory.data(&caller);
+            let mut total = 0usize;
+            for (ptr, len) in &parts {
+                let r = range("put_parts", *ptr, *len as u32 as usize, data.len())?;
+                total += r.len();
+            }
+            let mut value = Vec::with_capacity(total);
+            for (ptr, len) in &parts {
+                let r = range("put_parts", *ptr, *len as u32 as usize, data.len())?;
+                value.extend_from_slice(&data[r]);
+            }
+            match caller.data().host.put(Bytes::from(value)) {
+                Ok(id) => {
+                    write("put_parts", &mut caller, out_id, id.as_bytes())?;
+                    Ok(status::OK)
+                }
+                Err(crate::objects::StoreError::TooLarge { .. }) => Ok(status::STORE_FULL),
+                Err(e) => Err(violation(
+                    "put_parts",
+                    format!("the object store failed: {e}"),
+                )),
+            }
+        },
+    )?;
 
     linker.func_wrap_async(
         m,
