@@ -302,6 +302,9 @@ impl Runtime {
         cancel: &Arc<CancelToken>,
     ) -> Result<Instance, InvocationOutcome> {
         let slot = tokio::select! {
+            // Poll the work first: short calls finish on their first poll,
+            // and the other branches then never arm a timer.
+            biased;
             permit = self.slots.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => return Err(InvocationOutcome::failed(ErrorKind::System, "the runtime is shutting down")),
@@ -361,6 +364,9 @@ impl Runtime {
             Ok::<_, anyhow::Error>(instance)
         };
         let result = tokio::select! {
+            // Poll the work first: short calls finish on their first poll,
+            // and the other branches then never arm a timer.
+            biased;
             result = init => result,
             _ = cancel.cancelled() => Err(Interrupt::Cancelled.into()),
             _ = tokio::time::sleep_until(deadline.into()) => Err(Interrupt::Deadline.into()),
@@ -472,6 +478,9 @@ impl Instance {
         // is then dead and never called again.
         let cancel = call.cancel.clone();
         let result = tokio::select! {
+            // Poll the work first: short calls finish on their first poll,
+            // and the other branches then never arm a timer.
+            biased;
             result = run => result,
             _ = cancel.cancelled() => Err(Interrupt::Cancelled.into()),
             _ = tokio::time::sleep_until(deadline.into()) => Err(Interrupt::Deadline.into()),
