@@ -152,7 +152,14 @@ pub struct NameTaken(pub String);
 struct Registry {
     actors: HashMap<ActorId, Arc<ActorRecord>>,
     names: HashMap<(String, String), ActorId>,
+    /// Dead actors, oldest first: kept so that calls can say why an actor
+    /// died, but only the most recent [`DEAD_ACTORS_KEPT`].
+    dead: std::collections::VecDeque<ActorId>,
 }
+
+/// How many dead actors' records (and death reasons) a node keeps: 10,000.
+/// Calls to an actor forgotten beyond that fail as calls to an unknown id.
+pub const DEAD_ACTORS_KEPT: usize = 10_000;
 
 /// The actors of one node, by id and by (namespace, name).
 #[derive(Default)]
@@ -204,7 +211,7 @@ impl ActorManager {
         let Some(record) = self.get(id) else {
             return Err(WireError::new(
                 ErrorKind::ActorDied,
-                format!("no actor with id {id} exists"),
+                format!("no actor with id {id} exists (or it died long ago)"),
             ));
         };
         if let Some(reason) = record.death_reason() {
@@ -270,7 +277,15 @@ impl ActorManager {
     /// Records an actor's death and frees its name.
     fn mark_dead(&self, record: &ActorRecord, reason: WireError) {
         let mut registry = self.lock();
-        *record.death() = Some(reason);
+        let first_death = record.death().replace(reason).is_none();
+        if first_death {
+            registry.dead.push_back(record.id);
+            while registry.dead.len() > DEAD_ACTORS_KEPT {
+                if let Some(old) = registry.dead.pop_front() {
+                    registry.actors.remove(&old);
+                }
+            }
+        }
         if let Some(name) = &record.name {
             let key = (record.namespace.clone(), name.clone());
             if registry.names.get(&key) == Some(&record.id) {
@@ -614,6 +629,22 @@ mod tests {
         assert!(manager.by_name("ns", "c").is_none());
         manager.register(b.clone()).unwrap();
         assert_eq!(manager.by_name("ns", "c").unwrap().id, b.id);
+    }
+
+    #[test]
+    fn only_the_most_recent_dead_actors_are_remembered() {
+        let manager = ActorManager::default();
+        let mut first = None;
+        for _ in 0..DEAD_ACTORS_KEPT + 5 {
+            let (a, _rx) = record(None);
+            manager.register(a.clone()).unwrap();
+            manager.mark_dead(&a, WireError::new(ErrorKind::ActorDied, "killed"));
+            manager.mark_dead(&a, WireError::new(ErrorKind::ActorDied, "killed twice"));
+            first.get_or_insert(a.id);
+        }
+        assert_eq!(manager.lock().actors.len(), DEAD_ACTORS_KEPT);
+        let err = manager.call(first.unwrap(), "inc".into(), vec![], ObjectId::random()).unwrap_err();
+        assert!(err.message.contains("no actor with id"), "{}", err.message);
     }
 
     #[test]
