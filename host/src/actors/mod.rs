@@ -643,7 +643,9 @@ mod tests {
             first.get_or_insert(a.id);
         }
         assert_eq!(manager.lock().actors.len(), DEAD_ACTORS_KEPT);
-        let err = manager.call(first.unwrap(), "inc".into(), vec![], ObjectId::random()).unwrap_err();
+        let err = manager
+            .call(first.unwrap(), "inc".into(), vec![], ObjectId::random())
+            .unwrap_err();
         assert!(err.message.contains("no actor with id"), "{}", err.message);
     }
 
