@@ -25,7 +25,7 @@
 //!
 //! The supervisor reaches the rest of the node only through [`ActorEnv`].
 
-use crate::ids::{ActorId, JobId, ModuleHash, ObjectId};
+use crate::ids::{ActorId, JobId, ObjectId};
 use crate::objects::{Object, ObjectStore};
 use crate::runtime::{BoxFuture, CancelToken, Instance, Invocation, InvocationOutcome};
 use crate::scheduler::resources::ResourceSet;
@@ -52,8 +52,6 @@ pub struct ActorRecord {
     pub owner: Option<JobId>,
     /// The owner of the objects the actor itself creates (freed when it dies).
     pub objects_owner: JobId,
-    /// Its module.
-    pub module: ModuleHash,
     /// Constructor arguments.
     pub ctor_args: Vec<Arg>,
     /// Resources held for its life.
@@ -80,7 +78,6 @@ impl ActorRecord {
         namespace: String,
         name: Option<String>,
         owner: Option<JobId>,
-        module: ModuleHash,
         ctor_args: Vec<Arg>,
         hold: ResourceSet,
         memory_limit: u64,
@@ -96,7 +93,6 @@ impl ActorRecord {
             name,
             owner,
             objects_owner: JobId::random(),
-            module,
             ctor_args,
             hold,
             memory_limit,
@@ -606,7 +602,6 @@ mod tests {
             "ns".into(),
             name.map(str::to_string),
             None,
-            ModuleHash::of(b""),
             Vec::new(),
             ResourceSet::default(),
             1 << 20,

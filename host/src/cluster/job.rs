@@ -98,8 +98,8 @@ impl JobLog {
 pub struct JobContext {
     /// The job.
     pub id: JobId,
-    /// Its module.
-    pub module: ModuleHash,
+    /// Its module, loaded.
+    pub module: std::sync::Arc<crate::runtime::LoadedModule>,
     /// Its namespace.
     pub namespace: String,
     /// Its log (shared with the non-detached actors it creates).

@@ -145,9 +145,20 @@ impl Node {
     /// and frees everything it owns.
     async fn run_job(self: Arc<Self>, spec: JobSpec) -> JobOutcome {
         let started = Instant::now();
+        let module = match self.load_module(&spec).await {
+            Ok(module) => module,
+            Err(error) => {
+                return JobOutcome {
+                    id: spec.id,
+                    result: Err(error),
+                    logs: Vec::new(),
+                    duration: started.elapsed(),
+                };
+            }
+        };
         let context = Arc::new(JobContext {
             id: spec.id,
-            module: spec.module,
+            module,
             namespace: spec.namespace.clone(),
             log: Default::default(),
         });
@@ -155,7 +166,7 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(spec.id, context.clone());
-        let result = self.drive(&spec).await;
+        let result = self.drive(&spec, &context.module).await;
         for actor in self.actors.owned_by(spec.id) {
             self.actors.kill(actor);
         }
@@ -174,8 +185,7 @@ impl Node {
         }
     }
 
-    async fn drive(&self, spec: &JobSpec) -> Result<Bytes, WireError> {
-        let module = self.load_module(spec).await?;
+    async fn drive(&self, spec: &JobSpec, module: &LoadedModule) -> Result<Bytes, WireError> {
         let entry = if module.exports().mains.contains(&spec.entry) {
             EntryKind::Main
         } else if module.exports().tasks.contains(&spec.entry) {
@@ -270,10 +280,7 @@ impl Node {
         if options.num_cpus.is_none() {
             hold.cpu_milli = 0;
         }
-        let module = self.runtime.modules().get(job.module);
-        let class_info = module
-            .as_ref()
-            .and_then(|m| m.exports().actors.get(class).cloned());
+        let class_info = job.module.exports().actors.get(class).cloned();
         let max_memory = self.config.runtime.max_task_memory;
         let args = self
             .by_reference(job.id, args)
@@ -283,7 +290,6 @@ impl Node {
             namespace,
             options.name.clone(),
             (!options.detached).then_some(job.id),
-            job.module,
             args,
             hold,
             if memory > 0 { memory } else { max_memory },
@@ -318,7 +324,7 @@ impl Node {
             .map_err(|taken| ActorCreateError::NameTaken(taken.0))?;
         let context = Arc::new(JobContext {
             id: record.objects_owner,
-            module: job.module,
+            module: job.module.clone(),
             namespace: record.namespace.clone(),
             log: job.log.clone(),
         });
@@ -352,12 +358,7 @@ impl Node {
         return_id: ObjectId,
     ) -> Result<TaskSpec, WireError> {
         let invalid = |m: String| WireError::new(ErrorKind::InvalidArgument, m);
-        let exists = self
-            .runtime
-            .modules()
-            .get(job.module)
-            .is_some_and(|m| m.exports().tasks.iter().any(|t| t == function));
-        if !exists {
+        if job.module.entry(EntryKind::Task, function).is_none() {
             return Err(WireError::new(
                 ErrorKind::FunctionNotFound,
                 format!("the module exports no task named `{function}`"),
@@ -378,7 +379,7 @@ impl Node {
         let args = self.by_reference(job.id, args)?;
         Ok(TaskSpec {
             job: job.id,
-            module: job.module,
+            module: job.module.hash(),
             entry: EntryKind::Task,
             function: function.to_string(),
             args,
@@ -402,12 +403,7 @@ impl TaskExecutor for Node {
             let job = node
                 .job(run.spec.job)
                 .ok_or_else(|| WireError::new(ErrorKind::Cancelled, "the task's job has ended"))?;
-            let module = node.runtime.modules().get(run.spec.module).ok_or_else(|| {
-                WireError::new(
-                    ErrorKind::System,
-                    format!("module {} is not loaded", run.spec.module),
-                )
-            })?;
+            let module = job.module.clone();
             let host = Arc::new(TaskHost {
                 node: node.clone(),
                 job: job.clone(),
@@ -648,11 +644,7 @@ impl ActorEnv for Node {
             let job = node
                 .job(record.objects_owner)
                 .ok_or_else(|| fail("the actor's context is gone"))?;
-            let module = node
-                .runtime
-                .modules()
-                .get(record.module)
-                .ok_or_else(|| fail("the actor's module is not loaded"))?;
+            let module = job.module.clone();
             let host = Arc::new(TaskHost {
                 node: node.clone(),
                 job,

@@ -123,15 +123,24 @@ fn write(
     Ok(())
 }
 
+/// Reads a 16-byte id (object or actor) from guest memory.
+fn read_id16(
+    call: &'static str,
+    caller: &Caller<'_, TaskState>,
+    ptr: i32,
+) -> anyhow::Result<[u8; 16]> {
+    let bytes = read(call, caller, ptr, OBJECT_ID_LEN as i32)?;
+    let mut id = [0u8; OBJECT_ID_LEN];
+    id.copy_from_slice(&bytes);
+    Ok(id)
+}
+
 fn read_id(
     call: &'static str,
     caller: &Caller<'_, TaskState>,
     ptr: i32,
 ) -> anyhow::Result<ObjectId> {
-    let bytes = read(call, caller, ptr, OBJECT_ID_LEN as i32)?;
-    let mut id = [0u8; OBJECT_ID_LEN];
-    id.copy_from_slice(&bytes);
-    Ok(ObjectId::from_bytes(id))
+    read_id16(call, caller, ptr).map(ObjectId::from_bytes)
 }
 
 fn read_str(
@@ -148,10 +157,7 @@ fn read_actor_id(
     caller: &Caller<'_, TaskState>,
     ptr: i32,
 ) -> anyhow::Result<ActorId> {
-    let bytes = read(call, caller, ptr, prism_abi::ACTOR_ID_LEN as i32)?;
-    let mut id = [0u8; prism_abi::ACTOR_ID_LEN];
-    id.copy_from_slice(&bytes);
-    Ok(ActorId::from_bytes(id))
+    read_id16(call, caller, ptr).map(ActorId::from_bytes)
 }
 
 /// Decodes a submit-style argument buffer into owned arguments.
@@ -178,6 +184,23 @@ fn stage(
     write(call, caller, out_len, &(bytes.len() as u32).to_le_bytes())?;
     caller.data_mut().staged = Some(bytes);
     Ok(())
+}
+
+/// Stores a value for `put`/`put_parts` and writes its id to `out_id`.
+fn store(
+    call: &'static str,
+    caller: &mut Caller<'_, TaskState>,
+    out_id: i32,
+    value: Bytes,
+) -> anyhow::Result<i32> {
+    match caller.data().host.put(value) {
+        Ok(id) => {
+            write(call, caller, out_id, id.as_bytes())?;
+            Ok(status::OK)
+        }
+        Err(crate::objects::StoreError::TooLarge { .. }) => Ok(status::STORE_FULL),
+        Err(e) => Err(violation(call, format!("the object store failed: {e}"))),
+    }
 }
 
 fn timeout_of(ms: i64) -> Option<Duration> {
@@ -299,14 +322,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
          -> anyhow::Result<i32> {
             let bytes = read("put", &caller, ptr, len)?;
             write("put", &mut caller, out_id, &[0u8; OBJECT_ID_LEN])?;
-            match caller.data().host.put(Bytes::from(bytes)) {
-                Ok(id) => {
-                    write("put", &mut caller, out_id, id.as_bytes())?;
-                    Ok(status::OK)
-                }
-                Err(crate::objects::StoreError::TooLarge { .. }) => Ok(status::STORE_FULL),
-                Err(e) => Err(violation("put", format!("the object store failed: {e}"))),
-            }
+            store("put", &mut caller, out_id, Bytes::from(bytes))
         },
     )?;
 
@@ -344,13 +360,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     Object::Value(bytes) => (status::OK, bytes),
                     Object::Error(error) => (status::ERROR_OBJECT, Bytes::from(error.encode())),
                 };
-                write(
-                    "get",
-                    &mut caller,
-                    out_len,
-                    &(staged.len() as u32).to_le_bytes(),
-                )?;
-                caller.data_mut().staged = Some(staged);
+                stage("get", &mut caller, out_len, staged)?;
                 Ok(code)
             })
         },
@@ -413,27 +423,15 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
             // One exactly sized buffer, one copy of each part.
             let memory = memory("put_parts", &caller)?;
             let data = memory.data(&caller);
-            let mut total = 0usize;
-            for (ptr, len) in &parts {
-                let r = range("put_parts", *ptr, *len as u32 as usize, data.len())?;
-                total += r.len();
-            }
-            let mut value = Vec::with_capacity(total);
-            for (ptr, len) in &parts {
-                let r = range("put_parts", *ptr, *len as u32 as usize, data.len())?;
+            let ranges = parts
+                .iter()
+                .map(|(ptr, len)| range("put_parts", *ptr, *len as u32 as usize, data.len()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut value = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum());
+            for r in ranges {
                 value.extend_from_slice(&data[r]);
             }
-            match caller.data().host.put(Bytes::from(value)) {
-                Ok(id) => {
-                    write("put_parts", &mut caller, out_id, id.as_bytes())?;
-                    Ok(status::OK)
-                }
-                Err(crate::objects::StoreError::TooLarge { .. }) => Ok(status::STORE_FULL),
-                Err(e) => Err(violation(
-                    "put_parts",
-                    format!("the object store failed: {e}"),
-                )),
-            }
+            store("put_parts", &mut caller, out_id, Bytes::from(value))
         },
     )?;
 

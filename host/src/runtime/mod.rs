@@ -268,17 +268,8 @@ impl Runtime {
         call: Invocation,
         host: Arc<dyn GuestHost>,
     ) -> InvocationOutcome {
-        if module.entry(call.entry, &call.function).is_none() {
-            return InvocationOutcome::failed(
-                ErrorKind::FunctionNotFound,
-                format!(
-                    "module {} exports no {} named `{}`",
-                    module.hash(),
-                    call.entry.describe(),
-                    call.function
-                ),
-            );
-        }
+        // A missing entry is reported by `Instance::call`; callers check
+        // for it before submitting, so this path does not look it up twice.
         let setup = InstanceSetup {
             program: call.function.clone(),
             memory_limit: call.memory_limit,

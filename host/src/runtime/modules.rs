@@ -64,9 +64,18 @@ pub struct ActorClass {
 pub struct LoadedModule {
     hash: ModuleHash,
     exports: ModuleExports,
-    entries: HashMap<(EntryKind, String), ModuleExport>,
+    entries: HashMap<EntryKind, HashMap<String, ModuleExport>>,
     initializer: Option<ModuleExport>,
     pre: InstancePre<TaskState>,
+}
+
+impl std::fmt::Debug for LoadedModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModule")
+            .field("hash", &self.hash)
+            .field("exports", &self.exports)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LoadedModule {
@@ -81,7 +90,7 @@ impl LoadedModule {
     }
 
     pub(crate) fn entry(&self, kind: EntryKind, function: &str) -> Option<&ModuleExport> {
-        self.entries.get(&(kind, function.to_string()))
+        self.entries.get(&kind)?.get(function)
     }
 
     pub(crate) fn initializer(&self) -> Option<&ModuleExport> {
@@ -193,7 +202,7 @@ impl ModuleCache {
             return Err(ModuleError::NoMemory);
         }
         let mut exports = ModuleExports::default();
-        let mut entries = HashMap::new();
+        let mut entries: HashMap<EntryKind, HashMap<String, ModuleExport>> = HashMap::new();
         let prefixes = [
             (prism_abi::TASK_EXPORT_PREFIX, EntryKind::Task),
             (prism_abi::MAIN_EXPORT_PREFIX, EntryKind::Main),
@@ -237,7 +246,10 @@ impl ModuleCache {
                         .persistent = true;
                 }
             }
-            entries.insert((kind, function.to_string()), index);
+            entries
+                .entry(kind)
+                .or_default()
+                .insert(function.to_string(), index);
         }
         // A method export is `<Class>__<method>`; the class is the longest
         // declared class that prefixes it (names may contain `__`).
@@ -266,7 +278,9 @@ impl ModuleCache {
         }
         for (class, info) in exports.actors.iter_mut() {
             info.methods.sort();
-            let has_save = entries.contains_key(&(EntryKind::ActorSave, class.clone()));
+            let has_save = entries
+                .get(&EntryKind::ActorSave)
+                .is_some_and(|e| e.contains_key(class));
             if info.persistent != has_save {
                 return Err(ModuleError::BadEntry(format!(
                     "{}{class} (a persistent actor exports both save and restore)",

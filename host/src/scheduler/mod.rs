@@ -400,7 +400,10 @@ impl Shared {
             blocked: AtomicBool::new(false),
         });
         let attempt = entry.attempt.load(Ordering::SeqCst);
-        let result = match (self.resolve_input(&entry.spec), self.executor.upgrade()) {
+        let result = match (
+            resolve_args(&self.objects, &entry.spec.args),
+            self.executor.upgrade(),
+        ) {
             (Err(e), _) => Err(e),
             (Ok(_), None) => Err(WireError::new(
                 ErrorKind::System,
@@ -458,10 +461,6 @@ impl Shared {
                 }
             }
         }
-    }
-
-    fn resolve_input(&self, spec: &TaskSpec) -> Result<Bytes, WireError> {
-        resolve_args(&self.objects, &spec.args)
     }
 
     fn finish(&self, entry: &TaskEntry, result: Result<Bytes, WireError>) {

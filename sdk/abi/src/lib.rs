@@ -266,19 +266,30 @@ impl TaskOptions {
 
     /// Encodes as MessagePack; the empty buffer for all-default options.
     pub fn encode(&self) -> Vec<u8> {
-        if self.is_default() {
-            return Vec::new();
-        }
-        rmp_serde::to_vec_named(self).unwrap_or_default()
+        encode_options(self)
     }
 
     /// Decodes from MessagePack; the empty buffer means all defaults.
     pub fn decode(bytes: &[u8]) -> Result<Self, AbiError> {
-        if bytes.is_empty() {
-            return Ok(TaskOptions::default());
-        }
-        rmp_serde::from_slice(bytes).map_err(|e| AbiError::Malformed(e.to_string()))
+        decode_options(bytes)
     }
+}
+
+/// Options maps are sent empty when every option is at its default, so the
+/// common call carries no options bytes at all.
+fn encode_options<T: Serialize + Default + PartialEq>(options: &T) -> Vec<u8> {
+    if *options == T::default() {
+        return Vec::new();
+    }
+    // A struct of options always serializes.
+    rmp_serde::to_vec_named(options).unwrap_or_default()
+}
+
+fn decode_options<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, AbiError> {
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    rmp_serde::from_slice(bytes).map_err(|e| AbiError::Malformed(e.to_string()))
 }
 
 /// Options of `prism_v1.actor_create` (MessagePack map; empty buffer = all
@@ -321,18 +332,12 @@ pub struct ActorOptions {
 impl ActorOptions {
     /// Encodes as MessagePack; the empty buffer for all-default options.
     pub fn encode(&self) -> Vec<u8> {
-        if *self == ActorOptions::default() {
-            return Vec::new();
-        }
-        rmp_serde::to_vec_named(self).unwrap_or_default()
+        encode_options(self)
     }
 
     /// Decodes from MessagePack; the empty buffer means all defaults.
     pub fn decode(bytes: &[u8]) -> Result<Self, AbiError> {
-        if bytes.is_empty() {
-            return Ok(ActorOptions::default());
-        }
-        rmp_serde::from_slice(bytes).map_err(|e| AbiError::Malformed(e.to_string()))
+        decode_options(bytes)
     }
 }
 

@@ -180,20 +180,27 @@ fn typed_params(sig: &syn::Signature) -> Vec<Type> {
 /// How a function's return value becomes the call's output.
 fn produce_output(call: TokenStream2, returns_result: bool) -> TokenStream2 {
     if returns_result {
+        let failure = application_error();
         quote! {
             match #call {
                 Ok(value) => ::prism::__private::ok(&value),
-                Err(error) => {
-                    #[allow(unused_imports)]
-                    use ::prism::__private::{PayloadViaNothing as _, PayloadViaSerialize as _};
-                    let payload = (&::prism::__private::ErrPayload(&error)).payload();
-                    ::prism::__private::err(&error, payload)
-                }
+                Err(error) => #failure,
             }
         }
     } else {
         quote! { ::prism::__private::ok(&#call) }
     }
+}
+
+/// The `TaskOutput` of an application error held in `error`: its message,
+/// and its serialized value when its type is `Serialize`.
+fn application_error() -> TokenStream2 {
+    quote! {{
+        #[allow(unused_imports)]
+        use ::prism::__private::{PayloadViaNothing as _, PayloadViaSerialize as _};
+        let payload = (&::prism::__private::ErrPayload(&error)).payload();
+        ::prism::__private::err(&error, payload)
+    }}
 }
 
 fn args_type_and_pattern(types: &[Type], names: &[syn::Ident]) -> (TokenStream2, TokenStream2) {
@@ -266,15 +273,11 @@ fn actor_impl(item: &syn::ItemImpl) -> syn::Result<TokenStream2> {
     let ctor_arity = ctor_types.len() as u32;
     let (ctor_args_type, ctor_pattern) = args_type_and_pattern(&ctor_types, &ctor_names);
     let build = if ctor_returns_result {
+        let failure = application_error();
         quote! {
             match #name::new(#(#ctor_names),*) {
                 Ok(actor) => Ok(actor),
-                Err(error) => {
-                    #[allow(unused_imports)]
-                    use ::prism::__private::{PayloadViaNothing as _, PayloadViaSerialize as _};
-                    let payload = (&::prism::__private::ErrPayload(&error)).payload();
-                    Err(::prism::__private::err(&error, payload))
-                }
+                Err(error) => Err(#failure),
             }
         }
     } else {
@@ -488,31 +491,8 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
     let export_name = format!("{prefix}{name}");
     let export_fn = format_ident!("{prefix}{name}");
     let arity = arg_types.len() as u32;
-    let args_type = if arg_types.is_empty() {
-        quote!([u8; 0])
-    } else {
-        quote!((#(#arg_types,)*))
-    };
-    let args_pattern = if arg_types.is_empty() {
-        quote!(_)
-    } else {
-        quote!((#(#arg_names,)*))
-    };
-    let produce = if returns_result {
-        quote! {
-            match #name(#(#arg_names),*) {
-                Ok(value) => ::prism::__private::ok(&value),
-                Err(error) => {
-                    #[allow(unused_imports)]
-                    use ::prism::__private::{PayloadViaNothing as _, PayloadViaSerialize as _};
-                    let payload = (&::prism::__private::ErrPayload(&error)).payload();
-                    ::prism::__private::err(&error, payload)
-                }
-            }
-        }
-    } else {
-        quote! { ::prism::__private::ok(&#name(#(#arg_names),*)) }
-    };
+    let (args_type, args_pattern) = args_type_and_pattern(&arg_types, &arg_names);
+    let produce = produce_output(quote!(#name(#(#arg_names),*)), returns_result);
     let export = quote! {
         #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
