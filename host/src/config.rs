@@ -28,6 +28,31 @@ pub struct NodeConfig {
     pub retry_backoff: Duration,
     /// Limits and sizing of the wasm runtime.
     pub runtime: RuntimeConfig,
+    /// Which GPUs the node offers and what one instance may use of them.
+    pub gpu: GpuConfig,
+}
+
+/// GPUs offered to guests (see `host/src/gpu`).
+#[derive(Clone, Debug)]
+pub struct GpuConfig {
+    /// Offer the machine's GPUs as the `GPU` resource. Default true.
+    pub enabled: bool,
+    /// Offer only adapters whose name contains one of these strings
+    /// (case-insensitive). Default: empty, every adapter.
+    pub adapters: Vec<String>,
+    /// Bytes of GPU buffers one task or actor instance may hold at once.
+    /// Default 512 MiB.
+    pub memory_per_instance: u64,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            enabled: true,
+            adapters: Vec::new(),
+            memory_per_instance: 512 << 20,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -43,6 +68,7 @@ impl Default for NodeConfig {
             object_store_capacity: memory / 10 * 3,
             retry_backoff: Duration::from_millis(100),
             runtime: RuntimeConfig::default(),
+            gpu: GpuConfig::default(),
         }
     }
 }
@@ -112,5 +138,8 @@ mod tests {
         assert_eq!(c.runtime.max_task_memory, 256 << 20);
         assert_eq!(c.runtime.task_timeout, Duration::from_secs(300));
         assert_eq!(c.retry_backoff, Duration::from_millis(100));
+        assert!(c.gpu.enabled);
+        assert!(c.gpu.adapters.is_empty());
+        assert_eq!(c.gpu.memory_per_instance, 512 << 20);
     }
 }

@@ -23,6 +23,7 @@ pub mod actors;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod gpu;
 pub mod ids;
 pub mod meta;
 pub mod objects;

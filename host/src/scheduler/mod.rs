@@ -33,7 +33,7 @@ use crate::runtime::{BoxFuture, CancelToken};
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, WireError};
-use resources::ResourceSet;
+use resources::{GpuAssignment, GpuShares, ResourceSet};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -126,8 +126,10 @@ struct State {
     queues: Vec<(ResourceSet, VecDeque<Arc<TaskEntry>>)>,
     /// Blocked guests waiting to get their CPU back, served first.
     resumes: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// Where on which device the free GPU share is.
+    gpus: GpuShares,
     /// Long-lived holds (actors) waiting for resources, served next.
-    leases: VecDeque<(ResourceSet, oneshot::Sender<()>)>,
+    leases: VecDeque<(ResourceSet, oneshot::Sender<GpuAssignment>)>,
     tasks: HashMap<ObjectId, Arc<TaskEntry>>,
     running: usize,
 }
@@ -159,6 +161,7 @@ impl Scheduler {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     available: total.clone(),
+                    gpus: GpuShares::new((total.gpu_milli() / 1000) as usize),
                     queues: Vec::new(),
                     resumes: VecDeque::new(),
                     leases: VecDeque::new(),
@@ -218,22 +221,25 @@ impl Scheduler {
         let rx = {
             let mut state = self.shared.lock();
             let (tx, rx) = oneshot::channel();
-            if state.leases.is_empty() && state.resumes.is_empty() && state.available.fits(&request)
-            {
-                state.available.take(&request);
-                let _ = tx.send(());
-            } else {
-                state.leases.push_back((request.clone(), tx));
+            let taken = (state.leases.is_empty() && state.resumes.is_empty())
+                .then(|| state.try_take(&request))
+                .flatten();
+            match taken {
+                Some(gpus) => {
+                    let _ = tx.send(gpus);
+                }
+                None => state.leases.push_back((request.clone(), tx)),
             }
             rx
         };
         self.shared.dispatch();
         // The sender lives in the scheduler's state until it is served.
-        let _ = rx.await;
+        let gpus = rx.await.unwrap_or_default();
         Lease {
             slot: Arc::new(SlotHandle {
                 shared: self.shared.clone(),
                 grant: request,
+                gpus,
                 blocked: AtomicBool::new(false),
             }),
         }
@@ -242,6 +248,24 @@ impl Scheduler {
     /// Resources not held by any task right now.
     pub fn available(&self) -> ResourceSet {
         self.shared.lock().available.clone()
+    }
+}
+
+impl State {
+    /// Takes `request` if it fits now, GPU shares included.
+    fn try_take(&mut self, request: &ResourceSet) -> Option<GpuAssignment> {
+        if !self.available.fits(request) {
+            return None;
+        }
+        let gpus = self.gpus.take(request.gpu_milli())?;
+        self.available.take(request);
+        Some(gpus)
+    }
+
+    /// Gives back what [`State::try_take`] took.
+    fn give(&mut self, request: &ResourceSet, gpus: &[(usize, u64)]) {
+        self.available.give(request);
+        self.gpus.give(gpus);
     }
 }
 
@@ -258,6 +282,10 @@ impl Shared {
                 ErrorKind::Unschedulable,
                 format!("no node can run this task: {why}"),
             );
+            return;
+        }
+        if let Err(why) = GpuShares::validate(spec.request.gpu_milli()) {
+            self.fail_now(&spec, ErrorKind::InvalidArgument, why);
             return;
         }
         if let Some(Arg::Invalid(message)) = spec.args.iter().find(|a| matches!(a, Arg::Invalid(_)))
@@ -352,15 +380,14 @@ impl Shared {
                 return;
             }
             while let Some((request, _)) = state.leases.front() {
-                if !state.available.fits(request) {
+                let Some(gpus) = state.try_take(&request.clone()) else {
                     break;
-                }
+                };
                 let Some((request, tx)) = state.leases.pop_front() else {
                     break;
                 };
-                state.available.take(&request);
-                if tx.send(()).is_err() {
-                    state.available.give(&request);
+                if let Err(gpus) = tx.send(gpus) {
+                    state.give(&request, &gpus);
                 }
             }
             // A lease that does not fit yet keeps its place at the front of
@@ -374,29 +401,35 @@ impl Shared {
                     if !state.available.fits(shape) {
                         break;
                     }
+                    let Some(gpus) = state.gpus.take(shape.gpu_milli()) else {
+                        break;
+                    };
                     let Some(entry) = queue.pop_front() else {
+                        state.gpus.give(&gpus);
                         break;
                     };
                     if !entry.transition(QUEUED, RUNNING) {
+                        state.gpus.give(&gpus);
                         continue;
                     }
                     state.available.take(shape);
                     state.running += 1;
-                    starts.push(entry);
+                    starts.push((entry, gpus));
                 }
             }
             state.queues.retain(|(_, q)| !q.is_empty());
         }
-        for entry in starts {
+        for (entry, gpus) in starts {
             let shared = self.clone();
-            tokio::spawn(async move { shared.run(entry).await });
+            tokio::spawn(async move { shared.run(entry, gpus).await });
         }
     }
 
-    async fn run(self: Arc<Self>, entry: Arc<TaskEntry>) {
+    async fn run(self: Arc<Self>, entry: Arc<TaskEntry>, gpus: GpuAssignment) {
         let slot = Arc::new(SlotHandle {
             shared: self.clone(),
             grant: entry.spec.request.clone(),
+            gpus,
             blocked: AtomicBool::new(false),
         });
         let attempt = entry.attempt.load(Ordering::SeqCst);
@@ -577,10 +610,16 @@ impl Drop for Lease {
 pub struct SlotHandle {
     shared: Arc<Shared>,
     grant: ResourceSet,
+    gpus: GpuAssignment,
     blocked: AtomicBool,
 }
 
 impl SlotHandle {
+    /// The GPU shares held: `(device index, thousandths)`.
+    pub fn gpus(&self) -> &[(usize, u64)] {
+        &self.gpus
+    }
+
     /// The guest blocks: its CPU becomes available to others.
     pub fn block(&self) {
         if self.grant.cpu_milli == 0 || self.blocked.swap(true, Ordering::SeqCst) {
@@ -613,6 +652,6 @@ impl SlotHandle {
         if self.blocked.load(Ordering::SeqCst) {
             grant.cpu_milli = 0;
         }
-        self.shared.lock().available.give(&grant);
+        self.shared.lock().give(&grant, &self.gpus);
     }
 }

@@ -47,6 +47,14 @@ impl ResourceSet {
         Ok(set)
     }
 
+    /// The `GPU` amount in thousandths.
+    pub fn gpu_milli(&self) -> u64 {
+        self.custom
+            .get(prism_abi::gpu::GPU_RESOURCE)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Whether `request` fits in `self`.
     pub fn fits(&self, request: &ResourceSet) -> bool {
         self.cpu_milli >= request.cpu_milli
@@ -106,6 +114,86 @@ impl ResourceSet {
     }
 }
 
+/// Which share of which device a holder of GPUs got: `(device index,
+/// thousandths)`.
+pub type GpuAssignment = Vec<(usize, u64)>;
+
+/// Per-device GPU accounting. The aggregate `GPU` amount in a
+/// [`ResourceSet`] says how much is free in total; this says where, so that
+/// a fractional request lands on one device and a whole-device request gets
+/// devices of its own (as in Ray).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuShares {
+    /// Free thousandths per device.
+    free: Vec<u64>,
+}
+
+impl GpuShares {
+    /// `devices` whole, free devices.
+    pub fn new(devices: usize) -> Self {
+        GpuShares {
+            free: vec![MILLI as u64; devices],
+        }
+    }
+
+    /// Checks the shape of a request: a fraction of one device, or a whole
+    /// number of devices.
+    pub fn validate(milli: u64) -> Result<(), String> {
+        if milli > MILLI as u64 && milli % MILLI as u64 != 0 {
+            return Err(format!(
+                "num_gpus above 1 must be a whole number, got {}",
+                milli as f64 / MILLI
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes `milli` thousandths: below one device, from the fullest device
+    /// it fits on (best fit keeps whole devices free for whole requests);
+    /// otherwise whole free devices. `None` if it does not fit now.
+    pub fn take(&mut self, milli: u64) -> Option<GpuAssignment> {
+        if milli == 0 {
+            return Some(Vec::new());
+        }
+        let whole = MILLI as u64;
+        if milli <= whole {
+            let (index, _) = self
+                .free
+                .iter()
+                .enumerate()
+                .filter(|(_, free)| **free >= milli)
+                .min_by_key(|(_, free)| **free)?;
+            self.free[index] -= milli;
+            return Some(vec![(index, milli)]);
+        }
+        let wanted = (milli / whole) as usize;
+        let devices: Vec<usize> = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, free)| **free == whole)
+            .map(|(i, _)| i)
+            .take(wanted)
+            .collect();
+        if devices.len() < wanted {
+            return None;
+        }
+        for &i in &devices {
+            self.free[i] = 0;
+        }
+        Some(devices.into_iter().map(|i| (i, whole)).collect())
+    }
+
+    /// Gives an assignment back.
+    pub fn give(&mut self, assignment: &[(usize, u64)]) {
+        for &(index, milli) in assignment {
+            if let Some(free) = self.free.get_mut(index) {
+                *free = (*free + milli).min(MILLI as u64);
+            }
+        }
+    }
+}
+
 impl fmt::Display for ResourceSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -138,6 +226,48 @@ mod tests {
             free.give(&quarter);
         }
         assert_eq!(free.cpu_milli, 1000);
+    }
+
+    #[test]
+    fn fractional_gpus_pack_onto_one_device_and_whole_ones_do_not_share() {
+        let mut gpus = GpuShares::new(2);
+        let quarter = to_milli(0.25).unwrap();
+        // Four quarters fill device 0 before device 1 is touched.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let a = gpus.take(quarter).unwrap();
+            assert_eq!(a, vec![(0, 250)]);
+            held.push(a);
+        }
+        // Device 1 is whole: a whole-device request gets it.
+        let whole = gpus.take(1000).unwrap();
+        assert_eq!(whole, vec![(1, 1000)]);
+        assert_eq!(gpus.take(quarter), None);
+        gpus.give(&whole);
+        // Two devices at once need two free devices.
+        assert_eq!(gpus.take(2000), None);
+        for a in &held {
+            gpus.give(a);
+        }
+        assert_eq!(gpus.take(2000).unwrap(), vec![(0, 1000), (1, 1000)]);
+    }
+
+    #[test]
+    fn a_half_free_device_is_preferred_for_fractions() {
+        let mut gpus = GpuShares::new(2);
+        gpus.take(1000).unwrap();
+        gpus.give(&[(0, 500)]);
+        // Device 0 has 0.5 free and device 1 is whole: best fit picks 0.
+        assert_eq!(gpus.take(500).unwrap(), vec![(0, 500)]);
+        assert_eq!(gpus.take(1000).unwrap(), vec![(1, 1000)]);
+    }
+
+    #[test]
+    fn gpu_requests_above_one_must_be_whole() {
+        assert!(GpuShares::validate(250).is_ok());
+        assert!(GpuShares::validate(1000).is_ok());
+        assert!(GpuShares::validate(3000).is_ok());
+        assert!(GpuShares::validate(1500).unwrap_err().contains("whole number"));
     }
 
     #[test]

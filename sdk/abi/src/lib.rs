@@ -77,7 +77,12 @@ pub mod status {
     pub const NAME_TAKEN: i32 = -6;
     /// The call is only valid inside an actor method (e.g. `actor_exit`).
     pub const NOT_AN_ACTOR: i32 = -7;
+    /// A `gpu_*` call failed; `gpu_last_error` stages the MessagePack
+    /// [`GpuError`](super::gpu::GpuError) that says why.
+    pub const GPU_ERROR: i32 = -8;
 }
+
+pub mod gpu;
 
 /// Storage tiers of named objects (`prism_v1.named_put`).
 pub mod tier {
@@ -246,6 +251,10 @@ pub struct TaskOptions {
     /// memory. Default: no reservation, the node's per-task limit (256 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
+    /// GPUs to reserve (fractional below 1, whole numbers above). Default 0:
+    /// the task may not use a GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_gpus: Option<f64>,
     /// Custom resources to reserve, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, f64>,
@@ -304,6 +313,10 @@ pub struct ActorOptions {
     /// Default: no reservation, the node's per-task limit (256 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
+    /// GPUs held for its life (fractional below 1, whole numbers above).
+    /// Default 0: the actor may not use a GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_gpus: Option<f64>,
     /// Custom resources held for its life. Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, f64>,
