@@ -135,6 +135,14 @@ impl<A: Actor> ActorOptions<A> {
         self
     }
 
+    /// GPUs held for the actor's life: a fraction (0.25) shares one device,
+    /// whole numbers take whole devices. Buffers the actor creates stay
+    /// resident across its calls. Default 0: the actor may not use a GPU.
+    pub fn num_gpus(mut self, gpus: f64) -> Self {
+        self.wire.num_gpus = Some(gpus);
+        self
+    }
+
     /// Memory held for its life, in bytes; also caps its linear memory.
     /// Default: no reservation and the node's limit (256 MiB).
     pub fn memory(mut self, bytes: u64) -> Self {

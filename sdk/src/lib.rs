@@ -49,6 +49,7 @@ pub use prism_macros::{actor, main, task};
 pub mod __private;
 mod actor;
 mod blob;
+pub mod gpu;
 mod named;
 mod pool;
 mod sys;
@@ -177,6 +178,8 @@ pub enum Error {
     StoreFull,
     /// The SDK was called outside a Prism guest (e.g. in a native unit test).
     NotInGuest,
+    /// A GPU call failed (see [`gpu`]).
+    Gpu(gpu::GpuError),
     /// The host answered with a status this SDK does not know.
     Host(i32),
 }
@@ -218,6 +221,12 @@ impl Error {
     }
 }
 
+impl From<gpu::GpuError> for Error {
+    fn from(e: gpu::GpuError) -> Self {
+        Error::Gpu(e)
+    }
+}
+
 impl From<prism_abi::WireError> for Error {
     fn from(e: prism_abi::WireError) -> Self {
         Error::Task {
@@ -239,6 +248,7 @@ impl fmt::Display for Error {
             Error::Serialization(m) => write!(f, "serialization failed: {m}"),
             Error::StoreFull => f.write_str("object store is full"),
             Error::NotInGuest => f.write_str("the Prism SDK only works inside a Prism guest"),
+            Error::Gpu(e) => e.fmt(f),
             Error::Host(code) => write!(f, "host returned unknown status {code}"),
         }
     }
@@ -263,6 +273,14 @@ impl TaskOptions {
     /// Default 1. A task blocked in [`get`] gives its CPU back until it resumes.
     pub fn num_cpus(mut self, cpus: f64) -> Self {
         self.wire.num_cpus = Some(cpus);
+        self
+    }
+
+    /// GPUs to hold while running: a fraction (0.25) shares one device with
+    /// other fractional tasks, whole numbers take whole devices. Default 0:
+    /// the task may not use a GPU (see [`gpu`]).
+    pub fn num_gpus(mut self, gpus: f64) -> Self {
+        self.wire.num_gpus = Some(gpus);
         self
     }
 

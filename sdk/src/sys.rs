@@ -155,6 +155,97 @@ pub fn named_list(prefix: &str, out_len: &mut u32) -> i32 {
     unsafe { imp::named_list(prefix.as_ptr(), prefix.len(), out_len) }
 }
 
+#[cfg(target_arch = "wasm32")]
+mod imp_gpu {
+    #[link(wasm_import_module = "prism_v1")]
+    unsafe extern "C" {
+        pub fn gpu_device_count() -> i32;
+        pub fn gpu_device_info(index: i32, out_len: *mut u32) -> i32;
+        pub fn gpu_shader_create(
+            device: i32,
+            src_ptr: *const u8,
+            src_len: usize,
+            entry_ptr: *const u8,
+            entry_len: usize,
+        ) -> i64;
+        pub fn gpu_buffer_create(device: i32, size: i64, usage: i32) -> i64;
+        pub fn gpu_buffer_write(buffer: i32, offset: i64, ptr: *const u8, len: usize) -> i32;
+        pub fn gpu_buffer_read(buffer: i32, offset: i64, ptr: *mut u8, len: usize) -> i32;
+        pub fn gpu_dispatch(
+            shader: i32,
+            bindings_ptr: *const u8,
+            bindings_len: usize,
+            x: i32,
+            y: i32,
+            z: i32,
+        ) -> i32;
+        pub fn gpu_release(handle: i32) -> i32;
+        pub fn gpu_last_error(out_len: *mut u32) -> i32;
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn gpu_device_count() -> i32 {
+    unsafe { imp_gpu::gpu_device_count() }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn gpu_device_info(index: u32, out_len: &mut u32) -> i32 {
+    unsafe { imp_gpu::gpu_device_info(index as i32, out_len) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn gpu_shader_create(device: u32, source: &str, entry: &str) -> i64 {
+    unsafe {
+        imp_gpu::gpu_shader_create(
+            device as i32,
+            source.as_ptr(),
+            source.len(),
+            entry.as_ptr(),
+            entry.len(),
+        )
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn gpu_buffer_create(device: u32, size: u64, usage: i32) -> i64 {
+    unsafe { imp_gpu::gpu_buffer_create(device as i32, size as i64, usage) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn gpu_buffer_write(buffer: u32, offset: u64, bytes: &[u8]) -> i32 {
+    unsafe { imp_gpu::gpu_buffer_write(buffer as i32, offset as i64, bytes.as_ptr(), bytes.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn gpu_buffer_read(buffer: u32, offset: u64, out: &mut [u8]) -> i32 {
+    unsafe { imp_gpu::gpu_buffer_read(buffer as i32, offset as i64, out.as_mut_ptr(), out.len()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn gpu_dispatch(shader: u32, bindings: &[u8], workgroups: [u32; 3]) -> i32 {
+    unsafe {
+        imp_gpu::gpu_dispatch(
+            shader as i32,
+            bindings.as_ptr(),
+            bindings.len(),
+            workgroups[0] as i32,
+            workgroups[1] as i32,
+            workgroups[2] as i32,
+        )
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn gpu_release(handle: u32) -> i32 {
+    unsafe { imp_gpu::gpu_release(handle as i32) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn gpu_last_error(out_len: &mut u32) -> i32 {
+    unsafe { imp_gpu::gpu_last_error(out_len) }
+}
+
 // Safe wrappers: every pointer below comes from a live Rust slice or array of
 // the stated length, which is all the host requires.
 
@@ -325,6 +416,33 @@ mod native {
         NOT_IN_GUEST
     }
     pub fn named_list(_prefix: &str, _out_len: &mut u32) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn gpu_device_count() -> i32 {
+        0
+    }
+    pub fn gpu_device_info(_index: u32, _out_len: &mut u32) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn gpu_shader_create(_device: u32, _source: &str, _entry: &str) -> i64 {
+        NOT_IN_GUEST as i64
+    }
+    pub fn gpu_buffer_create(_device: u32, _size: u64, _usage: i32) -> i64 {
+        NOT_IN_GUEST as i64
+    }
+    pub fn gpu_buffer_write(_buffer: u32, _offset: u64, _bytes: &[u8]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn gpu_buffer_read(_buffer: u32, _offset: u64, _out: &mut [u8]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn gpu_dispatch(_shader: u32, _bindings: &[u8], _workgroups: [u32; 3]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn gpu_release(_handle: u32) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn gpu_last_error(_out_len: &mut u32) -> i32 {
         NOT_IN_GUEST
     }
 }

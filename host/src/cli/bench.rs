@@ -10,6 +10,7 @@ use crate::cluster::EmbeddedCluster;
 use crate::config::NodeConfig;
 use crate::ids::ObjectId;
 use crate::objects::{Lookup, Watch};
+use crate::gpu::GpuContext;
 use crate::runtime::{ActorCreateError, BoxFuture, CancelToken, GuestHost, Invocation, Runtime};
 use crate::task::{Arg, EntryKind};
 use crate::values::{json_args, msgpack_to_json};
@@ -311,7 +312,7 @@ async fn instantiate_median_us(config: &NodeConfig, n: usize) -> anyhow::Result<
             cancel: Arc::new(CancelToken::default()),
         };
         let start = Instant::now();
-        let outcome = runtime.invoke(module.clone(), call, host.clone()).await;
+        let outcome = runtime.invoke(module.clone(), call, host.clone(), GpuContext::none()).await;
         samples.push(start.elapsed().as_secs_f64() * 1e6);
         if let Err(e) = outcome.result {
             bail!("the empty task failed: {e}");

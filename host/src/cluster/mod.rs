@@ -81,6 +81,10 @@ pub struct NodeStatus {
     pub store: StoreStats,
     /// Object store in-memory capacity in bytes.
     pub store_capacity: u64,
+    /// The GPUs offered, indexed as guests see them.
+    pub gpus: Vec<crate::gpu::AdapterSummary>,
+    /// GPU buffers alive in the node's instances.
+    pub gpu_usage: crate::gpu::GpuUsageStats,
 }
 
 /// A head and one node in this process.

@@ -12,6 +12,7 @@ use super::job::{JobContext, JobOutcome, JobSpec, LogSource};
 use super::{ClusterError, HeadService, NodeService, NodeStatus};
 use crate::actors::{self, ActorEnv, ActorManager, ActorRecord};
 use crate::config::NodeConfig;
+use crate::gpu::{AdapterSummary, GpuUsageStats, Gpus};
 use crate::ids::{ActorId, JobId, ObjectId};
 use crate::meta::MetaStore;
 use crate::objects::named::{NamedObjects, Tier};
@@ -41,6 +42,7 @@ pub struct Node {
     actors: Arc<ActorManager>,
     meta: Arc<MetaStore>,
     named: NamedObjects,
+    gpus: Gpus,
     _temp_dir: Option<tempfile::TempDir>,
 }
 
@@ -50,6 +52,16 @@ impl Node {
         config: NodeConfig,
         head: Arc<dyn HeadService>,
     ) -> Result<Arc<Node>, ClusterError> {
+        if config.resources.contains_key(prism_abi::gpu::GPU_RESOURCE) {
+            return Err(ClusterError::Startup(
+                "`GPU` is not a custom resource: the node discovers its GPUs (see the gpu settings)"
+                    .into(),
+            ));
+        }
+        // Finding adapters loads the Vulkan drivers (tens of milliseconds):
+        // do it while the rest of the node starts.
+        let gpu_config = config.gpu.clone();
+        let discovery = std::thread::spawn(move || Gpus::discover(&gpu_config));
         let (data_dir, temp_dir) = match &config.data_dir {
             Some(dir) => (dir.clone(), None),
             None => {
@@ -68,8 +80,15 @@ impl Node {
         );
         let runtime = Runtime::new(&config.runtime, data_dir.join("modules"))
             .map_err(|e| ClusterError::Startup(e.to_string()))?;
-        let total = ResourceSet::new(config.cpus, config.memory, &config.resources)
-            .map_err(ClusterError::Startup)?;
+        let gpus = discovery
+            .join()
+            .map_err(|_| ClusterError::Startup("GPU discovery panicked".into()))?;
+        let mut offered = config.resources.clone();
+        if gpus.count() > 0 {
+            offered.insert(prism_abi::gpu::GPU_RESOURCE.into(), gpus.count() as f64);
+        }
+        let total =
+            ResourceSet::new(config.cpus, config.memory, &offered).map_err(ClusterError::Startup)?;
         Ok(Arc::new_cyclic(|me: &Weak<Node>| {
             let executor: Weak<dyn TaskExecutor> = me.clone();
             Node {
@@ -82,6 +101,7 @@ impl Node {
                 actors: Arc::new(ActorManager::default()),
                 named: NamedObjects::new(meta.clone()),
                 meta,
+                gpus,
                 config,
                 _temp_dir: temp_dir,
             }
@@ -106,6 +126,39 @@ impl Node {
     /// The node's actors.
     pub fn actors(&self) -> &Arc<ActorManager> {
         &self.actors
+    }
+
+    /// The GPUs the node offers, indexed as guests see them.
+    pub fn gpu_adapters(&self) -> Vec<AdapterSummary> {
+        self.gpus.adapters()
+    }
+
+    /// GPU buffers alive in this node's instances.
+    pub fn gpu_usage(&self) -> GpuUsageStats {
+        self.gpus.usage()
+    }
+
+    /// The resources a task or actor asks for: `num_gpus` becomes the `GPU`
+    /// resource, which may not be named directly.
+    fn request(
+        num_cpus: f64,
+        memory: u64,
+        num_gpus: Option<f64>,
+        resources: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<ResourceSet, String> {
+        let gpu = prism_abi::gpu::GPU_RESOURCE;
+        if resources.contains_key(gpu) {
+            return Err(format!("request GPUs with num_gpus, not as the `{gpu}` resource"));
+        }
+        let mut request = ResourceSet::new(num_cpus, memory, resources)?;
+        if let Some(n) = num_gpus {
+            let milli = crate::scheduler::resources::to_milli(n)?;
+            crate::scheduler::resources::GpuShares::validate(milli)?;
+            if milli > 0 {
+                request.custom.insert(gpu.to_string(), milli);
+            }
+        }
+        Ok(request)
     }
 
     fn job(&self, id: JobId) -> Option<Arc<JobContext>> {
@@ -272,8 +325,13 @@ impl Node {
         }
         let invalid = |m: String| ActorCreateError::Invalid(m);
         let memory = options.memory.unwrap_or(0);
-        let request = ResourceSet::new(options.num_cpus.unwrap_or(1.0), memory, &options.resources)
-            .map_err(invalid)?;
+        let request = Self::request(
+            options.num_cpus.unwrap_or(1.0),
+            memory,
+            options.num_gpus,
+            &options.resources,
+        )
+        .map_err(invalid)?;
         // As in Ray: an actor needs a CPU to be placed but holds none while
         // it lives, unless it asked for CPUs explicitly.
         let mut hold = request.clone();
@@ -374,8 +432,13 @@ impl Node {
                 ),
             ));
         }
-        let request = ResourceSet::new(options.num_cpus.unwrap_or(1.0), memory, &options.resources)
-            .map_err(invalid)?;
+        let request = Self::request(
+            options.num_cpus.unwrap_or(1.0),
+            memory,
+            options.num_gpus,
+            &options.resources,
+        )
+        .map_err(invalid)?;
         let args = self.by_reference(job.id, args)?;
         Ok(TaskSpec {
             job: job.id,
@@ -419,7 +482,8 @@ impl TaskExecutor for Node {
                 memory_limit: run.spec.memory_limit,
                 cancel: run.cancel,
             };
-            let outcome = node.runtime.invoke(module, call, host).await;
+            let gpu = node.gpus.context(run.slot.gpus());
+            let outcome = node.runtime.invoke(module, call, host, gpu).await;
             let function = &run.spec.function;
             job.log
                 .push_output(LogSource::Stdout, function, &outcome.stdout);
@@ -476,6 +540,8 @@ impl NodeService for Node {
             scheduler: self.scheduler.stats(),
             store: self.objects.stats(),
             store_capacity: self.objects.capacity(),
+            gpus: self.gpus.adapters(),
+            gpu_usage: self.gpus.usage(),
         };
         Box::pin(async move { status })
     }
@@ -645,6 +711,7 @@ impl ActorEnv for Node {
                 .job(record.objects_owner)
                 .ok_or_else(|| fail("the actor's context is gone"))?;
             let module = job.module.clone();
+            let gpu = node.gpus.context(slot.gpus());
             let host = Arc::new(TaskHost {
                 node: node.clone(),
                 job,
@@ -656,6 +723,7 @@ impl ActorEnv for Node {
                 memory_limit: record.memory_limit,
                 actor: true,
                 timeout: node.config.runtime.task_timeout,
+                gpu,
             };
             node.runtime
                 .instantiate(module, host, setup, &Arc::new(CancelToken::default()))

@@ -55,7 +55,7 @@ const FUNCTIONS: &[&str] = &[
 
 /// Whether `prism_v1` has a function of this name.
 pub(super) fn provides(name: &str) -> bool {
-    FUNCTIONS.contains(&name)
+    FUNCTIONS.contains(&name) || super::gpu_abi::FUNCTIONS.contains(&name)
 }
 
 /// An ABI violation by the guest: becomes a trap.
@@ -66,7 +66,7 @@ struct AbiViolation {
     problem: String,
 }
 
-fn violation(call: &'static str, problem: impl Into<String>) -> anyhow::Error {
+pub(super) fn violation(call: &'static str, problem: impl Into<String>) -> anyhow::Error {
     AbiViolation {
         call,
         problem: problem.into(),
@@ -74,14 +74,14 @@ fn violation(call: &'static str, problem: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
-fn memory(call: &'static str, caller: &Caller<'_, TaskState>) -> anyhow::Result<wasmtime::Memory> {
+pub(super) fn memory(call: &'static str, caller: &Caller<'_, TaskState>) -> anyhow::Result<wasmtime::Memory> {
     caller
         .data()
         .memory
         .ok_or_else(|| violation(call, "the module exports no memory"))
 }
 
-fn range(
+pub(super) fn range(
     call: &'static str,
     ptr: i32,
     len: usize,
@@ -98,7 +98,7 @@ fn range(
     }
 }
 
-fn read(
+pub(super) fn read(
     call: &'static str,
     caller: &Caller<'_, TaskState>,
     ptr: i32,
@@ -110,7 +110,7 @@ fn read(
     Ok(data[r].to_vec())
 }
 
-fn write(
+pub(super) fn write(
     call: &'static str,
     caller: &mut Caller<'_, TaskState>,
     ptr: i32,
@@ -175,7 +175,7 @@ fn decode_args(bytes: &[u8]) -> Option<Vec<Arg>> {
 }
 
 /// Stages `bytes` for `take` and writes their length to `out_len`.
-fn stage(
+pub(super) fn stage(
     call: &'static str,
     caller: &mut Caller<'_, TaskState>,
     out_len: i32,
@@ -208,14 +208,14 @@ fn timeout_of(ms: i64) -> Option<Duration> {
 }
 
 /// How a blocking wait ended.
-enum Woken {
+pub(super) enum Woken {
     Ready,
     TimedOut,
 }
 
 /// Blocks the guest (releasing its CPU) until `ready` resolves, `timeout`
 /// passes, or the task is cancelled or out of time.
-async fn block_on<F: Future<Output = ()>>(
+pub(super) async fn block_on<F: Future<Output = ()>>(
     host: &Arc<dyn GuestHost>,
     cancel: &super::CancelToken,
     deadline: Instant,
@@ -246,6 +246,7 @@ async fn block_on<F: Future<Output = ()>>(
 pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
     let mut linker = Linker::new(engine);
     super::wasi::add_to_linker(&mut linker)?;
+    super::gpu_abi::add_to_linker(&mut linker)?;
     let m = prism_abi::IMPORT_MODULE;
 
     linker.func_wrap(

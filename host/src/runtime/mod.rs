@@ -21,6 +21,7 @@
 
 mod abi;
 mod engine;
+mod gpu_abi;
 pub(crate) mod limits;
 mod modules;
 mod wasi;
@@ -28,6 +29,7 @@ mod wasi;
 pub use modules::{LoadedModule, ModuleCache, ModuleError, ModuleExports};
 
 use crate::config::RuntimeConfig;
+use crate::gpu::GpuContext;
 use crate::ids::{ActorId, ObjectId};
 use crate::objects::{Lookup, Watch};
 use crate::task::{Arg, EntryKind};
@@ -210,6 +212,7 @@ pub(crate) struct TaskState {
     deadline: Instant,
     actor: bool,
     exit_requested: bool,
+    gpu: GpuContext,
 }
 
 /// Errors creating a runtime.
@@ -267,6 +270,7 @@ impl Runtime {
         module: Arc<LoadedModule>,
         call: Invocation,
         host: Arc<dyn GuestHost>,
+        gpu: GpuContext,
     ) -> InvocationOutcome {
         // A missing entry is reported by `Instance::call`; callers check
         // for it before submitting, so this path does not look it up twice.
@@ -275,6 +279,7 @@ impl Runtime {
             memory_limit: call.memory_limit,
             actor: false,
             timeout: call.timeout,
+            gpu,
         };
         match self.instantiate(module, host, setup, &call.cancel).await {
             Ok(mut instance) => instance.call(call).await,
@@ -323,6 +328,7 @@ impl Runtime {
             deadline: Instant::now() + setup.timeout,
             actor: setup.actor,
             exit_requested: false,
+            gpu: setup.gpu,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -386,7 +392,6 @@ impl Runtime {
 }
 
 /// How to set up an instance.
-#[derive(Clone, Debug)]
 pub struct InstanceSetup {
     /// The guest's `argv[0]`: the task's function or the actor's class.
     pub program: String,
@@ -396,6 +401,8 @@ pub struct InstanceSetup {
     pub actor: bool,
     /// Budget for instantiation and `_initialize`.
     pub timeout: Duration,
+    /// The GPUs the instance may use (empty: none).
+    pub gpu: GpuContext,
 }
 
 /// A live guest instance with its own store and linear memory.

@@ -15,7 +15,7 @@ use syn::{
 /// - `square::remote(x)`: submit a call, get an `ObjectRef<u64>` at once. `x`
 ///   may be a `u64` or an `ObjectRef<u64>` (resolved before the call).
 /// - `square::options().num_cpus(2.0).max_retries(0).remote(x)`: the same
-///   with per-call options (`num_cpus`, `memory`, `resource`, `max_retries`,
+///   with per-call options (`num_cpus`, `num_gpus`, `memory`, `resource`, `max_retries`,
 ///   `timeout`, or a whole `prism::TaskOptions` through `with`).
 /// - the wasm export `__prism_task_square` the host calls.
 ///
@@ -384,6 +384,8 @@ fn actor_impl(item: &syn::ItemImpl) -> syn::Result<TokenStream2> {
         impl #options {
             /// See `prism::ActorOptions::num_cpus` (default: 1 to place, 0 held).
             pub fn num_cpus(self, cpus: f64) -> Self { #options(self.0.num_cpus(cpus)) }
+            /// See `prism::ActorOptions::num_gpus` (default 0: no GPU).
+            pub fn num_gpus(self, gpus: f64) -> Self { #options(self.0.num_gpus(gpus)) }
             /// See `prism::ActorOptions::memory` (default: node limit, 256 MiB).
             pub fn memory(self, bytes: u64) -> Self { #options(self.0.memory(bytes)) }
             /// See `prism::ActorOptions::resource` (default: none).
@@ -545,6 +547,8 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
                     pub fn with(self, options: ::prism::TaskOptions) -> Self { Call(options) }
                     /// See `prism::TaskOptions::num_cpus` (default 1).
                     pub fn num_cpus(self, cpus: f64) -> Self { Call(self.0.num_cpus(cpus)) }
+                    /// See `prism::TaskOptions::num_gpus` (default 0: no GPU).
+                    pub fn num_gpus(self, gpus: f64) -> Self { Call(self.0.num_gpus(gpus)) }
                     /// See `prism::TaskOptions::memory` (default: node limit, 256 MiB).
                     pub fn memory(self, bytes: u64) -> Self { Call(self.0.memory(bytes)) }
                     /// See `prism::TaskOptions::resource` (default: none).
