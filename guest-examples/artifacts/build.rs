@@ -25,6 +25,9 @@ const GUESTS: &[&str] = &[
     "many-models",
     "bench",
     "testkit",
+    "gpu-saxpy",
+    "gpu-matmul",
+    "gpu-inference",
 ];
 
 fn main() {

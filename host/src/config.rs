@@ -37,8 +37,9 @@ pub struct NodeConfig {
 pub struct GpuConfig {
     /// Offer the machine's GPUs as the `GPU` resource. Default true.
     pub enabled: bool,
-    /// Offer only adapters whose name contains one of these strings
-    /// (case-insensitive). Default: empty, every adapter.
+    /// Offer only these adapters: each entry is an index in discovery order
+    /// (`"0"`) or a case-insensitive substring of the adapter's name
+    /// (`"nvidia"`). Default: empty, every adapter.
     pub adapters: Vec<String>,
     /// Bytes of GPU buffers one task or actor instance may hold at once.
     /// Default 512 MiB.

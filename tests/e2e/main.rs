@@ -9,5 +9,6 @@ mod actors;
 mod cli;
 mod density;
 mod examples;
+mod gpu;
 mod modules;
 mod sdk;

@@ -5,6 +5,8 @@
 use prism::{Error, ErrorKind, ObjectRef};
 use std::time::{Duration, Instant};
 
+mod gpu;
+
 /// a + b.
 #[prism::task]
 fn add(a: u64, b: u64) -> u64 {

@@ -144,11 +144,13 @@ impl Gpus {
                 .iter()
                 .filter(|d| {
                     config.adapters.is_empty()
-                        || config.adapters.iter().any(|wanted| {
-                            d.summary
+                        || config.adapters.iter().any(|wanted| match wanted.parse::<usize>() {
+                            Ok(index) => d.summary.index == index,
+                            Err(_) => d
+                                .summary
                                 .name
                                 .to_lowercase()
-                                .contains(&wanted.to_lowercase())
+                                .contains(&wanted.to_lowercase()),
                         })
                 })
                 .cloned()
