@@ -4,6 +4,10 @@
 # - The Rust toolchain pinned in rust-toolchain.toml, with the wasm32-wasip1
 #   target and rustfmt/clippy (rustup reads the file; this makes the install
 #   happen up front, with a clear error if rustup is missing).
+# - A Vulkan loader and driver for the GPU examples and tests: a machine with
+#   a GPU and its vendor's Vulkan driver has them already; elsewhere this
+#   installs Debian's mesa-vulkan-drivers, whose lavapipe is a software
+#   Vulkan device that runs the same wgpu path on the CPU.
 # Idempotent: running it again changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +23,28 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
     rustup target add wasm32-wasip1
 fi
 echo "toolchain ready: $(rustc --version), targets: $(rustup target list --installed | tr '\n' ' ')"
+
+# Vulkan: the loader (libvulkan.so.1) and at least one driver manifest (ICD).
+have_vulkan() {
+    ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null &&
+        { compgen -G '/usr/share/vulkan/icd.d/*.json' || compgen -G '/etc/vulkan/icd.d/*.json'; } >/dev/null
+}
+if ! have_vulkan; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: no Vulkan driver found and no apt-get to install one;" >&2
+        echo "       install your distribution's Mesa Vulkan drivers (lavapipe) and Vulkan loader" >&2
+        exit 1
+    fi
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    packages=(mesa-vulkan-drivers libvulkan1)
+    export DEBIAN_FRONTEND=noninteractive
+    if ! $sudo apt-get install -y --no-install-recommends "${packages[@]}"; then
+        $sudo apt-get update
+        $sudo apt-get install -y --no-install-recommends "${packages[@]}"
+    fi
+    have_vulkan || { echo "error: Vulkan is still missing after installing ${packages[*]}" >&2; exit 1; }
+fi
+echo "vulkan ready: $({ compgen -G '/usr/share/vulkan/icd.d/*.json'; compgen -G '/etc/vulkan/icd.d/*.json'; } | xargs -n1 basename | tr '\n' ' ')"

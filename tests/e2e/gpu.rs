@@ -88,8 +88,14 @@ async fn quarter_gpu_tasks_run_at_most_four_at_once_on_one_device() {
         })
         .collect();
     let overlap = max_overlap(&windows);
-    assert!(overlap <= 4, "{overlap} quarter-GPU tasks overlapped: {windows:?}");
-    assert!(overlap >= 2, "quarter-GPU tasks never shared the device: {windows:?}");
+    assert!(
+        overlap <= 4,
+        "{overlap} quarter-GPU tasks overlapped: {windows:?}"
+    );
+    assert!(
+        overlap >= 2,
+        "quarter-GPU tasks never shared the device: {windows:?}"
+    );
 }
 
 /// The error a `gpu_case` run reported (null when the call succeeded).
@@ -155,7 +161,11 @@ async fn gpu_buffers_are_released_when_their_instance_ends() {
     assert_eq!(node.gpu_usage().live_bytes, 3 * 4096);
     // Its share stays held meanwhile.
     let status = node.status().await;
-    assert!(status.available.contains("GPU=0.75"), "{}", status.available);
+    assert!(
+        status.available.contains("GPU=0.75"),
+        "{}",
+        status.available
+    );
 
     assert_eq!(
         run_ok(&c, TESTKIT, "gpu_release_holder", "[\"holder\"]").await,
@@ -168,8 +178,7 @@ async fn gpu_buffers_are_released_when_their_instance_ends() {
     assert_eq!(node.gpu_usage().live_buffers, 0);
     assert_eq!(node.gpu_usage().live_bytes, 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !node.status().await.available.contains("GPU=1") && std::time::Instant::now() < deadline
-    {
+    while !node.status().await.available.contains("GPU=1") && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(node.status().await.available.contains("GPU=1"));

@@ -224,3 +224,78 @@ fn queued(n: u64) -> prism::Result<Timing> {
 fn ready() -> u64 {
     1
 }
+
+const SAXPY: &str = r#"
+struct Params { a: f32, n: u32, pad0: u32, pad1: u32 };
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.y * 65535u * 256u + id.x;
+    if (i < params.n) {
+        y[i] = params.a * x[i] + y[i];
+    }
+}
+"#;
+
+/// GPU timings: saxpy throughput and one dispatch's round trip.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GpuTiming {
+    device: String,
+    /// Bytes the kernels moved (12 per element: read x, read y, write y).
+    saxpy_bytes: u64,
+    saxpy_seconds: f64,
+    /// Median of dispatch + 4-byte read back, in microseconds.
+    dispatch_latency_us: f64,
+}
+
+/// `reps` saxpy dispatches over `n` floats (uploaded once), then a tiny
+/// kernel's dispatch + read round trip `rounds` times.
+#[prism::task]
+fn gpu_kernels(n: u32, reps: u32, rounds: u32) -> prism::Result<GpuTiming> {
+    use prism::gpu::{self, bind};
+    let device = gpu::device(0)?;
+    let shader = device.shader(SAXPY, "main")?;
+    let params = device.uniform(&[1.0001f32.to_bits(), n, 0, 0])?;
+    let x = device.storage(&vec![1.0f32; n as usize])?;
+    let y = device.storage(&vec![0.5f32; n as usize])?;
+    let groups = n.div_ceil(256);
+    let grid = [groups.min(65535), groups.div_ceil(65535), 1];
+    let bindings = [bind(0, &params), bind(1, &x), bind(2, &y)];
+    // Warm up (first dispatch compiles the pipeline in the driver).
+    shader.dispatch(&bindings, grid)?;
+    let mut probe = [0f32; 1];
+    y.read_into(0, &mut probe)?;
+    let start = Instant::now();
+    for _ in 0..reps {
+        shader.dispatch(&bindings, grid)?;
+    }
+    y.read_into(0, &mut probe)?;
+    let saxpy_seconds = start.elapsed().as_secs_f64();
+
+    let one = device.uniform(&[1.0f32.to_bits(), 1, 0, 0])?;
+    let tiny = [bind(0, &one), bind(1, &x), bind(2, &y)];
+    let mut samples: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            shader.dispatch(&tiny, [1, 1, 1])?;
+            y.read_into(0, &mut probe)?;
+            Ok(t.elapsed().as_secs_f64() * 1e6)
+        })
+        .collect::<Result<_, prism::gpu::GpuError>>()?;
+    samples.sort_by(f64::total_cmp);
+    Ok(GpuTiming {
+        device: device.info()?.name,
+        saxpy_bytes: 12 * n as u64 * reps as u64,
+        saxpy_seconds,
+        dispatch_latency_us: samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN),
+    })
+}
+
+/// Runs [`gpu_kernels`] on one GPU.
+#[prism::main]
+fn gpu(n: u32, reps: u32, rounds: u32) -> prism::Result<GpuTiming> {
+    prism::get(&gpu_kernels::options().num_gpus(1.0).remote(n, reps, rounds))
+}

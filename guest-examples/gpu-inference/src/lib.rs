@@ -63,10 +63,7 @@ impl Weights {
         let dense = |w: &[f32], b: &[f32], x: &[f32], outputs: usize, relu: bool| {
             (0..outputs)
                 .map(|o| {
-                    let acc = b[o]
-                        + (0..x.len())
-                            .map(|i| w[o * x.len() + i] * x[i])
-                            .sum::<f32>();
+                    let acc = b[o] + (0..x.len()).map(|i| w[o * x.len() + i] * x[i]).sum::<f32>();
                     if relu { acc.max(0.0) } else { acc }
                 })
                 .collect::<Vec<f32>>()

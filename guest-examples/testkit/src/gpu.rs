@@ -70,7 +70,10 @@ fn gpu_try(case: String, arg: u64) -> Option<GpuError> {
                 let _b = device.storage_buffer(arg)?;
             }
             "shader" => {
-                device.shader("@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }", "main")?;
+                device.shader(
+                    "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }",
+                    "main",
+                )?;
             }
             "leak" => {
                 // Buffers the guest never frees: the host frees them when

@@ -8,9 +8,9 @@
 
 use crate::cluster::EmbeddedCluster;
 use crate::config::NodeConfig;
+use crate::gpu::GpuContext;
 use crate::ids::ObjectId;
 use crate::objects::{Lookup, Watch};
-use crate::gpu::GpuContext;
 use crate::runtime::{ActorCreateError, BoxFuture, CancelToken, GuestHost, Invocation, Runtime};
 use crate::task::{Arg, EntryKind};
 use crate::values::{json_args, msgpack_to_json};
@@ -30,6 +30,8 @@ struct Sizes {
     actors: u64,
     queued: u64,
     instantiations: usize,
+    /// Floats per saxpy, saxpy repetitions, dispatch round trips.
+    gpu: (u64, u64, u64),
 }
 
 const FULL: Sizes = Sizes {
@@ -40,6 +42,7 @@ const FULL: Sizes = Sizes {
     actors: 1_000,
     queued: 1_000_000,
     instantiations: 2_000,
+    gpu: (1 << 22, 20, 200),
 };
 
 const QUICK: Sizes = Sizes {
@@ -50,6 +53,7 @@ const QUICK: Sizes = Sizes {
     actors: 200,
     queued: 100_000,
     instantiations: 500,
+    gpu: (1 << 20, 5, 50),
 };
 
 /// A figure's target on a 2-core machine, and which way is better.
@@ -191,6 +195,29 @@ pub(super) fn bench(mut config: NodeConfig, quick: bool, as_json: bool) -> anyho
         .await?;
         figures.insert("small_models_per_s".into(), json!(rate(&t).round()));
 
+        // GPU figures need a GPU; without one they are null, not zero.
+        if cluster.node().gpu_adapters().is_empty() {
+            figures.insert("gpu_saxpy_GBps".into(), Value::Null);
+            figures.insert("gpu_dispatch_latency_us".into(), Value::Null);
+        } else {
+            let (n, reps, rounds) = sizes.gpu;
+            let t = driver(&cluster, module, "gpu", &format!("[{n}, {reps}, {rounds}]")).await?;
+            let gbps = t["saxpy_bytes"].as_f64().unwrap_or(0.0)
+                / t["saxpy_seconds"].as_f64().unwrap_or(f64::NAN)
+                / 1e9;
+            figures.insert("gpu_saxpy_GBps".into(), json!(round2(gbps)));
+            figures.insert(
+                "gpu_dispatch_latency_us".into(),
+                json!(
+                    t["dispatch_latency_us"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN)
+                        .round()
+                ),
+            );
+            figures.insert("gpu_device".into(), t["device"].clone());
+        }
+
         let before = resident_kb()?;
         let t = driver(
             &cluster,
@@ -312,7 +339,9 @@ async fn instantiate_median_us(config: &NodeConfig, n: usize) -> anyhow::Result<
             cancel: Arc::new(CancelToken::default()),
         };
         let start = Instant::now();
-        let outcome = runtime.invoke(module.clone(), call, host.clone(), GpuContext::none()).await;
+        let outcome = runtime
+            .invoke(module.clone(), call, host.clone(), GpuContext::none())
+            .await;
         samples.push(start.elapsed().as_secs_f64() * 1e6);
         if let Err(e) = outcome.result {
             bail!("the empty task failed: {e}");

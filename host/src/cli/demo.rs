@@ -18,6 +18,8 @@ struct Example {
     name: &'static str,
     module: &'static [u8],
     stages: Vec<Stage>,
+    /// Runs only on a node that offers a GPU.
+    needs_gpu: bool,
 }
 
 fn is_true(v: &Value, field: &str, summary: String) -> Result<String, String> {
@@ -37,6 +39,61 @@ fn main_stage(args: &'static str, check: fn(&Value) -> Result<String, String>) -
 }
 
 fn examples() -> Vec<Example> {
+    let mut examples = cpu_examples();
+    examples.extend(gpu_examples());
+    examples
+}
+
+fn gpu_examples() -> Vec<Example> {
+    vec![
+        Example {
+            name: "gpu-saxpy",
+            module: prism_guests::GPU_SAXPY,
+            stages: main_stage("[]", |v| {
+                let summary = format!(
+                    "y = 2.5·x + y over {} floats on {}; max |gpu − cpu| = {:e}",
+                    v["n"],
+                    v["device"].as_str().unwrap_or("?"),
+                    v["max_abs_error"].as_f64().unwrap_or(f64::NAN)
+                );
+                is_true(v, "matches_cpu", summary)
+            }),
+            needs_gpu: true,
+        },
+        Example {
+            name: "gpu-matmul",
+            module: prism_guests::GPU_MATMUL,
+            stages: main_stage("[256]", |v| {
+                let summary = format!(
+                    "{n}×{n} product on half a GPU, tiled kernel; max |gpu − cpu| = {:e}",
+                    v["max_abs_error"].as_f64().unwrap_or(f64::NAN),
+                    n = v["n"]
+                );
+                is_true(v, "matches_cpu", summary)
+            }),
+            needs_gpu: true,
+        },
+        Example {
+            name: "gpu-inference",
+            module: prism_guests::GPU_INFERENCE,
+            stages: main_stage("[100]", |v| {
+                let summary = format!(
+                    "an actor on ¼ GPU uploaded its MLP weights {} time(s) and served {} predictions; max |gpu − cpu| = {:e}",
+                    v["weight_uploads"],
+                    v["served"],
+                    v["max_abs_error"].as_f64().unwrap_or(f64::NAN)
+                );
+                if v["weight_uploads"] != 1 || v["served"] != 100 {
+                    return Err(summary);
+                }
+                is_true(v, "matches_cpu", summary)
+            }),
+            needs_gpu: true,
+        },
+    ]
+}
+
+fn cpu_examples() -> Vec<Example> {
     vec![
         Example {
             name: "hello",
@@ -45,6 +102,7 @@ fn examples() -> Vec<Example> {
                 Some(s) if s.contains("Hello, Prism") => Ok(s.to_string()),
                 _ => Err(format!("unexpected greeting {v}")),
             }),
+            needs_gpu: false,
         },
         Example {
             name: "pi",
@@ -62,6 +120,7 @@ fn examples() -> Vec<Example> {
                     Err(format!("{summary}: off by {err}"))
                 }
             }),
+            needs_gpu: false,
         },
         Example {
             name: "wordcount",
@@ -73,6 +132,7 @@ fn examples() -> Vec<Example> {
                 );
                 is_true(v, "matches_direct_count", summary)
             }),
+            needs_gpu: false,
         },
         Example {
             name: "tree-reduce",
@@ -84,11 +144,13 @@ fn examples() -> Vec<Example> {
                 );
                 is_true(v, "exact", summary)
             }),
+            needs_gpu: false,
         },
         Example {
             name: "failures",
             module: prism_guests::FAILURES,
             stages: main_stage("[]", check_failures),
+            needs_gpu: false,
         },
         Example {
             name: "counter",
@@ -103,6 +165,7 @@ fn examples() -> Vec<Example> {
                 }
                 is_true(v, "fifo", summary)
             }),
+            needs_gpu: false,
         },
         Example {
             name: "account",
@@ -121,6 +184,7 @@ fn examples() -> Vec<Example> {
                 }
                 is_true(v, "restored", summary)
             }),
+            needs_gpu: false,
         },
         Example {
             name: "tinystore",
@@ -161,6 +225,7 @@ fn examples() -> Vec<Example> {
                     },
                 },
             ],
+            needs_gpu: false,
         },
         Example {
             name: "many-models",
@@ -200,6 +265,7 @@ fn examples() -> Vec<Example> {
                     check: |v| Ok(format!("deleted {v} named models")),
                 },
             ],
+            needs_gpu: false,
         },
     ]
 }
@@ -241,13 +307,25 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
     super::tokio_runtime()?.block_on(async move {
         let started = std::time::Instant::now();
         let cluster = EmbeddedCluster::start(config)?;
+        let gpus = cluster.node().gpu_adapters();
+        let gpu_text = match gpus.first() {
+            Some(g) => format!(", {} GPU: {} ({})", gpus.len(), g.name, g.backend),
+            None => ", no GPU".to_string(),
+        };
         println!(
-            "Prism demo: embedded cluster (1 head + 1 node, {cpus} CPUs) started in {:.1} ms\n",
+            "Prism demo: embedded cluster (1 head + 1 node, {cpus} CPUs{gpu_text}) started in {:.1} ms\n",
             started.elapsed().as_secs_f64() * 1e3
         );
         println!("{:<24} {:>10}  {:<6} result", "example", "time", "check");
         let mut failed = 0;
         for example in examples() {
+            if example.needs_gpu && gpus.is_empty() {
+                println!(
+                    "{:<24} {:>10}  {:<6} the node has no GPU (scripts/install-deps.sh installs Mesa's software Vulkan)",
+                    example.name, "-", "skip"
+                );
+                continue;
+            }
             for stage in &example.stages {
                 let args = json_args(stage.args)?;
                 let outcome = cluster.run(example.module, stage.entry, args).await?;

@@ -36,9 +36,12 @@ enum Command {
     Inspect(InspectArgs),
     /// Run the bundled examples on an embedded cluster, with results and times.
     Demo(DemoArgs),
-    /// Measure the hot paths (tasks, actors, objects, start-up) on an
+    /// Measure the hot paths (tasks, actors, objects, start-up, GPU) on an
     /// embedded cluster.
     Bench(BenchArgs),
+    /// Show what a node started with these options offers: CPUs, memory,
+    /// custom resources and GPUs (name, backend, limits).
+    Status(StatusArgs),
 }
 
 /// Options of the embedded node.
@@ -63,6 +66,18 @@ struct NodeArgs {
     /// Default per-attempt task timeout in milliseconds (default: 300000).
     #[arg(long)]
     task_timeout_ms: Option<u64>,
+    /// Offer no GPUs, even if the machine has some (default: offer every
+    /// Vulkan adapter found).
+    #[arg(long)]
+    no_gpus: bool,
+    /// Offer only these GPUs: comma-separated adapter indexes or name
+    /// substrings, e.g. `0` or `nvidia` (default: all).
+    #[arg(long, value_delimiter = ',')]
+    gpu_adapters: Vec<String>,
+    /// Bytes of GPU buffers one task or actor may hold at once (default:
+    /// 536870912, 512 MiB).
+    #[arg(long)]
+    gpu_memory_per_instance: Option<u64>,
 }
 
 impl NodeArgs {
@@ -88,6 +103,11 @@ impl NodeArgs {
         }
         if let Some(ms) = self.task_timeout_ms {
             config.runtime.task_timeout = Duration::from_millis(ms);
+        }
+        config.gpu.enabled = !self.no_gpus;
+        config.gpu.adapters = self.gpu_adapters.clone();
+        if let Some(bytes) = self.gpu_memory_per_instance {
+            config.gpu.memory_per_instance = bytes;
         }
         Ok(config)
     }
@@ -138,6 +158,15 @@ struct BenchArgs {
 }
 
 #[derive(Args, Debug)]
+struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Args, Debug)]
 struct DemoArgs {
     #[command(flatten)]
     node: NodeArgs,
@@ -168,6 +197,7 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(args) => inspect(args),
         Command::Demo(args) => demo::demo(args.node.config()?),
         Command::Bench(args) => bench::bench(args.node.config()?, args.quick, args.json),
+        Command::Status(args) => status(args),
     }
 }
 
@@ -225,6 +255,48 @@ fn print_logs(outcome: &JobOutcome) {
         };
         eprintln!("[{} {}] {}", line.function, source, line.text);
     }
+}
+
+/// `prism status`: starts a node with the given options and describes it.
+fn status(args: StatusArgs) -> anyhow::Result<i32> {
+    let config = args.node.config()?;
+    tokio_runtime()?.block_on(async {
+        let cluster = EmbeddedCluster::start(config)?;
+        let statuses = cluster.head().node_statuses().await;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&statuses)?);
+            return Ok(0);
+        }
+        for (i, node) in statuses.iter().enumerate() {
+            println!("node {i} (embedded)");
+            println!("  resources  {}", node.total);
+            println!("  available  {}", node.available);
+            println!(
+                "  load       {} running, {} pending",
+                node.scheduler.running, node.scheduler.pending
+            );
+            println!(
+                "  objects    {} held, {} of {} bytes in memory",
+                node.store.objects, node.store.bytes_in_memory, node.store_capacity
+            );
+            if node.gpus.is_empty() {
+                println!("  gpus       none");
+            }
+            for g in &node.gpus {
+                println!(
+                    "  gpu {}      {} ({}, {}, {}); max buffer {} bytes, {} workgroups per dimension",
+                    g.index,
+                    g.name,
+                    g.backend,
+                    g.device_type,
+                    g.driver,
+                    g.max_buffer_size,
+                    g.max_workgroups_per_dimension
+                );
+            }
+        }
+        Ok(0)
+    })
 }
 
 /// `prism inspect`: validate a module and list its entry points.

@@ -87,8 +87,8 @@ impl Node {
         if gpus.count() > 0 {
             offered.insert(prism_abi::gpu::GPU_RESOURCE.into(), gpus.count() as f64);
         }
-        let total =
-            ResourceSet::new(config.cpus, config.memory, &offered).map_err(ClusterError::Startup)?;
+        let total = ResourceSet::new(config.cpus, config.memory, &offered)
+            .map_err(ClusterError::Startup)?;
         Ok(Arc::new_cyclic(|me: &Weak<Node>| {
             let executor: Weak<dyn TaskExecutor> = me.clone();
             Node {
@@ -148,7 +148,9 @@ impl Node {
     ) -> Result<ResourceSet, String> {
         let gpu = prism_abi::gpu::GPU_RESOURCE;
         if resources.contains_key(gpu) {
-            return Err(format!("request GPUs with num_gpus, not as the `{gpu}` resource"));
+            return Err(format!(
+                "request GPUs with num_gpus, not as the `{gpu}` resource"
+            ));
         }
         let mut request = ResourceSet::new(num_cpus, memory, resources)?;
         if let Some(n) = num_gpus {

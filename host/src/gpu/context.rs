@@ -203,10 +203,7 @@ impl GpuContext {
         self.granted
             .get(index as usize)
             .ok_or_else(|| GpuError::NotGranted {
-                message: format!(
-                    "device {index} requested, {} granted",
-                    self.granted.len()
-                ),
+                message: format!("device {index} requested, {} granted", self.granted.len()),
             })
     }
 
@@ -257,7 +254,12 @@ impl GpuContext {
     }
 
     /// Compiles a WGSL compute shader and builds its pipeline for `entry`.
-    pub fn create_shader(&mut self, device: u32, source: &str, entry: &str) -> Result<u32, GpuError> {
+    pub fn create_shader(
+        &mut self,
+        device: u32,
+        source: &str,
+        entry: &str,
+    ) -> Result<u32, GpuError> {
         let opened = self.opened(device)?;
         let (module, error) = scoped(&opened.device, || {
             opened
@@ -296,7 +298,12 @@ impl GpuContext {
     }
 
     /// Creates a zeroed buffer of `size` bytes with `usage` bits.
-    pub fn create_buffer(&mut self, device: u32, size: u64, usage_bits: i32) -> Result<u32, GpuError> {
+    pub fn create_buffer(
+        &mut self,
+        device: u32,
+        size: u64,
+        usage_bits: i32,
+    ) -> Result<u32, GpuError> {
         let granted = self.granted(device)?;
         let limit = granted.device.summary().max_buffer_size;
         if size == 0 || size % COPY_ALIGNMENT != 0 {
@@ -434,7 +441,11 @@ impl GpuContext {
             Some(Resource::Shader { pipeline, device }) => (pipeline, *device),
             _ => return Err(GpuError::InvalidHandle { handle: shader }),
         };
-        let max = self.granted(device as u32)?.device.summary().max_workgroups_per_dimension;
+        let max = self
+            .granted(device as u32)?
+            .device
+            .summary()
+            .max_workgroups_per_dimension;
         if workgroups.iter().any(|&n| n > max) {
             return Err(invalid(format!(
                 "workgroup counts {workgroups:?} exceed the device's limit of {max} per dimension"
@@ -586,7 +597,11 @@ mod tests {
         let gpus = gpus(1 << 20);
         let mut ctx = gpus.context(&[(0, 250)]);
         let err = ctx
-            .create_shader(0, "@compute @workgroup_size(1) fn main() { let x = ; }", "main")
+            .create_shader(
+                0,
+                "@compute @workgroup_size(1) fn main() { let x = ; }",
+                "main",
+            )
             .unwrap_err();
         let GpuError::Shader { message } = err else {
             panic!("expected a shader error, got {err:?}");
@@ -648,7 +663,9 @@ mod tests {
         let shader = ctx.create_shader(0, DOUBLE, "main").unwrap();
         let uniform = ctx.create_buffer(0, 16, usage::UNIFORM).unwrap();
         // A uniform buffer where the shader wants storage.
-        let err = ctx.dispatch(shader, &[(0, 0, uniform)], [1, 1, 1]).unwrap_err();
+        let err = ctx
+            .dispatch(shader, &[(0, 0, uniform)], [1, 1, 1])
+            .unwrap_err();
         assert!(matches!(err, GpuError::Invalid { .. }), "{err:?}");
         // No binding at all.
         let err = ctx.dispatch(shader, &[], [1, 1, 1]).unwrap_err();

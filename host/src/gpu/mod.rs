@@ -144,14 +144,17 @@ impl Gpus {
                 .iter()
                 .filter(|d| {
                     config.adapters.is_empty()
-                        || config.adapters.iter().any(|wanted| match wanted.parse::<usize>() {
-                            Ok(index) => d.summary.index == index,
-                            Err(_) => d
-                                .summary
-                                .name
-                                .to_lowercase()
-                                .contains(&wanted.to_lowercase()),
-                        })
+                        || config
+                            .adapters
+                            .iter()
+                            .any(|wanted| match wanted.parse::<usize>() {
+                                Ok(index) => d.summary.index == index,
+                                Err(_) => d
+                                    .summary
+                                    .name
+                                    .to_lowercase()
+                                    .contains(&wanted.to_lowercase()),
+                            })
                 })
                 .cloned()
                 .collect()
@@ -231,8 +234,7 @@ fn inventory() -> &'static [Arc<GpuDevice>] {
                         .trim()
                         .to_string(),
                     max_buffer_size: limits.max_buffer_size,
-                    max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size
-                        as u64,
+                    max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
                     max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
                     max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
                 };
@@ -261,7 +263,10 @@ fn device_type(t: wgpu::DeviceType) -> &'static str {
 /// scopes) are ready when created; `None` means this one was not.
 pub(crate) fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
     let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(value) => Some(value),
         Poll::Pending => None,
     }

@@ -74,7 +74,10 @@ pub(super) fn violation(call: &'static str, problem: impl Into<String>) -> anyho
     .into()
 }
 
-pub(super) fn memory(call: &'static str, caller: &Caller<'_, TaskState>) -> anyhow::Result<wasmtime::Memory> {
+pub(super) fn memory(
+    call: &'static str,
+    caller: &Caller<'_, TaskState>,
+) -> anyhow::Result<wasmtime::Memory> {
     caller
         .data()
         .memory

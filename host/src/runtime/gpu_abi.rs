@@ -29,7 +29,11 @@ pub(super) const FUNCTIONS: &[&str] = &[
 const ERROR: i64 = status::GPU_ERROR as i64;
 
 /// Turns a context result into the call's return value, keeping the error.
-fn answer<T>(caller: &mut Caller<'_, TaskState>, result: Result<T, GpuError>, ok: impl FnOnce(T) -> i64) -> i64 {
+fn answer<T>(
+    caller: &mut Caller<'_, TaskState>,
+    result: Result<T, GpuError>,
+    ok: impl FnOnce(T) -> i64,
+) -> i64 {
     match result {
         Ok(value) => ok(value),
         Err(e) => {
@@ -123,8 +127,12 @@ pub(super) fn add_to_linker(linker: &mut Linker<TaskState>) -> anyhow::Result<()
         m,
         "gpu_buffer_create",
         |mut caller: Caller<'_, TaskState>, device: i32, size: i64, usage: i32| -> i64 {
-            let result = non_negative("size", size)
-                .and_then(|size| caller.data_mut().gpu.create_buffer(device as u32, size, usage));
+            let result = non_negative("size", size).and_then(|size| {
+                caller
+                    .data_mut()
+                    .gpu
+                    .create_buffer(device as u32, size, usage)
+            });
             answer(&mut caller, result, i64::from)
         },
     )?;
@@ -235,7 +243,12 @@ pub(super) fn add_to_linker(linker: &mut Linker<TaskState>) -> anyhow::Result<()
             write("gpu_last_error", &mut caller, out_len, &[0u8; 4])?;
             match caller.data_mut().gpu.take_last_error() {
                 Some(e) => {
-                    stage("gpu_last_error", &mut caller, out_len, Bytes::from(e.encode()))?;
+                    stage(
+                        "gpu_last_error",
+                        &mut caller,
+                        out_len,
+                        Bytes::from(e.encode()),
+                    )?;
                     Ok(status::OK)
                 }
                 None => Ok(status::NOT_FOUND),

@@ -267,7 +267,11 @@ mod tests {
         assert!(GpuShares::validate(250).is_ok());
         assert!(GpuShares::validate(1000).is_ok());
         assert!(GpuShares::validate(3000).is_ok());
-        assert!(GpuShares::validate(1500).unwrap_err().contains("whole number"));
+        assert!(
+            GpuShares::validate(1500)
+                .unwrap_err()
+                .contains("whole number")
+        );
     }
 
     #[test]
