@@ -135,6 +135,28 @@ fn run_with_stats_reports_the_object_store() {
 }
 
 #[test]
+fn status_lists_resources_and_gpus() {
+    let out = prism(&["status", "--cpus", "3", "--resources", r#"{"ssd": 2}"#]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("cpu=3"), "{stdout}");
+    assert!(stdout.contains("ssd=2"), "{stdout}");
+    assert!(stdout.contains("GPU="), "no GPU offered: {stdout}");
+    assert!(stdout.contains("gpu 0"), "{stdout}");
+
+    let out = prism(&["status", "--json", "--no-gpus"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v[0]["gpus"], serde_json::json!([]));
+    assert!(!v[0]["total"].as_str().unwrap().contains("GPU"), "{v}");
+
+    // GPU is discovered, never declared.
+    let out = prism(&["status", "--resources", r#"{"GPU": 4}"#]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("GPU"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn demo_runs_every_example_and_checks_it() {
     let out = prism(&["demo", "--cpus", "2"]);
     let stdout = text(&out.stdout);
@@ -153,6 +175,9 @@ fn demo_runs_every_example_and_checks_it() {
         "many-models/train_all",
         "many-models/predict_all",
         "many-models/cleanup",
+        "gpu-saxpy",
+        "gpu-matmul",
+        "gpu-inference",
     ] {
         assert!(
             stdout

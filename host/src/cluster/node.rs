@@ -27,7 +27,7 @@ use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, StoreStats, WireError};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// One worker node.
@@ -42,7 +42,8 @@ pub struct Node {
     actors: Arc<ActorManager>,
     meta: Arc<MetaStore>,
     named: NamedObjects,
-    gpus: Gpus,
+    /// The GPUs, found the first time anything needs them.
+    gpus: OnceLock<Gpus>,
     _temp_dir: Option<tempfile::TempDir>,
 }
 
@@ -58,10 +59,6 @@ impl Node {
                     .into(),
             ));
         }
-        // Finding adapters loads the Vulkan drivers (tens of milliseconds):
-        // do it while the rest of the node starts.
-        let gpu_config = config.gpu.clone();
-        let discovery = std::thread::spawn(move || Gpus::discover(&gpu_config));
         let (data_dir, temp_dir) = match &config.data_dir {
             Some(dir) => (dir.clone(), None),
             None => {
@@ -80,14 +77,7 @@ impl Node {
         );
         let runtime = Runtime::new(&config.runtime, data_dir.join("modules"))
             .map_err(|e| ClusterError::Startup(e.to_string()))?;
-        let gpus = discovery
-            .join()
-            .map_err(|_| ClusterError::Startup("GPU discovery panicked".into()))?;
-        let mut offered = config.resources.clone();
-        if gpus.count() > 0 {
-            offered.insert(prism_abi::gpu::GPU_RESOURCE.into(), gpus.count() as f64);
-        }
-        let total = ResourceSet::new(config.cpus, config.memory, &offered)
+        let total = ResourceSet::new(config.cpus, config.memory, &config.resources)
             .map_err(ClusterError::Startup)?;
         Ok(Arc::new_cyclic(|me: &Weak<Node>| {
             let executor: Weak<dyn TaskExecutor> = me.clone();
@@ -101,7 +91,7 @@ impl Node {
                 actors: Arc::new(ActorManager::default()),
                 named: NamedObjects::new(meta.clone()),
                 meta,
-                gpus,
+                gpus: OnceLock::new(),
                 config,
                 _temp_dir: temp_dir,
             }
@@ -128,19 +118,42 @@ impl Node {
         &self.actors
     }
 
+    /// The node's GPUs, found on first use and then offered to the
+    /// scheduler. Finding them loads the machine's Vulkan drivers (tens of
+    /// milliseconds, and threads that must not race process exit), so a
+    /// node whose work never asks for a GPU never pays for it: the first
+    /// `num_gpus` request, `status` or `gpu_adapters` does.
+    fn gpus(&self) -> &Gpus {
+        self.gpus.get_or_init(|| {
+            let gpus = Gpus::discover(&self.config.gpu);
+            self.scheduler.add_gpus(gpus.count());
+            gpus
+        })
+    }
+
     /// The GPUs the node offers, indexed as guests see them.
     pub fn gpu_adapters(&self) -> Vec<AdapterSummary> {
-        self.gpus.adapters()
+        self.gpus().adapters()
     }
 
     /// GPU buffers alive in this node's instances.
     pub fn gpu_usage(&self) -> GpuUsageStats {
-        self.gpus.usage()
+        self.gpus().usage()
+    }
+
+    /// The GPU context of an instance holding `assignment`.
+    fn gpu_context(&self, assignment: &[(usize, u64)]) -> crate::gpu::GpuContext {
+        if assignment.is_empty() {
+            crate::gpu::GpuContext::none()
+        } else {
+            self.gpus().context(assignment)
+        }
     }
 
     /// The resources a task or actor asks for: `num_gpus` becomes the `GPU`
     /// resource, which may not be named directly.
     fn request(
+        &self,
         num_cpus: f64,
         memory: u64,
         num_gpus: Option<f64>,
@@ -157,6 +170,8 @@ impl Node {
             let milli = crate::scheduler::resources::to_milli(n)?;
             crate::scheduler::resources::GpuShares::validate(milli)?;
             if milli > 0 {
+                // The scheduler knows the node's GPUs only once they are found.
+                self.gpus();
                 request.custom.insert(gpu.to_string(), milli);
             }
         }
@@ -327,13 +342,14 @@ impl Node {
         }
         let invalid = |m: String| ActorCreateError::Invalid(m);
         let memory = options.memory.unwrap_or(0);
-        let request = Self::request(
-            options.num_cpus.unwrap_or(1.0),
-            memory,
-            options.num_gpus,
-            &options.resources,
-        )
-        .map_err(invalid)?;
+        let request = self
+            .request(
+                options.num_cpus.unwrap_or(1.0),
+                memory,
+                options.num_gpus,
+                &options.resources,
+            )
+            .map_err(invalid)?;
         // As in Ray: an actor needs a CPU to be placed but holds none while
         // it lives, unless it asked for CPUs explicitly.
         let mut hold = request.clone();
@@ -434,13 +450,14 @@ impl Node {
                 ),
             ));
         }
-        let request = Self::request(
-            options.num_cpus.unwrap_or(1.0),
-            memory,
-            options.num_gpus,
-            &options.resources,
-        )
-        .map_err(invalid)?;
+        let request = self
+            .request(
+                options.num_cpus.unwrap_or(1.0),
+                memory,
+                options.num_gpus,
+                &options.resources,
+            )
+            .map_err(invalid)?;
         let args = self.by_reference(job.id, args)?;
         Ok(TaskSpec {
             job: job.id,
@@ -484,7 +501,7 @@ impl TaskExecutor for Node {
                 memory_limit: run.spec.memory_limit,
                 cancel: run.cancel,
             };
-            let gpu = node.gpus.context(run.slot.gpus());
+            let gpu = node.gpu_context(run.slot.gpus());
             let outcome = node.runtime.invoke(module, call, host, gpu).await;
             let function = &run.spec.function;
             job.log
@@ -536,14 +553,16 @@ impl NodeService for Node {
     }
 
     fn status(&self) -> BoxFuture<'static, NodeStatus> {
+        // First: the totals include GPUs once they are found.
+        let gpus = self.gpus();
         let status = NodeStatus {
             total: self.scheduler.total().to_string(),
             available: self.scheduler.available().to_string(),
             scheduler: self.scheduler.stats(),
             store: self.objects.stats(),
             store_capacity: self.objects.capacity(),
-            gpus: self.gpus.adapters(),
-            gpu_usage: self.gpus.usage(),
+            gpus: gpus.adapters(),
+            gpu_usage: gpus.usage(),
         };
         Box::pin(async move { status })
     }
@@ -713,7 +732,7 @@ impl ActorEnv for Node {
                 .job(record.objects_owner)
                 .ok_or_else(|| fail("the actor's context is gone"))?;
             let module = job.module.clone();
-            let gpu = node.gpus.context(slot.gpus());
+            let gpu = node.gpu_context(slot.gpus());
             let host = Arc::new(TaskHost {
                 node: node.clone(),
                 job,

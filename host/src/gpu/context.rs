@@ -169,9 +169,11 @@ impl GpuContext {
         }
     }
 
-    /// A context with no devices (the instance reserved no GPU).
+    /// A context with no devices (the instance reserved no GPU). Costs
+    /// no allocation: most instances get this one.
     pub fn none() -> Self {
-        GpuContext::new(Vec::new(), 0, Arc::default())
+        static NOBODY: std::sync::OnceLock<Arc<GpuUsage>> = std::sync::OnceLock::new();
+        GpuContext::new(Vec::new(), 0, NOBODY.get_or_init(Arc::default).clone())
     }
 
     /// Devices granted to the instance.
@@ -306,7 +308,7 @@ impl GpuContext {
     ) -> Result<u32, GpuError> {
         let granted = self.granted(device)?;
         let limit = granted.device.summary().max_buffer_size;
-        if size == 0 || size % COPY_ALIGNMENT != 0 {
+        if size == 0 || !size.is_multiple_of(COPY_ALIGNMENT) {
             return Err(invalid(format!(
                 "buffer size must be a positive multiple of {COPY_ALIGNMENT}, got {size}"
             )));
@@ -362,7 +364,7 @@ impl GpuContext {
     }
 
     fn check_range(size: u64, offset: u64, len: u64) -> Result<(), GpuError> {
-        if offset % COPY_ALIGNMENT != 0 || len % COPY_ALIGNMENT != 0 {
+        if !offset.is_multiple_of(COPY_ALIGNMENT) || !len.is_multiple_of(COPY_ALIGNMENT) {
             return Err(invalid(format!(
                 "offset and length must be multiples of {COPY_ALIGNMENT} (got {offset} and {len})"
             )));

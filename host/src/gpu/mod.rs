@@ -234,7 +234,7 @@ fn inventory() -> &'static [Arc<GpuDevice>] {
                         .trim()
                         .to_string(),
                     max_buffer_size: limits.max_buffer_size,
-                    max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+                    max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
                     max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
                     max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
                 };

@@ -50,7 +50,7 @@ fn non_negative(what: &str, value: i64) -> Result<u64, GpuError> {
 }
 
 fn decode_bindings(bytes: &[u8]) -> Result<Vec<(u32, u32, u32)>, GpuError> {
-    if bytes.len() % BINDING_LEN != 0 {
+    if !bytes.len().is_multiple_of(BINDING_LEN) {
         return Err(GpuError::Invalid {
             message: format!(
                 "the binding array is {} bytes, not a multiple of {BINDING_LEN}",

@@ -36,7 +36,7 @@ use prism_abi::{ErrorKind, WireError};
 use resources::{GpuAssignment, GpuShares, ResourceSet};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -138,7 +138,8 @@ struct Shared {
     state: Mutex<State>,
     objects: Arc<ObjectStore>,
     executor: Weak<dyn TaskExecutor>,
-    total: ResourceSet,
+    /// Grows once, when the node's GPUs are found ([`Scheduler::add_gpus`]).
+    total: RwLock<ResourceSet>,
     retry_backoff: Duration,
 }
 
@@ -170,15 +171,38 @@ impl Scheduler {
                 }),
                 objects,
                 executor,
-                total,
+                total: RwLock::new(total),
                 retry_backoff,
             }),
         }
     }
 
     /// The node's total resources.
-    pub fn total(&self) -> &ResourceSet {
-        &self.shared.total
+    pub fn total(&self) -> ResourceSet {
+        self.shared.total().clone()
+    }
+
+    /// Offers `devices` GPUs (found after the scheduler started) as the
+    /// `GPU` resource, one unit each. Call at most once, before any task
+    /// asks for a GPU.
+    pub fn add_gpus(&self, devices: usize) {
+        if devices == 0 {
+            return;
+        }
+        let milli = devices as u64 * 1000;
+        let gpu = prism_abi::gpu::GPU_RESOURCE.to_string();
+        self.shared
+            .total
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .custom
+            .insert(gpu.clone(), milli);
+        {
+            let mut state = self.shared.lock();
+            state.available.custom.insert(gpu, milli);
+            state.gpus = GpuShares::new(devices);
+        }
+        self.shared.dispatch();
     }
 
     /// Accepts a call; its result appears under `spec.return_id`.
@@ -274,9 +298,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn total(&self) -> std::sync::RwLockReadGuard<'_, ResourceSet> {
+        self.total.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn submit(self: &Arc<Self>, spec: TaskSpec) {
         self.objects.create_pending(spec.return_id, spec.job);
-        if let Some(why) = self.total.shortfall(&spec.request) {
+        let shortfall = self.total().shortfall(&spec.request);
+        if let Some(why) = shortfall {
             self.fail_now(
                 &spec,
                 ErrorKind::Unschedulable,

@@ -139,7 +139,7 @@ impl GpuShares {
     /// Checks the shape of a request: a fraction of one device, or a whole
     /// number of devices.
     pub fn validate(milli: u64) -> Result<(), String> {
-        if milli > MILLI as u64 && milli % MILLI as u64 != 0 {
+        if milli > MILLI as u64 && !milli.is_multiple_of(MILLI as u64) {
             return Err(format!(
                 "num_gpus above 1 must be a whole number, got {}",
                 milli as f64 / MILLI
