@@ -4,6 +4,7 @@
 use super::{GpuDevice, GpuUsage, Opened};
 use prism_abi::gpu::{COPY_ALIGNMENT, GpuDeviceInfo, GpuError, usage};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -34,8 +35,11 @@ pub struct GpuContext {
     budget: u64,
     in_use: u64,
     usage: Arc<GpuUsage>,
-    /// Handle `h` is `resources[h - 1]`; 0 is never a handle.
-    resources: Vec<Option<Resource>>,
+    /// Live resources by handle. Handles count up from 1 and are never
+    /// reused, so a released handle stays invalid instead of naming a
+    /// newer buffer.
+    resources: HashMap<u32, Resource>,
+    next_handle: u32,
     last_error: Option<GpuError>,
 }
 
@@ -164,7 +168,8 @@ impl GpuContext {
             budget,
             in_use: 0,
             usage,
-            resources: Vec::new(),
+            resources: HashMap::new(),
+            next_handle: 1,
             last_error: None,
         }
     }
@@ -230,18 +235,19 @@ impl GpuContext {
         })
     }
 
-    fn insert(&mut self, resource: Resource) -> u32 {
-        if let Some(i) = self.resources.iter().position(Option::is_none) {
-            self.resources[i] = Some(resource);
-            return i as u32 + 1;
-        }
-        self.resources.push(Some(resource));
-        self.resources.len() as u32
+    fn insert(&mut self, resource: Resource) -> Result<u32, GpuError> {
+        let handle = self.next_handle;
+        // Handles are returned as non-negative i64s; 2^32 - 1 creations in
+        // one instance is the end of the line.
+        self.next_handle = handle
+            .checked_add(1)
+            .ok_or_else(|| invalid("this instance has used up its GPU handles"))?;
+        self.resources.insert(handle, resource);
+        Ok(handle)
     }
 
     fn resource(&self, handle: u32) -> Option<&Resource> {
-        let index = (handle as usize).checked_sub(1)?;
-        self.resources.get(index)?.as_ref()
+        self.resources.get(&handle)
     }
 
     fn buffer(&self, handle: u32) -> Result<(&wgpu::Buffer, usize, u64), GpuError> {
@@ -293,10 +299,10 @@ impl GpuContext {
                 message: describe(&e),
             });
         }
-        Ok(self.insert(Resource::Shader {
+        self.insert(Resource::Shader {
             pipeline,
             device: device as usize,
-        }))
+        })
     }
 
     /// Creates a zeroed buffer of `size` bytes with `usage` bits.
@@ -354,13 +360,14 @@ impl GpuContext {
                 e => invalid(describe(&e)),
             });
         }
-        self.in_use += size;
-        self.usage.add(size);
-        Ok(self.insert(Resource::Buffer {
+        let handle = self.insert(Resource::Buffer {
             buffer,
             device: device as usize,
             size,
-        }))
+        })?;
+        self.in_use += size;
+        self.usage.add(size);
+        Ok(handle)
     }
 
     fn check_range(size: u64, offset: u64, len: u64) -> Result<(), GpuError> {
@@ -511,12 +518,11 @@ impl GpuContext {
 
     /// Frees a buffer or shader.
     pub fn release(&mut self, handle: u32) -> Result<(), GpuError> {
-        let slot = (handle as usize)
-            .checked_sub(1)
-            .and_then(|i| self.resources.get_mut(i))
-            .filter(|r| r.is_some())
+        let resource = self
+            .resources
+            .remove(&handle)
             .ok_or(GpuError::InvalidHandle { handle })?;
-        if let Some(Resource::Buffer { buffer, size, .. }) = slot.take() {
+        if let Resource::Buffer { buffer, size, .. } = resource {
             buffer.destroy();
             self.in_use -= size;
             self.usage.remove(size);
@@ -527,7 +533,7 @@ impl GpuContext {
 
 impl Drop for GpuContext {
     fn drop(&mut self) {
-        for resource in self.resources.drain(..).flatten() {
+        for (_, resource) in self.resources.drain() {
             if let Resource::Buffer { buffer, size, .. } = resource {
                 buffer.destroy();
                 self.usage.remove(size);
@@ -645,7 +651,13 @@ mod tests {
             ctx.write_buffer(77, 0, &[0u8; 4]),
             Err(GpuError::InvalidHandle { handle: 77 })
         );
-        ctx.create_buffer(0, 1024, usage::UNIFORM).unwrap();
+        // A new buffer gets a new handle; the released one stays invalid.
+        let b = ctx.create_buffer(0, 1024, usage::UNIFORM).unwrap();
+        assert_ne!(b, a);
+        assert_eq!(
+            ctx.write_buffer(a, 0, &[0u8; 4]),
+            Err(GpuError::InvalidHandle { handle: a })
+        );
         assert!(matches!(
             ctx.create_buffer(1, 4, usage::STORAGE),
             Err(GpuError::NotGranted { .. })
