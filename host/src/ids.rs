@@ -98,6 +98,16 @@ impl JobId {
     pub fn random() -> Self {
         JobId(u64::from_le_bytes(random_bytes::<8>()))
     }
+
+    /// Parses what `Display` prints (`job-` and 16 hex digits); the prefix
+    /// may be left out.
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix("job-").unwrap_or(text);
+        if hex.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(hex, 16).ok().map(JobId)
+    }
 }
 
 impl fmt::Display for JobId {
@@ -140,6 +150,14 @@ impl ModuleHash {
         use sha2::Digest;
         ModuleHash(sha2::Sha256::digest(bytes).into())
     }
+
+    /// Parses `sha256:<64 hex digits>` (the prefix may be left out).
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix("sha256:").unwrap_or(text);
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex, &mut bytes).ok()?;
+        Some(ModuleHash(bytes))
+    }
 }
 
 impl fmt::Display for ModuleHash {
@@ -157,6 +175,17 @@ impl fmt::Debug for ModuleHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_ids_and_module_hashes_parse_what_they_print() {
+        let id = JobId::random();
+        assert_eq!(JobId::parse(&id.to_string()), Some(id));
+        assert_eq!(JobId::parse("job-xyz"), None);
+        let hash = ModuleHash::of(b"wasm");
+        assert_eq!(ModuleHash::parse(&format!("{hash:?}")), Some(hash));
+        assert_eq!(ModuleHash::parse(&hash.to_string()), Some(hash));
+        assert_eq!(ModuleHash::parse("sha256:00"), None);
+    }
 
     #[test]
     fn object_ids_are_distinct_and_never_zero() {

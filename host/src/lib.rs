@@ -20,6 +20,7 @@
 //! - [`values`]: JSON ⇄ MessagePack at the edge.
 
 pub mod actors;
+pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod meta;
 pub mod objects;
 pub mod runtime;
 pub mod scheduler;
+pub mod security;
 pub mod task;
 pub mod telemetry;
 pub mod values;

@@ -12,3 +12,4 @@ mod examples;
 mod gpu;
 mod modules;
 mod sdk;
+mod service;

@@ -6,6 +6,7 @@
 
 mod bench;
 mod demo;
+mod service;
 
 use crate::cluster::{EmbeddedCluster, JobOutcome, LogSource};
 use crate::config::NodeConfig;
@@ -40,8 +41,18 @@ enum Command {
     /// embedded cluster.
     Bench(BenchArgs),
     /// Show what a node started with these options offers: CPUs, memory,
-    /// custom resources and GPUs (name, backend, limits).
+    /// custom resources and GPUs (name, backend, limits); with --address,
+    /// the nodes of a running cluster.
     Status(StatusArgs),
+    /// Create a cluster's state directory: CA, head certificate, token key
+    /// and a first admin token.
+    Init(service::InitArgs),
+    /// Start the head: the API over TLS, on an embedded node.
+    Start(service::StartArgs),
+    /// Issue bearer tokens.
+    Token(service::TokenArgs),
+    /// Submit and follow jobs on a running cluster.
+    Job(service::JobArgs),
 }
 
 /// Options of the embedded node.
@@ -164,6 +175,8 @@ struct StatusArgs {
     json: bool,
     #[command(flatten)]
     node: NodeArgs,
+    #[command(flatten)]
+    client: service::ClientArgs,
 }
 
 #[derive(Args, Debug)]
@@ -197,7 +210,14 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(args) => inspect(args),
         Command::Demo(args) => demo::demo(args.node.config()?),
         Command::Bench(args) => bench::bench(args.node.config()?, args.quick, args.json),
+        Command::Status(args) if args.client.given() => {
+            service::remote_status(&args.client, args.json)
+        }
         Command::Status(args) => status(args),
+        Command::Init(args) => service::init(args),
+        Command::Start(args) => service::start(args),
+        Command::Token(args) => service::token(args),
+        Command::Job(args) => service::job(args),
     }
 }
 

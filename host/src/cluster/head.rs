@@ -122,9 +122,38 @@ impl Head {
         Ok(id)
     }
 
+    /// Whether a module with this hash is stored.
+    pub fn has_module(&self, hash: ModuleHash) -> bool {
+        self.lock().modules.contains_key(&hash)
+    }
+
     /// A job's status.
     pub fn job_status(&self, id: JobId) -> Option<JobStatus> {
         self.lock().jobs.get(&id).map(|j| j.status)
+    }
+
+    /// A job's outcome if it has ended (never waits).
+    pub fn job_outcome(&self, id: JobId) -> Option<JobOutcome> {
+        self.lock()
+            .jobs
+            .get(&id)
+            .and_then(|j| j.outcome.borrow().clone())
+    }
+
+    /// Cancels everything `id` still runs, on every node. Its driver then
+    /// ends with a `cancelled` error. Returns whether the job exists.
+    pub async fn stop_job(&self, id: JobId) -> bool {
+        let nodes = {
+            let state = self.lock();
+            if !state.jobs.contains_key(&id) {
+                return false;
+            }
+            state.nodes.clone()
+        };
+        for node in nodes {
+            node.stop_job(id).await;
+        }
+        true
     }
 
     /// Waits for a job to end and returns its outcome.

@@ -1,0 +1,443 @@
+//! The head's API: gRPC (tonic) over TLS only, every call authenticated
+//! with a bearer token (see `docs/api.md` and `proto/prism/v1/prism.proto`).
+//!
+//! [`serve`] starts an embedded cluster (head and one node in this process)
+//! and serves the `Jobs` and `Cluster` services on it. Each request passes
+//! [`Api::authorize`] first: the token's signature, expiry, issuer and
+//! audience are checked, writes need a role that may write, and every
+//! decision is logged (`audit` target).
+
+use crate::cluster::{EmbeddedCluster, JobOutcome, JobStatus, LogSource};
+use crate::config::NodeConfig;
+use crate::ids::{JobId, ModuleHash};
+use crate::security::{Claims, ClusterFiles, SecurityError, TokenAuthority};
+use bytes::Bytes;
+use prism_proto::v1::cluster_server::{Cluster, ClusterServer};
+use prism_proto::v1::jobs_server::{Jobs, JobsServer};
+use prism_proto::v1::{
+    JobInfo, JobRequest, JobResult, JobState, ListJobsReply, ListJobsRequest, LogLine, NodeInfo,
+    ResultRequest, StatusReply, StatusRequest, SubmitJobRequest, UploadModuleReply,
+    UploadModuleRequest,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio_stream::Stream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+/// Largest module accepted by `UploadModule` (64 MiB).
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The state directory is not a cluster's (run `prism init`).
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    /// The embedded node could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The listening socket or TLS setup failed.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// What the API remembers of a job beyond the head's table.
+struct JobMeta {
+    module: ModuleHash,
+    entry: String,
+    namespace: String,
+    submitted_by: String,
+    submitted_at_ms: i64,
+    stop_requested: bool,
+}
+
+/// The services' shared state.
+pub struct Api {
+    cluster: EmbeddedCluster,
+    authority: TokenAuthority,
+    jobs: Mutex<HashMap<JobId, JobMeta>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Api {
+    /// Checks the request's bearer token; `write` calls need a role that
+    /// may write. Every decision goes to the audit log.
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        action: &str,
+        write: bool,
+    ) -> Result<Claims, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let verdict = match token {
+            None => Err(Status::unauthenticated("missing bearer token")),
+            Some(token) => match self.authority.verify(token.trim()) {
+                Err(e) => Err(Status::unauthenticated(e.to_string())),
+                Ok(claims) if write && !claims.role.may_write() => {
+                    Err(Status::permission_denied(format!(
+                        "role {} may not {action}",
+                        serde_json::to_value(claims.role)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    )))
+                }
+                Ok(claims) => Ok(claims),
+            },
+        };
+        match &verdict {
+            Ok(claims) => {
+                tracing::info!(target: "audit", subject = %claims.sub, action, decision = "allow")
+            }
+            Err(status) => {
+                tracing::info!(target: "audit", action, decision = "deny", reason = status.message())
+            }
+        }
+        verdict
+    }
+
+    fn parse_job(id: &str) -> Result<JobId, Status> {
+        JobId::parse(id).ok_or_else(|| Status::invalid_argument(format!("malformed job id {id:?}")))
+    }
+
+    fn meta_or_not_found(&self, id: JobId) -> Result<(), Status> {
+        if self.lock().contains_key(&id) {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!("no job {id}")))
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, JobMeta>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The job's record as the API shows it.
+    fn info(&self, id: JobId) -> Option<JobInfo> {
+        let head = self.cluster.head();
+        let status = head.job_status(id)?;
+        let outcome = head.job_outcome(id);
+        let jobs = self.lock();
+        let meta = jobs.get(&id)?;
+        let mut info = JobInfo {
+            id: id.to_string(),
+            state: JobState::Pending as i32,
+            module_hash: format!("{:?}", meta.module),
+            entry: meta.entry.clone(),
+            namespace: meta.namespace.clone(),
+            submitted_by: meta.submitted_by.clone(),
+            submitted_at_ms: meta.submitted_at_ms,
+            ..Default::default()
+        };
+        let state = match (status, &outcome) {
+            (JobStatus::Pending, _) => JobState::Pending,
+            (JobStatus::Running, _) => JobState::Running,
+            (JobStatus::Succeeded, _) => JobState::Succeeded,
+            (JobStatus::Failed, Some(o))
+                if meta.stop_requested
+                    && matches!(&o.result, Err(e) if e.kind == prism_abi::ErrorKind::Cancelled) =>
+            {
+                JobState::Stopped
+            }
+            (JobStatus::Failed, _) => JobState::Failed,
+        };
+        info.state = state as i32;
+        if let Some(o) = &outcome {
+            info.ended_at_ms = meta.submitted_at_ms + o.duration.as_millis() as i64;
+            if let Err(e) = &o.result {
+                info.error_kind = e.kind.to_string();
+                info.error_message = e.message.clone();
+            }
+        }
+        Some(info)
+    }
+
+    fn result_of(&self, id: JobId, outcome: &JobOutcome) -> Result<JobResult, Status> {
+        let job = self
+            .info(id)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        let value_json = match &outcome.result {
+            Ok(bytes) => crate::values::msgpack_to_json(bytes)
+                .map(|v| v.to_string())
+                .map_err(|e| Status::internal(format!("the result is not MessagePack: {e}")))?,
+            Err(_) => String::new(),
+        };
+        Ok(JobResult {
+            job: Some(job),
+            value_json,
+        })
+    }
+}
+
+/// A shared [`Api`], for the generated service traits.
+#[derive(Clone)]
+pub struct ApiHandle(Arc<Api>);
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Jobs for ApiHandle {
+    async fn upload_module(
+        &self,
+        request: Request<UploadModuleRequest>,
+    ) -> Result<Response<UploadModuleReply>, Status> {
+        self.0.authorize(&request, "upload modules", true)?;
+        let wasm = request.into_inner().wasm;
+        if wasm.is_empty() {
+            return Err(Status::invalid_argument("the module is empty"));
+        }
+        let hash = ModuleHash::of(&wasm);
+        let head = self.0.cluster.head();
+        let existed = head.has_module(hash);
+        head.upload_module(Bytes::from(wasm));
+        Ok(Response::new(UploadModuleReply {
+            hash: format!("{hash:?}"),
+            existed,
+        }))
+    }
+
+    async fn submit_job(
+        &self,
+        request: Request<SubmitJobRequest>,
+    ) -> Result<Response<JobInfo>, Status> {
+        let claims = self.0.authorize(&request, "submit jobs", true)?;
+        let r = request.into_inner();
+        if !r.env.is_empty() {
+            return Err(Status::failed_precondition(
+                "environment variables are not granted to guests yet",
+            ));
+        }
+        let module = ModuleHash::parse(&r.module_hash).ok_or_else(|| {
+            Status::invalid_argument(format!("malformed module hash {:?}", r.module_hash))
+        })?;
+        let entry = if r.entry.is_empty() {
+            "main".to_string()
+        } else {
+            r.entry
+        };
+        let namespace = if r.namespace.is_empty() {
+            crate::cluster::DEFAULT_NAMESPACE.to_string()
+        } else {
+            r.namespace
+        };
+        let args_text = if r.args_json.is_empty() {
+            "[]"
+        } else {
+            &r.args_json
+        };
+        let args = crate::values::json_args(args_text)
+            .map_err(|e| Status::invalid_argument(format!("args_json: {e}")))?;
+        let head = self.0.cluster.head();
+        if !head.has_module(module) {
+            return Err(Status::not_found(format!(
+                "no module {module:?}; upload it first"
+            )));
+        }
+        let submitted_at_ms = now_ms();
+        let id = head
+            .submit_job(module, &namespace, &entry, args)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.0.lock().insert(
+            id,
+            JobMeta {
+                module,
+                entry,
+                namespace,
+                submitted_by: claims.sub,
+                submitted_at_ms,
+                stop_requested: false,
+            },
+        );
+        self.0
+            .info(id)
+            .map(Response::new)
+            .ok_or_else(|| Status::internal("the job vanished"))
+    }
+
+    async fn get_job(&self, request: Request<JobRequest>) -> Result<Response<JobInfo>, Status> {
+        self.0.authorize(&request, "read jobs", false)?;
+        let id = Api::parse_job(&request.get_ref().id)?;
+        self.0
+            .info(id)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsReply>, Status> {
+        self.0.authorize(&request, "read jobs", false)?;
+        let ids: Vec<JobId> = self.0.lock().keys().copied().collect();
+        let mut jobs: Vec<JobInfo> = ids.into_iter().filter_map(|id| self.0.info(id)).collect();
+        jobs.sort_by(|a, b| {
+            b.submitted_at_ms
+                .cmp(&a.submitted_at_ms)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(Response::new(ListJobsReply { jobs }))
+    }
+
+    async fn get_result(
+        &self,
+        request: Request<ResultRequest>,
+    ) -> Result<Response<JobResult>, Status> {
+        self.0.authorize(&request, "read results", false)?;
+        let id = Api::parse_job(&request.get_ref().id)?;
+        self.0.meta_or_not_found(id)?;
+        let head = self.0.cluster.head();
+        let outcome = if request.get_ref().wait {
+            head.wait_job(id)
+                .await
+                .map_err(|e| Status::not_found(e.to_string()))?
+        } else {
+            head.job_outcome(id)
+                .ok_or_else(|| Status::failed_precondition(format!("job {id} has not ended")))?
+        };
+        self.0.result_of(id, &outcome).map(Response::new)
+    }
+
+    type StreamLogsStream = LogStream;
+
+    async fn stream_logs(
+        &self,
+        request: Request<JobRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        self.0.authorize(&request, "read logs", false)?;
+        let id = Api::parse_job(&request.get_ref().id)?;
+        self.0.meta_or_not_found(id)?;
+        let outcome = self
+            .0
+            .cluster
+            .head()
+            .wait_job(id)
+            .await
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let lines: Vec<Result<LogLine, Status>> = outcome
+            .logs
+            .into_iter()
+            .map(|l| {
+                Ok(LogLine {
+                    function: l.function,
+                    source: match l.source {
+                        LogSource::Stdout => "stdout",
+                        LogSource::Stderr => "stderr",
+                        LogSource::Guest => "log",
+                        LogSource::System => "prism",
+                    }
+                    .to_string(),
+                    text: l.text,
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(lines))))
+    }
+
+    async fn stop_job(&self, request: Request<JobRequest>) -> Result<Response<JobInfo>, Status> {
+        self.0.authorize(&request, "stop jobs", true)?;
+        let id = Api::parse_job(&request.get_ref().id)?;
+        {
+            let mut jobs = self.0.lock();
+            let meta = jobs
+                .get_mut(&id)
+                .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+            meta.stop_requested = true;
+        }
+        let head = self.0.cluster.head();
+        head.stop_job(id).await;
+        // The driver ends promptly once cancelled; answer with its end.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), head.wait_job(id)).await;
+        self.0
+            .info(id)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ApiHandle {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        self.0.authorize(&request, "read cluster status", false)?;
+        let nodes = self
+            .0
+            .cluster
+            .head()
+            .node_statuses()
+            .await
+            .into_iter()
+            .map(|n| NodeInfo {
+                total: n.total,
+                available: n.available,
+                running_tasks: n.scheduler.running as u64,
+                pending_tasks: n.scheduler.pending as u64,
+                gpus: n
+                    .gpus
+                    .iter()
+                    .map(|g| format!("{}: {} ({}, {})", g.index, g.name, g.backend, g.device_type))
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(StatusReply { nodes }))
+    }
+}
+
+/// Serves the API for the cluster in `state_dir` on `listen` until
+/// `shutdown` resolves. Calls `ready` with the bound address once it
+/// accepts connections. Must run inside a multi-threaded tokio runtime.
+pub async fn serve(
+    state_dir: &std::path::Path,
+    listen: SocketAddr,
+    node: NodeConfig,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ApiError> {
+    let files = ClusterFiles::new(state_dir);
+    let authority = TokenAuthority::load(&files)?;
+    let identity = Identity::from_pem(
+        files.read(&files.head_cert())?,
+        files.read(&files.head_key())?,
+    );
+    let cluster = EmbeddedCluster::start(node)?;
+    let api = ApiHandle(Arc::new(Api {
+        cluster,
+        authority,
+        jobs: Mutex::new(HashMap::new()),
+    }));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| ApiError::Transport(format!("cannot listen on {listen}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| ApiError::Transport(e.to_string()))?;
+    let server = Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity))
+        .map_err(|e| ApiError::Transport(e.to_string()))?
+        .add_service(JobsServer::new(api.clone()).max_decoding_message_size(MAX_MODULE_BYTES))
+        .add_service(ClusterServer::new(api));
+    ready(bound);
+    server
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| ApiError::Transport(e.to_string()))
+}

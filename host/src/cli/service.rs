@@ -1,0 +1,331 @@
+//! The service commands: `prism init`, `prism start --head`, `prism token
+//! issue`, `prism job ...` and `prism status --address` (clients of the
+//! API through `prism-client`).
+
+use super::NodeArgs;
+use crate::security::{ClusterFiles, Role, TokenAuthority};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use prism_client::v1::{JobInfo, JobState};
+use prism_client::{Client, ClientConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub(super) struct InitArgs {
+    /// The cluster's state directory (created; must not hold a cluster).
+    #[arg(long)]
+    dir: PathBuf,
+    /// More names or addresses the head's certificate is valid for
+    /// (default: only localhost, 127.0.0.1 and ::1).
+    #[arg(long)]
+    san: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct StartArgs {
+    /// Start the head (the only kind of process built so far).
+    #[arg(long, required = true)]
+    head: bool,
+    /// The cluster's state directory, from `prism init`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Address to serve the API on, TLS only (default: 127.0.0.1:7443).
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Sign a new token with the cluster's key and print it.
+    Issue {
+        /// The cluster's state directory (holds jwt.key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Who the token is for (its `sub`).
+        #[arg(long)]
+        subject: String,
+        /// cluster-admin, tenant-admin, developer or viewer (default: developer).
+        #[arg(long, default_value = "developer")]
+        role: String,
+        /// Lifetime in seconds (default: 86400, one day).
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: u64,
+    },
+}
+
+/// How a client finds and proves itself to the head.
+#[derive(Args, Debug, Clone)]
+pub(super) struct ClientArgs {
+    /// The head, `https://host:port` (default: PRISM_ADDRESS, then the config file).
+    #[arg(long, global = true)]
+    address: Option<String>,
+    /// The bearer token (default: --token-file, PRISM_TOKEN, then the config file).
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// The cluster CA certificate (default: PRISM_CA, then the config file).
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    pub(super) fn given(&self) -> bool {
+        self.address.is_some()
+    }
+
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let config = ClientConfig::resolve(
+            self.address.clone(),
+            self.token.clone(),
+            self.token_file.clone(),
+            self.ca.clone(),
+        )?;
+        Ok(Client::connect(&config).await?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub(super) struct JobArgs {
+    #[command(subcommand)]
+    command: JobCommand,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    /// Upload a module and start a job; prints its id (with --wait, its result).
+    Submit {
+        /// The module (.wasm).
+        module: PathBuf,
+        /// The driver (or task) to call.
+        #[arg(long, default_value = "main")]
+        entry: String,
+        /// Arguments as a JSON array.
+        #[arg(long, default_value = "[]")]
+        args: String,
+        /// Namespace of the job's named actors and objects.
+        #[arg(long, default_value = crate::cluster::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Wait for the job and print its result.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// A job's state.
+    Status { id: String },
+    /// A job's log lines (waits for the job to end).
+    Logs { id: String },
+    /// A job's value as JSON (waits for the job to end).
+    Result { id: String },
+    /// Stop a job.
+    Stop { id: String },
+    /// Every job, newest first.
+    List,
+}
+
+pub(super) fn init(args: InitArgs) -> anyhow::Result<i32> {
+    let report = crate::security::init(&args.dir, &args.san)?;
+    println!(
+        "cluster {} initialized in {}",
+        report.cluster_id,
+        args.dir.display()
+    );
+    println!("  CA certificate  {}", report.files.ca_cert().display());
+    println!("  admin token     {}", report.files.admin_token().display());
+    println!(
+        "start the head:  prism start --head --dir {}",
+        args.dir.display()
+    );
+    Ok(0)
+}
+
+pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
+    let config = args.node.config()?;
+    super::tokio_runtime()?.block_on(async {
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        crate::api::serve(
+            &args.dir,
+            args.listen,
+            config,
+            |bound| {
+                // Tests and scripts wait for this line.
+                println!("prism head listening on https://{bound}");
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            },
+            shutdown,
+        )
+        .await
+    })?;
+    Ok(0)
+}
+
+pub(super) fn token(args: TokenArgs) -> anyhow::Result<i32> {
+    match args.command {
+        TokenCommand::Issue {
+            dir,
+            subject,
+            role,
+            ttl_secs,
+        } => {
+            let role = Role::parse(&role).with_context(|| {
+                format!("unknown role {role:?}: cluster-admin, tenant-admin, developer or viewer")
+            })?;
+            let authority = TokenAuthority::load(&ClusterFiles::new(dir))?;
+            println!(
+                "{}",
+                authority.issue(&subject, role, Duration::from_secs(ttl_secs))?
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match JobState::try_from(state).unwrap_or(JobState::Unspecified) {
+        JobState::Pending => "PENDING",
+        JobState::Running => "RUNNING",
+        JobState::Succeeded => "SUCCEEDED",
+        JobState::Failed => "FAILED",
+        JobState::Stopped => "STOPPED",
+        JobState::Unspecified => "UNKNOWN",
+    }
+}
+
+fn print_job(job: &JobInfo) {
+    let mut line = format!(
+        "{}  {:<9}  {}  entry={} namespace={} by={}",
+        job.id,
+        state_name(job.state),
+        job.module_hash,
+        job.entry,
+        job.namespace,
+        job.submitted_by
+    );
+    if !job.error_kind.is_empty() {
+        line.push_str(&format!(
+            "  error ({}): {}",
+            job.error_kind, job.error_message
+        ));
+    }
+    println!("{line}");
+}
+
+/// Prints a result; exit code 0 if the job succeeded, 1 otherwise.
+fn print_result(result: &prism_client::v1::JobResult) -> i32 {
+    match &result.job {
+        Some(job) if job.state == JobState::Succeeded as i32 => {
+            println!("{}", result.value_json);
+            0
+        }
+        Some(job) => {
+            eprintln!(
+                "error: job {} {} ({}): {}",
+                job.id,
+                state_name(job.state),
+                job.error_kind,
+                job.error_message
+            );
+            1
+        }
+        None => 1,
+    }
+}
+
+pub(super) fn job(args: JobArgs) -> anyhow::Result<i32> {
+    super::tokio_runtime()?.block_on(async {
+        let mut client = args.client.connect().await?;
+        match args.command {
+            JobCommand::Submit {
+                module,
+                entry,
+                args: job_args,
+                namespace,
+                wait,
+            } => {
+                let wasm = std::fs::read(&module)
+                    .with_context(|| format!("cannot read {}", module.display()))?;
+                let uploaded = client.upload_module(wasm).await?;
+                let job = client
+                    .submit(&uploaded.hash, &entry, &job_args, &namespace)
+                    .await?;
+                if wait {
+                    let result = client.result(&job.id, true).await?;
+                    return Ok(print_result(&result));
+                }
+                println!("{}", job.id);
+                Ok(0)
+            }
+            JobCommand::Status { id } => {
+                print_job(&client.job(&id).await?);
+                Ok(0)
+            }
+            JobCommand::Logs { id } => {
+                for line in client.logs(&id).await? {
+                    println!("[{} {}] {}", line.function, line.source, line.text);
+                }
+                Ok(0)
+            }
+            JobCommand::Result { id } => Ok(print_result(&client.result(&id, true).await?)),
+            JobCommand::Stop { id } => {
+                print_job(&client.stop(&id).await?);
+                Ok(0)
+            }
+            JobCommand::List => {
+                for job in client.list().await? {
+                    print_job(&job);
+                }
+                Ok(0)
+            }
+        }
+    })
+}
+
+/// `prism status --address`: the nodes of a running cluster.
+pub(super) fn remote_status(client: &ClientArgs, json: bool) -> anyhow::Result<i32> {
+    super::tokio_runtime()?.block_on(async {
+        let status = client.connect().await?.status().await?;
+        if json {
+            let nodes: Vec<serde_json::Value> = status
+                .nodes
+                .iter()
+                .map(|n| {
+                    serde_json::json!({
+                        "total": n.total, "available": n.available,
+                        "running_tasks": n.running_tasks, "pending_tasks": n.pending_tasks,
+                        "gpus": n.gpus,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&nodes)?);
+            return Ok(0);
+        }
+        for (i, n) in status.nodes.iter().enumerate() {
+            println!("node {i}");
+            println!("  resources  {}", n.total);
+            println!("  available  {}", n.available);
+            println!(
+                "  load       {} running, {} pending",
+                n.running_tasks, n.pending_tasks
+            );
+            for g in &n.gpus {
+                println!("  gpu        {g}");
+            }
+        }
+        Ok(0)
+    })
+}

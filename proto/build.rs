@@ -1,0 +1,11 @@
+//! Generates the gRPC code from `prism/v1/prism.proto` with protox, a
+//! protobuf compiler in Rust: no `protoc` binary is needed or downloaded.
+
+fn main() {
+    println!("cargo:rerun-if-changed=prism");
+    let descriptors = protox::compile(["prism/v1/prism.proto"], ["."])
+        .unwrap_or_else(|e| panic!("prism.proto does not compile: {e}"));
+    tonic_prost_build::configure()
+        .compile_fds(descriptors)
+        .unwrap_or_else(|e| panic!("generating gRPC code failed: {e}"));
+}

@@ -1,0 +1,320 @@
+//! The native Rust client of the Prism API (`docs/api.md`).
+//!
+//! Every connection is TLS, verified against the cluster's CA certificate
+//! (`ca.pem` from `prism init`), and every call carries a bearer token.
+//! [`ClientConfig::resolve`] finds the address, token and CA the way the
+//! CLI does: flags first, then the environment (`PRISM_ADDRESS`,
+//! `PRISM_TOKEN`, `PRISM_CA`), then a config file (`PRISM_CONFIG`, default
+//! `~/.config/prism/client.json`, with keys `address`, `token` or
+//! `token_file`, and `ca`).
+
+use prism_proto::v1::cluster_client::ClusterClient;
+use prism_proto::v1::jobs_client::JobsClient;
+use prism_proto::v1::{
+    JobInfo, JobRequest, JobResult, ListJobsRequest, LogLine, ResultRequest, StatusReply,
+    StatusRequest, SubmitJobRequest, UploadModuleReply, UploadModuleRequest,
+};
+use std::path::{Path, PathBuf};
+use tokio_stream::StreamExt;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+pub use prism_proto::v1;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Address, token or CA missing or unreadable.
+    #[error("client configuration: {0}")]
+    Config(String),
+    /// The connection (TCP or TLS) could not be made.
+    #[error("cannot connect to {address}: {message}")]
+    Connect {
+        /// Where to.
+        address: String,
+        /// Why not.
+        message: String,
+    },
+    /// The head answered with an error status.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(tonic::Status),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::Status(status)
+    }
+}
+
+impl ClientError {
+    /// The gRPC code, for a status from the head.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            ClientError::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Unauthenticated => "unauthenticated",
+        PermissionDenied => "permission denied",
+        NotFound => "not found",
+        InvalidArgument => "invalid argument",
+        FailedPrecondition => "failed precondition",
+        Unavailable => "unavailable",
+        _ => "error",
+    }
+}
+
+/// Where the head is and how to prove who we are.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `https://host:port`.
+    pub address: String,
+    /// The bearer token (a JWT).
+    pub token: String,
+    /// The cluster CA certificate, PEM.
+    pub ca_pem: Vec<u8>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ConfigFile {
+    address: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path)
+        .map_err(|e| ClientError::Config(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+fn read_token(path: &Path) -> Result<String, ClientError> {
+    let bytes = read(path, "token file")?;
+    Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+}
+
+impl ClientConfig {
+    /// Resolves each setting from its flag, else the environment, else the
+    /// config file.
+    pub fn resolve(
+        address: Option<String>,
+        token: Option<String>,
+        token_file: Option<PathBuf>,
+        ca: Option<PathBuf>,
+    ) -> Result<Self, ClientError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let file_path = env("PRISM_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config/prism/client.json")));
+        let file: ConfigFile = match &file_path {
+            Some(p) if p.exists() => serde_json::from_slice(&read(p, "config file")?)
+                .map_err(|e| ClientError::Config(format!("{}: {e}", p.display())))?,
+            _ => ConfigFile::default(),
+        };
+        let address = address
+            .or_else(|| env("PRISM_ADDRESS"))
+            .or(file.address)
+            .ok_or_else(|| {
+                ClientError::Config("no address: pass --address or set PRISM_ADDRESS".into())
+            })?;
+        let token = match (token, token_file) {
+            (Some(t), _) => t,
+            (None, Some(f)) => read_token(&f)?,
+            (None, None) => match (env("PRISM_TOKEN"), file.token, file.token_file) {
+                (Some(t), _, _) | (None, Some(t), _) => t,
+                (None, None, Some(f)) => read_token(&f)?,
+                (None, None, None) => {
+                    return Err(ClientError::Config(
+                        "no token: pass --token or --token-file, or set PRISM_TOKEN".into(),
+                    ));
+                }
+            },
+        };
+        let ca = ca
+            .or_else(|| env("PRISM_CA").map(PathBuf::from))
+            .or(file.ca)
+            .ok_or_else(|| {
+                ClientError::Config("no CA certificate: pass --ca or set PRISM_CA".into())
+            })?;
+        Ok(ClientConfig {
+            address,
+            token,
+            ca_pem: read(&ca, "CA certificate")?,
+        })
+    }
+}
+
+/// Adds the bearer token to every request.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Authed = InterceptedService<Channel, BearerToken>;
+
+/// A connection to the head.
+#[derive(Clone)]
+pub struct Client {
+    jobs: JobsClient<Authed>,
+    cluster: ClusterClient<Authed>,
+}
+
+impl Client {
+    /// Connects over TLS, verifying the head against the CA.
+    pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
+        let connect_error = |message: String| ClientError::Connect {
+            address: config.address.clone(),
+            message,
+        };
+        if !config.address.starts_with("https://") {
+            return Err(ClientError::Config(format!(
+                "the address must start with https:// (Prism speaks TLS only), got {}",
+                config.address
+            )));
+        }
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&config.ca_pem));
+        let channel = Endpoint::from_shared(config.address.clone())
+            .map_err(|e| connect_error(e.to_string()))?
+            .tls_config(tls)
+            .map_err(|e| connect_error(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| connect_error(error_chain(&e)))?;
+        let token = format!("Bearer {}", config.token);
+        let token = if config.token.is_empty() {
+            None
+        } else {
+            Some(
+                token
+                    .parse()
+                    .map_err(|_| ClientError::Config("the token is not valid ASCII".into()))?,
+            )
+        };
+        let auth = BearerToken(token);
+        Ok(Client {
+            jobs: JobsClient::with_interceptor(channel.clone(), auth.clone()),
+            cluster: ClusterClient::with_interceptor(channel, auth),
+        })
+    }
+
+    /// Uploads a module (deduplicated by content).
+    pub async fn upload_module(&mut self, wasm: Vec<u8>) -> Result<UploadModuleReply, ClientError> {
+        Ok(self
+            .jobs
+            .upload_module(UploadModuleRequest { wasm })
+            .await?
+            .into_inner())
+    }
+
+    /// Starts `entry` of an uploaded module with JSON `args_json`.
+    pub async fn submit(
+        &mut self,
+        module_hash: &str,
+        entry: &str,
+        args_json: &str,
+        namespace: &str,
+    ) -> Result<JobInfo, ClientError> {
+        Ok(self
+            .jobs
+            .submit_job(SubmitJobRequest {
+                module_hash: module_hash.into(),
+                entry: entry.into(),
+                args_json: args_json.into(),
+                namespace: namespace.into(),
+                env: Default::default(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// One job's record.
+    pub async fn job(&mut self, id: &str) -> Result<JobInfo, ClientError> {
+        Ok(self
+            .jobs
+            .get_job(JobRequest { id: id.into() })
+            .await?
+            .into_inner())
+    }
+
+    /// Every job, newest first.
+    pub async fn list(&mut self) -> Result<Vec<JobInfo>, ClientError> {
+        Ok(self
+            .jobs
+            .list_jobs(ListJobsRequest {})
+            .await?
+            .into_inner()
+            .jobs)
+    }
+
+    /// The job's result; with `wait`, once it has ended.
+    pub async fn result(&mut self, id: &str, wait: bool) -> Result<JobResult, ClientError> {
+        Ok(self
+            .jobs
+            .get_result(ResultRequest {
+                id: id.into(),
+                wait,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// The job's log lines (waits for the job to end).
+    pub async fn logs(&mut self, id: &str) -> Result<Vec<LogLine>, ClientError> {
+        let mut stream = self
+            .jobs
+            .stream_logs(JobRequest { id: id.into() })
+            .await?
+            .into_inner();
+        let mut lines = Vec::new();
+        while let Some(line) = stream.next().await {
+            lines.push(line?);
+        }
+        Ok(lines)
+    }
+
+    /// Stops a job.
+    pub async fn stop(&mut self, id: &str) -> Result<JobInfo, ClientError> {
+        Ok(self
+            .jobs
+            .stop_job(JobRequest { id: id.into() })
+            .await?
+            .into_inner())
+    }
+
+    /// The cluster's nodes.
+    pub async fn status(&mut self) -> Result<StatusReply, ClientError> {
+        Ok(self.cluster.status(StatusRequest {}).await?.into_inner())
+    }
+}
+
+/// An error with its sources, for connection failures (TLS errors are
+/// several layers down).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

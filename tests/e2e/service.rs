@@ -1,0 +1,267 @@
+//! The head as a real process: `prism init`, `prism start --head`, and the
+//! API over TLS with bearer tokens, driven by the Rust client.
+
+use prism_client::{Client, ClientConfig, ClientError};
+use prism_host::security::{ClusterFiles, Role, TokenAuthority};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tonic::Code;
+
+/// A head process, killed when dropped.
+struct HeadProcess {
+    child: Child,
+    address: String,
+}
+
+impl Drop for HeadProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn init(dir: &Path) -> ClusterFiles {
+    let out = Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(["init", "--dir"])
+        .arg(dir)
+        .output()
+        .expect("prism init runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ClusterFiles::new(dir)
+}
+
+fn start_head(dir: &Path) -> HeadProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args([
+            "start",
+            "--head",
+            "--listen",
+            "127.0.0.1:0",
+            "--cpus",
+            "2",
+            "--dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prism start runs");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the head prints its address");
+    let address = line
+        .trim()
+        .strip_prefix("prism head listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    HeadProcess { child, address }
+}
+
+fn config(head: &HeadProcess, files: &ClusterFiles, token: &str) -> ClientConfig {
+    ClientConfig {
+        address: head.address.clone(),
+        token: token.to_string(),
+        ca_pem: std::fs::read(files.ca_cert()).unwrap(),
+    }
+}
+
+async fn client(head: &HeadProcess, files: &ClusterFiles, token: &str) -> Client {
+    Client::connect(&config(head, files, token))
+        .await
+        .expect("connects over TLS")
+}
+
+fn admin_token(files: &ClusterFiles) -> String {
+    std::fs::read_to_string(files.admin_token())
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn code(e: ClientError) -> (Code, String) {
+    match e {
+        ClientError::Status(s) => (s.code(), s.message().to_string()),
+        other => panic!("expected a status, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_over_tls_runs_and_its_record_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let head = start_head(files.dir());
+    let mut c = client(&head, &files, &admin_token(&files)).await;
+
+    let up = c.upload_module(prism_guests::HELLO.to_vec()).await.unwrap();
+    assert!(up.hash.starts_with("sha256:"));
+    assert!(!up.existed);
+    // Content-addressed: the same bytes again are not stored twice.
+    assert!(
+        c.upload_module(prism_guests::HELLO.to_vec())
+            .await
+            .unwrap()
+            .existed
+    );
+
+    let job = c.submit(&up.hash, "main", r#"["Ada"]"#, "").await.unwrap();
+    let result = c.result(&job.id, true).await.unwrap();
+    assert_eq!(result.value_json, r#""Hello, Ada, from a Prism task!""#);
+    let info = c.job(&job.id).await.unwrap();
+    assert_eq!(info.state, prism_client::v1::JobState::Succeeded as i32);
+    assert_eq!(info.submitted_by, "admin");
+    assert!(info.ended_at_ms >= info.submitted_at_ms);
+
+    // Logs come back with their source.
+    let tk = c
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap();
+    let chatty = c.submit(&tk.hash, "chatty", "[]", "").await.unwrap();
+    let logs = c.logs(&chatty.id).await.unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.source == "stdout" && l.function == "chatty" && l.text == "driver says hi"),
+        "{logs:?}"
+    );
+
+    // A task called directly, without a driver; then one stopped midway.
+    let add = c.submit(&tk.hash, "add", "[2, 40]", "").await.unwrap();
+    assert_eq!(c.result(&add.id, true).await.unwrap().value_json, "42");
+    let sleeper = c
+        .submit(&tk.hash, "sleep_then", "[60000, 1]", "")
+        .await
+        .unwrap();
+    let stopped = c.stop(&sleeper.id).await.unwrap();
+    assert_eq!(
+        stopped.state,
+        prism_client::v1::JobState::Stopped as i32,
+        "{stopped:?}"
+    );
+
+    let listed = c.list().await.unwrap();
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed[0].id, sleeper.id, "newest first");
+
+    // Typed errors for bad requests.
+    let (code_, _) = code(c.job("job-0000000000000000").await.unwrap_err());
+    assert_eq!(code_, Code::NotFound);
+    let (code_, _) = code(c.job("nonsense").await.unwrap_err());
+    assert_eq!(code_, Code::InvalidArgument);
+    let (code_, message) = code(
+        c.submit(&up.hash, "main", "{not json", "")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code_, Code::InvalidArgument, "{message}");
+    let (code_, _) = code(
+        c.submit(&format!("sha256:{}", "0".repeat(64)), "main", "[]", "")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code_, Code::NotFound);
+
+    let status = c.status().await.unwrap();
+    assert_eq!(status.nodes.len(), 1);
+    assert!(status.nodes[0].total.contains("cpu=2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_refuses_missing_expired_foreign_and_underprivileged_tokens_and_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let other = init(&dir.path().join("other"));
+    let head = start_head(files.dir());
+    let authority = TokenAuthority::load(&files).unwrap();
+
+    // No token.
+    let mut c = client(&head, &files, "").await;
+    let (code_, message) = code(c.list().await.unwrap_err());
+    assert_eq!(
+        (code_, message.as_str()),
+        (Code::Unauthenticated, "missing bearer token")
+    );
+
+    // Expired.
+    let mut old = authority.claims_for("ada", Role::Developer, Duration::ZERO);
+    old.iat -= 7200;
+    old.exp -= 3600;
+    let expired = authority.issue_claims(&old).unwrap();
+    let (code_, message) = code(
+        client(&head, &files, &expired)
+            .await
+            .list()
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (code_, message.as_str()),
+        (Code::Unauthenticated, "token expired")
+    );
+
+    // Signed by another cluster's key.
+    let foreign = std::fs::read_to_string(other.admin_token()).unwrap();
+    let (code_, message) = code(
+        client(&head, &files, foreign.trim())
+            .await
+            .list()
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (code_, message.as_str()),
+        (Code::Unauthenticated, "invalid token")
+    );
+
+    // A viewer reads but does not write.
+    let viewer = authority
+        .issue("val", Role::Viewer, Duration::from_secs(60))
+        .unwrap();
+    let mut v = client(&head, &files, &viewer).await;
+    assert!(v.list().await.unwrap().is_empty());
+    let (code_, _) = code(
+        v.upload_module(prism_guests::HELLO.to_vec())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code_, Code::PermissionDenied);
+
+    // Plaintext gRPC to the TLS port gets nowhere.
+    let plain = head.address.replace("https://", "http://");
+    let channel = tonic::transport::Endpoint::from_shared(plain)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await;
+    if let Ok(channel) = channel {
+        let mut raw = prism_client::v1::jobs_client::JobsClient::new(channel);
+        assert!(
+            raw.list_jobs(prism_client::v1::ListJobsRequest {})
+                .await
+                .is_err()
+        );
+    }
+    // The client refuses plaintext addresses outright.
+    let mut cfg = config(&head, &files, &admin_token(&files));
+    cfg.address = cfg.address.replace("https://", "http://");
+    assert!(matches!(
+        Client::connect(&cfg).await,
+        Err(ClientError::Config(_))
+    ));
+
+    // A client that trusts another CA does not trust this head.
+    let mut cfg = config(&head, &files, &admin_token(&files));
+    cfg.ca_pem = std::fs::read(other.ca_cert()).unwrap();
+    assert!(matches!(
+        Client::connect(&cfg).await,
+        Err(ClientError::Connect { .. })
+    ));
+}
