@@ -265,3 +265,45 @@ async fn the_head_refuses_missing_expired_foreign_and_underprivileged_tokens_and
         Err(ClientError::Connect { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_killed_and_restarted_keeps_its_modules_and_job_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let token = admin_token(&files);
+    let (hello, sleeper, hash) = {
+        let head = start_head(files.dir());
+        let mut c = client(&head, &files, &token).await;
+        let hash = c
+            .upload_module(prism_guests::TESTKIT.to_vec())
+            .await
+            .unwrap()
+            .hash;
+        let done = c.submit(&hash, "add", "[1, 2]", "").await.unwrap();
+        // Once a result has been read, its record is durable.
+        assert_eq!(c.result(&done.id, true).await.unwrap().value_json, "3");
+        let running = c
+            .submit(&hash, "sleep_then", "[60000, 1]", "")
+            .await
+            .unwrap();
+        (done.id, running.id, hash)
+        // The head is killed (SIGKILL) here.
+    };
+    let head = start_head(files.dir());
+    let mut c = client(&head, &files, &token).await;
+
+    let done = c.result(&hello, false).await.unwrap();
+    assert_eq!(done.value_json, "3");
+    assert_eq!(
+        done.job.unwrap().state,
+        prism_client::v1::JobState::Succeeded as i32
+    );
+    let lost = c.job(&sleeper).await.unwrap();
+    assert_eq!(lost.state, prism_client::v1::JobState::Failed as i32);
+    assert_eq!(lost.error_kind, "worker_died");
+    assert_eq!(c.list().await.unwrap().len(), 2);
+
+    // The module is still there: no upload needed.
+    let again = c.submit(&hash, "add", "[20, 22]", "").await.unwrap();
+    assert_eq!(c.result(&again.id, true).await.unwrap().value_json, "42");
+}

@@ -10,6 +10,7 @@
 use crate::cluster::{EmbeddedCluster, JobOutcome, JobStatus, LogSource};
 use crate::config::NodeConfig;
 use crate::ids::{JobId, ModuleHash};
+use crate::meta::{HeadStore, MetaError};
 use crate::security::{Claims, ClusterFiles, SecurityError, TokenAuthority};
 use bytes::Bytes;
 use prism_proto::v1::cluster_server::{Cluster, ClusterServer};
@@ -19,6 +20,7 @@ use prism_proto::v1::{
     ResultRequest, StatusReply, StatusRequest, SubmitJobRequest, UploadModuleReply,
     UploadModuleRequest,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -40,6 +42,9 @@ pub enum ApiError {
     /// The embedded node could not start.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// The head's metadata store (`head.redb`) failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
     /// The listening socket or TLS setup failed.
     #[error("transport: {0}")]
     Transport(String),
@@ -55,11 +60,83 @@ struct JobMeta {
     stop_requested: bool,
 }
 
+/// A job's record as `head.redb` keeps it: written at submission and
+/// again when the job ends, so a restarted head can still answer for it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredJob {
+    info: StoredInfo,
+    value_json: String,
+    /// (function, source, text).
+    logs: Vec<(String, String, String)>,
+}
+
+/// The fields of [`JobInfo`], in a serde form.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredInfo {
+    id: String,
+    state: i32,
+    module_hash: String,
+    entry: String,
+    namespace: String,
+    submitted_by: String,
+    submitted_at_ms: i64,
+    ended_at_ms: i64,
+    error_kind: String,
+    error_message: String,
+}
+
+impl From<&JobInfo> for StoredInfo {
+    fn from(i: &JobInfo) -> Self {
+        StoredInfo {
+            id: i.id.clone(),
+            state: i.state,
+            module_hash: i.module_hash.clone(),
+            entry: i.entry.clone(),
+            namespace: i.namespace.clone(),
+            submitted_by: i.submitted_by.clone(),
+            submitted_at_ms: i.submitted_at_ms,
+            ended_at_ms: i.ended_at_ms,
+            error_kind: i.error_kind.clone(),
+            error_message: i.error_message.clone(),
+        }
+    }
+}
+
+impl From<&StoredInfo> for JobInfo {
+    fn from(i: &StoredInfo) -> Self {
+        JobInfo {
+            id: i.id.clone(),
+            state: i.state,
+            module_hash: i.module_hash.clone(),
+            entry: i.entry.clone(),
+            namespace: i.namespace.clone(),
+            submitted_by: i.submitted_by.clone(),
+            submitted_at_ms: i.submitted_at_ms,
+            ended_at_ms: i.ended_at_ms,
+            error_kind: i.error_kind.clone(),
+            error_message: i.error_message.clone(),
+        }
+    }
+}
+
+fn source_name(source: LogSource) -> &'static str {
+    match source {
+        LogSource::Stdout => "stdout",
+        LogSource::Stderr => "stderr",
+        LogSource::Guest => "log",
+        LogSource::System => "prism",
+    }
+}
+
 /// The services' shared state.
 pub struct Api {
     cluster: EmbeddedCluster,
     authority: TokenAuthority,
+    /// Jobs of this head process.
     jobs: Mutex<HashMap<JobId, JobMeta>>,
+    /// Jobs of earlier runs of the head, from `head.redb`.
+    past: HashMap<JobId, StoredJob>,
+    store: HeadStore,
 }
 
 fn now_ms() -> i64 {
@@ -114,8 +191,47 @@ impl Api {
         JobId::parse(id).ok_or_else(|| Status::invalid_argument(format!("malformed job id {id:?}")))
     }
 
+    /// Writes the job's current record to `head.redb`.
+    fn persist(&self, id: JobId, outcome: Option<&JobOutcome>) {
+        let Some(info) = self.info(id) else { return };
+        let (value_json, logs) = match outcome {
+            Some(o) => (
+                o.result
+                    .as_ref()
+                    .ok()
+                    .and_then(|b| crate::values::msgpack_to_json(b).ok())
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                o.logs
+                    .iter()
+                    .map(|l| {
+                        (
+                            l.function.clone(),
+                            source_name(l.source).to_string(),
+                            l.text.clone(),
+                        )
+                    })
+                    .collect(),
+            ),
+            None => (String::new(), Vec::new()),
+        };
+        let record = StoredJob {
+            info: StoredInfo::from(&info),
+            value_json,
+            logs,
+        };
+        match serde_json::to_vec(&record) {
+            Ok(bytes) => {
+                if let Err(e) = self.store.put_job(&id.to_string(), &bytes) {
+                    tracing::error!("could not record {id} in head.redb: {e}");
+                }
+            }
+            Err(e) => tracing::error!("could not encode the record of {id}: {e}"),
+        }
+    }
+
     fn meta_or_not_found(&self, id: JobId) -> Result<(), Status> {
-        if self.lock().contains_key(&id) {
+        if self.lock().contains_key(&id) || self.past.contains_key(&id) {
             Ok(())
         } else {
             Err(Status::not_found(format!("no job {id}")))
@@ -129,7 +245,9 @@ impl Api {
     /// The job's record as the API shows it.
     fn info(&self, id: JobId) -> Option<JobInfo> {
         let head = self.cluster.head();
-        let status = head.job_status(id)?;
+        let Some(status) = head.job_status(id) else {
+            return self.past.get(&id).map(|p| JobInfo::from(&p.info));
+        };
         let outcome = head.job_outcome(id);
         let jobs = self.lock();
         let meta = jobs.get(&id)?;
@@ -203,6 +321,12 @@ impl Jobs for ApiHandle {
         let hash = ModuleHash::of(&wasm);
         let head = self.0.cluster.head();
         let existed = head.has_module(hash);
+        if !existed {
+            self.0
+                .store
+                .put_module(&format!("{hash:?}"), &wasm)
+                .map_err(|e| Status::internal(format!("could not store the module: {e}")))?;
+        }
         head.upload_module(Bytes::from(wasm));
         Ok(Response::new(UploadModuleReply {
             hash: format!("{hash:?}"),
@@ -263,6 +387,13 @@ impl Jobs for ApiHandle {
                 stop_requested: false,
             },
         );
+        self.0.persist(id, None);
+        let api = self.0.clone();
+        tokio::spawn(async move {
+            if let Ok(outcome) = api.cluster.head().wait_job(id).await {
+                api.persist(id, Some(&outcome));
+            }
+        });
         self.0
             .info(id)
             .map(Response::new)
@@ -283,7 +414,8 @@ impl Jobs for ApiHandle {
         request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsReply>, Status> {
         self.0.authorize(&request, "read jobs", false)?;
-        let ids: Vec<JobId> = self.0.lock().keys().copied().collect();
+        let mut ids: Vec<JobId> = self.0.lock().keys().copied().collect();
+        ids.extend(self.0.past.keys().copied());
         let mut jobs: Vec<JobInfo> = ids.into_iter().filter_map(|id| self.0.info(id)).collect();
         jobs.sort_by(|a, b| {
             b.submitted_at_ms
@@ -300,6 +432,12 @@ impl Jobs for ApiHandle {
         self.0.authorize(&request, "read results", false)?;
         let id = Api::parse_job(&request.get_ref().id)?;
         self.0.meta_or_not_found(id)?;
+        if let Some(past) = self.0.past.get(&id) {
+            return Ok(Response::new(JobResult {
+                job: Some(JobInfo::from(&past.info)),
+                value_json: past.value_json.clone(),
+            }));
+        }
         let head = self.0.cluster.head();
         let outcome = if request.get_ref().wait {
             head.wait_job(id)
@@ -309,6 +447,9 @@ impl Jobs for ApiHandle {
             head.job_outcome(id)
                 .ok_or_else(|| Status::failed_precondition(format!("job {id} has not ended")))?
         };
+        // Durable before the caller sees it (the end-of-job writer may not
+        // have run yet; writing twice is harmless).
+        self.0.persist(id, Some(&outcome));
         self.0.result_of(id, &outcome).map(Response::new)
     }
 
@@ -321,6 +462,20 @@ impl Jobs for ApiHandle {
         self.0.authorize(&request, "read logs", false)?;
         let id = Api::parse_job(&request.get_ref().id)?;
         self.0.meta_or_not_found(id)?;
+        if let Some(past) = self.0.past.get(&id) {
+            let lines: Vec<Result<LogLine, Status>> = past
+                .logs
+                .iter()
+                .map(|(function, source, text)| {
+                    Ok(LogLine {
+                        function: function.clone(),
+                        source: source.clone(),
+                        text: text.clone(),
+                    })
+                })
+                .collect();
+            return Ok(Response::new(Box::pin(tokio_stream::iter(lines))));
+        }
         let outcome = self
             .0
             .cluster
@@ -334,13 +489,7 @@ impl Jobs for ApiHandle {
             .map(|l| {
                 Ok(LogLine {
                     function: l.function,
-                    source: match l.source {
-                        LogSource::Stdout => "stdout",
-                        LogSource::Stderr => "stderr",
-                        LogSource::Guest => "log",
-                        LogSource::System => "prism",
-                    }
-                    .to_string(),
+                    source: source_name(l.source).to_string(),
                     text: l.text,
                 })
             })
@@ -353,10 +502,12 @@ impl Jobs for ApiHandle {
         let id = Api::parse_job(&request.get_ref().id)?;
         {
             let mut jobs = self.0.lock();
-            let meta = jobs
-                .get_mut(&id)
-                .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
-            meta.stop_requested = true;
+            match jobs.get_mut(&id) {
+                Some(meta) => meta.stop_requested = true,
+                // A job of an earlier run of the head has ended already.
+                None if self.0.past.contains_key(&id) => {}
+                None => return Err(Status::not_found(format!("no job {id}"))),
+            }
         }
         let head = self.0.cluster.head();
         head.stop_job(id).await;
@@ -416,10 +567,40 @@ pub async fn serve(
         files.read(&files.head_key())?,
     );
     let cluster = EmbeddedCluster::start(node)?;
+    let store = HeadStore::open(&state_dir.join("head.redb"))?;
+    for (hash, wasm) in store.modules()? {
+        let stored = cluster.head().upload_module(Bytes::from(wasm));
+        if format!("{stored:?}") != hash {
+            tracing::warn!("head.redb: module {hash} does not match its bytes; ignored");
+        }
+    }
+    let mut past = HashMap::new();
+    for (id, bytes) in store.jobs()? {
+        let (Some(job_id), Ok(mut record)) = (
+            JobId::parse(&id),
+            serde_json::from_slice::<StoredJob>(&bytes),
+        ) else {
+            tracing::warn!("head.redb: unreadable record of {id}; ignored");
+            continue;
+        };
+        let running = [JobState::Pending as i32, JobState::Running as i32];
+        if running.contains(&record.info.state) {
+            // It ran in a head process that is gone; so is its driver.
+            record.info.state = JobState::Failed as i32;
+            record.info.error_kind = prism_abi::ErrorKind::WorkerDied.to_string();
+            record.info.error_message = "the head restarted while the job ran".into();
+            if let Ok(bytes) = serde_json::to_vec(&record) {
+                store.put_job(&id, &bytes)?;
+            }
+        }
+        past.insert(job_id, record);
+    }
     let api = ApiHandle(Arc::new(Api {
         cluster,
         authority,
         jobs: Mutex::new(HashMap::new()),
+        past,
+        store,
     }));
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -11,6 +11,10 @@
 //! Everything in this module is blocking I/O; callers on the async runtime
 //! accept that a durable write costs a disk sync.
 
+mod head;
+
+pub use head::HeadStore;
+
 use redb::{Database, ReadableDatabase, TableDefinition};
 use std::path::Path;
 
