@@ -571,7 +571,9 @@ pub async fn serve(
     for (hash, wasm) in store.modules()? {
         let stored = cluster.head().upload_module(Bytes::from(wasm));
         if format!("{stored:?}") != hash {
-            tracing::warn!("head.redb: module {hash} does not match its bytes; ignored");
+            tracing::warn!(
+                "head.redb: module {hash} does not match its bytes; kept under {stored:?}"
+            );
         }
     }
     let mut past = HashMap::new();

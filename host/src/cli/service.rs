@@ -81,8 +81,9 @@ pub(super) struct ClientArgs {
 }
 
 impl ClientArgs {
+    /// Whether a head was named, by flag or by `PRISM_ADDRESS`.
     pub(super) fn given(&self) -> bool {
-        self.address.is_some()
+        self.address.is_some() || std::env::var_os("PRISM_ADDRESS").is_some_and(|v| !v.is_empty())
     }
 
     async fn connect(&self) -> anyhow::Result<Client> {

@@ -96,6 +96,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SecurityError> {
     file.sync_all().map_err(io)
 }
 
+/// This year (UTC), for certificate validity.
+fn this_year() -> i32 {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0);
+    1970 + (days as f64 / 365.2425) as i32
+}
+
+/// The CA is valid for 10 years, the head's certificate for 2, both from
+/// the start of this year.
+const CA_YEARS: i32 = 10;
+const HEAD_YEARS: i32 = 2;
+
 fn pki(e: rcgen::Error) -> SecurityError {
     SecurityError::Pki(e.to_string())
 }
@@ -130,6 +144,9 @@ pub fn init(dir: &Path, sans: &[String]) -> Result<InitReport, SecurityError> {
     ca_params
         .distinguished_name
         .push(DnType::CommonName, format!("Prism cluster {cluster_id} CA"));
+    let year = this_year();
+    ca_params.not_before = rcgen::date_time_ymd(year, 1, 1);
+    ca_params.not_after = rcgen::date_time_ymd(year + CA_YEARS, 1, 1);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -149,6 +166,8 @@ pub fn init(dir: &Path, sans: &[String]) -> Result<InitReport, SecurityError> {
     head_params
         .distinguished_name
         .push(DnType::CommonName, "prism head");
+    head_params.not_before = rcgen::date_time_ymd(year, 1, 1);
+    head_params.not_after = rcgen::date_time_ymd(year + HEAD_YEARS, 1, 1);
     head_params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,

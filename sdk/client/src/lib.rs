@@ -23,6 +23,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 pub use prism_proto::v1;
 
+/// Largest message the client sends or accepts (64 MiB, the head's
+/// module limit): results and job lists larger than tonic's default 4 MiB
+/// still arrive.
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -211,7 +216,9 @@ impl Client {
         };
         let auth = BearerToken(token);
         Ok(Client {
-            jobs: JobsClient::with_interceptor(channel.clone(), auth.clone()),
+            jobs: JobsClient::with_interceptor(channel.clone(), auth.clone())
+                .max_decoding_message_size(MAX_REPLY_BYTES)
+                .max_encoding_message_size(MAX_REPLY_BYTES),
             cluster: ClusterClient::with_interceptor(channel, auth),
         })
     }
