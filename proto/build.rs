@@ -6,6 +6,11 @@ fn main() {
     let descriptors = protox::compile(["prism/v1/prism.proto"], ["."])
         .unwrap_or_else(|e| panic!("prism.proto does not compile: {e}"));
     tonic_prost_build::configure()
+        // The head keeps job records in redb as JSON.
+        .type_attribute(
+            "prism.v1.JobInfo",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
         .compile_fds(descriptors)
         .unwrap_or_else(|e| panic!("generating gRPC code failed: {e}"));
 }

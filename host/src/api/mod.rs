@@ -64,59 +64,10 @@ struct JobMeta {
 /// again when the job ends, so a restarted head can still answer for it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredJob {
-    info: StoredInfo,
+    info: JobInfo,
     value_json: String,
     /// (function, source, text).
     logs: Vec<(String, String, String)>,
-}
-
-/// The fields of [`JobInfo`], in a serde form.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct StoredInfo {
-    id: String,
-    state: i32,
-    module_hash: String,
-    entry: String,
-    namespace: String,
-    submitted_by: String,
-    submitted_at_ms: i64,
-    ended_at_ms: i64,
-    error_kind: String,
-    error_message: String,
-}
-
-impl From<&JobInfo> for StoredInfo {
-    fn from(i: &JobInfo) -> Self {
-        StoredInfo {
-            id: i.id.clone(),
-            state: i.state,
-            module_hash: i.module_hash.clone(),
-            entry: i.entry.clone(),
-            namespace: i.namespace.clone(),
-            submitted_by: i.submitted_by.clone(),
-            submitted_at_ms: i.submitted_at_ms,
-            ended_at_ms: i.ended_at_ms,
-            error_kind: i.error_kind.clone(),
-            error_message: i.error_message.clone(),
-        }
-    }
-}
-
-impl From<&StoredInfo> for JobInfo {
-    fn from(i: &StoredInfo) -> Self {
-        JobInfo {
-            id: i.id.clone(),
-            state: i.state,
-            module_hash: i.module_hash.clone(),
-            entry: i.entry.clone(),
-            namespace: i.namespace.clone(),
-            submitted_by: i.submitted_by.clone(),
-            submitted_at_ms: i.submitted_at_ms,
-            ended_at_ms: i.ended_at_ms,
-            error_kind: i.error_kind.clone(),
-            error_message: i.error_message.clone(),
-        }
-    }
 }
 
 fn source_name(source: LogSource) -> &'static str {
@@ -216,7 +167,7 @@ impl Api {
             None => (String::new(), Vec::new()),
         };
         let record = StoredJob {
-            info: StoredInfo::from(&info),
+            info,
             value_json,
             logs,
         };
@@ -246,7 +197,7 @@ impl Api {
     fn info(&self, id: JobId) -> Option<JobInfo> {
         let head = self.cluster.head();
         let Some(status) = head.job_status(id) else {
-            return self.past.get(&id).map(|p| JobInfo::from(&p.info));
+            return self.past.get(&id).map(|p| p.info.clone());
         };
         let outcome = head.job_outcome(id);
         let jobs = self.lock();
@@ -434,7 +385,7 @@ impl Jobs for ApiHandle {
         self.0.meta_or_not_found(id)?;
         if let Some(past) = self.0.past.get(&id) {
             return Ok(Response::new(JobResult {
-                job: Some(JobInfo::from(&past.info)),
+                job: Some(past.info.clone()),
                 value_json: past.value_json.clone(),
             }));
         }

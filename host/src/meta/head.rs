@@ -18,17 +18,11 @@ pub struct HeadStore {
 impl HeadStore {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
-        let db = Database::create(path)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| MetaError(redb::Error::Io(e)))?;
-        }
-        let txn = db.begin_write()?;
-        txn.open_table(MODULES)?;
-        txn.open_table(JOBS)?;
-        txn.commit()?;
+        let db = super::open_private(path, |txn| {
+            txn.open_table(MODULES)?;
+            txn.open_table(JOBS)?;
+            Ok(())
+        })?;
         Ok(HeadStore { db })
     }
 

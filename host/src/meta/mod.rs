@@ -43,6 +43,25 @@ from_redb!(
     redb::CommitError
 );
 
+/// Opens (or creates) a database readable only by its owner (mode 0600)
+/// and creates its tables with `tables`.
+fn open_private(
+    path: &Path,
+    tables: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::TableError>,
+) -> Result<Database, MetaError> {
+    let db = Database::create(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| MetaError(redb::Error::Io(e)))?;
+    }
+    let txn = db.begin_write()?;
+    tables(&txn)?;
+    txn.commit()?;
+    Ok(db)
+}
+
 /// The node's durable metadata.
 pub struct MetaStore {
     db: Database,
@@ -51,18 +70,12 @@ pub struct MetaStore {
 impl MetaStore {
     /// Opens (or creates) the database at `path` and its tables.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
-        let db = Database::create(path)?;
         // Durable named objects and actor state are the jobs' data.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| MetaError(redb::Error::Io(e)))?;
-        }
-        let txn = db.begin_write()?;
-        txn.open_table(NAMED_OBJECTS)?;
-        txn.open_table(ACTOR_STATE)?;
-        txn.commit()?;
+        let db = open_private(path, |txn| {
+            txn.open_table(NAMED_OBJECTS)?;
+            txn.open_table(ACTOR_STATE)?;
+            Ok(())
+        })?;
         Ok(MetaStore { db })
     }
 
