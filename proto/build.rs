@@ -11,6 +11,11 @@ fn main() {
             "prism.v1.JobInfo",
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
+        // Object chunks, task arguments and results are sliced and passed
+        // on without copying.
+        .bytes(".prism.v1.ObjectChunk")
+        .bytes(".prism.v1.TaskArg")
+        .bytes(".prism.v1.ExecuteTaskReply")
         .compile_fds(descriptors)
         .unwrap_or_else(|e| panic!("generating gRPC code failed: {e}"));
 }

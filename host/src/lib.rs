@@ -17,6 +17,8 @@
 //! - [`actors`]: long-lived stateful instances and their supervision.
 //! - [`objects`]: the per-node object store with spilling, and named objects.
 //! - [`meta`]: durable metadata (redb).
+//! - [`net`]: joining nodes into a cluster and their calls to each other
+//!   (mutual TLS): placement on other nodes, object transfer, heartbeats.
 //! - [`values`]: JSON ⇄ MessagePack at the edge.
 
 pub mod actors;
@@ -27,6 +29,7 @@ pub mod config;
 pub mod gpu;
 pub mod ids;
 pub mod meta;
+pub mod net;
 pub mod objects;
 pub mod runtime;
 pub mod scheduler;

@@ -312,6 +312,26 @@ impl TaskOptions {
         self
     }
 
+    /// Runs the task on any node of the cluster in turn (round robin over
+    /// the nodes that can run it) instead of on the submitting node first.
+    /// Default: the submitting node while it has room, then the least-loaded
+    /// other node.
+    pub fn spread(mut self) -> Self {
+        self.wire.strategy = prism_abi::SchedulingStrategy::Spread;
+        self
+    }
+
+    /// Runs the task on the node `node_id` (as `prism status` names it).
+    /// With `soft`, another node runs it when that one is gone or cannot;
+    /// otherwise the task then fails `unschedulable`. Default: any node.
+    pub fn node(mut self, node_id: impl Into<String>, soft: bool) -> Self {
+        self.wire.strategy = prism_abi::SchedulingStrategy::Node {
+            node_id: node_id.into(),
+            soft,
+        };
+        self
+    }
+
     /// The options as they cross the ABI.
     pub fn to_wire(&self) -> &prism_abi::TaskOptions {
         &self.wire

@@ -3,10 +3,12 @@
 //!
 //! Each test reads like a specification: its name states the behaviour.
 
+mod procs;
 mod support;
 
 mod actors;
 mod cli;
+mod cluster;
 mod density;
 mod examples;
 mod gpu;

@@ -1,69 +1,11 @@
 //! The head as a real process: `prism init`, `prism start --head`, and the
 //! API over TLS with bearer tokens, driven by the Rust client.
 
+use super::procs::{HeadProcess, admin_token, init, start_head};
 use prism_client::{Client, ClientConfig, ClientError};
 use prism_host::security::{ClusterFiles, Role, TokenAuthority};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tonic::Code;
-
-/// A head process, killed when dropped.
-struct HeadProcess {
-    child: Child,
-    address: String,
-}
-
-impl Drop for HeadProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn init(dir: &Path) -> ClusterFiles {
-    let out = Command::new(env!("CARGO_BIN_EXE_prism"))
-        .args(["init", "--dir"])
-        .arg(dir)
-        .output()
-        .expect("prism init runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ClusterFiles::new(dir)
-}
-
-fn start_head(dir: &Path) -> HeadProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prism"))
-        .args([
-            "start",
-            "--head",
-            "--listen",
-            "127.0.0.1:0",
-            "--cpus",
-            "2",
-            "--dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prism start runs");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the head prints its address");
-    let address = line
-        .trim()
-        .strip_prefix("prism head listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    HeadProcess { child, address }
-}
 
 fn config(head: &HeadProcess, files: &ClusterFiles, token: &str) -> ClientConfig {
     ClientConfig {
@@ -77,13 +19,6 @@ async fn client(head: &HeadProcess, files: &ClusterFiles, token: &str) -> Client
     Client::connect(&config(head, files, token))
         .await
         .expect("connects over TLS")
-}
-
-fn admin_token(files: &ClusterFiles) -> String {
-    std::fs::read_to_string(files.admin_token())
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 fn code(e: ClientError) -> (Code, String) {

@@ -5,6 +5,7 @@
 use prism::{Error, ErrorKind, ObjectRef};
 use std::time::{Duration, Instant};
 
+mod cluster;
 mod gpu;
 
 /// a + b.

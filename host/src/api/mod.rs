@@ -11,15 +11,22 @@ use crate::cluster::{EmbeddedCluster, JobOutcome, JobStatus, LogSource};
 use crate::config::NodeConfig;
 use crate::ids::{JobId, ModuleHash};
 use crate::meta::{HeadStore, MetaError};
-use crate::security::{Claims, ClusterFiles, SecurityError, TokenAuthority};
+use crate::net::peers::{NodeCredentials, Peers};
+use crate::net::registry::{NodeControlService, Registry, RegistryConfig};
+use crate::net::worker_service::WorkerService;
+use crate::net::{HEAD_NODE_ID, HEAD_NODE_TAG, MAX_NODE_MESSAGE};
+use crate::security::{Claims, ClusterFiles, NodeAuthority, Role, SecurityError, TokenAuthority};
 use bytes::Bytes;
 use prism_proto::v1::cluster_server::{Cluster, ClusterServer};
 use prism_proto::v1::jobs_server::{Jobs, JobsServer};
+use prism_proto::v1::node_control_server::NodeControlServer;
+use prism_proto::v1::worker_server::WorkerServer;
 use prism_proto::v1::{
     JobInfo, JobRequest, JobResult, JobState, ListJobsReply, ListJobsRequest, LogLine, NodeInfo,
     ResultRequest, StatusReply, StatusRequest, SubmitJobRequest, UploadModuleReply,
     UploadModuleRequest,
 };
+use prism_proto::v1::{JoinTokenReply, JoinTokenRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,8 +34,39 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_stream::Stream;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
+
+/// Lifetime of a join token when the request names none (1 hour).
+pub const DEFAULT_JOIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How the head runs: where it listens and how it watches its nodes.
+#[derive(Clone, Debug)]
+pub struct HeadOptions {
+    /// Where to serve (default 127.0.0.1:7443).
+    pub listen: SocketAddr,
+    /// Where nodes reach the head (default: the bound address).
+    pub advertise: Option<String>,
+    /// How often worker nodes report (default 1 s).
+    pub heartbeat_interval: std::time::Duration,
+    /// Silence after which a node is declared dead (default 10 s).
+    pub node_timeout: std::time::Duration,
+    /// The head's own node.
+    pub node: NodeConfig,
+}
+
+impl HeadOptions {
+    /// The defaults, serving on `listen` with `node`.
+    pub fn new(listen: SocketAddr, node: NodeConfig) -> Self {
+        HeadOptions {
+            listen,
+            advertise: None,
+            heartbeat_interval: std::time::Duration::from_secs(1),
+            node_timeout: std::time::Duration::from_secs(10),
+            node,
+        }
+    }
+}
 
 /// Largest module accepted by `UploadModule` (64 MiB).
 pub const MAX_MODULE_BYTES: usize = 64 << 20;
@@ -87,7 +125,10 @@ pub struct Api {
     jobs: Mutex<HashMap<JobId, JobMeta>>,
     /// Jobs of earlier runs of the head, from `head.redb`.
     past: HashMap<JobId, StoredJob>,
-    store: HeadStore,
+    store: Arc<HeadStore>,
+    registry: Arc<Registry>,
+    /// Where the head's node is reached, for status output.
+    address: String,
 }
 
 fn now_ms() -> i64 {
@@ -478,7 +519,7 @@ impl Cluster for ApiHandle {
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
         self.0.authorize(&request, "read cluster status", false)?;
-        let nodes = self
+        let mut nodes: Vec<NodeInfo> = self
             .0
             .cluster
             .head()
@@ -495,9 +536,37 @@ impl Cluster for ApiHandle {
                     .iter()
                     .map(|g| format!("{}: {} ({}, {})", g.index, g.name, g.backend, g.device_type))
                     .collect(),
+                node_id: HEAD_NODE_ID.to_string(),
+                address: self.0.address.clone(),
+                state: "alive".to_string(),
+                executed_tasks: n.scheduler.executed,
+                last_seen_ms: 0,
             })
             .collect();
+        nodes.extend(self.0.registry.statuses());
         Ok(Response::new(StatusReply { nodes }))
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<JoinTokenRequest>,
+    ) -> Result<Response<JoinTokenReply>, Status> {
+        let claims = self.0.authorize(&request, "create join tokens", true)?;
+        if claims.role != Role::ClusterAdmin {
+            tracing::info!(target: "audit", subject = %claims.sub, action = "create join tokens", decision = "deny", reason = "not cluster-admin");
+            return Err(Status::permission_denied(
+                "only a cluster-admin may create join tokens",
+            ));
+        }
+        let ttl = match request.get_ref().ttl_secs {
+            0 => DEFAULT_JOIN_TOKEN_TTL,
+            secs => std::time::Duration::from_secs(secs),
+        };
+        let (token, expires_at) = self.0.registry.create_join_token(ttl)?;
+        Ok(Response::new(JoinTokenReply {
+            token,
+            expires_at: expires_at as i64,
+        }))
     }
 }
 
@@ -506,19 +575,35 @@ impl Cluster for ApiHandle {
 /// accepts connections. Must run inside a multi-threaded tokio runtime.
 pub async fn serve(
     state_dir: &std::path::Path,
-    listen: SocketAddr,
-    node: NodeConfig,
+    options: HeadOptions,
     ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
     let files = ClusterFiles::new(state_dir);
     let authority = TokenAuthority::load(&files)?;
-    let identity = Identity::from_pem(
-        files.read(&files.head_cert())?,
-        files.read(&files.head_key())?,
-    );
-    let cluster = EmbeddedCluster::start(node)?;
-    let store = HeadStore::open(&state_dir.join("head.redb"))?;
+    let node_authority = NodeAuthority::load(&files)?;
+    let credentials = NodeCredentials {
+        ca_pem: files.read(&files.ca_cert())?,
+        cert_pem: files.read(&files.head_cert())?,
+        key_pem: files.read(&files.head_key())?,
+    };
+    let identity = Identity::from_pem(&credentials.cert_pem, &credentials.key_pem);
+    let listen = options.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| ApiError::Transport(format!("cannot listen on {listen}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| ApiError::Transport(e.to_string()))?;
+    let address = match &options.advertise {
+        Some(a) => a.clone(),
+        None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+        None => bound.to_string(),
+    };
+    // Every id the head's node mints says it lives there.
+    crate::ids::set_node_tag(HEAD_NODE_TAG);
+    let cluster = EmbeddedCluster::start(options.node.clone())?;
+    let store = Arc::new(HeadStore::open(&state_dir.join("head.redb"))?);
     for (hash, wasm) in store.modules()? {
         let stored = cluster.head().upload_module(Bytes::from(wasm));
         if format!("{stored:?}") != hash {
@@ -548,24 +633,54 @@ pub async fn serve(
         }
         past.insert(job_id, record);
     }
+    let head_node = cluster.node().clone();
+    let peers = Peers::new(HEAD_NODE_ID, HEAD_NODE_TAG, &head_node, credentials.clone());
+    head_node.join_cluster(peers.clone());
+    let registry = Registry::new(
+        RegistryConfig {
+            head_address: address.clone(),
+            heartbeat_interval: options.heartbeat_interval,
+            node_timeout: options.node_timeout,
+        },
+        store.clone(),
+        node_authority,
+        cluster.head().clone(),
+        head_node.clone(),
+        peers,
+    )?;
+    tokio::spawn(registry.clone().watch_nodes());
     let api = ApiHandle(Arc::new(Api {
         cluster,
         authority,
         jobs: Mutex::new(HashMap::new()),
         past,
         store,
+        registry: registry.clone(),
+        address,
     }));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| ApiError::Transport(format!("cannot listen on {listen}: {e}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| ApiError::Transport(e.to_string()))?;
+    // Clients authenticate with tokens, nodes with certificates from the
+    // cluster CA: a certificate is optional on this port, but one that is
+    // presented must verify, and node calls check that there was one.
+    let tls = ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(Certificate::from_pem(&credentials.ca_pem))
+        .client_auth_optional(true);
     let server = Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(identity))
+        .tls_config(tls)
         .map_err(|e| ApiError::Transport(e.to_string()))?
+        .tcp_nodelay(true)
         .add_service(JobsServer::new(api.clone()).max_decoding_message_size(MAX_MODULE_BYTES))
-        .add_service(ClusterServer::new(api));
+        .add_service(ClusterServer::new(api))
+        .add_service(
+            NodeControlServer::new(NodeControlService(registry))
+                .max_decoding_message_size(MAX_NODE_MESSAGE)
+                .max_encoding_message_size(MAX_NODE_MESSAGE),
+        )
+        .add_service(
+            WorkerServer::new(WorkerService::new(head_node))
+                .max_decoding_message_size(MAX_NODE_MESSAGE)
+                .max_encoding_message_size(MAX_NODE_MESSAGE),
+        );
     ready(bound);
     server
         .serve_with_incoming_shutdown(

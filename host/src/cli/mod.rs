@@ -53,12 +53,15 @@ enum Command {
     Token(service::TokenArgs),
     /// Submit and follow jobs on a running cluster.
     Job(service::JobArgs),
+    /// Manage the cluster's nodes.
+    Node(service::NodeCommandArgs),
 }
 
 /// Options of the embedded node.
 #[derive(Args, Debug, Clone)]
 struct NodeArgs {
-    /// CPU slots (default: the number of cores).
+    /// CPU slots (default: the number of cores). 0 makes a node that runs
+    /// only drivers (a head that places every task on workers).
     #[arg(long)]
     cpus: Option<f64>,
     /// Custom resources as a JSON object, e.g. '{"ssd": 1}' (default: none).
@@ -96,8 +99,8 @@ impl NodeArgs {
         let mut config = NodeConfig::default();
         if let Some(cpus) = self.cpus {
             anyhow::ensure!(
-                cpus.is_finite() && cpus > 0.0,
-                "--cpus must be positive, got {cpus}"
+                cpus.is_finite() && cpus >= 0.0,
+                "--cpus must be zero or more, got {cpus}"
             );
             config.cpus = cpus;
         }
@@ -218,6 +221,7 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Start(args) => service::start(args),
         Command::Token(args) => service::token(args),
         Command::Job(args) => service::job(args),
+        Command::Node(args) => service::node(args),
     }
 }
 

@@ -24,18 +24,62 @@ pub(super) struct InitArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("role").required(true).args(["head", "join"])))]
 pub(super) struct StartArgs {
-    /// Start the head (the only kind of process built so far).
-    #[arg(long, required = true)]
+    /// Start the head: the API, the node registry and a node of its own.
+    #[arg(long)]
     head: bool,
-    /// The cluster's state directory, from `prism init`.
+    /// Start a worker node that joins the head at this address
+    /// (`https://host:port`).
+    #[arg(long, value_name = "HEAD")]
+    join: Option<String>,
+    /// The state directory: the cluster's (from `prism init`) for the head,
+    /// the node's own (created on first start) for a worker.
     #[arg(long)]
     dir: PathBuf,
-    /// Address to serve the API on, TLS only (default: 127.0.0.1:7443).
-    #[arg(long, default_value = "127.0.0.1:7443")]
-    listen: SocketAddr,
+    /// Address to serve on, TLS only (default: 127.0.0.1:7443 for the
+    /// head, 127.0.0.1:0, any free port, for a worker).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where other nodes reach this one, `host:port` (default: the bound
+    /// address). A worker's certificate is made for this host.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Head: how often workers report, in milliseconds (default: 1000).
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Head: silence after which a worker is declared dead, in
+    /// milliseconds (default: 10000).
+    #[arg(long, default_value_t = 10_000)]
+    node_timeout_ms: u64,
+    /// Worker, first start: a one-time join token from `prism node
+    /// join-token` (default: PRISM_JOIN_TOKEN).
+    #[arg(long)]
+    join_token: Option<String>,
+    /// Worker, first start: the cluster CA certificate (the head's
+    /// `ca.pem`; default: PRISM_CA).
+    #[arg(long)]
+    ca: Option<PathBuf>,
     #[command(flatten)]
     node: NodeArgs,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct NodeCommandArgs {
+    #[command(subcommand)]
+    command: NodeCommand,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Print a one-time token for `prism start --join` (cluster-admin).
+    JoinToken {
+        /// Lifetime in seconds (default: 3600).
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -154,14 +198,67 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<i32> {
 
 pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     let config = args.node.config()?;
+    if let Some(head) = &args.join {
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let ca_path = args
+            .ca
+            .clone()
+            .or_else(|| env("PRISM_CA").map(PathBuf::from));
+        let join_token = args
+            .join_token
+            .clone()
+            .or_else(|| env("PRISM_JOIN_TOKEN").map(|v| v.to_string_lossy().trim().to_string()));
+        let ca_pem = match &ca_path {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading the CA certificate {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let options = crate::net::worker::WorkerOptions {
+            head: head.clone(),
+            dir: args.dir.clone(),
+            ca_pem,
+            join_token,
+            listen: args
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            advertise: args.advertise.clone(),
+            node: config,
+        };
+        super::tokio_runtime()?.block_on(async {
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            crate::net::worker::run_worker(
+                options,
+                |id, bound| {
+                    // Tests and scripts wait for this line.
+                    println!("prism worker {id} listening on https://{bound}, joined {head}");
+                    use std::io::Write;
+                    let _ = std::io::stdout().flush();
+                },
+                shutdown,
+            )
+            .await
+        })?;
+        return Ok(0);
+    }
+    let mut options = crate::api::HeadOptions::new(
+        args.listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7443))),
+        config,
+    );
+    options.advertise = args.advertise.clone();
+    options.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
+    options.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
     super::tokio_runtime()?.block_on(async {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
         crate::api::serve(
             &args.dir,
-            args.listen,
-            config,
+            options,
             |bound| {
                 // Tests and scripts wait for this line.
                 println!("prism head listening on https://{bound}");
@@ -306,8 +403,10 @@ pub(super) fn remote_status(client: &ClientArgs, json: bool) -> anyhow::Result<i
                 .iter()
                 .map(|n| {
                     serde_json::json!({
+                        "node_id": n.node_id, "address": n.address, "state": n.state,
                         "total": n.total, "available": n.available,
                         "running_tasks": n.running_tasks, "pending_tasks": n.pending_tasks,
+                        "executed_tasks": n.executed_tasks, "last_seen_ms": n.last_seen_ms,
                         "gpus": n.gpus,
                     })
                 })
@@ -315,16 +414,29 @@ pub(super) fn remote_status(client: &ClientArgs, json: bool) -> anyhow::Result<i
             println!("{}", serde_json::to_string_pretty(&nodes)?);
             return Ok(0);
         }
-        for (i, n) in status.nodes.iter().enumerate() {
-            println!("node {i}");
+        for n in &status.nodes {
+            println!("node {} ({}, {})", n.node_id, n.address, n.state);
             println!("  resources  {}", n.total);
             println!("  available  {}", n.available);
             println!(
-                "  load       {} running, {} pending",
-                n.running_tasks, n.pending_tasks
+                "  load       {} running, {} pending, {} run so far",
+                n.running_tasks, n.pending_tasks, n.executed_tasks
             );
             for g in &n.gpus {
                 println!("  gpu        {g}");
+            }
+        }
+        Ok(0)
+    })
+}
+
+pub(super) fn node(args: NodeCommandArgs) -> anyhow::Result<i32> {
+    super::tokio_runtime()?.block_on(async {
+        let mut client = args.client.connect().await?;
+        match args.command {
+            NodeCommand::JoinToken { ttl_secs } => {
+                let reply = client.create_join_token(ttl_secs).await?;
+                println!("{}", reply.token);
             }
         }
         Ok(0)

@@ -82,7 +82,17 @@ impl JobLog {
         }
     }
 
-    /// A copy of the lines so far.
+    /// Removes and returns every line, oldest first (a node hands the
+    /// lines of another node's job back with each task it ran).
+    pub fn drain(&self) -> Vec<LogLine> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    /// A copy of every line, oldest first.
     pub fn lines(&self) -> Vec<LogLine> {
         self.lines
             .lock()

@@ -12,7 +12,7 @@ mod node;
 
 pub use head::{Head, JobStatus};
 pub use job::{JobOutcome, JobSpec, LogLine, LogSource};
-pub use node::Node;
+pub use node::{Node, RemoteCall};
 
 use crate::config::NodeConfig;
 use crate::ids::{JobId, ModuleHash};

@@ -21,6 +21,7 @@ use crate::runtime::{
     ActorCreateError, BoxFuture, CancelToken, GuestHost, Instance, InstanceSetup, Invocation,
     InvocationOutcome, LoadedModule, Runtime,
 };
+use crate::scheduler::remote::Remote;
 use crate::scheduler::resources::ResourceSet;
 use crate::scheduler::{Lease, Scheduler, SlotHandle, TaskExecutor, TaskRun, TaskSpec};
 use crate::task::{Arg, EntryKind};
@@ -44,6 +45,10 @@ pub struct Node {
     named: NamedObjects,
     /// The GPUs, found the first time anything needs them.
     gpus: OnceLock<Gpus>,
+    /// The other nodes, once this node is part of a multi-node cluster.
+    remote: OnceLock<Arc<dyn Remote>>,
+    /// Jobs whose driver runs elsewhere and that ran tasks here.
+    remote_jobs: Mutex<std::collections::HashSet<JobId>>,
     _temp_dir: Option<tempfile::TempDir>,
 }
 
@@ -92,6 +97,8 @@ impl Node {
                 named: NamedObjects::new(meta.clone()),
                 meta,
                 gpus: OnceLock::new(),
+                remote: OnceLock::new(),
+                remote_jobs: Mutex::new(Default::default()),
                 config,
                 _temp_dir: temp_dir,
             }
@@ -129,6 +136,11 @@ impl Node {
             self.scheduler.add_gpus(gpus.count());
             gpus
         })
+    }
+
+    /// Whether the node has looked for its GPUs yet.
+    pub fn gpus_found(&self) -> bool {
+        self.gpus.get().is_some()
     }
 
     /// The GPUs the node offers, indexed as guests see them.
@@ -186,14 +198,149 @@ impl Node {
             .cloned()
     }
 
+    /// Makes this node part of a multi-node cluster: its scheduler may
+    /// place tasks on the other nodes and pull objects from them. Call once.
+    pub fn join_cluster(&self, remote: Arc<dyn Remote>) {
+        self.scheduler.set_remote(remote.clone());
+        let _ = self.remote.set(remote);
+    }
+
+    /// The namespace of a job this node knows.
+    pub fn job_namespace(&self, id: JobId) -> Option<String> {
+        self.job(id).map(|j| j.namespace.clone())
+    }
+
+    /// Appends lines another node sent back for `job`.
+    pub fn append_logs(&self, job: JobId, lines: Vec<super::job::LogLine>) {
+        if let Some(context) = self.job(job) {
+            for line in lines {
+                context.log.push(line.source, &line.function, &line.text);
+            }
+        }
+    }
+
+    /// Pulls `id` here if it lives on another node (see [`Remote::fetch`]).
+    fn fetch_remote(&self, id: ObjectId, owner: JobId) {
+        if let Some(remote) = self.remote.get() {
+            remote.fetch(id, owner);
+        }
+    }
+
+    /// Runs one attempt of a task another node placed here, to completion,
+    /// through this node's scheduler (it queues for resources like any
+    /// task, and never moves on). Returns its result and the log lines the
+    /// job's guests wrote here meanwhile. Dropping the future cancels it.
+    pub async fn execute_remote(
+        &self,
+        call: RemoteCall,
+    ) -> (Result<Bytes, WireError>, Vec<super::job::LogLine>) {
+        let context = match self.remote_job_context(&call).await {
+            Ok(context) => context,
+            Err(error) => return (Err(error), Vec::new()),
+        };
+        let return_id = ObjectId::random();
+        let spec = TaskSpec {
+            job: call.job,
+            module: call.module,
+            entry: EntryKind::Task,
+            function: call.function,
+            args: call.args,
+            request: call.request,
+            // The node that placed it retries, possibly elsewhere.
+            max_retries: 0,
+            timeout: call.timeout,
+            memory_limit: call.memory_limit.min(self.config.runtime.max_task_memory),
+            return_id,
+            strategy: Default::default(),
+            local_only: true,
+        };
+        struct CancelOnDrop<'a>(&'a Scheduler, ObjectId);
+        impl Drop for CancelOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.cancel(self.1);
+            }
+        }
+        let _guard = CancelOnDrop(&self.scheduler, return_id);
+        let watch = {
+            self.scheduler.submit(spec);
+            self.objects.watch(return_id)
+        };
+        if let Watch::Pending(rx) = watch {
+            let _ = rx.await;
+        }
+        let result = match self.objects.lookup(return_id) {
+            Ok(Lookup::Ready(Object::Value(bytes))) => Ok(bytes),
+            Ok(Lookup::Ready(Object::Error(e))) => Err((*e).clone()),
+            Ok(_) => Err(WireError::new(
+                ErrorKind::Cancelled,
+                "the task's job has ended here",
+            )),
+            Err(e) => Err(WireError::new(ErrorKind::System, e.to_string())),
+        };
+        self.objects.remove(return_id);
+        (result, context.log.drain())
+    }
+
+    /// The context of another node's job on this node, made on its first
+    /// task here.
+    async fn remote_job_context(&self, call: &RemoteCall) -> Result<Arc<JobContext>, WireError> {
+        if let Some(context) = self.job(call.job) {
+            return Ok(context);
+        }
+        let module = self.load_module(call.module).await?;
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let context = jobs
+            .entry(call.job)
+            .or_insert_with(|| {
+                Arc::new(JobContext {
+                    id: call.job,
+                    module,
+                    namespace: call.namespace.clone(),
+                    log: Default::default(),
+                })
+            })
+            .clone();
+        self.remote_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(call.job);
+        Ok(context)
+    }
+
+    /// Another node's job ended: cancel what it still runs here and free
+    /// what it owns. Jobs whose driver runs on this node are not touched.
+    pub fn end_remote_job(&self, job: JobId) {
+        if !self
+            .remote_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job)
+        {
+            return;
+        }
+        for actor in self.actors.owned_by(job) {
+            self.actors.kill(actor);
+        }
+        self.scheduler.cancel_job(job);
+        let freed = self.objects.free_owner(job);
+        tracing::debug!(%job, freed, "another node's job ended");
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job);
+    }
+
     /// Loads a module from the head (or the local cache) on a blocking thread.
-    async fn load_module(&self, spec: &JobSpec) -> Result<Arc<LoadedModule>, WireError> {
-        if let Some(m) = self.runtime.modules().get(spec.module) {
+    async fn load_module(
+        &self,
+        hash: crate::ids::ModuleHash,
+    ) -> Result<Arc<LoadedModule>, WireError> {
+        if let Some(m) = self.runtime.modules().get(hash) {
             return Ok(m);
         }
         let bytes = self
             .head
-            .module(spec.module)
+            .module(hash)
             .await
             .map_err(|e| WireError::new(ErrorKind::InvalidModule, e.to_string()))?;
         let node = self
@@ -215,7 +362,7 @@ impl Node {
     /// and frees everything it owns.
     async fn run_job(self: Arc<Self>, spec: JobSpec) -> JobOutcome {
         let started = Instant::now();
-        let module = match self.load_module(&spec).await {
+        let module = match self.load_module(spec.module).await {
             Ok(module) => module,
             Err(error) => {
                 return JobOutcome {
@@ -242,6 +389,9 @@ impl Node {
         }
         self.scheduler.cancel_job(spec.id);
         let freed = self.objects.free_owner(spec.id);
+        if let Some(remote) = self.remote.get() {
+            remote.end_job(spec.id);
+        }
         tracing::debug!(job = %spec.id, freed, "job ended");
         self.jobs
             .lock()
@@ -284,6 +434,8 @@ impl Node {
             timeout: self.config.runtime.driver_timeout,
             memory_limit: self.config.runtime.max_task_memory,
             return_id,
+            strategy: Default::default(),
+            local_only: true,
         };
         let watch = {
             self.scheduler.submit(driver);
@@ -473,6 +625,8 @@ impl Node {
                 .unwrap_or(self.config.runtime.task_timeout),
             memory_limit: if memory > 0 { memory } else { max_memory },
             return_id,
+            strategy: options.strategy,
+            local_only: false,
         })
     }
 }
@@ -568,6 +722,26 @@ impl NodeService for Node {
     }
 }
 
+/// A task attempt another node placed on this one.
+pub struct RemoteCall {
+    /// Its job (whose driver runs elsewhere).
+    pub job: JobId,
+    /// The job's module.
+    pub module: crate::ids::ModuleHash,
+    /// The job's namespace.
+    pub namespace: String,
+    /// The task's name.
+    pub function: String,
+    /// Its arguments; references are pulled from where they live.
+    pub args: Vec<Arg>,
+    /// What it holds while it runs.
+    pub request: ResourceSet,
+    /// Wall-clock budget.
+    pub timeout: Duration,
+    /// Linear memory cap in bytes (at most this node's per-task limit).
+    pub memory_limit: u64,
+}
+
 /// The node as seen by one running guest: its job, its CPU slot.
 struct TaskHost {
     node: Arc<Node>,
@@ -600,6 +774,7 @@ impl GuestHost for TaskHost {
     }
 
     fn lookup(&self, id: ObjectId) -> Lookup {
+        self.node.fetch_remote(id, self.job.id);
         match self.node.objects.lookup(id) {
             Ok(found) => found,
             Err(e) => Lookup::Ready(Object::Error(Arc::new(WireError::new(
@@ -610,6 +785,7 @@ impl GuestHost for TaskHost {
     }
 
     fn watch(&self, id: ObjectId) -> Watch {
+        self.node.fetch_remote(id, self.job.id);
         self.node.objects.watch(id)
     }
 

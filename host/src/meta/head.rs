@@ -1,5 +1,6 @@
-//! The head's durable metadata: uploaded modules and job records, in
-//! `<state-dir>/head.redb` (mode 0600). A restarted head reloads both.
+//! The head's durable metadata: uploaded modules, job records, the nodes
+//! that joined and the unspent join tokens, in `<state-dir>/head.redb`
+//! (mode 0600). A restarted head reloads all of them.
 
 use super::MetaError;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -9,6 +10,11 @@ use std::path::Path;
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 /// Job records (JSON) by job id.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// Node records (JSON) by node id.
+const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+/// Unspent join tokens: expiry (Unix seconds, 8 bytes LE) by the hex
+/// sha256 of the token.
+const JOIN_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
 
 /// The head's durable metadata.
 pub struct HeadStore {
@@ -21,6 +27,8 @@ impl HeadStore {
         let db = super::open_private(path, |txn| {
             txn.open_table(MODULES)?;
             txn.open_table(JOBS)?;
+            txn.open_table(NODES)?;
+            txn.open_table(JOIN_TOKENS)?;
             Ok(())
         })?;
         Ok(HeadStore { db })
@@ -71,6 +79,35 @@ impl HeadStore {
     pub fn jobs(&self) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
         self.all(JOBS)
     }
+
+    /// Stores (or replaces) a node record.
+    pub fn put_node(&self, id: &str, record: &[u8]) -> Result<(), MetaError> {
+        self.put(NODES, id, record)
+    }
+
+    /// Every node record: (id, record).
+    pub fn nodes(&self) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        self.all(NODES)
+    }
+
+    /// Records an unspent join token by its digest.
+    pub fn put_join_token(&self, digest: &str, expires_at: u64) -> Result<(), MetaError> {
+        self.put(JOIN_TOKENS, digest, &expires_at.to_le_bytes())
+    }
+
+    /// Spends a join token: removes it and returns its expiry, or `None`
+    /// if no such token is unspent. One transaction, so a token joins
+    /// exactly one node however many try at once.
+    pub fn take_join_token(&self, digest: &str) -> Result<Option<u64>, MetaError> {
+        let txn = self.db.begin_write()?;
+        let expires = {
+            let mut table = txn.open_table(JOIN_TOKENS)?;
+            let removed = table.remove(digest)?;
+            removed.and_then(|v| <[u8; 8]>::try_from(v.value()).ok().map(u64::from_le_bytes))
+        };
+        txn.commit()?;
+        Ok(expires)
+    }
 }
 
 #[cfg(test)]
@@ -96,5 +133,21 @@ mod tests {
             store.jobs().unwrap(),
             vec![("job-1".into(), b"{\"v\":2}".to_vec())]
         );
+    }
+
+    #[test]
+    fn join_tokens_are_spent_once_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.redb");
+        {
+            let store = HeadStore::open(&path).unwrap();
+            store.put_join_token("abc", 42).unwrap();
+            store.put_node("node-1", b"{}").unwrap();
+        }
+        let store = HeadStore::open(&path).unwrap();
+        assert_eq!(store.nodes().unwrap().len(), 1);
+        assert_eq!(store.take_join_token("abc").unwrap(), Some(42));
+        assert_eq!(store.take_join_token("abc").unwrap(), None);
+        assert_eq!(store.take_join_token("other").unwrap(), None);
     }
 }

@@ -295,16 +295,27 @@ impl ObjectStore {
     /// Removes every object `owner` owns; readers waiting on pending ones
     /// see them vanish. Returns how many objects were freed.
     pub fn free_owner(&self, owner: JobId) -> usize {
+        let ids: Vec<ObjectId> = self
+            .lock()
+            .entries
+            .iter()
+            .filter(|(_, e)| e.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
+        self.remove_all(&ids)
+    }
+
+    /// Removes one object (a value handed on to another node).
+    pub fn remove(&self, id: ObjectId) {
+        self.remove_all(&[id]);
+    }
+
+    fn remove_all(&self, ids: &[ObjectId]) -> usize {
         let mut spilled = Vec::new();
         let freed = {
             let mut inner = self.lock();
-            let ids: Vec<ObjectId> = inner
-                .entries
-                .iter()
-                .filter(|(_, e)| e.owner == owner)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in &ids {
+            let mut freed = 0;
+            for id in ids {
                 if let Some(entry) = inner.entries.remove(id) {
                     match entry.state {
                         State::Value { bytes, lru, .. } => {
@@ -318,9 +329,10 @@ impl ObjectStore {
                         }
                         State::Pending(_) | State::Error(_) => {}
                     }
+                    freed += 1;
                 }
             }
-            ids.len()
+            freed
         };
         for id in spilled {
             self.spill.remove(id);

@@ -25,6 +25,7 @@
 //! The scheduler does not run guests: it hands a [`TaskRun`] to its
 //! [`TaskExecutor`] (the node, which calls the runtime).
 
+pub mod remote;
 pub mod resources;
 
 use crate::ids::{JobId, ModuleHash, ObjectId, TaskId};
@@ -32,11 +33,13 @@ use crate::objects::{Lookup, Object, ObjectStore, Watch};
 use crate::runtime::{BoxFuture, CancelToken};
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
+pub use prism_abi::SchedulingStrategy;
 use prism_abi::{ErrorKind, WireError};
+use remote::{Pick, Placement, Remote, Reservation};
 use resources::{GpuAssignment, GpuShares, ResourceSet};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -66,6 +69,10 @@ pub struct TaskSpec {
     pub memory_limit: u64,
     /// Where the result goes.
     pub return_id: ObjectId,
+    /// Which nodes may run it.
+    pub strategy: SchedulingStrategy,
+    /// Run it on this node only (a call another node placed here).
+    pub local_only: bool,
 }
 
 /// One attempt handed to the executor.
@@ -95,8 +102,27 @@ pub trait TaskExecutor: Send + Sync + 'static {
 pub struct SchedulerStats {
     /// Tasks known to the scheduler and not finished.
     pub pending: usize,
-    /// Tasks running (including blocked in `get`).
+    /// Tasks running (including blocked in `get`), here or placed on
+    /// other nodes.
     pub running: usize,
+    /// Attempts this node's executor has run since it started.
+    pub executed: u64,
+    /// Attempts this node placed on other nodes since it started.
+    pub placed_remotely: u64,
+}
+
+/// Where [`Shared::place`] puts a queued task.
+enum Decision {
+    Local,
+    Remote(Box<dyn Reservation>),
+    Wait,
+    Fail(String),
+}
+
+/// A task leaving the queue.
+enum Start {
+    Local(GpuAssignment),
+    Remote(Box<dyn Reservation>),
 }
 
 const WAITING_ARGS: u8 = 0;
@@ -141,6 +167,10 @@ struct Shared {
     /// Grows once, when the node's GPUs are found ([`Scheduler::add_gpus`]).
     total: RwLock<ResourceSet>,
     retry_backoff: Duration,
+    /// The other nodes, once this node joined a cluster.
+    remote: OnceLock<Arc<dyn Remote>>,
+    executed: AtomicU64,
+    placed_remotely: AtomicU64,
 }
 
 /// The node's scheduler. Cheap to clone.
@@ -173,6 +203,9 @@ impl Scheduler {
                 executor,
                 total: RwLock::new(total),
                 retry_backoff,
+                remote: OnceLock::new(),
+                executed: AtomicU64::new(0),
+                placed_remotely: AtomicU64::new(0),
             }),
         }
     }
@@ -202,6 +235,17 @@ impl Scheduler {
             state.available.custom.insert(gpu, milli);
             state.gpus = GpuShares::new(devices);
         }
+        self.shared.dispatch();
+    }
+
+    /// Lets this scheduler place tasks on other nodes and pull objects from
+    /// them. Call at most once; later calls are ignored.
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.shared.remote.set(remote);
+    }
+
+    /// Re-examines the queues: call when other nodes gained room.
+    pub fn poke(&self) {
         self.shared.dispatch();
     }
 
@@ -235,6 +279,8 @@ impl Scheduler {
         SchedulerStats {
             pending: state.tasks.len(),
             running: state.running,
+            executed: self.shared.executed.load(Ordering::Relaxed),
+            placed_remotely: self.shared.placed_remotely.load(Ordering::Relaxed),
         }
     }
 
@@ -305,7 +351,10 @@ impl Shared {
     fn submit(self: &Arc<Self>, spec: TaskSpec) {
         self.objects.create_pending(spec.return_id, spec.job);
         let shortfall = self.total().shortfall(&spec.request);
-        if let Some(why) = shortfall {
+        let remote = self.remote_for(&spec);
+        if let Some(why) = shortfall
+            && !remote.is_some_and(|r| r.feasible(&spec.request))
+        {
             self.fail_now(
                 &spec,
                 ErrorKind::Unschedulable,
@@ -344,6 +393,57 @@ impl Shared {
         } else {
             let shared = self.clone();
             tokio::spawn(async move { shared.wait_for_args(entry, deps).await });
+        }
+    }
+
+    /// The other nodes, if `spec` may run on one.
+    fn remote_for(&self, spec: &TaskSpec) -> Option<&Arc<dyn Remote>> {
+        if spec.local_only || spec.entry != EntryKind::Task {
+            return None;
+        }
+        self.remote.get()
+    }
+
+    /// Where the queued task `entry` of resource shape `shape` runs now.
+    fn place(&self, state: &State, entry: &TaskEntry, shape: &ResourceSet) -> Decision {
+        let fits = state.available.fits(shape) && state.gpus.can_take(shape.gpu_milli());
+        let Some(remote) = self.remote_for(&entry.spec) else {
+            return if fits {
+                Decision::Local
+            } else {
+                Decision::Wait
+            };
+        };
+        let feasible = self.total().shortfall(shape).is_none();
+        let pick = match &entry.spec.strategy {
+            SchedulingStrategy::Default => Pick::LeastLoaded,
+            SchedulingStrategy::Spread => Pick::Spread,
+            SchedulingStrategy::Node { node_id, soft } => {
+                if node_id == remote.local_id() {
+                    if feasible || !*soft {
+                        return if fits {
+                            Decision::Local
+                        } else {
+                            Decision::Wait
+                        };
+                    }
+                    Pick::LeastLoaded
+                } else if remote.has_node(node_id) {
+                    Pick::Node(node_id)
+                } else if *soft {
+                    Pick::LeastLoaded
+                } else {
+                    return Decision::Fail(format!("node {node_id:?} is not alive"));
+                }
+            }
+        };
+        if pick == Pick::LeastLoaded && fits {
+            return Decision::Local;
+        }
+        match remote.reserve(shape, pick, feasible, fits) {
+            Placement::Local if fits => Decision::Local,
+            Placement::Local | Placement::Wait => Decision::Wait,
+            Placement::Remote(reservation) => Decision::Remote(reservation),
         }
     }
 
@@ -390,6 +490,7 @@ impl Shared {
     /// Starts whatever fits: resuming guests first, then queued tasks.
     fn dispatch(self: &Arc<Self>) {
         let mut starts = Vec::new();
+        let mut fails = Vec::new();
         {
             let mut state = self.lock();
             let state = &mut *state;
@@ -421,37 +522,100 @@ impl Shared {
             }
             // A lease that does not fit yet keeps its place at the front of
             // the lease queue, but does not stop tasks that fit from running.
-            for (shape, queue) in state.queues.iter_mut() {
+            let mut queues = std::mem::take(&mut state.queues);
+            for (shape, queue) in queues.iter_mut() {
                 while let Some(front) = queue.front() {
                     if front.phase.load(Ordering::SeqCst) != QUEUED {
                         queue.pop_front();
                         continue;
                     }
-                    if !state.available.fits(shape) {
-                        break;
+                    match self.place(state, front, shape) {
+                        Decision::Wait => break,
+                        Decision::Fail(why) => {
+                            if let Some(entry) = queue.pop_front()
+                                && entry.transition(QUEUED, DONE)
+                            {
+                                fails.push((entry, why));
+                            }
+                        }
+                        Decision::Remote(reservation) => {
+                            let Some(entry) = queue.pop_front() else {
+                                break;
+                            };
+                            if !entry.transition(QUEUED, RUNNING) {
+                                continue;
+                            }
+                            state.running += 1;
+                            starts.push((entry, Start::Remote(reservation)));
+                        }
+                        Decision::Local => {
+                            let Some(gpus) = state.gpus.take(shape.gpu_milli()) else {
+                                break;
+                            };
+                            let Some(entry) = queue.pop_front() else {
+                                state.gpus.give(&gpus);
+                                break;
+                            };
+                            if !entry.transition(QUEUED, RUNNING) {
+                                state.gpus.give(&gpus);
+                                continue;
+                            }
+                            state.available.take(shape);
+                            state.running += 1;
+                            starts.push((entry, Start::Local(gpus)));
+                        }
                     }
-                    let Some(gpus) = state.gpus.take(shape.gpu_milli()) else {
-                        break;
-                    };
-                    let Some(entry) = queue.pop_front() else {
-                        state.gpus.give(&gpus);
-                        break;
-                    };
-                    if !entry.transition(QUEUED, RUNNING) {
-                        state.gpus.give(&gpus);
-                        continue;
-                    }
-                    state.available.take(shape);
-                    state.running += 1;
-                    starts.push((entry, gpus));
                 }
             }
-            state.queues.retain(|(_, q)| !q.is_empty());
+            queues.retain(|(_, q)| !q.is_empty());
+            // Nothing enqueues while the lock is held, so the queues taken
+            // out above are still all of them.
+            state.queues = queues;
         }
-        for (entry, gpus) in starts {
+        for (entry, why) in fails {
+            let mut error = WireError::new(
+                ErrorKind::Unschedulable,
+                format!("no node can run this task: {why}"),
+            );
+            error.attempts = entry.attempt.load(Ordering::SeqCst) + 1;
+            self.finish(&entry, Err(error));
+        }
+        for (entry, start) in starts {
             let shared = self.clone();
-            tokio::spawn(async move { shared.run(entry, gpus).await });
+            match start {
+                Start::Local(gpus) => {
+                    tokio::spawn(async move { shared.run(entry, gpus).await });
+                }
+                Start::Remote(reservation) => {
+                    tokio::spawn(async move { shared.run_remote(entry, reservation).await });
+                }
+            }
         }
+    }
+
+    /// Runs one attempt on another node.
+    async fn run_remote(self: Arc<Self>, entry: Arc<TaskEntry>, reservation: Box<dyn Reservation>) {
+        let attempt = entry.attempt.load(Ordering::SeqCst);
+        self.placed_remotely.fetch_add(1, Ordering::Relaxed);
+        let result = match self.remote.get() {
+            None => Err(WireError::new(ErrorKind::System, "no other nodes")),
+            Some(remote) => {
+                tracing::debug!(function = %entry.spec.function, node = reservation.node_id(), "placing on another node");
+                let call = remote.execute(
+                    reservation,
+                    entry.spec.clone(),
+                    attempt,
+                    entry.cancel.clone(),
+                );
+                tokio::select! {
+                    result = call => result,
+                    _ = entry.cancel.cancelled() => Err(WireError::new(ErrorKind::Cancelled, "the task was cancelled")),
+                }
+            }
+        };
+        self.lock().running -= 1;
+        self.dispatch();
+        self.conclude(entry, attempt, result);
     }
 
     async fn run(self: Arc<Self>, entry: Arc<TaskEntry>, gpus: GpuAssignment) {
@@ -462,6 +626,23 @@ impl Shared {
             blocked: AtomicBool::new(false),
         });
         let attempt = entry.attempt.load(Ordering::SeqCst);
+        if let Some(remote) = self.remote.get() {
+            // Arguments that live on other nodes are pulled here first
+            // (a task placed elsewhere pulls them there instead).
+            let mut pulled = false;
+            for arg in &entry.spec.args {
+                if let Arg::Ref(id) = arg {
+                    remote.fetch(*id, entry.spec.job);
+                    pulled = true;
+                }
+            }
+            if pulled {
+                tokio::select! {
+                    _ = args_ready(&self.objects, &entry.spec.args) => {}
+                    _ = entry.cancel.cancelled() => {}
+                }
+            }
+        }
         let result = match (
             resolve_args(&self.objects, &entry.spec.args),
             self.executor.upgrade(),
@@ -480,13 +661,23 @@ impl Shared {
                     cancel: entry.cancel.clone(),
                     slot: slot.clone(),
                 };
+                self.executed.fetch_add(1, Ordering::Relaxed);
                 executor.execute(run).await
             }
         };
         slot.release();
         self.lock().running -= 1;
         self.dispatch();
+        self.conclude(entry, attempt, result);
+    }
 
+    /// Retries a failed attempt or stores the task's result.
+    fn conclude(
+        self: &Arc<Self>,
+        entry: Arc<TaskEntry>,
+        attempt: u32,
+        result: Result<Bytes, WireError>,
+    ) {
         match result {
             Err(e)
                 if e.kind.is_retryable()

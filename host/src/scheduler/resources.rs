@@ -184,6 +184,11 @@ impl GpuShares {
         Some(devices.into_iter().map(|i| (i, whole)).collect())
     }
 
+    /// Whether [`GpuShares::take`] of `milli` would succeed now.
+    pub fn can_take(&self, milli: u64) -> bool {
+        milli == 0 || self.clone().take(milli).is_some()
+    }
+
     /// Gives an assignment back.
     pub fn give(&mut self, assignment: &[(usize, u64)]) {
         for &(index, milli) in assignment {

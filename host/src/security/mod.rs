@@ -10,12 +10,20 @@
 //! - `cluster.json`: the cluster id, and the issuer and audience every token
 //!   must carry.
 //!
+//! Worker nodes join with a one-time join token and get a certificate
+//! signed by the CA for their own key ([`NodeAuthority`]); between nodes,
+//! every call is mutual TLS.
+//!
 //! [`TokenAuthority`] issues and verifies tokens (JWT, EdDSA): signature,
 //! expiry (30 s leeway for clock skew), issuer and audience are all checked.
 
+mod nodes;
 mod pki;
 mod tokens;
 
+pub use nodes::{
+    NodeAuthority, certificate_subject, join_token_digest, new_join_token, node_key_and_request,
+};
 pub use pki::{ClusterFiles, InitReport, init};
 pub use tokens::{Claims, Role, TokenAuthority, TokenError};
 

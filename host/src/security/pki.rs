@@ -97,7 +97,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SecurityError> {
 }
 
 /// This year (UTC), for certificate validity.
-fn this_year() -> i32 {
+pub(crate) fn this_year() -> i32 {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() / 86_400)

@@ -151,6 +151,8 @@ pub enum ErrorKind {
     ActorDied,
     /// The host failed for a reason that is not the guest's (disk, internal).
     System,
+    /// The only copy of an object was on a node that died or left.
+    ObjectLost,
 }
 
 impl ErrorKind {
@@ -181,6 +183,7 @@ impl ErrorKind {
             ErrorKind::ObjectNotFound => "object_not_found",
             ErrorKind::WorkerDied => "worker_died",
             ErrorKind::ActorDied => "actor_died",
+            ErrorKind::ObjectLost => "object_lost",
             ErrorKind::System => "system",
         }
     }
@@ -265,6 +268,37 @@ pub struct TaskOptions {
     /// task timeout (300 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Where the task may run. Default [`SchedulingStrategy::Default`].
+    #[serde(default, skip_serializing_if = "SchedulingStrategy::is_default")]
+    pub strategy: SchedulingStrategy,
+}
+
+/// Where in the cluster a task may run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulingStrategy {
+    /// On the submitting node while it has room, else on the least-loaded
+    /// node that can run it (Ray's hybrid policy).
+    #[default]
+    Default,
+    /// Round robin over every node that can run it.
+    Spread,
+    /// On the node with this id (as `prism status` shows it). With `soft`,
+    /// anywhere (as `Default`) when that node is gone or cannot run it;
+    /// otherwise the task fails `unschedulable`.
+    Node {
+        /// The node's id.
+        node_id: String,
+        /// Fall back to other nodes.
+        soft: bool,
+    },
+}
+
+impl SchedulingStrategy {
+    /// Whether this is [`SchedulingStrategy::Default`].
+    pub fn is_default(&self) -> bool {
+        *self == SchedulingStrategy::Default
+    }
 }
 
 impl TaskOptions {

@@ -11,8 +11,9 @@
 use prism_proto::v1::cluster_client::ClusterClient;
 use prism_proto::v1::jobs_client::JobsClient;
 use prism_proto::v1::{
-    JobInfo, JobRequest, JobResult, ListJobsRequest, LogLine, ResultRequest, StatusReply,
-    StatusRequest, SubmitJobRequest, UploadModuleReply, UploadModuleRequest,
+    JobInfo, JobRequest, JobResult, JoinTokenReply, JoinTokenRequest, ListJobsRequest, LogLine,
+    ResultRequest, StatusReply, StatusRequest, SubmitJobRequest, UploadModuleReply,
+    UploadModuleRequest,
 };
 use std::path::{Path, PathBuf};
 use tokio_stream::StreamExt;
@@ -310,6 +311,19 @@ impl Client {
     /// The cluster's nodes.
     pub async fn status(&mut self) -> Result<StatusReply, ClientError> {
         Ok(self.cluster.status(StatusRequest {}).await?.into_inner())
+    }
+
+    /// A one-time token for a node to join with, valid for `ttl_secs`
+    /// (0: the head's default, one hour). Needs a cluster-admin token.
+    pub async fn create_join_token(
+        &mut self,
+        ttl_secs: u64,
+    ) -> Result<JoinTokenReply, ClientError> {
+        Ok(self
+            .cluster
+            .create_join_token(JoinTokenRequest { ttl_secs })
+            .await?
+            .into_inner())
     }
 }
 

@@ -16,7 +16,7 @@ use syn::{
 ///   may be a `u64` or an `ObjectRef<u64>` (resolved before the call).
 /// - `square::options().num_cpus(2.0).max_retries(0).remote(x)`: the same
 ///   with per-call options (`num_cpus`, `num_gpus`, `memory`, `resource`, `max_retries`,
-///   `timeout`, or a whole `prism::TaskOptions` through `with`).
+///   `timeout`, `spread`, `node`, or a whole `prism::TaskOptions` through `with`).
 /// - the wasm export `__prism_task_square` the host calls.
 ///
 /// A function returning `Result<T, E>` (`E: Display`) yields `ObjectRef<T>`;
@@ -557,6 +557,10 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
                     pub fn max_retries(self, retries: u32) -> Self { Call(self.0.max_retries(retries)) }
                     /// See `prism::TaskOptions::timeout` (default: node task timeout, 300 s).
                     pub fn timeout(self, timeout: ::std::time::Duration) -> Self { Call(self.0.timeout(timeout)) }
+                    /// See `prism::TaskOptions::spread` (default: local first, then least loaded).
+                    pub fn spread(self) -> Self { Call(self.0.spread()) }
+                    /// See `prism::TaskOptions::node` (default: any node).
+                    pub fn node(self, node_id: &str, soft: bool) -> Self { Call(self.0.node(node_id, soft)) }
                     /// Submits the call; returns its result's ref at once.
                     pub fn remote(self, #(#params),*) -> ::prism::ObjectRef<#ok_type> {
                         let mut args = ::std::vec::Vec::new();

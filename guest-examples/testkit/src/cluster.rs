@@ -1,0 +1,88 @@
+//! Drivers for the multi-node tests (`tests/e2e/cluster.rs`).
+
+use prism::{ErrorKind, ObjectRef};
+
+use crate::sleep_then;
+
+/// Submits `n` tasks of `ms` milliseconds each, spread over the nodes, and
+/// sums their values (0 + 1 + … + n-1).
+#[prism::main]
+fn spread_sum(n: u64, ms: u64) -> prism::Result<u64> {
+    let refs: Vec<_> = (0..n)
+        .map(|i| sleep_then::options().spread().remote(ms, i))
+        .collect();
+    Ok(prism::get_all(&refs)?.into_iter().sum())
+}
+
+/// Submits `n` tasks of `ms` milliseconds each with the default strategy
+/// (local first, then the least-loaded node) and sums their values.
+#[prism::main]
+fn default_sum(n: u64, ms: u64) -> prism::Result<u64> {
+    let refs: Vec<_> = (0..n).map(|i| sleep_then::remote(ms, i)).collect();
+    Ok(prism::get_all(&refs)?.into_iter().sum())
+}
+
+/// Puts `kb` KiB of patterned bytes into the store of the node it runs on
+/// and returns the reference.
+#[prism::task]
+fn make_blob(kb: u64) -> prism::Result<ObjectRef<Vec<u8>>> {
+    let blob: Vec<u8> = (0..kb * 1024).map(|i| (i % 251) as u8).collect();
+    prism::put(&blob)
+}
+
+/// The sum of a blob's bytes.
+#[prism::task]
+fn blob_sum(blob: Vec<u8>) -> u64 {
+    blob.iter().map(|b| *b as u64).sum()
+}
+
+/// Makes a blob on node `producer`, sums it on node `consumer` (which pulls
+/// it from the producer), and sums it again here (pulled to the driver).
+/// Returns (sum on the consumer, sum here, expected sum).
+#[prism::main]
+fn cross_node(producer: String, consumer: String, kb: u64) -> prism::Result<(u64, u64, u64)> {
+    let made = make_blob::options().node(&producer, false).remote(kb);
+    let blob: ObjectRef<Vec<u8>> = prism::get(&made)?;
+    let there = prism::get(&blob_sum::options().node(&consumer, false).remote(blob))?;
+    let here: u64 = prism::get(&blob)?.iter().map(|b| *b as u64).sum();
+    let expected: u64 = (0..kb * 1024).map(|i| i % 251).sum();
+    Ok((there, here, expected))
+}
+
+/// A task pinned to a node that does not exist: hard (fails) and soft
+/// (runs elsewhere). Returns (hard outcome kind, soft value).
+#[prism::main]
+fn affinity_cases() -> prism::Result<(String, u64)> {
+    let hard = match prism::get(
+        &sleep_then::options()
+            .node("node-nowhere", false)
+            .remote(0, 1),
+    ) {
+        Ok(v) => format!("ok {v}"),
+        Err(e) => e
+            .kind()
+            .map(|k: ErrorKind| k.to_string())
+            .unwrap_or_else(|| e.to_string()),
+    };
+    let soft = prism::get(
+        &sleep_then::options()
+            .node("node-nowhere", true)
+            .remote(0, 7),
+    )?;
+    Ok((hard, soft))
+}
+
+/// Makes a blob on node `node`, waits `wait_ms` (the test kills that node
+/// meanwhile), then reads the blob. Returns how reading it failed, or "ok".
+#[prism::main]
+fn lost_object(node: String, wait_ms: u64) -> prism::Result<String> {
+    let blob: ObjectRef<Vec<u8>> = prism::get(&make_blob::options().node(&node, false).remote(64))?;
+    std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+    Ok(match prism::get(&blob) {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e
+            .kind()
+            .map(|k: ErrorKind| k.to_string())
+            .unwrap_or_else(|| e.to_string()),
+    })
+}

@@ -1,0 +1,115 @@
+//! The network between nodes: how a multi-node cluster is joined and how
+//! its nodes work together, all over gRPC with mutual TLS.
+//!
+//! - [`registry`]: the head's table of nodes. It admits nodes (`Join`:
+//!   one-time token, certificate request signed by the cluster CA), takes
+//!   their heartbeats, declares a node dead when its heartbeats stop, and
+//!   answers every heartbeat with the cluster view.
+//! - [`peers`]: one node's view of the others. It implements the
+//!   scheduler's [`Remote`](crate::scheduler::remote::Remote): places tasks
+//!   on other nodes, runs attempts there, and pulls objects from the node
+//!   whose tag their id carries.
+//! - [`worker_service`]: the `Worker` service every node serves (the
+//!   head's node too): run an attempt, stream an object, end a job.
+//! - [`worker`]: the worker process, `prism start --join`.
+//!
+//! Between nodes there is no bearer token: a node proves who it is with
+//! its certificate, and the head reads its id from that certificate.
+
+pub mod peers;
+pub mod registry;
+pub mod worker;
+pub mod worker_service;
+
+use crate::scheduler::resources::ResourceSet;
+use prism_abi::{ErrorKind, WireError};
+use prism_proto::v1 as pb;
+use tonic::Status;
+
+/// Largest message between nodes: task arguments and results travel
+/// inline, objects in chunks (1 GiB).
+pub const MAX_NODE_MESSAGE: usize = 1 << 30;
+
+/// Objects travel in chunks of this size (1 MiB).
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// The head node's id in the cluster view.
+pub const HEAD_NODE_ID: &str = "head";
+
+/// The head node's tag (workers get 2, 3, …).
+pub const HEAD_NODE_TAG: u32 = 1;
+
+/// Failures of the network layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// TLS, connection or listening failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The head refused or failed a call.
+    #[error("the head answered {code:?}: {message}")]
+    Refused {
+        /// The gRPC code.
+        code: tonic::Code,
+        /// Its message.
+        message: String,
+    },
+    /// The node's state directory is unusable.
+    #[error("{0}")]
+    State(String),
+    /// Certificates or keys.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
+    /// The local node could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+}
+
+impl From<Status> for NetError {
+    fn from(status: Status) -> Self {
+        NetError::Refused {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+}
+
+/// A resource set as it crosses the wire.
+pub fn resources_to_proto(set: &ResourceSet) -> pb::Resources {
+    pb::Resources {
+        cpu_milli: set.cpu_milli,
+        memory: set.memory,
+        custom: set.custom.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    }
+}
+
+/// A resource set from the wire (`None` reads as nothing).
+pub fn resources_from_proto(set: Option<&pb::Resources>) -> ResourceSet {
+    match set {
+        None => ResourceSet::default(),
+        Some(r) => ResourceSet {
+            cpu_milli: r.cpu_milli,
+            memory: r.memory,
+            custom: r.custom.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        },
+    }
+}
+
+/// Checks that a call between nodes came with a client certificate (the
+/// TLS layer has verified it against the cluster CA), and returns the
+/// subject it names: the calling node's id, or "prism head".
+pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<String, Status> {
+    let certs = request
+        .peer_certs()
+        .filter(|certs| !certs.is_empty())
+        .ok_or_else(|| Status::unauthenticated("this call needs a node certificate"))?;
+    crate::security::certificate_subject(certs[0].as_ref())
+        .ok_or_else(|| Status::unauthenticated("unreadable node certificate"))
+}
+
+/// A failed call to another node, as the task that needed it sees it.
+pub fn unreachable(node: &str, status: &Status) -> WireError {
+    WireError::new(
+        ErrorKind::WorkerDied,
+        format!("node {node} failed or is unreachable: {}", status.message()),
+    )
+}

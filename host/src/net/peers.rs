@@ -1,0 +1,602 @@
+//! One node's view of the other nodes, and the scheduler's way to use
+//! them ([`Remote`]).
+//!
+//! The view comes from the head with every heartbeat answer. Between
+//! heartbeats the node keeps its own count of what it has placed on each
+//! other node (CPU in flight), so that a burst of tasks spreads instead of
+//! landing on whichever node looked emptiest at the last heartbeat. A node
+//! that fails a call is left out for a while (it is probably dying; the
+//! head will say so once its heartbeats stop).
+
+use super::{CHUNK_BYTES, MAX_NODE_MESSAGE, resources_from_proto, resources_to_proto};
+use crate::cluster::{LogLine, LogSource, Node};
+use crate::ids::{JobId, ObjectId};
+use crate::objects::Object;
+use crate::runtime::{BoxFuture, CancelToken};
+use crate::scheduler::TaskSpec;
+use crate::scheduler::remote::{Pick, Placement, Remote, Reservation};
+use crate::scheduler::resources::ResourceSet;
+use crate::task::Arg;
+use bytes::{Bytes, BytesMut};
+use prism_abi::{ErrorKind, WireError};
+use prism_proto::v1 as pb;
+use prism_proto::v1::worker_client::WorkerClient;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// How long a node that failed a call is left out of placement (5 s).
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
+
+/// Zero-CPU tasks placed on one node at once, at most (1,024).
+const MAX_ZERO_CPU_IN_FLIGHT: u64 = 1024;
+
+/// This node's credentials for calling other nodes.
+#[derive(Clone)]
+pub struct NodeCredentials {
+    /// The cluster CA (PEM).
+    pub ca_pem: Vec<u8>,
+    /// This node's certificate (PEM).
+    pub cert_pem: Vec<u8>,
+    /// Its key (PEM).
+    pub key_pem: Vec<u8>,
+}
+
+impl NodeCredentials {
+    /// A channel to the node at `address` ("host:port"), verified against
+    /// the cluster CA and presenting this node's certificate. Connects on
+    /// first use.
+    pub fn channel(&self, address: &str) -> Result<Channel, String> {
+        let host = host_of(address);
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .domain_name(host);
+        Ok(Endpoint::from_shared(format!("https://{address}"))
+            .map_err(|e| format!("bad address {address:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .tls_config(tls)
+            .map_err(|e| e.to_string())?
+            .connect_lazy())
+    }
+}
+
+/// The host part of "host:port" (brackets of an IPv6 address removed).
+pub fn host_of(address: &str) -> String {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+        _ => address,
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+struct Peer {
+    id: String,
+    tag: u32,
+    info: Mutex<pb::PeerInfo>,
+    client: Mutex<(String, WorkerClient<Channel>)>,
+    /// CPU (thousandths) of attempts this node has running there.
+    inflight_cpu: AtomicU64,
+    /// Attempts this node has running there.
+    inflight: AtomicU64,
+    suspect_until: Mutex<Option<Instant>>,
+}
+
+impl Peer {
+    fn total(&self) -> ResourceSet {
+        resources_from_proto(
+            self.info
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .total
+                .as_ref(),
+        )
+    }
+
+    fn usable(&self) -> bool {
+        match *self.suspect_until.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(until) => Instant::now() >= until,
+            None => true,
+        }
+    }
+
+    fn suspect(&self) {
+        *self.suspect_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + SUSPECT_FOR);
+    }
+
+    /// Load as this node sees it: CPU used at the last heartbeat plus what
+    /// this node placed since, over the total.
+    fn load(&self) -> f64 {
+        let info = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        let total = info.total.as_ref().map_or(0, |t| t.cpu_milli).max(1);
+        let free = info.available.as_ref().map_or(0, |a| a.cpu_milli);
+        let used = total.saturating_sub(free) + self.inflight_cpu.load(Ordering::Relaxed);
+        used as f64 / total as f64 + info.pending_tasks as f64 * 1e-3
+    }
+
+    /// Whether another attempt of `cpu` thousandths may go there now.
+    fn has_room(&self, cpu: u64, total: &ResourceSet) -> bool {
+        if cpu == 0 {
+            return self.inflight.load(Ordering::Relaxed) < MAX_ZERO_CPU_IN_FLIGHT;
+        }
+        self.inflight_cpu.load(Ordering::Relaxed) + cpu <= total.cpu_milli
+    }
+
+    fn client(&self) -> WorkerClient<Channel> {
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+}
+
+/// A slot held on a peer for one attempt.
+struct PeerSlot {
+    peer: Arc<Peer>,
+    cpu: u64,
+}
+
+impl PeerSlot {
+    fn new(peer: Arc<Peer>, cpu: u64) -> Self {
+        peer.inflight_cpu.fetch_add(cpu, Ordering::Relaxed);
+        peer.inflight.fetch_add(1, Ordering::Relaxed);
+        PeerSlot { peer, cpu }
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        self.peer
+            .inflight_cpu
+            .fetch_sub(self.cpu, Ordering::Relaxed);
+        self.peer.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Reservation for PeerSlot {
+    fn node_id(&self) -> &str {
+        &self.peer.id
+    }
+}
+
+/// The other nodes of the cluster, as one node sees and uses them.
+pub struct Peers {
+    local_id: String,
+    local_tag: u32,
+    node: Weak<Node>,
+    credentials: NodeCredentials,
+    nodes: RwLock<BTreeMap<String, Arc<Peer>>>,
+    /// Tags of nodes that were in the view and left it: their objects are
+    /// lost.
+    gone: Mutex<HashSet<u32>>,
+    spread: AtomicUsize,
+    pulling: Mutex<HashSet<ObjectId>>,
+    me: Weak<Peers>,
+}
+
+impl Peers {
+    /// The view of `node` (id `local_id`, tag `local_tag`), calling others
+    /// with `credentials`. Empty until [`Peers::update`].
+    pub fn new(
+        local_id: &str,
+        local_tag: u32,
+        node: &Arc<Node>,
+        credentials: NodeCredentials,
+    ) -> Arc<Peers> {
+        Arc::new_cyclic(|me| Peers {
+            local_id: local_id.to_string(),
+            local_tag,
+            node: Arc::downgrade(node),
+            credentials,
+            nodes: RwLock::new(BTreeMap::new()),
+            gone: Mutex::new(HashSet::new()),
+            spread: AtomicUsize::new(0),
+            pulling: Mutex::new(HashSet::new()),
+            me: me.clone(),
+        })
+    }
+
+    /// Takes the head's latest view: other live nodes are added or
+    /// updated, the rest removed. Wakes the local scheduler: there may be
+    /// room elsewhere now.
+    pub fn update(&self, view: &pb::ClusterView) {
+        {
+            let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+            let mut seen = HashSet::new();
+            for info in &view.nodes {
+                if info.node_id == self.local_id || !info.alive {
+                    continue;
+                }
+                seen.insert(info.node_id.clone());
+                if let Some(peer) = nodes.get(&info.node_id) {
+                    let mut client = peer.client.lock().unwrap_or_else(|e| e.into_inner());
+                    if client.0 != info.address
+                        && let Ok(channel) = self.credentials.channel(&info.address)
+                    {
+                        *client = (info.address.clone(), worker_client(channel));
+                    }
+                    drop(client);
+                    *peer.info.lock().unwrap_or_else(|e| e.into_inner()) = info.clone();
+                    continue;
+                }
+                match self.credentials.channel(&info.address) {
+                    Ok(channel) => {
+                        nodes.insert(
+                            info.node_id.clone(),
+                            Arc::new(Peer {
+                                id: info.node_id.clone(),
+                                tag: info.node_tag,
+                                info: Mutex::new(info.clone()),
+                                client: Mutex::new((info.address.clone(), worker_client(channel))),
+                                inflight_cpu: AtomicU64::new(0),
+                                inflight: AtomicU64::new(0),
+                                suspect_until: Mutex::new(None),
+                            }),
+                        );
+                    }
+                    Err(e) => tracing::warn!(node = %info.node_id, "cannot reach node: {e}"),
+                }
+            }
+            let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+            nodes.retain(|id, peer| {
+                let keep = seen.contains(id);
+                if !keep {
+                    tracing::warn!(node = %id, "node left the cluster view");
+                    gone.insert(peer.tag);
+                }
+                keep
+            });
+            for info in &view.nodes {
+                if !info.alive {
+                    gone.insert(info.node_tag);
+                }
+            }
+        }
+        if let Some(node) = self.node.upgrade() {
+            node.scheduler().poke();
+        }
+    }
+
+    /// The ids of the other live nodes.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Peer>>> {
+        self.nodes.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn peer(&self, id: &str) -> Option<Arc<Peer>> {
+        self.read().get(id).cloned()
+    }
+
+    /// Peers that could ever run `request`, usable now, in id order.
+    fn candidates(&self, request: &ResourceSet) -> Vec<(Arc<Peer>, ResourceSet)> {
+        self.read()
+            .values()
+            .filter(|p| p.usable())
+            .map(|p| (p.clone(), p.total()))
+            .filter(|(_, total)| total.fits(request))
+            .collect()
+    }
+
+    fn least_loaded(&self, request: &ResourceSet) -> Placement {
+        let best = self
+            .candidates(request)
+            .into_iter()
+            .filter(|(p, total)| p.has_room(request.cpu_milli, total))
+            .min_by(|(a, _), (b, _)| a.load().total_cmp(&b.load()));
+        match best {
+            Some((peer, _)) => Placement::Remote(Box::new(PeerSlot::new(peer, request.cpu_milli))),
+            None => Placement::Wait,
+        }
+    }
+
+    async fn pull(self: Arc<Self>, peer_id: String, client: WorkerClient<Channel>, id: ObjectId) {
+        let mut client = client;
+        let request = pb::FetchObjectRequest {
+            object_id: id.as_bytes().to_vec(),
+        };
+        let fetched: Result<Object, tonic::Status> = async {
+            let mut stream = client.fetch_object(request).await?.into_inner();
+            let mut buf = BytesMut::new();
+            let mut first = true;
+            while let Some(chunk) = stream.message().await? {
+                if first {
+                    buf.reserve(chunk.total_size.min(MAX_NODE_MESSAGE as u64 * 4) as usize);
+                    first = false;
+                }
+                match chunk.part {
+                    Some(pb::object_chunk::Part::Data(data)) => buf.extend_from_slice(&data),
+                    Some(pb::object_chunk::Part::Error(error)) => {
+                        let error = WireError::decode(&error).unwrap_or_else(|e| {
+                            WireError::new(ErrorKind::System, format!("unreadable error: {e}"))
+                        });
+                        return Ok(Object::Error(Arc::new(error)));
+                    }
+                    None => {}
+                }
+            }
+            Ok(Object::Value(buf.freeze()))
+        }
+        .await;
+        let object = match fetched {
+            Ok(object) => object,
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                Object::Error(Arc::new(WireError::new(
+                    ErrorKind::ObjectNotFound,
+                    format!("object {id} does not exist on node {peer_id}"),
+                )))
+            }
+            Err(status) => {
+                if let Some(peer) = self.peer(&peer_id) {
+                    peer.suspect();
+                }
+                Object::Error(Arc::new(WireError::new(
+                    ErrorKind::ObjectLost,
+                    format!(
+                        "object {id} lived on node {peer_id}, which failed: {}",
+                        status.message()
+                    ),
+                )))
+            }
+        };
+        if let Some(node) = self.node.upgrade()
+            && let Err(e) = node.objects().complete(id, object)
+        {
+            tracing::warn!(%id, "storing a pulled object failed: {e}");
+        }
+        self.pulling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
+
+fn worker_client(channel: Channel) -> WorkerClient<Channel> {
+    WorkerClient::new(channel)
+        .max_decoding_message_size(MAX_NODE_MESSAGE)
+        .max_encoding_message_size(MAX_NODE_MESSAGE)
+}
+
+impl Remote for Peers {
+    fn local_id(&self) -> &str {
+        &self.local_id
+    }
+
+    fn feasible(&self, request: &ResourceSet) -> bool {
+        self.read().values().any(|p| p.total().fits(request))
+    }
+
+    fn has_node(&self, id: &str) -> bool {
+        self.read().contains_key(id)
+    }
+
+    fn reserve(
+        &self,
+        request: &ResourceSet,
+        pick: Pick<'_>,
+        local_feasible: bool,
+        local_fits: bool,
+    ) -> Placement {
+        match pick {
+            Pick::LeastLoaded => self.least_loaded(request),
+            Pick::Node(id) => match self.peer(id) {
+                // The chosen node queues what it cannot start yet.
+                Some(peer) => Placement::Remote(Box::new(PeerSlot::new(peer, request.cpu_milli))),
+                None => Placement::Wait,
+            },
+            Pick::Spread => {
+                let candidates = self.candidates(request);
+                let slots = candidates.len() + usize::from(local_feasible);
+                if slots == 0 {
+                    return Placement::Wait;
+                }
+                let turn = self.spread.fetch_add(1, Ordering::Relaxed) % slots;
+                match candidates.get(turn) {
+                    Some((peer, total)) if peer.has_room(request.cpu_milli, total) => {
+                        Placement::Remote(Box::new(PeerSlot::new(peer.clone(), request.cpu_milli)))
+                    }
+                    None if local_fits => Placement::Local,
+                    // The node whose turn it is has no room: the least
+                    // loaded one that has takes it.
+                    _ => self.least_loaded(request),
+                }
+            }
+        }
+    }
+
+    fn execute(
+        &self,
+        reservation: Box<dyn Reservation>,
+        spec: Arc<TaskSpec>,
+        attempt: u32,
+        _cancel: Arc<CancelToken>,
+    ) -> BoxFuture<'static, Result<Bytes, WireError>> {
+        let peer = self.peer(reservation.node_id());
+        let node = self.node.upgrade();
+        Box::pin(async move {
+            // Held until the attempt ends.
+            let _reservation = reservation;
+            let node = node.ok_or_else(|| WireError::new(ErrorKind::System, "the node stopped"))?;
+            let Some(peer) = peer else {
+                return Err(WireError::new(
+                    ErrorKind::WorkerDied,
+                    "the node chosen for the task left the cluster",
+                ));
+            };
+            let namespace = node
+                .job_namespace(spec.job)
+                .ok_or_else(|| WireError::new(ErrorKind::Cancelled, "the task's job has ended"))?;
+            let args = spec
+                .args
+                .iter()
+                .map(|arg| pb::TaskArg {
+                    arg: Some(match arg {
+                        Arg::Value(bytes) => pb::task_arg::Arg::Value(bytes.clone()),
+                        Arg::Ref(id) => {
+                            pb::task_arg::Arg::ObjectId(Bytes::copy_from_slice(id.as_bytes()))
+                        }
+                        // Refused at submit; never placed.
+                        Arg::Invalid(m) => pb::task_arg::Arg::Value(Bytes::from(m.clone())),
+                    }),
+                })
+                .collect();
+            let request = pb::ExecuteTaskRequest {
+                job_id: spec.job.as_u64(),
+                module_hash: format!("{:?}", spec.module),
+                namespace,
+                function: spec.function.clone(),
+                args,
+                request: Some(resources_to_proto(&spec.request)),
+                timeout_ms: spec.timeout.as_millis().min(u64::MAX as u128) as u64,
+                memory_limit: spec.memory_limit,
+                attempt,
+            };
+            let reply = match peer.client().execute_task(request).await {
+                Ok(reply) => reply.into_inner(),
+                Err(status) => {
+                    peer.suspect();
+                    let error = super::unreachable(&peer.id, &status);
+                    node.append_logs(
+                        spec.job,
+                        vec![LogLine {
+                            source: LogSource::System,
+                            function: spec.function.clone(),
+                            text: format!(
+                                "attempt {attempt} failed ({}): {}",
+                                error.kind, error.message
+                            ),
+                        }],
+                    );
+                    return Err(error);
+                }
+            };
+            if !reply.logs.is_empty() {
+                node.append_logs(
+                    spec.job,
+                    reply
+                        .logs
+                        .into_iter()
+                        .map(|l| LogLine {
+                            source: match l.source.as_str() {
+                                "stdout" => LogSource::Stdout,
+                                "stderr" => LogSource::Stderr,
+                                "log" => LogSource::Guest,
+                                _ => LogSource::System,
+                            },
+                            function: format!("{}@{}", l.function, peer.id),
+                            text: l.text,
+                        })
+                        .collect(),
+                );
+            }
+            match reply.outcome {
+                Some(pb::execute_task_reply::Outcome::Value(value)) => Ok(value),
+                Some(pb::execute_task_reply::Outcome::Error(error)) => {
+                    Err(WireError::decode(&error).unwrap_or_else(|e| {
+                        WireError::new(ErrorKind::System, format!("unreadable error: {e}"))
+                    }))
+                }
+                None => Err(WireError::new(
+                    ErrorKind::System,
+                    format!("node {} answered without an outcome", peer.id),
+                )),
+            }
+        })
+    }
+
+    fn fetch(&self, id: ObjectId, owner: JobId) {
+        let tag = id.node_tag();
+        if tag == 0 || tag == self.local_tag {
+            return;
+        }
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        if node.objects().owner(id).is_some() {
+            return;
+        }
+        let peer = self.read().values().find(|p| p.tag == tag).cloned();
+        let Some(peer) = peer else {
+            if self
+                .gone
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&tag)
+            {
+                node.objects().create_pending(id, owner);
+                let error = WireError::new(
+                    ErrorKind::ObjectLost,
+                    format!("object {id} lived on a node that left the cluster"),
+                );
+                let _ = node.objects().complete(id, Object::Error(Arc::new(error)));
+            }
+            // An unknown tag: a forged or mistyped id, not found like any.
+            return;
+        };
+        if !self
+            .pulling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id)
+        {
+            return;
+        }
+        node.objects().create_pending(id, owner);
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let client = peer.client();
+        tokio::spawn(me.pull(peer.id.clone(), client, id));
+    }
+
+    fn end_job(&self, job: JobId) {
+        for peer in self.read().values() {
+            let mut client = peer.client();
+            tokio::spawn(async move {
+                let _ = client
+                    .end_job(pb::EndJobRequest {
+                        job_id: job.as_u64(),
+                    })
+                    .await;
+            });
+        }
+    }
+}
+
+/// Splits `bytes` into [`CHUNK_BYTES`] pieces without copying.
+pub fn chunks(bytes: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    (0..bytes.len().div_ceil(CHUNK_BYTES).max(1)).map(move |i| {
+        let start = i * CHUNK_BYTES;
+        bytes.slice(start..(start + CHUNK_BYTES).min(bytes.len()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_split_from_ports() {
+        assert_eq!(host_of("127.0.0.1:7443"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:80"), "::1");
+        assert_eq!(host_of("node.example"), "node.example");
+    }
+
+    #[test]
+    fn chunks_cover_the_value_without_gaps() {
+        let value = Bytes::from(vec![7u8; CHUNK_BYTES * 2 + 5]);
+        let parts: Vec<Bytes> = chunks(&value).collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.iter().map(Bytes::len).sum::<usize>(), value.len());
+        assert_eq!(chunks(&Bytes::new()).count(), 1);
+    }
+}

@@ -1,0 +1,353 @@
+//! The head's table of nodes and the `NodeControl` service.
+//!
+//! A node joins once with a one-time token and a certificate request; the
+//! head gives it an id (`node-<hex>`), a tag (2, 3, …; the head's own node
+//! is 1) and a certificate, and records it in `head.redb`. From then on
+//! the node sends a heartbeat every interval with its resources and load;
+//! the answer is the cluster view. A node whose heartbeats stop for the
+//! node timeout is declared dead: it leaves every node's view, tasks
+//! running there fail over (their calls fail) and its objects read as
+//! lost. A node that heartbeats again (it was only cut off, or the head
+//! restarted) is alive again.
+
+use super::peers::{Peers, host_of};
+use super::{HEAD_NODE_ID, HEAD_NODE_TAG, peer_identity, resources_to_proto};
+use crate::cluster::{Head, HeadService, Node};
+use crate::ids::ModuleHash;
+use crate::meta::HeadStore;
+use crate::security::{NodeAuthority, join_token_digest, new_join_token};
+use prism_proto::v1 as pb;
+use prism_proto::v1::node_control_server::NodeControl;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tonic::{Request, Response, Status};
+
+/// How the head watches its nodes.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Where nodes reach the head's own node ("host:port").
+    pub head_address: String,
+    /// How often nodes report (default 1 s).
+    pub heartbeat_interval: Duration,
+    /// Silence after which a node is declared dead (default 10 s).
+    pub node_timeout: Duration,
+}
+
+/// A node as `head.redb` keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct NodeRecord {
+    id: String,
+    tag: u32,
+    address: String,
+    joined_at: u64,
+}
+
+struct NodeEntry {
+    record: NodeRecord,
+    last: Option<pb::HeartbeatRequest>,
+    last_seen: Instant,
+    alive: bool,
+}
+
+/// The head's table of nodes.
+pub struct Registry {
+    config: RegistryConfig,
+    store: Arc<HeadStore>,
+    ca: NodeAuthority,
+    head: Arc<Head>,
+    head_node: Arc<Node>,
+    peers: Arc<Peers>,
+    nodes: Mutex<BTreeMap<String, NodeEntry>>,
+    /// The tag the next new node gets (tags are never reused).
+    next_tag: AtomicU32,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Registry {
+    /// The registry of a head, with the nodes `store` remembers (dead until
+    /// they heartbeat). `peers` is the head's own node's view, kept current.
+    pub fn new(
+        config: RegistryConfig,
+        store: Arc<HeadStore>,
+        ca: NodeAuthority,
+        head: Arc<Head>,
+        head_node: Arc<Node>,
+        peers: Arc<Peers>,
+    ) -> Result<Arc<Self>, crate::meta::MetaError> {
+        let mut nodes = BTreeMap::new();
+        for (id, bytes) in store.nodes()? {
+            match serde_json::from_slice::<NodeRecord>(&bytes) {
+                Ok(record) => {
+                    nodes.insert(
+                        id,
+                        NodeEntry {
+                            record,
+                            last: None,
+                            last_seen: Instant::now(),
+                            alive: false,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!("head.redb: unreadable record of node {id}: {e}"),
+            }
+        }
+        let next_tag = nodes
+            .values()
+            .map(|e| e.record.tag)
+            .max()
+            .unwrap_or(HEAD_NODE_TAG)
+            .max(HEAD_NODE_TAG)
+            + 1;
+        Ok(Arc::new(Registry {
+            next_tag: AtomicU32::new(next_tag),
+            config,
+            store,
+            ca,
+            head,
+            head_node,
+            peers,
+            nodes: Mutex::new(nodes),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, NodeEntry>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new one-time join token valid for `ttl`; returns it and its expiry.
+    pub fn create_join_token(&self, ttl: Duration) -> Result<(String, u64), Status> {
+        let (token, digest) =
+            new_join_token().map_err(|e| Status::internal(format!("join token: {e}")))?;
+        let expires = unix_now().saturating_add(ttl.as_secs());
+        self.store
+            .put_join_token(&digest, expires)
+            .map_err(|e| Status::internal(format!("could not record the join token: {e}")))?;
+        Ok((token, expires))
+    }
+
+    /// The cluster view: the head's node and every known node.
+    pub fn view(&self) -> pb::ClusterView {
+        let scheduler = self.head_node.scheduler();
+        let stats = scheduler.stats();
+        let mut nodes = vec![pb::PeerInfo {
+            node_id: HEAD_NODE_ID.to_string(),
+            node_tag: HEAD_NODE_TAG,
+            address: self.config.head_address.clone(),
+            total: Some(resources_to_proto(&scheduler.total())),
+            available: Some(resources_to_proto(&scheduler.available())),
+            pending_tasks: stats.pending as u64,
+            running_tasks: stats.running as u64,
+            alive: true,
+        }];
+        for entry in self.lock().values() {
+            let last = entry.last.as_ref();
+            nodes.push(pb::PeerInfo {
+                node_id: entry.record.id.clone(),
+                node_tag: entry.record.tag,
+                address: entry.record.address.clone(),
+                total: last.and_then(|l| l.total.clone()),
+                available: last.and_then(|l| l.available.clone()),
+                pending_tasks: last.map_or(0, |l| l.pending_tasks),
+                running_tasks: last.map_or(0, |l| l.running_tasks),
+                alive: entry.alive,
+            });
+        }
+        pb::ClusterView { nodes }
+    }
+
+    /// Status rows of the worker nodes (the head's own row is the API's).
+    pub fn statuses(&self) -> Vec<pb::NodeInfo> {
+        self.lock()
+            .values()
+            .map(|entry| {
+                let last = entry.last.clone().unwrap_or_default();
+                let show = |r: Option<&pb::Resources>| super::resources_from_proto(r).to_string();
+                pb::NodeInfo {
+                    total: show(last.total.as_ref()),
+                    available: show(last.available.as_ref()),
+                    running_tasks: last.running_tasks,
+                    pending_tasks: last.pending_tasks,
+                    gpus: last.gpus.clone(),
+                    node_id: entry.record.id.clone(),
+                    address: entry.record.address.clone(),
+                    state: if entry.alive { "alive" } else { "dead" }.to_string(),
+                    executed_tasks: last.executed_tasks,
+                    last_seen_ms: entry.last_seen.elapsed().as_millis() as u64,
+                }
+            })
+            .collect()
+    }
+
+    /// Declares nodes silent for the node timeout dead; refreshes the
+    /// head node's view. Runs every heartbeat interval until the registry
+    /// is dropped.
+    pub async fn watch_nodes(self: Arc<Self>) {
+        let me = Arc::downgrade(&self);
+        drop(self);
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            let Some(registry) = me.upgrade() else { return };
+            let mut died = Vec::new();
+            for entry in registry.lock().values_mut() {
+                if entry.alive && entry.last_seen.elapsed() > registry.config.node_timeout {
+                    entry.alive = false;
+                    died.push(entry.record.id.clone());
+                }
+            }
+            for id in &died {
+                tracing::warn!(node = %id, "no heartbeat for {:?}: node declared dead", registry.config.node_timeout);
+            }
+            registry.peers.update(&registry.view());
+        }
+    }
+
+    fn persist(&self, record: &NodeRecord) -> Result<(), Status> {
+        let bytes = serde_json::to_vec(record).map_err(|e| Status::internal(e.to_string()))?;
+        self.store
+            .put_node(&record.id, &bytes)
+            .map_err(|e| Status::internal(format!("could not record the node: {e}")))
+    }
+}
+
+/// The `NodeControl` service over a shared [`Registry`].
+#[derive(Clone)]
+pub struct NodeControlService(pub Arc<Registry>);
+
+#[tonic::async_trait]
+impl NodeControl for NodeControlService {
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinReply>, Status> {
+        let registry = &self.0;
+        let r = request.into_inner();
+        if r.advertise.is_empty() {
+            return Err(Status::invalid_argument(
+                "a joining node must say where it listens",
+            ));
+        }
+        let digest = join_token_digest(&r.join_token);
+        // A known node rejoining keeps its id and tag.
+        let (id, tag) = {
+            let nodes = registry.lock();
+            match nodes.get(&r.node_id) {
+                Some(entry) => (entry.record.id.clone(), entry.record.tag),
+                None => {
+                    let mut bytes = [0u8; 6];
+                    getrandom::fill(&mut bytes).map_err(|e| Status::internal(e.to_string()))?;
+                    let tag = registry.next_tag.fetch_add(1, Ordering::Relaxed);
+                    (format!("node-{}", hex::encode(bytes)), tag)
+                }
+            }
+        };
+        let cert_pem = registry
+            .ca
+            .sign_node(&r.csr_pem, &id, &host_of(&r.advertise))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Spent only now, so a malformed request does not waste it.
+        let expires = registry
+            .store
+            .take_join_token(&digest)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        match expires {
+            None => {
+                tracing::info!(target: "audit", action = "join", decision = "deny", reason = "unknown or spent join token");
+                return Err(Status::unauthenticated(
+                    "invalid or already used join token",
+                ));
+            }
+            Some(at) if at < unix_now() => {
+                tracing::info!(target: "audit", action = "join", decision = "deny", reason = "expired join token");
+                return Err(Status::unauthenticated("join token expired"));
+            }
+            Some(_) => {}
+        }
+        let record = NodeRecord {
+            id: id.clone(),
+            tag,
+            address: r.advertise.clone(),
+            joined_at: unix_now(),
+        };
+        registry.persist(&record)?;
+        registry.lock().insert(
+            id.clone(),
+            NodeEntry {
+                record,
+                last: None,
+                last_seen: Instant::now(),
+                alive: false,
+            },
+        );
+        tracing::info!(target: "audit", action = "join", decision = "allow", node = %id, address = %r.advertise);
+        Ok(Response::new(pb::JoinReply {
+            node_id: id,
+            node_tag: tag,
+            cert_pem,
+            heartbeat_interval_ms: registry.config.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::ClusterView>, Status> {
+        let caller = peer_identity(&request)?;
+        let beat = request.into_inner();
+        if caller != beat.node_id {
+            return Err(Status::permission_denied(
+                "a node may only report for itself",
+            ));
+        }
+        let changed_address = {
+            let mut nodes = self.0.lock();
+            let entry = nodes
+                .get_mut(&beat.node_id)
+                .ok_or_else(|| Status::not_found("unknown node: join again"))?;
+            if !entry.alive {
+                tracing::info!(node = %beat.node_id, "node is alive");
+            }
+            entry.alive = true;
+            entry.last_seen = Instant::now();
+            let changed = !beat.address.is_empty() && beat.address != entry.record.address;
+            if changed {
+                entry.record.address = beat.address.clone();
+            }
+            entry.last = Some(beat);
+            changed.then(|| entry.record.clone())
+        };
+        if let Some(record) = changed_address {
+            self.0.persist(&record)?;
+        }
+        let view = self.0.view();
+        self.0.peers.update(&view);
+        Ok(Response::new(view))
+    }
+
+    async fn get_module(
+        &self,
+        request: Request<pb::ModuleRequest>,
+    ) -> Result<Response<pb::ModuleReply>, Status> {
+        peer_identity(&request)?;
+        let hash = ModuleHash::parse(&request.get_ref().hash)
+            .ok_or_else(|| Status::invalid_argument("malformed module hash"))?;
+        let wasm = self
+            .0
+            .head
+            .module(hash)
+            .await
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(pb::ModuleReply {
+            wasm: wasm.to_vec(),
+        }))
+    }
+}

@@ -1,0 +1,354 @@
+//! The worker process: `prism start --join https://HEAD --dir STATE`.
+//!
+//! On its first start the node makes its own key, sends a certificate
+//! request with a one-time join token, and keeps what the head answers in
+//! its state directory (each file 0600):
+//! - `node.json`: its id, tag, the head's address, the heartbeat interval;
+//! - `node.pem`, `node.key`: its certificate and key;
+//! - `ca.pem`: the cluster CA it was given with `--ca`.
+//!
+//! Later starts reuse them and need no token. The node then serves the
+//! `Worker` service (mutual TLS only: callers must present a certificate
+//! from the same CA), and heartbeats to the head.
+
+use super::peers::{NodeCredentials, Peers, host_of};
+use super::worker_service::WorkerService;
+use super::{MAX_NODE_MESSAGE, NetError, resources_to_proto};
+use crate::cluster::{ClusterError, HeadService, JobOutcome, Node};
+use crate::config::NodeConfig;
+use crate::ids::ModuleHash;
+use crate::runtime::BoxFuture;
+use bytes::Bytes;
+use prism_proto::v1 as pb;
+use prism_proto::v1::node_control_client::NodeControlClient;
+use prism_proto::v1::worker_server::WorkerServer;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig,
+};
+
+/// How to start a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// The head, "https://host:port".
+    pub head: String,
+    /// The node's state directory.
+    pub dir: PathBuf,
+    /// The cluster CA (PEM) for the first join; later starts use the copy
+    /// in the state directory.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A one-time join token (first start only).
+    pub join_token: Option<String>,
+    /// Where to serve the `Worker` service (default 127.0.0.1:0).
+    pub listen: SocketAddr,
+    /// Where other nodes reach it (default: the bound address).
+    pub advertise: Option<String>,
+    /// The local node.
+    pub node: NodeConfig,
+}
+
+/// What `node.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct NodeIdentity {
+    node_id: String,
+    node_tag: u32,
+    head: String,
+    heartbeat_interval_ms: u64,
+    /// The host the certificate names.
+    host: String,
+}
+
+fn state_error(path: &Path, e: impl std::fmt::Display) -> NetError {
+    NetError::State(format!("{}: {e}", path.display()))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| state_error(path, e))?;
+    file.write_all(bytes).map_err(|e| state_error(path, e))?;
+    file.sync_all().map_err(|e| state_error(path, e))
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, NetError> {
+    Endpoint::from_shared(url.to_string())
+        .map_err(|e| NetError::Transport(format!("bad head address {url:?}: {e}")))
+        .map(|e| e.connect_timeout(Duration::from_secs(5)))
+}
+
+/// The head's `NodeControl` service as a node's [`HeadService`].
+struct RemoteHead {
+    client: NodeControlClient<Channel>,
+}
+
+impl HeadService for RemoteHead {
+    fn module(&self, hash: ModuleHash) -> BoxFuture<'static, Result<Bytes, ClusterError>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            client
+                .get_module(pb::ModuleRequest {
+                    hash: format!("{hash:?}"),
+                })
+                .await
+                .map(|r| Bytes::from(r.into_inner().wasm))
+                .map_err(|_| ClusterError::ModuleNotFound(hash))
+        })
+    }
+
+    fn job_finished(&self, outcome: JobOutcome) -> BoxFuture<'static, ()> {
+        // Drivers run on the head's node only.
+        tracing::warn!(job = %outcome.id, "a worker node ran a driver; its outcome is dropped");
+        Box::pin(async {})
+    }
+}
+
+/// Joins (first start) or rejoins the cluster and runs the worker until
+/// `shutdown` resolves. Calls `ready` with the node id and the address it
+/// serves on.
+pub async fn run_worker(
+    options: WorkerOptions,
+    ready: impl FnOnce(&str, SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), NetError> {
+    std::fs::create_dir_all(&options.dir).map_err(|e| state_error(&options.dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&options.dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let paths = (
+        options.dir.join("node.json"),
+        options.dir.join("node.pem"),
+        options.dir.join("node.key"),
+        options.dir.join("ca.pem"),
+    );
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| NetError::Transport(format!("cannot listen on {}: {e}", options.listen)))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| NetError::Transport(e.to_string()))?;
+    let advertise = match &options.advertise {
+        Some(a) => a.clone(),
+        None if bound.ip().is_unspecified() => {
+            return Err(NetError::State(format!(
+                "listening on {bound}: say where other nodes reach this one with --advertise HOST:PORT"
+            )));
+        }
+        None => bound.to_string(),
+    };
+
+    let identity = if paths.0.exists() {
+        let bytes = std::fs::read(&paths.0).map_err(|e| state_error(&paths.0, e))?;
+        serde_json::from_slice::<NodeIdentity>(&bytes).map_err(|e| state_error(&paths.0, e))?
+    } else {
+        let ca_pem = options.ca_pem.clone().ok_or_else(|| {
+            NetError::State("the first start of a node needs the cluster CA (--ca)".into())
+        })?;
+        let token = options.join_token.clone().ok_or_else(|| {
+            NetError::State(
+                "the first start of a node needs a join token (--join-token or PRISM_JOIN_TOKEN; \
+                 make one with `prism node join-token`)"
+                    .into(),
+            )
+        })?;
+        let host = host_of(&advertise);
+        let (key_pem, csr_pem) = crate::security::node_key_and_request(&host)?;
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_pem));
+        let channel = endpoint(&options.head)?
+            .tls_config(tls)
+            .map_err(|e| NetError::Transport(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| NetError::Transport(format!("cannot reach the head: {e}")))?;
+        let reply = NodeControlClient::new(channel)
+            .join(pb::JoinRequest {
+                join_token: token,
+                csr_pem,
+                advertise: advertise.clone(),
+                total: Some(resources_to_proto(&total_of(&options.node)?)),
+                node_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        write_private(&paths.3, &ca_pem)?;
+        write_private(&paths.2, key_pem.as_bytes())?;
+        write_private(&paths.1, reply.cert_pem.as_bytes())?;
+        let identity = NodeIdentity {
+            node_id: reply.node_id,
+            node_tag: reply.node_tag,
+            head: options.head.clone(),
+            heartbeat_interval_ms: reply.heartbeat_interval_ms.max(50),
+            host,
+        };
+        let json = serde_json::to_vec_pretty(&identity).map_err(|e| state_error(&paths.0, e))?;
+        write_private(&paths.0, &json)?;
+        identity
+    };
+    if host_of(&advertise) != identity.host {
+        return Err(NetError::State(format!(
+            "this node's certificate is for {:?}, not {:?}: advertise the same host, or start with a new state directory",
+            identity.host,
+            host_of(&advertise)
+        )));
+    }
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| state_error(p, e));
+    let credentials = NodeCredentials {
+        ca_pem: read(&paths.3)?,
+        cert_pem: read(&paths.1)?,
+        key_pem: read(&paths.2)?,
+    };
+
+    // Every id this process mints says it lives here.
+    crate::ids::set_node_tag(identity.node_tag);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&credentials.ca_pem))
+        .identity(Identity::from_pem(
+            &credentials.cert_pem,
+            &credentials.key_pem,
+        ));
+    let head_channel = endpoint(&identity.head)?
+        .tls_config(tls)
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .connect_lazy();
+    let control = NodeControlClient::new(head_channel)
+        .max_decoding_message_size(MAX_NODE_MESSAGE)
+        .max_encoding_message_size(MAX_NODE_MESSAGE);
+    let mut config = options.node.clone();
+    if config.data_dir.is_none() {
+        config.data_dir = Some(options.dir.join("data"));
+    }
+    let node = Node::start(
+        config,
+        Arc::new(RemoteHead {
+            client: control.clone(),
+        }),
+    )?;
+    if options.node.gpu.enabled {
+        // Other nodes place GPU tasks here only once the GPUs are offered.
+        let found = node.clone();
+        let _ = tokio::task::spawn_blocking(move || found.gpu_adapters()).await;
+    }
+    let peers = Peers::new(
+        &identity.node_id,
+        identity.node_tag,
+        &node,
+        credentials.clone(),
+    );
+    node.join_cluster(peers.clone());
+
+    let server = Server::builder()
+        .tls_config(
+            ServerTlsConfig::new()
+                .identity(Identity::from_pem(
+                    &credentials.cert_pem,
+                    &credentials.key_pem,
+                ))
+                .client_ca_root(Certificate::from_pem(&credentials.ca_pem)),
+        )
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .tcp_nodelay(true)
+        .add_service(
+            WorkerServer::new(WorkerService::new(node.clone()))
+                .max_decoding_message_size(MAX_NODE_MESSAGE)
+                .max_encoding_message_size(MAX_NODE_MESSAGE),
+        );
+    let beat = tokio::spawn(heartbeat(
+        control,
+        node.clone(),
+        peers,
+        identity.node_id.clone(),
+        advertise.clone(),
+        Duration::from_millis(identity.heartbeat_interval_ms),
+    ));
+    ready(&identity.node_id, bound);
+    let served = server
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    beat.abort();
+    node.actors().kill_all();
+    served.map_err(|e| NetError::Transport(e.to_string()))
+}
+
+fn total_of(config: &NodeConfig) -> Result<crate::scheduler::resources::ResourceSet, NetError> {
+    crate::scheduler::resources::ResourceSet::new(config.cpus, config.memory, &config.resources)
+        .map_err(NetError::State)
+}
+
+/// Reports to the head every `interval` and takes its view in return.
+async fn heartbeat(
+    mut control: NodeControlClient<Channel>,
+    node: Arc<Node>,
+    peers: Arc<Peers>,
+    node_id: String,
+    address: String,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let scheduler = node.scheduler();
+        let stats = scheduler.stats();
+        let store = node.objects().stats();
+        let gpus = if node.gpus_found() {
+            node.gpu_adapters()
+                .iter()
+                .map(|g| format!("{}: {} ({}, {})", g.index, g.name, g.backend, g.device_type))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let beat = pb::HeartbeatRequest {
+            node_id: node_id.clone(),
+            total: Some(resources_to_proto(&scheduler.total())),
+            available: Some(resources_to_proto(&scheduler.available())),
+            pending_tasks: stats.pending as u64,
+            running_tasks: stats.running as u64,
+            executed_tasks: stats.executed,
+            gpus,
+            store_objects: store.objects,
+            store_bytes: store.bytes_in_memory + store.bytes_spilled,
+            address: address.clone(),
+        };
+        let call = tokio::time::timeout(
+            interval.max(Duration::from_secs(2)),
+            control.heartbeat(beat),
+        );
+        match call.await {
+            Ok(Ok(view)) => {
+                if failing {
+                    tracing::info!("the head answers heartbeats again");
+                    failing = false;
+                }
+                peers.update(&view.into_inner());
+            }
+            Ok(Err(status)) => {
+                if !failing {
+                    tracing::warn!("heartbeat refused: {}", status.message());
+                    failing = true;
+                }
+            }
+            Err(_) => {
+                if !failing {
+                    tracing::warn!("heartbeat timed out; the head may be down");
+                    failing = true;
+                }
+            }
+        }
+    }
+}

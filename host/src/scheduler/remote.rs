@@ -1,0 +1,79 @@
+//! The other nodes of a multi-node cluster, as the scheduler sees them.
+//!
+//! A node that joined a cluster installs a [`Remote`] in its scheduler
+//! ([`super::Scheduler::set_remote`]). The scheduler then places tasks the
+//! local node cannot run now (or whose strategy asks for another node) on
+//! a node that [`Remote::reserve`] picks, runs the attempt there through
+//! [`Remote::execute`], and pulls argument objects that live on other
+//! nodes into the local store with [`Remote::fetch`] before a task waits
+//! for them.
+
+use super::TaskSpec;
+use super::resources::ResourceSet;
+use crate::ids::{JobId, ObjectId};
+use crate::runtime::{BoxFuture, CancelToken};
+use bytes::Bytes;
+use prism_abi::WireError;
+use std::sync::Arc;
+
+/// How [`Remote::reserve`] picks a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick<'a> {
+    /// The least-loaded other node that can run the request.
+    LeastLoaded,
+    /// The next node in round robin over every node that can run the
+    /// request, this one included.
+    Spread,
+    /// The node with this id.
+    Node(&'a str),
+}
+
+/// The outcome of [`Remote::reserve`].
+pub enum Placement {
+    /// Run it here.
+    Local,
+    /// Run it on another node; the reservation ends when it is dropped.
+    Remote(Box<dyn Reservation>),
+    /// No node has room now; wait.
+    Wait,
+}
+
+/// A slot held on another node for one attempt.
+pub trait Reservation: Send + Sync {
+    /// The node's id.
+    fn node_id(&self) -> &str;
+}
+
+/// The rest of the cluster.
+pub trait Remote: Send + Sync + 'static {
+    /// This node's id.
+    fn local_id(&self) -> &str;
+    /// Whether another live node's total resources fit `request`.
+    fn feasible(&self, request: &ResourceSet) -> bool;
+    /// Whether another node with this id is alive.
+    fn has_node(&self, id: &str) -> bool;
+    /// Picks where `request` runs. `local_feasible` says whether this node
+    /// could ever run it, `local_fits` whether it could now.
+    fn reserve(
+        &self,
+        request: &ResourceSet,
+        pick: Pick<'_>,
+        local_feasible: bool,
+        local_fits: bool,
+    ) -> Placement;
+    /// Runs one attempt of `spec` on the reserved node. Dropping the future
+    /// cancels the attempt there.
+    fn execute(
+        &self,
+        reservation: Box<dyn Reservation>,
+        spec: Arc<TaskSpec>,
+        attempt: u32,
+        cancel: Arc<CancelToken>,
+    ) -> BoxFuture<'static, Result<Bytes, WireError>>;
+    /// If `id` lives on another node and is not here, registers it here as
+    /// pending (owned by `owner`) and starts pulling it. Concurrent calls
+    /// for one id pull it once.
+    fn fetch(&self, id: ObjectId, owner: JobId);
+    /// Tells every other node that `job` ended: they free what it owns.
+    fn end_job(&self, job: JobId);
+}

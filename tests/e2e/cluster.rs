@@ -1,0 +1,423 @@
+//! A real three-process cluster on loopback: a head and two worker nodes
+//! started from the built `prism` binary, joined with one-time tokens,
+//! talking mutual TLS.
+
+use super::procs::{Process, admin_token, init, start_head_with, start_worker};
+use prism_client::v1::node_control_client::NodeControlClient;
+use prism_client::v1::worker_client::WorkerClient;
+use prism_client::v1::{
+    ExecuteTaskRequest, FetchObjectRequest, HeartbeatRequest, JoinRequest, NodeInfo,
+};
+use prism_client::{Client, ClientConfig};
+use prism_host::security::ClusterFiles;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Heartbeats every 200 ms; a node silent for 2 s is dead.
+const HEAD_ARGS: &[&str] = &[
+    "--listen",
+    "127.0.0.1:0",
+    "--cpus",
+    "1",
+    "--no-gpus",
+    "--heartbeat-ms",
+    "200",
+    "--node-timeout-ms",
+    "2000",
+];
+
+const WORKER_ARGS: &[&str] = &["--cpus", "2", "--no-gpus"];
+
+struct TestCluster {
+    _dir: tempfile::TempDir,
+    files: ClusterFiles,
+    head: Process,
+    workers: Vec<Process>,
+    client: Client,
+}
+
+impl TestCluster {
+    async fn start() -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let files = init(&dir.path().join("state"));
+        let head = start_head_with(files.dir(), HEAD_ARGS);
+        let mut client = Client::connect(&ClientConfig {
+            address: head.address.clone(),
+            token: admin_token(&files),
+            ca_pem: std::fs::read(files.ca_cert()).unwrap(),
+        })
+        .await
+        .expect("connects");
+        let mut workers = Vec::new();
+        for i in 0..2 {
+            let token = client.create_join_token(60).await.unwrap().token;
+            let worker = start_worker(
+                &dir.path().join(format!("w{i}")),
+                &head.address,
+                &files.ca_cert(),
+                &token,
+                WORKER_ARGS,
+            )
+            .expect("the worker joins");
+            workers.push(worker);
+        }
+        let cluster = TestCluster {
+            _dir: dir,
+            files,
+            head,
+            workers,
+            client,
+        };
+        cluster
+            .wait_nodes(|nodes| nodes.len() == 3 && nodes.iter().all(|n| n.state == "alive"))
+            .await;
+        cluster
+    }
+
+    async fn nodes(&self) -> Vec<NodeInfo> {
+        self.client.clone().status().await.unwrap().nodes
+    }
+
+    /// Waits (up to 20 s) until the status satisfies `done`.
+    async fn wait_nodes(&self, done: impl Fn(&[NodeInfo]) -> bool) -> Vec<NodeInfo> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let nodes = self.nodes().await;
+            if done(&nodes) {
+                return nodes;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "status never settled: {nodes:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The worker ids, in the order the workers were started.
+    async fn worker_ids(&self) -> Vec<String> {
+        let nodes = self.nodes().await;
+        self.workers
+            .iter()
+            .map(|w| {
+                let address = w.address.trim_start_matches("https://");
+                nodes
+                    .iter()
+                    .find(|n| n.address == address)
+                    .unwrap_or_else(|| panic!("worker {address} is not in {nodes:#?}"))
+                    .node_id
+                    .clone()
+            })
+            .collect()
+    }
+
+    async fn run(&self, module: &str, entry: &str, args: &str) -> Result<String, String> {
+        let mut c = self.client.clone();
+        let job = c.submit(module, entry, args, "").await.unwrap();
+        let result = c.result(&job.id, true).await.unwrap();
+        let info = result.job.unwrap();
+        if info.state == prism_client::v1::JobState::Succeeded as i32 {
+            Ok(result.value_json)
+        } else {
+            Err(format!("{}: {}", info.error_kind, info.error_message))
+        }
+    }
+}
+
+fn executed(nodes: &[NodeInfo], id: &str) -> u64 {
+    nodes
+        .iter()
+        .find(|n| n.node_id == id)
+        .map_or(0, |n| n.executed_tasks)
+}
+
+async fn channel(address: &str, ca: &[u8], identity: Option<(Vec<u8>, Vec<u8>)>) -> Channel {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("127.0.0.1");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(address.to_string())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_lazy()
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
+    let cluster = TestCluster::start().await;
+    let mut c = cluster.client.clone();
+    let module = c
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let workers = cluster.worker_ids().await;
+
+    // Spread: both workers run some of the tasks.
+    assert_eq!(
+        cluster.run(&module, "spread_sum", "[12, 50]").await,
+        Ok("66".into())
+    );
+    // (Counters arrive with the next heartbeat.)
+    let nodes = cluster
+        .wait_nodes(|nodes| workers.iter().all(|id| executed(nodes, id) > 0))
+        .await;
+
+    // The default strategy spills to the workers once the head's one CPU
+    // is busy.
+    let before: u64 = workers.iter().map(|id| executed(&nodes, id)).sum();
+    assert_eq!(
+        cluster.run(&module, "default_sum", "[8, 200]").await,
+        Ok("28".into())
+    );
+    let nodes = cluster
+        .wait_nodes(|nodes| workers.iter().map(|id| executed(nodes, id)).sum::<u64>() > before)
+        .await;
+    assert!(workers.iter().map(|id| executed(&nodes, id)).sum::<u64>() > before);
+
+    // An object made on one worker is consumed on the other, and pulled to
+    // the driver on the head: 1 MiB, several chunks.
+    let args = format!(r#"["{}", "{}", 3072]"#, workers[0], workers[1]);
+    let value: Vec<u64> =
+        serde_json::from_str(&cluster.run(&module, "cross_node", &args).await.unwrap()).unwrap();
+    assert_eq!(value[0], value[2]);
+    assert_eq!(value[1], value[2]);
+
+    // Node affinity: to a node that does not exist, hard fails and soft runs.
+    assert_eq!(
+        cluster.run(&module, "affinity_cases", "[]").await,
+        Ok(r#"["unschedulable",7]"#.into())
+    );
+
+    // A join token joins one node once; a made-up one joins none.
+    let token = c.create_join_token(60).await.unwrap().token;
+    let dir = tempfile::tempdir().unwrap();
+    let head = &cluster.head.address;
+    let ca = cluster.files.ca_cert();
+    let third = start_worker(&dir.path().join("a"), head, &ca, &token, WORKER_ARGS)
+        .expect("a fresh token joins");
+    drop(third);
+    let again = start_worker(&dir.path().join("b"), head, &ca, &token, WORKER_ARGS)
+        .err()
+        .expect("a spent token is refused");
+    assert!(
+        again.contains("invalid or already used join token"),
+        "{again}"
+    );
+    let forged = start_worker(&dir.path().join("c"), head, &ca, "pjt_00", WORKER_ARGS)
+        .err()
+        .expect("a made-up token is refused");
+    assert!(
+        forged.contains("invalid or already used join token"),
+        "{forged}"
+    );
+
+    // Node calls need a node certificate from this cluster's CA.
+    let ca_pem = read(&ca);
+    let mut no_cert = NodeControlClient::new(channel(head, &ca_pem, None).await);
+    let status = no_cert
+        .heartbeat(HeartbeatRequest {
+            node_id: workers[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let status = WorkerClient::new(channel(head, &ca_pem, None).await)
+        .fetch_object(FetchObjectRequest {
+            object_id: vec![1u8; 16],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    // A worker's port does not even finish the handshake without one.
+    let worker_address = &cluster.workers[0].address;
+    let status = WorkerClient::new(channel(worker_address, &ca_pem, None).await)
+        .execute_task(ExecuteTaskRequest::default())
+        .await
+        .unwrap_err();
+    assert_ne!(status.code(), tonic::Code::Ok);
+    assert!(!status.message().contains("needs a node certificate"));
+
+    // A certificate from another cluster's CA is refused in the handshake.
+    let other = init(&dir.path().join("other"));
+    let foreign = Some((read(&other.head_cert()), read(&other.head_key())));
+    let status = NodeControlClient::new(channel(head, &ca_pem, foreign.clone()).await)
+        .heartbeat(HeartbeatRequest::default())
+        .await
+        .unwrap_err();
+    assert!(format!("{status:?}").contains("UnknownCA"), "{status:?}");
+    let status = WorkerClient::new(channel(worker_address, &ca_pem, foreign).await)
+        .execute_task(ExecuteTaskRequest::default())
+        .await
+        .unwrap_err();
+    assert!(format!("{status:?}").contains("UnknownCA"), "{status:?}");
+
+    // A node may only report for itself: the head's certificate is from
+    // the right CA, but it is not worker 0.
+    let head_identity = Some((
+        read(&cluster.files.head_cert()),
+        read(&cluster.files.head_key()),
+    ));
+    let status = NodeControlClient::new(channel(head, &ca_pem, head_identity.clone()).await)
+        .heartbeat(HeartbeatRequest {
+            node_id: workers[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let status = NodeControlClient::new(channel(head, &ca_pem, head_identity).await)
+        .join(JoinRequest {
+            join_token: "pjt_00".into(),
+            csr_pem: "not a request".into(),
+            advertise: "127.0.0.1:1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // Plaintext gets nowhere.
+    let plain = Endpoint::from_shared(head.replace("https://", "http://"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let status = NodeControlClient::new(channel)
+            .heartbeat(HeartbeatRequest::default())
+            .await
+            .unwrap_err();
+        assert_ne!(status.code(), tonic::Code::Ok);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere() {
+    let mut cluster = TestCluster::start().await;
+    let mut c = cluster.client.clone();
+    let module = c
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let workers = cluster.worker_ids().await;
+
+    // A blob that lives only on worker 0, read after worker 0 is gone.
+    let lost_args = format!(r#"["{}", 3000]"#, workers[0]);
+    let lost = c
+        .submit(&module, "lost_object", &lost_args, "")
+        .await
+        .unwrap();
+    // Long tasks on every node.
+    let spread = c
+        .submit(&module, "spread_sum", "[12, 1500]", "")
+        .await
+        .unwrap();
+    cluster
+        .wait_nodes(|nodes| {
+            nodes
+                .iter()
+                .find(|n| n.node_id == workers[0])
+                .is_some_and(|n| n.running_tasks > 0 && n.executed_tasks > 0)
+        })
+        .await;
+    cluster.workers[0].kill();
+
+    let result = c.result(&spread.id, true).await.unwrap();
+    assert_eq!(result.value_json, "66", "{:?}", result.job);
+    let result = c.result(&lost.id, true).await.unwrap();
+    assert_eq!(result.value_json, r#""object_lost""#, "{:?}", result.job);
+    let logs = c.logs(&spread.id).await.unwrap();
+    assert!(
+        logs.iter().any(|l| l.text.contains("worker_died")),
+        "no failed attempt logged: {logs:#?}"
+    );
+
+    // The head declares it dead; new work runs on the rest.
+    let nodes = cluster
+        .wait_nodes(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n.node_id == workers[0] && n.state == "dead")
+        })
+        .await;
+    let survivor_before = executed(&nodes, &workers[1]);
+    assert_eq!(
+        cluster.run(&module, "spread_sum", "[6, 10]").await,
+        Ok("15".into())
+    );
+    cluster
+        .wait_nodes(|nodes| executed(nodes, &workers[1]) > survivor_before)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_head_knows_its_workers_again() {
+    // A fixed port, so the workers find the new head where the old one was.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args: Vec<&str> = HEAD_ARGS.to_vec();
+    args[1] = &listen;
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let mut head = start_head_with(files.dir(), &args);
+    let config = ClientConfig {
+        address: head.address.clone(),
+        token: admin_token(&files),
+        ca_pem: read(&files.ca_cert()),
+    };
+    let mut c = Client::connect(&config).await.unwrap();
+    let token = c.create_join_token(60).await.unwrap().token;
+    let _worker = start_worker(
+        &dir.path().join("w"),
+        &head.address,
+        &files.ca_cert(),
+        &token,
+        WORKER_ARGS,
+    )
+    .unwrap();
+    let module = c
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+
+    head.kill();
+    let _head = start_head_with(files.dir(), &args);
+    let mut c = Client::connect(&config).await.unwrap();
+    // The node is known from head.redb, and alive again once it reports.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let worker_id = loop {
+        let nodes = c.status().await.unwrap().nodes;
+        if let Some(n) = nodes
+            .iter()
+            .find(|n| n.node_id != "head" && n.state == "alive")
+        {
+            break n.node_id.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never came back: {nodes:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let args = format!(r#"["{worker_id}", "{worker_id}", 16]"#);
+    let job = c.submit(&module, "cross_node", &args, "").await.unwrap();
+    let result = c.result(&job.id, true).await.unwrap();
+    let value: Vec<u64> =
+        serde_json::from_str(&result.value_json).unwrap_or_else(|_| panic!("{:?}", result.job));
+    assert_eq!(value[0], value[2]);
+}

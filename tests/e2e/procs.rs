@@ -1,0 +1,128 @@
+//! Real `prism` processes for the service and cluster tests: a state
+//! directory from `prism init`, a head, worker nodes. Each process is
+//! killed (SIGKILL) when its handle is dropped.
+
+use prism_host::security::ClusterFiles;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A `prism` process, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    /// `https://host:port` from its first line.
+    pub address: String,
+}
+
+/// A head process.
+pub type HeadProcess = Process;
+
+impl Process {
+    /// Kills the process now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `prism init --dir DIR`.
+pub fn init(dir: &Path) -> ClusterFiles {
+    let out = Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(["init", "--dir"])
+        .arg(dir)
+        .output()
+        .expect("prism init runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ClusterFiles::new(dir)
+}
+
+/// The cluster's first admin token.
+pub fn admin_token(files: &ClusterFiles) -> String {
+    std::fs::read_to_string(files.admin_token())
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Starts `prism ARGS` and waits for its first line, which must start
+/// with `prefix` and end with `https://ADDR`, or with `https://ADDR, …`.
+fn spawn(args: &[&str], prefix: &str) -> Result<Process, String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prism runs");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    if !line.starts_with(prefix) {
+        let _ = child.kill();
+        let mut err = String::new();
+        if let Some(stderr) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut err);
+        }
+        let _ = child.wait();
+        return Err(format!("first line {line:?}, stderr: {err}"));
+    }
+    // Keep stderr drained so a chatty process never blocks on a full pipe.
+    if let Some(stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut BufReader::new(stderr), &mut std::io::sink());
+        });
+    }
+    let address = line
+        .split("https://")
+        .nth(1)
+        .map(|rest| format!("https://{}", rest.split(',').next().unwrap_or(rest).trim()))
+        .unwrap_or_default();
+    Ok(Process { child, address })
+}
+
+/// `prism start --head --dir DIR --listen 127.0.0.1:0 --cpus 2`.
+pub fn start_head(dir: &Path) -> HeadProcess {
+    start_head_with(dir, &["--listen", "127.0.0.1:0", "--cpus", "2"])
+}
+
+/// `prism start --head --dir DIR ARGS`.
+pub fn start_head_with(dir: &Path, args: &[&str]) -> HeadProcess {
+    let dir = dir.to_str().expect("UTF-8 path");
+    let mut all = vec!["start", "--head", "--dir", dir];
+    all.extend_from_slice(args);
+    spawn(&all, "prism head listening on ").unwrap_or_else(|e| panic!("head: {e}"))
+}
+
+/// `prism start --join HEAD --dir DIR --ca CA --join-token TOKEN ARGS`.
+pub fn start_worker(
+    dir: &Path,
+    head: &str,
+    ca: &Path,
+    token: &str,
+    args: &[&str],
+) -> Result<Process, String> {
+    let dir = dir.to_str().expect("UTF-8 path");
+    let ca = ca.to_str().expect("UTF-8 path");
+    let mut all = vec![
+        "start",
+        "--join",
+        head,
+        "--dir",
+        dir,
+        "--ca",
+        ca,
+        "--join-token",
+        token,
+    ];
+    all.extend_from_slice(args);
+    spawn(&all, "prism worker ")
+}
