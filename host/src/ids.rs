@@ -77,6 +77,14 @@ macro_rules! random_id {
                 }
             }
 
+            /// A fresh random id carrying `tag`: minted for the node with
+            /// that tag (an actor placed there).
+            pub fn random_with_tag(tag: u32) -> Self {
+                let mut bytes = random_bytes::<16>();
+                bytes[..4].copy_from_slice(&tag.to_be_bytes());
+                $name(bytes)
+            }
+
             /// The tag of the node that minted the id (its first four
             /// bytes; meaningful only in a multi-node cluster).
             pub fn node_tag(&self) -> u32 {

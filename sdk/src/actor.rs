@@ -189,6 +189,26 @@ impl<A: Actor> ActorOptions<A> {
         self
     }
 
+    /// Hosts the actor on the node `node_id` (as `prism status` names it).
+    /// With `soft`, another node hosts it when that one is gone or cannot;
+    /// otherwise the actor is then dead from the start (`unschedulable`).
+    /// Default: the creating node while it has room, else the least-loaded
+    /// node that has.
+    pub fn node(mut self, node_id: impl Into<String>, soft: bool) -> Self {
+        self.wire.strategy = prism_abi::SchedulingStrategy::Node {
+            node_id: node_id.into(),
+            soft,
+        };
+        self
+    }
+
+    /// Hosts actors created this way on the cluster's nodes in turn.
+    /// Default: the creating node while it has room.
+    pub fn spread(mut self) -> Self {
+        self.wire.strategy = prism_abi::SchedulingStrategy::Spread;
+        self
+    }
+
     /// With a name: return the live actor of that name if there is one
     /// (its constructor arguments are then ignored). Default: a taken name
     /// is an error.

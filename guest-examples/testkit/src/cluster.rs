@@ -2,7 +2,7 @@
 
 use prism::{ErrorKind, ObjectRef};
 
-use crate::sleep_then;
+use crate::{Kit, KitHandle, kind, sleep_then};
 
 /// Submits `n` tasks of `ms` milliseconds each, spread over the nodes, and
 /// sums their values (0 + 1 + … + n-1).
@@ -85,4 +85,26 @@ fn lost_object(node: String, wait_ms: u64) -> prism::Result<String> {
             .map(|k: ErrorKind| k.to_string())
             .unwrap_or_else(|| e.to_string()),
     })
+}
+
+/// Adds `n` to the actor `kit`, from whichever node runs this task.
+#[prism::task]
+fn kit_add(kit: KitHandle, n: i64) -> prism::Result<i64> {
+    prism::get(&kit.add(n).remote())
+}
+
+/// Hosts a `Kit` on node `host`; calls it 20 times pipelined from here,
+/// then from a task on node `caller`, then kills it. Returns (the 20
+/// values in call order, the task's value, the value after, the kind of a
+/// call after the kill).
+#[prism::main]
+fn cross_node_actor(host: String, caller: String) -> prism::Result<(Vec<i64>, i64, i64, String)> {
+    let kit = Kit::options().node(&host, false).remote(100)?;
+    let refs: Vec<_> = (0..20).map(|_| kit.add(1).remote()).collect();
+    let ordered = prism::get_all(&refs)?;
+    let from_task = prism::get(&kit_add::options().node(&caller, false).remote(kit, 1000))?;
+    let after = prism::get(&kit.get().remote())?;
+    prism::kill(&kit)?;
+    let killed = kind(&prism::get(&kit.get().remote()));
+    Ok((ordered, from_task, after, killed))
 }

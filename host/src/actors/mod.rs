@@ -74,6 +74,7 @@ impl ActorRecord {
     /// A new record and the receiving end of its mailbox.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        id: ActorId,
         class: String,
         namespace: String,
         name: Option<String>,
@@ -87,7 +88,7 @@ impl ActorRecord {
     ) -> (Arc<ActorRecord>, mpsc::UnboundedReceiver<ActorMsg>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let record = ActorRecord {
-            id: ActorId::random(),
+            id,
             class,
             namespace,
             name,
@@ -598,6 +599,7 @@ mod tests {
 
     fn record(name: Option<&str>) -> (Arc<ActorRecord>, mpsc::UnboundedReceiver<ActorMsg>) {
         ActorRecord::new(
+            ActorId::random(),
             "Counter".into(),
             "ns".into(),
             name.map(str::to_string),

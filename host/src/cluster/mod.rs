@@ -12,7 +12,7 @@ mod node;
 
 pub use head::{Head, JobStatus};
 pub use job::{JobOutcome, JobSpec, LogLine, LogSource};
-pub use node::{Node, RemoteCall};
+pub use node::{Node, RemoteActorCall, RemoteCall};
 
 use crate::config::NodeConfig;
 use crate::ids::{JobId, ModuleHash};
@@ -66,6 +66,64 @@ pub trait NodeService: Send + Sync + 'static {
     fn stop_job(&self, job: JobId) -> BoxFuture<'static, ()>;
     /// Resources, load and store statistics.
     fn status(&self) -> BoxFuture<'static, NodeStatus>;
+}
+
+/// Where a new actor lives, as [`RemoteActors::place_actor`] decides.
+pub enum ActorPlacement {
+    /// On this node.
+    Local,
+    /// On the node with this id.
+    Remote(String),
+    /// Nowhere: the reason.
+    Unschedulable(String),
+}
+
+/// An actor to create on another node.
+pub struct ActorCreate {
+    /// The creating job.
+    pub job: JobId,
+    /// Its module.
+    pub module: ModuleHash,
+    /// The job's namespace.
+    pub namespace: String,
+    /// The actor's class.
+    pub class: String,
+    /// Constructor arguments.
+    pub args: Vec<crate::task::Arg>,
+    /// Its options.
+    pub options: prism_abi::ActorOptions,
+}
+
+/// The actors of other nodes, as a node uses them. Actor ids carry the tag
+/// of the node that hosts them, so calls go straight there.
+pub trait RemoteActors: Send + Sync + 'static {
+    /// Picks the node for an actor holding `request`.
+    fn place_actor(
+        &self,
+        request: &crate::scheduler::resources::ResourceSet,
+        strategy: &prism_abi::SchedulingStrategy,
+        local_feasible: bool,
+        local_fits: bool,
+    ) -> ActorPlacement;
+    /// Creates an actor on node `node_id`; returns its id at once (the
+    /// creation completes there, before any later call from this node).
+    fn create_actor(
+        &self,
+        node_id: &str,
+        create: ActorCreate,
+    ) -> Result<crate::ids::ActorId, String>;
+    /// Calls a method of an actor on another node; the result (or error)
+    /// appears under `return_id`, owned by `owner`.
+    fn call_actor(
+        &self,
+        actor: crate::ids::ActorId,
+        method: &str,
+        args: Vec<crate::task::Arg>,
+        return_id: crate::ids::ObjectId,
+        owner: JobId,
+    );
+    /// Kills an actor on another node.
+    fn kill_actor(&self, actor: crate::ids::ActorId);
 }
 
 /// A node's view of itself, for status output.

@@ -9,7 +9,9 @@
 //! never leaves the process.
 
 use super::job::{JobContext, JobOutcome, JobSpec, LogSource};
-use super::{ClusterError, HeadService, NodeService, NodeStatus};
+use super::{
+    ActorCreate, ActorPlacement, ClusterError, HeadService, NodeService, NodeStatus, RemoteActors,
+};
 use crate::actors::{self, ActorEnv, ActorManager, ActorRecord};
 use crate::config::NodeConfig;
 use crate::gpu::{AdapterSummary, GpuUsageStats, Gpus};
@@ -47,6 +49,13 @@ pub struct Node {
     gpus: OnceLock<Gpus>,
     /// The other nodes, once this node is part of a multi-node cluster.
     remote: OnceLock<Arc<dyn Remote>>,
+    /// Their actors.
+    remote_actors: OnceLock<Arc<dyn RemoteActors>>,
+    /// Signalled whenever an actor is registered here (calls from other
+    /// nodes may arrive before the creation they follow).
+    actor_registered: tokio::sync::watch::Sender<u64>,
+    /// Actors other nodes placed here whose creation failed, and why.
+    failed_actors: Mutex<HashMap<ActorId, WireError>>,
     /// Jobs whose driver runs elsewhere and that ran tasks here.
     remote_jobs: Mutex<std::collections::HashSet<JobId>>,
     _temp_dir: Option<tempfile::TempDir>,
@@ -98,6 +107,9 @@ impl Node {
                 meta,
                 gpus: OnceLock::new(),
                 remote: OnceLock::new(),
+                remote_actors: OnceLock::new(),
+                actor_registered: tokio::sync::watch::Sender::new(0),
+                failed_actors: Mutex::new(HashMap::new()),
                 remote_jobs: Mutex::new(Default::default()),
                 config,
                 _temp_dir: temp_dir,
@@ -200,9 +212,145 @@ impl Node {
 
     /// Makes this node part of a multi-node cluster: its scheduler may
     /// place tasks on the other nodes and pull objects from them. Call once.
-    pub fn join_cluster(&self, remote: Arc<dyn Remote>) {
-        self.scheduler.set_remote(remote.clone());
-        let _ = self.remote.set(remote);
+    pub fn join_cluster<P: Remote + RemoteActors>(&self, peers: Arc<P>) {
+        self.scheduler.set_remote(peers.clone());
+        let _ = self.remote.set(peers.clone());
+        let _ = self.remote_actors.set(peers);
+    }
+
+    /// The other nodes' actors, if `actor` lives on another node.
+    fn actor_elsewhere(&self, actor: ActorId) -> Option<&Arc<dyn RemoteActors>> {
+        let tag = actor.node_tag();
+        if tag == 0 || tag == crate::ids::node_tag() {
+            return None;
+        }
+        self.remote_actors.get()
+    }
+
+    /// Runs one call of an actor on this node for another node: waits (up
+    /// to `wait_for_actor`) for the actor to exist if its creation is still
+    /// on the way, sends the call, and answers with its result and the log
+    /// lines of the caller's job written here meanwhile. `enqueued` runs
+    /// once the call is in the actor's mailbox (or has failed).
+    pub async fn call_actor_remote(
+        &self,
+        call: RemoteActorCall,
+        wait_for_actor: Duration,
+        enqueued: impl FnOnce(),
+    ) -> (Result<Bytes, WireError>, Vec<super::job::LogLine>) {
+        let mut registered = self.actor_registered.subscribe();
+        let deadline = tokio::time::Instant::now() + wait_for_actor;
+        let record = loop {
+            if let Some(record) = self.actors.get(call.actor) {
+                break Some(record);
+            }
+            let failed = self
+                .failed_actors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&call.actor)
+                .cloned();
+            if let Some(error) = failed {
+                enqueued();
+                return (Err(error), Vec::new());
+            }
+            if tokio::time::timeout_at(deadline, registered.changed())
+                .await
+                .is_err()
+            {
+                break None;
+            }
+        };
+        let Some(record) = record else {
+            enqueued();
+            return (
+                Err(WireError::new(
+                    ErrorKind::ActorDied,
+                    format!(
+                        "no actor with id {} exists (or it died long ago)",
+                        call.actor
+                    ),
+                )),
+                Vec::new(),
+            );
+        };
+        let owner = record.objects_owner;
+        for arg in &call.args {
+            if let Arg::Ref(id) = arg {
+                self.fetch_remote(*id, owner);
+            }
+        }
+        let return_id = ObjectId::random();
+        self.objects.create_pending(return_id, owner);
+        let sent = self
+            .actors
+            .call(call.actor, call.method, call.args, return_id);
+        enqueued();
+        let result = match sent {
+            Err(error) => Err(error),
+            Ok(()) => {
+                if let Watch::Pending(rx) = self.objects.watch(return_id) {
+                    let _ = rx.await;
+                }
+                match self.objects.lookup(return_id) {
+                    Ok(Lookup::Ready(Object::Value(bytes))) => Ok(bytes),
+                    Ok(Lookup::Ready(Object::Error(e))) => Err((*e).clone()),
+                    Ok(_) => Err(WireError::new(
+                        ErrorKind::ActorDied,
+                        "the actor has stopped",
+                    )),
+                    Err(e) => Err(WireError::new(ErrorKind::System, e.to_string())),
+                }
+            }
+        };
+        self.objects.remove(return_id);
+        let logs = self
+            .job(owner)
+            .map(|context| context.log.drain())
+            .unwrap_or_default();
+        (result, logs)
+    }
+
+    /// Creates an actor another node placed here, under the id it chose.
+    /// A failure makes the actor dead from the start: its calls say why.
+    pub async fn create_actor_remote(
+        &self,
+        id: ActorId,
+        call: RemoteCall,
+        class: String,
+        mut options: prism_abi::ActorOptions,
+    ) -> Result<(), WireError> {
+        let context = self.remote_job_context(&call).await?;
+        // Placed already: it stays here.
+        options.strategy = Default::default();
+        let created = self.create_actor_as(&context, id, &class, call.args, options, true);
+        match created {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                let error = match error {
+                    ActorCreateError::NameTaken(name) => WireError::new(
+                        ErrorKind::ActorDied,
+                        format!("an actor named {name:?} already exists in this namespace"),
+                    ),
+                    ActorCreateError::Invalid(message) => {
+                        WireError::new(ErrorKind::InvalidArgument, message)
+                    }
+                };
+                let mut failed = self.failed_actors.lock().unwrap_or_else(|e| e.into_inner());
+                if failed.len() >= crate::actors::DEAD_ACTORS_KEPT {
+                    failed.clear();
+                }
+                failed.insert(id, error.clone());
+                drop(failed);
+                self.actor_registered.send_modify(|n| *n += 1);
+                Err(error)
+            }
+        }
+    }
+
+    /// Kills an actor of this node for another node.
+    pub fn kill_actor(&self, id: ActorId) {
+        self.actors.kill(id);
     }
 
     /// The namespace of a job this node knows.
@@ -479,6 +627,20 @@ impl Node {
         args: Vec<Arg>,
         options: prism_abi::ActorOptions,
     ) -> Result<ActorId, ActorCreateError> {
+        self.create_actor_as(job, ActorId::random(), class, args, options, false)
+    }
+
+    /// Creates an actor with id `id`; unless `placed` (another node chose
+    /// this one), it may go to another node of the cluster instead.
+    fn create_actor_as(
+        &self,
+        job: &JobContext,
+        id: ActorId,
+        class: &str,
+        args: Vec<Arg>,
+        options: prism_abi::ActorOptions,
+        placed: bool,
+    ) -> Result<ActorId, ActorCreateError> {
         let namespace = options
             .namespace
             .clone()
@@ -513,7 +675,34 @@ impl Node {
         let args = self
             .by_reference(job.id, args)
             .map_err(|e| invalid(e.message))?;
+        let mut unplaceable = None;
+        if !placed
+            && class_info.is_some()
+            && let Some(remote) = self.remote_actors.get()
+        {
+            let total = self.scheduler.total();
+            let feasible = total.shortfall(&request).is_none();
+            let fits = self.scheduler.available().fits(&request);
+            match remote.place_actor(&request, &options.strategy, feasible, fits) {
+                ActorPlacement::Local => {}
+                ActorPlacement::Unschedulable(why) => unplaceable = Some(why),
+                ActorPlacement::Remote(node_id) => {
+                    let create = ActorCreate {
+                        job: job.id,
+                        module: job.module.hash(),
+                        namespace: job.namespace.clone(),
+                        class: class.to_string(),
+                        args,
+                        options,
+                    };
+                    return remote
+                        .create_actor(&node_id, create)
+                        .map_err(ActorCreateError::Invalid);
+                }
+            }
+        }
         let (record, mailbox) = ActorRecord::new(
+            id,
             class.to_string(),
             namespace,
             options.name.clone(),
@@ -539,6 +728,11 @@ impl Node {
                     "a memory request of {memory} bytes exceeds the per-actor limit of {max_memory} bytes"
                 ),
             ))
+        } else if let Some(why) = unplaceable {
+            Some(WireError::new(
+                ErrorKind::Unschedulable,
+                format!("no node can host this actor: {why}"),
+            ))
         } else {
             self.scheduler.total().shortfall(&request).map(|why| {
                 WireError::new(
@@ -550,6 +744,7 @@ impl Node {
         self.actors
             .register(record.clone())
             .map_err(|taken| ActorCreateError::NameTaken(taken.0))?;
+        self.actor_registered.send_modify(|n| *n += 1);
         let context = Arc::new(JobContext {
             id: record.objects_owner,
             module: job.module.clone(),
@@ -722,6 +917,16 @@ impl NodeService for Node {
     }
 }
 
+/// A call of an actor on this node from another node.
+pub struct RemoteActorCall {
+    /// The actor.
+    pub actor: ActorId,
+    /// The method.
+    pub method: String,
+    /// Its arguments; references are pulled from where they live.
+    pub args: Vec<Arg>,
+}
+
 /// A task attempt another node placed on this one.
 pub struct RemoteCall {
     /// Its job (whose driver runs elsewhere).
@@ -823,6 +1028,19 @@ impl GuestHost for TaskHost {
 
     fn actor_call(&self, actor: ActorId, method: &str, args: Vec<Arg>) -> ObjectId {
         let return_id = ObjectId::random();
+        if let Some(remote) = self.node.actor_elsewhere(actor) {
+            match self.node.by_reference(self.job.id, args) {
+                Ok(args) => remote.call_actor(actor, method, args, return_id, self.job.id),
+                Err(error) => {
+                    self.node.objects.create_pending(return_id, self.job.id);
+                    let _ = self
+                        .node
+                        .objects
+                        .complete(return_id, Object::Error(Arc::new(error)));
+                }
+            }
+            return return_id;
+        }
         self.node.objects.create_pending(return_id, self.job.id);
         let sent = self.node.by_reference(self.job.id, args).and_then(|args| {
             self.node
@@ -852,7 +1070,10 @@ impl GuestHost for TaskHost {
     }
 
     fn actor_kill(&self, actor: ActorId) {
-        self.node.actors.kill(actor)
+        match self.node.actor_elsewhere(actor) {
+            Some(remote) => remote.kill_actor(actor),
+            None => self.node.actors.kill(actor),
+        }
     }
 
     fn named_put(&self, name: &str, value: Bytes, tier: Tier) -> Result<(), String> {

@@ -9,10 +9,11 @@
 //! head will say so once its heartbeats stop).
 
 use super::{CHUNK_BYTES, MAX_NODE_MESSAGE, resources_from_proto, resources_to_proto};
-use crate::cluster::{LogLine, LogSource, Node};
-use crate::ids::{JobId, ObjectId};
+use crate::cluster::{ActorCreate, ActorPlacement, LogLine, LogSource, Node, RemoteActors};
+use crate::ids::{ActorId, JobId, ObjectId};
 use crate::objects::Object;
 use crate::runtime::{BoxFuture, CancelToken};
+use crate::scheduler::SchedulingStrategy;
 use crate::scheduler::TaskSpec;
 use crate::scheduler::remote::{Pick, Placement, Remote, Reservation};
 use crate::scheduler::resources::ResourceSet;
@@ -21,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use prism_abi::{ErrorKind, WireError};
 use prism_proto::v1 as pb;
 use prism_proto::v1::worker_client::WorkerClient;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -178,6 +179,9 @@ pub struct Peers {
     gone: Mutex<HashSet<u32>>,
     spread: AtomicUsize,
     pulling: Mutex<HashSet<ObjectId>>,
+    /// The next sequence number of this node's messages to each actor on
+    /// another node.
+    actor_seqs: Mutex<HashMap<ActorId, u64>>,
     me: Weak<Peers>,
 }
 
@@ -199,6 +203,7 @@ impl Peers {
             gone: Mutex::new(HashSet::new()),
             spread: AtomicUsize::new(0),
             pulling: Mutex::new(HashSet::new()),
+            actor_seqs: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
     }
@@ -360,6 +365,243 @@ impl Peers {
     }
 }
 
+/// Arguments as they cross the wire.
+fn args_to_proto(args: &[Arg]) -> Vec<pb::TaskArg> {
+    args.iter()
+        .map(|arg| pb::TaskArg {
+            arg: Some(match arg {
+                Arg::Value(bytes) => pb::task_arg::Arg::Value(bytes.clone()),
+                Arg::Ref(id) => pb::task_arg::Arg::ObjectId(Bytes::copy_from_slice(id.as_bytes())),
+                // Refused before anything is sent; never reaches here.
+                Arg::Invalid(m) => pb::task_arg::Arg::Value(Bytes::from(m.clone())),
+            }),
+        })
+        .collect()
+}
+
+/// The result of a task or actor call another node ran; its log lines
+/// join `job`'s log here.
+fn outcome(
+    node: &Node,
+    job: JobId,
+    peer: &str,
+    reply: pb::ExecuteTaskReply,
+) -> Result<Bytes, WireError> {
+    if !reply.logs.is_empty() {
+        node.append_logs(
+            job,
+            reply
+                .logs
+                .into_iter()
+                .map(|l| LogLine {
+                    source: match l.source.as_str() {
+                        "stdout" => LogSource::Stdout,
+                        "stderr" => LogSource::Stderr,
+                        "log" => LogSource::Guest,
+                        _ => LogSource::System,
+                    },
+                    function: format!("{}@{peer}", l.function),
+                    text: l.text,
+                })
+                .collect(),
+        );
+    }
+    match reply.outcome {
+        Some(pb::execute_task_reply::Outcome::Value(value)) => Ok(value),
+        Some(pb::execute_task_reply::Outcome::Error(error)) => Err(WireError::decode(&error)
+            .unwrap_or_else(|e| {
+                WireError::new(ErrorKind::System, format!("unreadable error: {e}"))
+            })),
+        None => Err(WireError::new(
+            ErrorKind::System,
+            format!("node {peer} answered without an outcome"),
+        )),
+    }
+}
+
+impl Peers {
+    /// The next sequence number of this node's messages to `actor`.
+    fn next_seq(&self, actor: ActorId) -> u64 {
+        let mut seqs = self.actor_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = seqs.entry(actor).or_insert(0);
+        *seq += 1;
+        *seq - 1
+    }
+
+    /// The peer hosting `actor` (by its id's tag).
+    fn actor_host(&self, actor: ActorId) -> Option<Arc<Peer>> {
+        let tag = actor.node_tag();
+        self.read().values().find(|p| p.tag == tag).cloned()
+    }
+
+    /// Where an actor goes when its strategy leaves the choice open.
+    fn place_actor_anywhere(
+        &self,
+        request: &ResourceSet,
+        local_feasible: bool,
+        local_fits: bool,
+    ) -> ActorPlacement {
+        if local_fits {
+            return ActorPlacement::Local;
+        }
+        if let Placement::Remote(slot) = self.least_loaded(request) {
+            return ActorPlacement::Remote(slot.node_id().to_string());
+        }
+        if local_feasible {
+            return ActorPlacement::Local;
+        }
+        match self
+            .candidates(request)
+            .into_iter()
+            .min_by(|(a, _), (b, _)| a.load().total_cmp(&b.load()))
+        {
+            Some((peer, _)) => ActorPlacement::Remote(peer.id.clone()),
+            // Nowhere: the local node's check says why.
+            None => ActorPlacement::Local,
+        }
+    }
+}
+
+impl RemoteActors for Peers {
+    fn place_actor(
+        &self,
+        request: &ResourceSet,
+        strategy: &SchedulingStrategy,
+        local_feasible: bool,
+        local_fits: bool,
+    ) -> ActorPlacement {
+        match strategy {
+            SchedulingStrategy::Default => {
+                self.place_actor_anywhere(request, local_feasible, local_fits)
+            }
+            SchedulingStrategy::Spread => {
+                match self.reserve(request, Pick::Spread, local_feasible, local_fits) {
+                    Placement::Remote(slot) => ActorPlacement::Remote(slot.node_id().to_string()),
+                    Placement::Local => ActorPlacement::Local,
+                    Placement::Wait => {
+                        self.place_actor_anywhere(request, local_feasible, local_fits)
+                    }
+                }
+            }
+            SchedulingStrategy::Node { node_id, soft } => {
+                if *node_id == self.local_id {
+                    if local_feasible || !*soft {
+                        ActorPlacement::Local
+                    } else {
+                        self.place_actor_anywhere(request, local_feasible, local_fits)
+                    }
+                } else if self.has_node(node_id) {
+                    ActorPlacement::Remote(node_id.clone())
+                } else if *soft {
+                    self.place_actor_anywhere(request, local_feasible, local_fits)
+                } else {
+                    ActorPlacement::Unschedulable(format!("node {node_id:?} is not alive"))
+                }
+            }
+        }
+    }
+
+    fn create_actor(&self, node_id: &str, create: ActorCreate) -> Result<ActorId, String> {
+        let peer = self
+            .peer(node_id)
+            .ok_or_else(|| format!("node {node_id:?} left the cluster"))?;
+        let id = ActorId::random_with_tag(peer.tag);
+        let seq = self.next_seq(id);
+        let request = pb::CreateActorRequest {
+            actor_id: id.as_bytes().to_vec(),
+            seq,
+            job_id: create.job.as_u64(),
+            module_hash: format!("{:?}", create.module),
+            namespace: create.namespace,
+            class: create.class,
+            args: args_to_proto(&create.args),
+            options: create.options.encode(),
+        };
+        let mut client = peer.client();
+        tokio::spawn(async move {
+            match client.create_actor(request).await {
+                Ok(reply) if !reply.get_ref().error.is_empty() => {
+                    tracing::info!(actor = %id, "creating an actor on another node failed; its calls say why");
+                }
+                Ok(_) => {}
+                Err(status) => {
+                    tracing::warn!(actor = %id, "creating an actor on another node failed: {}", status.message());
+                }
+            }
+        });
+        Ok(id)
+    }
+
+    fn call_actor(
+        &self,
+        actor: ActorId,
+        method: &str,
+        args: Vec<Arg>,
+        return_id: ObjectId,
+        owner: JobId,
+    ) {
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        node.objects().create_pending(return_id, owner);
+        let Some(peer) = self.actor_host(actor) else {
+            let error = WireError::new(
+                ErrorKind::ActorDied,
+                format!("actor {actor} lived on a node that left the cluster (or never existed)"),
+            );
+            let _ = node
+                .objects()
+                .complete(return_id, Object::Error(Arc::new(error)));
+            return;
+        };
+        let request = pb::CallActorRequest {
+            actor_id: actor.as_bytes().to_vec(),
+            seq: self.next_seq(actor),
+            method: method.to_string(),
+            args: args_to_proto(&args),
+        };
+        let mut client = peer.client();
+        let node = Arc::downgrade(&node);
+        tokio::spawn(async move {
+            let reply = client.call_actor(request).await;
+            let Some(node) = node.upgrade() else { return };
+            let result = match reply {
+                Ok(reply) => outcome(&node, owner, &peer.id, reply.into_inner()),
+                Err(status) => {
+                    peer.suspect();
+                    Err(WireError::new(
+                        ErrorKind::ActorDied,
+                        format!(
+                            "actor {actor} lived on node {}, which failed: {}",
+                            peer.id,
+                            status.message()
+                        ),
+                    ))
+                }
+            };
+            let object = match result {
+                Ok(bytes) => Object::Value(bytes),
+                Err(error) => Object::Error(Arc::new(error)),
+            };
+            let _ = node.objects().complete(return_id, object);
+        });
+    }
+
+    fn kill_actor(&self, actor: ActorId) {
+        let Some(peer) = self.actor_host(actor) else {
+            return;
+        };
+        let request = pb::KillActorRequest {
+            actor_id: actor.as_bytes().to_vec(),
+            seq: self.next_seq(actor),
+        };
+        let mut client = peer.client();
+        tokio::spawn(async move {
+            let _ = client.kill_actor(request).await;
+        });
+    }
+}
+
 fn worker_client(channel: Channel) -> WorkerClient<Channel> {
     WorkerClient::new(channel)
         .max_decoding_message_size(MAX_NODE_MESSAGE)
@@ -435,20 +677,7 @@ impl Remote for Peers {
             let namespace = node
                 .job_namespace(spec.job)
                 .ok_or_else(|| WireError::new(ErrorKind::Cancelled, "the task's job has ended"))?;
-            let args = spec
-                .args
-                .iter()
-                .map(|arg| pb::TaskArg {
-                    arg: Some(match arg {
-                        Arg::Value(bytes) => pb::task_arg::Arg::Value(bytes.clone()),
-                        Arg::Ref(id) => {
-                            pb::task_arg::Arg::ObjectId(Bytes::copy_from_slice(id.as_bytes()))
-                        }
-                        // Refused at submit; never placed.
-                        Arg::Invalid(m) => pb::task_arg::Arg::Value(Bytes::from(m.clone())),
-                    }),
-                })
-                .collect();
+            let args = args_to_proto(&spec.args);
             let request = pb::ExecuteTaskRequest {
                 job_id: spec.job.as_u64(),
                 module_hash: format!("{:?}", spec.module),
@@ -479,37 +708,7 @@ impl Remote for Peers {
                     return Err(error);
                 }
             };
-            if !reply.logs.is_empty() {
-                node.append_logs(
-                    spec.job,
-                    reply
-                        .logs
-                        .into_iter()
-                        .map(|l| LogLine {
-                            source: match l.source.as_str() {
-                                "stdout" => LogSource::Stdout,
-                                "stderr" => LogSource::Stderr,
-                                "log" => LogSource::Guest,
-                                _ => LogSource::System,
-                            },
-                            function: format!("{}@{}", l.function, peer.id),
-                            text: l.text,
-                        })
-                        .collect(),
-                );
-            }
-            match reply.outcome {
-                Some(pb::execute_task_reply::Outcome::Value(value)) => Ok(value),
-                Some(pb::execute_task_reply::Outcome::Error(error)) => {
-                    Err(WireError::decode(&error).unwrap_or_else(|e| {
-                        WireError::new(ErrorKind::System, format!("unreadable error: {e}"))
-                    }))
-                }
-                None => Err(WireError::new(
-                    ErrorKind::System,
-                    format!("node {} answered without an outcome", peer.id),
-                )),
-            }
+            outcome(&node, spec.job, &peer.id, reply)
         })
     }
 

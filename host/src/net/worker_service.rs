@@ -4,28 +4,129 @@
 
 use super::peer_identity;
 use super::peers::chunks;
-use crate::cluster::{LogSource, Node, RemoteCall};
-use crate::ids::{JobId, ModuleHash, ObjectId};
+use crate::cluster::{LogLine, LogSource, Node, RemoteActorCall, RemoteCall};
+use crate::ids::{ActorId, JobId, ModuleHash, ObjectId};
 use crate::objects::{Lookup, Object};
 use crate::task::Arg;
 use prism_proto::v1 as pb;
 use prism_proto::v1::worker_server::Worker;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+
+/// How long an actor message waits for the ones numbered before it (5 s);
+/// a predecessor lost on the way (its sender failed) is then skipped.
+const TURN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a call waits for the actor's creation to arrive (10 s).
+const ACTOR_ARRIVAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The order of actor messages: per (actor, calling node), the sequence
+/// number whose turn it is.
+#[derive(Default)]
+struct Turns {
+    next: Mutex<HashMap<(ActorId, String), u64>>,
+    advanced: tokio::sync::watch::Sender<u64>,
+}
+
+impl Turns {
+    /// Waits until message `seq` from `caller` to `actor` may go.
+    async fn wait(&self, actor: ActorId, caller: &str, seq: u64) {
+        let key = (actor, caller.to_string());
+        let mut advanced = self.advanced.subscribe();
+        let deadline = tokio::time::Instant::now() + TURN_TIMEOUT;
+        loop {
+            let next = *self
+                .next
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .unwrap_or(&0);
+            if seq <= next {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, advanced.changed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(%actor, %caller, seq, next, "actor messages before this one never came; going on");
+                return;
+            }
+        }
+    }
+
+    /// Message `seq` went: the next one may.
+    fn done(&self, actor: ActorId, caller: &str, seq: u64) {
+        {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = next.entry((actor, caller.to_string())).or_insert(0);
+            *entry = (*entry).max(seq + 1);
+        }
+        self.advanced.send_modify(|n| *n += 1);
+    }
+}
 
 /// The `Worker` service of one node.
 #[derive(Clone)]
 pub struct WorkerService {
     node: Arc<Node>,
+    turns: Arc<Turns>,
 }
 
 impl WorkerService {
     /// Serves `node`.
     pub fn new(node: Arc<Node>) -> Self {
-        WorkerService { node }
+        WorkerService {
+            node,
+            turns: Arc::default(),
+        }
+    }
+}
+
+fn actor_id(bytes: &[u8]) -> Result<ActorId, Status> {
+    <[u8; 16]>::try_from(bytes)
+        .map(ActorId::from_bytes)
+        .map_err(|_| Status::invalid_argument("an actor id is 16 bytes"))
+}
+
+fn args_from_proto(args: Vec<pb::TaskArg>) -> Result<Vec<Arg>, Status> {
+    args.into_iter()
+        .map(|arg| match arg.arg {
+            Some(pb::task_arg::Arg::Value(bytes)) => Ok(Arg::Value(bytes)),
+            Some(pb::task_arg::Arg::ObjectId(id)) => Ok(Arg::Ref(object_id(&id)?)),
+            None => Err(Status::invalid_argument("an argument is empty")),
+        })
+        .collect()
+}
+
+fn reply(
+    result: Result<bytes::Bytes, prism_abi::WireError>,
+    logs: Vec<LogLine>,
+) -> pb::ExecuteTaskReply {
+    let outcome = match result {
+        Ok(value) => pb::execute_task_reply::Outcome::Value(value),
+        Err(error) => pb::execute_task_reply::Outcome::Error(error.encode().into()),
+    };
+    pb::ExecuteTaskReply {
+        outcome: Some(outcome),
+        logs: logs
+            .into_iter()
+            .map(|l| pb::LogLine {
+                function: l.function,
+                source: match l.source {
+                    LogSource::Stdout => "stdout",
+                    LogSource::Stderr => "stderr",
+                    LogSource::Guest => "log",
+                    LogSource::System => "prism",
+                }
+                .to_string(),
+                text: l.text,
+            })
+            .collect(),
     }
 }
 
@@ -47,14 +148,7 @@ impl Worker for WorkerService {
         let r = request.into_inner();
         let module = ModuleHash::parse(&r.module_hash)
             .ok_or_else(|| Status::invalid_argument("malformed module hash"))?;
-        let mut args = Vec::with_capacity(r.args.len());
-        for arg in r.args {
-            args.push(match arg.arg {
-                Some(pb::task_arg::Arg::Value(bytes)) => Arg::Value(bytes),
-                Some(pb::task_arg::Arg::ObjectId(id)) => Arg::Ref(object_id(&id)?),
-                None => return Err(Status::invalid_argument("an argument is empty")),
-            });
-        }
+        let args = args_from_proto(r.args)?;
         tracing::debug!(%caller, function = %r.function, "running a task for another node");
         let call = RemoteCall {
             job: JobId::from_u64(r.job_id),
@@ -67,27 +161,80 @@ impl Worker for WorkerService {
             memory_limit: r.memory_limit,
         };
         let (result, logs) = self.node.execute_remote(call).await;
-        let outcome = match result {
-            Ok(value) => pb::execute_task_reply::Outcome::Value(value),
-            Err(error) => pb::execute_task_reply::Outcome::Error(error.encode().into()),
+        Ok(Response::new(reply(result, logs)))
+    }
+
+    async fn create_actor(
+        &self,
+        request: Request<pb::CreateActorRequest>,
+    ) -> Result<Response<pb::CreateActorReply>, Status> {
+        let caller = peer_identity(&request)?;
+        let r = request.into_inner();
+        let id = actor_id(&r.actor_id)?;
+        if id.node_tag() != crate::ids::node_tag() {
+            return Err(Status::invalid_argument(
+                "that actor id is not for this node",
+            ));
+        }
+        let module = ModuleHash::parse(&r.module_hash)
+            .ok_or_else(|| Status::invalid_argument("malformed module hash"))?;
+        let options = prism_abi::ActorOptions::decode(&r.options)
+            .map_err(|e| Status::invalid_argument(format!("actor options: {e}")))?;
+        let call = RemoteCall {
+            job: JobId::from_u64(r.job_id),
+            module,
+            namespace: r.namespace,
+            function: r.class.clone(),
+            args: args_from_proto(r.args)?,
+            request: Default::default(),
+            timeout: Duration::ZERO,
+            memory_limit: 0,
         };
-        Ok(Response::new(pb::ExecuteTaskReply {
-            outcome: Some(outcome),
-            logs: logs
-                .into_iter()
-                .map(|l| pb::LogLine {
-                    function: l.function,
-                    source: match l.source {
-                        LogSource::Stdout => "stdout",
-                        LogSource::Stderr => "stderr",
-                        LogSource::Guest => "log",
-                        LogSource::System => "prism",
-                    }
-                    .to_string(),
-                    text: l.text,
-                })
-                .collect(),
+        self.turns.wait(id, &caller, r.seq).await;
+        let created = self
+            .node
+            .create_actor_remote(id, call, r.class, options)
+            .await;
+        self.turns.done(id, &caller, r.seq);
+        Ok(Response::new(pb::CreateActorReply {
+            error: created.err().map(|e| e.encode()).unwrap_or_default(),
         }))
+    }
+
+    async fn call_actor(
+        &self,
+        request: Request<pb::CallActorRequest>,
+    ) -> Result<Response<pb::ExecuteTaskReply>, Status> {
+        let caller = peer_identity(&request)?;
+        let r = request.into_inner();
+        let actor = actor_id(&r.actor_id)?;
+        let call = RemoteActorCall {
+            actor,
+            method: r.method,
+            args: args_from_proto(r.args)?,
+        };
+        self.turns.wait(actor, &caller, r.seq).await;
+        let turns = self.turns.clone();
+        let (result, logs) = self
+            .node
+            .call_actor_remote(call, ACTOR_ARRIVAL_TIMEOUT, move || {
+                turns.done(actor, &caller, r.seq)
+            })
+            .await;
+        Ok(Response::new(reply(result, logs)))
+    }
+
+    async fn kill_actor(
+        &self,
+        request: Request<pb::KillActorRequest>,
+    ) -> Result<Response<pb::KillActorReply>, Status> {
+        let caller = peer_identity(&request)?;
+        let actor = actor_id(&request.get_ref().actor_id)?;
+        let seq = request.get_ref().seq;
+        self.turns.wait(actor, &caller, seq).await;
+        self.node.kill_actor(actor);
+        self.turns.done(actor, &caller, seq);
+        Ok(Response::new(pb::KillActorReply {}))
     }
 
     type FetchObjectStream = ChunkStream;

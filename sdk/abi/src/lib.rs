@@ -374,6 +374,10 @@ pub struct ActorOptions {
     /// With a name: return the live actor of that name instead of failing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub get_if_exists: bool,
+    /// Which node hosts it. Default [`SchedulingStrategy::Default`]: the
+    /// creating node while it has room, else the least-loaded node that has.
+    #[serde(default, skip_serializing_if = "SchedulingStrategy::is_default")]
+    pub strategy: SchedulingStrategy,
 }
 
 impl ActorOptions {

@@ -398,6 +398,10 @@ fn actor_impl(item: &syn::ItemImpl) -> syn::Result<TokenStream2> {
             pub fn name(self, name: &str) -> Self { #options(self.0.name(name)) }
             /// See `prism::ActorOptions::namespace` (default: the job's).
             pub fn namespace(self, namespace: &str) -> Self { #options(self.0.namespace(namespace)) }
+            /// See `prism::ActorOptions::node` (default: any node).
+            pub fn node(self, node_id: &str, soft: bool) -> Self { #options(self.0.node(node_id, soft)) }
+            /// See `prism::ActorOptions::spread` (default: the creating node first).
+            pub fn spread(self) -> Self { #options(self.0.spread()) }
             /// See `prism::ActorOptions::detached` (default: ends with its job).
             pub fn detached(self) -> Self { #options(self.0.detached()) }
             /// See `prism::ActorOptions::get_if_exists` (default: a taken name is an error).
