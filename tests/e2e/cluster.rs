@@ -333,11 +333,14 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
     let workers = cluster.worker_ids().await;
 
     // A blob that lives only on worker 0, read after worker 0 is gone.
-    let lost_args = format!(r#"["{}", 3000]"#, workers[0]);
+    let lost_args = format!(r#"["{}", 4000]"#, workers[0]);
     let lost = c
         .submit(&module, "lost_object", &lost_args, "")
         .await
         .unwrap();
+    cluster
+        .wait_nodes(|nodes| executed(nodes, &workers[0]) > 0)
+        .await;
     // Long tasks on every node.
     let spread = c
         .submit(&module, "spread_sum", "[12, 1500]", "")
@@ -382,7 +385,7 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_head_knows_its_workers_again() {
+async fn a_restarted_head_knows_its_workers_and_detached_actors_again() {
     // A fixed port, so the workers find the new head where the old one was.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -415,12 +418,6 @@ async fn a_restarted_head_knows_its_workers_again() {
         .await
         .unwrap()
         .hash;
-
-    head.kill();
-    let _head = start_head_with(files.dir(), &args);
-    let mut c = Client::connect(&config).await.unwrap();
-    // The node is known from head.redb, and alive again once it reports.
-    let deadline = Instant::now() + Duration::from_secs(20);
     let worker_id = loop {
         let nodes = c.status().await.unwrap().nodes;
         if let Some(n) = nodes
@@ -429,16 +426,55 @@ async fn a_restarted_head_knows_its_workers_again() {
         {
             break n.node_id.clone();
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // A detached actor on the worker, named cluster-wide.
+    let job = c
+        .submit(
+            &module,
+            "make_detached",
+            &format!(r#"["keeper", "{worker_id}"]"#),
+            "",
+        )
+        .await
+        .unwrap();
+    let result = c.result(&job.id, true).await.unwrap();
+    let (value, again): (i64, String) =
+        serde_json::from_str(&result.value_json).unwrap_or_else(|_| panic!("{:?}", result.job));
+    assert_eq!(value, 15);
+    assert!(again.contains("already exists"), "{again}");
+
+    head.kill();
+    let _head = start_head_with(files.dir(), &args);
+    let mut c = Client::connect(&config).await.unwrap();
+    // The node is known from head.redb, and alive again once it reports.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = c.status().await.unwrap().nodes;
+        if nodes
+            .iter()
+            .any(|n| n.node_id == worker_id && n.state == "alive")
+        {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "the worker never came back: {nodes:#?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
     let args = format!(r#"["{worker_id}", "{worker_id}", 16]"#);
     let job = c.submit(&module, "cross_node", &args, "").await.unwrap();
     let result = c.result(&job.id, true).await.unwrap();
     let value: Vec<u64> =
         serde_json::from_str(&result.value_json).unwrap_or_else(|_| panic!("{:?}", result.job));
     assert_eq!(value[0], value[2]);
+    // The detached actor's record survived the head's restart (head.redb),
+    // and the actor itself lives on, on the worker.
+    let job = c
+        .submit(&module, "use_detached", r#"["keeper"]"#, "")
+        .await
+        .unwrap();
+    let result = c.result(&job.id, true).await.unwrap();
+    assert_eq!(result.value_json, "16", "{:?}", result.job);
 }

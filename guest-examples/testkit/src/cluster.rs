@@ -108,3 +108,28 @@ fn cross_node_actor(host: String, caller: String) -> prism::Result<(Vec<i64>, i6
     let killed = kind(&prism::get(&kit.get().remote()));
     Ok((ordered, from_task, after, killed))
 }
+
+/// Creates a detached `Kit` named `name` on node `node` starting at 5 and
+/// adds 10. Returns the value (15), and how a second actor of that name
+/// fails to be created.
+#[prism::main]
+fn make_detached(name: String, node: String) -> prism::Result<(i64, String)> {
+    let kit = Kit::options()
+        .name(&name)
+        .detached()
+        .node(&node, false)
+        .remote(5)?;
+    let value = prism::get(&kit.add(10).remote())?;
+    let again = match Kit::options().name(&name).remote(1) {
+        Ok(_) => "created".to_string(),
+        Err(e) => e.to_string(),
+    };
+    Ok((value, again))
+}
+
+/// Finds the `Kit` named `name` (anywhere in the cluster) and adds 1.
+#[prism::main]
+fn use_detached(name: String) -> prism::Result<i64> {
+    let kit = prism::get_actor::<Kit>(&name)?;
+    prism::get(&kit.add(1).remote())
+}

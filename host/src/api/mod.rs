@@ -11,6 +11,7 @@ use crate::cluster::{EmbeddedCluster, JobOutcome, JobStatus, LogSource};
 use crate::config::NodeConfig;
 use crate::ids::{JobId, ModuleHash};
 use crate::meta::{HeadStore, MetaError};
+use crate::net::names::ActorNames;
 use crate::net::peers::{NodeCredentials, Peers};
 use crate::net::registry::{NodeControlService, Registry, RegistryConfig};
 use crate::net::worker_service::WorkerService;
@@ -636,6 +637,8 @@ pub async fn serve(
     let head_node = cluster.node().clone();
     let peers = Peers::new(HEAD_NODE_ID, HEAD_NODE_TAG, &head_node, credentials.clone());
     head_node.join_cluster(peers.clone());
+    let names = ActorNames::load(store.clone())?;
+    head_node.set_directory(names.clone());
     let registry = Registry::new(
         RegistryConfig {
             head_address: address.clone(),
@@ -647,6 +650,7 @@ pub async fn serve(
         cluster.head().clone(),
         head_node.clone(),
         peers,
+        names,
     )?;
     tokio::spawn(registry.clone().watch_nodes());
     let api = ApiHandle(Arc::new(Api {

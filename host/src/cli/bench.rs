@@ -385,16 +385,23 @@ impl GuestHost for NoServices {
         _: &str,
         _: Vec<Arg>,
         _: prism_abi::ActorOptions,
-    ) -> Result<crate::ids::ActorId, ActorCreateError> {
-        Err(ActorCreateError::Invalid(
-            "not available in the instantiate probe".into(),
-        ))
+    ) -> BoxFuture<'static, Result<crate::ids::ActorId, ActorCreateError>> {
+        Box::pin(async {
+            Err(ActorCreateError::Invalid(
+                "not available in the instantiate probe".into(),
+            ))
+        })
     }
     fn actor_call(&self, _: crate::ids::ActorId, _: &str, _: Vec<Arg>) -> ObjectId {
         ObjectId::random()
     }
-    fn actor_lookup(&self, _: &str, _: &str, _: &str) -> Option<crate::ids::ActorId> {
-        None
+    fn actor_lookup(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> BoxFuture<'static, Option<crate::ids::ActorId>> {
+        Box::pin(async { None })
     }
     fn actor_kill(&self, _: crate::ids::ActorId) {}
     fn named_put(&self, _: &str, _: Bytes, _: crate::objects::named::Tier) -> Result<(), String> {

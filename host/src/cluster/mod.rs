@@ -72,8 +72,13 @@ pub trait NodeService: Send + Sync + 'static {
 pub enum ActorPlacement {
     /// On this node.
     Local,
-    /// On the node with this id.
-    Remote(String),
+    /// On another node.
+    Remote {
+        /// Its id.
+        node_id: String,
+        /// Its tag, for the actor's id.
+        tag: u32,
+    },
     /// Nowhere: the reason.
     Unschedulable(String),
 }
@@ -105,13 +110,15 @@ pub trait RemoteActors: Send + Sync + 'static {
         local_feasible: bool,
         local_fits: bool,
     ) -> ActorPlacement;
-    /// Creates an actor on node `node_id`; returns its id at once (the
-    /// creation completes there, before any later call from this node).
+    /// Creates actor `id` (minted with the node's tag) on node `node_id`;
+    /// returns at once (the creation completes there, before any later
+    /// call from this node).
     fn create_actor(
         &self,
         node_id: &str,
+        id: crate::ids::ActorId,
         create: ActorCreate,
-    ) -> Result<crate::ids::ActorId, String>;
+    ) -> Result<(), String>;
     /// Calls a method of an actor on another node; the result (or error)
     /// appears under `return_id`, owned by `owner`.
     fn call_actor(
@@ -124,6 +131,41 @@ pub trait RemoteActors: Send + Sync + 'static {
     );
     /// Kills an actor on another node.
     fn kill_actor(&self, actor: crate::ids::ActorId);
+}
+
+/// The answer to [`ActorDirectory::claim`].
+pub enum NameClaim {
+    /// The name is now the new actor's.
+    Claimed,
+    /// Another actor holds it.
+    Existing {
+        /// That actor.
+        id: crate::ids::ActorId,
+        /// Its class.
+        class: String,
+    },
+}
+
+/// The cluster-wide names of actors, kept by the head (in `head.redb`, so
+/// detached actors' names outlive a head restart).
+pub trait ActorDirectory: Send + Sync + 'static {
+    /// Claims `name` in `namespace` for actor `id` of `class`.
+    fn claim(
+        &self,
+        namespace: &str,
+        name: &str,
+        id: crate::ids::ActorId,
+        class: &str,
+        detached: bool,
+    ) -> BoxFuture<'static, Result<NameClaim, String>>;
+    /// The actor holding `name` in `namespace`, and its class.
+    fn lookup(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'static, Option<(crate::ids::ActorId, String)>>;
+    /// Frees `name` if actor `id` still holds it.
+    fn release(&self, namespace: &str, name: &str, id: crate::ids::ActorId);
 }
 
 /// A node's view of itself, for status output.

@@ -10,7 +10,8 @@
 
 use super::job::{JobContext, JobOutcome, JobSpec, LogSource};
 use super::{
-    ActorCreate, ActorPlacement, ClusterError, HeadService, NodeService, NodeStatus, RemoteActors,
+    ActorCreate, ActorDirectory, ActorPlacement, ClusterError, HeadService, NameClaim, NodeService,
+    NodeStatus, RemoteActors,
 };
 use crate::actors::{self, ActorEnv, ActorManager, ActorRecord};
 use crate::config::NodeConfig;
@@ -51,6 +52,8 @@ pub struct Node {
     remote: OnceLock<Arc<dyn Remote>>,
     /// Their actors.
     remote_actors: OnceLock<Arc<dyn RemoteActors>>,
+    /// The cluster-wide actor names.
+    directory: OnceLock<Arc<dyn ActorDirectory>>,
     /// Signalled whenever an actor is registered here (calls from other
     /// nodes may arrive before the creation they follow).
     actor_registered: tokio::sync::watch::Sender<u64>,
@@ -108,6 +111,7 @@ impl Node {
                 gpus: OnceLock::new(),
                 remote: OnceLock::new(),
                 remote_actors: OnceLock::new(),
+                directory: OnceLock::new(),
                 actor_registered: tokio::sync::watch::Sender::new(0),
                 failed_actors: Mutex::new(HashMap::new()),
                 remote_jobs: Mutex::new(Default::default()),
@@ -218,6 +222,12 @@ impl Node {
         let _ = self.remote_actors.set(peers);
     }
 
+    /// Names actors through `directory` (the head's) instead of only
+    /// locally. Call once, with [`Node::join_cluster`].
+    pub fn set_directory(&self, directory: Arc<dyn ActorDirectory>) {
+        let _ = self.directory.set(directory);
+    }
+
     /// The other nodes' actors, if `actor` lives on another node.
     fn actor_elsewhere(&self, actor: ActorId) -> Option<&Arc<dyn RemoteActors>> {
         let tag = actor.node_tag();
@@ -323,7 +333,15 @@ impl Node {
         let context = self.remote_job_context(&call).await?;
         // Placed already: it stays here.
         options.strategy = Default::default();
-        let created = self.create_actor_as(&context, id, &class, call.args, options, true);
+        let options_name = options.name.clone();
+        let options_namespace = options
+            .namespace
+            .clone()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| context.namespace.clone());
+        let created = self
+            .create_actor_as(&context, id, &class, call.args, options, true)
+            .await;
         match created {
             Ok(_) => Ok(()),
             Err(error) => {
@@ -342,6 +360,9 @@ impl Node {
                 }
                 failed.insert(id, error.clone());
                 drop(failed);
+                if let (Some(name), Some(directory)) = (&options_name, self.directory.get()) {
+                    directory.release(&options_namespace, name, id);
+                }
                 self.actor_registered.send_modify(|n| *n += 1);
                 Err(error)
             }
@@ -620,7 +641,7 @@ impl Node {
     }
 
     /// Creates an actor for a guest of `job`.
-    fn create_actor(
+    async fn create_actor(
         &self,
         job: &JobContext,
         class: &str,
@@ -628,11 +649,12 @@ impl Node {
         options: prism_abi::ActorOptions,
     ) -> Result<ActorId, ActorCreateError> {
         self.create_actor_as(job, ActorId::random(), class, args, options, false)
+            .await
     }
 
     /// Creates an actor with id `id`; unless `placed` (another node chose
     /// this one), it may go to another node of the cluster instead.
-    fn create_actor_as(
+    async fn create_actor_as(
         &self,
         job: &JobContext,
         id: ActorId,
@@ -676,6 +698,7 @@ impl Node {
             .by_reference(job.id, args)
             .map_err(|e| invalid(e.message))?;
         let mut unplaceable = None;
+        let mut elsewhere = None;
         if !placed
             && class_info.is_some()
             && let Some(remote) = self.remote_actors.get()
@@ -686,25 +709,55 @@ impl Node {
             match remote.place_actor(&request, &options.strategy, feasible, fits) {
                 ActorPlacement::Local => {}
                 ActorPlacement::Unschedulable(why) => unplaceable = Some(why),
-                ActorPlacement::Remote(node_id) => {
-                    let create = ActorCreate {
-                        job: job.id,
-                        module: job.module.hash(),
-                        namespace: job.namespace.clone(),
-                        class: class.to_string(),
-                        args,
-                        options,
-                    };
-                    return remote
-                        .create_actor(&node_id, create)
-                        .map_err(ActorCreateError::Invalid);
+                ActorPlacement::Remote { node_id, tag } => {
+                    elsewhere = Some((remote.clone(), node_id, ActorId::random_with_tag(tag)));
                 }
             }
+        }
+        let id = elsewhere.as_ref().map_or(id, |(_, _, id)| *id);
+        // A name is the cluster's: claimed at the head before the actor
+        // exists anywhere.
+        let directory = self.directory.get().filter(|_| !placed);
+        if let (Some(name), Some(directory)) = (&options.name, directory) {
+            let claim = directory
+                .claim(&namespace, name, id, class, options.detached)
+                .await
+                .map_err(ActorCreateError::Invalid)?;
+            if let NameClaim::Existing {
+                id: existing,
+                class: existing_class,
+            } = claim
+            {
+                if options.get_if_exists && existing_class == class {
+                    return Ok(existing);
+                }
+                return Err(ActorCreateError::NameTaken(name.clone()));
+            }
+        }
+        let release = |directory: Option<&Arc<dyn ActorDirectory>>| {
+            if let (Some(name), Some(directory)) = (&options.name, directory) {
+                directory.release(&namespace, name, id);
+            }
+        };
+        if let Some((remote, node_id, id)) = elsewhere {
+            let create = ActorCreate {
+                job: job.id,
+                module: job.module.hash(),
+                namespace: job.namespace.clone(),
+                class: class.to_string(),
+                args,
+                options: options.clone(),
+            };
+            if let Err(why) = remote.create_actor(&node_id, id, create) {
+                release(directory);
+                return Err(ActorCreateError::Invalid(why));
+            }
+            return Ok(id);
         }
         let (record, mailbox) = ActorRecord::new(
             id,
             class.to_string(),
-            namespace,
+            namespace.clone(),
             options.name.clone(),
             (!options.detached).then_some(job.id),
             args,
@@ -741,9 +794,10 @@ impl Node {
                 )
             })
         };
-        self.actors
-            .register(record.clone())
-            .map_err(|taken| ActorCreateError::NameTaken(taken.0))?;
+        if let Err(taken) = self.actors.register(record.clone()) {
+            release(directory);
+            return Err(ActorCreateError::NameTaken(taken.0));
+        }
         self.actor_registered.send_modify(|n| *n += 1);
         let context = Arc::new(JobContext {
             id: record.objects_owner,
@@ -1022,8 +1076,11 @@ impl GuestHost for TaskHost {
         class: &str,
         args: Vec<Arg>,
         options: prism_abi::ActorOptions,
-    ) -> Result<ActorId, ActorCreateError> {
-        self.node.create_actor(&self.job, class, args, options)
+    ) -> BoxFuture<'static, Result<ActorId, ActorCreateError>> {
+        let node = self.node.clone();
+        let job = self.job.clone();
+        let class = class.to_string();
+        Box::pin(async move { node.create_actor(&job, &class, args, options).await })
     }
 
     fn actor_call(&self, actor: ActorId, method: &str, args: Vec<Arg>) -> ObjectId {
@@ -1056,17 +1113,35 @@ impl GuestHost for TaskHost {
         return_id
     }
 
-    fn actor_lookup(&self, namespace: &str, name: &str, class: &str) -> Option<ActorId> {
+    fn actor_lookup(
+        &self,
+        namespace: &str,
+        name: &str,
+        class: &str,
+    ) -> BoxFuture<'static, Option<ActorId>> {
         let namespace = if namespace.is_empty() {
             &self.job.namespace
         } else {
             namespace
         };
-        self.node
+        let local = self
+            .node
             .actors
             .by_name(namespace, name)
             .filter(|r| r.class == class && r.death_reason().is_none())
-            .map(|r| r.id)
+            .map(|r| r.id);
+        let found = match (local, self.node.directory.get()) {
+            (Some(id), _) => return Box::pin(async move { Some(id) }),
+            (None, None) => return Box::pin(async { None }),
+            (None, Some(directory)) => directory.lookup(namespace, name),
+        };
+        let class = class.to_string();
+        Box::pin(async move {
+            found
+                .await
+                .filter(|(_, found_class)| *found_class == class)
+                .map(|(id, _)| id)
+        })
     }
 
     fn actor_kill(&self, actor: ActorId) {
@@ -1187,6 +1262,9 @@ impl ActorEnv for Node {
     }
 
     fn ended(&self, record: &ActorRecord) {
+        if let (Some(name), Some(directory)) = (&record.name, self.directory.get()) {
+            directory.release(&record.namespace, name, record.id);
+        }
         // What the actor created dies with it, as a job's does.
         for actor in self.actors.owned_by(record.objects_owner) {
             self.actors.kill(actor);

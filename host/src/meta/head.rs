@@ -12,6 +12,8 @@ const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 /// Node records (JSON) by node id.
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+/// Named actors (JSON) by "<namespace>/<name>".
+const ACTOR_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("actor_names");
 /// Unspent join tokens: expiry (Unix seconds, 8 bytes LE) by the hex
 /// sha256 of the token.
 const JOIN_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
@@ -29,6 +31,7 @@ impl HeadStore {
             txn.open_table(JOBS)?;
             txn.open_table(NODES)?;
             txn.open_table(JOIN_TOKENS)?;
+            txn.open_table(ACTOR_NAMES)?;
             Ok(())
         })?;
         Ok(HeadStore { db })
@@ -88,6 +91,24 @@ impl HeadStore {
     /// Every node record: (id, record).
     pub fn nodes(&self) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
         self.all(NODES)
+    }
+
+    /// Stores (or replaces) a named actor's record.
+    pub fn put_actor_name(&self, key: &str, record: &[u8]) -> Result<(), MetaError> {
+        self.put(ACTOR_NAMES, key, record)
+    }
+
+    /// Removes a named actor's record.
+    pub fn delete_actor_name(&self, key: &str) -> Result<(), MetaError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(ACTOR_NAMES)?.remove(key)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every named actor's record: (key, record).
+    pub fn actor_names(&self) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        self.all(ACTOR_NAMES)
     }
 
     /// Records an unspent join token by its digest.

@@ -428,6 +428,17 @@ impl Peers {
         *seq - 1
     }
 
+    /// Hosting on `node_id` (still in the view, or gone meanwhile).
+    fn remote_placement(&self, node_id: &str) -> ActorPlacement {
+        match self.peer(node_id) {
+            Some(peer) => ActorPlacement::Remote {
+                node_id: peer.id.clone(),
+                tag: peer.tag,
+            },
+            None => ActorPlacement::Unschedulable(format!("node {node_id:?} left the cluster")),
+        }
+    }
+
     /// The peer hosting `actor` (by its id's tag).
     fn actor_host(&self, actor: ActorId) -> Option<Arc<Peer>> {
         let tag = actor.node_tag();
@@ -445,7 +456,7 @@ impl Peers {
             return ActorPlacement::Local;
         }
         if let Placement::Remote(slot) = self.least_loaded(request) {
-            return ActorPlacement::Remote(slot.node_id().to_string());
+            return self.remote_placement(slot.node_id());
         }
         if local_feasible {
             return ActorPlacement::Local;
@@ -455,7 +466,10 @@ impl Peers {
             .into_iter()
             .min_by(|(a, _), (b, _)| a.load().total_cmp(&b.load()))
         {
-            Some((peer, _)) => ActorPlacement::Remote(peer.id.clone()),
+            Some((peer, _)) => ActorPlacement::Remote {
+                node_id: peer.id.clone(),
+                tag: peer.tag,
+            },
             // Nowhere: the local node's check says why.
             None => ActorPlacement::Local,
         }
@@ -476,7 +490,7 @@ impl RemoteActors for Peers {
             }
             SchedulingStrategy::Spread => {
                 match self.reserve(request, Pick::Spread, local_feasible, local_fits) {
-                    Placement::Remote(slot) => ActorPlacement::Remote(slot.node_id().to_string()),
+                    Placement::Remote(slot) => self.remote_placement(slot.node_id()),
                     Placement::Local => ActorPlacement::Local,
                     Placement::Wait => {
                         self.place_actor_anywhere(request, local_feasible, local_fits)
@@ -491,7 +505,7 @@ impl RemoteActors for Peers {
                         self.place_actor_anywhere(request, local_feasible, local_fits)
                     }
                 } else if self.has_node(node_id) {
-                    ActorPlacement::Remote(node_id.clone())
+                    self.remote_placement(node_id)
                 } else if *soft {
                     self.place_actor_anywhere(request, local_feasible, local_fits)
                 } else {
@@ -501,11 +515,10 @@ impl RemoteActors for Peers {
         }
     }
 
-    fn create_actor(&self, node_id: &str, create: ActorCreate) -> Result<ActorId, String> {
+    fn create_actor(&self, node_id: &str, id: ActorId, create: ActorCreate) -> Result<(), String> {
         let peer = self
             .peer(node_id)
             .ok_or_else(|| format!("node {node_id:?} left the cluster"))?;
-        let id = ActorId::random_with_tag(peer.tag);
         let seq = self.next_seq(id);
         let request = pb::CreateActorRequest {
             actor_id: id.as_bytes().to_vec(),
@@ -529,7 +542,7 @@ impl RemoteActors for Peers {
                 }
             }
         });
-        Ok(id)
+        Ok(())
     }
 
     fn call_actor(

@@ -10,9 +10,12 @@
 //! lost. A node that heartbeats again (it was only cut off, or the head
 //! restarted) is alive again.
 
+use super::names::ActorNames;
 use super::peers::{Peers, host_of};
 use super::{HEAD_NODE_ID, HEAD_NODE_TAG, peer_identity, resources_to_proto};
+use crate::cluster::NameClaim;
 use crate::cluster::{Head, HeadService, Node};
+use crate::ids::ActorId;
 use crate::ids::ModuleHash;
 use crate::meta::HeadStore;
 use crate::security::{NodeAuthority, join_token_digest, new_join_token};
@@ -60,6 +63,7 @@ pub struct Registry {
     head: Arc<Head>,
     head_node: Arc<Node>,
     peers: Arc<Peers>,
+    names: Arc<ActorNames>,
     nodes: Mutex<BTreeMap<String, NodeEntry>>,
     /// The tag the next new node gets (tags are never reused).
     next_tag: AtomicU32,
@@ -82,6 +86,7 @@ impl Registry {
         head: Arc<Head>,
         head_node: Arc<Node>,
         peers: Arc<Peers>,
+        names: Arc<ActorNames>,
     ) -> Result<Arc<Self>, crate::meta::MetaError> {
         let mut nodes = BTreeMap::new();
         for (id, bytes) in store.nodes()? {
@@ -115,6 +120,7 @@ impl Registry {
             head,
             head_node,
             peers,
+            names,
             nodes: Mutex::new(nodes),
         }))
     }
@@ -350,4 +356,63 @@ impl NodeControl for NodeControlService {
             wasm: wasm.to_vec(),
         }))
     }
+
+    async fn claim_actor_name(
+        &self,
+        request: Request<pb::ClaimActorNameRequest>,
+    ) -> Result<Response<pb::ActorNameReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let id = actor_id(&r.actor_id)?;
+        let claim = self
+            .0
+            .names
+            .claim_now(&r.namespace, &r.name, id, &r.class, r.detached)
+            .map_err(Status::internal)?;
+        Ok(Response::new(match claim {
+            NameClaim::Claimed => pb::ActorNameReply {
+                claimed: true,
+                ..Default::default()
+            },
+            NameClaim::Existing { id, class } => pb::ActorNameReply {
+                claimed: false,
+                actor_id: id.as_bytes().to_vec(),
+                class,
+            },
+        }))
+    }
+
+    async fn lookup_actor_name(
+        &self,
+        request: Request<pb::LookupActorNameRequest>,
+    ) -> Result<Response<pb::ActorNameReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.get_ref();
+        let found = self.0.names.lookup_now(&r.namespace, &r.name);
+        Ok(Response::new(match found {
+            Some((id, class)) => pb::ActorNameReply {
+                claimed: false,
+                actor_id: id.as_bytes().to_vec(),
+                class,
+            },
+            None => pb::ActorNameReply::default(),
+        }))
+    }
+
+    async fn release_actor_name(
+        &self,
+        request: Request<pb::ReleaseActorNameRequest>,
+    ) -> Result<Response<pb::ReleaseActorNameReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let id = actor_id(&r.actor_id)?;
+        self.0.names.release_now(&r.namespace, &r.name, id);
+        Ok(Response::new(pb::ReleaseActorNameReply {}))
+    }
+}
+
+fn actor_id(bytes: &[u8]) -> Result<ActorId, Status> {
+    <[u8; 16]>::try_from(bytes)
+        .map(ActorId::from_bytes)
+        .map_err(|_| Status::invalid_argument("an actor id is 16 bytes"))
 }

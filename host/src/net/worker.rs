@@ -14,8 +14,9 @@
 use super::peers::{NodeCredentials, Peers, host_of};
 use super::worker_service::WorkerService;
 use super::{MAX_NODE_MESSAGE, NetError, resources_to_proto};
-use crate::cluster::{ClusterError, HeadService, JobOutcome, Node};
+use crate::cluster::{ActorDirectory, ClusterError, HeadService, JobOutcome, NameClaim, Node};
 use crate::config::NodeConfig;
+use crate::ids::ActorId;
 use crate::ids::ModuleHash;
 use crate::runtime::BoxFuture;
 use bytes::Bytes;
@@ -109,6 +110,82 @@ impl HeadService for RemoteHead {
         // Drivers run on the head's node only.
         tracing::warn!(job = %outcome.id, "a worker node ran a driver; its outcome is dropped");
         Box::pin(async {})
+    }
+}
+
+/// The head's directory of actor names, over `NodeControl`.
+struct RemoteDirectory {
+    client: NodeControlClient<Channel>,
+}
+
+fn named(reply: pb::ActorNameReply) -> Option<(ActorId, String)> {
+    let id = <[u8; 16]>::try_from(reply.actor_id.as_slice()).ok()?;
+    Some((ActorId::from_bytes(id), reply.class))
+}
+
+impl ActorDirectory for RemoteDirectory {
+    fn claim(
+        &self,
+        namespace: &str,
+        name: &str,
+        id: ActorId,
+        class: &str,
+        detached: bool,
+    ) -> BoxFuture<'static, Result<NameClaim, String>> {
+        let mut client = self.client.clone();
+        let request = pb::ClaimActorNameRequest {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            actor_id: id.as_bytes().to_vec(),
+            class: class.to_string(),
+            detached,
+        };
+        Box::pin(async move {
+            let reply = client
+                .claim_actor_name(request)
+                .await
+                .map_err(|s| {
+                    format!(
+                        "the head could not record the actor's name: {}",
+                        s.message()
+                    )
+                })?
+                .into_inner();
+            if reply.claimed {
+                return Ok(NameClaim::Claimed);
+            }
+            let (id, class) = named(reply).ok_or("the head answered without a holder")?;
+            Ok(NameClaim::Existing { id, class })
+        })
+    }
+
+    fn lookup(&self, namespace: &str, name: &str) -> BoxFuture<'static, Option<(ActorId, String)>> {
+        let mut client = self.client.clone();
+        let request = pb::LookupActorNameRequest {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        Box::pin(async move {
+            let reply = client.lookup_actor_name(request).await.ok()?.into_inner();
+            named(reply)
+        })
+    }
+
+    fn release(&self, namespace: &str, name: &str, id: ActorId) {
+        let mut client = self.client.clone();
+        let request = pb::ReleaseActorNameRequest {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            actor_id: id.as_bytes().to_vec(),
+        };
+        tokio::spawn(async move {
+            if let Err(status) = client.release_actor_name(request).await {
+                tracing::warn!(
+                    "could not free an actor name at the head: {}",
+                    status.message()
+                );
+            }
+        });
     }
 }
 
@@ -246,6 +323,9 @@ pub async fn run_worker(
         credentials.clone(),
     );
     node.join_cluster(peers.clone());
+    node.set_directory(Arc::new(RemoteDirectory {
+        client: control.clone(),
+    }));
 
     let server = Server::builder()
         .tls_config(

@@ -538,42 +538,46 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
         caller.data().attempt.min(i32::MAX as u32) as i32
     })?;
 
-    linker.func_wrap(
+    linker.func_wrap_async(
         m,
         "actor_create",
         |mut caller: Caller<'_, TaskState>,
-         class_ptr: i32,
-         class_len: i32,
-         args_ptr: i32,
-         args_len: i32,
-         opts_ptr: i32,
-         opts_len: i32,
-         out_id: i32|
-         -> anyhow::Result<i32> {
-            let class = read_str("actor_create", &caller, class_ptr, class_len)?;
-            let args = read("actor_create", &caller, args_ptr, args_len)?;
-            let opts = read("actor_create", &caller, opts_ptr, opts_len)?;
-            write(
-                "actor_create",
-                &mut caller,
-                out_id,
-                &[0u8; prism_abi::ACTOR_ID_LEN],
-            )?;
-            let (Some(class), Some(args), Ok(options)) = (
-                class,
-                decode_args(&args),
-                prism_abi::ActorOptions::decode(&opts),
-            ) else {
-                return Ok(status::INVALID_ARGUMENT);
-            };
-            match caller.data().host.actor_create(&class, args, options) {
-                Ok(id) => {
-                    write("actor_create", &mut caller, out_id, id.as_bytes())?;
-                    Ok(status::OK)
+         (class_ptr, class_len, args_ptr, args_len, opts_ptr, opts_len, out_id): (
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+        )| {
+            Box::new(async move {
+                let class = read_str("actor_create", &caller, class_ptr, class_len)?;
+                let args = read("actor_create", &caller, args_ptr, args_len)?;
+                let opts = read("actor_create", &caller, opts_ptr, opts_len)?;
+                write(
+                    "actor_create",
+                    &mut caller,
+                    out_id,
+                    &[0u8; prism_abi::ACTOR_ID_LEN],
+                )?;
+                let (Some(class), Some(args), Ok(options)) = (
+                    class,
+                    decode_args(&args),
+                    prism_abi::ActorOptions::decode(&opts),
+                ) else {
+                    return Ok(status::INVALID_ARGUMENT);
+                };
+                let created = caller.data().host.actor_create(&class, args, options).await;
+                match created {
+                    Ok(id) => {
+                        write("actor_create", &mut caller, out_id, id.as_bytes())?;
+                        Ok(status::OK)
+                    }
+                    Err(ActorCreateError::NameTaken(_)) => Ok(status::NAME_TAKEN),
+                    Err(ActorCreateError::Invalid(_)) => Ok(status::INVALID_ARGUMENT),
                 }
-                Err(ActorCreateError::NameTaken(_)) => Ok(status::NAME_TAKEN),
-                Err(ActorCreateError::Invalid(_)) => Ok(status::INVALID_ARGUMENT),
-            }
+            })
         },
     )?;
 
@@ -601,37 +605,45 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
         },
     )?;
 
-    linker.func_wrap(
+    linker.func_wrap_async(
         m,
         "actor_lookup",
         |mut caller: Caller<'_, TaskState>,
-         ns_ptr: i32,
-         ns_len: i32,
-         name_ptr: i32,
-         name_len: i32,
-         class_ptr: i32,
-         class_len: i32,
-         out_id: i32|
-         -> anyhow::Result<i32> {
-            let namespace = read_str("actor_lookup", &caller, ns_ptr, ns_len)?;
-            let name = read_str("actor_lookup", &caller, name_ptr, name_len)?;
-            let class = read_str("actor_lookup", &caller, class_ptr, class_len)?;
-            write(
-                "actor_lookup",
-                &mut caller,
-                out_id,
-                &[0u8; prism_abi::ACTOR_ID_LEN],
-            )?;
-            let (Some(namespace), Some(name), Some(class)) = (namespace, name, class) else {
-                return Ok(status::INVALID_ARGUMENT);
-            };
-            match caller.data().host.actor_lookup(&namespace, &name, &class) {
-                Some(id) => {
-                    write("actor_lookup", &mut caller, out_id, id.as_bytes())?;
-                    Ok(status::OK)
+         (ns_ptr, ns_len, name_ptr, name_len, class_ptr, class_len, out_id): (
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+        )| {
+            Box::new(async move {
+                let namespace = read_str("actor_lookup", &caller, ns_ptr, ns_len)?;
+                let name = read_str("actor_lookup", &caller, name_ptr, name_len)?;
+                let class = read_str("actor_lookup", &caller, class_ptr, class_len)?;
+                write(
+                    "actor_lookup",
+                    &mut caller,
+                    out_id,
+                    &[0u8; prism_abi::ACTOR_ID_LEN],
+                )?;
+                let (Some(namespace), Some(name), Some(class)) = (namespace, name, class) else {
+                    return Ok(status::INVALID_ARGUMENT);
+                };
+                let found = caller
+                    .data()
+                    .host
+                    .actor_lookup(&namespace, &name, &class)
+                    .await;
+                match found {
+                    Some(id) => {
+                        write("actor_lookup", &mut caller, out_id, id.as_bytes())?;
+                        Ok(status::OK)
+                    }
+                    None => Ok(status::NOT_FOUND),
                 }
-                None => Ok(status::NOT_FOUND),
-            }
+            })
         },
     )?;
 

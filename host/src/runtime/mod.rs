@@ -70,19 +70,25 @@ pub trait GuestHost: Send + Sync + 'static {
     fn log(&self, level: i32, line: &str);
     /// The node's object store statistics.
     fn store_stats(&self) -> StoreStats;
-    /// Creates an actor of `class` in the caller's module.
+    /// Creates an actor of `class` in the caller's module (in a cluster, a
+    /// name is claimed at the head first, so the future may wait on it).
     fn actor_create(
         &self,
         class: &str,
         args: Vec<Arg>,
         options: prism_abi::ActorOptions,
-    ) -> Result<ActorId, ActorCreateError>;
+    ) -> BoxFuture<'static, Result<ActorId, ActorCreateError>>;
     /// Submits a method call; returns the result's id at once (an unknown
     /// or dead actor's error is stored in that object).
     fn actor_call(&self, actor: ActorId, method: &str, args: Vec<Arg>) -> ObjectId;
     /// The live actor of `class` named `name` in `namespace` (empty: the
     /// caller's namespace).
-    fn actor_lookup(&self, namespace: &str, name: &str, class: &str) -> Option<ActorId>;
+    fn actor_lookup(
+        &self,
+        namespace: &str,
+        name: &str,
+        class: &str,
+    ) -> BoxFuture<'static, Option<ActorId>>;
     /// Kills an actor without restart.
     fn actor_kill(&self, actor: ActorId);
     /// Stores a named object in the caller's namespace.

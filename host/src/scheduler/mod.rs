@@ -148,8 +148,10 @@ impl TaskEntry {
 
 struct State {
     available: ResourceSet,
-    /// FIFO queues, one per resource shape.
-    queues: Vec<(ResourceSet, VecDeque<Arc<TaskEntry>>)>,
+    /// FIFO queues, one per resource shape and placement strategy (so a
+    /// task bound to one node never waits behind tasks that wait for room
+    /// anywhere, nor the other way round).
+    queues: Vec<(ResourceSet, SchedulingStrategy, VecDeque<Arc<TaskEntry>>)>,
     /// Blocked guests waiting to get their CPU back, served first.
     resumes: VecDeque<(u64, oneshot::Sender<()>)>,
     /// Where on which device the free GPU share is.
@@ -476,11 +478,16 @@ impl Shared {
         {
             let mut state = self.lock();
             let shape = &entry.spec.request;
-            match state.queues.iter_mut().find(|(s, _)| s == shape) {
-                Some((_, q)) => q.push_back(entry),
+            let strategy = &entry.spec.strategy;
+            match state
+                .queues
+                .iter_mut()
+                .find(|(s, k, _)| s == shape && k == strategy)
+            {
+                Some((_, _, q)) => q.push_back(entry),
                 None => {
-                    let shape = shape.clone();
-                    state.queues.push((shape, VecDeque::from([entry])));
+                    let key = (shape.clone(), strategy.clone());
+                    state.queues.push((key.0, key.1, VecDeque::from([entry])));
                 }
             }
         }
@@ -523,7 +530,7 @@ impl Shared {
             // A lease that does not fit yet keeps its place at the front of
             // the lease queue, but does not stop tasks that fit from running.
             let mut queues = std::mem::take(&mut state.queues);
-            for (shape, queue) in queues.iter_mut() {
+            for (shape, _, queue) in queues.iter_mut() {
                 while let Some(front) = queue.front() {
                     if front.phase.load(Ordering::SeqCst) != QUEUED {
                         queue.pop_front();
@@ -567,7 +574,7 @@ impl Shared {
                     }
                 }
             }
-            queues.retain(|(_, q)| !q.is_empty());
+            queues.retain(|(_, _, q)| !q.is_empty());
             // Nothing enqueues while the lock is held, so the queues taken
             // out above are still all of them.
             state.queues = queues;

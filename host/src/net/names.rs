@@ -1,0 +1,172 @@
+//! The head's directory of actor names ([`ActorDirectory`]).
+//!
+//! A name belongs to the cluster, not to a node: the head keeps every
+//! claimed name with its actor's id (whose tag says which node hosts it)
+//! and class, in memory and in `head.redb`. The head's own node uses the
+//! directory directly; worker nodes reach it through `NodeControl`. A
+//! restarted head keeps the names of detached actors (they outlive jobs,
+//! and the head's restart); names of other actors belonged to jobs that
+//! died with the head and are dropped.
+
+use crate::cluster::{ActorDirectory, NameClaim};
+use crate::ids::ActorId;
+use crate::meta::HeadStore;
+use crate::runtime::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct NamedActor {
+    /// The actor id in hex.
+    id: String,
+    class: String,
+    detached: bool,
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+fn parse_id(hex_id: &str) -> Option<ActorId> {
+    let mut bytes = [0u8; 16];
+    hex::decode_to_slice(hex_id, &mut bytes).ok()?;
+    Some(ActorId::from_bytes(bytes))
+}
+
+/// The directory of actor names.
+pub struct ActorNames {
+    store: Arc<HeadStore>,
+    names: Mutex<HashMap<String, NamedActor>>,
+}
+
+impl ActorNames {
+    /// The names `store` remembers (detached actors' only).
+    pub fn load(store: Arc<HeadStore>) -> Result<Arc<Self>, crate::meta::MetaError> {
+        let mut names = HashMap::new();
+        for (key, bytes) in store.actor_names()? {
+            match serde_json::from_slice::<NamedActor>(&bytes) {
+                Ok(actor) if actor.detached => {
+                    names.insert(key, actor);
+                }
+                _ => store.delete_actor_name(&key)?,
+            }
+        }
+        Ok(Arc::new(ActorNames {
+            store,
+            names: Mutex::new(names),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, NamedActor>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims a name now (see [`ActorDirectory::claim`]).
+    pub fn claim_now(
+        &self,
+        namespace: &str,
+        name: &str,
+        id: ActorId,
+        class: &str,
+        detached: bool,
+    ) -> Result<NameClaim, String> {
+        let key = key(namespace, name);
+        let mut names = self.lock();
+        if let Some(existing) = names.get(&key)
+            && let Some(existing_id) = parse_id(&existing.id)
+        {
+            return Ok(NameClaim::Existing {
+                id: existing_id,
+                class: existing.class.clone(),
+            });
+        }
+        let actor = NamedActor {
+            id: id.to_string(),
+            class: class.to_string(),
+            detached,
+        };
+        let bytes = serde_json::to_vec(&actor).map_err(|e| e.to_string())?;
+        self.store
+            .put_actor_name(&key, &bytes)
+            .map_err(|e| format!("could not record the actor's name: {e}"))?;
+        names.insert(key, actor);
+        Ok(NameClaim::Claimed)
+    }
+
+    /// The holder of a name now.
+    pub fn lookup_now(&self, namespace: &str, name: &str) -> Option<(ActorId, String)> {
+        let names = self.lock();
+        let actor = names.get(&key(namespace, name))?;
+        Some((parse_id(&actor.id)?, actor.class.clone()))
+    }
+
+    /// Frees a name if `id` holds it.
+    pub fn release_now(&self, namespace: &str, name: &str, id: ActorId) {
+        let key = key(namespace, name);
+        let mut names = self.lock();
+        if names.get(&key).is_some_and(|a| a.id == id.to_string()) {
+            names.remove(&key);
+            if let Err(e) = self.store.delete_actor_name(&key) {
+                tracing::warn!("could not forget the actor name {key}: {e}");
+            }
+        }
+    }
+}
+
+impl ActorDirectory for ActorNames {
+    fn claim(
+        &self,
+        namespace: &str,
+        name: &str,
+        id: ActorId,
+        class: &str,
+        detached: bool,
+    ) -> BoxFuture<'static, Result<NameClaim, String>> {
+        let claimed = self.claim_now(namespace, name, id, class, detached);
+        Box::pin(async move { claimed })
+    }
+
+    fn lookup(&self, namespace: &str, name: &str) -> BoxFuture<'static, Option<(ActorId, String)>> {
+        let found = self.lookup_now(namespace, name);
+        Box::pin(async move { found })
+    }
+
+    fn release(&self, namespace: &str, name: &str, id: ActorId) {
+        self.release_now(namespace, name, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_claimed_once_and_detached_ones_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.redb");
+        let (a, b, c) = (ActorId::random(), ActorId::random(), ActorId::random());
+        {
+            let names = ActorNames::load(Arc::new(HeadStore::open(&path).unwrap())).unwrap();
+            assert!(matches!(
+                names.claim_now("ns", "kept", a, "Kit", true),
+                Ok(NameClaim::Claimed)
+            ));
+            assert!(matches!(
+                names.claim_now("ns", "kept", b, "Kit", true),
+                Ok(NameClaim::Existing { id, .. }) if id == a
+            ));
+            names.claim_now("ns", "job-bound", b, "Kit", false).unwrap();
+            names.claim_now("ns", "freed", c, "Kit", true).unwrap();
+            // Only the holder frees a name.
+            names.release_now("ns", "freed", a);
+            assert!(names.lookup_now("ns", "freed").is_some());
+            names.release_now("ns", "freed", c);
+            assert!(names.lookup_now("ns", "freed").is_none());
+        }
+        let names = ActorNames::load(Arc::new(HeadStore::open(&path).unwrap())).unwrap();
+        assert_eq!(names.lookup_now("ns", "kept"), Some((a, "Kit".to_string())));
+        assert_eq!(names.lookup_now("ns", "job-bound"), None);
+        assert_eq!(names.lookup_now("other", "kept"), None);
+    }
+}
