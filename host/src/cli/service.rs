@@ -198,6 +198,13 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<i32> {
 
 pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     let config = args.node.config()?;
+    if args
+        .advertise
+        .as_deref()
+        .is_some_and(|a| a.trim().is_empty())
+    {
+        anyhow::bail!("--advertise must name a host and port, e.g. node1.example:7000");
+    }
     if let Some(head) = &args.join {
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let ca_path = args
@@ -227,9 +234,7 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
             node: config,
         };
         super::tokio_runtime()?.block_on(async {
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
+            let shutdown = shutdown_signal();
             crate::net::worker::run_worker(
                 options,
                 |id, bound| {
@@ -253,9 +258,7 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     options.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
     options.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
     super::tokio_runtime()?.block_on(async {
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
+        let shutdown = shutdown_signal();
         crate::api::serve(
             &args.dir,
             options,
@@ -441,4 +444,27 @@ pub(super) fn node(args: NodeCommandArgs) -> anyhow::Result<i32> {
         }
         Ok(0)
     })
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what service managers send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -31,6 +31,12 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 /// How long a node that failed a call is left out of placement (5 s).
 const SUSPECT_FOR: Duration = Duration::from_secs(5);
 
+/// HTTP/2 pings between nodes: every 5 s, and a connection that does not
+/// answer one within 10 s is dead.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Zero-CPU tasks placed on one node at once, at most (1,024).
 const MAX_ZERO_CPU_IN_FLIGHT: u64 = 1024;
 
@@ -59,6 +65,11 @@ impl NodeCredentials {
             .map_err(|e| format!("bad address {address:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
+            // A machine that vanishes without closing its connections is
+            // noticed within seconds, not at the next TCP timeout.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .tls_config(tls)
             .map_err(|e| e.to_string())?
             .connect_lazy())
@@ -86,9 +97,18 @@ struct Peer {
     /// Attempts this node has running there.
     inflight: AtomicU64,
     suspect_until: Mutex<Option<Instant>>,
+    /// Becomes true when the node leaves the view (declared dead): calls
+    /// still waiting on it fail at once.
+    removed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Peer {
+    /// Resolves once the node has left the view.
+    async fn gone(&self) {
+        let mut removed = self.removed.subscribe();
+        let _ = removed.wait_for(|gone| *gone).await;
+    }
+
     fn total(&self) -> ResourceSet {
         resources_from_proto(
             self.info
@@ -243,6 +263,7 @@ impl Peers {
                                 inflight_cpu: AtomicU64::new(0),
                                 inflight: AtomicU64::new(0),
                                 suspect_until: Mutex::new(None),
+                                removed: tokio::sync::watch::Sender::new(false),
                             }),
                         );
                     }
@@ -255,6 +276,7 @@ impl Peers {
                 if !keep {
                     tracing::warn!(node = %id, "node left the cluster view");
                     gone.insert(peer.tag);
+                    peer.removed.send_replace(true);
                 }
                 keep
             });
@@ -576,7 +598,10 @@ impl RemoteActors for Peers {
         let mut client = peer.client();
         let node = Arc::downgrade(&node);
         tokio::spawn(async move {
-            let reply = client.call_actor(request).await;
+            let reply = tokio::select! {
+                reply = client.call_actor(request) => reply,
+                _ = peer.gone() => Err(tonic::Status::unavailable("the node was declared dead")),
+            };
             let Some(node) = node.upgrade() else { return };
             let result = match reply {
                 Ok(reply) => outcome(&node, owner, &peer.id, reply.into_inner()),
@@ -702,7 +727,13 @@ impl Remote for Peers {
                 memory_limit: spec.memory_limit,
                 attempt,
             };
-            let reply = match peer.client().execute_task(request).await {
+            let mut client = peer.client();
+            let call = client.execute_task(request);
+            let answered = tokio::select! {
+                answered = call => answered,
+                _ = peer.gone() => Err(tonic::Status::unavailable("the node was declared dead")),
+            };
+            let reply = match answered {
                 Ok(reply) => reply.into_inner(),
                 Err(status) => {
                     peer.suspect();

@@ -84,7 +84,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
 fn endpoint(url: &str) -> Result<Endpoint, NetError> {
     Endpoint::from_shared(url.to_string())
         .map_err(|e| NetError::Transport(format!("bad head address {url:?}: {e}")))
-        .map(|e| e.connect_timeout(Duration::from_secs(5)))
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(5))
+                .http2_keep_alive_interval(super::peers::KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(super::peers::KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
+        })
 }
 
 /// The head's `NodeControl` service as a node's [`HeadService`].
