@@ -41,6 +41,7 @@ pub use actor::{
 };
 pub use blob::{Blob, get_blob, put_bytes};
 pub use named::{Tier, delete_named, get_named, list_named, put_named, put_named_in};
+pub use placement::{Bundle, PlacementGroup, PlacementStrategy, placement_group};
 pub use pool::ActorPool;
 pub use prism_abi::{ErrorKind, StoreStats};
 pub use prism_macros::{actor, main, task};
@@ -51,6 +52,7 @@ mod actor;
 mod blob;
 pub mod gpu;
 mod named;
+mod placement;
 mod pool;
 mod sys;
 
@@ -329,6 +331,14 @@ impl TaskOptions {
             node_id: node_id.into(),
             soft,
         };
+        self
+    }
+
+    /// Runs the task in bundle `index` of placement group `group`: on the
+    /// node holding it, from the resources it holds (the scheduling
+    /// strategy is then ignored). Default: no placement group.
+    pub fn placement_group(mut self, group: &PlacementGroup, index: u32) -> Self {
+        self.wire.bundle = Some(group.bundle(index));
         self
     }
 

@@ -78,6 +78,8 @@ mod imp {
         pub fn named_get(name_ptr: *const u8, name_len: usize, out_len: *mut u32) -> i32;
         pub fn named_delete(name_ptr: *const u8, name_len: usize) -> i32;
         pub fn named_list(prefix_ptr: *const u8, prefix_len: usize, out_len: *mut u32) -> i32;
+        pub fn pg_create(spec_ptr: *const u8, spec_len: usize, out_len: *mut u32) -> i32;
+        pub fn pg_remove(id_ptr: *const u8, id_len: usize) -> i32;
     }
 }
 
@@ -153,6 +155,16 @@ pub fn named_delete(name: &str) -> i32 {
 #[cfg(target_arch = "wasm32")]
 pub fn named_list(prefix: &str, out_len: &mut u32) -> i32 {
     unsafe { imp::named_list(prefix.as_ptr(), prefix.len(), out_len) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn pg_create(spec: &[u8], out_len: &mut u32) -> i32 {
+    unsafe { imp::pg_create(spec.as_ptr(), spec.len(), out_len) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn pg_remove(id: &str) -> i32 {
+    unsafe { imp::pg_remove(id.as_ptr(), id.len()) }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -416,6 +428,12 @@ mod native {
         NOT_IN_GUEST
     }
     pub fn named_list(_prefix: &str, _out_len: &mut u32) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn pg_create(_spec: &[u8], _out_len: &mut u32) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn pg_remove(_id: &str) -> i32 {
         NOT_IN_GUEST
     }
     pub fn gpu_device_count() -> i32 {

@@ -213,6 +213,31 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
     assert_eq!(value.2, 1120);
     assert_eq!(value.3, "actor_died");
 
+    // Placement groups over the three nodes.
+    let cases: std::collections::BTreeMap<String, Vec<String>> =
+        serde_json::from_str(&cluster.run(&module, "placement_cases", "[]").await.unwrap())
+            .unwrap();
+    let spread = &cases["strict_spread"];
+    let mut distinct = spread[..3].to_vec();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{cases:?}");
+    assert_eq!(spread[3], "[0, 1, 2]");
+    let pack = &cases["strict_pack"];
+    assert_eq!(pack[0], pack[1], "{cases:?}");
+    assert!(
+        workers.contains(&pack[0]),
+        "only a worker has 2 CPUs: {cases:?}"
+    );
+    assert_eq!(pack[2], "[0, 1]");
+    assert_ne!(cases["spread"][0], cases["spread"][1], "{cases:?}");
+    assert_eq!(cases["impossible"], vec!["unschedulable".to_string()]);
+    assert_eq!(cases["removed"], vec!["unschedulable".to_string()]);
+    // Nothing stays reserved: every node is back to all its CPUs.
+    cluster
+        .wait_nodes(|nodes| nodes.iter().all(|n| n.total == n.available))
+        .await;
+
     // Node affinity: to a node that does not exist, hard fails and soft runs.
     assert_eq!(
         cluster.run(&module, "affinity_cases", "[]").await,
@@ -296,16 +321,20 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    let status = NodeControlClient::new(channel(head, &ca_pem, head_identity).await)
-        .join(JoinRequest {
-            join_token: "pjt_00".into(),
-            csr_pem: "not a request".into(),
-            advertise: "127.0.0.1:1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    // A valid token with a malformed certificate request: refused, and the
+    // token is spent (a token admits one request).
+    let token = c.create_join_token(60).await.unwrap().token;
+    let join = JoinRequest {
+        join_token: token,
+        csr_pem: "not a request".into(),
+        advertise: "127.0.0.1:1".into(),
+        ..Default::default()
+    };
+    let mut control = NodeControlClient::new(channel(head, &ca_pem, head_identity).await);
+    let status = control.join(join.clone()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let status = control.join(join).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
 
     // Plaintext gets nowhere.
     let plain = Endpoint::from_shared(head.replace("https://", "http://"))

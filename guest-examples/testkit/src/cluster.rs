@@ -133,3 +133,59 @@ fn use_detached(name: String) -> prism::Result<i64> {
     let kit = prism::get_actor::<Kit>(&name)?;
     prism::get(&kit.add(1).remote())
 }
+
+/// Placement groups on the test cluster (a head with 1 CPU, two workers
+/// with 2): the nodes each strategy picked, tasks run inside bundles, an
+/// impossible group, and a removed one. Returns a map of case → outcome.
+#[prism::main]
+fn placement_cases() -> prism::Result<std::collections::BTreeMap<String, Vec<String>>> {
+    use prism::{Bundle, PlacementStrategy, placement_group};
+    let mut out = std::collections::BTreeMap::new();
+    let one = || Bundle::new().cpus(1.0);
+    for (name, strategy, count) in [
+        ("strict_spread", PlacementStrategy::StrictSpread, 3),
+        ("strict_pack", PlacementStrategy::StrictPack, 2),
+        ("spread", PlacementStrategy::Spread, 2),
+    ] {
+        let bundles: Vec<Bundle> = (0..count).map(|_| one()).collect();
+        let pg = placement_group(&bundles, strategy)?;
+        // Every bundle runs a task; their values come back in order.
+        let refs: Vec<_> = (0..count as u32)
+            .map(|i| {
+                sleep_then::options()
+                    .placement_group(&pg, i)
+                    .remote(10, i as u64)
+            })
+            .collect();
+        let values = prism::get_all(&refs)?;
+        let mut nodes = pg.nodes().to_vec();
+        nodes.push(format!("{values:?}"));
+        out.insert(name.to_string(), nodes);
+        pg.remove()?;
+    }
+    // Four bundles, each on its own node, on three nodes: impossible.
+    let four: Vec<Bundle> = (0..4).map(|_| one()).collect();
+    out.insert(
+        "impossible".into(),
+        vec![
+            match placement_group(&four, PlacementStrategy::StrictSpread) {
+                Ok(_) => "created".into(),
+                Err(e) => e
+                    .kind()
+                    .map(|k| k.to_string())
+                    .unwrap_or_else(|| e.to_string()),
+            },
+        ],
+    );
+    // A removed group's bundles take no more tasks.
+    let pg = placement_group(&[one()], PlacementStrategy::Pack)?;
+    pg.remove()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    out.insert(
+        "removed".into(),
+        vec![kind(&prism::get(
+            &sleep_then::options().placement_group(&pg, 0).remote(0, 1),
+        ))],
+    );
+    Ok(out)
+}

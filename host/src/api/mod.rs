@@ -7,12 +7,14 @@
 //! audience are checked, writes need a role that may write, and every
 //! decision is logged (`audit` target).
 
+use crate::cluster::placement::PlacementGroups;
 use crate::cluster::{EmbeddedCluster, JobOutcome, JobStatus, LogSource};
 use crate::config::NodeConfig;
 use crate::ids::{JobId, ModuleHash};
 use crate::meta::{HeadStore, MetaError};
 use crate::net::names::ActorNames;
 use crate::net::peers::{NodeCredentials, Peers};
+use crate::net::placement::ClusterHosts;
 use crate::net::registry::{NodeControlService, Registry, RegistryConfig};
 use crate::net::worker_service::WorkerService;
 use crate::net::{HEAD_NODE_ID, HEAD_NODE_TAG, MAX_NODE_MESSAGE};
@@ -637,6 +639,7 @@ pub async fn serve(
     let head_node = cluster.node().clone();
     let peers = Peers::new(HEAD_NODE_ID, HEAD_NODE_TAG, &head_node, credentials.clone());
     head_node.join_cluster(peers.clone());
+    let peers_for_placement = peers.clone();
     let names = ActorNames::load(store.clone())?;
     head_node.set_directory(names.clone());
     let registry = Registry::new(
@@ -652,6 +655,11 @@ pub async fn serve(
         peers,
         names,
     )?;
+    let hosts = ClusterHosts::new(&head_node, peers_for_placement);
+    hosts.attach(&registry);
+    let placement = PlacementGroups::new(hosts);
+    registry.set_placement(placement.clone());
+    head_node.set_placement(Arc::new(placement));
     tokio::spawn(registry.clone().watch_nodes());
     let api = ApiHandle(Arc::new(Api {
         cluster,

@@ -404,6 +404,18 @@ impl GuestHost for NoServices {
         Box::pin(async { None })
     }
     fn actor_kill(&self, _: crate::ids::ActorId) {}
+    fn pg_create(
+        &self,
+        _: prism_abi::PlacementGroupSpec,
+    ) -> BoxFuture<'static, Result<prism_abi::PlacementGroupInfo, prism_abi::WireError>> {
+        Box::pin(async {
+            Err(prism_abi::WireError::new(
+                prism_abi::ErrorKind::Unschedulable,
+                "not available in the instantiate probe",
+            ))
+        })
+    }
+    fn pg_remove(&self, _: &str) {}
     fn named_put(&self, _: &str, _: Bytes, _: crate::objects::named::Tier) -> Result<(), String> {
         Err("not available in the instantiate probe".into())
     }

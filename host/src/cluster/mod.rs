@@ -9,6 +9,7 @@
 mod head;
 pub mod job;
 mod node;
+pub mod placement;
 
 pub use head::{Head, JobStatus};
 pub use job::{JobOutcome, JobSpec, LogLine, LogSource};
@@ -20,6 +21,10 @@ use crate::runtime::BoxFuture;
 use bytes::Bytes;
 use prism_abi::StoreStats;
 use std::sync::Arc;
+
+/// The id of the node of an embedded cluster, and of the head's own node
+/// in a multi-node cluster: `head`.
+pub const HEAD_NODE_ID: &str = "head";
 
 /// The namespace of jobs that do not name one: `default`.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -209,6 +214,9 @@ impl EmbeddedCluster {
         let head = Head::new();
         let node = Node::start(config, head.clone())?;
         head.attach_node(node.clone());
+        node.set_placement(Arc::new(placement::PlacementGroups::new(
+            placement::LocalHosts::new(&node, HEAD_NODE_ID),
+        )));
         Ok(EmbeddedCluster { head, node })
     }
 

@@ -9,6 +9,7 @@
 //! never leaves the process.
 
 use super::job::{JobContext, JobOutcome, JobSpec, LogSource};
+use super::placement::PlacementService;
 use super::{
     ActorCreate, ActorDirectory, ActorPlacement, ClusterError, HeadService, NameClaim, NodeService,
     NodeStatus, RemoteActors,
@@ -54,6 +55,9 @@ pub struct Node {
     remote_actors: OnceLock<Arc<dyn RemoteActors>>,
     /// The cluster-wide actor names.
     directory: OnceLock<Arc<dyn ActorDirectory>>,
+    /// Where placement groups are made (replaced when the node joins a
+    /// multi-node cluster).
+    placement: std::sync::RwLock<Option<Arc<dyn PlacementService>>>,
     /// Signalled whenever an actor is registered here (calls from other
     /// nodes may arrive before the creation they follow).
     actor_registered: tokio::sync::watch::Sender<u64>,
@@ -112,6 +116,7 @@ impl Node {
                 remote: OnceLock::new(),
                 remote_actors: OnceLock::new(),
                 directory: OnceLock::new(),
+                placement: std::sync::RwLock::new(None),
                 actor_registered: tokio::sync::watch::Sender::new(0),
                 failed_actors: Mutex::new(HashMap::new()),
                 remote_jobs: Mutex::new(Default::default()),
@@ -220,6 +225,18 @@ impl Node {
         self.scheduler.set_remote(peers.clone());
         let _ = self.remote.set(peers.clone());
         let _ = self.remote_actors.set(peers);
+    }
+
+    /// Makes placement groups through `placement`.
+    pub fn set_placement(&self, placement: Arc<dyn PlacementService>) {
+        *self.placement.write().unwrap_or_else(|e| e.into_inner()) = Some(placement);
+    }
+
+    fn placement(&self) -> Option<Arc<dyn PlacementService>> {
+        self.placement
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Names actors through `directory` (the head's) instead of only
@@ -422,6 +439,8 @@ impl Node {
             return_id,
             strategy: Default::default(),
             local_only: true,
+            bundle: call.bundle,
+            first_attempt: call.attempt,
         };
         struct CancelOnDrop<'a>(&'a Scheduler, ObjectId);
         impl Drop for CancelOnDrop<'_> {
@@ -557,6 +576,9 @@ impl Node {
             self.actors.kill(actor);
         }
         self.scheduler.cancel_job(spec.id);
+        if let Some(placement) = self.placement() {
+            placement.remove_owned(spec.id);
+        }
         let freed = self.objects.free_owner(spec.id);
         if let Some(remote) = self.remote.get() {
             remote.end_job(spec.id);
@@ -605,6 +627,8 @@ impl Node {
             return_id,
             strategy: Default::default(),
             local_only: true,
+            bundle: None,
+            first_attempt: 0,
         };
         let watch = {
             self.scheduler.submit(driver);
@@ -794,6 +818,12 @@ impl Node {
                 )
             })
         };
+        // Constructor arguments that live on other nodes come here first.
+        for arg in &record.ctor_args {
+            if let Arg::Ref(object) = arg {
+                self.fetch_remote(*object, record.objects_owner);
+            }
+        }
         if let Err(taken) = self.actors.register(record.clone()) {
             release(directory);
             return Err(ActorCreateError::NameTaken(taken.0));
@@ -859,6 +889,19 @@ impl Node {
                 &options.resources,
             )
             .map_err(invalid)?;
+        if let Some(bundle) = &options.bundle {
+            if request.gpu_milli() > 0 {
+                return Err(invalid(
+                    "tasks in placement group bundles cannot use GPUs yet".into(),
+                ));
+            }
+            if bundle.node_id.is_empty() {
+                return Err(invalid(format!(
+                    "placement group {} has no bundle {}",
+                    bundle.group, bundle.index
+                )));
+            }
+        }
         let args = self.by_reference(job.id, args)?;
         Ok(TaskSpec {
             job: job.id,
@@ -876,6 +919,8 @@ impl Node {
             return_id,
             strategy: options.strategy,
             local_only: false,
+            bundle: options.bundle,
+            first_attempt: 0,
         })
     }
 }
@@ -999,6 +1044,10 @@ pub struct RemoteCall {
     pub timeout: Duration,
     /// Linear memory cap in bytes (at most this node's per-task limit).
     pub memory_limit: u64,
+    /// The placement group bundle it runs in.
+    pub bundle: Option<crate::scheduler::BundleRef>,
+    /// Which attempt this is (0 for the first).
+    pub attempt: u32,
 }
 
 /// The node as seen by one running guest: its job, its CPU slot.
@@ -1099,6 +1148,11 @@ impl GuestHost for TaskHost {
             return return_id;
         }
         self.node.objects.create_pending(return_id, self.job.id);
+        for arg in &args {
+            if let Arg::Ref(object) = arg {
+                self.node.fetch_remote(*object, self.job.id);
+            }
+        }
         let sent = self.node.by_reference(self.job.id, args).and_then(|args| {
             self.node
                 .actors
@@ -1148,6 +1202,29 @@ impl GuestHost for TaskHost {
         match self.node.actor_elsewhere(actor) {
             Some(remote) => remote.kill_actor(actor),
             None => self.node.actors.kill(actor),
+        }
+    }
+
+    fn pg_create(
+        &self,
+        spec: prism_abi::PlacementGroupSpec,
+    ) -> BoxFuture<'static, Result<prism_abi::PlacementGroupInfo, WireError>> {
+        let placement = self.node.placement();
+        let owner = self.job.id;
+        Box::pin(async move {
+            match placement {
+                Some(placement) => placement.create(owner, spec).await,
+                None => Err(WireError::new(
+                    ErrorKind::Unschedulable,
+                    "this node cannot make placement groups",
+                )),
+            }
+        })
+    }
+
+    fn pg_remove(&self, group: &str) {
+        if let Some(placement) = self.node.placement() {
+            placement.remove(group);
         }
     }
 

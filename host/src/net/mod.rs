@@ -18,6 +18,7 @@
 
 pub mod names;
 pub mod peers;
+pub mod placement;
 pub mod registry;
 pub mod worker;
 pub mod worker_service;
@@ -35,7 +36,10 @@ pub const MAX_NODE_MESSAGE: usize = 1 << 30;
 pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// The head node's id in the cluster view.
-pub const HEAD_NODE_ID: &str = "head";
+pub const HEAD_NODE_ID: &str = crate::cluster::HEAD_NODE_ID;
+
+/// The subject of the head's certificate (`prism init`).
+pub const HEAD_SUBJECT: &str = "prism head";
 
 /// The head node's tag (workers get 2, 3, …).
 pub const HEAD_NODE_TAG: u32 = 1;

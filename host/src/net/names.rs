@@ -46,7 +46,13 @@ impl ActorNames {
         let mut names = HashMap::new();
         for (key, bytes) in store.actor_names()? {
             match serde_json::from_slice::<NamedActor>(&bytes) {
-                Ok(actor) if actor.detached => {
+                // Detached actors on workers live on; those on the head's
+                // own node died with it.
+                Ok(actor)
+                    if actor.detached
+                        && parse_id(&actor.id)
+                            .is_some_and(|id| id.node_tag() != super::HEAD_NODE_TAG) =>
+                {
                     names.insert(key, actor);
                 }
                 _ => store.delete_actor_name(&key)?,
@@ -114,6 +120,25 @@ impl ActorNames {
     }
 }
 
+impl ActorNames {
+    /// Frees the names of every actor the node with `tag` hosted (it was
+    /// declared dead, and its actors with it).
+    pub fn release_node(&self, tag: u32) {
+        let mut names = self.lock();
+        let gone: Vec<String> = names
+            .iter()
+            .filter(|(_, a)| parse_id(&a.id).is_some_and(|id| id.node_tag() == tag))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            names.remove(&key);
+            if let Err(e) = self.store.delete_actor_name(&key) {
+                tracing::warn!("could not forget the actor name {key}: {e}");
+            }
+        }
+    }
+}
+
 impl ActorDirectory for ActorNames {
     fn claim(
         &self,
@@ -145,7 +170,13 @@ mod tests {
     fn names_are_claimed_once_and_detached_ones_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("head.redb");
-        let (a, b, c) = (ActorId::random(), ActorId::random(), ActorId::random());
+        // Actors on a worker (tag 2); one on the head's own node (tag 1).
+        let (a, b, c) = (
+            ActorId::random_with_tag(2),
+            ActorId::random_with_tag(2),
+            ActorId::random_with_tag(2),
+        );
+        let on_head = ActorId::random_with_tag(super::super::HEAD_NODE_TAG);
         {
             let names = ActorNames::load(Arc::new(HeadStore::open(&path).unwrap())).unwrap();
             assert!(matches!(
@@ -157,6 +188,9 @@ mod tests {
                 Ok(NameClaim::Existing { id, .. }) if id == a
             ));
             names.claim_now("ns", "job-bound", b, "Kit", false).unwrap();
+            names
+                .claim_now("ns", "on-head", on_head, "Kit", true)
+                .unwrap();
             names.claim_now("ns", "freed", c, "Kit", true).unwrap();
             // Only the holder frees a name.
             names.release_now("ns", "freed", a);
@@ -167,6 +201,10 @@ mod tests {
         let names = ActorNames::load(Arc::new(HeadStore::open(&path).unwrap())).unwrap();
         assert_eq!(names.lookup_now("ns", "kept"), Some((a, "Kit".to_string())));
         assert_eq!(names.lookup_now("ns", "job-bound"), None);
+        assert_eq!(names.lookup_now("ns", "on-head"), None);
         assert_eq!(names.lookup_now("other", "kept"), None);
+        // The worker dies: its actors' names are free again.
+        names.release_node(2);
+        assert_eq!(names.lookup_now("ns", "kept"), None);
     }
 }

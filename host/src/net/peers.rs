@@ -291,6 +291,16 @@ impl Peers {
         }
     }
 
+    /// Whether `node_id` is another live node.
+    pub fn has_peer(&self, node_id: &str) -> bool {
+        self.read().contains_key(node_id)
+    }
+
+    /// A client of another node's `Worker` service.
+    pub fn worker_client(&self, node_id: &str) -> Option<WorkerClient<Channel>> {
+        self.peer(node_id).map(|p| p.client())
+    }
+
     /// The ids of the other live nodes.
     pub fn node_ids(&self) -> Vec<String> {
         self.read().keys().cloned().collect()
@@ -522,14 +532,17 @@ impl RemoteActors for Peers {
             SchedulingStrategy::Node { node_id, soft } => {
                 if *node_id == self.local_id {
                     if local_feasible || !*soft {
+                        // (An infeasible one is dead from the start there.)
                         ActorPlacement::Local
                     } else {
                         self.place_actor_anywhere(request, local_feasible, local_fits)
                     }
-                } else if self.has_node(node_id) {
+                } else if self.node_can_hold(node_id, request) {
                     self.remote_placement(node_id)
                 } else if *soft {
                     self.place_actor_anywhere(request, local_feasible, local_fits)
+                } else if self.has_node(node_id) {
+                    ActorPlacement::Unschedulable(format!("node {node_id:?} cannot hold it"))
                 } else {
                     ActorPlacement::Unschedulable(format!("node {node_id:?} is not alive"))
                 }
@@ -659,6 +672,10 @@ impl Remote for Peers {
         self.read().contains_key(id)
     }
 
+    fn node_can_hold(&self, id: &str, request: &ResourceSet) -> bool {
+        self.peer(id).is_some_and(|p| p.total().fits(request))
+    }
+
     fn reserve(
         &self,
         request: &ResourceSet,
@@ -726,6 +743,13 @@ impl Remote for Peers {
                 timeout_ms: spec.timeout.as_millis().min(u64::MAX as u128) as u64,
                 memory_limit: spec.memory_limit,
                 attempt,
+                in_bundle: spec.bundle.is_some(),
+                bundle_group: spec
+                    .bundle
+                    .as_ref()
+                    .map(|b| b.group.clone())
+                    .unwrap_or_default(),
+                bundle_index: spec.bundle.as_ref().map_or(0, |b| b.index),
             };
             let mut client = peer.client();
             let call = client.execute_task(request);

@@ -14,6 +14,7 @@ use super::names::ActorNames;
 use super::peers::{Peers, host_of};
 use super::{HEAD_NODE_ID, HEAD_NODE_TAG, peer_identity, resources_to_proto};
 use crate::cluster::NameClaim;
+use crate::cluster::placement::{PlacementGroups, PlacementService};
 use crate::cluster::{Head, HeadService, Node};
 use crate::ids::ActorId;
 use crate::ids::ModuleHash;
@@ -64,6 +65,7 @@ pub struct Registry {
     head_node: Arc<Node>,
     peers: Arc<Peers>,
     names: Arc<ActorNames>,
+    placement: std::sync::OnceLock<Arc<PlacementGroups>>,
     nodes: Mutex<BTreeMap<String, NodeEntry>>,
     /// The tag the next new node gets (tags are never reused).
     next_tag: AtomicU32,
@@ -121,12 +123,18 @@ impl Registry {
             head_node,
             peers,
             names,
+            placement: std::sync::OnceLock::new(),
             nodes: Mutex::new(nodes),
         }))
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, NodeEntry>> {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cluster's placement groups, for `NodeControl` (set once).
+    pub fn set_placement(&self, placement: Arc<PlacementGroups>) {
+        let _ = self.placement.set(placement);
     }
 
     /// A new one-time join token valid for `ttl`; returns it and its expiry.
@@ -207,11 +215,12 @@ impl Registry {
             for entry in registry.lock().values_mut() {
                 if entry.alive && entry.last_seen.elapsed() > registry.config.node_timeout {
                     entry.alive = false;
-                    died.push(entry.record.id.clone());
+                    died.push((entry.record.id.clone(), entry.record.tag));
                 }
             }
-            for id in &died {
+            for (id, tag) in &died {
                 tracing::warn!(node = %id, "no heartbeat for {:?}: node declared dead", registry.config.node_timeout);
+                registry.names.release_node(*tag);
             }
             registry.peers.update(&registry.view());
         }
@@ -243,24 +252,7 @@ impl NodeControl for NodeControlService {
             ));
         }
         let digest = join_token_digest(&r.join_token);
-        // A known node rejoining keeps its id and tag.
-        let (id, tag) = {
-            let nodes = registry.lock();
-            match nodes.get(&r.node_id) {
-                Some(entry) => (entry.record.id.clone(), entry.record.tag),
-                None => {
-                    let mut bytes = [0u8; 6];
-                    getrandom::fill(&mut bytes).map_err(|e| Status::internal(e.to_string()))?;
-                    let tag = registry.next_tag.fetch_add(1, Ordering::Relaxed);
-                    (format!("node-{}", hex::encode(bytes)), tag)
-                }
-            }
-        };
-        let cert_pem = registry
-            .ca
-            .sign_node(&r.csr_pem, &id, &host_of(&r.advertise))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        // Spent only now, so a malformed request does not waste it.
+        // Spent first: a token admits one request, whatever becomes of it.
         let expires = registry
             .store
             .take_join_token(&digest)
@@ -278,6 +270,17 @@ impl NodeControl for NodeControlService {
             }
             Some(_) => {}
         }
+        // Always a new node: an id is never handed to another process.
+        let id = {
+            let mut bytes = [0u8; 6];
+            getrandom::fill(&mut bytes).map_err(|e| Status::internal(e.to_string()))?;
+            format!("node-{}", hex::encode(bytes))
+        };
+        let tag = registry.next_tag.fetch_add(1, Ordering::Relaxed);
+        let cert_pem = registry
+            .ca
+            .sign_node(&r.csr_pem, &id, &host_of(&r.advertise))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let record = NodeRecord {
             id: id.clone(),
             tag,
@@ -408,6 +411,46 @@ impl NodeControl for NodeControlService {
         let id = actor_id(&r.actor_id)?;
         self.0.names.release_now(&r.namespace, &r.name, id);
         Ok(Response::new(pb::ReleaseActorNameReply {}))
+    }
+
+    async fn create_placement_group(
+        &self,
+        request: Request<pb::CreatePlacementGroupRequest>,
+    ) -> Result<Response<pb::CreatePlacementGroupReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let spec = rmp_serde::from_slice(&r.spec)
+            .map_err(|e| Status::invalid_argument(format!("placement group spec: {e}")))?;
+        let placement = self
+            .0
+            .placement
+            .get()
+            .ok_or_else(|| Status::unavailable("placement groups are not ready"))?;
+        let created = placement
+            .create(crate::ids::JobId::from_u64(r.job_id), spec)
+            .await;
+        Ok(Response::new(match created {
+            Ok(info) => pb::CreatePlacementGroupReply {
+                info: rmp_serde::to_vec_named(&info)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+                error: Vec::new(),
+            },
+            Err(error) => pb::CreatePlacementGroupReply {
+                info: Vec::new(),
+                error: error.encode(),
+            },
+        }))
+    }
+
+    async fn remove_placement_group(
+        &self,
+        request: Request<pb::RemovePlacementGroupRequest>,
+    ) -> Result<Response<pb::RemovePlacementGroupReply>, Status> {
+        peer_identity(&request)?;
+        if let Some(placement) = self.0.placement.get() {
+            placement.remove(&request.get_ref().group);
+        }
+        Ok(Response::new(pb::RemovePlacementGroupReply {}))
     }
 }
 

@@ -259,7 +259,6 @@ pub async fn run_worker(
                 csr_pem,
                 advertise: advertise.clone(),
                 total: Some(resources_to_proto(&total_of(&options.node)?)),
-                node_id: String::new(),
             })
             .await?
             .into_inner();
@@ -331,6 +330,7 @@ pub async fn run_worker(
     node.set_directory(Arc::new(RemoteDirectory {
         client: control.clone(),
     }));
+    node.set_placement(super::placement::RemotePlacement::new(control.clone()));
 
     let server = Server::builder()
         .tls_config(

@@ -18,12 +18,13 @@ use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-/// How long an actor message waits for the ones numbered before it (5 s);
-/// a predecessor lost on the way (its sender failed) is then skipped.
-const TURN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an actor message waits for the ones numbered before it (30 s:
+/// longer than a creation that fetches and compiles the module); a
+/// predecessor lost on the way (its sender failed) is then skipped.
+const TURN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a call waits for the actor's creation to arrive (10 s).
-const ACTOR_ARRIVAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call waits for the actor's creation to arrive (30 s).
+const ACTOR_ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The order of actor messages: per (actor, calling node), the sequence
 /// number whose turn it is.
@@ -159,6 +160,12 @@ impl Worker for WorkerService {
             request: super::resources_from_proto(r.request.as_ref()),
             timeout: Duration::from_millis(r.timeout_ms),
             memory_limit: r.memory_limit,
+            bundle: r.in_bundle.then(|| crate::scheduler::BundleRef {
+                group: r.bundle_group.clone(),
+                index: r.bundle_index,
+                node_id: String::new(),
+            }),
+            attempt: r.attempt,
         };
         let (result, logs) = self.node.execute_remote(call).await;
         Ok(Response::new(reply(result, logs)))
@@ -189,6 +196,8 @@ impl Worker for WorkerService {
             request: Default::default(),
             timeout: Duration::ZERO,
             memory_limit: 0,
+            bundle: None,
+            attempt: 0,
         };
         self.turns.wait(id, &caller, r.seq).await;
         let created = self
@@ -287,5 +296,42 @@ impl Worker for WorkerService {
         self.node
             .end_remote_job(JobId::from_u64(request.get_ref().job_id));
         Ok(Response::new(pb::EndJobReply {}))
+    }
+
+    async fn reserve_bundles(
+        &self,
+        request: Request<pb::ReserveBundlesRequest>,
+    ) -> Result<Response<pb::ReserveBundlesReply>, Status> {
+        let caller = peer_identity(&request)?;
+        if caller != super::HEAD_SUBJECT {
+            return Err(Status::permission_denied("only the head reserves bundles"));
+        }
+        let r = request.into_inner();
+        let bundles: Vec<_> = r
+            .bundles
+            .iter()
+            .map(|b| (b.index, super::resources_from_proto(b.resources.as_ref())))
+            .collect();
+        let refused = self
+            .node
+            .scheduler()
+            .reserve_bundles(&r.group, &bundles)
+            .err()
+            .unwrap_or_default();
+        Ok(Response::new(pb::ReserveBundlesReply { refused }))
+    }
+
+    async fn release_bundles(
+        &self,
+        request: Request<pb::ReleaseBundlesRequest>,
+    ) -> Result<Response<pb::ReleaseBundlesReply>, Status> {
+        let caller = peer_identity(&request)?;
+        if caller != super::HEAD_SUBJECT {
+            return Err(Status::permission_denied("only the head releases bundles"));
+        }
+        self.node
+            .scheduler()
+            .release_bundles(&request.get_ref().group);
+        Ok(Response::new(pb::ReleaseBundlesReply {}))
     }
 }

@@ -51,6 +51,8 @@ const FUNCTIONS: &[&str] = &[
     "named_get",
     "named_delete",
     "named_list",
+    "pg_create",
+    "pg_remove",
 ];
 
 /// Whether `prism_v1` has a function of this name.
@@ -695,6 +697,42 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 .host
                 .named_put(&name, Bytes::from(value), tier)
                 .map_err(|e| violation("named_put", e))?;
+            Ok(status::OK)
+        },
+    )?;
+
+    linker.func_wrap_async(
+        m,
+        "pg_create",
+        |mut caller: Caller<'_, TaskState>, (spec_ptr, spec_len, out_len): (i32, i32, i32)| {
+            Box::new(async move {
+                let spec = read("pg_create", &caller, spec_ptr, spec_len)?;
+                write("pg_create", &mut caller, out_len, &[0u8; 4])?;
+                let Ok(spec) = rmp_serde::from_slice::<prism_abi::PlacementGroupSpec>(&spec) else {
+                    return Ok(status::INVALID_ARGUMENT);
+                };
+                let created = caller.data().host.pg_create(spec).await;
+                let (code, staged) = match created {
+                    Ok(info) => match rmp_serde::to_vec_named(&info) {
+                        Ok(bytes) => (status::OK, bytes),
+                        Err(e) => return Err(violation("pg_create", e.to_string())),
+                    },
+                    Err(error) => (status::ERROR_OBJECT, error.encode()),
+                };
+                stage("pg_create", &mut caller, out_len, Bytes::from(staged))?;
+                Ok(code)
+            })
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "pg_remove",
+        |caller: Caller<'_, TaskState>, id_ptr: i32, id_len: i32| -> anyhow::Result<i32> {
+            let Some(group) = read_str("pg_remove", &caller, id_ptr, id_len)? else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            caller.data().host.pg_remove(&group);
             Ok(status::OK)
         },
     )?;

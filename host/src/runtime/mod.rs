@@ -91,6 +91,13 @@ pub trait GuestHost: Send + Sync + 'static {
     ) -> BoxFuture<'static, Option<ActorId>>;
     /// Kills an actor without restart.
     fn actor_kill(&self, actor: ActorId);
+    /// Creates a placement group for the caller's job (waits for room).
+    fn pg_create(
+        &self,
+        spec: prism_abi::PlacementGroupSpec,
+    ) -> BoxFuture<'static, Result<prism_abi::PlacementGroupInfo, prism_abi::WireError>>;
+    /// Removes a placement group.
+    fn pg_remove(&self, group: &str);
     /// Stores a named object in the caller's namespace.
     fn named_put(
         &self,

@@ -33,7 +33,7 @@ use crate::objects::{Lookup, Object, ObjectStore, Watch};
 use crate::runtime::{BoxFuture, CancelToken};
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
-pub use prism_abi::SchedulingStrategy;
+pub use prism_abi::{BundleRef, SchedulingStrategy};
 use prism_abi::{ErrorKind, WireError};
 use remote::{Pick, Placement, Remote, Reservation};
 use resources::{GpuAssignment, GpuShares, ResourceSet};
@@ -73,6 +73,11 @@ pub struct TaskSpec {
     pub strategy: SchedulingStrategy,
     /// Run it on this node only (a call another node placed here).
     pub local_only: bool,
+    /// Run it in this bundle of a placement group.
+    pub bundle: Option<BundleRef>,
+    /// The number of its first attempt here: 0, or for an attempt another
+    /// node placed here, that attempt's number.
+    pub first_attempt: u32,
 }
 
 /// One attempt handed to the executor.
@@ -111,9 +116,15 @@ pub struct SchedulerStats {
     pub placed_remotely: u64,
 }
 
+/// What separates queues of one resource shape: the placement strategy
+/// and the bundle.
+type QueueKey = (SchedulingStrategy, Option<BundleRef>);
+
 /// Where [`Shared::place`] puts a queued task.
 enum Decision {
     Local,
+    /// Here, from the bundle's resources.
+    LocalBundle,
     Remote(Box<dyn Reservation>),
     Wait,
     Fail(String),
@@ -151,7 +162,12 @@ struct State {
     /// FIFO queues, one per resource shape and placement strategy (so a
     /// task bound to one node never waits behind tasks that wait for room
     /// anywhere, nor the other way round).
-    queues: Vec<(ResourceSet, SchedulingStrategy, VecDeque<Arc<TaskEntry>>)>,
+    queues: Vec<(ResourceSet, QueueKey, VecDeque<Arc<TaskEntry>>)>,
+    /// Placement group bundles held here: what each has left, by (group,
+    /// index).
+    bundles: HashMap<(String, u32), ResourceSet>,
+    /// Groups removed here (their queued tasks fail).
+    removed_groups: std::collections::HashSet<String>,
     /// Blocked guests waiting to get their CPU back, served first.
     resumes: VecDeque<(u64, oneshot::Sender<()>)>,
     /// Where on which device the free GPU share is.
@@ -196,6 +212,8 @@ impl Scheduler {
                     available: total.clone(),
                     gpus: GpuShares::new((total.gpu_milli() / 1000) as usize),
                     queues: Vec::new(),
+                    bundles: HashMap::new(),
+                    removed_groups: Default::default(),
                     resumes: VecDeque::new(),
                     leases: VecDeque::new(),
                     tasks: HashMap::new(),
@@ -313,8 +331,70 @@ impl Scheduler {
                 grant: request,
                 gpus,
                 blocked: AtomicBool::new(false),
+                bundle: None,
             }),
         }
+    }
+
+    /// Reserves placement group bundles here, all or none: `bundles` are
+    /// (index, resources). Fails with the shortfall if they do not all
+    /// fit now. Reserving a group's bundle twice is an error.
+    pub fn reserve_bundles(
+        &self,
+        group: &str,
+        bundles: &[(u32, ResourceSet)],
+    ) -> Result<(), String> {
+        let mut sum = ResourceSet::default();
+        for (_, bundle) in bundles {
+            if bundle.gpu_milli() > 0 {
+                return Err("bundles cannot hold GPUs yet".into());
+            }
+            sum.give(bundle);
+        }
+        {
+            let mut state = self.shared.lock();
+            if bundles
+                .iter()
+                .any(|(i, _)| state.bundles.contains_key(&(group.to_string(), *i)))
+            {
+                return Err(format!("placement group {group} is already reserved here"));
+            }
+            if !state.available.fits(&sum) {
+                return Err(state
+                    .available
+                    .shortfall(&sum)
+                    .unwrap_or_else(|| "not enough free resources".into()));
+            }
+            state.available.take(&sum);
+            for (index, bundle) in bundles {
+                state
+                    .bundles
+                    .insert((group.to_string(), *index), bundle.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees a group's bundles here: what they hold unused returns to the
+    /// node now, what their running tasks hold when those finish; their
+    /// queued tasks fail.
+    pub fn release_bundles(&self, group: &str) {
+        {
+            let mut state = self.shared.lock();
+            let keys: Vec<(String, u32)> = state
+                .bundles
+                .keys()
+                .filter(|(g, _)| g == group)
+                .cloned()
+                .collect();
+            for key in keys {
+                if let Some(left) = state.bundles.remove(&key) {
+                    state.available.give(&left);
+                }
+            }
+            state.removed_groups.insert(group.to_string());
+        }
+        self.shared.dispatch();
     }
 
     /// Resources not held by any task right now.
@@ -381,10 +461,11 @@ impl Shared {
                 _ => None,
             })
             .collect();
+        let first_attempt = spec.first_attempt;
         let entry = Arc::new(TaskEntry {
             spec: Arc::new(spec),
             cancel: Arc::new(CancelToken::default()),
-            attempt: AtomicU32::new(0),
+            attempt: AtomicU32::new(first_attempt),
             phase: AtomicU8::new(WAITING_ARGS),
         });
         self.lock()
@@ -408,6 +489,9 @@ impl Shared {
 
     /// Where the queued task `entry` of resource shape `shape` runs now.
     fn place(&self, state: &State, entry: &TaskEntry, shape: &ResourceSet) -> Decision {
+        if let Some(bundle) = &entry.spec.bundle {
+            return self.place_in_bundle(state, entry, bundle, shape);
+        }
         let fits = state.available.fits(shape) && state.gpus.can_take(shape.gpu_milli());
         let Some(remote) = self.remote_for(&entry.spec) else {
             return if fits {
@@ -422,18 +506,25 @@ impl Shared {
             SchedulingStrategy::Spread => Pick::Spread,
             SchedulingStrategy::Node { node_id, soft } => {
                 if node_id == remote.local_id() {
-                    if feasible || !*soft {
+                    if feasible {
                         return if fits {
                             Decision::Local
                         } else {
                             Decision::Wait
                         };
                     }
+                    if !*soft {
+                        return Decision::Fail(format!(
+                            "node {node_id:?} cannot hold this request"
+                        ));
+                    }
                     Pick::LeastLoaded
-                } else if remote.has_node(node_id) {
+                } else if remote.node_can_hold(node_id, shape) {
                     Pick::Node(node_id)
                 } else if *soft {
                     Pick::LeastLoaded
+                } else if remote.has_node(node_id) {
+                    return Decision::Fail(format!("node {node_id:?} cannot hold this request"));
                 } else {
                     return Decision::Fail(format!("node {node_id:?} is not alive"));
                 }
@@ -446,6 +537,45 @@ impl Shared {
             Placement::Local if fits => Decision::Local,
             Placement::Local | Placement::Wait => Decision::Wait,
             Placement::Remote(reservation) => Decision::Remote(reservation),
+        }
+    }
+
+    /// Where a task of a placement group bundle runs: on the bundle's node,
+    /// once the bundle has room.
+    fn place_in_bundle(
+        &self,
+        state: &State,
+        entry: &TaskEntry,
+        bundle: &BundleRef,
+        shape: &ResourceSet,
+    ) -> Decision {
+        let remote = self.remote_for(&entry.spec);
+        let here = remote.is_none_or(|r| bundle.node_id == r.local_id());
+        if here {
+            return match state.bundles.get(&(bundle.group.clone(), bundle.index)) {
+                Some(pool) if pool.fits(shape) => Decision::LocalBundle,
+                Some(_) => Decision::Wait,
+                None if state.removed_groups.contains(&bundle.group) => {
+                    Decision::Fail(format!("placement group {} was removed", bundle.group))
+                }
+                None => Decision::Fail(format!(
+                    "placement group {} has no bundle {} here",
+                    bundle.group, bundle.index
+                )),
+            };
+        }
+        let Some(remote) = remote else {
+            return Decision::Wait;
+        };
+        if !remote.has_node(&bundle.node_id) {
+            return Decision::Fail(format!(
+                "node {:?}, which held bundle {} of placement group {}, is gone",
+                bundle.node_id, bundle.index, bundle.group
+            ));
+        }
+        match remote.reserve(shape, Pick::Node(&bundle.node_id), false, false) {
+            Placement::Remote(reservation) => Decision::Remote(reservation),
+            Placement::Local | Placement::Wait => Decision::Wait,
         }
     }
 
@@ -478,16 +608,18 @@ impl Shared {
         {
             let mut state = self.lock();
             let shape = &entry.spec.request;
-            let strategy = &entry.spec.strategy;
+            let matches = |k: &QueueKey| k.0 == entry.spec.strategy && k.1 == entry.spec.bundle;
             match state
                 .queues
                 .iter_mut()
-                .find(|(s, k, _)| s == shape && k == strategy)
+                .find(|(s, k, _)| s == shape && matches(k))
             {
                 Some((_, _, q)) => q.push_back(entry),
                 None => {
-                    let key = (shape.clone(), strategy.clone());
-                    state.queues.push((key.0, key.1, VecDeque::from([entry])));
+                    let key = (entry.spec.strategy.clone(), entry.spec.bundle.clone());
+                    state
+                        .queues
+                        .push((shape.clone(), key, VecDeque::from([entry])));
                 }
             }
         }
@@ -554,6 +686,25 @@ impl Shared {
                             }
                             state.running += 1;
                             starts.push((entry, Start::Remote(reservation)));
+                        }
+                        Decision::LocalBundle => {
+                            let Some(entry) = queue.pop_front() else {
+                                break;
+                            };
+                            if !entry.transition(QUEUED, RUNNING) {
+                                continue;
+                            }
+                            let key = entry
+                                .spec
+                                .bundle
+                                .as_ref()
+                                .map(|b| (b.group.clone(), b.index));
+                            if let Some(pool) = key.as_ref().and_then(|k| state.bundles.get_mut(k))
+                            {
+                                pool.take(shape);
+                            }
+                            state.running += 1;
+                            starts.push((entry, Start::Local(Vec::new())));
                         }
                         Decision::Local => {
                             let Some(gpus) = state.gpus.take(shape.gpu_milli()) else {
@@ -631,6 +782,11 @@ impl Shared {
             grant: entry.spec.request.clone(),
             gpus,
             blocked: AtomicBool::new(false),
+            bundle: entry
+                .spec
+                .bundle
+                .as_ref()
+                .map(|b| (b.group.clone(), b.index)),
         });
         let attempt = entry.attempt.load(Ordering::SeqCst);
         if let Some(remote) = self.remote.get() {
@@ -644,10 +800,14 @@ impl Shared {
                 }
             }
             if pulled {
+                // Like a guest blocked in `get`, a task waiting for its
+                // arguments lends its CPU out meanwhile.
+                slot.block();
                 tokio::select! {
                     _ = args_ready(&self.objects, &entry.spec.args) => {}
                     _ = entry.cancel.cancelled() => {}
                 }
+                slot.unblock().await;
             }
         }
         let result = match (
@@ -839,6 +999,8 @@ pub struct SlotHandle {
     grant: ResourceSet,
     gpus: GpuAssignment,
     blocked: AtomicBool,
+    /// The placement group bundle the grant came from.
+    bundle: Option<(String, u32)>,
 }
 
 impl SlotHandle {
@@ -849,7 +1011,11 @@ impl SlotHandle {
 
     /// The guest blocks: its CPU becomes available to others.
     pub fn block(&self) {
-        if self.grant.cpu_milli == 0 || self.blocked.swap(true, Ordering::SeqCst) {
+        // A bundle's CPU stays with the bundle's task.
+        if self.bundle.is_some()
+            || self.grant.cpu_milli == 0
+            || self.blocked.swap(true, Ordering::SeqCst)
+        {
             return;
         }
         self.shared.lock().available.cpu_milli += self.grant.cpu_milli;
@@ -879,6 +1045,12 @@ impl SlotHandle {
         if self.blocked.load(Ordering::SeqCst) {
             grant.cpu_milli = 0;
         }
-        self.shared.lock().give(&grant, &self.gpus);
+        let mut state = self.shared.lock();
+        // Back to the bundle while it exists; to the node once it is gone
+        // (the bundle's unused part went back when it was removed).
+        match self.bundle.as_ref().and_then(|k| state.bundles.get_mut(k)) {
+            Some(pool) => pool.give(&grant),
+            None => state.give(&grant, &self.gpus),
+        }
     }
 }

@@ -52,6 +52,9 @@ pub trait Remote: Send + Sync + 'static {
     fn feasible(&self, request: &ResourceSet) -> bool;
     /// Whether another node with this id is alive.
     fn has_node(&self, id: &str) -> bool;
+    /// Whether another node with this id is alive and its total resources
+    /// fit `request`.
+    fn node_can_hold(&self, id: &str, request: &ResourceSet) -> bool;
     /// Picks where `request` runs. `local_feasible` says whether this node
     /// could ever run it, `local_fits` whether it could now.
     fn reserve(

@@ -271,6 +271,57 @@ pub struct TaskOptions {
     /// Where the task may run. Default [`SchedulingStrategy::Default`].
     #[serde(default, skip_serializing_if = "SchedulingStrategy::is_default")]
     pub strategy: SchedulingStrategy,
+    /// Run in this bundle of a placement group, on its node, from the
+    /// resources the bundle holds (the strategy is then ignored). Default:
+    /// no placement group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRef>,
+}
+
+/// How a placement group's bundles are spread over nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementStrategy {
+    /// On as few nodes as possible.
+    #[default]
+    Pack,
+    /// On as many nodes as possible.
+    Spread,
+    /// All on one node, or the group is not created.
+    StrictPack,
+    /// Each on a different node, or the group is not created.
+    StrictSpread,
+}
+
+/// What `prism_v1.pg_create` takes (MessagePack).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlacementGroupSpec {
+    /// The bundles: amounts by resource name (`CPU`, `memory` in bytes,
+    /// or a custom resource). GPUs cannot be held in bundles yet.
+    pub bundles: Vec<BTreeMap<String, f64>>,
+    /// How to spread them.
+    #[serde(default)]
+    pub strategy: PlacementStrategy,
+}
+
+/// A created placement group (what `prism_v1.pg_create` stages).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementGroupInfo {
+    /// Its id: 32 hex digits.
+    pub id: String,
+    /// The node holding each bundle, in bundle order.
+    pub nodes: Vec<String>,
+}
+
+/// One bundle of a placement group, as task options name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BundleRef {
+    /// The group's id (32 hex digits).
+    pub group: String,
+    /// The bundle's index.
+    pub index: u32,
+    /// The node that holds the bundle.
+    pub node_id: String,
 }
 
 /// Where in the cluster a task may run.

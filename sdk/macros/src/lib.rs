@@ -561,6 +561,8 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
                     pub fn max_retries(self, retries: u32) -> Self { Call(self.0.max_retries(retries)) }
                     /// See `prism::TaskOptions::timeout` (default: node task timeout, 300 s).
                     pub fn timeout(self, timeout: ::std::time::Duration) -> Self { Call(self.0.timeout(timeout)) }
+                    /// See `prism::TaskOptions::placement_group` (default: none).
+                    pub fn placement_group(self, group: &::prism::PlacementGroup, index: u32) -> Self { Call(self.0.placement_group(group, index)) }
                     /// See `prism::TaskOptions::spread` (default: local first, then least loaded).
                     pub fn spread(self) -> Self { Call(self.0.spread()) }
                     /// See `prism::TaskOptions::node` (default: any node).
