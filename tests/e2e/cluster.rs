@@ -506,4 +506,9 @@ async fn a_restarted_head_knows_its_workers_and_detached_actors_again() {
         .unwrap();
     let result = c.result(&job.id, true).await.unwrap();
     assert_eq!(result.value_json, "16", "{:?}", result.job);
+    // A client calls it directly, without a driver, through the head.
+    let value = c.call_actor("", "keeper", "add", "[1]").await.unwrap();
+    assert_eq!(value, "17");
+    let missing = c.call_actor("", "nobody", "add", "[1]").await.unwrap_err();
+    assert!(missing.to_string().contains("no actor named"), "{missing}");
 }

@@ -242,3 +242,37 @@ async fn a_head_killed_and_restarted_keeps_its_modules_and_job_records() {
     let again = c.submit(&hash, "add", "[20, 22]", "").await.unwrap();
     assert_eq!(c.result(&again.id, true).await.unwrap().value_json, "42");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_jobs_log_streams_as_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let head = start_head(files.dir());
+    let mut c = client(&head, &files, &admin_token(&files)).await;
+    let module = c
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    // Five lines, 400 ms apart: about two seconds in all.
+    let job = c.submit(&module, "slow_log", "[5, 400]", "").await.unwrap();
+    let mut watcher = c.clone();
+    let mut seen = Vec::new();
+    c.follow_logs(&job.id, |line| {
+        seen.push(line.text.clone());
+        if seen.len() == 1 {
+            // The first line arrives while the job still runs.
+            let id = job.id.clone();
+            let state = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(watcher.job(&id))
+            })
+            .unwrap()
+            .state;
+            assert_eq!(state, prism_client::v1::JobState::Running as i32);
+        }
+    })
+    .await
+    .unwrap();
+    let expected: Vec<String> = (0..5).map(|i| format!("line {i}")).collect();
+    assert_eq!(seen, expected);
+}

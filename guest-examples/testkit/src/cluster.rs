@@ -189,3 +189,14 @@ fn placement_cases() -> prism::Result<std::collections::BTreeMap<String, Vec<Str
     );
     Ok(out)
 }
+
+/// Writes `n` lines to the job log, `ms` milliseconds apart (a job whose
+/// log is followed while it runs).
+#[prism::main]
+fn slow_log(n: u32, ms: u64) -> u32 {
+    for i in 0..n {
+        prism::log(format!("line {i}"));
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    n
+}

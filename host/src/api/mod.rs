@@ -29,7 +29,9 @@ use prism_proto::v1::{
     ResultRequest, StatusReply, StatusRequest, SubmitJobRequest, UploadModuleReply,
     UploadModuleRequest,
 };
-use prism_proto::v1::{JoinTokenReply, JoinTokenRequest};
+use prism_proto::v1::{
+    JoinTokenReply, JoinTokenRequest, NamedActorCallReply, NamedActorCallRequest,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -471,6 +473,53 @@ impl Jobs for ApiHandle {
                 .collect();
             return Ok(Response::new(Box::pin(tokio_stream::iter(lines))));
         }
+        // A job just submitted may still be loading its module: its log
+        // appears once its driver starts.
+        let mut running_log = None;
+        loop {
+            if let Some(log) = self.0.cluster.node().job_log(id) {
+                running_log = Some(log);
+                break;
+            }
+            if self.0.cluster.head().job_outcome(id).is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if let Some(log) = running_log {
+            // Running: follow the log as lines arrive, until the job ends.
+            let head = self.0.cluster.head().clone();
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            tokio::spawn(async move {
+                let mut appended = log.appended();
+                let mut cursor = 0;
+                let mut ended = false;
+                loop {
+                    let (lines, next) = log.since(cursor);
+                    cursor = next;
+                    for l in lines {
+                        let line = LogLine {
+                            function: l.function,
+                            source: source_name(l.source).to_string(),
+                            text: l.text,
+                        };
+                        if tx.send(Ok(line)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if ended {
+                        return;
+                    }
+                    tokio::select! {
+                        changed = appended.changed() => ended = changed.is_err(),
+                        _ = head.wait_job(id) => ended = true,
+                    }
+                }
+            });
+            return Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )));
+        }
         let outcome = self
             .0
             .cluster
@@ -490,6 +539,47 @@ impl Jobs for ApiHandle {
             })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(lines))))
+    }
+
+    async fn call_named_actor(
+        &self,
+        request: Request<NamedActorCallRequest>,
+    ) -> Result<Response<NamedActorCallReply>, Status> {
+        self.0.authorize(&request, "call actors", true)?;
+        let r = request.into_inner();
+        let namespace = if r.namespace.is_empty() {
+            crate::cluster::DEFAULT_NAMESPACE
+        } else {
+            &r.namespace
+        };
+        if r.name.is_empty() || r.method.is_empty() {
+            return Err(Status::invalid_argument("name and method are required"));
+        }
+        let args_text = if r.args_json.is_empty() {
+            "[]"
+        } else {
+            &r.args_json
+        };
+        let args = crate::values::json_args(args_text)
+            .map_err(|e| Status::invalid_argument(format!("args_json: {e}")))?;
+        let node = self.0.cluster.node();
+        let actor = node
+            .find_named_actor(namespace, &r.name)
+            .await
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no actor named {:?} in namespace {namespace:?}",
+                    r.name
+                ))
+            })?;
+        let value = node
+            .call_actor_for_client(actor, &r.method, args)
+            .await
+            .map_err(|e| Status::aborted(format!("{}: {}", e.kind, e.message)))?;
+        let value_json = crate::values::msgpack_to_json(&value)
+            .map(|v| v.to_string())
+            .map_err(|e| Status::internal(format!("the value is not MessagePack: {e}")))?;
+        Ok(Response::new(NamedActorCallReply { value_json }))
     }
 
     async fn stop_job(&self, request: Request<JobRequest>) -> Result<Response<JobInfo>, Status> {

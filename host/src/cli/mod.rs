@@ -55,6 +55,8 @@ enum Command {
     Job(service::JobArgs),
     /// Manage the cluster's nodes.
     Node(service::NodeCommandArgs),
+    /// Call named actors on a running cluster.
+    Actor(service::ActorArgs),
 }
 
 /// Options of the embedded node.
@@ -222,6 +224,7 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Token(args) => service::token(args),
         Command::Job(args) => service::job(args),
         Command::Node(args) => service::node(args),
+        Command::Actor(args) => service::actor(args),
     }
 }
 

@@ -65,6 +65,31 @@ pub(super) struct StartArgs {
 }
 
 #[derive(Args, Debug)]
+pub(super) struct ActorArgs {
+    #[command(subcommand)]
+    command: ActorCommand,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum ActorCommand {
+    /// Call a method of a named actor and print its value as JSON.
+    Call {
+        /// The actor's name.
+        name: String,
+        /// The method.
+        method: String,
+        /// Arguments as a JSON array.
+        #[arg(long, default_value = "[]")]
+        args: String,
+        /// The actor's namespace.
+        #[arg(long, default_value = crate::cluster::DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+}
+
+#[derive(Args, Debug)]
 pub(super) struct NodeCommandArgs {
     #[command(subcommand)]
     command: NodeCommand,
@@ -170,7 +195,7 @@ enum JobCommand {
     },
     /// A job's state.
     Status { id: String },
-    /// A job's log lines (waits for the job to end).
+    /// A job's log lines, as they arrive, until the job ends.
     Logs { id: String },
     /// A job's value as JSON (waits for the job to end).
     Result { id: String },
@@ -376,9 +401,11 @@ pub(super) fn job(args: JobArgs) -> anyhow::Result<i32> {
                 Ok(0)
             }
             JobCommand::Logs { id } => {
-                for line in client.logs(&id).await? {
-                    println!("[{} {}] {}", line.function, line.source, line.text);
-                }
+                client
+                    .follow_logs(&id, |line| {
+                        println!("[{} {}] {}", line.function, line.source, line.text);
+                    })
+                    .await?;
                 Ok(0)
             }
             JobCommand::Result { id } => Ok(print_result(&client.result(&id, true).await?)),
@@ -467,4 +494,22 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+pub(super) fn actor(args: ActorArgs) -> anyhow::Result<i32> {
+    super::tokio_runtime()?.block_on(async {
+        let mut client = args.client.connect().await?;
+        match args.command {
+            ActorCommand::Call {
+                name,
+                method,
+                args,
+                namespace,
+            } => {
+                let value = client.call_actor(&namespace, &name, &method, &args).await?;
+                println!("{value}");
+            }
+        }
+        Ok(0)
+    })
 }

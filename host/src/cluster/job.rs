@@ -52,10 +52,23 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// A job's log: bounded, appended to by every task of the job.
-#[derive(Default, Debug)]
+/// A job's log: bounded, appended to by every task of the job. Lines are
+/// numbered from 0 in the order they arrive, so a reader can follow the
+/// log ([`JobLog::since`], [`JobLog::appended`]).
+#[derive(Debug)]
 pub struct JobLog {
     lines: Mutex<VecDeque<LogLine>>,
+    /// The number of lines ever appended (the next line's number).
+    appended: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for JobLog {
+    fn default() -> Self {
+        JobLog {
+            lines: Mutex::new(VecDeque::new()),
+            appended: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl JobLog {
@@ -70,6 +83,23 @@ impl JobLog {
             function: function.to_string(),
             text: text.to_string(),
         });
+        drop(lines);
+        self.appended.send_modify(|n| *n += 1);
+    }
+
+    /// The lines numbered `from` on that are still kept, and the number of
+    /// the next line to come.
+    pub fn since(&self, from: u64) -> (Vec<LogLine>, u64) {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let next = *self.appended.borrow();
+        let first = next - lines.len() as u64;
+        let skip = from.saturating_sub(first) as usize;
+        (lines.iter().skip(skip).cloned().collect(), next)
+    }
+
+    /// Changes whenever a line is appended.
+    pub fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     /// Appends captured output, one line per line.

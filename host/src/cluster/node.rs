@@ -386,9 +386,65 @@ impl Node {
         }
     }
 
+    /// The live actor named `name` in `namespace`, on any node.
+    pub async fn find_named_actor(&self, namespace: &str, name: &str) -> Option<ActorId> {
+        if let Some(record) = self.actors.by_name(namespace, name)
+            && record.death_reason().is_none()
+        {
+            return Some(record.id);
+        }
+        let directory = self.directory.get()?;
+        directory.lookup(namespace, name).await.map(|(id, _)| id)
+    }
+
+    /// Calls a method of `actor` (on any node) for a client, and waits for
+    /// its value.
+    pub async fn call_actor_for_client(
+        &self,
+        actor: ActorId,
+        method: &str,
+        args: Vec<Bytes>,
+    ) -> Result<Bytes, WireError> {
+        // The call's objects belong to a job of their own, freed after.
+        let owner = JobId::random();
+        let return_id = ObjectId::random();
+        let args = self.by_reference(owner, args.into_iter().map(Arg::Value).collect())?;
+        match self.actor_elsewhere(actor) {
+            Some(remote) => remote.call_actor(actor, method, args, return_id, owner),
+            None => {
+                self.objects.create_pending(return_id, owner);
+                if let Err(error) = self.actors.call(actor, method.to_string(), args, return_id) {
+                    let _ = self
+                        .objects
+                        .complete(return_id, Object::Error(Arc::new(error)));
+                }
+            }
+        }
+        if let Watch::Pending(rx) = self.objects.watch(return_id) {
+            let _ = rx.await;
+        }
+        let result = match self.objects.lookup(return_id) {
+            Ok(Lookup::Ready(Object::Value(bytes))) => Ok(bytes),
+            Ok(Lookup::Ready(Object::Error(e))) => Err((*e).clone()),
+            Ok(_) => Err(WireError::new(
+                ErrorKind::ActorDied,
+                "the actor has stopped",
+            )),
+            Err(e) => Err(WireError::new(ErrorKind::System, e.to_string())),
+        };
+        self.objects.free_owner(owner);
+        result
+    }
+
     /// Kills an actor of this node for another node.
     pub fn kill_actor(&self, id: ActorId) {
         self.actors.kill(id);
+    }
+
+    /// The log of a job running here (its driver's node keeps the whole
+    /// log; other nodes hand their lines back with each call).
+    pub fn job_log(&self, id: JobId) -> Option<Arc<super::job::JobLog>> {
+        self.job(id).map(|j| j.log.clone())
     }
 
     /// The namespace of a job this node knows.

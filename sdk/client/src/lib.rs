@@ -287,16 +287,49 @@ impl Client {
 
     /// The job's log lines (waits for the job to end).
     pub async fn logs(&mut self, id: &str) -> Result<Vec<LogLine>, ClientError> {
+        let mut lines = Vec::new();
+        self.follow_logs(id, |line| lines.push(line)).await?;
+        Ok(lines)
+    }
+
+    /// Calls `each` with every line of the job's log as it arrives, from
+    /// the first, until the job ends.
+    pub async fn follow_logs(
+        &mut self,
+        id: &str,
+        mut each: impl FnMut(LogLine),
+    ) -> Result<(), ClientError> {
         let mut stream = self
             .jobs
             .stream_logs(JobRequest { id: id.into() })
             .await?
             .into_inner();
-        let mut lines = Vec::new();
         while let Some(line) = stream.next().await {
-            lines.push(line?);
+            each(line?);
         }
-        Ok(lines)
+        Ok(())
+    }
+
+    /// Calls `method` of the actor named `name` in `namespace` (empty:
+    /// `default`) with JSON `args_json`; returns its value as JSON.
+    pub async fn call_actor(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        method: &str,
+        args_json: &str,
+    ) -> Result<String, ClientError> {
+        Ok(self
+            .jobs
+            .call_named_actor(prism_proto::v1::NamedActorCallRequest {
+                namespace: namespace.into(),
+                name: name.into(),
+                method: method.into(),
+                args_json: args_json.into(),
+            })
+            .await?
+            .into_inner()
+            .value_json)
     }
 
     /// Stops a job.
