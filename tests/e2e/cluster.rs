@@ -233,6 +233,7 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
     assert_ne!(cases["spread"][0], cases["spread"][1], "{cases:?}");
     assert_eq!(cases["impossible"], vec!["unschedulable".to_string()]);
     assert_eq!(cases["removed"], vec!["unschedulable".to_string()]);
+    assert_eq!(cases["too_big"], vec!["unschedulable".to_string()]);
     // Nothing stays reserved: every node is back to all its CPUs.
     cluster
         .wait_nodes(|nodes| nodes.iter().all(|n| n.total == n.available))

@@ -177,6 +177,18 @@ fn placement_cases() -> prism::Result<std::collections::BTreeMap<String, Vec<Str
             },
         ],
     );
+    // A task asking for more than its bundle holds never fits it.
+    let pg = placement_group(&[one()], PlacementStrategy::Pack)?;
+    out.insert(
+        "too_big".into(),
+        vec![kind(&prism::get(
+            &sleep_then::options()
+                .num_cpus(2.0)
+                .placement_group(&pg, 0)
+                .remote(0, 1),
+        ))],
+    );
+    pg.remove()?;
     // A removed group's bundles take no more tasks.
     let pg = placement_group(&[one()], PlacementStrategy::Pack)?;
     pg.remove()?;
@@ -199,4 +211,39 @@ fn slow_log(n: u32, ms: u64) -> u32 {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     n
+}
+
+/// The length of a blob (the cheapest use of a pulled argument).
+#[prism::task]
+fn blob_len(blob: prism::Blob) -> u64 {
+    blob.0.len() as u64
+}
+
+/// Times moving an `mb` MiB object between nodes: made on `producer`,
+/// used on `consumer` twice (the first use pulls it, the second finds it
+/// there). Returns (make ms, first use ms, second use ms, length).
+#[prism::main]
+fn transfer_probe(
+    producer: String,
+    consumer: String,
+    mb: u64,
+) -> prism::Result<(f64, f64, f64, u64)> {
+    let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1000.0;
+    let t = std::time::Instant::now();
+    let blob: prism::ObjectRef<prism::Blob> =
+        prism::get(&make_raw_blob::options().node(&producer, false).remote(mb))?;
+    let make = ms(t);
+    let t = std::time::Instant::now();
+    let len = prism::get(&blob_len::options().node(&consumer, false).remote(blob))?;
+    let first = ms(t);
+    let t = std::time::Instant::now();
+    prism::get(&blob_len::options().node(&consumer, false).remote(blob))?;
+    let second = ms(t);
+    Ok((make, first, second, len))
+}
+
+/// Puts `mb` MiB of bytes as a blob on the node it runs on.
+#[prism::task]
+fn make_raw_blob(mb: u64) -> prism::Result<prism::ObjectRef<prism::Blob>> {
+    prism::put_bytes(&vec![7u8; (mb << 20) as usize])
 }

@@ -1395,6 +1395,9 @@ impl ActorEnv for Node {
     }
 
     fn ended(&self, record: &ActorRecord) {
+        if let Some(placement) = self.placement() {
+            placement.remove_owned(record.objects_owner);
+        }
         if let (Some(name), Some(directory)) = (&record.name, self.directory.get()) {
             directory.release(&record.namespace, name, record.id);
         }

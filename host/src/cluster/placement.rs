@@ -101,7 +101,6 @@ pub fn plan(
 ) -> Option<Vec<usize>> {
     let mut left: Vec<ResourceSet> = capacity.to_vec();
     let mut used = vec![0usize; capacity.len()];
-    let mut out = Vec::with_capacity(bundles.len());
     let sum = bundles.iter().fold(ResourceSet::default(), |mut acc, b| {
         acc.give(b);
         acc
@@ -120,7 +119,13 @@ pub fn plan(
         PlacementStrategy::StrictSpread if bundles.len() > capacity.len() => return None,
         _ => {}
     }
-    for bundle in bundles {
+    // Largest bundles first (by CPU, then memory), each where it fits
+    // best: a greedy plan that rarely misses one that exists.
+    let mut order: Vec<usize> = (0..bundles.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((bundles[i].cpu_milli, bundles[i].memory)));
+    let mut out = vec![0usize; bundles.len()];
+    for i in order {
+        let bundle = &bundles[i];
         let fitting = (0..left.len()).filter(|&h| left[h].fits(bundle));
         let host = match strategy {
             // Fill the most used host first.
@@ -128,11 +133,14 @@ pub fn plan(
                 fitting.max_by_key(|&h| (used[h], std::cmp::Reverse(h)))
             }
             PlacementStrategy::Spread => fitting.min_by_key(|&h| (used[h], h)),
-            PlacementStrategy::StrictSpread => fitting.filter(|&h| used[h] == 0).min(),
+            // The unused host with the least room that fits.
+            PlacementStrategy::StrictSpread => fitting
+                .filter(|&h| used[h] == 0)
+                .min_by_key(|&h| (left[h].cpu_milli, left[h].memory, h)),
         }?;
         left[host].take(bundle);
         used[host] += 1;
-        out.push(host);
+        out[i] = host;
     }
     Some(out)
 }
@@ -372,9 +380,10 @@ mod tests {
             plan(PlacementStrategy::Pack, &bundles, &hosts),
             Some(vec![0, 0, 0])
         );
+        // Each on its own host, the roomiest kept for last.
         assert_eq!(
             plan(PlacementStrategy::StrictSpread, &bundles, &hosts),
-            Some(vec![0, 1, 2])
+            Some(vec![1, 2, 0])
         );
         assert_eq!(
             plan(PlacementStrategy::Spread, &bundles, &hosts),
@@ -396,6 +405,15 @@ mod tests {
         );
         // Nothing fits at all.
         assert_eq!(plan(PlacementStrategy::Pack, &[cpus(5)], &hosts), None);
+        // A small bundle must not take the only host a large one fits.
+        assert_eq!(
+            plan(
+                PlacementStrategy::StrictSpread,
+                &[cpus(1), cpus(2)],
+                &[cpus(2), cpus(1)]
+            ),
+            Some(vec![1, 0])
+        );
     }
 
     /// Two hosts of 2 CPUs; `refuse` refuses every reservation.

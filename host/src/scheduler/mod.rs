@@ -116,6 +116,14 @@ pub struct SchedulerStats {
     pub placed_remotely: u64,
 }
 
+/// A placement group bundle held on this node.
+struct BundlePool {
+    /// What it holds in all.
+    size: ResourceSet,
+    /// What its running tasks do not use.
+    left: ResourceSet,
+}
+
 /// What separates queues of one resource shape: the placement strategy
 /// and the bundle.
 type QueueKey = (SchedulingStrategy, Option<BundleRef>);
@@ -163,9 +171,8 @@ struct State {
     /// task bound to one node never waits behind tasks that wait for room
     /// anywhere, nor the other way round).
     queues: Vec<(ResourceSet, QueueKey, VecDeque<Arc<TaskEntry>>)>,
-    /// Placement group bundles held here: what each has left, by (group,
-    /// index).
-    bundles: HashMap<(String, u32), ResourceSet>,
+    /// Placement group bundles held here, by (group, index).
+    bundles: HashMap<(String, u32), BundlePool>,
     /// Groups removed here (their queued tasks fail).
     removed_groups: std::collections::HashSet<String>,
     /// Blocked guests waiting to get their CPU back, served first.
@@ -367,9 +374,13 @@ impl Scheduler {
             }
             state.available.take(&sum);
             for (index, bundle) in bundles {
-                state
-                    .bundles
-                    .insert((group.to_string(), *index), bundle.clone());
+                state.bundles.insert(
+                    (group.to_string(), *index),
+                    BundlePool {
+                        size: bundle.clone(),
+                        left: bundle.clone(),
+                    },
+                );
             }
         }
         Ok(())
@@ -388,8 +399,8 @@ impl Scheduler {
                 .cloned()
                 .collect();
             for key in keys {
-                if let Some(left) = state.bundles.remove(&key) {
-                    state.available.give(&left);
+                if let Some(pool) = state.bundles.remove(&key) {
+                    state.available.give(&pool.left);
                 }
             }
             state.removed_groups.insert(group.to_string());
@@ -553,8 +564,12 @@ impl Shared {
         let here = remote.is_none_or(|r| bundle.node_id == r.local_id());
         if here {
             return match state.bundles.get(&(bundle.group.clone(), bundle.index)) {
-                Some(pool) if pool.fits(shape) => Decision::LocalBundle,
-                Some(_) => Decision::Wait,
+                Some(pool) if pool.left.fits(shape) => Decision::LocalBundle,
+                Some(pool) if pool.size.fits(shape) => Decision::Wait,
+                Some(pool) => Decision::Fail(format!(
+                    "bundle {} of placement group {} holds {}, less than the task asks",
+                    bundle.index, bundle.group, pool.size
+                )),
                 None if state.removed_groups.contains(&bundle.group) => {
                     Decision::Fail(format!("placement group {} was removed", bundle.group))
                 }
@@ -701,7 +716,7 @@ impl Shared {
                                 .map(|b| (b.group.clone(), b.index));
                             if let Some(pool) = key.as_ref().and_then(|k| state.bundles.get_mut(k))
                             {
-                                pool.take(shape);
+                                pool.left.take(shape);
                             }
                             state.running += 1;
                             starts.push((entry, Start::Local(Vec::new())));
@@ -1049,7 +1064,7 @@ impl SlotHandle {
         // Back to the bundle while it exists; to the node once it is gone
         // (the bundle's unused part went back when it was removed).
         match self.bundle.as_ref().and_then(|k| state.bundles.get_mut(k)) {
-            Some(pool) => pool.give(&grant),
+            Some(pool) => pool.left.give(&grant),
             None => state.give(&grant, &self.gpus),
         }
     }

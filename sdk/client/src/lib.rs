@@ -73,6 +73,9 @@ fn code_name(code: tonic::Code) -> &'static str {
         InvalidArgument => "invalid argument",
         FailedPrecondition => "failed precondition",
         Unavailable => "unavailable",
+        Aborted => "call failed",
+        Internal => "internal error",
+        OutOfRange => "too large",
         _ => "error",
     }
 }
