@@ -239,6 +239,16 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
         .wait_nodes(|nodes| nodes.iter().all(|n| n.total == n.available))
         .await;
 
+    // Named objects are the cluster's, whichever node a guest runs on.
+    let args = format!(r#"["{}", "{}"]"#, workers[0], workers[1]);
+    let value: serde_json::Value =
+        serde_json::from_str(&cluster.run(&module, "named_across", &args).await.unwrap()).unwrap();
+    assert_eq!(value[0], 42);
+    assert_eq!(value[1], 42);
+    assert_eq!(value[2], serde_json::json!(["shared/x"]));
+    assert_eq!(value[3], true);
+    assert_ne!(value[4], "ok", "{value}");
+
     // Node affinity: to a node that does not exist, hard fails and soft runs.
     assert_eq!(
         cluster.run(&module, "affinity_cases", "[]").await,

@@ -247,3 +247,41 @@ fn transfer_probe(
 fn make_raw_blob(mb: u64) -> prism::Result<prism::ObjectRef<prism::Blob>> {
     prism::put_bytes(&vec![7u8; (mb << 20) as usize])
 }
+
+/// Stores `value` under `name` (durable) from wherever it runs.
+#[prism::task]
+fn put_name(name: String, value: u64) -> prism::Result<()> {
+    prism::put_named_in(&name, &value, prism::Tier::Durable)
+}
+
+/// Reads `name` from wherever it runs.
+#[prism::task]
+fn get_name(name: String) -> prism::Result<u64> {
+    prism::get_named(&name)
+}
+
+/// Named objects are the cluster's: stored by a task on node `a`, read
+/// by a task on node `b` and by the driver, listed, deleted. Returns
+/// (read on b, read here, names listed, deleted, read after delete).
+#[prism::main]
+fn named_across(a: String, b: String) -> prism::Result<(u64, u64, Vec<String>, bool, String)> {
+    prism::get(
+        &put_name::options()
+            .node(&a, false)
+            .remote("shared/x".to_string(), 42),
+    )?;
+    let there = prism::get(
+        &get_name::options()
+            .node(&b, false)
+            .remote("shared/x".to_string()),
+    )?;
+    let here: u64 = prism::get_named("shared/x")?;
+    let names = prism::list_named("shared/")?;
+    let deleted = prism::delete_named("shared/x")?;
+    let after = kind(&prism::get(
+        &get_name::options()
+            .node(&b, false)
+            .remote("shared/x".to_string()),
+    ));
+    Ok((there, here, names, deleted, after))
+}

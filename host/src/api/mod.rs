@@ -768,6 +768,8 @@ pub async fn serve(
         .client_ca_root(Certificate::from_pem(&credentials.ca_pem))
         .client_auth_optional(true);
     let server = Server::builder()
+        .initial_stream_window_size(crate::net::STREAM_WINDOW)
+        .initial_connection_window_size(crate::net::CONNECTION_WINDOW)
         .tls_config(tls)
         .map_err(|e| ApiError::Transport(e.to_string()))?
         .tcp_nodelay(true)

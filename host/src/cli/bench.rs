@@ -416,17 +416,22 @@ impl GuestHost for NoServices {
         })
     }
     fn pg_remove(&self, _: &str) {}
-    fn named_put(&self, _: &str, _: Bytes, _: crate::objects::named::Tier) -> Result<(), String> {
-        Err("not available in the instantiate probe".into())
+    fn named_put(
+        &self,
+        _: &str,
+        _: Bytes,
+        _: crate::objects::named::Tier,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Err("not available in the instantiate probe".into()) })
     }
-    fn named_get(&self, _: &str) -> Result<Option<Bytes>, String> {
-        Ok(None)
+    fn named_get(&self, _: &str) -> BoxFuture<'static, Result<Option<Bytes>, String>> {
+        Box::pin(async { Ok(None) })
     }
-    fn named_delete(&self, _: &str) -> Result<bool, String> {
-        Ok(false)
+    fn named_delete(&self, _: &str) -> BoxFuture<'static, Result<bool, String>> {
+        Box::pin(async { Ok(false) })
     }
-    fn named_list(&self, _: &str) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
+    fn named_list(&self, _: &str) -> BoxFuture<'static, Result<Vec<String>, String>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 

@@ -19,7 +19,7 @@ use crate::config::NodeConfig;
 use crate::gpu::{AdapterSummary, GpuUsageStats, Gpus};
 use crate::ids::{ActorId, JobId, ObjectId};
 use crate::meta::MetaStore;
-use crate::objects::named::{NamedObjects, Tier};
+use crate::objects::named::{NamedObjects, NamedStore, Tier};
 use crate::objects::{Lookup, Object, ObjectStore, StoreError, Watch};
 use crate::runtime::{
     ActorCreateError, BoxFuture, CancelToken, GuestHost, Instance, InstanceSetup, Invocation,
@@ -46,7 +46,9 @@ pub struct Node {
     jobs: Mutex<HashMap<JobId, Arc<JobContext>>>,
     actors: Arc<ActorManager>,
     meta: Arc<MetaStore>,
-    named: NamedObjects,
+    named: Arc<NamedObjects>,
+    /// Where guests' named objects go: `named`, or the head's.
+    named_remote: OnceLock<Arc<dyn NamedStore>>,
     /// The GPUs, found the first time anything needs them.
     gpus: OnceLock<Gpus>,
     /// The other nodes, once this node is part of a multi-node cluster.
@@ -110,7 +112,8 @@ impl Node {
                 head,
                 jobs: Mutex::new(HashMap::new()),
                 actors: Arc::new(ActorManager::default()),
-                named: NamedObjects::new(meta.clone()),
+                named: Arc::new(NamedObjects::new(meta.clone())),
+                named_remote: OnceLock::new(),
                 meta,
                 gpus: OnceLock::new(),
                 remote: OnceLock::new(),
@@ -225,6 +228,23 @@ impl Node {
         self.scheduler.set_remote(peers.clone());
         let _ = self.remote.set(peers.clone());
         let _ = self.remote_actors.set(peers);
+    }
+
+    /// This node's own named objects (the cluster's, on the head's node).
+    pub fn named_objects(&self) -> &Arc<NamedObjects> {
+        &self.named
+    }
+
+    /// Keeps guests' named objects in `store` (the head's) instead of here.
+    pub fn set_named_store(&self, store: Arc<dyn NamedStore>) {
+        let _ = self.named_remote.set(store);
+    }
+
+    fn named_store(&self) -> Arc<dyn NamedStore> {
+        match self.named_remote.get() {
+            Some(remote) => remote.clone(),
+            None => self.named.clone(),
+        }
     }
 
     /// Makes placement groups through `placement`.
@@ -1284,32 +1304,27 @@ impl GuestHost for TaskHost {
         }
     }
 
-    fn named_put(&self, name: &str, value: Bytes, tier: Tier) -> Result<(), String> {
+    fn named_put(
+        &self,
+        name: &str,
+        value: Bytes,
+        tier: Tier,
+    ) -> BoxFuture<'static, Result<(), String>> {
         self.node
-            .named
+            .named_store()
             .put(&self.job.namespace, name, value, tier)
-            .map_err(|e| e.to_string())
     }
 
-    fn named_get(&self, name: &str) -> Result<Option<Bytes>, String> {
-        self.node
-            .named
-            .get(&self.job.namespace, name)
-            .map_err(|e| e.to_string())
+    fn named_get(&self, name: &str) -> BoxFuture<'static, Result<Option<Bytes>, String>> {
+        self.node.named_store().get(&self.job.namespace, name)
     }
 
-    fn named_delete(&self, name: &str) -> Result<bool, String> {
-        self.node
-            .named
-            .delete(&self.job.namespace, name)
-            .map_err(|e| e.to_string())
+    fn named_delete(&self, name: &str) -> BoxFuture<'static, Result<bool, String>> {
+        self.node.named_store().delete(&self.job.namespace, name)
     }
 
-    fn named_list(&self, prefix: &str) -> Result<Vec<String>, String> {
-        self.node
-            .named
-            .list(&self.job.namespace, prefix)
-            .map_err(|e| e.to_string())
+    fn named_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, String>> {
+        self.node.named_store().list(&self.job.namespace, prefix)
     }
 }
 

@@ -32,6 +32,13 @@ use tonic::Status;
 /// inline, objects in chunks (1 GiB).
 pub const MAX_NODE_MESSAGE: usize = 1 << 30;
 
+/// HTTP/2 flow-control windows between nodes: 8 MiB per stream, 32 MiB
+/// per connection (the protocol's default, 64 KiB, caps a bulk transfer
+/// at one window per round trip).
+pub const STREAM_WINDOW: u32 = 8 << 20;
+/// See [`STREAM_WINDOW`].
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+
 /// Objects travel in chunks of this size (1 MiB).
 pub const CHUNK_BYTES: usize = 1 << 20;
 

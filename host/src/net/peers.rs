@@ -64,6 +64,8 @@ impl NodeCredentials {
         Ok(Endpoint::from_shared(format!("https://{address}"))
             .map_err(|e| format!("bad address {address:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
+            .initial_stream_window_size(super::STREAM_WINDOW)
+            .initial_connection_window_size(super::CONNECTION_WINDOW)
             .tcp_nodelay(true)
             // A machine that vanishes without closing its connections is
             // noticed within seconds, not at the next TCP timeout.

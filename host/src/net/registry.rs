@@ -19,6 +19,7 @@ use crate::cluster::{Head, HeadService, Node};
 use crate::ids::ActorId;
 use crate::ids::ModuleHash;
 use crate::meta::HeadStore;
+use crate::objects::named::Tier;
 use crate::security::{NodeAuthority, join_token_digest, new_join_token};
 use prism_proto::v1 as pb;
 use prism_proto::v1::node_control_server::NodeControl;
@@ -451,6 +452,80 @@ impl NodeControl for NodeControlService {
             placement.remove(&request.get_ref().group);
         }
         Ok(Response::new(pb::RemovePlacementGroupReply {}))
+    }
+
+    async fn named_put(
+        &self,
+        request: Request<pb::NamedPutRequest>,
+    ) -> Result<Response<pb::NamedReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let tier = if r.durable {
+            Tier::Durable
+        } else {
+            Tier::Memory
+        };
+        self.0
+            .head_node
+            .named_objects()
+            .put(&r.namespace, &r.name, r.value.into(), tier)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::NamedReply::default()))
+    }
+
+    async fn named_get(
+        &self,
+        request: Request<pb::NamedRequest>,
+    ) -> Result<Response<pb::NamedReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.get_ref();
+        let value = self
+            .0
+            .head_node
+            .named_objects()
+            .get(&r.namespace, &r.name)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::NamedReply {
+            found: value.is_some(),
+            value: value.map(|v| v.to_vec()).unwrap_or_default(),
+            names: Vec::new(),
+        }))
+    }
+
+    async fn named_delete(
+        &self,
+        request: Request<pb::NamedRequest>,
+    ) -> Result<Response<pb::NamedReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.get_ref();
+        let found = self
+            .0
+            .head_node
+            .named_objects()
+            .delete(&r.namespace, &r.name)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::NamedReply {
+            found,
+            ..Default::default()
+        }))
+    }
+
+    async fn named_list(
+        &self,
+        request: Request<pb::NamedRequest>,
+    ) -> Result<Response<pb::NamedReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.get_ref();
+        let names = self
+            .0
+            .head_node
+            .named_objects()
+            .list(&r.namespace, &r.name)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::NamedReply {
+            names,
+            ..Default::default()
+        }))
     }
 }
 

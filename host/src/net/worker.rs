@@ -18,6 +18,7 @@ use crate::cluster::{ActorDirectory, ClusterError, HeadService, JobOutcome, Name
 use crate::config::NodeConfig;
 use crate::ids::ActorId;
 use crate::ids::ModuleHash;
+use crate::objects::named::{NamedStore, Tier};
 use crate::runtime::BoxFuture;
 use bytes::Bytes;
 use prism_proto::v1 as pb;
@@ -86,6 +87,8 @@ fn endpoint(url: &str) -> Result<Endpoint, NetError> {
         .map_err(|e| NetError::Transport(format!("bad head address {url:?}: {e}")))
         .map(|e| {
             e.connect_timeout(Duration::from_secs(5))
+                .initial_stream_window_size(super::STREAM_WINDOW)
+                .initial_connection_window_size(super::CONNECTION_WINDOW)
                 .http2_keep_alive_interval(super::peers::KEEPALIVE_INTERVAL)
                 .keep_alive_timeout(super::peers::KEEPALIVE_TIMEOUT)
                 .keep_alive_while_idle(true)
@@ -191,6 +194,85 @@ impl ActorDirectory for RemoteDirectory {
                 );
             }
         });
+    }
+}
+
+/// The head's named objects, over `NodeControl`.
+struct RemoteNamed {
+    client: NodeControlClient<Channel>,
+}
+
+fn head_failed(status: tonic::Status) -> String {
+    format!("the head's named objects: {}", status.message())
+}
+
+impl NamedStore for RemoteNamed {
+    fn put(
+        &self,
+        ns: &str,
+        name: &str,
+        value: Bytes,
+        tier: Tier,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let mut client = self.client.clone();
+        let request = pb::NamedPutRequest {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            value: value.to_vec(),
+            durable: tier == Tier::Durable,
+        };
+        Box::pin(async move {
+            client.named_put(request).await.map_err(head_failed)?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, ns: &str, name: &str) -> BoxFuture<'static, Result<Option<Bytes>, String>> {
+        let mut client = self.client.clone();
+        let request = pb::NamedRequest {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        };
+        Box::pin(async move {
+            let reply = client
+                .named_get(request)
+                .await
+                .map_err(head_failed)?
+                .into_inner();
+            Ok(reply.found.then(|| Bytes::from(reply.value)))
+        })
+    }
+
+    fn delete(&self, ns: &str, name: &str) -> BoxFuture<'static, Result<bool, String>> {
+        let mut client = self.client.clone();
+        let request = pb::NamedRequest {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        };
+        Box::pin(async move {
+            Ok(client
+                .named_delete(request)
+                .await
+                .map_err(head_failed)?
+                .into_inner()
+                .found)
+        })
+    }
+
+    fn list(&self, ns: &str, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, String>> {
+        let mut client = self.client.clone();
+        let request = pb::NamedRequest {
+            namespace: ns.to_string(),
+            name: prefix.to_string(),
+        };
+        Box::pin(async move {
+            Ok(client
+                .named_list(request)
+                .await
+                .map_err(head_failed)?
+                .into_inner()
+                .names)
+        })
     }
 }
 
@@ -331,8 +413,13 @@ pub async fn run_worker(
         client: control.clone(),
     }));
     node.set_placement(super::placement::RemotePlacement::new(control.clone()));
+    node.set_named_store(Arc::new(RemoteNamed {
+        client: control.clone(),
+    }));
 
     let server = Server::builder()
+        .initial_stream_window_size(super::STREAM_WINDOW)
+        .initial_connection_window_size(super::CONNECTION_WINDOW)
         .tls_config(
             ServerTlsConfig::new()
                 .identity(Identity::from_pem(

@@ -92,6 +92,78 @@ impl NamedObjects {
     }
 }
 
+/// Where a node's guests keep named objects: the node itself (an embedded
+/// cluster, the head's node), or the head (a worker node), so that every
+/// node of a cluster sees the same names.
+pub trait NamedStore: Send + Sync + 'static {
+    /// Stores `value` under `name` in `ns`.
+    fn put(
+        &self,
+        ns: &str,
+        name: &str,
+        value: Bytes,
+        tier: Tier,
+    ) -> crate::runtime::BoxFuture<'static, Result<(), String>>;
+    /// The value under `name`.
+    fn get(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> crate::runtime::BoxFuture<'static, Result<Option<Bytes>, String>>;
+    /// Deletes `name`; whether it existed.
+    fn delete(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> crate::runtime::BoxFuture<'static, Result<bool, String>>;
+    /// Names with `prefix`, sorted.
+    fn list(
+        &self,
+        ns: &str,
+        prefix: &str,
+    ) -> crate::runtime::BoxFuture<'static, Result<Vec<String>, String>>;
+}
+
+impl NamedStore for NamedObjects {
+    fn put(
+        &self,
+        ns: &str,
+        name: &str,
+        value: Bytes,
+        tier: Tier,
+    ) -> crate::runtime::BoxFuture<'static, Result<(), String>> {
+        let done = NamedObjects::put(self, ns, name, value, tier).map_err(|e| e.to_string());
+        Box::pin(async move { done })
+    }
+
+    fn get(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> crate::runtime::BoxFuture<'static, Result<Option<Bytes>, String>> {
+        let found = NamedObjects::get(self, ns, name).map_err(|e| e.to_string());
+        Box::pin(async move { found })
+    }
+
+    fn delete(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> crate::runtime::BoxFuture<'static, Result<bool, String>> {
+        let existed = NamedObjects::delete(self, ns, name).map_err(|e| e.to_string());
+        Box::pin(async move { existed })
+    }
+
+    fn list(
+        &self,
+        ns: &str,
+        prefix: &str,
+    ) -> crate::runtime::BoxFuture<'static, Result<Vec<String>, String>> {
+        let names = NamedObjects::list(self, ns, prefix).map_err(|e| e.to_string());
+        Box::pin(async move { names })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

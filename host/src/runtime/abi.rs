@@ -672,32 +672,29 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
         },
     )?;
 
-    linker.func_wrap(
+    linker.func_wrap_async(
         m,
         "named_put",
         |caller: Caller<'_, TaskState>,
-         name_ptr: i32,
-         name_len: i32,
-         ptr: i32,
-         len: i32,
-         tier: i32|
-         -> anyhow::Result<i32> {
-            let name = read_str("named_put", &caller, name_ptr, name_len)?;
-            let value = read("named_put", &caller, ptr, len)?;
-            let tier = match tier {
-                prism_abi::tier::MEMORY => Tier::Memory,
-                prism_abi::tier::DURABLE => Tier::Durable,
-                _ => return Ok(status::INVALID_ARGUMENT),
-            };
-            let Some(name) = name else {
-                return Ok(status::INVALID_ARGUMENT);
-            };
-            caller
-                .data()
-                .host
-                .named_put(&name, Bytes::from(value), tier)
-                .map_err(|e| violation("named_put", e))?;
-            Ok(status::OK)
+         (name_ptr, name_len, ptr, len, tier): (i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let name = read_str("named_put", &caller, name_ptr, name_len)?;
+                let value = read("named_put", &caller, ptr, len)?;
+                let tier = match tier {
+                    prism_abi::tier::MEMORY => Tier::Memory,
+                    prism_abi::tier::DURABLE => Tier::Durable,
+                    _ => return Ok(status::INVALID_ARGUMENT),
+                };
+                let Some(name) = name else {
+                    return Ok(status::INVALID_ARGUMENT);
+                };
+                let put = caller
+                    .data()
+                    .host
+                    .named_put(&name, Bytes::from(value), tier);
+                put.await.map_err(|e| violation("named_put", e))?;
+                Ok(status::OK)
+            })
         },
     )?;
 
@@ -737,76 +734,64 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
         },
     )?;
 
-    linker.func_wrap(
+    linker.func_wrap_async(
         m,
         "named_get",
-        |mut caller: Caller<'_, TaskState>,
-         name_ptr: i32,
-         name_len: i32,
-         out_len: i32|
-         -> anyhow::Result<i32> {
-            let name = read_str("named_get", &caller, name_ptr, name_len)?;
-            write("named_get", &mut caller, out_len, &[0u8; 4])?;
-            let Some(name) = name else {
-                return Ok(status::INVALID_ARGUMENT);
-            };
-            match caller
-                .data()
-                .host
-                .named_get(&name)
-                .map_err(|e| violation("named_get", e))?
-            {
-                Some(value) => {
-                    stage("named_get", &mut caller, out_len, value)?;
-                    Ok(status::OK)
+        |mut caller: Caller<'_, TaskState>, (name_ptr, name_len, out_len): (i32, i32, i32)| {
+            Box::new(async move {
+                let name = read_str("named_get", &caller, name_ptr, name_len)?;
+                write("named_get", &mut caller, out_len, &[0u8; 4])?;
+                let Some(name) = name else {
+                    return Ok(status::INVALID_ARGUMENT);
+                };
+                let get = caller.data().host.named_get(&name);
+                match get.await.map_err(|e| violation("named_get", e))? {
+                    Some(value) => {
+                        stage("named_get", &mut caller, out_len, value)?;
+                        Ok(status::OK)
+                    }
+                    None => Ok(status::NOT_FOUND),
                 }
-                None => Ok(status::NOT_FOUND),
-            }
-        },
-    )?;
-
-    linker.func_wrap(
-        m,
-        "named_delete",
-        |caller: Caller<'_, TaskState>, name_ptr: i32, name_len: i32| -> anyhow::Result<i32> {
-            let Some(name) = read_str("named_delete", &caller, name_ptr, name_len)? else {
-                return Ok(status::INVALID_ARGUMENT);
-            };
-            let existed = caller
-                .data()
-                .host
-                .named_delete(&name)
-                .map_err(|e| violation("named_delete", e))?;
-            Ok(if existed {
-                status::OK
-            } else {
-                status::NOT_FOUND
             })
         },
     )?;
 
-    linker.func_wrap(
+    linker.func_wrap_async(
+        m,
+        "named_delete",
+        |caller: Caller<'_, TaskState>, (name_ptr, name_len): (i32, i32)| {
+            Box::new(async move {
+                let Some(name) = read_str("named_delete", &caller, name_ptr, name_len)? else {
+                    return Ok(status::INVALID_ARGUMENT);
+                };
+                let delete = caller.data().host.named_delete(&name);
+                let existed = delete.await.map_err(|e| violation("named_delete", e))?;
+                Ok(if existed {
+                    status::OK
+                } else {
+                    status::NOT_FOUND
+                })
+            })
+        },
+    )?;
+
+    linker.func_wrap_async(
         m,
         "named_list",
-        |mut caller: Caller<'_, TaskState>,
-         prefix_ptr: i32,
-         prefix_len: i32,
-         out_len: i32|
-         -> anyhow::Result<i32> {
-            let prefix = read_str("named_list", &caller, prefix_ptr, prefix_len)?;
-            write("named_list", &mut caller, out_len, &[0u8; 4])?;
-            let Some(prefix) = prefix else {
-                return Ok(status::INVALID_ARGUMENT);
-            };
-            let names = caller
-                .data()
-                .host
-                .named_list(&prefix)
-                .map_err(|e| violation("named_list", e))?;
-            let encoded = prism_abi::encode_value(&names)
-                .map_err(|e| violation("named_list", e.to_string()))?;
-            stage("named_list", &mut caller, out_len, Bytes::from(encoded))?;
-            Ok(status::OK)
+        |mut caller: Caller<'_, TaskState>, (prefix_ptr, prefix_len, out_len): (i32, i32, i32)| {
+            Box::new(async move {
+                let prefix = read_str("named_list", &caller, prefix_ptr, prefix_len)?;
+                write("named_list", &mut caller, out_len, &[0u8; 4])?;
+                let Some(prefix) = prefix else {
+                    return Ok(status::INVALID_ARGUMENT);
+                };
+                let list = caller.data().host.named_list(&prefix);
+                let names = list.await.map_err(|e| violation("named_list", e))?;
+                let encoded = prism_abi::encode_value(&names)
+                    .map_err(|e| violation("named_list", e.to_string()))?;
+                stage("named_list", &mut caller, out_len, Bytes::from(encoded))?;
+                Ok(status::OK)
+            })
         },
     )?;
 

@@ -104,13 +104,13 @@ pub trait GuestHost: Send + Sync + 'static {
         name: &str,
         value: Bytes,
         tier: crate::objects::named::Tier,
-    ) -> Result<(), String>;
+    ) -> BoxFuture<'static, Result<(), String>>;
     /// A named object of the caller's namespace.
-    fn named_get(&self, name: &str) -> Result<Option<Bytes>, String>;
+    fn named_get(&self, name: &str) -> BoxFuture<'static, Result<Option<Bytes>, String>>;
     /// Deletes a named object; whether it existed.
-    fn named_delete(&self, name: &str) -> Result<bool, String>;
+    fn named_delete(&self, name: &str) -> BoxFuture<'static, Result<bool, String>>;
     /// Names in the caller's namespace with `prefix`, sorted.
-    fn named_list(&self, prefix: &str) -> Result<Vec<String>, String>;
+    fn named_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, String>>;
 }
 
 /// Why `actor_create` refused.
