@@ -372,6 +372,16 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
         .hash;
     let workers = cluster.worker_ids().await;
 
+    // An actor on worker 0 that may restart once: restarted on another
+    // node after worker 0 dies.
+    let restart_args = format!(r#"["{}", 6000]"#, workers[0]);
+    let restart = c
+        .submit(&module, "restart_elsewhere", &restart_args, "")
+        .await
+        .unwrap();
+    cluster
+        .wait_nodes(|nodes| executed(nodes, &workers[0]) > 0)
+        .await;
     // A blob that lives only on worker 0, read after worker 0 is gone.
     let lost_args = format!(r#"["{}", 4000]"#, workers[0]);
     let lost = c
@@ -379,7 +389,7 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
         .await
         .unwrap();
     cluster
-        .wait_nodes(|nodes| executed(nodes, &workers[0]) > 0)
+        .wait_nodes(|nodes| executed(nodes, &workers[0]) > 1)
         .await;
     // Long tasks on every node.
     let spread = c
@@ -400,6 +410,8 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
     assert_eq!(result.value_json, "66", "{:?}", result.job);
     let result = c.result(&lost.id, true).await.unwrap();
     assert_eq!(result.value_json, r#""object_lost""#, "{:?}", result.job);
+    let result = c.result(&restart.id, true).await.unwrap();
+    assert_eq!(result.value_json, "[101,101]", "{:?}", result.job);
     let logs = c.logs(&spread.id).await.unwrap();
     assert!(
         logs.iter().any(|l| l.text.contains("worker_died")),

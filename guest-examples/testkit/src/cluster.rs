@@ -285,3 +285,21 @@ fn named_across(a: String, b: String) -> prism::Result<(u64, u64, Vec<String>, b
     ));
     Ok((there, here, names, deleted, after))
 }
+
+/// Hosts a `Kit` (one restart allowed) on node `node` and calls it; runs
+/// a task there as a sign for the test, which then kills that node; waits
+/// `wait_ms` and calls the actor again. Returns both values: the second
+/// comes from the actor restarted on another node (its constructor ran
+/// again, so its state started over).
+#[prism::main]
+fn restart_elsewhere(node: String, wait_ms: u64) -> prism::Result<(i64, i64)> {
+    let kit = Kit::options()
+        .max_restarts(1)
+        .node(&node, false)
+        .remote(100)?;
+    let before = prism::get(&kit.add(1).remote())?;
+    prism::get(&sleep_then::options().node(&node, false).remote(0, 0))?;
+    std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+    let after = prism::get(&kit.add(1).remote())?;
+    Ok((before, after))
+}

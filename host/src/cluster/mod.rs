@@ -89,6 +89,7 @@ pub enum ActorPlacement {
 }
 
 /// An actor to create on another node.
+#[derive(Clone)]
 pub struct ActorCreate {
     /// The creating job.
     pub job: JobId,

@@ -63,6 +63,11 @@ pub struct Node {
     /// Signalled whenever an actor is registered here (calls from other
     /// nodes may arrive before the creation they follow).
     actor_registered: tokio::sync::watch::Sender<u64>,
+    /// Actors this node created on other nodes that may restart: where
+    /// they are, how to make them again, what they hold, restarts left.
+    relocatable: Mutex<HashMap<ActorId, Relocatable>>,
+    /// Actors restarted on another node after theirs died: old id → new.
+    moved: Mutex<HashMap<ActorId, ActorId>>,
     /// Actors other nodes placed here whose creation failed, and why.
     failed_actors: Mutex<HashMap<ActorId, WireError>>,
     /// Jobs whose driver runs elsewhere and that ran tasks here.
@@ -122,6 +127,8 @@ impl Node {
                 placement: std::sync::RwLock::new(None),
                 actor_registered: tokio::sync::watch::Sender::new(0),
                 failed_actors: Mutex::new(HashMap::new()),
+                relocatable: Mutex::new(HashMap::new()),
+                moved: Mutex::new(HashMap::new()),
                 remote_jobs: Mutex::new(Default::default()),
                 config,
                 _temp_dir: temp_dir,
@@ -263,6 +270,107 @@ impl Node {
     /// locally. Call once, with [`Node::join_cluster`].
     pub fn set_directory(&self, directory: Arc<dyn ActorDirectory>) {
         let _ = self.directory.set(directory);
+    }
+
+    /// The id an actor answers to now: restarted on another node after
+    /// its node died, it has a new one.
+    fn current_actor(&self, mut actor: ActorId) -> ActorId {
+        let moved = self.moved.lock().unwrap_or_else(|e| e.into_inner());
+        // Chains are short: one hop per node death.
+        for _ in 0..64 {
+            match moved.get(&actor) {
+                Some(next) => actor = *next,
+                None => break,
+            }
+        }
+        actor
+    }
+
+    /// Nodes left the cluster view: actors this node created there that may
+    /// restart are created again elsewhere (their constructor runs again,
+    /// as after any restart), each use of a restart, and calls from this
+    /// node go to the new one. A named one takes its name back.
+    pub fn nodes_left(&self, nodes: &[String]) {
+        let due: Vec<(ActorId, Relocatable)> = {
+            let mut relocatable = self.relocatable.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<ActorId> = relocatable
+                .iter()
+                .filter(|(_, r)| nodes.contains(&r.node_id))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| relocatable.remove(&id).map(|r| (id, r)))
+                .collect()
+        };
+        let Some(node) = self.me.upgrade() else {
+            return;
+        };
+        for (old, entry) in due {
+            let node = node.clone();
+            tokio::spawn(async move { node.relocate(old, entry).await });
+        }
+    }
+
+    async fn relocate(&self, old: ActorId, mut entry: Relocatable) {
+        let Some(remote) = self.remote_actors.get() else {
+            return;
+        };
+        if self.job(entry.create.job).is_none() && !entry.create.options.detached {
+            return; // its job ended: it would have died anyway
+        }
+        let placement = remote.place_actor(
+            &entry.request,
+            &prism_abi::SchedulingStrategy::Default,
+            false,
+            false,
+        );
+        let ActorPlacement::Remote { node_id, tag } = placement else {
+            tracing::warn!(actor = %old, "no other node can restart the actor; it stays dead");
+            return;
+        };
+        let new = ActorId::random_with_tag(tag);
+        if entry.restarts_left > 0 {
+            entry.restarts_left -= 1;
+        }
+        let namespace = entry
+            .create
+            .options
+            .namespace
+            .clone()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| entry.create.namespace.clone());
+        if let (Some(name), Some(directory)) = (&entry.create.options.name, self.directory.get()) {
+            directory.release(&namespace, name, old);
+            if let Ok(NameClaim::Existing { .. }) = directory
+                .claim(
+                    &namespace,
+                    name,
+                    new,
+                    &entry.create.class,
+                    entry.create.options.detached,
+                )
+                .await
+            {
+                tracing::warn!(actor = %old, "its name was taken meanwhile; restarting it unnamed");
+                entry.create.options.name = None;
+            }
+        }
+        if let Err(why) = remote.create_actor(&node_id, new, entry.create.clone()) {
+            tracing::warn!(actor = %old, "restarting the actor failed: {why}");
+            return;
+        }
+        tracing::info!(actor = %old, now = %new, node = %node_id, "actor restarted on another node");
+        self.moved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(old, new);
+        entry.node_id = node_id;
+        if entry.restarts_left != 0 {
+            self.relocatable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(new, entry);
+        }
     }
 
     /// The other nodes' actors, if `actor` lives on another node.
@@ -426,6 +534,7 @@ impl Node {
         args: Vec<Bytes>,
     ) -> Result<Bytes, WireError> {
         // The call's objects belong to a job of their own, freed after.
+        let actor = self.current_actor(actor);
         let owner = JobId::random();
         let return_id = ObjectId::random();
         let args = self.by_reference(owner, args.into_iter().map(Arg::Value).collect())?;
@@ -655,6 +764,10 @@ impl Node {
         if let Some(placement) = self.placement() {
             placement.remove_owned(spec.id);
         }
+        self.relocatable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, r| r.create.job != spec.id || r.create.options.detached);
         let freed = self.objects.free_owner(spec.id);
         if let Some(remote) = self.remote.get() {
             remote.end_job(spec.id);
@@ -848,6 +961,21 @@ impl Node {
                 args,
                 options: options.clone(),
             };
+            let restarts = options.max_restarts.unwrap_or(0);
+            if restarts != 0 {
+                self.relocatable
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        id,
+                        Relocatable {
+                            node_id: node_id.clone(),
+                            create: create.clone(),
+                            request: request.clone(),
+                            restarts_left: restarts,
+                        },
+                    );
+            }
             if let Err(why) = remote.create_actor(&node_id, id, create) {
                 release(directory);
                 return Err(ActorCreateError::Invalid(why));
@@ -1092,6 +1220,16 @@ impl NodeService for Node {
     }
 }
 
+/// An actor this node created on another node, kept to restart it
+/// elsewhere if that node dies.
+struct Relocatable {
+    node_id: String,
+    create: ActorCreate,
+    request: ResourceSet,
+    /// Negative: unlimited.
+    restarts_left: i32,
+}
+
 /// A call of an actor on this node from another node.
 pub struct RemoteActorCall {
     /// The actor.
@@ -1209,6 +1347,7 @@ impl GuestHost for TaskHost {
     }
 
     fn actor_call(&self, actor: ActorId, method: &str, args: Vec<Arg>) -> ObjectId {
+        let actor = self.node.current_actor(actor);
         let return_id = ObjectId::random();
         if let Some(remote) = self.node.actor_elsewhere(actor) {
             match self.node.by_reference(self.job.id, args) {
@@ -1275,6 +1414,12 @@ impl GuestHost for TaskHost {
     }
 
     fn actor_kill(&self, actor: ActorId) {
+        let actor = self.node.current_actor(actor);
+        self.node
+            .relocatable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&actor);
         match self.node.actor_elsewhere(actor) {
             Some(remote) => remote.kill_actor(actor),
             None => self.node.actors.kill(actor),

@@ -234,6 +234,7 @@ impl Peers {
     /// updated, the rest removed. Wakes the local scheduler: there may be
     /// room elsewhere now.
     pub fn update(&self, view: &pb::ClusterView) {
+        let mut left = Vec::new();
         {
             let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
             let mut seen = HashSet::new();
@@ -279,6 +280,7 @@ impl Peers {
                     tracing::warn!(node = %id, "node left the cluster view");
                     gone.insert(peer.tag);
                     peer.removed.send_replace(true);
+                    left.push(id.clone());
                 }
                 keep
             });
@@ -289,6 +291,9 @@ impl Peers {
             }
         }
         if let Some(node) = self.node.upgrade() {
+            if !left.is_empty() {
+                node.nodes_left(&left);
+            }
             node.scheduler().poke();
         }
     }
