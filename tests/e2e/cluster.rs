@@ -374,7 +374,7 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
 
     // An actor on worker 0 that may restart once: restarted on another
     // node after worker 0 dies.
-    let restart_args = format!(r#"["{}", 6000]"#, workers[0]);
+    let restart_args = format!(r#"["{}", "{}", 6000]"#, workers[0], workers[1]);
     let restart = c
         .submit(&module, "restart_elsewhere", &restart_args, "")
         .await
@@ -411,7 +411,7 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
     let result = c.result(&lost.id, true).await.unwrap();
     assert_eq!(result.value_json, r#""object_lost""#, "{:?}", result.job);
     let result = c.result(&restart.id, true).await.unwrap();
-    assert_eq!(result.value_json, "[101,101]", "{:?}", result.job);
+    assert_eq!(result.value_json, "[101,101,102]", "{:?}", result.job);
     let logs = c.logs(&spread.id).await.unwrap();
     assert!(
         logs.iter().any(|l| l.text.contains("worker_died")),

@@ -288,11 +288,16 @@ fn named_across(a: String, b: String) -> prism::Result<(u64, u64, Vec<String>, b
 
 /// Hosts a `Kit` (one restart allowed) on node `node` and calls it; runs
 /// a task there as a sign for the test, which then kills that node; waits
-/// `wait_ms` and calls the actor again. Returns both values: the second
-/// comes from the actor restarted on another node (its constructor ran
-/// again, so its state started over).
+/// `wait_ms` and calls the actor again, from here and from a task on node
+/// `survivor` (which holds the old handle). Returns the three values: the
+/// last two come from the actor restarted on another node (its
+/// constructor ran again, so its state started over).
 #[prism::main]
-fn restart_elsewhere(node: String, wait_ms: u64) -> prism::Result<(i64, i64)> {
+fn restart_elsewhere(
+    node: String,
+    survivor: String,
+    wait_ms: u64,
+) -> prism::Result<(i64, i64, i64)> {
     let kit = Kit::options()
         .max_restarts(1)
         .node(&node, false)
@@ -301,5 +306,6 @@ fn restart_elsewhere(node: String, wait_ms: u64) -> prism::Result<(i64, i64)> {
     prism::get(&sleep_then::options().node(&node, false).remote(0, 0))?;
     std::thread::sleep(std::time::Duration::from_millis(wait_ms));
     let after = prism::get(&kit.add(1).remote())?;
-    Ok((before, after))
+    let from_other = prism::get(&kit_add::options().node(&survivor, false).remote(kit, 1))?;
+    Ok((before, after, from_other))
 }

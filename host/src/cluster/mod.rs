@@ -172,6 +172,13 @@ pub trait ActorDirectory: Send + Sync + 'static {
     ) -> BoxFuture<'static, Option<(crate::ids::ActorId, String)>>;
     /// Frees `name` if actor `id` still holds it.
     fn release(&self, namespace: &str, name: &str, id: crate::ids::ActorId);
+    /// Records that actor `old` was restarted on another node as `new`.
+    fn record_move(&self, old: crate::ids::ActorId, new: crate::ids::ActorId);
+    /// Where actor `id` was restarted, if it was (following every move).
+    fn resolve_move(
+        &self,
+        id: crate::ids::ActorId,
+    ) -> BoxFuture<'static, Option<crate::ids::ActorId>>;
 }
 
 /// A node's view of itself, for status output.

@@ -286,6 +286,48 @@ impl Node {
         actor
     }
 
+    /// Sends a call to an actor on this node; its result (or why it could
+    /// not be sent) completes `return_id`, which must be pending.
+    pub fn call_local_actor(
+        &self,
+        actor: ActorId,
+        method: String,
+        args: Vec<Arg>,
+        return_id: ObjectId,
+    ) {
+        if let Some(record) = self.actors.get(actor) {
+            for arg in &args {
+                if let Arg::Ref(object) = arg {
+                    self.fetch_remote(*object, record.objects_owner);
+                }
+            }
+        }
+        if let Err(error) = self.actors.call(actor, method, args, return_id) {
+            let _ = self
+                .objects
+                .complete(return_id, Object::Error(Arc::new(error)));
+        }
+    }
+
+    /// Where `actor` was restarted after its node died, if it was: from
+    /// this node's own moves, else from the head's record.
+    pub async fn follow_moved_actor(&self, actor: ActorId) -> Option<ActorId> {
+        let local = self.current_actor(actor);
+        if local != actor {
+            return Some(local);
+        }
+        let directory = self.directory.get()?.clone();
+        let moved = directory
+            .resolve_move(actor)
+            .await
+            .filter(|m| *m != actor)?;
+        self.moved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(actor, moved);
+        Some(moved)
+    }
+
     /// Nodes left the cluster view: actors this node created there that may
     /// restart are created again elsewhere (their constructor runs again,
     /// as after any restart), each use of a restart, and calls from this
@@ -360,6 +402,9 @@ impl Node {
             return;
         }
         tracing::info!(actor = %old, now = %new, node = %node_id, "actor restarted on another node");
+        if let Some(directory) = self.directory.get() {
+            directory.record_move(old, new);
+        }
         self.moved
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -38,6 +38,8 @@ fn parse_id(hex_id: &str) -> Option<ActorId> {
 pub struct ActorNames {
     store: Arc<HeadStore>,
     names: Mutex<HashMap<String, NamedActor>>,
+    /// Actors restarted on another node after theirs died: old id → new.
+    moves: Mutex<HashMap<ActorId, ActorId>>,
 }
 
 impl ActorNames {
@@ -61,6 +63,7 @@ impl ActorNames {
         Ok(Arc::new(ActorNames {
             store,
             names: Mutex::new(names),
+            moves: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -121,6 +124,27 @@ impl ActorNames {
 }
 
 impl ActorNames {
+    /// Records a restart on another node.
+    pub fn record_move_now(&self, old: ActorId, new: ActorId) {
+        self.moves
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(old, new);
+    }
+
+    /// Where `id` lives now, following every recorded move.
+    pub fn resolve_move_now(&self, mut id: ActorId) -> Option<ActorId> {
+        let moves = self.moves.lock().unwrap_or_else(|e| e.into_inner());
+        let start = id;
+        for _ in 0..64 {
+            match moves.get(&id) {
+                Some(next) => id = *next,
+                None => break,
+            }
+        }
+        (id != start).then_some(id)
+    }
+
     /// Frees the names of every actor the node with `tag` hosted (it was
     /// declared dead, and its actors with it).
     pub fn release_node(&self, tag: u32) {
@@ -159,6 +183,15 @@ impl ActorDirectory for ActorNames {
 
     fn release(&self, namespace: &str, name: &str, id: ActorId) {
         self.release_now(namespace, name, id)
+    }
+
+    fn record_move(&self, old: ActorId, new: ActorId) {
+        self.record_move_now(old, new)
+    }
+
+    fn resolve_move(&self, id: ActorId) -> BoxFuture<'static, Option<ActorId>> {
+        let found = self.resolve_move_now(id);
+        Box::pin(async move { found })
     }
 }
 

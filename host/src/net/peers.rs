@@ -478,6 +478,75 @@ impl Peers {
         }
     }
 
+    /// Sends one actor call; its result completes `return_id`. If the
+    /// actor's node is gone and `follow` is set, asks where the actor was
+    /// restarted and sends the call there instead.
+    fn send_actor_call(
+        &self,
+        actor: ActorId,
+        method: String,
+        args: Vec<Arg>,
+        return_id: ObjectId,
+        owner: JobId,
+        follow: bool,
+    ) {
+        let Some(me) = self.me.upgrade() else { return };
+        let peer = self.actor_host(actor);
+        let request = peer.as_ref().map(|_| pb::CallActorRequest {
+            actor_id: actor.as_bytes().to_vec(),
+            seq: self.next_seq(actor),
+            method: method.clone(),
+            args: args_to_proto(&args),
+        });
+        tokio::spawn(async move {
+            let reply = match (&peer, request) {
+                (Some(peer), Some(request)) => {
+                    let mut client = peer.client();
+                    Some(tokio::select! {
+                        reply = client.call_actor(request) => reply,
+                        _ = peer.gone() => Err(tonic::Status::unavailable("the node was declared dead")),
+                    })
+                }
+                _ => None,
+            };
+            let Some(node) = me.node.upgrade() else {
+                return;
+            };
+            let result = match (reply, &peer) {
+                (Some(Ok(reply)), Some(peer)) => {
+                    outcome(&node, owner, &peer.id, reply.into_inner())
+                }
+                (failed, _) => {
+                    if let (Some(Err(_)), Some(peer)) = (&failed, &peer) {
+                        peer.suspect();
+                    }
+                    // Its node is gone: it may live on elsewhere.
+                    if follow && let Some(moved) = node.follow_moved_actor(actor).await {
+                        if moved.node_tag() == me.local_tag {
+                            node.call_local_actor(moved, method, args, return_id);
+                        } else {
+                            me.send_actor_call(moved, method, args, return_id, owner, false);
+                        }
+                        return;
+                    }
+                    let why = match failed {
+                        Some(Err(status)) => status.message().to_string(),
+                        _ => "it left the cluster".to_string(),
+                    };
+                    Err(WireError::new(
+                        ErrorKind::ActorDied,
+                        format!("actor {actor} lived on a node that failed or left: {why}"),
+                    ))
+                }
+            };
+            let object = match result {
+                Ok(bytes) => Object::Value(bytes),
+                Err(error) => Object::Error(Arc::new(error)),
+            };
+            let _ = node.objects().complete(return_id, object);
+        });
+    }
+
     /// The peer hosting `actor` (by its id's tag).
     fn actor_host(&self, actor: ActorId) -> Option<Arc<Peer>> {
         let tag = actor.node_tag();
@@ -595,54 +664,10 @@ impl RemoteActors for Peers {
         return_id: ObjectId,
         owner: JobId,
     ) {
-        let Some(node) = self.node.upgrade() else {
-            return;
-        };
-        node.objects().create_pending(return_id, owner);
-        let Some(peer) = self.actor_host(actor) else {
-            let error = WireError::new(
-                ErrorKind::ActorDied,
-                format!("actor {actor} lived on a node that left the cluster (or never existed)"),
-            );
-            let _ = node
-                .objects()
-                .complete(return_id, Object::Error(Arc::new(error)));
-            return;
-        };
-        let request = pb::CallActorRequest {
-            actor_id: actor.as_bytes().to_vec(),
-            seq: self.next_seq(actor),
-            method: method.to_string(),
-            args: args_to_proto(&args),
-        };
-        let mut client = peer.client();
-        let node = Arc::downgrade(&node);
-        tokio::spawn(async move {
-            let reply = tokio::select! {
-                reply = client.call_actor(request) => reply,
-                _ = peer.gone() => Err(tonic::Status::unavailable("the node was declared dead")),
-            };
-            let Some(node) = node.upgrade() else { return };
-            let result = match reply {
-                Ok(reply) => outcome(&node, owner, &peer.id, reply.into_inner()),
-                Err(status) => {
-                    peer.suspect();
-                    Err(WireError::new(
-                        ErrorKind::ActorDied,
-                        format!(
-                            "actor {actor} lived on node {}, which failed: {}",
-                            peer.id,
-                            status.message()
-                        ),
-                    ))
-                }
-            };
-            let object = match result {
-                Ok(bytes) => Object::Value(bytes),
-                Err(error) => Object::Error(Arc::new(error)),
-            };
-            let _ = node.objects().complete(return_id, object);
-        });
+        if let Some(node) = self.node.upgrade() {
+            node.objects().create_pending(return_id, owner);
+        }
+        self.send_actor_call(actor, method.to_string(), args, return_id, owner, true);
     }
 
     fn kill_actor(&self, actor: ActorId) {

@@ -527,6 +527,32 @@ impl NodeControl for NodeControlService {
             ..Default::default()
         }))
     }
+
+    async fn actor_moved(
+        &self,
+        request: Request<pb::ActorMovedRequest>,
+    ) -> Result<Response<pb::ActorMovedReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.get_ref();
+        self.0
+            .names
+            .record_move_now(actor_id(&r.actor_id)?, actor_id(&r.new_id)?);
+        Ok(Response::new(pb::ActorMovedReply::default()))
+    }
+
+    async fn find_moved_actor(
+        &self,
+        request: Request<pb::ActorMovedRequest>,
+    ) -> Result<Response<pb::ActorMovedReply>, Status> {
+        peer_identity(&request)?;
+        let moved = self
+            .0
+            .names
+            .resolve_move_now(actor_id(&request.get_ref().actor_id)?);
+        Ok(Response::new(pb::ActorMovedReply {
+            new_id: moved.map(|id| id.as_bytes().to_vec()).unwrap_or_default(),
+        }))
+    }
 }
 
 fn actor_id(bytes: &[u8]) -> Result<ActorId, Status> {

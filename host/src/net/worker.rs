@@ -179,6 +179,36 @@ impl ActorDirectory for RemoteDirectory {
         })
     }
 
+    fn record_move(&self, old: ActorId, new: ActorId) {
+        let mut client = self.client.clone();
+        let request = pb::ActorMovedRequest {
+            actor_id: old.as_bytes().to_vec(),
+            new_id: new.as_bytes().to_vec(),
+        };
+        tokio::spawn(async move {
+            if let Err(status) = client.actor_moved(request).await {
+                tracing::warn!(
+                    "could not record a restarted actor at the head: {}",
+                    status.message()
+                );
+            }
+        });
+    }
+
+    fn resolve_move(&self, id: ActorId) -> BoxFuture<'static, Option<ActorId>> {
+        let mut client = self.client.clone();
+        let request = pb::ActorMovedRequest {
+            actor_id: id.as_bytes().to_vec(),
+            new_id: Vec::new(),
+        };
+        Box::pin(async move {
+            let reply = client.find_moved_actor(request).await.ok()?.into_inner();
+            <[u8; 16]>::try_from(reply.new_id.as_slice())
+                .ok()
+                .map(ActorId::from_bytes)
+        })
+    }
+
     fn release(&self, namespace: &str, name: &str, id: ActorId) {
         let mut client = self.client.clone();
         let request = pb::ReleaseActorNameRequest {
