@@ -249,6 +249,39 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
     assert_eq!(value[3], true);
     assert_ne!(value[4], "ok", "{value}");
 
+    // A job's environment variables reach its guests on every node; its
+    // driver can hold resources, and asking for impossible ones fails.
+    let request = |entry: &str, args: String| prism_client::v1::SubmitJobRequest {
+        module_hash: module.clone(),
+        entry: entry.into(),
+        args_json: args,
+        env: [("GREETING".to_string(), "hi".to_string())].into(),
+        num_cpus: 1.0,
+        ..Default::default()
+    };
+    let job = c
+        .submit_request(request(
+            "env_probe",
+            format!(r#"["GREETING", "{}"]"#, workers[1]),
+        ))
+        .await
+        .unwrap();
+    let result = c.result(&job.id, true).await.unwrap();
+    assert_eq!(result.value_json, r#"["hi","hi"]"#, "{:?}", result.job);
+    let mut greedy = request("env_probe", format!(r#"["GREETING", "{}"]"#, workers[1]));
+    greedy.num_cpus = 64.0;
+    let job = c.submit_request(greedy).await.unwrap();
+    let info = c.result(&job.id, true).await.unwrap().job.unwrap();
+    assert_eq!(info.error_kind, "unschedulable", "{info:?}");
+    let mut bad = request("env_probe", "[]".into());
+    bad.env = [("A=B".to_string(), "x".to_string())].into();
+    let status = c.submit_request(bad).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Some(tonic::Code::InvalidArgument),
+        "{status}"
+    );
+
     // Node affinity: to a node that does not exist, hard fails and soft runs.
     assert_eq!(
         cluster.run(&module, "affinity_cases", "[]").await,

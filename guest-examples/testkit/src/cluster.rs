@@ -309,3 +309,17 @@ fn restart_elsewhere(
     let from_other = prism::get(&kit_add::options().node(&survivor, false).remote(kit, 1))?;
     Ok((before, after, from_other))
 }
+
+/// The value of the environment variable `name` where this task runs.
+#[prism::task]
+fn env_var(name: String) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The environment variable `name` as the driver sees it and as a task on
+/// node `node` does.
+#[prism::main]
+fn env_probe(name: String, node: String) -> prism::Result<(Option<String>, Option<String>)> {
+    let there = prism::get(&env_var::options().node(&node, false).remote(name.clone()))?;
+    Ok((std::env::var(&name).ok(), there))
+}

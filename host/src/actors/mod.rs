@@ -508,6 +508,8 @@ fn invocation<E: ActorEnv>(
         // The instance's memory cap was fixed when it was created.
         memory_limit: u64::MAX,
         cancel: record.kill_switch.clone(),
+        // The instance's environment was fixed when it was created.
+        env: None,
     }
 }
 

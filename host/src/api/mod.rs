@@ -337,11 +337,19 @@ impl Jobs for ApiHandle {
     ) -> Result<Response<JobInfo>, Status> {
         let claims = self.0.authorize(&request, "submit jobs", true)?;
         let r = request.into_inner();
-        if !r.env.is_empty() {
-            return Err(Status::failed_precondition(
-                "environment variables are not granted to guests yet",
-            ));
-        }
+        let mut env: Vec<(String, String)> = r.env.into_iter().collect();
+        env.sort();
+        crate::cluster::job::check_env(&env)
+            .map_err(|e| Status::invalid_argument(format!("env: {e}")))?;
+        let options = crate::cluster::JobOptions {
+            env,
+            driver: crate::cluster::DriverResources {
+                num_cpus: r.num_cpus,
+                num_gpus: (r.num_gpus > 0.0).then_some(r.num_gpus),
+                memory: r.memory,
+                resources: r.resources.into_iter().collect(),
+            },
+        };
         let module = ModuleHash::parse(&r.module_hash).ok_or_else(|| {
             Status::invalid_argument(format!("malformed module hash {:?}", r.module_hash))
         })?;
@@ -370,7 +378,7 @@ impl Jobs for ApiHandle {
         }
         let submitted_at_ms = now_ms();
         let id = head
-            .submit_job(module, &namespace, &entry, args)
+            .submit_job(module, &namespace, &entry, args, options)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         self.0.lock().insert(

@@ -337,6 +337,7 @@ async fn instantiate_median_us(config: &NodeConfig, n: usize) -> anyhow::Result<
             timeout: Duration::from_secs(10),
             memory_limit: config.runtime.max_task_memory,
             cancel: Arc::new(CancelToken::default()),
+            env: None,
         };
         let start = Instant::now();
         let outcome = runtime

@@ -189,6 +189,13 @@ enum JobCommand {
         /// Namespace of the job's named actors and objects.
         #[arg(long, default_value = crate::cluster::DEFAULT_NAMESPACE)]
         namespace: String,
+        /// An environment variable for the job's guests, NAME=VALUE;
+        /// repeatable (default: none).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// CPUs the driver holds while it runs (default: 0).
+        #[arg(long, default_value_t = 0.0)]
+        driver_cpus: f64,
         /// Wait for the job and print its result.
         #[arg(long)]
         wait: bool,
@@ -381,13 +388,30 @@ pub(super) fn job(args: JobArgs) -> anyhow::Result<i32> {
                 entry,
                 args: job_args,
                 namespace,
+                env,
+                driver_cpus,
                 wait,
             } => {
+                let mut vars = std::collections::HashMap::new();
+                for pair in env {
+                    let (name, value) = pair
+                        .split_once('=')
+                        .with_context(|| format!("--env {pair:?}: expected NAME=VALUE"))?;
+                    vars.insert(name.to_string(), value.to_string());
+                }
                 let wasm = std::fs::read(&module)
                     .with_context(|| format!("cannot read {}", module.display()))?;
                 let uploaded = client.upload_module(wasm).await?;
                 let job = client
-                    .submit(&uploaded.hash, &entry, &job_args, &namespace)
+                    .submit_request(prism_client::v1::SubmitJobRequest {
+                        module_hash: uploaded.hash,
+                        entry,
+                        args_json: job_args,
+                        namespace,
+                        env: vars,
+                        num_cpus: driver_cpus,
+                        ..Default::default()
+                    })
                     .await?;
                 if wait {
                     let result = client.result(&job.id, true).await?;

@@ -84,6 +84,7 @@ impl Head {
         namespace: &str,
         entry: &str,
         args: Vec<Bytes>,
+        options: super::job::JobOptions,
     ) -> Result<JobId, ClusterError> {
         let id = JobId::random();
         let node = {
@@ -112,6 +113,7 @@ impl Head {
             entry: entry.to_string(),
             args,
             namespace: namespace.to_string(),
+            options,
         };
         node.start_job(spec).await?;
         if let Some(job) = self.lock().jobs.get_mut(&id)

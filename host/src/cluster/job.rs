@@ -25,6 +25,65 @@ pub struct JobSpec {
     pub args: Vec<Bytes>,
     /// The namespace for its named actors and named objects.
     pub namespace: String,
+    /// How it runs: environment variables and the driver's resources.
+    pub options: JobOptions,
+}
+
+/// Environment variables for a job's guests.
+pub type JobEnv = Option<std::sync::Arc<Vec<(String, String)>>>;
+
+/// How a job runs, beyond what it calls.
+#[derive(Clone, Debug, Default)]
+pub struct JobOptions {
+    /// Environment variables every guest of the job sees (WASI
+    /// `environ`). Default: none.
+    pub env: Vec<(String, String)>,
+    /// What the driver holds while it runs. Default: nothing (drivers
+    /// coordinate, as Ray's do).
+    pub driver: DriverResources,
+}
+
+/// Resources a job's driver holds while it runs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DriverResources {
+    /// CPUs (default 0).
+    pub num_cpus: f64,
+    /// GPUs (default none).
+    pub num_gpus: Option<f64>,
+    /// Memory in bytes (default 0).
+    pub memory: u64,
+    /// Custom resources (default none).
+    pub resources: std::collections::BTreeMap<String, f64>,
+}
+
+/// Most environment variables a job may set (256), and their total size
+/// (64 KiB).
+pub const MAX_ENV_VARS: usize = 256;
+/// See [`MAX_ENV_VARS`].
+pub const MAX_ENV_BYTES: usize = 64 << 10;
+
+/// Checks environment variables: names non-empty without `=`, no NUL
+/// anywhere, within [`MAX_ENV_VARS`] and [`MAX_ENV_BYTES`].
+pub fn check_env(env: &[(String, String)]) -> Result<(), String> {
+    if env.len() > MAX_ENV_VARS {
+        return Err(format!(
+            "at most {MAX_ENV_VARS} environment variables, got {}",
+            env.len()
+        ));
+    }
+    let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_ENV_BYTES {
+        return Err(format!("environment variables over {MAX_ENV_BYTES} bytes"));
+    }
+    for (name, value) in env {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(format!("bad environment variable name {name:?}"));
+        }
+        if value.contains('\0') {
+            return Err(format!("the value of {name} contains NUL"));
+        }
+    }
+    Ok(())
 }
 
 /// Where a log line came from.
@@ -144,6 +203,8 @@ pub struct JobContext {
     pub namespace: String,
     /// Its log (shared with the non-detached actors it creates).
     pub log: std::sync::Arc<JobLog>,
+    /// Environment variables its guests see.
+    pub env: JobEnv,
 }
 
 /// How a job ended.

@@ -12,7 +12,7 @@ mod node;
 pub mod placement;
 
 pub use head::{Head, JobStatus};
-pub use job::{JobOutcome, JobSpec, LogLine, LogSource};
+pub use job::{DriverResources, JobOptions, JobOutcome, JobSpec, LogLine, LogSource};
 pub use node::{Node, RemoteActorCall, RemoteCall};
 
 use crate::config::NodeConfig;
@@ -103,6 +103,8 @@ pub struct ActorCreate {
     pub args: Vec<crate::task::Arg>,
     /// Its options.
     pub options: prism_abi::ActorOptions,
+    /// The job's environment variables.
+    pub env: job::JobEnv,
 }
 
 /// The actors of other nodes, as a node uses them. Actor ids carry the tag
@@ -279,7 +281,10 @@ impl EmbeddedCluster {
         args: Vec<Bytes>,
     ) -> Result<JobOutcome, ClusterError> {
         let hash = self.head.upload_module(Bytes::copy_from_slice(module));
-        let job = self.head.submit_job(hash, namespace, entry, args).await?;
+        let job = self
+            .head
+            .submit_job(hash, namespace, entry, args, JobOptions::default())
+            .await?;
         self.head.wait_job(job).await
     }
 }

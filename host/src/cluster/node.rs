@@ -621,6 +621,11 @@ impl Node {
         self.job(id).map(|j| j.log.clone())
     }
 
+    /// The environment of a job this node knows.
+    pub fn job_env(&self, id: JobId) -> super::job::JobEnv {
+        self.job(id).and_then(|j| j.env.clone())
+    }
+
     /// The namespace of a job this node knows.
     pub fn job_namespace(&self, id: JobId) -> Option<String> {
         self.job(id).map(|j| j.namespace.clone())
@@ -715,6 +720,7 @@ impl Node {
                     module,
                     namespace: call.namespace.clone(),
                     log: Default::default(),
+                    env: call.env.clone(),
                 })
             })
             .clone();
@@ -791,11 +797,13 @@ impl Node {
                 };
             }
         };
+        let env = &spec.options.env;
         let context = Arc::new(JobContext {
             id: spec.id,
             module,
             namespace: spec.namespace.clone(),
             log: Default::default(),
+            env: (!env.is_empty()).then(|| Arc::new(env.clone())),
         });
         self.jobs
             .lock()
@@ -846,6 +854,12 @@ impl Node {
                 ),
             ));
         };
+        let want = &spec.options.driver;
+        let request = self
+            .request(want.num_cpus, want.memory, want.num_gpus, &want.resources)
+            .map_err(|e| {
+                WireError::new(ErrorKind::InvalidArgument, format!("driver resources: {e}"))
+            })?;
         let return_id = ObjectId::random();
         let driver = TaskSpec {
             job: spec.id,
@@ -853,8 +867,9 @@ impl Node {
             entry,
             function: spec.entry.clone(),
             args: spec.args.iter().cloned().map(Arg::Value).collect(),
-            // Drivers coordinate; like Ray's, they hold no CPU.
-            request: ResourceSet::default(),
+            // Drivers coordinate; like Ray's, they hold no CPU unless the
+            // job asks for some.
+            request,
             max_retries: 0,
             timeout: self.config.runtime.driver_timeout,
             memory_limit: self.config.runtime.max_task_memory,
@@ -1005,6 +1020,7 @@ impl Node {
                 class: class.to_string(),
                 args,
                 options: options.clone(),
+                env: job.env.clone(),
             };
             let restarts = options.max_restarts.unwrap_or(0);
             if restarts != 0 {
@@ -1083,6 +1099,7 @@ impl Node {
             module: job.module.clone(),
             namespace: record.namespace.clone(),
             log: job.log.clone(),
+            env: job.env.clone(),
         });
         self.jobs
             .lock()
@@ -1197,6 +1214,7 @@ impl TaskExecutor for Node {
                 timeout: run.spec.timeout,
                 memory_limit: run.spec.memory_limit,
                 cancel: run.cancel,
+                env: job.env.clone(),
             };
             let gpu = node.gpu_context(run.slot.gpus());
             let outcome = node.runtime.invoke(module, call, host, gpu).await;
@@ -1307,6 +1325,8 @@ pub struct RemoteCall {
     pub bundle: Option<crate::scheduler::BundleRef>,
     /// Which attempt this is (0 for the first).
     pub attempt: u32,
+    /// The job's environment variables.
+    pub env: super::job::JobEnv,
 }
 
 /// The node as seen by one running guest: its job, its CPU slot.
@@ -1543,6 +1563,7 @@ impl ActorEnv for Node {
                 .ok_or_else(|| fail("the actor's context is gone"))?;
             let module = job.module.clone();
             let gpu = node.gpu_context(slot.gpus());
+            let env = job.env.clone();
             let host = Arc::new(TaskHost {
                 node: node.clone(),
                 job,
@@ -1555,6 +1576,7 @@ impl ActorEnv for Node {
                 actor: true,
                 timeout: node.config.runtime.task_timeout,
                 gpu,
+                env,
             };
             node.runtime
                 .instantiate(module, host, setup, &Arc::new(CancelToken::default()))

@@ -640,6 +640,10 @@ impl RemoteActors for Peers {
             class: create.class,
             args: args_to_proto(&create.args),
             options: create.options.encode(),
+            env: create
+                .env
+                .map(|e| e.iter().cloned().collect())
+                .unwrap_or_default(),
         };
         let mut client = peer.client();
         tokio::spawn(async move {
@@ -782,6 +786,10 @@ impl Remote for Peers {
                     .map(|b| b.group.clone())
                     .unwrap_or_default(),
                 bundle_index: spec.bundle.as_ref().map_or(0, |b| b.index),
+                env: node
+                    .job_env(spec.job)
+                    .map(|e| e.iter().cloned().collect())
+                    .unwrap_or_default(),
             };
             let mut client = peer.client();
             let call = client.execute_task(request);

@@ -88,6 +88,16 @@ impl WorkerService {
     }
 }
 
+/// A job's environment as it arrived (sorted by name).
+fn env_of(env: std::collections::HashMap<String, String>) -> crate::cluster::job::JobEnv {
+    if env.is_empty() {
+        return None;
+    }
+    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    env.sort();
+    Some(Arc::new(env))
+}
+
 fn actor_id(bytes: &[u8]) -> Result<ActorId, Status> {
     <[u8; 16]>::try_from(bytes)
         .map(ActorId::from_bytes)
@@ -166,6 +176,7 @@ impl Worker for WorkerService {
                 node_id: String::new(),
             }),
             attempt: r.attempt,
+            env: env_of(r.env),
         };
         let (result, logs) = self.node.execute_remote(call).await;
         Ok(Response::new(reply(result, logs)))
@@ -198,6 +209,7 @@ impl Worker for WorkerService {
             memory_limit: 0,
             bundle: None,
             attempt: 0,
+            env: env_of(r.env),
         };
         self.turns.wait(id, &caller, r.seq).await;
         let created = self

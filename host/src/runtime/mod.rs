@@ -181,6 +181,8 @@ pub struct Invocation {
     pub memory_limit: u64,
     /// Cancellation of this call.
     pub cancel: Arc<CancelToken>,
+    /// Environment variables of a fresh instance (none: empty).
+    pub env: crate::cluster::job::JobEnv,
 }
 
 /// What a call produced.
@@ -293,6 +295,7 @@ impl Runtime {
             actor: false,
             timeout: call.timeout,
             gpu,
+            env: call.env.clone(),
         };
         match self.instantiate(module, host, setup, &call.cancel).await {
             Ok(mut instance) => instance.call(call).await,
@@ -322,10 +325,14 @@ impl Runtime {
                 return Err(InvocationOutcome::failed(ErrorKind::Cancelled, "the task was cancelled"));
             }
         };
-        let (wasi, captured) = wasi::task_context(&setup.program, self.config.max_output_per_task)
-            .map_err(|e| {
-                InvocationOutcome::failed(ErrorKind::System, format!("WASI setup failed: {e:#}"))
-            })?;
+        let (wasi, captured) = wasi::task_context(
+            &setup.program,
+            setup.env.as_deref().map_or(&[], |e| e.as_slice()),
+            self.config.max_output_per_task,
+        )
+        .map_err(|e| {
+            InvocationOutcome::failed(ErrorKind::System, format!("WASI setup failed: {e:#}"))
+        })?;
         let memory_limit = setup.memory_limit.min(self.config.max_task_memory) as usize;
         let state = TaskState {
             wasi,
@@ -416,6 +423,8 @@ pub struct InstanceSetup {
     pub timeout: Duration,
     /// The GPUs the instance may use (empty: none).
     pub gpu: GpuContext,
+    /// Its environment variables (none: empty).
+    pub env: crate::cluster::job::JobEnv,
 }
 
 /// A live guest instance with its own store and linear memory.

@@ -84,6 +84,7 @@ impl CapturedOutput {
 /// bytes per stream.
 pub(crate) fn task_context(
     program: &str,
+    env: &[(String, String)],
     max_output: usize,
 ) -> anyhow::Result<(WasiCtx, CapturedOutput)> {
     let buffer = || {
@@ -102,6 +103,9 @@ pub(crate) fn task_context(
         .arg(program)?
         .stdout(Box::new(WritePipe::from_shared(captured.stdout.clone())))
         .stderr(Box::new(WritePipe::from_shared(captured.stderr.clone())));
+    for (name, value) in env {
+        builder.env(name, value)?;
+    }
     Ok((builder.build(), captured))
 }
 

@@ -251,10 +251,19 @@ impl Client {
                 entry: entry.into(),
                 args_json: args_json.into(),
                 namespace: namespace.into(),
-                env: Default::default(),
+                ..Default::default()
             })
             .await?
             .into_inner())
+    }
+
+    /// Starts a job as `request` says in full (environment variables,
+    /// the driver's resources).
+    pub async fn submit_request(
+        &mut self,
+        request: SubmitJobRequest,
+    ) -> Result<JobInfo, ClientError> {
+        Ok(self.jobs.submit_job(request).await?.into_inner())
     }
 
     /// One job's record.
