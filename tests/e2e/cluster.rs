@@ -528,6 +528,27 @@ async fn a_restarted_head_knows_its_workers_and_detached_actors_again() {
         serde_json::from_str(&result.value_json).unwrap_or_else(|_| panic!("{:?}", result.job));
     assert_eq!(value, 15);
     assert!(again.contains("already exists"), "{again}");
+    // A placement group holding both of the worker's CPUs, alive when the
+    // head dies: its job dies with the head, and the restarted head frees
+    // the bundles (recorded in head.redb) once the worker reports again.
+    c.submit(&module, "hold_group", "[60000]", "")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = c.status().await.unwrap().nodes;
+        if nodes
+            .iter()
+            .any(|n| n.node_id == worker_id && n.available.starts_with("cpu=0 "))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never held the worker: {nodes:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     head.kill();
     let _head = start_head_with(files.dir(), &args);
@@ -538,13 +559,13 @@ async fn a_restarted_head_knows_its_workers_and_detached_actors_again() {
         let nodes = c.status().await.unwrap().nodes;
         if nodes
             .iter()
-            .any(|n| n.node_id == worker_id && n.state == "alive")
+            .any(|n| n.node_id == worker_id && n.state == "alive" && n.available == n.total)
         {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the worker never came back: {nodes:#?}"
+            "the worker never came back with its bundles freed: {nodes:#?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

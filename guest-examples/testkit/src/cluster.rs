@@ -323,3 +323,16 @@ fn env_probe(name: String, node: String) -> prism::Result<(Option<String>, Optio
     let there = prism::get(&env_var::options().node(&node, false).remote(name.clone()))?;
     Ok((std::env::var(&name).ok(), there))
 }
+
+/// Holds a placement group of two 1-CPU bundles on one node for `ms`
+/// milliseconds (the test restarts the head meanwhile).
+#[prism::main]
+fn hold_group(ms: u64) -> prism::Result<Vec<String>> {
+    use prism::{Bundle, PlacementStrategy, placement_group};
+    let pg = placement_group(
+        &[Bundle::new().cpus(1.0), Bundle::new().cpus(1.0)],
+        PlacementStrategy::StrictPack,
+    )?;
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    Ok(pg.nodes().to_vec())
+}

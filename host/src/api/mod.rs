@@ -757,6 +757,7 @@ pub async fn serve(
     hosts.attach(&registry);
     let placement = PlacementGroups::new(hosts);
     registry.set_placement(placement.clone());
+    placement.record_in(registry.clone());
     head_node.set_placement(Arc::new(placement));
     tokio::spawn(registry.clone().watch_nodes());
     let api = ApiHandle(Arc::new(Api {

@@ -281,6 +281,13 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
         })?;
         return Ok(0);
     }
+    // The head's node keeps its data (module cache, durable named objects,
+    // saved actor state) in the cluster's state directory unless told
+    // otherwise, so that a restarted head still has it.
+    let mut config = config;
+    if config.data_dir.is_none() {
+        config.data_dir = Some(args.dir.join("data"));
+    }
     let mut options = crate::api::HeadOptions::new(
         args.listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7443))),

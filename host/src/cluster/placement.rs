@@ -155,6 +155,17 @@ pub struct PlacementGroups {
     hosts: Arc<dyn BundleHosts>,
     groups: Mutex<HashMap<String, Group>>,
     timeout: Duration,
+    /// Where live groups are recorded (the head's `head.redb`), so that a
+    /// restarted head can free what they held.
+    store: std::sync::OnceLock<Arc<dyn GroupRecords>>,
+}
+
+/// A durable record of live placement groups.
+pub trait GroupRecords: Send + Sync + 'static {
+    /// A group was created on `nodes`.
+    fn created(&self, id: &str, nodes: &[String]);
+    /// A group was removed.
+    fn removed(&self, id: &str);
 }
 
 impl PlacementGroups {
@@ -169,7 +180,13 @@ impl PlacementGroups {
             hosts,
             groups: Mutex::new(HashMap::new()),
             timeout,
+            store: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records live groups in `records` from now on.
+    pub fn record_in(&self, records: Arc<dyn GroupRecords>) {
+        let _ = self.store.set(records);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
@@ -224,6 +241,9 @@ impl PlacementGroups {
                     },
                 );
                 tracing::info!(group = %id, ?nodes, "placement group created");
+                if let Some(store) = self.store.get() {
+                    store.created(&id, &nodes);
+                }
                 return Ok(PlacementGroupInfo { id, nodes });
             }
             if tokio::time::Instant::now() >= deadline {
@@ -286,6 +306,9 @@ impl PlacementService for Arc<PlacementGroups> {
         let Some(removed) = self.lock().remove(group) else {
             return;
         };
+        if let Some(store) = self.store.get() {
+            store.removed(group);
+        }
         let mut nodes = removed.nodes;
         nodes.sort();
         nodes.dedup();

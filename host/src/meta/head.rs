@@ -14,6 +14,8 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// Named actors (JSON) by "<namespace>/<name>".
 const ACTOR_NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("actor_names");
+/// Live placement groups (JSON: owner job and nodes) by id.
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("placement_groups");
 /// Unspent join tokens: expiry (Unix seconds, 8 bytes LE) by the hex
 /// sha256 of the token.
 const JOIN_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
@@ -32,6 +34,7 @@ impl HeadStore {
             txn.open_table(NODES)?;
             txn.open_table(JOIN_TOKENS)?;
             txn.open_table(ACTOR_NAMES)?;
+            txn.open_table(GROUPS)?;
             Ok(())
         })?;
         Ok(HeadStore { db })
@@ -109,6 +112,24 @@ impl HeadStore {
     /// Every named actor's record: (key, record).
     pub fn actor_names(&self) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
         self.all(ACTOR_NAMES)
+    }
+
+    /// Records a live placement group.
+    pub fn put_group(&self, id: &str, record: &[u8]) -> Result<(), MetaError> {
+        self.put(GROUPS, id, record)
+    }
+
+    /// Forgets a placement group.
+    pub fn delete_group(&self, id: &str) -> Result<(), MetaError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(GROUPS)?.remove(id)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every recorded placement group: (id, record).
+    pub fn groups(&self) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        self.all(GROUPS)
     }
 
     /// Records an unspent join token by its digest.

@@ -70,6 +70,15 @@ pub struct Registry {
     nodes: Mutex<BTreeMap<String, NodeEntry>>,
     /// The tag the next new node gets (tags are never reused).
     next_tag: AtomicU32,
+    /// Placement groups of an earlier run of the head, still recorded as
+    /// holding bundles on these nodes: freed as each node reports again.
+    stale_groups: Mutex<Vec<(String, Vec<String>)>>,
+}
+
+/// A live placement group as `head.redb` keeps it.
+#[derive(Serialize, Deserialize)]
+struct GroupRecord {
+    nodes: Vec<String>,
 }
 
 fn unix_now() -> u64 {
@@ -115,8 +124,25 @@ impl Registry {
             .unwrap_or(HEAD_NODE_TAG)
             .max(HEAD_NODE_TAG)
             + 1;
+        // Groups recorded by an earlier run ended with their jobs; their
+        // bundles on the head's own node went with that process.
+        let mut stale_groups = Vec::new();
+        for (id, bytes) in store.groups()? {
+            let mut nodes = serde_json::from_slice::<GroupRecord>(&bytes)
+                .map(|g| g.nodes)
+                .unwrap_or_default();
+            nodes.retain(|n| n != HEAD_NODE_ID);
+            nodes.sort();
+            nodes.dedup();
+            if nodes.is_empty() {
+                store.delete_group(&id)?;
+            } else {
+                stale_groups.push((id, nodes));
+            }
+        }
         Ok(Arc::new(Registry {
             next_tag: AtomicU32::new(next_tag),
+            stale_groups: Mutex::new(stale_groups),
             config,
             store,
             ca,
@@ -227,6 +253,36 @@ impl Registry {
         }
     }
 
+    /// Frees on `node_id` the bundles of an earlier run's groups.
+    fn release_stale_groups(&self, node_id: &str) {
+        let mut stale = self.stale_groups.lock().unwrap_or_else(|e| e.into_inner());
+        if stale.is_empty() {
+            return;
+        }
+        let Some(client) = self.peers.worker_client(node_id) else {
+            return;
+        };
+        for (group, nodes) in stale.iter_mut() {
+            if !nodes.iter().any(|n| n == node_id) {
+                continue;
+            }
+            nodes.retain(|n| n != node_id);
+            let mut client = client.clone();
+            let request = pb::ReleaseBundlesRequest {
+                group: group.clone(),
+            };
+            tokio::spawn(async move {
+                let _ = client.release_bundles(request).await;
+            });
+            if nodes.is_empty()
+                && let Err(e) = self.store.delete_group(group)
+            {
+                tracing::warn!("could not forget placement group {group}: {e}");
+            }
+        }
+        stale.retain(|(_, nodes)| !nodes.is_empty());
+    }
+
     fn persist(&self, record: &NodeRecord) -> Result<(), Status> {
         let bytes = serde_json::to_vec(record).map_err(|e| Status::internal(e.to_string()))?;
         self.store
@@ -318,6 +374,7 @@ impl NodeControl for NodeControlService {
                 "a node may only report for itself",
             ));
         }
+        let mut came_back = false;
         let changed_address = {
             let mut nodes = self.0.lock();
             let entry = nodes
@@ -325,6 +382,7 @@ impl NodeControl for NodeControlService {
                 .ok_or_else(|| Status::not_found("unknown node: join again"))?;
             if !entry.alive {
                 tracing::info!(node = %beat.node_id, "node is alive");
+                came_back = true;
             }
             entry.alive = true;
             entry.last_seen = Instant::now();
@@ -340,6 +398,9 @@ impl NodeControl for NodeControlService {
         }
         let view = self.0.view();
         self.0.peers.update(&view);
+        if came_back {
+            self.0.release_stale_groups(&caller);
+        }
         Ok(Response::new(view))
     }
 
@@ -559,4 +620,26 @@ fn actor_id(bytes: &[u8]) -> Result<ActorId, Status> {
     <[u8; 16]>::try_from(bytes)
         .map(ActorId::from_bytes)
         .map_err(|_| Status::invalid_argument("an actor id is 16 bytes"))
+}
+
+impl crate::cluster::placement::GroupRecords for Registry {
+    fn created(&self, id: &str, nodes: &[String]) {
+        let record = GroupRecord {
+            nodes: nodes.to_vec(),
+        };
+        match serde_json::to_vec(&record) {
+            Ok(bytes) => {
+                if let Err(e) = self.store.put_group(id, &bytes) {
+                    tracing::warn!("could not record placement group {id}: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("could not encode placement group {id}: {e}"),
+        }
+    }
+
+    fn removed(&self, id: &str) {
+        if let Err(e) = self.store.delete_group(id) {
+            tracing::warn!("could not forget placement group {id}: {e}");
+        }
+    }
 }
