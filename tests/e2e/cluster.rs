@@ -557,10 +557,9 @@ async fn a_restarted_head_knows_its_workers_and_detached_actors_again() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let nodes = c.status().await.unwrap().nodes;
-        if nodes
-            .iter()
-            .any(|n| n.node_id == worker_id && n.state == "alive" && n.available == n.total)
-        {
+        if nodes.iter().any(|n| {
+            n.node_id == worker_id && n.total.starts_with("cpu=2 ") && n.available == n.total
+        }) {
             break;
         }
         assert!(

@@ -671,6 +671,18 @@ impl Cluster for ApiHandle {
     }
 }
 
+/// Refuses a call before its message is read unless the caller presented
+/// a certificate (which TLS has verified against the cluster CA).
+fn require_node_certificate(request: Request<()>) -> Result<Request<()>, Status> {
+    if request.peer_certs().is_some_and(|certs| !certs.is_empty()) {
+        Ok(request)
+    } else {
+        Err(Status::unauthenticated(
+            "this call needs a node certificate",
+        ))
+    }
+}
+
 /// Serves the API for the cluster in `state_dir` on `listen` until
 /// `shutdown` resolves. Calls `ready` with the bound address once it
 /// accepts connections. Must run inside a multi-threaded tokio runtime.
@@ -784,16 +796,20 @@ pub async fn serve(
         .tcp_nodelay(true)
         .add_service(JobsServer::new(api.clone()).max_decoding_message_size(MAX_MODULE_BYTES))
         .add_service(ClusterServer::new(api))
+        // NodeControl takes Join from callers without a certificate, so
+        // what it reads is bounded like the API (64 MiB); the Worker
+        // service checks the certificate before it reads a message.
         .add_service(
             NodeControlServer::new(NodeControlService(registry))
-                .max_decoding_message_size(MAX_NODE_MESSAGE)
+                .max_decoding_message_size(MAX_MODULE_BYTES)
                 .max_encoding_message_size(MAX_NODE_MESSAGE),
         )
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             WorkerServer::new(WorkerService::new(head_node))
                 .max_decoding_message_size(MAX_NODE_MESSAGE)
                 .max_encoding_message_size(MAX_NODE_MESSAGE),
-        );
+            require_node_certificate,
+        ));
     ready(bound);
     server
         .serve_with_incoming_shutdown(

@@ -142,8 +142,9 @@ impl JobLog {
             function: function.to_string(),
             text: text.to_string(),
         });
-        drop(lines);
+        // Counted under the same lock, so `since` sees lines and count agree.
         self.appended.send_modify(|n| *n += 1);
+        drop(lines);
     }
 
     /// The lines numbered `from` on that are still kept, and the number of
@@ -151,7 +152,7 @@ impl JobLog {
     pub fn since(&self, from: u64) -> (Vec<LogLine>, u64) {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         let next = *self.appended.borrow();
-        let first = next - lines.len() as u64;
+        let first = next.saturating_sub(lines.len() as u64);
         let skip = from.saturating_sub(first) as usize;
         (lines.iter().skip(skip).cloned().collect(), next)
     }

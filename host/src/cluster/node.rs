@@ -504,10 +504,10 @@ impl Node {
             }
         };
         self.objects.remove(return_id);
-        let logs = self
-            .job(owner)
-            .map(|context| context.log.drain())
-            .unwrap_or_default();
+        let logs = match (record.owner, self.job(owner)) {
+            (Some(job), Some(context)) => self.drain_remote_log(job, &context.log),
+            _ => Vec::new(),
+        };
         (result, logs)
     }
 
@@ -701,7 +701,18 @@ impl Node {
             Err(e) => Err(WireError::new(ErrorKind::System, e.to_string())),
         };
         self.objects.remove(return_id);
-        (result, context.log.drain())
+        (result, self.drain_remote_log(context.id, &context.log))
+    }
+
+    /// The lines job `job` wrote into `log` here, to send back, if its
+    /// driver runs elsewhere; none if it runs here (this log is the job's).
+    fn drain_remote_log(&self, job: JobId, log: &super::job::JobLog) -> Vec<super::job::LogLine> {
+        let remote = self
+            .remote_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&job);
+        if remote { log.drain() } else { Vec::new() }
     }
 
     /// The context of another node's job on this node, made on its first

@@ -52,15 +52,20 @@ pub struct NodeCredentials {
 }
 
 impl NodeCredentials {
-    /// A channel to the node at `address` ("host:port"), verified against
-    /// the cluster CA and presenting this node's certificate. Connects on
+    /// A channel to node `node_id` at `address` ("host:port"), presenting
+    /// this node's certificate, whose own certificate must be from the
+    /// cluster CA and name that node (the head's: its host). Connects on
     /// first use.
-    pub fn channel(&self, address: &str) -> Result<Channel, String> {
-        let host = host_of(address);
+    pub fn channel(&self, node_id: &str, address: &str) -> Result<Channel, String> {
+        let server_name = if node_id == super::HEAD_NODE_ID {
+            host_of(address)
+        } else {
+            crate::security::node_server_name(node_id)
+        };
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
-            .domain_name(host);
+            .domain_name(server_name);
         Ok(Endpoint::from_shared(format!("https://{address}"))
             .map_err(|e| format!("bad address {address:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
@@ -246,7 +251,7 @@ impl Peers {
                 if let Some(peer) = nodes.get(&info.node_id) {
                     let mut client = peer.client.lock().unwrap_or_else(|e| e.into_inner());
                     if client.0 != info.address
-                        && let Ok(channel) = self.credentials.channel(&info.address)
+                        && let Ok(channel) = self.credentials.channel(&info.node_id, &info.address)
                     {
                         *client = (info.address.clone(), worker_client(channel));
                     }
@@ -254,7 +259,7 @@ impl Peers {
                     *peer.info.lock().unwrap_or_else(|e| e.into_inner()) = info.clone();
                     continue;
                 }
-                match self.credentials.channel(&info.address) {
+                match self.credentials.channel(&info.node_id, &info.address) {
                     Ok(channel) => {
                         nodes.insert(
                             info.node_id.clone(),
@@ -348,17 +353,30 @@ impl Peers {
         let request = pb::FetchObjectRequest {
             object_id: id.as_bytes().to_vec(),
         };
+        // No object larger than this node's store could hold it anyway.
+        let capacity = self
+            .node
+            .upgrade()
+            .map_or(0, |node| node.objects().capacity()) as usize;
         let fetched: Result<Object, tonic::Status> = async {
             let mut stream = client.fetch_object(request).await?.into_inner();
             let mut buf = BytesMut::new();
             let mut first = true;
             while let Some(chunk) = stream.message().await? {
                 if first {
-                    buf.reserve(chunk.total_size.min(MAX_NODE_MESSAGE as u64 * 4) as usize);
+                    buf.reserve((chunk.total_size as usize).min(capacity));
                     first = false;
                 }
                 match chunk.part {
-                    Some(pb::object_chunk::Part::Data(data)) => buf.extend_from_slice(&data),
+                    Some(pb::object_chunk::Part::Data(data)) => {
+                        if buf.len() + data.len() > capacity {
+                            return Ok(Object::Error(Arc::new(WireError::new(
+                                ErrorKind::System,
+                                format!("object {id} is larger than this node's object store"),
+                            ))));
+                        }
+                        buf.extend_from_slice(&data)
+                    }
                     Some(pb::object_chunk::Part::Error(error)) => {
                         let error = WireError::decode(&error).unwrap_or_else(|e| {
                             WireError::new(ErrorKind::System, format!("unreadable error: {e}"))

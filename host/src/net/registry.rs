@@ -11,7 +11,7 @@
 //! restarted) is alive again.
 
 use super::names::ActorNames;
-use super::peers::{Peers, host_of};
+use super::peers::Peers;
 use super::{HEAD_NODE_ID, HEAD_NODE_TAG, peer_identity, resources_to_proto};
 use crate::cluster::NameClaim;
 use crate::cluster::placement::{PlacementGroups, PlacementService};
@@ -106,11 +106,15 @@ impl Registry {
                 Ok(record) => {
                     nodes.insert(
                         id,
+                        // Alive until proven otherwise: a node that does
+                        // not report within the node timeout is declared
+                        // dead then (other nodes must not drop it just
+                        // because this head is new).
                         NodeEntry {
                             record,
                             last: None,
                             last_seen: Instant::now(),
-                            alive: false,
+                            alive: true,
                         },
                     );
                 }
@@ -336,7 +340,7 @@ impl NodeControl for NodeControlService {
         let tag = registry.next_tag.fetch_add(1, Ordering::Relaxed);
         let cert_pem = registry
             .ca
-            .sign_node(&r.csr_pem, &id, &host_of(&r.advertise))
+            .sign_node(&r.csr_pem, &id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let record = NodeRecord {
             id: id.clone(),
@@ -380,7 +384,9 @@ impl NodeControl for NodeControlService {
             let entry = nodes
                 .get_mut(&beat.node_id)
                 .ok_or_else(|| Status::not_found("unknown node: join again"))?;
-            if !entry.alive {
+            if !entry.alive || entry.last.is_none() {
+                // Dead until now, or reporting to this head for the first
+                // time.
                 tracing::info!(node = %beat.node_id, "node is alive");
                 came_back = true;
             }

@@ -11,7 +11,7 @@
 //! `Worker` service (mutual TLS only: callers must present a certificate
 //! from the same CA), and heartbeats to the head.
 
-use super::peers::{NodeCredentials, Peers, host_of};
+use super::peers::{NodeCredentials, Peers};
 use super::worker_service::WorkerService;
 use super::{MAX_NODE_MESSAGE, NetError, resources_to_proto};
 use crate::cluster::{ActorDirectory, ClusterError, HeadService, JobOutcome, NameClaim, Node};
@@ -61,8 +61,6 @@ struct NodeIdentity {
     node_tag: u32,
     head: String,
     heartbeat_interval_ms: u64,
-    /// The host the certificate names.
-    host: String,
 }
 
 fn state_error(path: &Path, e: impl std::fmt::Display) -> NetError {
@@ -356,8 +354,7 @@ pub async fn run_worker(
                     .into(),
             )
         })?;
-        let host = host_of(&advertise);
-        let (key_pem, csr_pem) = crate::security::node_key_and_request(&host)?;
+        let (key_pem, csr_pem) = crate::security::node_key_and_request()?;
         let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_pem));
         let channel = endpoint(&options.head)?
             .tls_config(tls)
@@ -382,19 +379,11 @@ pub async fn run_worker(
             node_tag: reply.node_tag,
             head: options.head.clone(),
             heartbeat_interval_ms: reply.heartbeat_interval_ms.max(50),
-            host,
         };
         let json = serde_json::to_vec_pretty(&identity).map_err(|e| state_error(&paths.0, e))?;
         write_private(&paths.0, &json)?;
         identity
     };
-    if host_of(&advertise) != identity.host {
-        return Err(NetError::State(format!(
-            "this node's certificate is for {:?}, not {:?}: advertise the same host, or start with a new state directory",
-            identity.host,
-            host_of(&advertise)
-        )));
-    }
     let read = |p: &PathBuf| std::fs::read(p).map_err(|e| state_error(p, e));
     let credentials = NodeCredentials {
         ca_pem: read(&paths.3)?,

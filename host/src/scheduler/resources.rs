@@ -78,10 +78,12 @@ impl ResourceSet {
 
     /// Gives `request` back to `self`.
     pub fn give(&mut self, request: &ResourceSet) {
-        self.cpu_milli += request.cpu_milli;
-        self.memory += request.memory;
+        // Saturating: sums of requests a guest chose must not wrap.
+        self.cpu_milli = self.cpu_milli.saturating_add(request.cpu_milli);
+        self.memory = self.memory.saturating_add(request.memory);
         for (k, v) in &request.custom {
-            *self.custom.entry(k.clone()).or_default() += v;
+            let have = self.custom.entry(k.clone()).or_default();
+            *have = have.saturating_add(*v);
         }
     }
 

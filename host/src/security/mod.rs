@@ -23,6 +23,7 @@ mod tokens;
 
 pub use nodes::{
     NodeAuthority, certificate_subject, join_token_digest, new_join_token, node_key_and_request,
+    node_server_name,
 };
 pub use pki::{ClusterFiles, InitReport, init};
 pub use tokens::{Claims, Role, TokenAuthority, TokenError};

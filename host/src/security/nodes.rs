@@ -4,10 +4,13 @@
 //! A join token is 32 random bytes (`pjt_<hex>`). The head keeps only its
 //! sha256 with an expiry (in `head.redb`) and forgets it when a node joins
 //! with it, so a token admits one node once. The node makes its own key
-//! and sends a certificate request; the head signs it for the node's
-//! advertised host with the node id as its subject. From then on the node
-//! proves who it is with that certificate (mutual TLS), and the head and
-//! the other nodes read the id from the certificate, not from requests.
+//! and sends a certificate request; the head signs it with the node id as
+//! its subject and `<node id>.node.prism` as its only name. From then on
+//! the node proves who it is with that certificate (mutual TLS): the head
+//! and the other nodes read the id from the certificate, not from
+//! requests, and a node dialling another checks that name, so a
+//! certificate proves one node id and no host: it cannot pass for the
+//! head (whose certificate names its hosts) or for another node.
 
 use super::SecurityError;
 use super::pki::{ClusterFiles, this_year};
@@ -53,20 +56,14 @@ impl NodeAuthority {
         Ok(NodeAuthority { issuer })
     }
 
-    /// Signs the node's certificate request: subject `node_id`, valid for
-    /// `host` (a name or an IP address), for both server and client use.
-    /// Only the request's public key is used; everything else is the
-    /// head's choice.
-    pub fn sign_node(
-        &self,
-        csr_pem: &str,
-        node_id: &str,
-        host: &str,
-    ) -> Result<String, SecurityError> {
+    /// Signs the node's certificate request: subject `node_id`, name
+    /// [`node_server_name`], for both server and client use. Only the
+    /// request's public key is used; everything else is the head's choice.
+    pub fn sign_node(&self, csr_pem: &str, node_id: &str) -> Result<String, SecurityError> {
         let pki = |e: rcgen::Error| SecurityError::Pki(e.to_string());
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| SecurityError::Pki(format!("certificate request: {e}")))?;
-        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(pki)?;
+        let mut params = CertificateParams::new(vec![node_server_name(node_id)]).map_err(pki)?;
         params.distinguished_name.push(DnType::CommonName, node_id);
         let year = this_year();
         params.not_before = rcgen::date_time_ymd(year, 1, 1);
@@ -80,11 +77,17 @@ impl NodeAuthority {
     }
 }
 
-/// A node's new key and its certificate request (PEM) for `host`.
-pub fn node_key_and_request(host: &str) -> Result<(String, String), SecurityError> {
+/// The one name a node's certificate is valid for: `<node id>.node.prism`.
+/// Nodes dial each other by address and check this name.
+pub fn node_server_name(node_id: &str) -> String {
+    format!("{node_id}.node.prism")
+}
+
+/// A node's new key and its certificate request (PEM).
+pub fn node_key_and_request() -> Result<(String, String), SecurityError> {
     let pki = |e: rcgen::Error| SecurityError::Pki(e.to_string());
     let key = KeyPair::generate().map_err(pki)?;
-    let params = CertificateParams::new(vec![host.to_string()]).map_err(pki)?;
+    let params = CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
     let request = params.serialize_request(&key).map_err(pki)?;
     Ok((key.serialize_pem(), request.pem().map_err(pki)?))
 }
@@ -112,14 +115,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let report = super::super::init(&dir.path().join("s"), &[]).unwrap();
         let ca = NodeAuthority::load(&report.files).unwrap();
-        let (_key, csr) = node_key_and_request("127.0.0.1").unwrap();
-        let pem = ca.sign_node(&csr, "node-00ff", "127.0.0.1").unwrap();
+        let (_key, csr) = node_key_and_request().unwrap();
+        let pem = ca.sign_node(&csr, "node-00ff").unwrap();
         let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
         assert_eq!(
             certificate_subject(&der.contents).as_deref(),
             Some("node-00ff")
         );
-        assert!(ca.sign_node("not a request", "node-1", "h").is_err());
+        // Named for its node only: no host, so it cannot pass for the head.
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der.contents).unwrap();
+        let names: Vec<String> = parsed
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, vec!["DNSName(node-00ff.node.prism)".to_string()]);
+        assert!(ca.sign_node("not a request", "node-1").is_err());
     }
 
     #[test]
