@@ -154,6 +154,9 @@ struct Group {
 pub struct PlacementGroups {
     hosts: Arc<dyn BundleHosts>,
     groups: Mutex<HashMap<String, Group>>,
+    /// Owners whose groups were removed (their job or actor ended): a
+    /// creation that finishes after that is undone at once.
+    ended: Mutex<std::collections::HashSet<JobId>>,
     timeout: Duration,
     /// Where live groups are recorded (the head's `head.redb`), so that a
     /// restarted head can free what they held.
@@ -179,6 +182,7 @@ impl PlacementGroups {
         Arc::new(PlacementGroups {
             hosts,
             groups: Mutex::new(HashMap::new()),
+            ended: Mutex::new(Default::default()),
             timeout,
             store: std::sync::OnceLock::new(),
         })
@@ -244,6 +248,18 @@ impl PlacementGroups {
                 if let Some(store) = self.store.get() {
                     store.created(&id, &nodes);
                 }
+                if self
+                    .ended
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&owner)
+                {
+                    self.remove(&id);
+                    return Err(WireError::new(
+                        ErrorKind::Cancelled,
+                        "the placement group's job ended while it was created",
+                    ));
+                }
                 return Ok(PlacementGroupInfo { id, nodes });
             }
             if tokio::time::Instant::now() >= deadline {
@@ -299,7 +315,17 @@ impl PlacementService for Arc<PlacementGroups> {
         owner: JobId,
         spec: PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<PlacementGroupInfo, WireError>> {
-        Box::pin(self.clone().create_group(owner, spec))
+        // On its own task: a guest cancelled while it waits must not leave
+        // half a group reserved.
+        let creation = tokio::spawn(self.clone().create_group(owner, spec));
+        Box::pin(async move {
+            creation.await.unwrap_or_else(|e| {
+                Err(WireError::new(
+                    ErrorKind::System,
+                    format!("placement group creation failed: {e}"),
+                ))
+            })
+        })
     }
 
     fn remove(&self, group: &str) {
@@ -318,6 +344,13 @@ impl PlacementService for Arc<PlacementGroups> {
     }
 
     fn remove_owned(&self, owner: JobId) {
+        {
+            let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+            if ended.len() >= 100_000 {
+                ended.clear();
+            }
+            ended.insert(owner);
+        }
         let owned: Vec<String> = self
             .lock()
             .iter()

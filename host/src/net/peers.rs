@@ -757,8 +757,11 @@ impl Remote for Peers {
                     }
                     None if local_fits => Placement::Local,
                     // The node whose turn it is has no room: the least
-                    // loaded one that has takes it.
-                    _ => self.least_loaded(request),
+                    // loaded one that has takes it, or this one.
+                    _ => match self.least_loaded(request) {
+                        Placement::Wait if local_fits => Placement::Local,
+                        placement => placement,
+                    },
                 }
             }
         }
