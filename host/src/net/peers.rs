@@ -209,6 +209,9 @@ pub struct Peers {
     /// The next sequence number of this node's messages to each actor on
     /// another node.
     actor_seqs: Mutex<HashMap<ActorId, u64>>,
+    /// Drawn when this process starts: a restarted process numbers its
+    /// actor messages from 0 again without being taken for the old one.
+    epoch: u64,
     me: Weak<Peers>,
 }
 
@@ -231,6 +234,12 @@ impl Peers {
             spread: AtomicUsize::new(0),
             pulling: Mutex::new(HashSet::new()),
             actor_seqs: Mutex::new(HashMap::new()),
+            epoch: {
+                let mut bytes = [0u8; 8];
+                // Without randomness the epoch is 0, as before epochs existed.
+                let _ = getrandom::fill(&mut bytes);
+                u64::from_le_bytes(bytes)
+            },
             me: me.clone(),
         })
     }
@@ -515,6 +524,7 @@ impl Peers {
             seq: self.next_seq(actor),
             method: method.clone(),
             args: args_to_proto(&args),
+            epoch: self.epoch,
         });
         tokio::spawn(async move {
             let reply = match (&peer, request) {
@@ -658,6 +668,7 @@ impl RemoteActors for Peers {
             class: create.class,
             args: args_to_proto(&create.args),
             options: create.options.encode(),
+            epoch: self.epoch,
             env: create
                 .env
                 .map(|e| e.iter().cloned().collect())
@@ -699,6 +710,7 @@ impl RemoteActors for Peers {
         let request = pb::KillActorRequest {
             actor_id: actor.as_bytes().to_vec(),
             seq: self.next_seq(actor),
+            epoch: self.epoch,
         };
         let mut client = peer.client();
         tokio::spawn(async move {

@@ -186,7 +186,7 @@ impl Worker for WorkerService {
         &self,
         request: Request<pb::CreateActorRequest>,
     ) -> Result<Response<pb::CreateActorReply>, Status> {
-        let caller = peer_identity(&request)?;
+        let caller = format!("{}#{}", peer_identity(&request)?, request.get_ref().epoch);
         let r = request.into_inner();
         let id = actor_id(&r.actor_id)?;
         if id.node_tag() != crate::ids::node_tag() {
@@ -226,7 +226,7 @@ impl Worker for WorkerService {
         &self,
         request: Request<pb::CallActorRequest>,
     ) -> Result<Response<pb::ExecuteTaskReply>, Status> {
-        let caller = peer_identity(&request)?;
+        let caller = format!("{}#{}", peer_identity(&request)?, request.get_ref().epoch);
         let r = request.into_inner();
         let actor = actor_id(&r.actor_id)?;
         let call = RemoteActorCall {
@@ -249,7 +249,7 @@ impl Worker for WorkerService {
         &self,
         request: Request<pb::KillActorRequest>,
     ) -> Result<Response<pb::KillActorReply>, Status> {
-        let caller = peer_identity(&request)?;
+        let caller = format!("{}#{}", peer_identity(&request)?, request.get_ref().epoch);
         let actor = actor_id(&request.get_ref().actor_id)?;
         let seq = request.get_ref().seq;
         self.turns.wait(actor, &caller, seq).await;
