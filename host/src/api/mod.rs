@@ -8,7 +8,7 @@
 //! decision is logged (`audit` target).
 
 use crate::cluster::placement::PlacementGroups;
-use crate::cluster::{EmbeddedCluster, JobOutcome, JobStatus, LogSource};
+use crate::cluster::{EmbeddedCluster, JobOutcome, JobStatus};
 use crate::config::NodeConfig;
 use crate::ids::{JobId, ModuleHash};
 use crate::meta::{HeadStore, MetaError};
@@ -113,13 +113,14 @@ struct StoredJob {
     logs: Vec<(String, String, String)>,
 }
 
-fn source_name(source: LogSource) -> &'static str {
-    match source {
-        LogSource::Stdout => "stdout",
-        LogSource::Stderr => "stderr",
-        LogSource::Guest => "log",
-        LogSource::System => "prism",
-    }
+/// Arguments given as a JSON array (empty: none).
+fn json_args(args_json: &str) -> Result<Vec<Bytes>, Status> {
+    let text = if args_json.is_empty() {
+        "[]"
+    } else {
+        args_json
+    };
+    crate::values::json_args(text).map_err(|e| Status::invalid_argument(format!("args_json: {e}")))
 }
 
 /// The services' shared state.
@@ -204,7 +205,7 @@ impl Api {
                     .map(|l| {
                         (
                             l.function.clone(),
-                            source_name(l.source).to_string(),
+                            l.source.as_str().to_string(),
                             l.text.clone(),
                         )
                     })
@@ -363,13 +364,7 @@ impl Jobs for ApiHandle {
         } else {
             r.namespace
         };
-        let args_text = if r.args_json.is_empty() {
-            "[]"
-        } else {
-            &r.args_json
-        };
-        let args = crate::values::json_args(args_text)
-            .map_err(|e| Status::invalid_argument(format!("args_json: {e}")))?;
+        let args = json_args(&r.args_json)?;
         let head = self.0.cluster.head();
         if !head.has_module(module) {
             return Err(Status::not_found(format!(
@@ -508,7 +503,7 @@ impl Jobs for ApiHandle {
                     for l in lines {
                         let line = LogLine {
                             function: l.function,
-                            source: source_name(l.source).to_string(),
+                            source: l.source.as_str().to_string(),
                             text: l.text,
                         };
                         if tx.send(Ok(line)).await.is_err() {
@@ -541,7 +536,7 @@ impl Jobs for ApiHandle {
             .map(|l| {
                 Ok(LogLine {
                     function: l.function,
-                    source: source_name(l.source).to_string(),
+                    source: l.source.as_str().to_string(),
                     text: l.text,
                 })
             })
@@ -563,13 +558,7 @@ impl Jobs for ApiHandle {
         if r.name.is_empty() || r.method.is_empty() {
             return Err(Status::invalid_argument("name and method are required"));
         }
-        let args_text = if r.args_json.is_empty() {
-            "[]"
-        } else {
-            &r.args_json
-        };
-        let args = crate::values::json_args(args_text)
-            .map_err(|e| Status::invalid_argument(format!("args_json: {e}")))?;
+        let args = json_args(&r.args_json)?;
         let node = self.0.cluster.node();
         let actor = node
             .find_named_actor(namespace, &r.name)

@@ -8,7 +8,7 @@ mod bench;
 mod demo;
 mod service;
 
-use crate::cluster::{EmbeddedCluster, JobOutcome, LogSource};
+use crate::cluster::{EmbeddedCluster, JobOutcome};
 use crate::config::NodeConfig;
 use crate::telemetry::{self, LogFormat};
 use anyhow::Context;
@@ -274,13 +274,7 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 fn print_logs(outcome: &JobOutcome) {
     for line in &outcome.logs {
-        let source = match line.source {
-            LogSource::Stdout => "stdout",
-            LogSource::Stderr => "stderr",
-            LogSource::Guest => "log",
-            LogSource::System => "prism",
-        };
-        eprintln!("[{} {}] {}", line.function, source, line.text);
+        eprintln!("[{} {}] {}", line.function, line.source.as_str(), line.text);
     }
 }
 

@@ -100,6 +100,30 @@ pub enum LogSource {
     System,
 }
 
+impl LogSource {
+    /// Its name on the wire and in output: `stdout`, `stderr`, `log` or
+    /// `prism`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Guest => "log",
+            LogSource::System => "prism",
+        }
+    }
+
+    /// The source named `name` ([`LogSource::as_str`]); anything else is
+    /// the system's.
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "stdout" => LogSource::Stdout,
+            "stderr" => LogSource::Stderr,
+            "log" => LogSource::Guest,
+            _ => LogSource::System,
+        }
+    }
+}
+
 /// One line of a job's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogLine {

@@ -489,18 +489,8 @@ impl Node {
         let result = match sent {
             Err(error) => Err(error),
             Ok(()) => {
-                if let Watch::Pending(rx) = self.objects.watch(return_id) {
-                    let _ = rx.await;
-                }
-                match self.objects.lookup(return_id) {
-                    Ok(Lookup::Ready(Object::Value(bytes))) => Ok(bytes),
-                    Ok(Lookup::Ready(Object::Error(e))) => Err((*e).clone()),
-                    Ok(_) => Err(WireError::new(
-                        ErrorKind::ActorDied,
-                        "the actor has stopped",
-                    )),
-                    Err(e) => Err(WireError::new(ErrorKind::System, e.to_string())),
-                }
+                self.result_of(return_id, (ErrorKind::ActorDied, "the actor has stopped"))
+                    .await
             }
         };
         self.objects.remove(return_id);
@@ -594,18 +584,9 @@ impl Node {
                 }
             }
         }
-        if let Watch::Pending(rx) = self.objects.watch(return_id) {
-            let _ = rx.await;
-        }
-        let result = match self.objects.lookup(return_id) {
-            Ok(Lookup::Ready(Object::Value(bytes))) => Ok(bytes),
-            Ok(Lookup::Ready(Object::Error(e))) => Err((*e).clone()),
-            Ok(_) => Err(WireError::new(
-                ErrorKind::ActorDied,
-                "the actor has stopped",
-            )),
-            Err(e) => Err(WireError::new(ErrorKind::System, e.to_string())),
-        };
+        let result = self
+            .result_of(return_id, (ErrorKind::ActorDied, "the actor has stopped"))
+            .await;
         self.objects.free_owner(owner);
         result
     }
@@ -684,22 +665,13 @@ impl Node {
             }
         }
         let _guard = CancelOnDrop(&self.scheduler, return_id);
-        let watch = {
-            self.scheduler.submit(spec);
-            self.objects.watch(return_id)
-        };
-        if let Watch::Pending(rx) = watch {
-            let _ = rx.await;
-        }
-        let result = match self.objects.lookup(return_id) {
-            Ok(Lookup::Ready(Object::Value(bytes))) => Ok(bytes),
-            Ok(Lookup::Ready(Object::Error(e))) => Err((*e).clone()),
-            Ok(_) => Err(WireError::new(
-                ErrorKind::Cancelled,
-                "the task's job has ended here",
-            )),
-            Err(e) => Err(WireError::new(ErrorKind::System, e.to_string())),
-        };
+        self.scheduler.submit(spec);
+        let result = self
+            .result_of(
+                return_id,
+                (ErrorKind::Cancelled, "the task's job has ended here"),
+            )
+            .await;
         self.objects.remove(return_id);
         (result, self.drain_remote_log(context.id, &context.log))
     }
@@ -890,20 +862,24 @@ impl Node {
             bundle: None,
             first_attempt: 0,
         };
-        let watch = {
-            self.scheduler.submit(driver);
-            self.objects.watch(return_id)
-        };
-        if let Watch::Pending(rx) = watch {
+        self.scheduler.submit(driver);
+        self.result_of(
+            return_id,
+            (ErrorKind::System, "the driver's result vanished"),
+        )
+        .await
+    }
+
+    /// Waits for object `id` and returns its value or error; `gone` is the
+    /// error if it vanished meanwhile (its job ended, or its actor).
+    async fn result_of(&self, id: ObjectId, gone: (ErrorKind, &str)) -> Result<Bytes, WireError> {
+        if let Watch::Pending(rx) = self.objects.watch(id) {
             let _ = rx.await;
         }
-        match self.objects.lookup(return_id) {
+        match self.objects.lookup(id) {
             Ok(Lookup::Ready(Object::Value(bytes))) => Ok(bytes),
             Ok(Lookup::Ready(Object::Error(e))) => Err((*e).clone()),
-            Ok(_) => Err(WireError::new(
-                ErrorKind::System,
-                "the driver's result vanished",
-            )),
+            Ok(_) => Err(WireError::new(gone.0, gone.1)),
             Err(e) => Err(WireError::new(ErrorKind::System, e.to_string())),
         }
     }

@@ -118,6 +118,13 @@ pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<String, Status> {
         .ok_or_else(|| Status::unauthenticated("unreadable node certificate"))
 }
 
+/// An actor id from the wire (16 bytes).
+pub fn actor_id(bytes: &[u8]) -> Result<crate::ids::ActorId, Status> {
+    <[u8; 16]>::try_from(bytes)
+        .map(crate::ids::ActorId::from_bytes)
+        .map_err(|_| Status::invalid_argument("an actor id is 16 bytes"))
+}
+
 /// A failed call to another node, as the task that needed it sees it.
 pub fn unreachable(node: &str, status: &Status) -> WireError {
     WireError::new(

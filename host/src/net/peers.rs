@@ -460,12 +460,7 @@ fn outcome(
                 .logs
                 .into_iter()
                 .map(|l| LogLine {
-                    source: match l.source.as_str() {
-                        "stdout" => LogSource::Stdout,
-                        "stderr" => LogSource::Stderr,
-                        "log" => LogSource::Guest,
-                        _ => LogSource::System,
-                    },
+                    source: LogSource::from_name(&l.source),
                     function: format!("{}@{peer}", l.function),
                     text: l.text,
                 })

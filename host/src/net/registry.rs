@@ -12,11 +12,10 @@
 
 use super::names::ActorNames;
 use super::peers::Peers;
-use super::{HEAD_NODE_ID, HEAD_NODE_TAG, peer_identity, resources_to_proto};
+use super::{HEAD_NODE_ID, HEAD_NODE_TAG, actor_id, peer_identity, resources_to_proto};
 use crate::cluster::NameClaim;
 use crate::cluster::placement::{PlacementGroups, PlacementService};
 use crate::cluster::{Head, HeadService, Node};
-use crate::ids::ActorId;
 use crate::ids::ModuleHash;
 use crate::meta::HeadStore;
 use crate::objects::named::Tier;
@@ -620,12 +619,6 @@ impl NodeControl for NodeControlService {
             new_id: moved.map(|id| id.as_bytes().to_vec()).unwrap_or_default(),
         }))
     }
-}
-
-fn actor_id(bytes: &[u8]) -> Result<ActorId, Status> {
-    <[u8; 16]>::try_from(bytes)
-        .map(ActorId::from_bytes)
-        .map_err(|_| Status::invalid_argument("an actor id is 16 bytes"))
 }
 
 impl crate::cluster::placement::GroupRecords for Registry {

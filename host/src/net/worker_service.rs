@@ -2,9 +2,9 @@
 //! node certificate (mutual TLS); the head's port, which also serves
 //! clients without certificates, checks for one on each call.
 
-use super::peer_identity;
 use super::peers::chunks;
-use crate::cluster::{LogLine, LogSource, Node, RemoteActorCall, RemoteCall};
+use super::{actor_id, peer_identity};
+use crate::cluster::{LogLine, Node, RemoteActorCall, RemoteCall};
 use crate::ids::{ActorId, JobId, ModuleHash, ObjectId};
 use crate::objects::{Lookup, Object};
 use crate::task::Arg;
@@ -98,12 +98,6 @@ fn env_of(env: std::collections::HashMap<String, String>) -> crate::cluster::job
     Some(Arc::new(env))
 }
 
-fn actor_id(bytes: &[u8]) -> Result<ActorId, Status> {
-    <[u8; 16]>::try_from(bytes)
-        .map(ActorId::from_bytes)
-        .map_err(|_| Status::invalid_argument("an actor id is 16 bytes"))
-}
-
 fn args_from_proto(args: Vec<pb::TaskArg>) -> Result<Vec<Arg>, Status> {
     args.into_iter()
         .map(|arg| match arg.arg {
@@ -128,13 +122,7 @@ fn reply(
             .into_iter()
             .map(|l| pb::LogLine {
                 function: l.function,
-                source: match l.source {
-                    LogSource::Stdout => "stdout",
-                    LogSource::Stderr => "stderr",
-                    LogSource::Guest => "log",
-                    LogSource::System => "prism",
-                }
-                .to_string(),
+                source: l.source.as_str().to_string(),
                 text: l.text,
             })
             .collect(),
