@@ -178,6 +178,10 @@ pub enum Error {
     Serialization(String),
     /// The object store refused the value.
     StoreFull,
+    /// The job's tenant policy does not permit the call.
+    PermissionDenied,
+    /// The job's tenant is at a quota; nothing was done.
+    QuotaExceeded,
     /// The SDK was called outside a Prism guest (e.g. in a native unit test).
     NotInGuest,
     /// A GPU call failed (see [`gpu`]).
@@ -216,6 +220,8 @@ impl Error {
             status::TIMEOUT => Error::Timeout,
             status::NOT_FOUND => Error::ObjectNotFound,
             status::STORE_FULL => Error::StoreFull,
+            status::PERMISSION_DENIED => Error::PermissionDenied,
+            status::QUOTA_EXCEEDED => Error::QuotaExceeded,
             status::INVALID_ARGUMENT => Error::InvalidArgument("rejected by the host".into()),
             sys::NOT_IN_GUEST => Error::NotInGuest,
             other => Error::Host(other),
@@ -249,6 +255,8 @@ impl fmt::Display for Error {
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::Serialization(m) => write!(f, "serialization failed: {m}"),
             Error::StoreFull => f.write_str("object store is full"),
+            Error::PermissionDenied => f.write_str("permission denied by the tenant's policy"),
+            Error::QuotaExceeded => f.write_str("quota exceeded"),
             Error::NotInGuest => f.write_str("the Prism SDK only works inside a Prism guest"),
             Error::Gpu(e) => e.fmt(f),
             Error::Host(code) => write!(f, "host returned unknown status {code}"),

@@ -325,6 +325,7 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
     let status = WorkerClient::new(channel(head, &ca_pem, None).await)
         .fetch_object(FetchObjectRequest {
             object_id: vec![1u8; 16],
+            ..Default::default()
         })
         .await
         .unwrap_err();

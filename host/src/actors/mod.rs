@@ -310,8 +310,8 @@ pub trait ActorEnv: Send + Sync + 'static {
     fn load_state(&self, record: &ActorRecord) -> Option<Vec<u8>>;
     /// Saves a persistent actor's state.
     fn save_state(&self, record: &ActorRecord, state: &[u8]);
-    /// Wall-clock budget of one method call.
-    fn call_timeout(&self) -> Duration;
+    /// Wall-clock budget of one method call of `record`.
+    fn call_timeout(&self, record: &ActorRecord) -> Duration;
     /// The actor is dead: release what the node keeps for it.
     fn ended(&self, record: &ActorRecord);
 }
@@ -504,12 +504,13 @@ fn invocation<E: ActorEnv>(
         function: function.to_string(),
         input,
         attempt,
-        timeout: env.call_timeout(),
+        timeout: env.call_timeout(record),
         // The instance's memory cap was fixed when it was created.
         memory_limit: u64::MAX,
         cancel: record.kill_switch.clone(),
         // The instance's environment was fixed when it was created.
         env: None,
+        sandbox: Default::default(),
     }
 }
 

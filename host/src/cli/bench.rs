@@ -338,6 +338,7 @@ async fn instantiate_median_us(config: &NodeConfig, n: usize) -> anyhow::Result<
             memory_limit: config.runtime.max_task_memory,
             cancel: Arc::new(CancelToken::default()),
             env: None,
+            sandbox: Default::default(),
         };
         let start = Instant::now();
         let outcome = runtime
@@ -360,11 +361,8 @@ impl GuestHost for NoServices {
     fn submit(&self, _: &str, _: Vec<Arg>, _: prism_abi::TaskOptions) -> ObjectId {
         ObjectId::random()
     }
-    fn put(&self, _: Bytes) -> Result<ObjectId, crate::objects::StoreError> {
-        Err(crate::objects::StoreError::TooLarge {
-            size: 0,
-            capacity: 0,
-        })
+    fn put(&self, _: Bytes) -> Result<ObjectId, crate::runtime::PutError> {
+        Err(crate::runtime::PutError::Denied)
     }
     fn lookup(&self, _: ObjectId) -> Lookup {
         Lookup::NotFound

@@ -78,6 +78,8 @@ impl Head {
     }
 
     /// Starts a job on a node (round robin); returns its id at once.
+    /// `namespace` is the scoped key `<tenant>/<namespace>`
+    /// ([`crate::security::tenants::scoped`]).
     pub async fn submit_job(
         &self,
         module: ModuleHash,

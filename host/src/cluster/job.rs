@@ -2,10 +2,13 @@
 //! its log, and its outcome.
 
 use crate::ids::{JobId, ModuleHash};
+use crate::scheduler::accounts::JobAccount;
+use crate::security::JobGrant;
 use bytes::Bytes;
 use prism_abi::WireError;
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,7 +36,7 @@ pub struct JobSpec {
 pub type JobEnv = Option<std::sync::Arc<Vec<(String, String)>>>;
 
 /// How a job runs, beyond what it calls.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct JobOptions {
     /// Environment variables every guest of the job sees (WASI
     /// `environ`). Default: none.
@@ -41,6 +44,19 @@ pub struct JobOptions {
     /// What the driver holds while it runs. Default: nothing (drivers
     /// coordinate, as Ray's do).
     pub driver: DriverResources,
+    /// Its tenant and what it may do. Default: [`JobGrant::local`] (a
+    /// single-user embedded cluster).
+    pub grant: Arc<JobGrant>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            env: Vec::new(),
+            driver: DriverResources::default(),
+            grant: JobGrant::local(),
+        }
+    }
 }
 
 /// Resources a job's driver holds while it runs.
@@ -230,6 +246,30 @@ pub struct JobContext {
     pub log: std::sync::Arc<JobLog>,
     /// Environment variables its guests see.
     pub env: JobEnv,
+    /// Its tenant, and what its guests may do.
+    pub grant: Arc<JobGrant>,
+    /// What it uses, counted against its tenant's quotas.
+    pub account: Arc<JobAccount>,
+    /// The clocks and directory its guests get (from the grant).
+    pub sandbox: Arc<crate::runtime::Sandbox>,
+}
+
+/// The WASI sandbox a job's grant gives its guests: the namespace's
+/// clock resolution, and its data directory if the policy permits
+/// reading it. A single-user embedded cluster's jobs get precise clocks.
+pub fn sandbox_of(grant: &JobGrant) -> Arc<crate::runtime::Sandbox> {
+    let Some(capabilities) = &grant.capabilities else {
+        return Default::default();
+    };
+    Arc::new(crate::runtime::Sandbox {
+        clock_resolution: Some(Duration::from_micros(
+            capabilities.clock_resolution_us.max(1),
+        )),
+        data_dir: capabilities
+            .data_dir
+            .clone()
+            .filter(|_| grant.permissions.read_directory),
+    })
 }
 
 /// How a job ended.

@@ -105,6 +105,8 @@ pub struct ActorCreate {
     pub options: prism_abi::ActorOptions,
     /// The job's environment variables.
     pub env: job::JobEnv,
+    /// The job's tenant and what its guests may do.
+    pub grant: std::sync::Arc<crate::security::JobGrant>,
 }
 
 /// The actors of other nodes, as a node uses them. Actor ids carry the tag
@@ -136,9 +138,11 @@ pub trait RemoteActors: Send + Sync + 'static {
         args: Vec<crate::task::Arg>,
         return_id: crate::ids::ObjectId,
         owner: JobId,
+        tenant: &str,
     );
-    /// Kills an actor on another node.
-    fn kill_actor(&self, actor: crate::ids::ActorId);
+    /// Kills an actor of `tenant` on another node (another tenant's is
+    /// left alone).
+    fn kill_actor(&self, actor: crate::ids::ActorId, tenant: &str);
 }
 
 /// The answer to [`ActorDirectory::claim`].
@@ -283,7 +287,13 @@ impl EmbeddedCluster {
         let hash = self.head.upload_module(Bytes::copy_from_slice(module));
         let job = self
             .head
-            .submit_job(hash, namespace, entry, args, JobOptions::default())
+            .submit_job(
+                hash,
+                &crate::security::tenants::scoped(crate::security::DEFAULT_TENANT, namespace),
+                entry,
+                args,
+                JobOptions::default(),
+            )
             .await?;
         self.head.wait_job(job).await
     }

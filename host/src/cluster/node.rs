@@ -20,14 +20,17 @@ use crate::gpu::{AdapterSummary, GpuUsageStats, Gpus};
 use crate::ids::{ActorId, JobId, ObjectId};
 use crate::meta::MetaStore;
 use crate::objects::named::{NamedObjects, NamedStore, Tier};
-use crate::objects::{Lookup, Object, ObjectStore, StoreError, Watch};
+use crate::objects::{Lookup, Object, ObjectStore, Watch};
 use crate::runtime::{
     ActorCreateError, BoxFuture, CancelToken, GuestHost, Instance, InstanceSetup, Invocation,
-    InvocationOutcome, LoadedModule, Runtime,
+    InvocationOutcome, LoadedModule, PutError, Runtime,
 };
+use crate::scheduler::accounts::{Accounts, TenantAccount};
 use crate::scheduler::remote::Remote;
 use crate::scheduler::resources::ResourceSet;
 use crate::scheduler::{Lease, Scheduler, SlotHandle, TaskExecutor, TaskRun, TaskSpec};
+use crate::security::JobGrant;
+use crate::security::tenants::{scoped, tenant_of};
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, StoreStats, WireError};
@@ -72,6 +75,8 @@ pub struct Node {
     failed_actors: Mutex<HashMap<ActorId, WireError>>,
     /// Jobs whose driver runs elsewhere and that ran tasks here.
     remote_jobs: Mutex<std::collections::HashSet<JobId>>,
+    /// What each tenant uses here.
+    accounts: Accounts,
     _temp_dir: Option<tempfile::TempDir>,
 }
 
@@ -130,6 +135,7 @@ impl Node {
                 relocatable: Mutex::new(HashMap::new()),
                 moved: Mutex::new(HashMap::new()),
                 remote_jobs: Mutex::new(Default::default()),
+                accounts: Accounts::default(),
                 config,
                 _temp_dir: temp_dir,
             }
@@ -227,6 +233,37 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .cloned()
+    }
+
+    /// The tenant of a job (or actor context) this node knows.
+    pub fn job_tenant(&self, id: JobId) -> Option<String> {
+        self.job(id).map(|j| j.grant.tenant.clone())
+    }
+
+    /// Whether a guest of `job` may see object `id`: only objects of its
+    /// own tenant's jobs. Another tenant's object is not found, exactly
+    /// as a non-existent one.
+    fn object_visible(&self, id: ObjectId, job: &JobContext) -> bool {
+        match self.objects.owner(id) {
+            None => true, // not here (yet): not found, or pulled for this job
+            Some(owner) if owner == job.id => true,
+            Some(owner) => self
+                .job(owner)
+                .is_some_and(|o| o.grant.tenant == job.grant.tenant),
+        }
+    }
+
+    /// Whether an actor of this node is `tenant`'s (unknown ids are
+    /// answered as dead actors by the actor manager anyway).
+    fn actor_visible(&self, actor: ActorId, tenant: &str) -> bool {
+        self.actors
+            .get(actor)
+            .is_none_or(|record| tenant_of(&record.namespace) == tenant)
+    }
+
+    /// A tenant's usage on this node, if it ran anything here.
+    pub fn tenant_account(&self, tenant: &str) -> Option<Arc<TenantAccount>> {
+        self.accounts.tenant(tenant)
     }
 
     /// Makes this node part of a multi-node cluster: its scheduler may
@@ -374,13 +411,7 @@ impl Node {
         if entry.restarts_left > 0 {
             entry.restarts_left -= 1;
         }
-        let namespace = entry
-            .create
-            .options
-            .namespace
-            .clone()
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| entry.create.namespace.clone());
+        let namespace = actor_namespace(&entry.create.namespace, &entry.create.options);
         if let (Some(name), Some(directory)) = (&entry.create.options.name, self.directory.get()) {
             directory.release(&namespace, name, old);
             if let Ok(NameClaim::Existing { .. }) = directory
@@ -461,18 +492,9 @@ impl Node {
                 break None;
             }
         };
-        let Some(record) = record else {
+        let Some(record) = record.filter(|r| tenant_of(&r.namespace) == call.tenant) else {
             enqueued();
-            return (
-                Err(WireError::new(
-                    ErrorKind::ActorDied,
-                    format!(
-                        "no actor with id {} exists (or it died long ago)",
-                        call.actor
-                    ),
-                )),
-                Vec::new(),
-            );
+            return (Err(no_such_actor(call.actor)), Vec::new());
         };
         let owner = record.objects_owner;
         for arg in &call.args {
@@ -514,11 +536,7 @@ impl Node {
         // Placed already: it stays here.
         options.strategy = Default::default();
         let options_name = options.name.clone();
-        let options_namespace = options
-            .namespace
-            .clone()
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| context.namespace.clone());
+        let options_namespace = actor_namespace(&context.namespace, &options);
         let created = self
             .create_actor_as(&context, id, &class, call.args, options, true)
             .await;
@@ -532,6 +550,12 @@ impl Node {
                     ),
                     ActorCreateError::Invalid(message) => {
                         WireError::new(ErrorKind::InvalidArgument, message)
+                    }
+                    ActorCreateError::Denied(message) => {
+                        WireError::new(ErrorKind::PermissionDenied, message)
+                    }
+                    ActorCreateError::Quota(message) => {
+                        WireError::new(ErrorKind::QuotaExceeded, message)
                     }
                 };
                 let mut failed = self.failed_actors.lock().unwrap_or_else(|e| e.into_inner());
@@ -567,6 +591,7 @@ impl Node {
         actor: ActorId,
         method: &str,
         args: Vec<Bytes>,
+        tenant: &str,
     ) -> Result<Bytes, WireError> {
         // The call's objects belong to a job of their own, freed after.
         let actor = self.current_actor(actor);
@@ -574,7 +599,13 @@ impl Node {
         let return_id = ObjectId::random();
         let args = self.by_reference(owner, args.into_iter().map(Arg::Value).collect())?;
         match self.actor_elsewhere(actor) {
-            Some(remote) => remote.call_actor(actor, method, args, return_id, owner),
+            Some(remote) => remote.call_actor(actor, method, args, return_id, owner, tenant),
+            None if !self.actor_visible(actor, tenant) => {
+                self.objects.create_pending(return_id, owner);
+                let _ = self
+                    .objects
+                    .complete(return_id, Object::Error(Arc::new(no_such_actor(actor))));
+            }
             None => {
                 self.objects.create_pending(return_id, owner);
                 if let Err(error) = self.actors.call(actor, method.to_string(), args, return_id) {
@@ -591,9 +622,26 @@ impl Node {
         result
     }
 
-    /// Kills an actor of this node for another node.
-    pub fn kill_actor(&self, id: ActorId) {
-        self.actors.kill(id);
+    /// Kills an actor of this node for another node, if it is `tenant`'s.
+    pub fn kill_actor(&self, id: ActorId, tenant: &str) {
+        if self.actor_visible(id, tenant) {
+            self.actors.kill(id);
+        }
+    }
+
+    /// The grant of a job this node knows.
+    pub fn job_grant(&self, id: JobId) -> Option<Arc<JobGrant>> {
+        self.job(id).map(|j| j.grant.clone())
+    }
+
+    /// Whether object `id` here belongs to a job of `tenant` (for another
+    /// node pulling it). An object whose owner this node does not know is
+    /// nobody's.
+    pub fn object_of_tenant(&self, id: ObjectId, tenant: &str) -> bool {
+        match self.objects.owner(id) {
+            None => true, // not here: answered as not found
+            Some(owner) => self.job(owner).is_some_and(|j| j.grant.tenant == tenant),
+        }
     }
 
     /// The log of a job running here (its driver's node keeps the whole
@@ -651,12 +699,14 @@ impl Node {
             // The node that placed it retries, possibly elsewhere.
             max_retries: 0,
             timeout: call.timeout,
-            memory_limit: call.memory_limit.min(self.config.runtime.max_task_memory),
+            memory_limit: call.memory_limit.min(self.max_memory(&context.grant)),
             return_id,
             strategy: Default::default(),
             local_only: true,
             bundle: call.bundle,
             first_attempt: call.attempt,
+            account: Some(context.account.clone()),
+            admitted: false,
         };
         struct CancelOnDrop<'a>(&'a Scheduler, ObjectId);
         impl Drop for CancelOnDrop<'_> {
@@ -704,6 +754,9 @@ impl Node {
                     namespace: call.namespace.clone(),
                     log: Default::default(),
                     env: call.env.clone(),
+                    account: self.accounts.open_job(&call.grant),
+                    sandbox: super::job::sandbox_of(&call.grant),
+                    grant: call.grant.clone(),
                 })
             })
             .clone();
@@ -781,18 +834,22 @@ impl Node {
             }
         };
         let env = &spec.options.env;
+        let grant = spec.options.grant.clone();
         let context = Arc::new(JobContext {
             id: spec.id,
             module,
             namespace: spec.namespace.clone(),
             log: Default::default(),
             env: (!env.is_empty()).then(|| Arc::new(env.clone())),
+            account: self.accounts.open_job(&grant),
+            sandbox: super::job::sandbox_of(&grant),
+            grant,
         });
         self.jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(spec.id, context.clone());
-        let result = self.drive(&spec, &context.module).await;
+        let result = self.drive(&spec, &context).await;
         for actor in self.actors.owned_by(spec.id) {
             self.actors.kill(actor);
         }
@@ -805,6 +862,7 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, r| r.create.job != spec.id || r.create.options.detached);
         let freed = self.objects.free_owner(spec.id);
+        context.account.free_all();
         if let Some(remote) = self.remote.get() {
             remote.end_job(spec.id);
         }
@@ -821,7 +879,8 @@ impl Node {
         }
     }
 
-    async fn drive(&self, spec: &JobSpec, module: &LoadedModule) -> Result<Bytes, WireError> {
+    async fn drive(&self, spec: &JobSpec, context: &JobContext) -> Result<Bytes, WireError> {
+        let module = &context.module;
         let entry = if module.exports().mains.contains(&spec.entry) {
             EntryKind::Main
         } else if module.exports().tasks.contains(&spec.entry) {
@@ -843,6 +902,9 @@ impl Node {
             .map_err(|e| {
                 WireError::new(ErrorKind::InvalidArgument, format!("driver resources: {e}"))
             })?;
+        if request.gpu_milli() > 0 && !context.grant.permissions.use_gpu {
+            return Err(gpu_denied());
+        }
         let return_id = ObjectId::random();
         let driver = TaskSpec {
             job: spec.id,
@@ -855,12 +917,14 @@ impl Node {
             request,
             max_retries: 0,
             timeout: self.config.runtime.driver_timeout,
-            memory_limit: self.config.runtime.max_task_memory,
+            memory_limit: self.max_memory(&context.grant),
             return_id,
             strategy: Default::default(),
             local_only: true,
             bundle: None,
             first_attempt: 0,
+            account: Some(context.account.clone()),
+            admitted: false,
         };
         self.scheduler.submit(driver);
         self.result_of(
@@ -923,11 +987,7 @@ impl Node {
         options: prism_abi::ActorOptions,
         placed: bool,
     ) -> Result<ActorId, ActorCreateError> {
-        let namespace = options
-            .namespace
-            .clone()
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| job.namespace.clone());
+        let namespace = actor_namespace(&job.namespace, &options);
         if let Some(name) = &options.name
             && let Some(existing) = self.actors.by_name(&namespace, name)
         {
@@ -952,8 +1012,11 @@ impl Node {
         if options.num_cpus.is_none() {
             hold.cpu_milli = 0;
         }
+        if request.gpu_milli() > 0 && !job.grant.permissions.use_gpu {
+            return Err(ActorCreateError::Denied(gpu_denied().message));
+        }
         let class_info = job.module.exports().actors.get(class).cloned();
-        let max_memory = self.config.runtime.max_task_memory;
+        let max_memory = self.max_memory(&job.grant);
         let args = self
             .by_reference(job.id, args)
             .map_err(|e| invalid(e.message))?;
@@ -1008,6 +1071,7 @@ impl Node {
                 args,
                 options: options.clone(),
                 env: job.env.clone(),
+                grant: job.grant.clone(),
             };
             let restarts = options.max_restarts.unwrap_or(0);
             if restarts != 0 {
@@ -1076,7 +1140,13 @@ impl Node {
                 self.fetch_remote(*object, record.objects_owner);
             }
         }
+        let account = self.accounts.open_job(&job.grant);
+        if let Err(over) = account.tenant().admit_actor() {
+            release(directory);
+            return Err(ActorCreateError::Quota(over.to_string()));
+        }
         if let Err(taken) = self.actors.register(record.clone()) {
+            account.tenant().actor_done();
             release(directory);
             return Err(ActorCreateError::NameTaken(taken.0));
         }
@@ -1087,6 +1157,9 @@ impl Node {
             namespace: record.namespace.clone(),
             log: job.log.clone(),
             env: job.env.clone(),
+            grant: job.grant.clone(),
+            account,
+            sandbox: job.sandbox.clone(),
         });
         self.jobs
             .lock()
@@ -1108,6 +1181,26 @@ impl Node {
         Ok(id)
     }
 
+    /// The largest linear memory a guest of a job with `grant` may have:
+    /// the node's cap, or its namespace's if lower.
+    fn max_memory(&self, grant: &JobGrant) -> u64 {
+        let node = self.config.runtime.max_task_memory;
+        grant
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.max_task_memory)
+            .map_or(node, |cap| cap.min(node))
+    }
+
+    /// `asked`, cut to the namespace's time cap of a job with `grant`.
+    fn call_timeout_for(&self, grant: &JobGrant, asked: Duration) -> Duration {
+        grant
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.max_task_time_ms)
+            .map_or(asked, |cap| asked.min(Duration::from_millis(cap)))
+    }
+
     /// Builds the spec of a task submitted by a guest of `job`.
     fn task_spec(
         &self,
@@ -1124,7 +1217,7 @@ impl Node {
                 format!("the module exports no task named `{function}`"),
             ));
         }
-        let max_memory = self.config.runtime.max_task_memory;
+        let max_memory = self.max_memory(&job.grant);
         let memory = options.memory.unwrap_or(0);
         if memory > max_memory {
             return Err(WireError::new(
@@ -1142,7 +1235,16 @@ impl Node {
                 &options.resources,
             )
             .map_err(invalid)?;
+        if request.gpu_milli() > 0 && !job.grant.permissions.use_gpu {
+            return Err(gpu_denied());
+        }
         if let Some(bundle) = &options.bundle {
+            if super::placement::group_tenant(&bundle.group) != Some(job.grant.tenant.as_str()) {
+                return Err(invalid(format!(
+                    "placement group {} has no bundle {}",
+                    bundle.group, bundle.index
+                )));
+            }
             if request.gpu_milli() > 0 {
                 return Err(invalid(
                     "tasks in placement group bundles cannot use GPUs yet".into(),
@@ -1164,16 +1266,21 @@ impl Node {
             args,
             request,
             max_retries: options.max_retries.unwrap_or(3),
-            timeout: options
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(self.config.runtime.task_timeout),
+            timeout: self.call_timeout_for(
+                &job.grant,
+                options
+                    .timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(self.config.runtime.task_timeout),
+            ),
             memory_limit: if memory > 0 { memory } else { max_memory },
             return_id,
             strategy: options.strategy,
             local_only: false,
             bundle: options.bundle,
             first_attempt: 0,
+            account: Some(job.account.clone()),
+            admitted: false,
         })
     }
 }
@@ -1202,6 +1309,7 @@ impl TaskExecutor for Node {
                 memory_limit: run.spec.memory_limit,
                 cancel: run.cancel,
                 env: job.env.clone(),
+                sandbox: job.sandbox.clone(),
             };
             let gpu = node.gpu_context(run.slot.gpus());
             let outcome = node.runtime.invoke(module, call, host, gpu).await;
@@ -1288,6 +1396,8 @@ pub struct RemoteActorCall {
     pub method: String,
     /// Its arguments; references are pulled from where they live.
     pub args: Vec<Arg>,
+    /// The caller's tenant: another tenant's actor answers as a dead one.
+    pub tenant: String,
 }
 
 /// A task attempt another node placed on this one.
@@ -1314,6 +1424,8 @@ pub struct RemoteCall {
     pub attempt: u32,
     /// The job's environment variables.
     pub env: super::job::JobEnv,
+    /// The job's tenant and what its guests may do.
+    pub grant: Arc<JobGrant>,
 }
 
 /// The node as seen by one running guest: its job, its CPU slot.
@@ -1327,10 +1439,21 @@ struct TaskHost {
 impl GuestHost for TaskHost {
     fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId {
         let return_id = ObjectId::random();
-        match self
-            .node
-            .task_spec(&self.job, function, args, options, return_id)
-        {
+        let spec = if self.job.grant.permissions.call_task {
+            self.node
+                .task_spec(&self.job, function, args, options, return_id)
+        } else {
+            Err(denied("submit tasks (action CallTask)"))
+        };
+        let spec = spec.and_then(|mut spec| {
+            let tenant = self.job.account.tenant();
+            tenant
+                .admit_task()
+                .map_err(|e| WireError::new(ErrorKind::QuotaExceeded, e.to_string()))?;
+            spec.admitted = true;
+            Ok(spec)
+        });
+        match spec {
             Ok(spec) => self.node.scheduler.submit(spec),
             Err(error) => {
                 self.node.objects.create_pending(return_id, self.job.id);
@@ -1343,12 +1466,31 @@ impl GuestHost for TaskHost {
         return_id
     }
 
-    fn put(&self, bytes: Bytes) -> Result<ObjectId, StoreError> {
-        self.node.objects.put(self.job.id, bytes)
+    fn put(&self, bytes: Bytes) -> Result<ObjectId, PutError> {
+        if !self.job.grant.permissions.put_object {
+            return Err(PutError::Denied);
+        }
+        let size = bytes.len() as u64;
+        self.job
+            .account
+            .admit_bytes(size)
+            .map_err(|e| PutError::Quota(e.to_string()))?;
+        self.node
+            .objects
+            .put(self.job.id, bytes)
+            .map_err(PutError::Store)
     }
 
     fn lookup(&self, id: ObjectId) -> Lookup {
+        if !self.job.grant.permissions.get_object {
+            return Lookup::Ready(Object::Error(Arc::new(denied(
+                "get objects (action GetObject)",
+            ))));
+        }
         self.node.fetch_remote(id, self.job.id);
+        if !self.node.object_visible(id, &self.job) {
+            return Lookup::NotFound;
+        }
         match self.node.objects.lookup(id) {
             Ok(found) => found,
             Err(e) => Lookup::Ready(Object::Error(Arc::new(WireError::new(
@@ -1359,7 +1501,13 @@ impl GuestHost for TaskHost {
     }
 
     fn watch(&self, id: ObjectId) -> Watch {
+        if !self.job.grant.permissions.get_object {
+            return Watch::Ready;
+        }
         self.node.fetch_remote(id, self.job.id);
+        if !self.node.object_visible(id, &self.job) {
+            return Watch::NotFound;
+        }
         self.node.objects.watch(id)
     }
 
@@ -1392,6 +1540,13 @@ impl GuestHost for TaskHost {
         args: Vec<Arg>,
         options: prism_abi::ActorOptions,
     ) -> BoxFuture<'static, Result<ActorId, ActorCreateError>> {
+        if !self.job.grant.permissions.create_actor {
+            return Box::pin(async {
+                Err(ActorCreateError::Denied(
+                    denied("create actors (action CreateActor)").message,
+                ))
+            });
+        }
         let node = self.node.clone();
         let job = self.job.clone();
         let class = class.to_string();
@@ -1401,9 +1556,33 @@ impl GuestHost for TaskHost {
     fn actor_call(&self, actor: ActorId, method: &str, args: Vec<Arg>) -> ObjectId {
         let actor = self.node.current_actor(actor);
         let return_id = ObjectId::random();
+        let refused = if !self.job.grant.permissions.call_actor {
+            Some(denied("call actors (action CallActor)"))
+        } else if self.node.actor_elsewhere(actor).is_none()
+            && !self.node.actor_visible(actor, &self.job.grant.tenant)
+        {
+            Some(no_such_actor(actor))
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            self.node.objects.create_pending(return_id, self.job.id);
+            let _ = self
+                .node
+                .objects
+                .complete(return_id, Object::Error(Arc::new(error)));
+            return return_id;
+        }
         if let Some(remote) = self.node.actor_elsewhere(actor) {
             match self.node.by_reference(self.job.id, args) {
-                Ok(args) => remote.call_actor(actor, method, args, return_id, self.job.id),
+                Ok(args) => remote.call_actor(
+                    actor,
+                    method,
+                    args,
+                    return_id,
+                    self.job.id,
+                    &self.job.grant.tenant,
+                ),
                 Err(error) => {
                     self.node.objects.create_pending(return_id, self.job.id);
                     let _ = self
@@ -1441,10 +1620,11 @@ impl GuestHost for TaskHost {
         class: &str,
     ) -> BoxFuture<'static, Option<ActorId>> {
         let namespace = if namespace.is_empty() {
-            &self.job.namespace
+            self.job.namespace.clone()
         } else {
-            namespace
+            scoped(&self.job.grant.tenant, namespace)
         };
+        let namespace = namespace.as_str();
         let local = self
             .node
             .actors
@@ -1467,14 +1647,21 @@ impl GuestHost for TaskHost {
 
     fn actor_kill(&self, actor: ActorId) {
         let actor = self.node.current_actor(actor);
+        if !self.job.grant.permissions.call_actor {
+            return;
+        }
         self.node
             .relocatable
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&actor);
         match self.node.actor_elsewhere(actor) {
-            Some(remote) => remote.kill_actor(actor),
-            None => self.node.actors.kill(actor),
+            Some(remote) => remote.kill_actor(actor, &self.job.grant.tenant),
+            None => {
+                if self.node.actor_visible(actor, &self.job.grant.tenant) {
+                    self.node.actors.kill(actor);
+                }
+            }
         }
     }
 
@@ -1484,9 +1671,10 @@ impl GuestHost for TaskHost {
     ) -> BoxFuture<'static, Result<prism_abi::PlacementGroupInfo, WireError>> {
         let placement = self.node.placement();
         let owner = self.job.id;
+        let tenant = self.job.grant.tenant.clone();
         Box::pin(async move {
             match placement {
-                Some(placement) => placement.create(owner, spec).await,
+                Some(placement) => placement.create(owner, &tenant, spec).await,
                 None => Err(WireError::new(
                     ErrorKind::Unschedulable,
                     "this node cannot make placement groups",
@@ -1496,6 +1684,10 @@ impl GuestHost for TaskHost {
     }
 
     fn pg_remove(&self, group: &str) {
+        // Another tenant's group is not found: nothing happens.
+        if super::placement::group_tenant(group) != Some(self.job.grant.tenant.as_str()) {
+            return;
+        }
         if let Some(placement) = self.node.placement() {
             placement.remove(group);
         }
@@ -1522,6 +1714,10 @@ impl GuestHost for TaskHost {
 
     fn named_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, String>> {
         self.node.named_store().list(&self.job.namespace, prefix)
+    }
+
+    fn permissions(&self) -> crate::security::GuestPermissions {
+        self.job.grant.permissions
     }
 }
 
@@ -1550,21 +1746,21 @@ impl ActorEnv for Node {
                 .ok_or_else(|| fail("the actor's context is gone"))?;
             let module = job.module.clone();
             let gpu = node.gpu_context(slot.gpus());
-            let env = job.env.clone();
+            let setup = InstanceSetup {
+                program: record.class.clone(),
+                memory_limit: record.memory_limit,
+                actor: true,
+                timeout: node.call_timeout_for(&job.grant, node.config.runtime.task_timeout),
+                gpu,
+                env: job.env.clone(),
+                sandbox: job.sandbox.clone(),
+            };
             let host = Arc::new(TaskHost {
                 node: node.clone(),
                 job,
                 slot,
                 function: record.class.clone(),
             });
-            let setup = InstanceSetup {
-                program: record.class.clone(),
-                memory_limit: record.memory_limit,
-                actor: true,
-                timeout: node.config.runtime.task_timeout,
-                gpu,
-                env,
-            };
             node.runtime
                 .instantiate(module, host, setup, &Arc::new(CancelToken::default()))
                 .await
@@ -1604,8 +1800,12 @@ impl ActorEnv for Node {
         }
     }
 
-    fn call_timeout(&self) -> Duration {
-        self.config.runtime.task_timeout
+    fn call_timeout(&self, record: &ActorRecord) -> Duration {
+        let node = self.config.runtime.task_timeout;
+        match self.job(record.objects_owner) {
+            Some(job) => self.call_timeout_for(&job.grant, node),
+            None => node,
+        }
     }
 
     fn ended(&self, record: &ActorRecord) {
@@ -1621,9 +1821,48 @@ impl ActorEnv for Node {
         }
         self.scheduler.cancel_job(record.objects_owner);
         self.objects.free_owner(record.objects_owner);
+        if let Some(context) = self.job(record.objects_owner) {
+            context.account.tenant().actor_done();
+            context.account.free_all();
+        }
         self.jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&record.objects_owner);
     }
+}
+
+/// The scoped namespace an actor lives in: the one its options name, in
+/// the creating job's tenant, or else the job's. A guest cannot name a
+/// namespace of another tenant: every name it gives is put under its own.
+fn actor_namespace(job_namespace: &str, options: &prism_abi::ActorOptions) -> String {
+    match options.namespace.as_deref().filter(|ns| !ns.is_empty()) {
+        Some(ns) => scoped(tenant_of(job_namespace), ns),
+        None => job_namespace.to_string(),
+    }
+}
+
+/// The error of a GPU request the job's policy does not permit.
+fn gpu_denied() -> WireError {
+    WireError::new(
+        ErrorKind::PermissionDenied,
+        "the tenant's policy does not permit this job to use GPUs (action UseGpu)",
+    )
+}
+
+/// The error of a guest call the job's policy does not permit.
+fn denied(action: &str) -> WireError {
+    WireError::new(
+        ErrorKind::PermissionDenied,
+        format!("the tenant's policy does not permit this job's guests to {action}"),
+    )
+}
+
+/// The error of a call to an actor that does not exist for the caller
+/// (another tenant's actor answers exactly so).
+fn no_such_actor(actor: ActorId) -> WireError {
+    WireError::new(
+        ErrorKind::ActorDied,
+        format!("no actor with id {actor} exists (or it died long ago)"),
+    )
 }

@@ -50,16 +50,23 @@ pub trait BundleHosts: Send + Sync + 'static {
 /// What guests ask of placement groups (the head's [`PlacementGroups`],
 /// or on a worker, the head over the network).
 pub trait PlacementService: Send + Sync + 'static {
-    /// Creates a group for job `owner`.
+    /// Creates a group for job `owner` of `tenant`; its id starts with
+    /// `<tenant>.` ([`group_tenant`]).
     fn create(
         &self,
         owner: JobId,
+        tenant: &str,
         spec: PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<PlacementGroupInfo, WireError>>;
     /// Removes a group (harmless if it is gone).
     fn remove(&self, group: &str);
     /// Removes every group `owner` created (its job ended).
     fn remove_owned(&self, owner: JobId);
+}
+
+/// The tenant whose job created placement group `group`.
+pub fn group_tenant(group: &str) -> Option<&str> {
+    group.split_once('.').map(|(tenant, _)| tenant)
 }
 
 /// A bundle's resources from its spec: `CPU`, `memory` (bytes), custom.
@@ -200,6 +207,7 @@ impl PlacementGroups {
     async fn create_group(
         self: Arc<Self>,
         owner: JobId,
+        tenant: String,
         spec: PlacementGroupSpec,
     ) -> Result<PlacementGroupInfo, WireError> {
         let invalid = |m: String| WireError::new(ErrorKind::InvalidArgument, m);
@@ -214,7 +222,10 @@ impl PlacementGroups {
             .enumerate()
             .map(|(i, b)| bundle_resources(b).map_err(|e| invalid(format!("bundle {i}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        let id = crate::ids::ObjectId::random().to_string();
+        if crate::security::tenants::check_name("tenant", &tenant).is_err() {
+            return Err(invalid(format!("bad tenant {tenant:?}")));
+        }
+        let id = format!("{tenant}.{}", crate::ids::ObjectId::random());
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let hosts = self.hosts.hosts();
@@ -313,11 +324,12 @@ impl PlacementService for Arc<PlacementGroups> {
     fn create(
         &self,
         owner: JobId,
+        tenant: &str,
         spec: PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<PlacementGroupInfo, WireError>> {
         // On its own task: a guest cancelled while it waits must not leave
         // half a group reserved.
-        let creation = tokio::spawn(self.clone().create_group(owner, spec));
+        let creation = tokio::spawn(self.clone().create_group(owner, tenant.to_string(), spec));
         Box::pin(async move {
             creation.await.unwrap_or_else(|e| {
                 Err(WireError::new(
@@ -525,7 +537,10 @@ mod tests {
             reserved: Mutex::new(Vec::new()),
         });
         let groups = PlacementGroups::new(fine.clone());
-        let info = groups.create(JobId::random(), spec.clone()).await.unwrap();
+        let info = groups
+            .create(JobId::random(), "default", spec.clone())
+            .await
+            .unwrap();
         assert_eq!(info.nodes, vec!["a".to_string(), "b".to_string()]);
         assert_eq!(fine.reserved.lock().unwrap().len(), 2);
         groups.remove(&info.id);
@@ -538,7 +553,10 @@ mod tests {
             reserved: Mutex::new(Vec::new()),
         });
         let groups = PlacementGroups::with_timeout(busy.clone(), Duration::from_millis(300));
-        let error = groups.create(JobId::random(), spec).await.unwrap_err();
+        let error = groups
+            .create(JobId::random(), "default", spec)
+            .await
+            .unwrap_err();
         assert_eq!(error.kind, ErrorKind::Unschedulable);
         assert!(busy.reserved.lock().unwrap().is_empty());
     }

@@ -20,6 +20,44 @@ const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("placement_gro
 /// sha256 of the token.
 const JOIN_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
 
+/// Tenants (JSON: weight, quotas) by name.
+const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+/// Namespaces (JSON: capabilities) by "<tenant>/<namespace>".
+const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
+/// Revoked tokens: expiry (Unix seconds, 8 bytes LE) by token id (`jti`).
+const REVOKED_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_tokens");
+/// Each tenant's own Cedar policy set (text) by tenant.
+const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
+/// Which tenant uploaded which module: empty values by "<tenant>/<hash>".
+const MODULE_OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("module_owners");
+
+/// The tables of tenancy records, for [`HeadStore::put_record`] and friends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Records {
+    /// Tenants by name.
+    Tenants,
+    /// Namespaces by "<tenant>/<namespace>".
+    Namespaces,
+    /// Revoked token ids, value: expiry (8 bytes LE).
+    RevokedTokens,
+    /// Tenants' policy sets.
+    Policies,
+    /// "<tenant>/<module hash>" for modules a tenant uploaded.
+    ModuleOwners,
+}
+
+impl Records {
+    fn table(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        match self {
+            Records::Tenants => TENANTS,
+            Records::Namespaces => NAMESPACES,
+            Records::RevokedTokens => REVOKED_TOKENS,
+            Records::Policies => POLICIES,
+            Records::ModuleOwners => MODULE_OWNERS,
+        }
+    }
+}
+
 /// The head's durable metadata.
 pub struct HeadStore {
     db: Database,
@@ -35,6 +73,15 @@ impl HeadStore {
             txn.open_table(JOIN_TOKENS)?;
             txn.open_table(ACTOR_NAMES)?;
             txn.open_table(GROUPS)?;
+            for records in [
+                Records::Tenants,
+                Records::Namespaces,
+                Records::RevokedTokens,
+                Records::Policies,
+                Records::ModuleOwners,
+            ] {
+                txn.open_table(records.table())?;
+            }
             Ok(())
         })?;
         Ok(HeadStore { db })
@@ -132,6 +179,44 @@ impl HeadStore {
         self.all(GROUPS)
     }
 
+    /// Stores (or replaces) one tenancy record.
+    pub fn put_record(&self, records: Records, key: &str, value: &[u8]) -> Result<(), MetaError> {
+        self.put(records.table(), key, value)
+    }
+
+    /// Removes one tenancy record and every record whose key starts with
+    /// `prefix` (when given), in one transaction.
+    pub fn delete_records(
+        &self,
+        records: Records,
+        key: &str,
+        prefix: Option<&str>,
+    ) -> Result<(), MetaError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(records.table())?;
+            table.remove(key)?;
+            if let Some(prefix) = prefix {
+                let doomed: Vec<String> = table
+                    .iter()?
+                    .filter_map(|e| e.ok())
+                    .map(|(k, _)| k.value().to_string())
+                    .filter(|k| k.starts_with(prefix))
+                    .collect();
+                for k in doomed {
+                    table.remove(k.as_str())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every record of one table: (key, value).
+    pub fn records(&self, records: Records) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        self.all(records.table())
+    }
+
     /// Records an unspent join token by its digest.
     pub fn put_join_token(&self, digest: &str, expires_at: u64) -> Result<(), MetaError> {
         self.put(JOIN_TOKENS, digest, &expires_at.to_le_bytes())
@@ -174,6 +259,34 @@ mod tests {
         assert_eq!(
             store.jobs().unwrap(),
             vec![("job-1".into(), b"{\"v\":2}".to_vec())]
+        );
+    }
+
+    #[test]
+    fn tenancy_records_survive_reopening_and_delete_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.redb");
+        {
+            let store = HeadStore::open(&path).unwrap();
+            store.put_record(Records::Tenants, "acme", b"{}").unwrap();
+            store
+                .put_record(Records::Namespaces, "acme/a", b"1")
+                .unwrap();
+            store
+                .put_record(Records::Namespaces, "acme/b", b"2")
+                .unwrap();
+            store
+                .put_record(Records::Namespaces, "acmex/c", b"3")
+                .unwrap();
+        }
+        let store = HeadStore::open(&path).unwrap();
+        assert_eq!(store.records(Records::Tenants).unwrap().len(), 1);
+        store
+            .delete_records(Records::Namespaces, "", Some("acme/"))
+            .unwrap();
+        assert_eq!(
+            store.records(Records::Namespaces).unwrap(),
+            vec![("acmex/c".to_string(), b"3".to_vec())]
         );
     }
 

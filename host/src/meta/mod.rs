@@ -13,7 +13,7 @@
 
 mod head;
 
-pub use head::HeadStore;
+pub use head::{HeadStore, Records};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 use std::path::Path;

@@ -357,10 +357,17 @@ impl Peers {
         }
     }
 
-    async fn pull(self: Arc<Self>, peer_id: String, client: WorkerClient<Channel>, id: ObjectId) {
+    async fn pull(
+        self: Arc<Self>,
+        peer_id: String,
+        client: WorkerClient<Channel>,
+        id: ObjectId,
+        tenant: String,
+    ) {
         let mut client = client;
         let request = pb::FetchObjectRequest {
             object_id: id.as_bytes().to_vec(),
+            tenant,
         };
         // No object larger than this node's store could hold it anyway.
         let capacity = self
@@ -510,6 +517,7 @@ impl Peers {
         args: Vec<Arg>,
         return_id: ObjectId,
         owner: JobId,
+        tenant: String,
         follow: bool,
     ) {
         let Some(me) = self.me.upgrade() else { return };
@@ -520,6 +528,7 @@ impl Peers {
             method: method.clone(),
             args: args_to_proto(&args),
             epoch: self.epoch,
+            tenant: tenant.clone(),
         });
         tokio::spawn(async move {
             let reply = match (&peer, request) {
@@ -548,7 +557,9 @@ impl Peers {
                         if moved.node_tag() == me.local_tag {
                             node.call_local_actor(moved, method, args, return_id);
                         } else {
-                            me.send_actor_call(moved, method, args, return_id, owner, false);
+                            me.send_actor_call(
+                                moved, method, args, return_id, owner, tenant, false,
+                            );
                         }
                         return;
                     }
@@ -668,6 +679,7 @@ impl RemoteActors for Peers {
                 .env
                 .map(|e| e.iter().cloned().collect())
                 .unwrap_or_default(),
+            grant_json: serde_json::to_string(&*create.grant).unwrap_or_default(),
         };
         let mut client = peer.client();
         tokio::spawn(async move {
@@ -691,14 +703,23 @@ impl RemoteActors for Peers {
         args: Vec<Arg>,
         return_id: ObjectId,
         owner: JobId,
+        tenant: &str,
     ) {
         if let Some(node) = self.node.upgrade() {
             node.objects().create_pending(return_id, owner);
         }
-        self.send_actor_call(actor, method.to_string(), args, return_id, owner, true);
+        self.send_actor_call(
+            actor,
+            method.to_string(),
+            args,
+            return_id,
+            owner,
+            tenant.to_string(),
+            true,
+        );
     }
 
-    fn kill_actor(&self, actor: ActorId) {
+    fn kill_actor(&self, actor: ActorId, tenant: &str) {
         let Some(peer) = self.actor_host(actor) else {
             return;
         };
@@ -706,6 +727,7 @@ impl RemoteActors for Peers {
             actor_id: actor.as_bytes().to_vec(),
             seq: self.next_seq(actor),
             epoch: self.epoch,
+            tenant: tenant.to_string(),
         };
         let mut client = peer.client();
         tokio::spawn(async move {
@@ -793,8 +815,9 @@ impl Remote for Peers {
                     "the node chosen for the task left the cluster",
                 ));
             };
-            let namespace = node
+            let (namespace, grant) = node
                 .job_namespace(spec.job)
+                .zip(node.job_grant(spec.job))
                 .ok_or_else(|| WireError::new(ErrorKind::Cancelled, "the task's job has ended"))?;
             let args = args_to_proto(&spec.args);
             let request = pb::ExecuteTaskRequest {
@@ -818,6 +841,7 @@ impl Remote for Peers {
                     .job_env(spec.job)
                     .map(|e| e.iter().cloned().collect())
                     .unwrap_or_default(),
+                grant_json: serde_json::to_string(&*grant).unwrap_or_default(),
             };
             let mut client = peer.client();
             let call = client.execute_task(request);
@@ -885,12 +909,14 @@ impl Remote for Peers {
         {
             return;
         }
+        // Pulled for a job this node knows; the holder checks its tenant.
+        let tenant = node.job_tenant(owner).unwrap_or_default();
         node.objects().create_pending(id, owner);
         let Some(me) = self.me.upgrade() else {
             return;
         };
         let client = peer.client();
-        tokio::spawn(me.pull(peer.id.clone(), client, id));
+        tokio::spawn(me.pull(peer.id.clone(), client, id, tenant));
     }
 
     fn end_job(&self, job: JobId) {

@@ -139,9 +139,11 @@ impl PlacementService for RemotePlacement {
     fn create(
         &self,
         owner: JobId,
+        tenant: &str,
         spec: PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<PlacementGroupInfo, WireError>> {
         let mut client = self.client.clone();
+        let tenant = tenant.to_string();
         Box::pin(async move {
             let system = |m: String| WireError::new(ErrorKind::System, m);
             let spec = rmp_serde::to_vec_named(&spec).map_err(|e| system(e.to_string()))?;
@@ -149,6 +151,7 @@ impl PlacementService for RemotePlacement {
                 .create_placement_group(pb::CreatePlacementGroupRequest {
                     job_id: owner.as_u64(),
                     spec,
+                    tenant,
                 })
                 .await
                 .map_err(|s| system(format!("the head: {}", s.message())))?

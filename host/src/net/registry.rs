@@ -494,7 +494,7 @@ impl NodeControl for NodeControlService {
             .get()
             .ok_or_else(|| Status::unavailable("placement groups are not ready"))?;
         let created = placement
-            .create(crate::ids::JobId::from_u64(r.job_id), spec)
+            .create(crate::ids::JobId::from_u64(r.job_id), &r.tenant, spec)
             .await;
         Ok(Response::new(match created {
             Ok(info) => pb::CreatePlacementGroupReply {

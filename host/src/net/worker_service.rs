@@ -98,6 +98,13 @@ fn env_of(env: std::collections::HashMap<String, String>) -> crate::cluster::job
     Some(Arc::new(env))
 }
 
+/// A job's grant as it arrived.
+fn grant_of(json: &str) -> Result<Arc<crate::security::JobGrant>, Status> {
+    serde_json::from_str(json)
+        .map(Arc::new)
+        .map_err(|e| Status::invalid_argument(format!("grant_json: {e}")))
+}
+
 fn args_from_proto(args: Vec<pb::TaskArg>) -> Result<Vec<Arg>, Status> {
     args.into_iter()
         .map(|arg| match arg.arg {
@@ -165,6 +172,7 @@ impl Worker for WorkerService {
             }),
             attempt: r.attempt,
             env: env_of(r.env),
+            grant: grant_of(&r.grant_json)?,
         };
         let (result, logs) = self.node.execute_remote(call).await;
         Ok(Response::new(reply(result, logs)))
@@ -198,6 +206,7 @@ impl Worker for WorkerService {
             bundle: None,
             attempt: 0,
             env: env_of(r.env),
+            grant: grant_of(&r.grant_json)?,
         };
         self.turns.wait(id, &caller, r.seq).await;
         let created = self
@@ -221,6 +230,7 @@ impl Worker for WorkerService {
             actor,
             method: r.method,
             args: args_from_proto(r.args)?,
+            tenant: r.tenant,
         };
         self.turns.wait(actor, &caller, r.seq).await;
         let turns = self.turns.clone();
@@ -241,7 +251,7 @@ impl Worker for WorkerService {
         let actor = actor_id(&request.get_ref().actor_id)?;
         let seq = request.get_ref().seq;
         self.turns.wait(actor, &caller, seq).await;
-        self.node.kill_actor(actor);
+        self.node.kill_actor(actor, &request.get_ref().tenant);
         self.turns.done(actor, &caller, seq);
         Ok(Response::new(pb::KillActorReply {}))
     }
@@ -254,6 +264,10 @@ impl Worker for WorkerService {
     ) -> Result<Response<Self::FetchObjectStream>, Status> {
         peer_identity(&request)?;
         let id = object_id(&request.get_ref().object_id)?;
+        if !self.node.object_of_tenant(id, &request.get_ref().tenant) {
+            // Exactly as an object that does not exist.
+            return Err(Status::not_found(format!("no object {id} here")));
+        }
         let objects = self.node.objects().clone();
         let object = loop {
             match objects.lookup(id) {

@@ -203,7 +203,11 @@ fn store(
             write(call, caller, out_id, id.as_bytes())?;
             Ok(status::OK)
         }
-        Err(crate::objects::StoreError::TooLarge { .. }) => Ok(status::STORE_FULL),
+        Err(super::PutError::Store(crate::objects::StoreError::TooLarge { .. })) => {
+            Ok(status::STORE_FULL)
+        }
+        Err(super::PutError::Denied) => Ok(status::PERMISSION_DENIED),
+        Err(super::PutError::Quota(_)) => Ok(status::QUOTA_EXCEEDED),
         Err(e) => Err(violation(call, format!("the object store failed: {e}"))),
     }
 }
@@ -578,6 +582,8 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     }
                     Err(ActorCreateError::NameTaken(_)) => Ok(status::NAME_TAKEN),
                     Err(ActorCreateError::Invalid(_)) => Ok(status::INVALID_ARGUMENT),
+                    Err(ActorCreateError::Denied(_)) => Ok(status::PERMISSION_DENIED),
+                    Err(ActorCreateError::Quota(_)) => Ok(status::QUOTA_EXCEEDED),
                 }
             })
         },
@@ -688,6 +694,9 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 let Some(name) = name else {
                     return Ok(status::INVALID_ARGUMENT);
                 };
+                if !caller.data().host.permissions().put_object {
+                    return Ok(status::PERMISSION_DENIED);
+                }
                 let put = caller
                     .data()
                     .host
@@ -744,6 +753,9 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 let Some(name) = name else {
                     return Ok(status::INVALID_ARGUMENT);
                 };
+                if !caller.data().host.permissions().get_object {
+                    return Ok(status::PERMISSION_DENIED);
+                }
                 let get = caller.data().host.named_get(&name);
                 match get.await.map_err(|e| violation("named_get", e))? {
                     Some(value) => {
@@ -764,6 +776,9 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 let Some(name) = read_str("named_delete", &caller, name_ptr, name_len)? else {
                     return Ok(status::INVALID_ARGUMENT);
                 };
+                if !caller.data().host.permissions().put_object {
+                    return Ok(status::PERMISSION_DENIED);
+                }
                 let delete = caller.data().host.named_delete(&name);
                 let existed = delete.await.map_err(|e| violation("named_delete", e))?;
                 Ok(if existed {
@@ -785,6 +800,9 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 let Some(prefix) = prefix else {
                     return Ok(status::INVALID_ARGUMENT);
                 };
+                if !caller.data().host.permissions().get_object {
+                    return Ok(status::PERMISSION_DENIED);
+                }
                 let list = caller.data().host.named_list(&prefix);
                 let names = list.await.map_err(|e| violation("named_list", e))?;
                 let encoded = prism_abi::encode_value(&names)

@@ -26,6 +26,8 @@ pub(crate) mod limits;
 mod modules;
 mod wasi;
 
+pub use wasi::{DATA_DIR_GUEST_PATH, Sandbox};
+
 pub use modules::{LoadedModule, ModuleCache, ModuleError, ModuleExports};
 
 use crate::config::RuntimeConfig;
@@ -55,7 +57,7 @@ pub trait GuestHost: Send + Sync + 'static {
     /// stored in that object, never returned here.
     fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId;
     /// Stores a value owned by the caller's job.
-    fn put(&self, bytes: Bytes) -> Result<ObjectId, crate::objects::StoreError>;
+    fn put(&self, bytes: Bytes) -> Result<ObjectId, PutError>;
     /// Reads an object the caller may see (restoring it if spilled).
     fn lookup(&self, id: ObjectId) -> Lookup;
     /// Readiness of an object the caller may see. Never restores spilled values.
@@ -111,6 +113,11 @@ pub trait GuestHost: Send + Sync + 'static {
     fn named_delete(&self, name: &str) -> BoxFuture<'static, Result<bool, String>>;
     /// Names in the caller's namespace with `prefix`, sorted.
     fn named_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, String>>;
+    /// What the caller's job may do (checked by the ABI before calls
+    /// that answer a denial with a status code). Default: everything.
+    fn permissions(&self) -> crate::security::GuestPermissions {
+        crate::security::GuestPermissions::ALL
+    }
 }
 
 /// Why `actor_create` refused.
@@ -122,6 +129,26 @@ pub enum ActorCreateError {
     /// The options were malformed.
     #[error("invalid actor options: {0}")]
     Invalid(String),
+    /// The job's policy does not permit it.
+    #[error("{0}")]
+    Denied(String),
+    /// The tenant is at its actor quota.
+    #[error("{0}")]
+    Quota(String),
+}
+
+/// Why `put` refused a value.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    /// The object store refused it.
+    #[error(transparent)]
+    Store(#[from] crate::objects::StoreError),
+    /// The job's policy does not permit `put`.
+    #[error("the tenant's policy does not permit this job's guests to put objects")]
+    Denied,
+    /// The tenant is at its object-store quota.
+    #[error("{0}")]
+    Quota(String),
 }
 
 /// Cancellation of one running call, observable from the guest's epoch
@@ -183,6 +210,8 @@ pub struct Invocation {
     pub cancel: Arc<CancelToken>,
     /// Environment variables of a fresh instance (none: empty).
     pub env: crate::cluster::job::JobEnv,
+    /// Clocks and directory of a fresh instance.
+    pub sandbox: Arc<Sandbox>,
 }
 
 /// What a call produced.
@@ -296,6 +325,7 @@ impl Runtime {
             timeout: call.timeout,
             gpu,
             env: call.env.clone(),
+            sandbox: call.sandbox.clone(),
         };
         match self.instantiate(module, host, setup, &call.cancel).await {
             Ok(mut instance) => instance.call(call).await,
@@ -329,6 +359,7 @@ impl Runtime {
             &setup.program,
             setup.env.as_deref().map_or(&[], |e| e.as_slice()),
             self.config.max_output_per_task,
+            &setup.sandbox,
         )
         .map_err(|e| {
             InvocationOutcome::failed(ErrorKind::System, format!("WASI setup failed: {e:#}"))
@@ -425,6 +456,8 @@ pub struct InstanceSetup {
     pub gpu: GpuContext,
     /// Its environment variables (none: empty).
     pub env: crate::cluster::job::JobEnv,
+    /// Its clocks and directory.
+    pub sandbox: Arc<Sandbox>,
 }
 
 /// A live guest instance with its own store and linear memory.

@@ -4,16 +4,37 @@
 //! still ships it). Keeping it behind this one module makes a later move to
 //! `wasmtime-wasi` a contained change.
 //!
-//! What a task gets: its function name as `argv[0]`, no environment, the
-//! wall and monotonic clocks, random bytes, and stdout/stderr captured into
-//! bounded in-memory buffers that end up in the job's log. No preopened
-//! directories, no sockets, no stdin.
+//! What a task gets: its function name as `argv[0]`, the job's environment
+//! variables if its namespace grants them, the wall and monotonic clocks
+//! (at the namespace's resolution), random bytes, and stdout/stderr
+//! captured into bounded in-memory buffers that end up in the job's log.
+//! No sockets, no stdin, and no directories unless the namespace has a
+//! data directory and the policy permits `ReadDirectory`: then that one
+//! directory, read-only, at `/data` ([`Sandbox`]).
 
 use super::TaskState;
+use std::any::Any;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use wasi_common::dir::{OpenResult, ReaddirCursor, ReaddirEntity, WasiDir};
+use wasi_common::file::{FdFlags, FileType, Filestat, OFlags};
 use wasi_common::pipe::WritePipe;
+use wasi_common::{Error, ErrorExt, WasiFile};
 use wasmtime::Linker;
+
+/// Where a guest sees the data directory.
+pub const DATA_DIR_GUEST_PATH: &str = "/data";
+
+/// What an instance's WASI context grants beyond the defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sandbox {
+    /// Round both clocks down to this (none: the host's precision).
+    pub clock_resolution: Option<Duration>,
+    /// A host directory preopened read-only at [`DATA_DIR_GUEST_PATH`].
+    pub data_dir: Option<PathBuf>,
+}
 
 /// The per-task WASI state kept in each store.
 pub(crate) type WasiCtx = wasi_common::WasiCtx;
@@ -86,6 +107,7 @@ pub(crate) fn task_context(
     program: &str,
     env: &[(String, String)],
     max_output: usize,
+    sandbox: &Sandbox,
 ) -> anyhow::Result<(WasiCtx, CapturedOutput)> {
     let buffer = || {
         Arc::new(RwLock::new(CappedBuffer {
@@ -98,15 +120,255 @@ pub(crate) fn task_context(
         stdout: buffer(),
         stderr: buffer(),
     };
-    let mut builder = wasi_common::tokio::WasiCtxBuilder::new();
-    builder
-        .arg(program)?
-        .stdout(Box::new(WritePipe::from_shared(captured.stdout.clone())))
-        .stderr(Box::new(WritePipe::from_shared(captured.stderr.clone())));
+    let clocks = match sandbox.clock_resolution {
+        None => wasi_common::tokio::clocks_ctx(),
+        Some(resolution) => coarse_clocks(resolution),
+    };
+    let mut ctx = WasiCtx::new(
+        wasi_common::tokio::random_ctx(),
+        clocks,
+        wasi_common::tokio::sched::sched_ctx(),
+        wasi_common::Table::new(),
+    );
+    ctx.push_arg(program)?;
     for (name, value) in env {
-        builder.env(name, value)?;
+        ctx.push_env(name, value)?;
     }
-    Ok((builder.build(), captured))
+    ctx.set_stdout(Box::new(WritePipe::from_shared(captured.stdout.clone())));
+    ctx.set_stderr(Box::new(WritePipe::from_shared(captured.stderr.clone())));
+    if let Some(path) = &sandbox.data_dir {
+        let dir =
+            wasi_common::sync::Dir::open_ambient_dir(path, wasi_common::sync::ambient_authority())
+                .map_err(|e| anyhow::anyhow!("the data directory {}: {e}", path.display()))?;
+        let dir = wasi_common::tokio::Dir::from_cap_std(dir);
+        ctx.push_preopened_dir(Box::new(ReadOnlyDir(Box::new(dir))), DATA_DIR_GUEST_PATH)?;
+    }
+    Ok((ctx, captured))
+}
+
+/// The host's clocks, each reading rounded down to `resolution`: a guest
+/// cannot time events more finely (timing side channels).
+fn coarse_clocks(resolution: Duration) -> wasi_common::WasiClocks {
+    let host = wasi_common::tokio::clocks_ctx();
+    let mut clocks = wasi_common::WasiClocks::new();
+    let nanos = resolution.as_nanos().max(1);
+    if let Some(system) = host.system {
+        clocks = clocks.with_system(CoarseSystemClock {
+            inner: system,
+            nanos,
+        });
+    }
+    if let Some(monotonic) = host.monotonic {
+        clocks = clocks.with_monotonic(CoarseMonotonicClock {
+            base: monotonic.abs_clock.now(monotonic.abs_clock.resolution()),
+            inner: monotonic.abs_clock,
+            nanos,
+        });
+    }
+    clocks
+}
+
+struct CoarseSystemClock {
+    inner: Box<dyn wasi_common::WasiSystemClock>,
+    nanos: u128,
+}
+
+impl wasi_common::WasiSystemClock for CoarseSystemClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(self.nanos.min(u64::MAX as u128) as u64)
+    }
+
+    fn now(&self, precision: Duration) -> cap_std::time::SystemTime {
+        let now = self.inner.now(precision).into_std();
+        let since = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let rounded = since - since % self.nanos;
+        let rounded = Duration::from_nanos(rounded.min(u64::MAX as u128) as u64);
+        cap_std::time::SystemTime::from_std(std::time::UNIX_EPOCH + rounded)
+    }
+}
+
+struct CoarseMonotonicClock {
+    inner: Box<dyn wasi_common::WasiMonotonicClock>,
+    base: cap_std::time::Instant,
+    nanos: u128,
+}
+
+impl wasi_common::WasiMonotonicClock for CoarseMonotonicClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(self.nanos.min(u64::MAX as u128) as u64)
+    }
+
+    fn now(&self, precision: Duration) -> cap_std::time::Instant {
+        let elapsed = self
+            .inner
+            .now(precision)
+            .duration_since(self.base)
+            .as_nanos();
+        let rounded = elapsed - elapsed % self.nanos;
+        self.base + Duration::from_nanos(rounded.min(u64::MAX as u128) as u64)
+    }
+}
+
+/// A directory a guest may read and never change: opening for writing,
+/// creating, truncating, and every call that changes the tree fail with
+/// `EPERM`. Files opened through it are read-only too.
+struct ReadOnlyDir(Box<dyn WasiDir>);
+
+fn read_only() -> Error {
+    Error::perm().context("the data directory is read-only")
+}
+
+#[tonic::async_trait]
+impl WasiDir for ReadOnlyDir {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    async fn open_file(
+        &self,
+        symlink_follow: bool,
+        path: &str,
+        oflags: OFlags,
+        read: bool,
+        write: bool,
+        fdflags: FdFlags,
+    ) -> Result<OpenResult, Error> {
+        if write
+            || oflags.intersects(OFlags::CREATE | OFlags::TRUNCATE | OFlags::EXCLUSIVE)
+            || fdflags.contains(FdFlags::APPEND)
+        {
+            return Err(read_only());
+        }
+        match self
+            .0
+            .open_file(symlink_follow, path, oflags, read, false, fdflags)
+            .await?
+        {
+            OpenResult::Dir(dir) => Ok(OpenResult::Dir(Box::new(ReadOnlyDir(dir)))),
+            OpenResult::File(file) => Ok(OpenResult::File(Box::new(ReadOnlyFile(file)))),
+        }
+    }
+
+    async fn create_dir(&self, _path: &str) -> Result<(), Error> {
+        Err(read_only())
+    }
+
+    async fn readdir(
+        &self,
+        cursor: ReaddirCursor,
+    ) -> Result<Box<dyn Iterator<Item = Result<ReaddirEntity, Error>> + Send>, Error> {
+        self.0.readdir(cursor).await
+    }
+
+    async fn symlink(&self, _old_path: &str, _new_path: &str) -> Result<(), Error> {
+        Err(read_only())
+    }
+
+    async fn remove_dir(&self, _path: &str) -> Result<(), Error> {
+        Err(read_only())
+    }
+
+    async fn unlink_file(&self, _path: &str) -> Result<(), Error> {
+        Err(read_only())
+    }
+
+    async fn read_link(&self, path: &str) -> Result<PathBuf, Error> {
+        self.0.read_link(path).await
+    }
+
+    async fn get_filestat(&self) -> Result<Filestat, Error> {
+        self.0.get_filestat().await
+    }
+
+    async fn get_path_filestat(
+        &self,
+        path: &str,
+        follow_symlinks: bool,
+    ) -> Result<Filestat, Error> {
+        self.0.get_path_filestat(path, follow_symlinks).await
+    }
+
+    async fn rename(
+        &self,
+        _path: &str,
+        _dest_dir: &dyn WasiDir,
+        _dest_path: &str,
+    ) -> Result<(), Error> {
+        Err(read_only())
+    }
+
+    async fn hard_link(
+        &self,
+        _path: &str,
+        _target_dir: &dyn WasiDir,
+        _target_path: &str,
+    ) -> Result<(), Error> {
+        Err(read_only())
+    }
+
+    async fn set_times(
+        &self,
+        _path: &str,
+        _atime: Option<wasi_common::SystemTimeSpec>,
+        _mtime: Option<wasi_common::SystemTimeSpec>,
+        _follow_symlinks: bool,
+    ) -> Result<(), Error> {
+        Err(read_only())
+    }
+}
+
+/// A file of a [`ReadOnlyDir`]: reads pass through; size, times and
+/// writes are refused (the trait's defaults).
+struct ReadOnlyFile(Box<dyn WasiFile>);
+
+#[tonic::async_trait]
+impl WasiFile for ReadOnlyFile {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    async fn get_filetype(&self) -> Result<FileType, Error> {
+        self.0.get_filetype().await
+    }
+
+    async fn get_fdflags(&self) -> Result<FdFlags, Error> {
+        self.0.get_fdflags().await
+    }
+
+    async fn get_filestat(&self) -> Result<Filestat, Error> {
+        self.0.get_filestat().await
+    }
+
+    async fn read_vectored<'a>(&self, bufs: &mut [std::io::IoSliceMut<'a>]) -> Result<u64, Error> {
+        self.0.read_vectored(bufs).await
+    }
+
+    async fn read_vectored_at<'a>(
+        &self,
+        bufs: &mut [std::io::IoSliceMut<'a>],
+        offset: u64,
+    ) -> Result<u64, Error> {
+        self.0.read_vectored_at(bufs, offset).await
+    }
+
+    async fn seek(&self, pos: std::io::SeekFrom) -> Result<u64, Error> {
+        self.0.seek(pos).await
+    }
+
+    async fn peek(&self, buf: &mut [u8]) -> Result<u64, Error> {
+        self.0.peek(buf).await
+    }
+
+    fn num_ready_bytes(&self) -> Result<u64, Error> {
+        self.0.num_ready_bytes()
+    }
+
+    async fn readable(&self) -> Result<(), Error> {
+        self.0.readable().await
+    }
 }
 
 #[cfg(test)]

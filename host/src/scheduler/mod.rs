@@ -25,6 +25,7 @@
 //! The scheduler does not run guests: it hands a [`TaskRun`] to its
 //! [`TaskExecutor`] (the node, which calls the runtime).
 
+pub mod accounts;
 pub mod remote;
 pub mod resources;
 
@@ -32,6 +33,7 @@ use crate::ids::{JobId, ModuleHash, ObjectId, TaskId};
 use crate::objects::{Lookup, Object, ObjectStore, Watch};
 use crate::runtime::{BoxFuture, CancelToken};
 use crate::task::{Arg, EntryKind};
+use accounts::JobAccount;
 use bytes::Bytes;
 pub use prism_abi::{BundleRef, SchedulingStrategy};
 use prism_abi::{ErrorKind, WireError};
@@ -78,6 +80,12 @@ pub struct TaskSpec {
     /// The number of its first attempt here: 0, or for an attempt another
     /// node placed here, that attempt's number.
     pub first_attempt: u32,
+    /// The job's account: its tenant's quotas and fair share. `None` for
+    /// work no tenant is charged for.
+    pub account: Option<Arc<JobAccount>>,
+    /// Whether the task took one of its tenant's queued-task slots
+    /// ([`accounts::TenantAccount::admit_task`]), given back when it ends.
+    pub admitted: bool,
 }
 
 /// One attempt handed to the executor.
@@ -124,9 +132,23 @@ struct BundlePool {
     left: ResourceSet,
 }
 
-/// What separates queues of one resource shape: the placement strategy
-/// and the bundle.
-type QueueKey = (SchedulingStrategy, Option<BundleRef>);
+/// What separates queues of one resource shape: the placement strategy,
+/// the bundle and the tenant.
+type QueueKey = (SchedulingStrategy, Option<BundleRef>, Option<String>);
+
+fn tenant_of(spec: &TaskSpec) -> Option<&str> {
+    spec.account.as_ref().map(|a| a.tenant().name())
+}
+
+/// How trying the front of one queue went.
+enum Step {
+    /// A task left the queue (started, placed elsewhere, or failed).
+    Moved,
+    /// The front cannot start now.
+    Blocked,
+    /// The queue is empty.
+    Empty,
+}
 
 /// Where [`Shared::place`] puts a queued task.
 enum Decision {
@@ -464,6 +486,15 @@ impl Shared {
             self.fail_now(&spec, ErrorKind::InvalidArgument, message.clone());
             return;
         }
+        if spec.bundle.is_none()
+            && let Some(over) = spec
+                .account
+                .as_ref()
+                .and_then(|a| a.tenant().exceeds(&spec.request))
+        {
+            self.fail_now(&spec, ErrorKind::QuotaExceeded, over.to_string());
+            return;
+        }
         let deps: Vec<ObjectId> = spec
             .args
             .iter()
@@ -595,6 +626,11 @@ impl Shared {
     }
 
     fn fail_now(&self, spec: &TaskSpec, kind: ErrorKind, message: String) {
+        if spec.admitted
+            && let Some(account) = &spec.account
+        {
+            account.tenant().task_done();
+        }
         let error = Arc::new(WireError::new(kind, message));
         let _ = self.objects.complete(spec.return_id, Object::Error(error));
     }
@@ -623,7 +659,10 @@ impl Shared {
         {
             let mut state = self.lock();
             let shape = &entry.spec.request;
-            let matches = |k: &QueueKey| k.0 == entry.spec.strategy && k.1 == entry.spec.bundle;
+            let tenant = tenant_of(&entry.spec);
+            let matches = |k: &QueueKey| {
+                k.0 == entry.spec.strategy && k.1 == entry.spec.bundle && k.2.as_deref() == tenant
+            };
             match state
                 .queues
                 .iter_mut()
@@ -631,7 +670,11 @@ impl Shared {
             {
                 Some((_, _, q)) => q.push_back(entry),
                 None => {
-                    let key = (entry.spec.strategy.clone(), entry.spec.bundle.clone());
+                    let key = (
+                        entry.spec.strategy.clone(),
+                        entry.spec.bundle.clone(),
+                        tenant.map(str::to_string),
+                    );
                     state
                         .queues
                         .push((shape.clone(), key, VecDeque::from([entry])));
@@ -677,66 +720,54 @@ impl Shared {
             // A lease that does not fit yet keeps its place at the front of
             // the lease queue, but does not stop tasks that fit from running.
             let mut queues = std::mem::take(&mut state.queues);
-            for (shape, _, queue) in queues.iter_mut() {
-                while let Some(front) = queue.front() {
-                    if front.phase.load(Ordering::SeqCst) != QUEUED {
-                        queue.pop_front();
-                        continue;
+            let tenants = {
+                let mut names = queues.iter().map(|(_, k, _)| k.2.as_deref());
+                let first = names.next().flatten();
+                names.any(|n| n != first)
+            };
+            if !tenants {
+                // One tenant (or none): every queue in turn, FIFO.
+                for (shape, _, queue) in queues.iter_mut() {
+                    while let Step::Moved = self.step(state, shape, queue, &mut starts, &mut fails)
+                    {
                     }
-                    match self.place(state, front, shape) {
-                        Decision::Wait => break,
-                        Decision::Fail(why) => {
-                            if let Some(entry) = queue.pop_front()
-                                && entry.transition(QUEUED, DONE)
-                            {
-                                fails.push((entry, why));
-                            }
-                        }
-                        Decision::Remote(reservation) => {
-                            let Some(entry) = queue.pop_front() else {
+                }
+            } else {
+                // Several tenants: Dominant Resource Fairness. One task at a
+                // time goes to the tenant whose weighted dominant share of
+                // this node is smallest among those that can start one.
+                let total = self.total().clone();
+                let mut blocked = vec![false; queues.len()];
+                loop {
+                    let mut order: Vec<(f64, usize)> = queues
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !blocked[*i])
+                        .map(|(i, (_, _, q))| {
+                            let share = q
+                                .front()
+                                .and_then(|e| e.spec.account.as_ref())
+                                .map_or(0.0, |a| a.tenant().weighted_share(&total));
+                            (share, i)
+                        })
+                        .collect();
+                    if order.is_empty() {
+                        break;
+                    }
+                    order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    let mut moved = false;
+                    for (_, i) in order {
+                        let (shape, _, queue) = &mut queues[i];
+                        match self.step(state, shape, queue, &mut starts, &mut fails) {
+                            Step::Moved => {
+                                moved = true;
                                 break;
-                            };
-                            if !entry.transition(QUEUED, RUNNING) {
-                                continue;
                             }
-                            state.running += 1;
-                            starts.push((entry, Start::Remote(reservation)));
+                            Step::Blocked | Step::Empty => blocked[i] = true,
                         }
-                        Decision::LocalBundle => {
-                            let Some(entry) = queue.pop_front() else {
-                                break;
-                            };
-                            if !entry.transition(QUEUED, RUNNING) {
-                                continue;
-                            }
-                            let key = entry
-                                .spec
-                                .bundle
-                                .as_ref()
-                                .map(|b| (b.group.clone(), b.index));
-                            if let Some(pool) = key.as_ref().and_then(|k| state.bundles.get_mut(k))
-                            {
-                                pool.left.take(shape);
-                            }
-                            state.running += 1;
-                            starts.push((entry, Start::Local(Vec::new())));
-                        }
-                        Decision::Local => {
-                            let Some(gpus) = state.gpus.take(shape.gpu_milli()) else {
-                                break;
-                            };
-                            let Some(entry) = queue.pop_front() else {
-                                state.gpus.give(&gpus);
-                                break;
-                            };
-                            if !entry.transition(QUEUED, RUNNING) {
-                                state.gpus.give(&gpus);
-                                continue;
-                            }
-                            state.available.take(shape);
-                            state.running += 1;
-                            starts.push((entry, Start::Local(gpus)));
-                        }
+                    }
+                    if !moved {
+                        break;
                     }
                 }
             }
@@ -763,6 +794,89 @@ impl Shared {
                     tokio::spawn(async move { shared.run_remote(entry, reservation).await });
                 }
             }
+        }
+    }
+
+    /// Tries to move the front task of one queue: start it here or on
+    /// another node, or fail it.
+    fn step(
+        &self,
+        state: &mut State,
+        shape: &ResourceSet,
+        queue: &mut VecDeque<Arc<TaskEntry>>,
+        starts: &mut Vec<(Arc<TaskEntry>, Start)>,
+        fails: &mut Vec<(Arc<TaskEntry>, String)>,
+    ) -> Step {
+        loop {
+            let Some(front) = queue.front() else {
+                return Step::Empty;
+            };
+            if front.phase.load(Ordering::SeqCst) != QUEUED {
+                queue.pop_front();
+                continue;
+            }
+            // A tenant at its CPU, memory or GPU quota waits for its own
+            // tasks to finish (a bundle's resources are its group's).
+            if front.spec.bundle.is_none()
+                && front
+                    .spec
+                    .account
+                    .as_ref()
+                    .is_some_and(|a| !a.tenant().fits(shape))
+            {
+                return Step::Blocked;
+            }
+            match self.place(state, front, shape) {
+                Decision::Wait => return Step::Blocked,
+                Decision::Fail(why) => {
+                    if let Some(entry) = queue.pop_front()
+                        && entry.transition(QUEUED, DONE)
+                    {
+                        fails.push((entry, why));
+                    }
+                }
+                Decision::Remote(reservation) => {
+                    if let Some(entry) = queue.pop_front()
+                        && entry.transition(QUEUED, RUNNING)
+                    {
+                        state.running += 1;
+                        starts.push((entry, Start::Remote(reservation)));
+                    }
+                }
+                Decision::LocalBundle => {
+                    if let Some(entry) = queue.pop_front()
+                        && entry.transition(QUEUED, RUNNING)
+                    {
+                        let key = entry
+                            .spec
+                            .bundle
+                            .as_ref()
+                            .map(|b| (b.group.clone(), b.index));
+                        if let Some(pool) = key.as_ref().and_then(|k| state.bundles.get_mut(k)) {
+                            pool.left.take(shape);
+                        }
+                        state.running += 1;
+                        starts.push((entry, Start::Local(Vec::new())));
+                    }
+                }
+                Decision::Local => {
+                    let Some(gpus) = state.gpus.take(shape.gpu_milli()) else {
+                        return Step::Blocked;
+                    };
+                    match queue.pop_front() {
+                        Some(entry) if entry.transition(QUEUED, RUNNING) => {
+                            state.available.take(shape);
+                            state.running += 1;
+                            if let Some(account) = &entry.spec.account {
+                                account.tenant().hold(shape);
+                            }
+                            starts.push((entry, Start::Local(gpus)));
+                        }
+                        _ => state.gpus.give(&gpus),
+                    }
+                }
+            }
+            return Step::Moved;
         }
     }
 
@@ -848,6 +962,11 @@ impl Shared {
             }
         };
         slot.release();
+        if entry.spec.bundle.is_none()
+            && let Some(account) = &entry.spec.account
+        {
+            account.tenant().unhold(&entry.spec.request);
+        }
         self.lock().running -= 1;
         self.dispatch();
         self.conclude(entry, attempt, result);
@@ -900,6 +1019,14 @@ impl Shared {
 
     fn finish(&self, entry: &TaskEntry, result: Result<Bytes, WireError>) {
         self.lock().tasks.remove(&entry.spec.return_id);
+        if let Some(account) = &entry.spec.account {
+            if entry.spec.admitted {
+                account.tenant().task_done();
+            }
+            if let Ok(bytes) = &result {
+                account.add_bytes(bytes.len() as u64);
+            }
+        }
         let object = match result {
             Ok(bytes) => Object::Value(bytes),
             Err(e) => Object::Error(Arc::new(e)),

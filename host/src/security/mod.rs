@@ -17,15 +17,23 @@
 //! [`TokenAuthority`] issues and verifies tokens (JWT, EdDSA): signature,
 //! expiry (30 s leeway for clock skew), issuer and audience are all checked.
 
+pub mod access;
 mod nodes;
 mod pki;
+pub mod policy;
+pub mod tenants;
 mod tokens;
 
+pub use access::{Access, AccessError};
 pub use nodes::{
     NodeAuthority, certificate_subject, join_token_digest, new_join_token, node_key_and_request,
     node_server_name,
 };
 pub use pki::{ClusterFiles, InitReport, init};
+pub use policy::{Action, Decision, Policies, PolicyError, Principal, Resource};
+pub use tenants::{
+    Capabilities, DEFAULT_TENANT, GuestPermissions, JobGrant, Quotas, Tenancy, TenancyError,
+};
 pub use tokens::{Claims, Role, TokenAuthority, TokenError};
 
 /// Failures of `prism init` and of loading the cluster's files.

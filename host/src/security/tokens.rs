@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub enum Role {
     /// Everything.
     ClusterAdmin,
-    /// Everything within a tenant (tenants are not built yet: as developer).
+    /// Everything within its tenant: namespaces, tokens, policies, jobs.
     TenantAdmin,
     /// Upload modules, submit and stop jobs, read.
     Developer,
@@ -41,6 +41,13 @@ pub struct Claims {
     pub aud: String,
     /// Who holds it.
     pub sub: String,
+    /// The tenant it acts for (tokens from before tenants existed carry
+    /// none and belong to the default tenant).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// Its id, by which it can be revoked (`prism token revoke`).
+    #[serde(default)]
+    pub jti: String,
     /// What it may do.
     pub role: Role,
     /// Issued at (Unix seconds).
@@ -62,6 +69,24 @@ pub enum TokenError {
     /// Bad signature, wrong issuer or audience, malformed.
     #[error("invalid token")]
     Invalid,
+}
+
+fn default_tenant() -> String {
+    super::tenants::DEFAULT_TENANT.to_string()
+}
+
+/// A new random token id.
+fn new_jti() -> String {
+    let mut bytes = [0u8; 16];
+    // Without randomness the id is still unique enough to revoke by
+    // (time + counter); tokens are signed either way.
+    if getrandom::fill(&mut bytes).is_err() {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&now().to_le_bytes());
+        bytes[8..].copy_from_slice(&n.to_le_bytes());
+    }
+    hex::encode(bytes)
 }
 
 #[derive(Deserialize)]
@@ -114,17 +139,24 @@ impl TokenAuthority {
         })
     }
 
-    /// Issues a token for `subject` with `role`, valid for `ttl`.
+    /// Issues a token of the default tenant for `subject` with `role`,
+    /// valid for `ttl`.
     pub fn issue(&self, subject: &str, role: Role, ttl: Duration) -> Result<String, SecurityError> {
-        let iat = now();
-        self.issue_claims(&Claims {
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-            sub: subject.to_string(),
-            role,
-            iat,
-            exp: iat.saturating_add(ttl.as_secs()),
-        })
+        self.issue_for(super::tenants::DEFAULT_TENANT, subject, role, ttl)
+    }
+
+    /// Issues a token of `tenant` for `subject` with `role`, valid for
+    /// `ttl`, with a fresh id.
+    pub fn issue_for(
+        &self,
+        tenant: &str,
+        subject: &str,
+        role: Role,
+        ttl: Duration,
+    ) -> Result<String, SecurityError> {
+        let mut claims = self.claims_for(subject, role, ttl);
+        claims.tenant = tenant.to_string();
+        self.issue_claims(&claims)
     }
 
     /// Signs exactly `claims` (tests use it for expired tokens).
@@ -155,6 +187,8 @@ impl TokenAuthority {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: subject.to_string(),
+            tenant: default_tenant(),
+            jti: new_jti(),
             role,
             iat,
             exp: iat.saturating_add(ttl.as_secs()),
@@ -212,6 +246,47 @@ mod tests {
         assert_eq!(a.verify(&mixed), Err(TokenError::Invalid));
         assert_eq!(a.verify("not a token"), Err(TokenError::Invalid));
         assert_eq!(Role::parse("viewer"), Some(Role::Viewer));
+
+        // Tenant and id travel in the token; old tokens without them
+        // belong to the default tenant.
+        let acme = a
+            .issue_for("acme", "bo", Role::TenantAdmin, Duration::from_secs(60))
+            .unwrap();
+        let claims = a.verify(&acme).unwrap();
+        assert_eq!(claims.tenant, "acme");
+        assert_eq!(claims.jti.len(), 32);
+        assert_ne!(claims.jti, a.verify(&good).unwrap().jti);
+        #[derive(Serialize)]
+        struct Old<'a> {
+            iss: &'a str,
+            aud: &'a str,
+            sub: &'a str,
+            role: Role,
+            iat: u64,
+            exp: u64,
+        }
+        let c = a.claims_for("old", Role::Viewer, Duration::from_secs(60));
+        let key =
+            EncodingKey::from_ed_pem(&std::fs::read(dir.path().join("a").join("jwt.key")).unwrap())
+                .unwrap();
+        let old = jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &Old {
+                iss: &c.iss,
+                aud: &c.aud,
+                sub: "old",
+                role: Role::Viewer,
+                iat: c.iat,
+                exp: c.exp,
+            },
+            &key,
+        )
+        .unwrap();
+        let claims = a.verify(&old).unwrap();
+        assert_eq!(
+            (claims.tenant.as_str(), claims.jti.as_str()),
+            ("default", "")
+        );
         assert!(!Role::Viewer.may_write());
     }
 }

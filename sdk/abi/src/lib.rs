@@ -80,6 +80,12 @@ pub mod status {
     /// A `gpu_*` call failed; `gpu_last_error` stages the MessagePack
     /// [`GpuError`](super::gpu::GpuError) that says why.
     pub const GPU_ERROR: i32 = -8;
+    /// The job's tenant policy does not permit this call (e.g. `put` in a
+    /// job whose policy denies `PutObject`).
+    pub const PERMISSION_DENIED: i32 = -9;
+    /// The job's tenant is at one of its quotas (object-store bytes,
+    /// actors, queued tasks); nothing was done.
+    pub const QUOTA_EXCEEDED: i32 = -10;
 }
 
 pub mod gpu;
@@ -153,6 +159,11 @@ pub enum ErrorKind {
     System,
     /// The only copy of an object was on a node that died or left.
     ObjectLost,
+    /// The job's tenant policy does not permit what was asked (a task
+    /// submission, an actor, GPU use).
+    PermissionDenied,
+    /// The job's tenant is at one of its quotas; nothing was admitted.
+    QuotaExceeded,
 }
 
 impl ErrorKind {
@@ -184,6 +195,8 @@ impl ErrorKind {
             ErrorKind::WorkerDied => "worker_died",
             ErrorKind::ActorDied => "actor_died",
             ErrorKind::ObjectLost => "object_lost",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::QuotaExceeded => "quota_exceeded",
             ErrorKind::System => "system",
         }
     }

@@ -1,0 +1,416 @@
+//! What each tenant uses on this node, against its quotas, and its
+//! dominant share for fair scheduling.
+//!
+//! A tenant's quotas ([`Quotas`]) come with each of its jobs
+//! ([`JobGrant`]); the node keeps one [`TenantAccount`] per tenant and one
+//! [`JobAccount`] per job. Counts are admitted with a compare-and-swap, so
+//! two guests racing for the last unit cannot both get it; nothing already
+//! admitted is ever taken back.
+
+use super::resources::ResourceSet;
+use crate::security::{JobGrant, Quotas};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// A request refused because the tenant is at a quota.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("quota exceeded: tenant {tenant} {what}")]
+pub struct QuotaExceeded {
+    /// The tenant.
+    pub tenant: String,
+    /// What is at its limit, in words ("has 10 of 10 queued tasks").
+    pub what: String,
+}
+
+/// What one tenant uses on this node.
+pub struct TenantAccount {
+    name: String,
+    /// Fair-share weight, as f64 bits.
+    weight: AtomicU64,
+    quotas: RwLock<Quotas>,
+    queued: AtomicU64,
+    actors: AtomicU64,
+    object_bytes: AtomicU64,
+    /// CPU (thousandths), memory (bytes) and GPU (thousandths) its
+    /// running tasks hold here.
+    held: Mutex<(u64, u64, u64)>,
+}
+
+fn admit(
+    counter: &AtomicU64,
+    amount: u64,
+    limit: Option<u64>,
+    tenant: &str,
+    what: &str,
+) -> Result<(), QuotaExceeded> {
+    let Some(limit) = limit else {
+        counter.fetch_add(amount, Ordering::SeqCst);
+        return Ok(());
+    };
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+            used.checked_add(amount).filter(|total| *total <= limit)
+        })
+        .map(|_| ())
+        .map_err(|used| QuotaExceeded {
+            tenant: tenant.to_string(),
+            what: format!("has {used} of {limit} {what}"),
+        })
+}
+
+fn release(counter: &AtomicU64, amount: u64) {
+    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+        Some(used.saturating_sub(amount))
+    });
+}
+
+fn milli(value: f64) -> u64 {
+    (value * 1000.0).round().clamp(0.0, u64::MAX as f64) as u64
+}
+
+impl TenantAccount {
+    fn new(grant: &JobGrant) -> Self {
+        TenantAccount {
+            name: grant.tenant.clone(),
+            weight: AtomicU64::new(grant.weight.to_bits()),
+            quotas: RwLock::new(grant.quotas.clone()),
+            queued: AtomicU64::new(0),
+            actors: AtomicU64::new(0),
+            object_bytes: AtomicU64::new(0),
+            held: Mutex::new((0, 0, 0)),
+        }
+    }
+
+    /// The tenant's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn quotas(&self) -> Quotas {
+        self.quotas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn update(&self, grant: &JobGrant) {
+        self.weight.store(grant.weight.to_bits(), Ordering::Relaxed);
+        *self.quotas.write().unwrap_or_else(|e| e.into_inner()) = grant.quotas.clone();
+    }
+
+    /// Admits one more queued task.
+    pub fn admit_task(&self) -> Result<(), QuotaExceeded> {
+        admit(
+            &self.queued,
+            1,
+            self.quotas().queued_tasks,
+            &self.name,
+            "queued tasks",
+        )
+    }
+
+    /// A task admitted with [`TenantAccount::admit_task`] finished.
+    pub fn task_done(&self) {
+        release(&self.queued, 1);
+    }
+
+    /// Admits one more live actor.
+    pub fn admit_actor(&self) -> Result<(), QuotaExceeded> {
+        admit(&self.actors, 1, self.quotas().actors, &self.name, "actors")
+    }
+
+    /// An actor admitted with [`TenantAccount::admit_actor`] ended.
+    pub fn actor_done(&self) {
+        release(&self.actors, 1);
+    }
+
+    /// Tasks admitted and not finished.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Live actors admitted.
+    pub fn actors(&self) -> u64 {
+        self.actors.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of its jobs' objects.
+    pub fn object_bytes(&self) -> u64 {
+        self.object_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Why a request of `shape` could never run within the tenant's CPU,
+    /// memory and GPU quotas, if it could not.
+    pub fn exceeds(&self, shape: &ResourceSet) -> Option<QuotaExceeded> {
+        let q = self.quotas();
+        let over = |what: &str, asked: String, limit: String| QuotaExceeded {
+            tenant: self.name.clone(),
+            what: format!("may hold {limit} {what}; one task asks for {asked}"),
+        };
+        if let Some(cpus) = q.cpus
+            && shape.cpu_milli > milli(cpus)
+        {
+            return Some(over(
+                "CPUs",
+                format!("{}", shape.cpu_milli as f64 / 1000.0),
+                cpus.to_string(),
+            ));
+        }
+        if let Some(memory) = q.memory
+            && shape.memory > memory
+        {
+            return Some(over(
+                "bytes of memory",
+                shape.memory.to_string(),
+                memory.to_string(),
+            ));
+        }
+        if let Some(gpus) = q.gpus
+            && shape.gpu_milli() > milli(gpus)
+        {
+            return Some(over(
+                "GPUs",
+                format!("{}", shape.gpu_milli() as f64 / 1000.0),
+                gpus.to_string(),
+            ));
+        }
+        None
+    }
+
+    /// Whether starting `shape` keeps the tenant within its CPU, memory
+    /// and GPU quotas.
+    pub fn fits(&self, shape: &ResourceSet) -> bool {
+        let q = self.quotas();
+        if q.cpus.is_none() && q.memory.is_none() && q.gpus.is_none() {
+            return true;
+        }
+        let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        q.cpus
+            .is_none_or(|c| held.0.saturating_add(shape.cpu_milli) <= milli(c))
+            && q.memory
+                .is_none_or(|m| held.1.saturating_add(shape.memory) <= m)
+            && q.gpus
+                .is_none_or(|g| held.2.saturating_add(shape.gpu_milli()) <= milli(g))
+    }
+
+    /// A task of `shape` started here.
+    pub fn hold(&self, shape: &ResourceSet) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.0 = held.0.saturating_add(shape.cpu_milli);
+        held.1 = held.1.saturating_add(shape.memory);
+        held.2 = held.2.saturating_add(shape.gpu_milli());
+    }
+
+    /// A task of `shape` that started here ended.
+    pub fn unhold(&self, shape: &ResourceSet) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.0 = held.0.saturating_sub(shape.cpu_milli);
+        held.1 = held.1.saturating_sub(shape.memory);
+        held.2 = held.2.saturating_sub(shape.gpu_milli());
+    }
+
+    /// Its dominant share of `total` divided by its weight: the largest
+    /// fraction of any one resource its running tasks hold here (Dominant
+    /// Resource Fairness).
+    pub fn weighted_share(&self, total: &ResourceSet) -> f64 {
+        let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let frac = |used: u64, all: u64| {
+            if all == 0 {
+                0.0
+            } else {
+                used as f64 / all as f64
+            }
+        };
+        let dominant = frac(held.0, total.cpu_milli)
+            .max(frac(held.1, total.memory))
+            .max(frac(held.2, total.gpu_milli()));
+        let weight = f64::from_bits(self.weight.load(Ordering::Relaxed));
+        dominant / if weight > 0.0 { weight } else { 1.0 }
+    }
+}
+
+/// What one job's objects take, counted into its tenant's account.
+pub struct JobAccount {
+    tenant: Arc<TenantAccount>,
+    object_bytes: AtomicU64,
+}
+
+impl std::fmt::Debug for JobAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobAccount")
+            .field("tenant", &self.tenant.name)
+            .field("object_bytes", &self.object_bytes)
+            .finish()
+    }
+}
+
+impl JobAccount {
+    /// The job's tenant's account.
+    pub fn tenant(&self) -> &Arc<TenantAccount> {
+        &self.tenant
+    }
+
+    /// Admits `bytes` more of objects the job stores (a `put`).
+    pub fn admit_bytes(&self, bytes: u64) -> Result<(), QuotaExceeded> {
+        let limit = self.tenant.quotas().object_store_bytes;
+        admit(
+            &self.tenant.object_bytes,
+            bytes,
+            limit,
+            &self.tenant.name,
+            "bytes of objects stored; this value is too many",
+        )?;
+        self.object_bytes.fetch_add(bytes, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Counts `bytes` the job stored without asking (task results: the
+    /// work was admitted already, so its result is kept).
+    pub fn add_bytes(&self, bytes: u64) {
+        self.tenant.object_bytes.fetch_add(bytes, Ordering::SeqCst);
+        self.object_bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// The job ended and its objects were freed.
+    pub fn free_all(&self) {
+        let bytes = self.object_bytes.swap(0, Ordering::SeqCst);
+        release(&self.tenant.object_bytes, bytes);
+    }
+}
+
+/// The node's accounts, one per tenant seen.
+#[derive(Default)]
+pub struct Accounts {
+    tenants: Mutex<HashMap<String, Arc<TenantAccount>>>,
+}
+
+impl Accounts {
+    /// A new job's account under its tenant's (whose weight and quotas
+    /// the grant updates: the newest grant carries the newest figures).
+    pub fn open_job(&self, grant: &JobGrant) -> Arc<JobAccount> {
+        let tenant = {
+            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            match tenants.get(&grant.tenant) {
+                Some(t) => {
+                    t.update(grant);
+                    t.clone()
+                }
+                None => {
+                    let t = Arc::new(TenantAccount::new(grant));
+                    tenants.insert(grant.tenant.clone(), t.clone());
+                    t
+                }
+            }
+        };
+        Arc::new(JobAccount {
+            tenant,
+            object_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// A tenant's account, if it has run anything here.
+    pub fn tenant(&self, name: &str) -> Option<Arc<TenantAccount>> {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::GuestPermissions;
+
+    fn grant(tenant: &str, weight: f64, quotas: Quotas) -> JobGrant {
+        JobGrant {
+            tenant: tenant.into(),
+            weight,
+            quotas,
+            capabilities: None,
+            permissions: GuestPermissions::ALL,
+        }
+    }
+
+    fn shape(cpus: u64, memory: u64) -> ResourceSet {
+        let mut s = ResourceSet::default();
+        s.cpu_milli = cpus * 1000;
+        s.memory = memory;
+        s
+    }
+
+    #[test]
+    fn counts_stop_at_their_quota_and_come_back() {
+        let accounts = Accounts::default();
+        let q = Quotas {
+            queued_tasks: Some(2),
+            actors: Some(1),
+            object_store_bytes: Some(100),
+            ..Default::default()
+        };
+        let job = accounts.open_job(&grant("acme", 1.0, q));
+        let t = job.tenant().clone();
+        t.admit_task().unwrap();
+        t.admit_task().unwrap();
+        let e = t.admit_task().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "quota exceeded: tenant acme has 2 of 2 queued tasks"
+        );
+        t.task_done();
+        t.admit_task().unwrap();
+        t.admit_actor().unwrap();
+        assert!(t.admit_actor().is_err());
+        t.actor_done();
+        t.admit_actor().unwrap();
+
+        job.admit_bytes(60).unwrap();
+        assert!(job.admit_bytes(41).is_err());
+        // A second job of the tenant shares its bytes.
+        let other = accounts.open_job(&grant(
+            "acme",
+            1.0,
+            Quotas {
+                object_store_bytes: Some(100),
+                ..Default::default()
+            },
+        ));
+        other.admit_bytes(40).unwrap();
+        assert!(other.admit_bytes(1).is_err());
+        job.free_all();
+        assert_eq!(t.object_bytes(), 40);
+        other.admit_bytes(60).unwrap();
+        // Another tenant is not affected.
+        let stranger = accounts.open_job(&grant("zeta", 1.0, Quotas::default()));
+        stranger.admit_bytes(1 << 40).unwrap();
+    }
+
+    #[test]
+    fn resource_quotas_and_weighted_shares() {
+        let accounts = Accounts::default();
+        let q = Quotas {
+            cpus: Some(2.0),
+            ..Default::default()
+        };
+        let a = accounts.open_job(&grant("a", 1.0, q)).tenant().clone();
+        let b = accounts
+            .open_job(&grant("b", 2.0, Quotas::default()))
+            .tenant()
+            .clone();
+        let total = shape(8, 1 << 30);
+        assert!(a.exceeds(&shape(3, 0)).is_some());
+        assert!(a.exceeds(&shape(2, 0)).is_none());
+        assert!(a.fits(&shape(2, 0)));
+        a.hold(&shape(2, 0));
+        assert!(!a.fits(&shape(1, 0)));
+        assert_eq!(a.weighted_share(&total), 0.25);
+        // b holds half the memory; its weight halves its share.
+        b.hold(&shape(0, 1 << 29));
+        assert_eq!(b.weighted_share(&total), 0.25);
+        a.unhold(&shape(2, 0));
+        assert!(a.fits(&shape(2, 0)));
+        assert_eq!(a.weighted_share(&total), 0.0);
+    }
+}
