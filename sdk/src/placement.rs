@@ -55,7 +55,7 @@ pub struct PlacementGroup {
 }
 
 impl PlacementGroup {
-    /// Its id (32 hex digits).
+    /// Its id: its tenant, a dot, and 32 hex digits.
     pub fn id(&self) -> &str {
         &self.info.id
     }

@@ -259,6 +259,19 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
         num_cpus: 1.0,
         ..Default::default()
     };
+    // A namespace grants environment variables only when told to.
+    let denied = c
+        .submit_request(request("env_probe", "[]".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.code(),
+        Some(tonic::Code::PermissionDenied),
+        "{denied}"
+    );
+    c.put_namespace("", "default", r#"{"env": true}"#, true)
+        .await
+        .unwrap();
     let job = c
         .submit_request(request(
             "env_probe",

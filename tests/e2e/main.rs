@@ -15,3 +15,4 @@ mod gpu;
 mod modules;
 mod sdk;
 mod service;
+mod tenancy;

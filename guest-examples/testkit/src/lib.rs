@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 mod cluster;
 mod gpu;
+mod tenancy;
 
 /// a + b.
 #[prism::task]
@@ -82,6 +83,8 @@ fn kind(r: &prism::Result<impl Sized>) -> String {
         Err(Error::Timeout) => "timeout".into(),
         Err(Error::InvalidArgument(_)) => "invalid_argument".into(),
         Err(Error::ObjectNotFound) => "object_not_found".into(),
+        Err(Error::PermissionDenied) => "permission_denied".into(),
+        Err(Error::QuotaExceeded) => "quota_exceeded".into(),
         Err(other) => format!("other: {other}"),
     }
 }

@@ -261,7 +261,13 @@ impl Admin for ApiHandle {
         let token = tokens
             .issue_claims(&issued)
             .map_err(|e| Status::internal(e.to_string()))?;
-        tracing::info!(target: "audit", subject = %claims.sub, action = "IssueToken", for_subject = %issued.sub, tenant = %issued.tenant, id = %issued.jti, decision = "allow");
+        self.0.access.audit(serde_json::json!({
+            "subject": claims.sub,
+            "tenant": claims.tenant,
+            "action": "IssueToken",
+            "issued": {"subject": issued.sub, "tenant": issued.tenant, "id": issued.jti},
+            "decision": "allow",
+        }));
         Ok(Response::new(IssueTokenReply {
             token,
             id: issued.jti,
@@ -307,7 +313,13 @@ impl Admin for ApiHandle {
                 return Err(Status::invalid_argument("name a token or its id"));
             };
         tenancy.revoke(&id, exp).map_err(tenancy_status)?;
-        tracing::info!(target: "audit", subject = %claims.sub, action = "RevokeToken", id = %id, decision = "allow");
+        self.0.access.audit(serde_json::json!({
+            "subject": claims.sub,
+            "tenant": claims.tenant,
+            "action": "RevokeToken",
+            "revoked": id,
+            "decision": "allow",
+        }));
         Ok(Response::new(RevokeTokenReply { id }))
     }
 

@@ -22,6 +22,7 @@ use crate::net::placement::ClusterHosts;
 use crate::net::registry::{NodeControlService, Registry, RegistryConfig};
 use crate::net::worker_service::WorkerService;
 use crate::net::{HEAD_NODE_ID, HEAD_NODE_TAG, MAX_NODE_MESSAGE};
+use crate::security::access::AuditLog;
 use crate::security::tenants::scoped;
 use crate::security::{
     Access, AccessError, Action, Claims, ClusterFiles, NodeAuthority, Policies, PolicyError,
@@ -66,6 +67,9 @@ pub struct HeadOptions {
     pub node_timeout: std::time::Duration,
     /// The head's own node.
     pub node: NodeConfig,
+    /// Where every authorization decision is appended, one JSON object
+    /// per line (default: `<state-dir>/audit.log`).
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 impl HeadOptions {
@@ -77,6 +81,7 @@ impl HeadOptions {
             heartbeat_interval: std::time::Duration::from_secs(1),
             node_timeout: std::time::Duration::from_secs(10),
             node,
+            audit_log: None,
         }
     }
 }
@@ -494,23 +499,30 @@ impl Jobs for ApiHandle {
         };
         let args = json_args(&r.args_json)?;
         let head = self.0.cluster.head();
-        if !head.has_module(module)
-            || !self
-                .0
-                .access
-                .tenancy()
-                .has_module(&tenant, &format!("{module:?}"))
-        {
+        let tenancy = self.0.access.tenancy();
+        let key = format!("{module:?}");
+        // A cluster-admin acting in another tenant may run what it
+        // uploaded itself; the module is then that tenant's too.
+        let owned = tenancy.has_module(&tenant, &key)
+            || (tenant != claims.tenant && tenancy.has_module(&claims.tenant, &key));
+        if !head.has_module(module) || !owned {
             return Err(Status::not_found(format!(
                 "no module {module:?}; upload it first"
             )));
         }
+        tenancy.add_module(&tenant, &key).map_err(tenancy_status)?;
         let submitted_at_ms = now_ms();
         let admission = self.0.admission.lock().await;
         if let Some(limit) = job_quota {
             let running = self.0.running_jobs(&tenant);
             if running >= limit {
-                tracing::info!(target: "audit", subject = %claims.sub, %tenant, action = "SubmitJob", decision = "deny", reason = "quota");
+                self.0.access.audit(serde_json::json!({
+                    "subject": claims.sub,
+                    "tenant": tenant,
+                    "action": "SubmitJob",
+                    "decision": "deny",
+                    "reason": format!("quota exceeded: {running} of {limit} jobs"),
+                }));
                 return Err(Status::resource_exhausted(format!(
                     "quota exceeded: tenant {tenant} runs {running} of {limit} jobs"
                 )));
@@ -942,9 +954,21 @@ pub async fn serve(
     head_node.set_placement(Arc::new(placement));
     tokio::spawn(registry.clone().watch_nodes());
     let tenancy = Arc::new(Tenancy::load(store.clone())?);
+    let audit_path = options
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| state_dir.join("audit.log"));
     let api = ApiHandle(Arc::new(Api {
         cluster,
-        access: Access::new(authority, tenancy, policies)?,
+        access: Access::new(
+            authority,
+            tenancy,
+            policies,
+            Some(
+                AuditLog::open(&audit_path)
+                    .map_err(|e| ApiError::Transport(format!("{}: {e}", audit_path.display())))?,
+            ),
+        )?,
         admission: tokio::sync::Mutex::new(()),
         jobs: Mutex::new(HashMap::new()),
         past,

@@ -4,6 +4,7 @@
 //! prints any error once, at the edge, with a clean exit code:
 //! 0 success, 1 the job (or a demo check) failed, 2 bad usage or setup.
 
+mod admin;
 mod bench;
 mod demo;
 mod service;
@@ -49,8 +50,14 @@ enum Command {
     Init(service::InitArgs),
     /// Start the head: the API over TLS, on an embedded node.
     Start(service::StartArgs),
-    /// Issue bearer tokens.
-    Token(service::TokenArgs),
+    /// Issue and revoke bearer tokens.
+    Token(admin::TokenArgs),
+    /// Manage tenants and their quotas (cluster-admin).
+    Tenant(admin::TenantArgs),
+    /// Manage a tenant's namespaces and their sandbox capabilities.
+    Namespace(admin::NamespaceArgs),
+    /// Manage a tenant's Cedar policies.
+    Policy(admin::PolicyArgs),
     /// Submit and follow jobs on a running cluster.
     Job(service::JobArgs),
     /// Manage the cluster's nodes.
@@ -221,7 +228,10 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(args) => status(args),
         Command::Init(args) => service::init(args),
         Command::Start(args) => service::start(args),
-        Command::Token(args) => service::token(args),
+        Command::Token(args) => admin::token(args),
+        Command::Tenant(args) => admin::tenant(args),
+        Command::Namespace(args) => admin::namespace(args),
+        Command::Policy(args) => admin::policy(args),
         Command::Job(args) => service::job(args),
         Command::Node(args) => service::node(args),
         Command::Actor(args) => service::actor(args),

@@ -3,7 +3,6 @@
 //! API through `prism-client`).
 
 use super::NodeArgs;
-use crate::security::{ClusterFiles, Role, TokenAuthority};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use prism_client::v1::{JobInfo, JobState};
@@ -52,6 +51,10 @@ pub(super) struct StartArgs {
     /// milliseconds (default: 10000).
     #[arg(long, default_value_t = 10_000)]
     node_timeout_ms: u64,
+    /// Head: the audit log, one JSON object per authorization decision
+    /// (default: STATE/audit.log).
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
     /// Worker, first start: a one-time join token from `prism node
     /// join-token` (default: PRISM_JOIN_TOKEN).
     #[arg(long)]
@@ -107,31 +110,6 @@ enum NodeCommand {
     },
 }
 
-#[derive(Args, Debug)]
-pub(super) struct TokenArgs {
-    #[command(subcommand)]
-    command: TokenCommand,
-}
-
-#[derive(Subcommand, Debug)]
-enum TokenCommand {
-    /// Sign a new token with the cluster's key and print it.
-    Issue {
-        /// The cluster's state directory (holds jwt.key).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Who the token is for (its `sub`).
-        #[arg(long)]
-        subject: String,
-        /// cluster-admin, tenant-admin, developer or viewer (default: developer).
-        #[arg(long, default_value = "developer")]
-        role: String,
-        /// Lifetime in seconds (default: 86400, one day).
-        #[arg(long, default_value_t = 86_400)]
-        ttl_secs: u64,
-    },
-}
-
 /// How a client finds and proves itself to the head.
 #[derive(Args, Debug, Clone)]
 pub(super) struct ClientArgs {
@@ -155,7 +133,7 @@ impl ClientArgs {
         self.address.is_some() || std::env::var_os("PRISM_ADDRESS").is_some_and(|v| !v.is_empty())
     }
 
-    async fn connect(&self) -> anyhow::Result<Client> {
+    pub(super) async fn connect(&self) -> anyhow::Result<Client> {
         let config = ClientConfig::resolve(
             self.address.clone(),
             self.token.clone(),
@@ -196,6 +174,10 @@ enum JobCommand {
         /// CPUs the driver holds while it runs (default: 0).
         #[arg(long, default_value_t = 0.0)]
         driver_cpus: f64,
+        /// The tenant to run in (default: the token's; another needs a
+        /// cluster-admin token).
+        #[arg(long, default_value = "")]
+        tenant: String,
         /// Wait for the job and print its result.
         #[arg(long)]
         wait: bool,
@@ -296,6 +278,7 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     options.advertise = args.advertise.clone();
     options.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
     options.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
+    options.audit_log = args.audit_log.clone();
     super::tokio_runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         crate::api::serve(
@@ -312,27 +295,6 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
         .await
     })?;
     Ok(0)
-}
-
-pub(super) fn token(args: TokenArgs) -> anyhow::Result<i32> {
-    match args.command {
-        TokenCommand::Issue {
-            dir,
-            subject,
-            role,
-            ttl_secs,
-        } => {
-            let role = Role::parse(&role).with_context(|| {
-                format!("unknown role {role:?}: cluster-admin, tenant-admin, developer or viewer")
-            })?;
-            let authority = TokenAuthority::load(&ClusterFiles::new(dir))?;
-            println!(
-                "{}",
-                authority.issue(&subject, role, Duration::from_secs(ttl_secs))?
-            );
-            Ok(0)
-        }
-    }
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -397,6 +359,7 @@ pub(super) fn job(args: JobArgs) -> anyhow::Result<i32> {
                 namespace,
                 env,
                 driver_cpus,
+                tenant,
                 wait,
             } => {
                 let mut vars = std::collections::HashMap::new();
@@ -417,6 +380,7 @@ pub(super) fn job(args: JobArgs) -> anyhow::Result<i32> {
                         namespace,
                         env: vars,
                         num_cpus: driver_cpus,
+                        tenant,
                         ..Default::default()
                     })
                     .await?;

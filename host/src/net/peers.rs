@@ -507,19 +507,19 @@ impl Peers {
         }
     }
 
-    /// Sends one actor call; its result completes `return_id`. If the
-    /// actor's node is gone and `follow` is set, asks where the actor was
-    /// restarted and sends the call there instead.
+    /// Sends one actor call for `caller`; its result completes
+    /// `return_id`. If the actor's node is gone and `follow` is set, asks
+    /// where the actor was restarted and sends the call there instead.
     fn send_actor_call(
         &self,
         actor: ActorId,
         method: String,
         args: Vec<Arg>,
         return_id: ObjectId,
-        owner: JobId,
-        tenant: String,
+        caller: Caller,
         follow: bool,
     ) {
+        let Caller { owner, tenant } = caller;
         let Some(me) = self.me.upgrade() else { return };
         let peer = self.actor_host(actor);
         let request = peer.as_ref().map(|_| pb::CallActorRequest {
@@ -557,9 +557,8 @@ impl Peers {
                         if moved.node_tag() == me.local_tag {
                             node.call_local_actor(moved, method, args, return_id);
                         } else {
-                            me.send_actor_call(
-                                moved, method, args, return_id, owner, tenant, false,
-                            );
+                            let caller = Caller { owner, tenant };
+                            me.send_actor_call(moved, method, args, return_id, caller, false);
                         }
                         return;
                     }
@@ -713,8 +712,10 @@ impl RemoteActors for Peers {
             method.to_string(),
             args,
             return_id,
-            owner,
-            tenant.to_string(),
+            Caller {
+                owner,
+                tenant: tenant.to_string(),
+            },
             true,
         );
     }
@@ -931,6 +932,12 @@ impl Remote for Peers {
             });
         }
     }
+}
+
+/// Who an actor call is for: the job owning its result, and its tenant.
+struct Caller {
+    owner: JobId,
+    tenant: String,
 }
 
 /// Splits `bytes` into [`CHUNK_BYTES`] pieces without copying.

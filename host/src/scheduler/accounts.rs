@@ -335,10 +335,11 @@ mod tests {
     }
 
     fn shape(cpus: u64, memory: u64) -> ResourceSet {
-        let mut s = ResourceSet::default();
-        s.cpu_milli = cpus * 1000;
-        s.memory = memory;
-        s
+        ResourceSet {
+            cpu_milli: cpus * 1000,
+            memory,
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -2,15 +2,57 @@
 //! first. A token must verify (signature, expiry, issuer, audience), must
 //! not be revoked, and its tenant must exist; then the Cedar policies
 //! decide the action on the resource. Every decision, allow or deny, is
-//! written to the audit log (`audit` target): who, what, on what, the
-//! decision and the policies that made it.
+//! written to the audit log ([`AuditLog`], one JSON object per line, and
+//! the `audit` tracing target): who, what, on what, the decision and the
+//! policies that made it, or why the token was refused.
 
 use super::policy::{Action, Policies, Principal, Resource};
 use super::tenants::{
     Capabilities, GuestPermissions, JobGrant, NamespaceRecord, Tenancy, TenancyError,
 };
 use super::{Claims, Role, TokenAuthority, TokenError};
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// The audit log: one JSON object per line, appended and flushed per
+/// decision, file mode 0600.
+pub struct AuditLog {
+    file: Mutex<std::fs::File>,
+}
+
+impl AuditLog {
+    /// Opens (appending) or creates the log at `path`.
+    pub fn open(path: &std::path::Path) -> std::io::Result<AuditLog> {
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        Ok(AuditLog {
+            file: Mutex::new(options.open(path)?),
+        })
+    }
+
+    /// Appends one record (a failure to write is reported once per
+    /// record to the process log; the decision stands).
+    pub fn record(&self, entry: serde_json::Value) {
+        let mut line = entry.to_string();
+        line.push('\n');
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            tracing::error!("writing the audit log failed: {e}");
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Why a request was refused. The messages are what clients see.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +80,7 @@ pub struct Access {
     tokens: TokenAuthority,
     tenancy: Arc<Tenancy>,
     policies: Policies,
+    audit: Option<AuditLog>,
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -64,6 +107,7 @@ impl Access {
         tokens: TokenAuthority,
         tenancy: Arc<Tenancy>,
         policies: Policies,
+        audit: Option<AuditLog>,
     ) -> Result<Access, TenancyError> {
         for (tenant, text) in tenancy.stored_policies()? {
             if let Err(e) = policies.set_tenant(&tenant, &text) {
@@ -75,7 +119,15 @@ impl Access {
             tokens,
             tenancy,
             policies,
+            audit,
         })
+    }
+
+    /// Writes one record to the audit log, if there is one.
+    pub fn audit(&self, entry: serde_json::Value) {
+        if let Some(log) = &self.audit {
+            log.record(entry);
+        }
     }
 
     /// The tenancy records.
@@ -113,6 +165,12 @@ impl Access {
         };
         if let Err(e) = &verdict {
             tracing::info!(target: "audit", action, decision = "deny", reason = %e);
+            self.audit(serde_json::json!({
+                "at_ms": unix_ms(),
+                "action": action,
+                "decision": "deny",
+                "reason": e.to_string(),
+            }));
         }
         verdict
     }
@@ -142,6 +200,17 @@ impl Access {
             decision = if decision.allowed { "allow" } else { "deny" },
             policies = %policies,
         );
+        self.audit(serde_json::json!({
+            "at_ms": unix_ms(),
+            "subject": claims.sub,
+            "tenant": claims.tenant,
+            "role": role_name(claims.role),
+            "token_id": claims.jti,
+            "action": action.name(),
+            "resource": describe(&resource),
+            "decision": if decision.allowed { "allow" } else { "deny" },
+            "policies": decision.policies,
+        }));
         if decision.allowed {
             Ok(())
         } else {
@@ -235,6 +304,7 @@ mod tests {
             TokenAuthority::load(&files).unwrap(),
             tenancy,
             Policies::new().unwrap(),
+            Some(AuditLog::open(&dir.join("audit.log")).unwrap()),
         )
         .unwrap();
         (access, files)
@@ -336,5 +406,23 @@ mod tests {
             access.namespace("acme", "nope"),
             Err(AccessError::NotFound(_))
         ));
+
+        // Every decision is in the audit log, with the deciding policy.
+        let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let found = |decision: &str, policy: Option<&str>| {
+            lines.iter().any(|l| {
+                l["action"] == "UseGpu"
+                    && l["subject"] == "ada"
+                    && l["tenant"] == "acme"
+                    && l["decision"] == decision
+                    && policy.is_none_or(|p| l["policies"][0] == p)
+            })
+        };
+        assert!(found("deny", None), "{log}");
+        assert!(found("allow", Some("gpu-in-ml")), "{log}");
     }
 }

@@ -320,7 +320,7 @@ pub struct PlacementGroupSpec {
 /// A created placement group (what `prism_v1.pg_create` stages).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacementGroupInfo {
-    /// Its id: 32 hex digits.
+    /// Its id: the tenant, a dot and 32 hex digits.
     pub id: String,
     /// The node holding each bundle, in bundle order.
     pub nodes: Vec<String>,

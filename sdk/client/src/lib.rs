@@ -8,8 +8,13 @@
 //! `~/.config/prism/client.json`, with keys `address`, `token` or
 //! `token_file`, and `ca`).
 
+use prism_proto::v1::admin_client::AdminClient;
 use prism_proto::v1::cluster_client::ClusterClient;
 use prism_proto::v1::jobs_client::JobsClient;
+use prism_proto::v1::{
+    IssueTokenReply, IssueTokenRequest, ListTenantsRequest, NamespaceInfo, NamespaceRequest,
+    PolicyReply, PolicyRequest, RevokeTokenReply, RevokeTokenRequest, TenantInfo, TenantRequest,
+};
 use prism_proto::v1::{
     JobInfo, JobRequest, JobResult, JoinTokenReply, JoinTokenRequest, ListJobsRequest, LogLine,
     ResultRequest, StatusReply, StatusRequest, SubmitJobRequest, UploadModuleReply,
@@ -185,6 +190,7 @@ type Authed = InterceptedService<Channel, BearerToken>;
 pub struct Client {
     jobs: JobsClient<Authed>,
     cluster: ClusterClient<Authed>,
+    admin: AdminClient<Authed>,
 }
 
 impl Client {
@@ -223,7 +229,8 @@ impl Client {
             jobs: JobsClient::with_interceptor(channel.clone(), auth.clone())
                 .max_decoding_message_size(MAX_REPLY_BYTES)
                 .max_encoding_message_size(MAX_REPLY_BYTES),
-            cluster: ClusterClient::with_interceptor(channel, auth),
+            cluster: ClusterClient::with_interceptor(channel.clone(), auth.clone()),
+            admin: AdminClient::with_interceptor(channel, auth),
         })
     }
 
@@ -356,6 +363,174 @@ impl Client {
     /// The cluster's nodes.
     pub async fn status(&mut self) -> Result<StatusReply, ClientError> {
         Ok(self.cluster.status(StatusRequest {}).await?.into_inner())
+    }
+
+    /// Creates a tenant (cluster-admin). `quotas_json` as in
+    /// `TenantRequest` (empty: unlimited); `weight` 0 means 1.
+    pub async fn create_tenant(
+        &mut self,
+        name: &str,
+        weight: f64,
+        quotas_json: &str,
+    ) -> Result<TenantInfo, ClientError> {
+        Ok(self
+            .admin
+            .create_tenant(TenantRequest {
+                tenant: name.into(),
+                weight,
+                quotas_json: quotas_json.into(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Every tenant the caller may see.
+    pub async fn tenants(&mut self) -> Result<Vec<TenantInfo>, ClientError> {
+        Ok(self
+            .admin
+            .list_tenants(ListTenantsRequest {})
+            .await?
+            .into_inner()
+            .tenants)
+    }
+
+    /// Deletes a tenant (cluster-admin; refused while it runs jobs).
+    pub async fn delete_tenant(&mut self, name: &str) -> Result<(), ClientError> {
+        self.admin
+            .delete_tenant(TenantRequest {
+                tenant: name.into(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces a tenant's quotas (and its weight, if `weight` > 0).
+    pub async fn set_quotas(
+        &mut self,
+        tenant: &str,
+        quotas_json: &str,
+        weight: f64,
+    ) -> Result<TenantInfo, ClientError> {
+        Ok(self
+            .admin
+            .set_quotas(TenantRequest {
+                tenant: tenant.into(),
+                weight,
+                quotas_json: quotas_json.into(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Creates a namespace (or with `update`, replaces its capabilities).
+    /// An empty `tenant` is the token's.
+    pub async fn put_namespace(
+        &mut self,
+        tenant: &str,
+        name: &str,
+        capabilities_json: &str,
+        update: bool,
+    ) -> Result<NamespaceInfo, ClientError> {
+        Ok(self
+            .admin
+            .put_namespace(NamespaceRequest {
+                tenant: tenant.into(),
+                name: name.into(),
+                capabilities_json: capabilities_json.into(),
+                update,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// A tenant's namespaces (empty: the token's tenant).
+    pub async fn namespaces(&mut self, tenant: &str) -> Result<Vec<NamespaceInfo>, ClientError> {
+        Ok(self
+            .admin
+            .list_namespaces(TenantRequest {
+                tenant: tenant.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .namespaces)
+    }
+
+    /// Deletes a namespace.
+    pub async fn delete_namespace(&mut self, tenant: &str, name: &str) -> Result<(), ClientError> {
+        self.admin
+            .delete_namespace(NamespaceRequest {
+                tenant: tenant.into(),
+                name: name.into(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Issues a token of `tenant` (empty: the caller's) for `subject`.
+    pub async fn issue_token(
+        &mut self,
+        tenant: &str,
+        subject: &str,
+        role: &str,
+        ttl_secs: u64,
+    ) -> Result<IssueTokenReply, ClientError> {
+        Ok(self
+            .admin
+            .issue_token(IssueTokenRequest {
+                tenant: tenant.into(),
+                subject: subject.into(),
+                role: role.into(),
+                ttl_secs,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Revokes a token, given the token itself or (cluster-admin) its id.
+    pub async fn revoke_token(
+        &mut self,
+        token: &str,
+        id: &str,
+    ) -> Result<RevokeTokenReply, ClientError> {
+        Ok(self
+            .admin
+            .revoke_token(RevokeTokenRequest {
+                token: token.into(),
+                id: id.into(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Replaces a tenant's policy set (empty text: removes it).
+    pub async fn set_policy(
+        &mut self,
+        tenant: &str,
+        policies: &str,
+    ) -> Result<PolicyReply, ClientError> {
+        Ok(self
+            .admin
+            .set_policy(PolicyRequest {
+                tenant: tenant.into(),
+                policies: policies.into(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// A tenant's own policy set.
+    pub async fn policy(&mut self, tenant: &str) -> Result<PolicyReply, ClientError> {
+        Ok(self
+            .admin
+            .get_policy(TenantRequest {
+                tenant: tenant.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner())
     }
 
     /// A one-time token for a node to join with, valid for `ttl_secs`
