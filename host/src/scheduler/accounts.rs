@@ -35,7 +35,13 @@ pub struct TenantAccount {
     /// CPU (thousandths), memory (bytes) and GPU (thousandths) its
     /// running tasks hold here.
     held: Mutex<(u64, u64, u64)>,
+    /// When it last started a task ([`SERVED`] order): among equal
+    /// shares, the tenant served longest ago goes first.
+    last_served: AtomicU64,
 }
+
+/// Counts task starts on this node, for [`TenantAccount::last_served`].
+static SERVED: AtomicU64 = AtomicU64::new(1);
 
 fn admit(
     counter: &AtomicU64,
@@ -79,6 +85,7 @@ impl TenantAccount {
             actors: AtomicU64::new(0),
             object_bytes: AtomicU64::new(0),
             held: Mutex::new((0, 0, 0)),
+            last_served: AtomicU64::new(0),
         }
     }
 
@@ -196,6 +203,8 @@ impl TenantAccount {
 
     /// A task of `shape` started here.
     pub fn hold(&self, shape: &ResourceSet) {
+        self.last_served
+            .store(SERVED.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.0 = held.0.saturating_add(shape.cpu_milli);
         held.1 = held.1.saturating_add(shape.memory);
@@ -208,6 +217,15 @@ impl TenantAccount {
         held.0 = held.0.saturating_sub(shape.cpu_milli);
         held.1 = held.1.saturating_sub(shape.memory);
         held.2 = held.2.saturating_sub(shape.gpu_milli());
+    }
+
+    /// Its place in the dispatch order: weighted dominant share first,
+    /// then the tenant served longest ago.
+    pub fn dispatch_key(&self, total: &ResourceSet) -> (f64, u64) {
+        (
+            self.weighted_share(total),
+            self.last_served.load(Ordering::Relaxed),
+        )
     }
 
     /// Its dominant share of `total` divided by its weight: the largest

@@ -735,26 +735,32 @@ impl Shared {
             } else {
                 // Several tenants: Dominant Resource Fairness. One task at a
                 // time goes to the tenant whose weighted dominant share of
-                // this node is smallest among those that can start one.
+                // this node is smallest among those that can start one
+                // (equal shares: the one served longest ago).
                 let total = self.total().clone();
                 let mut blocked = vec![false; queues.len()];
                 loop {
-                    let mut order: Vec<(f64, usize)> = queues
+                    let mut order: Vec<((f64, u64), usize)> = queues
                         .iter()
                         .enumerate()
                         .filter(|(i, _)| !blocked[*i])
                         .map(|(i, (_, _, q))| {
-                            let share = q
+                            let key = q
                                 .front()
                                 .and_then(|e| e.spec.account.as_ref())
-                                .map_or(0.0, |a| a.tenant().weighted_share(&total));
-                            (share, i)
+                                .map_or((0.0, 0), |a| a.tenant().dispatch_key(&total));
+                            (key, i)
                         })
                         .collect();
                     if order.is_empty() {
                         break;
                     }
-                    order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    order.sort_by(|a, b| {
+                        a.0.0
+                            .total_cmp(&b.0.0)
+                            .then(a.0.1.cmp(&b.0.1))
+                            .then(a.1.cmp(&b.1))
+                    });
                     let mut moved = false;
                     for (_, i) in order {
                         let (shape, _, queue) = &mut queues[i];
@@ -1194,5 +1200,185 @@ impl SlotHandle {
             Some(pool) => pool.left.give(&grant),
             None => state.give(&grant, &self.gpus),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::{GuestPermissions, JobGrant, Quotas};
+
+    /// What the test sees of the executor: which functions started, in
+    /// order, and a permit per attempt it lets finish.
+    struct GateState {
+        started: Mutex<Vec<String>>,
+        finish: tokio::sync::Semaphore,
+    }
+
+    /// Runs no guest: records the start, then waits for a permit.
+    struct Gate(Arc<GateState>);
+
+    impl TaskExecutor for Gate {
+        fn execute(&self, run: TaskRun) -> BoxFuture<'static, Result<Bytes, WireError>> {
+            let state = self.0.clone();
+            state
+                .started
+                .lock()
+                .unwrap()
+                .push(run.spec.function.clone());
+            Box::pin(async move {
+                if let Ok(permit) = state.finish.acquire().await {
+                    permit.forget();
+                }
+                Ok(Bytes::from_static(&[0xc0]))
+            })
+        }
+    }
+
+    fn spec(account: &Arc<JobAccount>, function: &str) -> TaskSpec {
+        TaskSpec {
+            job: JobId::random(),
+            module: ModuleHash::of(b"m"),
+            entry: EntryKind::Task,
+            function: function.into(),
+            args: Vec::new(),
+            request: ResourceSet::new(1.0, 0, &Default::default()).unwrap(),
+            max_retries: 0,
+            timeout: Duration::from_secs(10),
+            memory_limit: 1 << 20,
+            return_id: ObjectId::random(),
+            strategy: Default::default(),
+            local_only: true,
+            bundle: None,
+            first_attempt: 0,
+            account: Some(account.clone()),
+            admitted: false,
+        }
+    }
+
+    fn grant(tenant: &str, quotas: Quotas) -> JobGrant {
+        JobGrant {
+            tenant: tenant.into(),
+            weight: 1.0,
+            quotas,
+            capabilities: None,
+            permissions: GuestPermissions::ALL,
+        }
+    }
+
+    struct Setup {
+        gate: Arc<GateState>,
+        scheduler: Scheduler,
+        objects: Arc<ObjectStore>,
+        accounts: accounts::Accounts,
+        _executor: Arc<dyn TaskExecutor>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup(cpus: f64) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = Arc::new(ObjectStore::new(1 << 20, dir.path().join("spill")).unwrap());
+        let gate = Arc::new(GateState {
+            started: Mutex::new(Vec::new()),
+            finish: tokio::sync::Semaphore::new(0),
+        });
+        let executor: Arc<dyn TaskExecutor> = Arc::new(Gate(gate.clone()));
+        let total = ResourceSet::new(cpus, 0, &Default::default()).unwrap();
+        Setup {
+            scheduler: Scheduler::new(
+                total,
+                objects.clone(),
+                Arc::downgrade(&executor),
+                Duration::from_millis(1),
+            ),
+            gate,
+            objects,
+            accounts: Default::default(),
+            _executor: executor,
+            _dir: dir,
+        }
+    }
+
+    async fn done(objects: &ObjectStore, id: ObjectId) {
+        if let Watch::Pending(rx) = objects.watch(id) {
+            let _ = rx.await;
+        }
+    }
+
+    #[tokio::test]
+    async fn tenants_take_turns_on_a_busy_node() {
+        let s = setup(1.0);
+        let a = s.accounts.open_job(&grant("a", Quotas::default()));
+        let b = s.accounts.open_job(&grant("b", Quotas::default()));
+        let mut ids = Vec::new();
+        for f in ["a0", "a1", "a2", "a3"] {
+            let spec = spec(&a, f);
+            ids.push(spec.return_id);
+            s.scheduler.submit(spec);
+        }
+        for f in ["b0", "b1"] {
+            let spec = spec(&b, f);
+            ids.push(spec.return_id);
+            s.scheduler.submit(spec);
+        }
+        for _ in 0..ids.len() {
+            s.gate.finish.add_permits(1);
+            tokio::task::yield_now().await;
+        }
+        for id in ids {
+            done(&s.objects, id).await;
+        }
+        // a0 ran alone; then, with equal shares, the tenant served longest
+        // ago goes next: first in, first out would run all of a first.
+        assert_eq!(
+            *s.gate.started.lock().unwrap(),
+            ["a0", "b0", "a1", "b1", "a2", "a3"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tenant_at_its_cpu_quota_waits_while_others_run() {
+        let s = setup(3.0);
+        let capped = s.accounts.open_job(&grant(
+            "capped",
+            Quotas {
+                cpus: Some(1.0),
+                ..Default::default()
+            },
+        ));
+        let free = s.accounts.open_job(&grant("free", Quotas::default()));
+        let mut ids = Vec::new();
+        for f in ["c0", "c1", "c2"] {
+            let spec = spec(&capped, f);
+            ids.push(spec.return_id);
+            s.scheduler.submit(spec);
+        }
+        let other = spec(&free, "f0");
+        ids.push(other.return_id);
+        s.scheduler.submit(other);
+        tokio::task::yield_now().await;
+        // One CPU for the capped tenant, one for the other; one idle.
+        assert_eq!(*s.gate.started.lock().unwrap(), ["c0", "f0"]);
+        // A request over the quota by itself fails at once.
+        let mut big = spec(&capped, "too-big");
+        big.request = ResourceSet::new(2.0, 0, &Default::default()).unwrap();
+        let big_id = big.return_id;
+        s.scheduler.submit(big);
+        match s.objects.lookup(big_id).unwrap() {
+            Lookup::Ready(Object::Error(e)) => {
+                assert_eq!(e.kind, ErrorKind::QuotaExceeded, "{e:?}");
+                assert!(e.message.contains("tenant capped"), "{}", e.message);
+            }
+            other => panic!(
+                "expected an error, got {:?}",
+                matches!(other, Lookup::Ready(_))
+            ),
+        }
+        s.gate.finish.add_permits(10);
+        for id in ids {
+            done(&s.objects, id).await;
+        }
+        assert_eq!(s.gate.started.lock().unwrap().len(), 4);
+        assert_eq!(capped.tenant().weighted_share(&s.scheduler.total()), 0.0);
     }
 }
