@@ -602,3 +602,137 @@ async fn a_restarted_head_knows_its_workers_and_detached_actors_again() {
     let missing = c.call_actor("", "nobody", "add", "[1]").await.unwrap_err();
     assert!(missing.to_string().contains("no actor named"), "{missing}");
 }
+
+/// Submits `entry` with `args` as `client` and waits for its JSON value.
+async fn value_of(client: &Client, module: &str, entry: &str, args: &str) -> String {
+    let mut c = client.clone();
+    let job = c.submit(module, entry, args, "").await.unwrap();
+    let result = c.result(&job.id, true).await.unwrap();
+    assert!(!result.value_json.is_empty(), "{entry}: {:?}", result.job);
+    result.value_json
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_tenant_walls_hold_across_nodes() {
+    let cluster = TestCluster::start().await;
+    let workers = cluster.worker_ids().await;
+    let mut admin = cluster.client.clone();
+    admin
+        .create_tenant("acme", 1.0, r#"{"actors": 1}"#)
+        .await
+        .unwrap();
+    admin.create_tenant("zeta", 1.0, "").await.unwrap();
+    let connect = |token: String| {
+        let config = ClientConfig {
+            address: cluster.head.address.clone(),
+            token,
+            ca_pem: std::fs::read(cluster.files.ca_cert()).unwrap(),
+        };
+        async move { Client::connect(&config).await.unwrap() }
+    };
+    let acme = connect(
+        admin
+            .issue_token("acme", "ada", "developer", 600)
+            .await
+            .unwrap()
+            .token,
+    )
+    .await;
+    let zeta = connect(
+        admin
+            .issue_token("zeta", "zed", "developer", 600)
+            .await
+            .unwrap()
+            .token,
+    )
+    .await;
+    let module = acme
+        .clone()
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    zeta.clone()
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap();
+
+    // acme's one actor lives on the first worker; once the heartbeats
+    // have carried that, the second worker refuses acme another.
+    let mut holder = acme.clone();
+    let held = holder
+        .submit(
+            &module,
+            "actors_on",
+            &format!(r#"["{}", 1, 4000]"#, workers[0]),
+            "",
+        )
+        .await
+        .unwrap()
+        .id;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = format!(r#"["{}", 1, 0]"#, workers[1]);
+    assert_eq!(
+        value_of(&acme, &module, "actors_on", &second).await,
+        r#""0:quota_exceeded""#
+    );
+    assert_eq!(
+        holder.result(&held, true).await.unwrap().value_json,
+        r#""1:none""#
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        value_of(&acme, &module, "actors_on", &second).await,
+        r#""1:none""#
+    );
+
+    // An object acme keeps on the first worker is not found for zeta's
+    // guest, though zeta knows its id: the holding node checks the tenant.
+    let blob_job = acme
+        .clone()
+        .submit(
+            &module,
+            "hold_blob_on",
+            &format!(r#"["{}", 3000]"#, workers[0]),
+            "",
+        )
+        .await
+        .unwrap()
+        .id;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut follower = acme.clone();
+    let id = blob_job.clone();
+    tokio::spawn(async move {
+        let _ = follower
+            .follow_logs(&id, |line| {
+                let _ = tx.send(line.text);
+            })
+            .await;
+    });
+    let blob = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(id) = line.strip_prefix("blob ") {
+            break id.to_string();
+        }
+    };
+    assert_eq!(
+        value_of(&zeta, &module, "peek", &format!("[{blob}]")).await,
+        r#""object_not_found""#
+    );
+    // (acme's own guest, by contrast, reads it.)
+    assert_eq!(
+        value_of(&acme, &module, "peek", &format!("[{blob}]")).await,
+        r#""ok""#
+    );
+    assert_eq!(
+        acme.clone()
+            .result(&blob_job, true)
+            .await
+            .unwrap()
+            .value_json,
+        "4096"
+    );
+}

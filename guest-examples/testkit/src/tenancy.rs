@@ -161,3 +161,44 @@ fn admitted(outcomes: impl Iterator<Item = prism::Result<()>>) -> String {
     }
     format!("{ok}:{}", first.unwrap_or_else(|| "none".into()))
 }
+
+/// Creates `n` actors on node `node`, calls each once, keeps them for
+/// `ms`, and reports how many were admitted: "<ok>:<first refusal>".
+#[prism::main]
+fn actors_on(node: String, n: u64, ms: u64) -> String {
+    let made: Vec<prism::Result<KitHandle>> = (0..n)
+        .map(|i| Kit::options().node(&node, false).remote(i as i64))
+        .collect();
+    // A refusal on another node shows on the first call.
+    let called: Vec<prism::Result<()>> = made
+        .iter()
+        .map(|h| match h {
+            Ok(h) => prism::get(&h.get().remote()).map(|_| ()),
+            Err(e) => Err(e.clone()),
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(ms));
+    admitted(called.into_iter())
+}
+
+/// Makes a blob on node `node`, logs its reference, and keeps it for
+/// `ms`; returns its length.
+#[prism::main]
+fn hold_blob_on(node: String, ms: u64) -> prism::Result<u64> {
+    let blob = prism::get(&blob_here::options().node(&node, false).remote(4))?;
+    prism::log(format!("blob {:?}", blob.id().0));
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(prism::get(&blob)?.len() as u64)
+}
+
+/// Puts `kb` KiB into the store of the node it runs on.
+#[prism::task]
+fn blob_here(kb: u64) -> prism::Result<ObjectRef<Vec<u8>>> {
+    prism::put(&vec![3u8; (kb * 1024) as usize])
+}
+
+/// How getting `object` ends ("ok" or the error's kind).
+#[prism::main]
+fn peek(object: ObjectRef<Vec<u8>>) -> String {
+    kind(&prism::get(&object))
+}

@@ -261,6 +261,17 @@ impl Node {
             .is_none_or(|record| tenant_of(&record.namespace) == tenant)
     }
 
+    /// What each tenant uses on this node, for the other nodes' quotas.
+    pub fn tenant_usage(&self) -> HashMap<String, crate::scheduler::accounts::Usage> {
+        self.accounts.usage()
+    }
+
+    /// What each tenant uses on the other nodes (the latest report):
+    /// quotas here count it with this node's own use.
+    pub fn set_usage_elsewhere(&self, usage: HashMap<String, crate::scheduler::accounts::Usage>) {
+        self.accounts.set_elsewhere(usage);
+    }
+
     /// A tenant's usage on this node, if it ran anything here.
     pub fn tenant_account(&self, tenant: &str) -> Option<Arc<TenantAccount>> {
         self.accounts.tenant(tenant)

@@ -132,3 +132,47 @@ pub fn unreachable(node: &str, status: &Status) -> WireError {
         format!("node {node} failed or is unreachable: {}", status.message()),
     )
 }
+
+/// Tenants' use as the heartbeat carries it.
+pub fn usage_to_proto(
+    usage: &std::collections::HashMap<String, crate::scheduler::accounts::Usage>,
+) -> std::collections::HashMap<String, pb::TenantUsage> {
+    usage
+        .iter()
+        .map(|(tenant, u)| {
+            (
+                tenant.clone(),
+                pb::TenantUsage {
+                    queued_tasks: u.queued_tasks,
+                    actors: u.actors,
+                    object_bytes: u.object_bytes,
+                    cpu_milli: u.cpu_milli,
+                    memory: u.memory,
+                    gpu_milli: u.gpu_milli,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Tenants' use from a heartbeat or view.
+pub fn usage_from_proto(
+    usage: &std::collections::HashMap<String, pb::TenantUsage>,
+) -> std::collections::HashMap<String, crate::scheduler::accounts::Usage> {
+    usage
+        .iter()
+        .map(|(tenant, u)| {
+            (
+                tenant.clone(),
+                crate::scheduler::accounts::Usage {
+                    queued_tasks: u.queued_tasks,
+                    actors: u.actors,
+                    object_bytes: u.object_bytes,
+                    cpu_milli: u.cpu_milli,
+                    memory: u.memory,
+                    gpu_milli: u.gpu_milli,
+                },
+            )
+        })
+        .collect()
+}

@@ -205,7 +205,37 @@ impl Registry {
                 alive: entry.alive,
             });
         }
-        pb::ClusterView { nodes }
+        pb::ClusterView {
+            nodes,
+            usage_elsewhere: Default::default(),
+        }
+    }
+
+    /// What each tenant uses on every alive node but `except` (a worker's
+    /// id; `None`: every worker, for the head's own node), from their last
+    /// reports, plus the head's node when `except` names a worker.
+    pub fn usage_elsewhere(
+        &self,
+        except: Option<&str>,
+    ) -> std::collections::HashMap<String, crate::scheduler::accounts::Usage> {
+        let mut sum: std::collections::HashMap<String, crate::scheduler::accounts::Usage> =
+            Default::default();
+        for entry in self.lock().values() {
+            if !entry.alive || Some(entry.record.id.as_str()) == except {
+                continue;
+            }
+            if let Some(last) = &entry.last {
+                for (tenant, usage) in super::usage_from_proto(&last.usage) {
+                    sum.entry(tenant).or_default().add(&usage);
+                }
+            }
+        }
+        if except.is_some() {
+            for (tenant, usage) in self.head_node.tenant_usage() {
+                sum.entry(tenant).or_default().add(&usage);
+            }
+        }
+        sum
     }
 
     /// Status rows of the worker nodes (the head's own row is the API's).
@@ -251,6 +281,12 @@ impl Registry {
             for (id, tag) in &died {
                 tracing::warn!(node = %id, "no heartbeat for {:?}: node declared dead", registry.config.node_timeout);
                 registry.names.release_node(*tag);
+            }
+            if !died.is_empty() {
+                // A dead node's work is gone: it no longer counts.
+                registry
+                    .head_node
+                    .set_usage_elsewhere(registry.usage_elsewhere(None));
             }
             registry.peers.update(&registry.view());
         }
@@ -401,8 +437,12 @@ impl NodeControl for NodeControlService {
         if let Some(record) = changed_address {
             self.0.persist(&record)?;
         }
-        let view = self.0.view();
+        let mut view = self.0.view();
         self.0.peers.update(&view);
+        view.usage_elsewhere = super::usage_to_proto(&self.0.usage_elsewhere(Some(&caller)));
+        self.0
+            .head_node
+            .set_usage_elsewhere(self.0.usage_elsewhere(None));
         if came_back {
             self.0.release_stale_groups(&caller);
         }

@@ -515,6 +515,7 @@ async fn heartbeat(
             store_objects: store.objects,
             store_bytes: store.bytes_in_memory + store.bytes_spilled,
             address: address.clone(),
+            usage: super::usage_to_proto(&node.tenant_usage()),
         };
         let call = tokio::time::timeout(
             interval.max(Duration::from_secs(2)),
@@ -526,7 +527,9 @@ async fn heartbeat(
                     tracing::info!("the head answers heartbeats again");
                     failing = false;
                 }
-                peers.update(&view.into_inner());
+                let view = view.into_inner();
+                node.set_usage_elsewhere(super::usage_from_proto(&view.usage_elsewhere));
+                peers.update(&view);
             }
             Ok(Err(status)) => {
                 if !failing {

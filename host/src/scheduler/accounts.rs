@@ -13,6 +13,41 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+/// A tenant's use on one node, or summed over several: what nodes report
+/// to each other (through the head's heartbeats) so that quotas hold
+/// cluster-wide.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Tasks admitted and not finished.
+    pub queued_tasks: u64,
+    /// Live actors.
+    pub actors: u64,
+    /// Bytes of objects.
+    pub object_bytes: u64,
+    /// CPU held by running tasks (thousandths).
+    pub cpu_milli: u64,
+    /// Memory held by running tasks (bytes).
+    pub memory: u64,
+    /// GPU held by running tasks (thousandths).
+    pub gpu_milli: u64,
+}
+
+impl Usage {
+    /// Adds `other` in (saturating).
+    pub fn add(&mut self, other: &Usage) {
+        self.queued_tasks = self.queued_tasks.saturating_add(other.queued_tasks);
+        self.actors = self.actors.saturating_add(other.actors);
+        self.object_bytes = self.object_bytes.saturating_add(other.object_bytes);
+        self.cpu_milli = self.cpu_milli.saturating_add(other.cpu_milli);
+        self.memory = self.memory.saturating_add(other.memory);
+        self.gpu_milli = self.gpu_milli.saturating_add(other.gpu_milli);
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Usage::default()
+    }
+}
+
 /// A request refused because the tenant is at a quota.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("quota exceeded: tenant {tenant} {what}")]
@@ -38,15 +73,20 @@ pub struct TenantAccount {
     /// When it last started a task ([`SERVED`] order): among equal
     /// shares, the tenant served longest ago goes first.
     last_served: AtomicU64,
+    /// What it uses on the other nodes, as they last reported it.
+    elsewhere: Mutex<Usage>,
 }
 
 /// Counts task starts on this node, for [`TenantAccount::last_served`].
 static SERVED: AtomicU64 = AtomicU64::new(1);
 
+/// Takes `amount` more on `counter` if, with what the tenant uses
+/// `elsewhere`, it stays within `limit`.
 fn admit(
     counter: &AtomicU64,
     amount: u64,
     limit: Option<u64>,
+    elsewhere: u64,
     tenant: &str,
     what: &str,
 ) -> Result<(), QuotaExceeded> {
@@ -56,12 +96,15 @@ fn admit(
     };
     counter
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-            used.checked_add(amount).filter(|total| *total <= limit)
+            used.checked_add(amount)
+                .and_then(|t| t.checked_add(elsewhere))
+                .filter(|total| *total <= limit)
+                .map(|_| used + amount)
         })
         .map(|_| ())
         .map_err(|used| QuotaExceeded {
             tenant: tenant.to_string(),
-            what: format!("has {used} of {limit} {what}"),
+            what: format!("has {} of {limit} {what}", used.saturating_add(elsewhere)),
         })
 }
 
@@ -86,6 +129,24 @@ impl TenantAccount {
             object_bytes: AtomicU64::new(0),
             held: Mutex::new((0, 0, 0)),
             last_served: AtomicU64::new(0),
+            elsewhere: Mutex::new(Usage::default()),
+        }
+    }
+
+    fn elsewhere(&self) -> Usage {
+        *self.elsewhere.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What it uses on this node.
+    pub fn usage(&self) -> Usage {
+        let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        Usage {
+            queued_tasks: self.queued.load(Ordering::SeqCst),
+            actors: self.actors.load(Ordering::SeqCst),
+            object_bytes: self.object_bytes.load(Ordering::SeqCst),
+            cpu_milli: held.0,
+            memory: held.1,
+            gpu_milli: held.2,
         }
     }
 
@@ -112,6 +173,7 @@ impl TenantAccount {
             &self.queued,
             1,
             self.quotas().queued_tasks,
+            self.elsewhere().queued_tasks,
             &self.name,
             "queued tasks",
         )
@@ -124,7 +186,14 @@ impl TenantAccount {
 
     /// Admits one more live actor.
     pub fn admit_actor(&self) -> Result<(), QuotaExceeded> {
-        admit(&self.actors, 1, self.quotas().actors, &self.name, "actors")
+        admit(
+            &self.actors,
+            1,
+            self.quotas().actors,
+            self.elsewhere().actors,
+            &self.name,
+            "actors",
+        )
     }
 
     /// An actor admitted with [`TenantAccount::admit_actor`] ended.
@@ -193,12 +262,16 @@ impl TenantAccount {
             return true;
         }
         let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let other = self.elsewhere();
+        let cpu = held.0.saturating_add(other.cpu_milli);
+        let memory = held.1.saturating_add(other.memory);
+        let gpu = held.2.saturating_add(other.gpu_milli);
         q.cpus
-            .is_none_or(|c| held.0.saturating_add(shape.cpu_milli) <= milli(c))
+            .is_none_or(|c| cpu.saturating_add(shape.cpu_milli) <= milli(c))
             && q.memory
-                .is_none_or(|m| held.1.saturating_add(shape.memory) <= m)
+                .is_none_or(|m| memory.saturating_add(shape.memory) <= m)
             && q.gpus
-                .is_none_or(|g| held.2.saturating_add(shape.gpu_milli()) <= milli(g))
+                .is_none_or(|g| gpu.saturating_add(shape.gpu_milli()) <= milli(g))
     }
 
     /// A task of `shape` started here.
@@ -276,6 +349,7 @@ impl JobAccount {
             &self.tenant.object_bytes,
             bytes,
             limit,
+            self.tenant.elsewhere().object_bytes,
             &self.tenant.name,
             "bytes of objects stored; this value is too many",
         )?;
@@ -301,6 +375,8 @@ impl JobAccount {
 #[derive(Default)]
 pub struct Accounts {
     tenants: Mutex<HashMap<String, Arc<TenantAccount>>>,
+    /// The latest report of what tenants use on other nodes.
+    elsewhere: Mutex<HashMap<String, Usage>>,
 }
 
 impl Accounts {
@@ -316,6 +392,14 @@ impl Accounts {
                 }
                 None => {
                     let t = Arc::new(TenantAccount::new(grant));
+                    if let Some(other) = self
+                        .elsewhere
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&grant.tenant)
+                    {
+                        *t.elsewhere.lock().unwrap_or_else(|e| e.into_inner()) = *other;
+                    }
                     tenants.insert(grant.tenant.clone(), t.clone());
                     t
                 }
@@ -325,6 +409,32 @@ impl Accounts {
             tenant,
             object_bytes: AtomicU64::new(0),
         })
+    }
+
+    /// What each tenant uses on this node (tenants using nothing left out).
+    pub fn usage(&self) -> HashMap<String, Usage> {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, t)| (name.clone(), t.usage()))
+            .filter(|(_, u)| !u.is_zero())
+            .collect()
+    }
+
+    /// Takes the latest report of what tenants use on the other nodes
+    /// (a tenant missing from it uses nothing there).
+    pub fn set_elsewhere(&self, usage: HashMap<String, Usage>) {
+        for (name, t) in self
+            .tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            *t.elsewhere.lock().unwrap_or_else(|e| e.into_inner()) =
+                usage.get(name).copied().unwrap_or_default();
+        }
+        *self.elsewhere.lock().unwrap_or_else(|e| e.into_inner()) = usage;
     }
 
     /// A tenant's account, if it has run anything here.
@@ -404,6 +514,40 @@ mod tests {
         // Another tenant is not affected.
         let stranger = accounts.open_job(&grant("zeta", 1.0, Quotas::default()));
         stranger.admit_bytes(1 << 40).unwrap();
+    }
+
+    #[test]
+    fn use_on_other_nodes_counts_against_the_quotas() {
+        let accounts = Accounts::default();
+        let q = Quotas {
+            queued_tasks: Some(3),
+            cpus: Some(2.0),
+            object_store_bytes: Some(100),
+            ..Default::default()
+        };
+        // Reported before the tenant's first job here.
+        accounts.set_elsewhere(HashMap::from([(
+            "acme".to_string(),
+            Usage {
+                queued_tasks: 2,
+                cpu_milli: 1500,
+                object_bytes: 90,
+                ..Default::default()
+            },
+        )]));
+        let job = accounts.open_job(&grant("acme", 1.0, q));
+        let t = job.tenant().clone();
+        t.admit_task().unwrap();
+        assert_eq!(t.admit_task().unwrap_err().what, "has 3 of 3 queued tasks");
+        assert!(!t.fits(&shape(1, 0)));
+        assert!(job.admit_bytes(11).is_err());
+        job.admit_bytes(10).unwrap();
+        assert_eq!(accounts.usage()["acme"].queued_tasks, 1);
+        assert_eq!(accounts.usage()["acme"].object_bytes, 10);
+        // The other nodes finished their work.
+        accounts.set_elsewhere(HashMap::new());
+        t.admit_task().unwrap();
+        assert!(t.fits(&shape(2, 0)));
     }
 
     #[test]
