@@ -430,9 +430,15 @@ async fn policies_roles_capabilities_and_revocation_hold() {
     let mut admin = client(&head, &files, &admin_token(&files)).await;
     let mut dev = client(&head, &files, &boss_token_after_restart(&mut admin).await).await;
     assert!(dev.list().await.is_ok());
+    let (status, _) = code(admin.delete_namespace("acme", "default").await.unwrap_err());
+    assert_eq!(status, Code::FailedPrecondition);
     admin.delete_tenant("acme").await.unwrap();
     let (status, message) = code(dev.list().await.unwrap_err());
     assert_eq!(status, Code::Unauthenticated, "{message}");
+    // Its name is never given out again: nothing it left can reach a
+    // new tenant.
+    let (status, _) = code(admin.create_tenant("acme", 1.0, "").await.unwrap_err());
+    assert_eq!(status, Code::AlreadyExists);
     drop(head);
 }
 

@@ -147,6 +147,17 @@ impl Admin for ApiHandle {
             .delete_tenant(&tenant)
             .map_err(tenancy_status)?;
         self.0.access.policies().remove_tenant(&tenant);
+        // The cluster's named objects live on the head's node.
+        match self
+            .0
+            .cluster
+            .node()
+            .named_objects()
+            .purge(&format!("{tenant}/"))
+        {
+            Ok(n) => tracing::info!(%tenant, purged = n, "tenant deleted"),
+            Err(e) => tracing::error!(%tenant, "purging the tenant's named objects failed: {e}"),
+        }
         Ok(Response::new(DeleteReply {}))
     }
 

@@ -795,10 +795,14 @@ impl Node {
         self.scheduler.cancel_job(job);
         let freed = self.objects.free_owner(job);
         tracing::debug!(%job, freed, "another node's job ended");
-        self.jobs
+        let context = self
+            .jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&job);
+        if let Some(context) = context {
+            context.account.free_all();
+        }
     }
 
     /// Loads a module from the head (or the local cache) on a blocking thread.
@@ -927,6 +931,8 @@ impl Node {
             // job asks for some.
             request,
             max_retries: 0,
+            // A namespace's time cap is per task: a driver waits on its
+            // tasks, under the node's driver deadline.
             timeout: self.config.runtime.driver_timeout,
             memory_limit: self.max_memory(&context.grant),
             return_id,

@@ -15,7 +15,7 @@ mod head;
 
 pub use head::{HeadStore, Records};
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 
 const NAMED_OBJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("named_objects");
@@ -146,6 +146,31 @@ impl MetaStore {
         Ok(names)
     }
 
+    /// Deletes every durable named object and saved actor state whose
+    /// namespace starts with `prefix`; returns how many.
+    pub fn purge(&self, prefix: &str) -> Result<usize, MetaError> {
+        let txn = self.db.begin_write()?;
+        let mut purged = 0;
+        for table in [NAMED_OBJECTS, ACTOR_STATE] {
+            let mut table = txn.open_table(table)?;
+            let doomed: Vec<(String, String)> = table
+                .range((prefix, "")..)?
+                .filter_map(|e| e.ok())
+                .map(|(k, _)| {
+                    let (ns, key) = k.value();
+                    (ns.to_string(), key.to_string())
+                })
+                .take_while(|(ns, _)| ns.starts_with(prefix))
+                .collect();
+            for (ns, key) in &doomed {
+                table.remove((ns.as_str(), key.as_str()))?;
+            }
+            purged += doomed.len();
+        }
+        txn.commit()?;
+        Ok(purged)
+    }
+
     /// Saves a persistent actor's state.
     pub fn put_actor_state(&self, ns: &str, key: &str, state: &[u8]) -> Result<(), MetaError> {
         self.put(ACTOR_STATE, ns, key, state)
@@ -185,6 +210,20 @@ mod tests {
         assert!(meta.delete_named("ml", "model/1").unwrap());
         assert!(!meta.delete_named("ml", "model/1").unwrap());
         assert_eq!(meta.get_named("mm", "model/1").unwrap(), None);
+    }
+
+    #[test]
+    fn purging_a_prefix_removes_named_objects_and_state_of_those_namespaces_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(&dir.path().join("meta.redb")).unwrap();
+        meta.put_named("acme/a", "x", b"1").unwrap();
+        meta.put_named("acme/b", "y", b"2").unwrap();
+        meta.put_named("acmex/a", "z", b"3").unwrap();
+        meta.put_actor_state("acme/a", "K:name:k", b"s").unwrap();
+        assert_eq!(meta.purge("acme/").unwrap(), 3);
+        assert_eq!(meta.get_named("acme/a", "x").unwrap(), None);
+        assert_eq!(meta.get_actor_state("acme/a", "K:name:k").unwrap(), None);
+        assert!(meta.get_named("acmex/a", "z").unwrap().is_some());
     }
 
     #[test]

@@ -73,6 +73,17 @@ impl NamedObjects {
         Ok(in_memory || durable)
     }
 
+    /// Deletes every named object (both tiers) and saved actor state in
+    /// namespaces starting with `prefix` (a deleted tenant's).
+    pub fn purge(&self, prefix: &str) -> Result<usize, MetaError> {
+        let mut memory = self.memory();
+        let before = memory.len();
+        memory.retain(|(ns, _), _| !ns.starts_with(prefix));
+        let in_memory = before - memory.len();
+        drop(memory);
+        Ok(in_memory + self.meta.purge(prefix)?)
+    }
+
     /// Names in `ns` starting with `prefix`, from both tiers, sorted.
     pub fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, MetaError> {
         let mut names = self.meta.list_named(ns, prefix)?;

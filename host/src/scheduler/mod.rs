@@ -361,6 +361,7 @@ impl Scheduler {
                 gpus,
                 blocked: AtomicBool::new(false),
                 bundle: None,
+                tenant: None,
             }),
         }
     }
@@ -922,6 +923,12 @@ impl Shared {
                 .bundle
                 .as_ref()
                 .map(|b| (b.group.clone(), b.index)),
+            tenant: entry
+                .spec
+                .account
+                .as_ref()
+                .filter(|_| entry.spec.bundle.is_none())
+                .map(|a| a.tenant().clone()),
         });
         let attempt = entry.attempt.load(Ordering::SeqCst);
         if let Some(remote) = self.remote.get() {
@@ -968,11 +975,6 @@ impl Shared {
             }
         };
         slot.release();
-        if entry.spec.bundle.is_none()
-            && let Some(account) = &entry.spec.account
-        {
-            account.tenant().unhold(&entry.spec.request);
-        }
         self.lock().running -= 1;
         self.dispatch();
         self.conclude(entry, attempt, result);
@@ -1149,6 +1151,9 @@ pub struct SlotHandle {
     blocked: AtomicBool,
     /// The placement group bundle the grant came from.
     bundle: Option<(String, u32)>,
+    /// The tenant the grant is counted against (not for bundles, whose
+    /// resources are their group's, nor for actors).
+    tenant: Option<Arc<accounts::TenantAccount>>,
 }
 
 impl SlotHandle {
@@ -1167,7 +1172,19 @@ impl SlotHandle {
             return;
         }
         self.shared.lock().available.cpu_milli += self.grant.cpu_milli;
+        // Blocked work does not count against its tenant's CPU quota or
+        // share, so nested task graphs cannot stall a tenant at its quota.
+        if let Some(tenant) = &self.tenant {
+            tenant.unhold(&self.cpu_only());
+        }
         self.shared.dispatch();
+    }
+
+    fn cpu_only(&self) -> ResourceSet {
+        ResourceSet {
+            cpu_milli: self.grant.cpu_milli,
+            ..Default::default()
+        }
     }
 
     /// The guest wants to continue: resolves once it holds its CPU again.
@@ -1183,6 +1200,9 @@ impl SlotHandle {
             // then never taken, and `release` must not give it back.
             if rx.await.is_ok() {
                 slot.blocked.store(false, Ordering::SeqCst);
+                if let Some(tenant) = &slot.tenant {
+                    tenant.hold(&slot.cpu_only());
+                }
             }
         })
     }
@@ -1192,6 +1212,9 @@ impl SlotHandle {
         let mut grant = self.grant.clone();
         if self.blocked.load(Ordering::SeqCst) {
             grant.cpu_milli = 0;
+        }
+        if let Some(tenant) = &self.tenant {
+            tenant.unhold(&grant);
         }
         let mut state = self.shared.lock();
         // Back to the bundle while it exists; to the node once it is gone
@@ -1226,6 +1249,10 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(run.spec.function.clone());
+            // A "nest…" task waits on others, as a guest in `get` does.
+            if run.spec.function.starts_with("nest") {
+                run.slot.block();
+            }
             Box::pin(async move {
                 if let Ok(permit) = state.finish.acquire().await {
                     permit.forget();
@@ -1380,5 +1407,32 @@ mod tests {
         }
         assert_eq!(s.gate.started.lock().unwrap().len(), 4);
         assert_eq!(capped.tenant().weighted_share(&s.scheduler.total()), 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_blocked_task_does_not_count_against_its_tenants_cpu_quota() {
+        let s = setup(2.0);
+        let capped = s.accounts.open_job(&grant(
+            "capped",
+            Quotas {
+                cpus: Some(1.0),
+                ..Default::default()
+            },
+        ));
+        let parent = spec(&capped, "nest-parent");
+        let child = spec(&capped, "child");
+        let ids = [parent.return_id, child.return_id];
+        s.scheduler.submit(parent);
+        s.scheduler.submit(child);
+        tokio::task::yield_now().await;
+        // The parent waits for the child (as a guest blocked in `get`):
+        // its CPU is lent out, within the tenant's quota too, or a nested
+        // graph would stall at the quota.
+        assert_eq!(*s.gate.started.lock().unwrap(), ["nest-parent", "child"]);
+        s.gate.finish.add_permits(2);
+        for id in ids {
+            done(&s.objects, id).await;
+        }
+        assert_eq!(capped.tenant().usage().cpu_milli, 0);
     }
 }

@@ -123,9 +123,15 @@ impl Access {
         })
     }
 
-    /// Writes one record to the audit log, if there is one.
-    pub fn audit(&self, entry: serde_json::Value) {
+    /// Writes one record to the audit log, if there is one (with the
+    /// time, `at_ms`, unless it has one).
+    pub fn audit(&self, mut entry: serde_json::Value) {
         if let Some(log) = &self.audit {
+            if let Some(fields) = entry.as_object_mut() {
+                fields
+                    .entry("at_ms")
+                    .or_insert_with(|| serde_json::json!(unix_ms()));
+            }
             log.record(entry);
         }
     }

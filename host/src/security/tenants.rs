@@ -268,6 +268,9 @@ pub fn namespace_of(scoped_namespace: &str) -> &str {
         .unwrap_or(scoped_namespace)
 }
 
+/// The record a deleted tenant's name keeps.
+const DELETED: &[u8] = b"deleted";
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -278,6 +281,8 @@ fn now() -> u64 {
 #[derive(Default)]
 struct State {
     tenants: BTreeMap<String, TenantRecord>,
+    /// Names of deleted tenants: never given out again.
+    deleted: std::collections::HashSet<String>,
     /// By scoped key.
     namespaces: BTreeMap<String, NamespaceRecord>,
     /// Token id → expiry.
@@ -300,6 +305,10 @@ impl Tenancy {
     pub fn load(store: Arc<HeadStore>) -> Result<Tenancy, TenancyError> {
         let mut state = State::default();
         for (name, bytes) in store.records(Records::Tenants)? {
+            if bytes == DELETED {
+                state.deleted.insert(name);
+                continue;
+            }
             match serde_json::from_slice::<TenantRecord>(&bytes) {
                 Ok(record) => {
                     state.tenants.insert(name, record);
@@ -371,6 +380,13 @@ impl Tenancy {
         if state.tenants.contains_key(name) {
             return Err(TenancyError::Exists(format!("tenant {name}")));
         }
+        if state.deleted.contains(name) {
+            // What the old tenant left (detached actors, named objects,
+            // saved actor state) is keyed by its name.
+            return Err(TenancyError::Exists(format!(
+                "tenant {name} existed before and was deleted; its name is not reused"
+            )));
+        }
         let record = TenantRecord {
             name: name.to_string(),
             weight,
@@ -406,13 +422,14 @@ impl Tenancy {
             return Err(TenancyError::NotFound(format!("tenant {name}")));
         }
         let prefix = format!("{name}/");
-        self.store.delete_records(Records::Tenants, name, None)?;
+        self.store.put_record(Records::Tenants, name, DELETED)?;
         self.store
             .delete_records(Records::Namespaces, "", Some(&prefix))?;
         self.store
             .delete_records(Records::ModuleOwners, "", Some(&prefix))?;
         self.store.delete_records(Records::Policies, name, None)?;
         state.tenants.remove(name);
+        state.deleted.insert(name.to_string());
         state.namespaces.retain(|k, _| !k.starts_with(&prefix));
         state.modules.retain(|k| !k.starts_with(&prefix));
         Ok(())
@@ -497,8 +514,14 @@ impl Tenancy {
         Ok(record)
     }
 
-    /// Deletes a namespace.
+    /// Deletes a namespace (not a tenant's `default`: submissions that
+    /// name none go there).
     pub fn delete_namespace(&self, tenant: &str, name: &str) -> Result<(), TenancyError> {
+        if name == DEFAULT_NAMESPACE {
+            return Err(TenancyError::Precondition(
+                "a tenant's default namespace cannot be deleted".into(),
+            ));
+        }
         let key = scoped(tenant, name);
         let mut state = self.write();
         if !state.namespaces.contains_key(&key) {
@@ -653,6 +676,12 @@ mod tests {
         let t = open(dir.path());
         assert!(t.tenant("acme").is_none());
         assert!(t.namespace("acme", "ml").is_none());
+        assert!(t.tenants().iter().all(|r| r.name != "acme"));
+        // The name is not given out again.
+        assert!(matches!(
+            t.create_tenant("acme", 1.0, Quotas::default()),
+            Err(TenancyError::Exists(_))
+        ));
     }
 
     #[test]

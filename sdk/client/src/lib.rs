@@ -81,6 +81,8 @@ fn code_name(code: tonic::Code) -> &'static str {
         Aborted => "call failed",
         Internal => "internal error",
         OutOfRange => "too large",
+        ResourceExhausted => "refused",
+        AlreadyExists => "already exists",
         _ => "error",
     }
 }
