@@ -505,3 +505,163 @@ async fn fair_sharing_starts_a_small_tenant_while_another_floods_the_node() {
     let total = big.result(&flood, true).await.unwrap().value_json;
     assert_eq!(total, (0..300).sum::<u64>().to_string());
 }
+
+/// `prism ARGS` against `head` with `token`: (exit code, stdout, stderr).
+fn cli(
+    head: &HeadProcess,
+    files: &ClusterFiles,
+    token: &str,
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(args)
+        .env("PRISM_ADDRESS", &head.address)
+        .env("PRISM_CA", files.ca_cert())
+        .env("PRISM_TOKEN", token)
+        .env_remove("PRISM_CONFIG")
+        .output()
+        .expect("prism runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_tenants_namespaces_tokens_and_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let head = head(&files);
+    let admin = admin_token(&files);
+    let ok = |args: &[&str], token: &str| {
+        let (code, out, err) = cli(&head, &files, token, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    assert!(
+        ok(
+            &["tenant", "create", "acme", "--cpus", "2", "--jobs", "3"],
+            &admin
+        )
+        .starts_with("acme\tweight 1")
+    );
+    let ml = ok(
+        &[
+            "namespace",
+            "create",
+            "ml",
+            "--tenant",
+            "acme",
+            "--max-task-memory",
+            "1073741824",
+        ],
+        &admin,
+    );
+    assert!(ml.starts_with("acme/ml\t"), "{ml}");
+    let bob = ok(
+        &[
+            "token",
+            "issue",
+            "--tenant",
+            "acme",
+            "--subject",
+            "bob",
+            "--role",
+            "tenant-admin",
+            "--ttl",
+            "7d",
+        ],
+        &admin,
+    );
+
+    // Policies: checked offline, set and read back by the tenant-admin.
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/examples/gpu-ml-only.cedar"
+    );
+    assert!(ok(&["policy", "check", example], &bob).ends_with("valid"));
+    let bad = dir.path().join("bad.cedar");
+    std::fs::write(
+        &bad,
+        "permit(principal, action, resource) when { principal.age > 3 };",
+    )
+    .unwrap();
+    let (code, _, err) = cli(
+        &head,
+        &files,
+        &bob,
+        &["policy", "check", bad.to_str().unwrap()],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("age"), "{err}");
+    ok(&["policy", "set", example], &bob);
+    assert_eq!(
+        ok(&["policy", "get"], &bob),
+        std::fs::read_to_string(example).unwrap().trim()
+    );
+
+    // The tenant-admin issues a developer token; the developer runs a job.
+    let ada = ok(&["token", "issue", "--subject", "ada"], &bob);
+    let wasm = dir.path().join("hello.wasm");
+    std::fs::write(&wasm, prism_guests::HELLO).unwrap();
+    let out = ok(
+        &[
+            "job",
+            "submit",
+            wasm.to_str().unwrap(),
+            "--args",
+            r#"["Ada"]"#,
+            "--namespace",
+            "ml",
+            "--wait",
+        ],
+        &ada,
+    );
+    assert!(out.contains("Hello, Ada"), "{out}");
+    assert!(ok(&["job", "list"], &ada).contains("namespace=ml by=ada"));
+
+    // The cluster-admin revokes it; the audit log says who did.
+    assert!(ok(&["token", "revoke", &ada], &admin).starts_with("revoked token "));
+    let (code, _, err) = cli(&head, &files, &ada, &["job", "list"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (2, "error: unauthenticated: token revoked")
+    );
+    let audit = std::fs::read_to_string(files.dir().join("audit.log")).unwrap();
+    let revoked: Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .rfind(|l| l["action"] == "RevokeToken")
+        .unwrap();
+    assert_eq!(revoked["subject"], "admin", "{revoked}");
+
+    // Quotas are the cluster-admin's; a tenant-admin is refused.
+    let (code, _, err) = cli(
+        &head,
+        &files,
+        &bob,
+        &["tenant", "quotas", "acme", "--jobs", "9"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("permission denied"), "{err}");
+    ok(&["tenant", "delete", "acme"], &admin);
+    assert_eq!(ok(&["tenant", "list"], &admin).lines().count(), 1);
+    // Offline signing checks the tenant's name.
+    let (code, _, err) = cli(
+        &head,
+        &files,
+        &admin,
+        &[
+            "token",
+            "issue",
+            "--dir",
+            files.dir().to_str().unwrap(),
+            "--tenant",
+            "No/pe",
+            "--subject",
+            "x",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+}

@@ -192,8 +192,10 @@ enum TokenCommand {
     },
     /// Revoke a token at once, cluster-wide and durably.
     Revoke {
-        /// The token (or with --id, the token's id).
-        token: String,
+        /// The token (or with --id, the token's id). Not `--token`, which
+        /// is the caller's own.
+        #[arg(value_name = "TOKEN")]
+        target: String,
         /// TOKEN is the token's id (`jti`); cluster-admin only.
         #[arg(long)]
         id: bool,
@@ -360,12 +362,12 @@ pub(super) fn token(args: TokenArgs) -> anyhow::Result<i32> {
             eprintln!("token id {} (for `prism token revoke --id`)", reply.id);
             Ok(0)
         }),
-        TokenCommand::Revoke { token, id } => super::tokio_runtime()?.block_on(async {
+        TokenCommand::Revoke { target, id } => super::tokio_runtime()?.block_on(async {
             let mut client = args.client.connect().await?;
             let reply = if id {
-                client.revoke_token("", &token).await?
+                client.revoke_token("", &target).await?
             } else {
-                client.revoke_token(&token, "").await?
+                client.revoke_token(&target, "").await?
             };
             println!("revoked token {}", reply.id);
             Ok(0)
