@@ -61,4 +61,19 @@ pub enum Arg {
     /// The caller could not encode this argument; the call fails with
     /// `invalid_argument` without running.
     Invalid(String),
+    /// A reference to an object the caller may not see (another tenant's):
+    /// the call fails with `object_not_found`, exactly as for an object
+    /// that does not exist. Never sent to another node.
+    Missing(ObjectId),
+}
+
+impl Arg {
+    /// The error of argument `index` naming object `id`, which the caller
+    /// cannot see or which does not exist.
+    pub fn not_found(index: usize, id: ObjectId) -> prism_abi::WireError {
+        prism_abi::WireError::new(
+            prism_abi::ErrorKind::ObjectNotFound,
+            format!("argument {index} refers to object {id}, which does not exist"),
+        )
+    }
 }

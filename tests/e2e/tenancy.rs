@@ -98,7 +98,7 @@ async fn a_hostile_tenant_finds_nothing_of_another_and_hits_typed_limits() {
         .create_tenant(
             "zeta",
             1.0,
-            r#"{"queued_tasks": 5, "object_store_bytes": 3500000, "actors": 2, "jobs": 2}"#,
+            r#"{"queued_tasks": 5, "object_store_bytes": 3500000, "actors": 2, "jobs": 2, "cpus": 2}"#,
         )
         .await
         .unwrap();
@@ -160,6 +160,8 @@ async fn a_hostile_tenant_finds_nothing_of_another_and_hits_typed_limits() {
     assert_eq!(seen[5], "object_not_found", "{seen:?}");
     assert_eq!(seen[6], "invalid_argument", "{seen:?}");
     assert_eq!(seen[7], "object_not_found", "{seen:?}");
+    assert_eq!(seen[8], "object_not_found", "{seen:?}");
+    assert_eq!(seen[9], "invalid_argument", "{seen:?}");
 
     // Through the API: acme's job, actor and module do not exist for zeta.
     for outcome in [
@@ -212,6 +214,8 @@ async fn a_hostile_tenant_finds_nothing_of_another_and_hits_typed_limits() {
             "5:quota_exceeded",
             "3:quota_exceeded",
             "2:quota_exceeded",
+            "quota_exceeded",
+            "quota_exceeded",
         ]
     );
     let escape = run(&mut zed, &module, "read_file", r#"["/etc/passwd"]"#, "").await;

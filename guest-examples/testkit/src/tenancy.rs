@@ -74,7 +74,8 @@ fn hide_secret(secret: String, ms: u64) -> prism::Result<(String, i64, String, u
 /// actor up by name (own namespace, then naming the victim's, then a
 /// name nobody has, for comparison), read the named object, run a task in
 /// the victim's placement group bundle, get an object id made up from
-/// nothing.
+/// nothing, pass the object to a task, create an actor in a namespace that
+/// does not exist.
 #[prism::main]
 fn steal(
     object: ObjectRef<String>,
@@ -97,7 +98,17 @@ fn steal(
     let mut forged = object.id();
     forged.0[15] ^= 0x5a;
     seen.push(kind(&prism::get(&ObjectRef::<String>::from_id(forged))));
+    // Handing the object to a task (the host resolves it) finds nothing
+    // either; nor can an actor be put in a namespace that does not exist.
+    seen.push(kind(&prism::get(&text_length::remote(object))));
+    seen.push(kind(&Kit::options().namespace("nowhere").remote(1)));
     Ok(seen)
+}
+
+/// The length of a text.
+#[prism::task]
+fn text_length(text: String) -> u64 {
+    text.len() as u64
 }
 
 /// Grows linear memory until something stops it.
@@ -128,7 +139,8 @@ fn spin_forever() -> u64 {
 /// granted, and its tenant's quotas. Returns the kind of each outcome:
 /// the memory bomb, the endless loop, a GPU task, then how many of
 /// `tasks` queued submissions, `puts` puts of `kb` KiB and `actors`
-/// actors were admitted, each with the kind of the first refusal.
+/// actors were admitted, each with the kind of the first refusal, then an
+/// actor and a placement group holding 3 CPUs.
 #[prism::main]
 fn exhaust(tasks: u64, puts: u64, kb: u64, actors: u64) -> prism::Result<Vec<String>> {
     let mut seen = vec![
@@ -145,6 +157,12 @@ fn exhaust(tasks: u64, puts: u64, kb: u64, actors: u64) -> prism::Result<Vec<Str
     seen.push(admitted(
         (0..actors).map(|i| Kit::options().remote(i as i64).map(|_| ())),
     ));
+    // What actors and placement groups hold counts against the CPU quota.
+    seen.push(kind(&Kit::options().num_cpus(3.0).remote(0)));
+    seen.push(kind(&prism::placement_group(
+        &[Bundle::new().cpus(3.0)],
+        PlacementStrategy::Pack,
+    )));
     Ok(seen)
 }
 

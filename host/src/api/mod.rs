@@ -11,6 +11,8 @@
 
 mod admin;
 
+pub use admin::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
+
 use crate::cluster::placement::PlacementGroups;
 use crate::cluster::{EmbeddedCluster, JobOutcome, JobStatus};
 use crate::config::NodeConfig;

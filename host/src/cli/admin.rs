@@ -343,6 +343,12 @@ pub(super) fn token(args: TokenArgs) -> anyhow::Result<i32> {
                 crate::security::tenants::check_name("tenant", &tenant)?;
                 tenant
             };
+            // Revocations by id are kept this long.
+            anyhow::ensure!(
+                ttl <= crate::api::MAX_TOKEN_TTL,
+                "--ttl is at most {} days",
+                crate::api::MAX_TOKEN_TTL.as_secs() / 86_400
+            );
             let authority = TokenAuthority::load(&ClusterFiles::new(dir))?;
             println!("{}", authority.issue_for(&tenant, &subject, role, ttl)?);
             Ok(0)

@@ -72,11 +72,15 @@ pub struct Node {
     /// Actors restarted on another node after theirs died: old id → new.
     moved: Mutex<HashMap<ActorId, ActorId>>,
     /// Actors other nodes placed here whose creation failed, and why.
-    failed_actors: Mutex<HashMap<ActorId, WireError>>,
+    /// (the actor's tenant, why).
+    failed_actors: Mutex<HashMap<ActorId, (String, WireError)>>,
     /// Jobs whose driver runs elsewhere and that ran tasks here.
     remote_jobs: Mutex<std::collections::HashSet<JobId>>,
     /// What each tenant uses here.
     accounts: Accounts,
+    /// Placement groups guests here made, counted against their tenants:
+    /// group → (owning job, tenant, the bundles' total).
+    held_groups: Mutex<HashMap<String, HeldGroup>>,
     _temp_dir: Option<tempfile::TempDir>,
 }
 
@@ -136,6 +140,7 @@ impl Node {
                 moved: Mutex::new(HashMap::new()),
                 remote_jobs: Mutex::new(Default::default()),
                 accounts: Accounts::default(),
+                held_groups: Mutex::new(HashMap::new()),
                 config,
                 _temp_dir: temp_dir,
             }
@@ -272,6 +277,53 @@ impl Node {
         self.accounts.set_elsewhere(usage);
     }
 
+    /// Counts a placement group this node's guest made against its
+    /// tenant until it is removed or its job ends.
+    fn hold_group(
+        &self,
+        group: String,
+        owner: JobId,
+        tenant: Arc<TenantAccount>,
+        total: ResourceSet,
+    ) {
+        self.held_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(group, (owner, tenant, total));
+    }
+
+    /// A placement group was removed: its bundles no longer count.
+    fn release_group(&self, group: &str) {
+        let held = self
+            .held_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(group);
+        if let Some((_, tenant, total)) = held {
+            tenant.unhold(&total);
+        }
+    }
+
+    /// A job (or actor) ended: its placement groups no longer count.
+    fn release_groups_of(&self, owner: JobId) {
+        let released: Vec<(Arc<TenantAccount>, ResourceSet)> = {
+            let mut held = self.held_groups.lock().unwrap_or_else(|e| e.into_inner());
+            let groups: Vec<String> = held
+                .iter()
+                .filter(|(_, (o, _, _))| *o == owner)
+                .map(|(g, _)| g.clone())
+                .collect();
+            groups
+                .iter()
+                .filter_map(|g| held.remove(g))
+                .map(|(_, t, r)| (t, r))
+                .collect()
+        };
+        for (tenant, total) in released {
+            tenant.unhold(&total);
+        }
+    }
+
     /// A tenant's usage on this node, if it ran anything here.
     pub fn tenant_account(&self, tenant: &str) -> Option<Arc<TenantAccount>> {
         self.accounts.tenant(tenant)
@@ -336,19 +388,35 @@ impl Node {
 
     /// Sends a call to an actor on this node; its result (or why it could
     /// not be sent) completes `return_id`, which must be pending.
+    /// The call is `tenant`'s: another tenant's actor answers as one that
+    /// does not exist.
     pub fn call_local_actor(
         &self,
         actor: ActorId,
         method: String,
         args: Vec<Arg>,
         return_id: ObjectId,
+        tenant: &str,
     ) {
-        if let Some(record) = self.actors.get(actor) {
-            for arg in &args {
-                if let Arg::Ref(object) = arg {
-                    self.fetch_remote(*object, record.objects_owner);
+        let mut args = args;
+        match self.actors.get(actor) {
+            Some(record) if tenant_of(&record.namespace) != tenant => {
+                let _ = self
+                    .objects
+                    .complete(return_id, Object::Error(Arc::new(no_such_actor(actor))));
+                return;
+            }
+            Some(record) => {
+                if let Some(context) = self.job(record.objects_owner) {
+                    args = self.scrub_refs(&context, args);
+                }
+                for arg in &args {
+                    if let Arg::Ref(object) = arg {
+                        self.fetch_remote(*object, record.objects_owner, tenant);
+                    }
                 }
             }
+            None => {}
         }
         if let Err(error) = self.actors.call(actor, method, args, return_id) {
             let _ = self
@@ -491,7 +559,8 @@ impl Node {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&call.actor)
-                .cloned();
+                .filter(|(tenant, _)| *tenant == call.tenant)
+                .map(|(_, error)| error.clone());
             if let Some(error) = failed {
                 enqueued();
                 return (Err(error), Vec::new());
@@ -508,16 +577,20 @@ impl Node {
             return (Err(no_such_actor(call.actor)), Vec::new());
         };
         let owner = record.objects_owner;
-        for arg in &call.args {
+        // References the caller's node let through are checked here too:
+        // this node may hold objects the caller's node does not.
+        let args = match self.job(owner) {
+            Some(context) => self.scrub_refs(&context, call.args),
+            None => call.args,
+        };
+        for arg in &args {
             if let Arg::Ref(id) = arg {
-                self.fetch_remote(*id, owner);
+                self.fetch_remote(*id, owner, &call.tenant);
             }
         }
         let return_id = ObjectId::random();
         self.objects.create_pending(return_id, owner);
-        let sent = self
-            .actors
-            .call(call.actor, call.method, call.args, return_id);
+        let sent = self.actors.call(call.actor, call.method, args, return_id);
         enqueued();
         let result = match sent {
             Err(error) => Err(error),
@@ -549,7 +622,14 @@ impl Node {
         let options_name = options.name.clone();
         let options_namespace = actor_namespace(&context.namespace, &options);
         let created = self
-            .create_actor_as(&context, id, &class, call.args, options, true)
+            .create_actor_as(
+                &context,
+                id,
+                &class,
+                self.scrub_refs(&context, call.args),
+                options,
+                true,
+            )
             .await;
         match created {
             Ok(_) => Ok(()),
@@ -573,7 +653,7 @@ impl Node {
                 if failed.len() >= crate::actors::DEAD_ACTORS_KEPT {
                     failed.clear();
                 }
-                failed.insert(id, error.clone());
+                failed.insert(id, (context.grant.tenant.clone(), error.clone()));
                 drop(failed);
                 if let (Some(name), Some(directory)) = (&options_name, self.directory.get()) {
                     directory.release(&options_namespace, name, id);
@@ -608,8 +688,10 @@ impl Node {
         let actor = self.current_actor(actor);
         let owner = JobId::random();
         let return_id = ObjectId::random();
-        let args = self.by_reference(owner, args.into_iter().map(Arg::Value).collect())?;
+        let args: Vec<Arg> = args.into_iter().map(Arg::Value).collect();
         match self.actor_elsewhere(actor) {
+            // Inline: the actor's node could not pull objects of a job it
+            // does not know (the API bounds the arguments at 64 MiB).
             Some(remote) => remote.call_actor(actor, method, args, return_id, owner, tenant),
             None if !self.actor_visible(actor, tenant) => {
                 self.objects.create_pending(return_id, owner);
@@ -619,6 +701,7 @@ impl Node {
             }
             None => {
                 self.objects.create_pending(return_id, owner);
+                let args = self.by_reference(owner, args)?;
                 if let Err(error) = self.actors.call(actor, method.to_string(), args, return_id) {
                     let _ = self
                         .objects
@@ -681,10 +764,27 @@ impl Node {
     }
 
     /// Pulls `id` here if it lives on another node (see [`Remote::fetch`]).
-    fn fetch_remote(&self, id: ObjectId, owner: JobId) {
+    fn fetch_remote(&self, id: ObjectId, owner: JobId, tenant: &str) {
         if let Some(remote) = self.remote.get() {
-            remote.fetch(id, owner);
+            remote.fetch(id, owner, tenant);
         }
+    }
+
+    /// `args` as a guest of `job` may pass them: a reference to an object
+    /// the job may not see becomes [`Arg::Missing`] (the call fails with
+    /// `object_not_found`, as for an object that does not exist), and
+    /// without `GetObject` no reference passes at all.
+    fn scrub_refs(&self, job: &JobContext, args: Vec<Arg>) -> Vec<Arg> {
+        args.into_iter()
+            .map(|arg| match arg {
+                Arg::Ref(_) if !job.grant.permissions.get_object => Arg::Invalid(
+                    "the tenant's policy does not permit this job's guests to read objects (action GetObject)"
+                        .into(),
+                ),
+                Arg::Ref(id) if !self.object_visible(id, job) => Arg::Missing(id),
+                other => other,
+            })
+            .collect()
     }
 
     /// Runs one attempt of a task another node placed here, to completion,
@@ -695,10 +795,14 @@ impl Node {
         &self,
         call: RemoteCall,
     ) -> (Result<Bytes, WireError>, Vec<super::job::LogLine>) {
+        let mut call = call;
         let context = match self.remote_job_context(&call).await {
             Ok(context) => context,
             Err(error) => return (Err(error), Vec::new()),
         };
+        // The placing node checked the references it could; this node may
+        // hold objects that node does not.
+        call.args = self.scrub_refs(&context, std::mem::take(&mut call.args));
         let return_id = ObjectId::random();
         let spec = TaskSpec {
             job: call.job,
@@ -734,6 +838,10 @@ impl Node {
             )
             .await;
         self.objects.remove(return_id);
+        // The result goes back to the placing node, which counts it.
+        if let Ok(bytes) = &result {
+            context.account.release_bytes(bytes.len() as u64);
+        }
         (result, self.drain_remote_log(context.id, &context.log))
     }
 
@@ -803,6 +911,7 @@ impl Node {
         if let Some(context) = context {
             context.account.free_all();
         }
+        self.release_groups_of(job);
     }
 
     /// Loads a module from the head (or the local cache) on a blocking thread.
@@ -878,6 +987,7 @@ impl Node {
             .retain(|_, r| r.create.job != spec.id || r.create.options.detached);
         let freed = self.objects.free_owner(spec.id);
         context.account.free_all();
+        self.release_groups_of(spec.id);
         if let Some(remote) = self.remote.get() {
             remote.end_job(spec.id);
         }
@@ -1005,6 +1115,19 @@ impl Node {
         placed: bool,
     ) -> Result<ActorId, ActorCreateError> {
         let namespace = actor_namespace(&job.namespace, &options);
+        // An actor acts in its own namespace (named objects, saved state)
+        // with that namespace's permissions, which the job's grant carries.
+        let actor_grant = if namespace == job.namespace {
+            job.grant.clone()
+        } else {
+            let name = crate::security::tenants::namespace_of(&namespace);
+            let mut grant = job.grant.in_namespace(name).ok_or_else(|| {
+                ActorCreateError::Invalid(format!("there is no namespace {name:?}"))
+            })?;
+            // Its data directory is its own namespace's: not the job's.
+            grant.permissions.read_directory &= grant.capabilities.is_none();
+            Arc::new(grant)
+        };
         if let Some(name) = &options.name
             && let Some(existing) = self.actors.by_name(&namespace, name)
         {
@@ -1154,7 +1277,7 @@ impl Node {
         // Constructor arguments that live on other nodes come here first.
         for arg in &record.ctor_args {
             if let Arg::Ref(object) = arg {
-                self.fetch_remote(*object, record.objects_owner);
+                self.fetch_remote(*object, record.objects_owner, &job.grant.tenant);
             }
         }
         let account = self.accounts.open_job(&job.grant);
@@ -1162,8 +1285,15 @@ impl Node {
             release(directory);
             return Err(ActorCreateError::Quota(over.to_string()));
         }
+        // What it holds for its life counts against the tenant's quotas.
+        if let Err(over) = account.tenant().admit_hold(&record.hold) {
+            account.tenant().actor_done();
+            release(directory);
+            return Err(ActorCreateError::Quota(over.to_string()));
+        }
         if let Err(taken) = self.actors.register(record.clone()) {
             account.tenant().actor_done();
+            account.tenant().unhold(&record.hold);
             release(directory);
             return Err(ActorCreateError::NameTaken(taken.0));
         }
@@ -1174,9 +1304,9 @@ impl Node {
             namespace: record.namespace.clone(),
             log: job.log.clone(),
             env: job.env.clone(),
-            grant: job.grant.clone(),
+            sandbox: super::job::sandbox_of(&actor_grant),
+            grant: actor_grant,
             account,
-            sandbox: job.sandbox.clone(),
         });
         self.jobs
             .lock()
@@ -1405,6 +1535,10 @@ struct Relocatable {
     restarts_left: i32,
 }
 
+/// A placement group counted against its tenant: the job that made it,
+/// the tenant's account, and the total of its bundles.
+type HeldGroup = (JobId, Arc<TenantAccount>, ResourceSet);
+
 /// A call of an actor on this node from another node.
 pub struct RemoteActorCall {
     /// The actor.
@@ -1456,6 +1590,7 @@ struct TaskHost {
 impl GuestHost for TaskHost {
     fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId {
         let return_id = ObjectId::random();
+        let args = self.node.scrub_refs(&self.job, args);
         let spec = if self.job.grant.permissions.call_task {
             self.node
                 .task_spec(&self.job, function, args, options, return_id)
@@ -1492,10 +1627,10 @@ impl GuestHost for TaskHost {
             .account
             .admit_bytes(size)
             .map_err(|e| PutError::Quota(e.to_string()))?;
-        self.node
-            .objects
-            .put(self.job.id, bytes)
-            .map_err(PutError::Store)
+        self.node.objects.put(self.job.id, bytes).map_err(|e| {
+            self.job.account.release_bytes(size);
+            PutError::Store(e)
+        })
     }
 
     fn lookup(&self, id: ObjectId) -> Lookup {
@@ -1504,7 +1639,8 @@ impl GuestHost for TaskHost {
                 "get objects (action GetObject)",
             ))));
         }
-        self.node.fetch_remote(id, self.job.id);
+        self.node
+            .fetch_remote(id, self.job.id, &self.job.grant.tenant);
         if !self.node.object_visible(id, &self.job) {
             return Lookup::NotFound;
         }
@@ -1521,7 +1657,8 @@ impl GuestHost for TaskHost {
         if !self.job.grant.permissions.get_object {
             return Watch::Ready;
         }
-        self.node.fetch_remote(id, self.job.id);
+        self.node
+            .fetch_remote(id, self.job.id, &self.job.grant.tenant);
         if !self.node.object_visible(id, &self.job) {
             return Watch::NotFound;
         }
@@ -1564,6 +1701,7 @@ impl GuestHost for TaskHost {
                 ))
             });
         }
+        let args = self.node.scrub_refs(&self.job, args);
         let node = self.node.clone();
         let job = self.job.clone();
         let class = class.to_string();
@@ -1590,6 +1728,7 @@ impl GuestHost for TaskHost {
                 .complete(return_id, Object::Error(Arc::new(error)));
             return return_id;
         }
+        let args = self.node.scrub_refs(&self.job, args);
         if let Some(remote) = self.node.actor_elsewhere(actor) {
             match self.node.by_reference(self.job.id, args) {
                 Ok(args) => remote.call_actor(
@@ -1613,7 +1752,8 @@ impl GuestHost for TaskHost {
         self.node.objects.create_pending(return_id, self.job.id);
         for arg in &args {
             if let Arg::Ref(object) = arg {
-                self.node.fetch_remote(*object, self.job.id);
+                self.node
+                    .fetch_remote(*object, self.job.id, &self.job.grant.tenant);
             }
         }
         let sent = self.node.by_reference(self.job.id, args).and_then(|args| {
@@ -1667,11 +1807,20 @@ impl GuestHost for TaskHost {
         if !self.job.grant.permissions.call_actor {
             return;
         }
-        self.node
-            .relocatable
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&actor);
+        {
+            // Only the tenant's own actor stops being restarted.
+            let mut relocatable = self
+                .node
+                .relocatable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if relocatable
+                .get(&actor)
+                .is_some_and(|r| r.create.grant.tenant == self.job.grant.tenant)
+            {
+                relocatable.remove(&actor);
+            }
+        }
         match self.node.actor_elsewhere(actor) {
             Some(remote) => remote.kill_actor(actor, &self.job.grant.tenant),
             None => {
@@ -1686,17 +1835,42 @@ impl GuestHost for TaskHost {
         &self,
         spec: prism_abi::PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<prism_abi::PlacementGroupInfo, WireError>> {
+        if !self.job.grant.permissions.call_task {
+            return Box::pin(async {
+                Err(denied(
+                    "reserve resources for tasks (placement groups need action CallTask)",
+                ))
+            });
+        }
+        // The bundles count against the tenant's quotas while they exist.
+        let mut total = ResourceSet::default();
+        for bundle in &spec.bundles {
+            if let Ok(set) = super::placement::bundle_resources(bundle) {
+                total.give(&set);
+            }
+        }
+        let tenant_account = self.job.account.tenant().clone();
+        if let Err(over) = tenant_account.admit_hold(&total) {
+            let error = WireError::new(ErrorKind::QuotaExceeded, over.to_string());
+            return Box::pin(async move { Err(error) });
+        }
         let placement = self.node.placement();
         let owner = self.job.id;
         let tenant = self.job.grant.tenant.clone();
+        let node = self.node.clone();
         Box::pin(async move {
-            match placement {
+            let created = match placement {
                 Some(placement) => placement.create(owner, &tenant, spec).await,
                 None => Err(WireError::new(
                     ErrorKind::Unschedulable,
                     "this node cannot make placement groups",
                 )),
+            };
+            match &created {
+                Ok(info) => node.hold_group(info.id.clone(), owner, tenant_account, total),
+                Err(_) => tenant_account.unhold(&total),
             }
+            created
         })
     }
 
@@ -1705,6 +1879,7 @@ impl GuestHost for TaskHost {
         if super::placement::group_tenant(group) != Some(self.job.grant.tenant.as_str()) {
             return;
         }
+        self.node.release_group(group);
         if let Some(placement) = self.node.placement() {
             placement.remove(group);
         }
@@ -1840,8 +2015,10 @@ impl ActorEnv for Node {
         self.objects.free_owner(record.objects_owner);
         if let Some(context) = self.job(record.objects_owner) {
             context.account.tenant().actor_done();
+            context.account.tenant().unhold(&record.hold);
             context.account.free_all();
         }
+        self.release_groups_of(record.objects_owner);
         self.jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -408,10 +408,17 @@ impl Peers {
         let object = match fetched {
             Ok(object) => object,
             Err(status) if status.code() == tonic::Code::NotFound => {
-                Object::Error(Arc::new(WireError::new(
-                    ErrorKind::ObjectNotFound,
-                    format!("object {id} does not exist on node {peer_id}"),
-                )))
+                // Nothing (for this tenant) there: leave nothing here
+                // either, so the id reads as unknown to every job, and a
+                // later pull for the object's own tenant starts afresh.
+                if let Some(node) = self.node.upgrade() {
+                    node.objects().remove(id);
+                }
+                self.pulling
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                return;
             }
             Err(status) => {
                 if let Some(peer) = self.peer(&peer_id) {
@@ -447,6 +454,9 @@ fn args_to_proto(args: &[Arg]) -> Vec<pb::TaskArg> {
                 Arg::Ref(id) => pb::task_arg::Arg::ObjectId(Bytes::copy_from_slice(id.as_bytes())),
                 // Refused before anything is sent; never reaches here.
                 Arg::Invalid(m) => pb::task_arg::Arg::Value(Bytes::from(m.clone())),
+                Arg::Missing(id) => {
+                    pb::task_arg::Arg::MissingObjectId(Bytes::copy_from_slice(id.as_bytes()))
+                }
             }),
         })
         .collect()
@@ -555,7 +565,7 @@ impl Peers {
                     // Its node is gone: it may live on elsewhere.
                     if follow && let Some(moved) = node.follow_moved_actor(actor).await {
                         if moved.node_tag() == me.local_tag {
-                            node.call_local_actor(moved, method, args, return_id);
+                            node.call_local_actor(moved, method, args, return_id, &tenant);
                         } else {
                             let caller = Caller { owner, tenant };
                             me.send_actor_call(moved, method, args, return_id, caller, false);
@@ -873,7 +883,7 @@ impl Remote for Peers {
         })
     }
 
-    fn fetch(&self, id: ObjectId, owner: JobId) {
+    fn fetch(&self, id: ObjectId, owner: JobId, tenant: &str) {
         let tag = id.node_tag();
         if tag == 0 || tag == self.local_tag {
             return;
@@ -910,8 +920,8 @@ impl Remote for Peers {
         {
             return;
         }
-        // Pulled for a job this node knows; the holder checks its tenant.
-        let tenant = node.job_tenant(owner).unwrap_or_default();
+        // The holder checks that the object is the puller's tenant's.
+        let tenant = tenant.to_string();
         node.objects().create_pending(id, owner);
         let Some(me) = self.me.upgrade() else {
             return;

@@ -110,6 +110,7 @@ fn args_from_proto(args: Vec<pb::TaskArg>) -> Result<Vec<Arg>, Status> {
         .map(|arg| match arg.arg {
             Some(pb::task_arg::Arg::Value(bytes)) => Ok(Arg::Value(bytes)),
             Some(pb::task_arg::Arg::ObjectId(id)) => Ok(Arg::Ref(object_id(&id)?)),
+            Some(pb::task_arg::Arg::MissingObjectId(id)) => Ok(Arg::Missing(object_id(&id)?)),
             None => Err(Status::invalid_argument("an argument is empty")),
         })
         .collect()
@@ -281,6 +282,10 @@ impl Worker for WorkerService {
                 Err(e) => return Err(Status::internal(e.to_string())),
             }
         };
+        // It may have appeared (as another tenant's) while we waited.
+        if !self.node.object_of_tenant(id, &request.get_ref().tenant) {
+            return Err(Status::not_found(format!("no object {id} here")));
+        }
         let messages: Vec<Result<pb::ObjectChunk, Status>> = match object {
             Object::Error(error) => vec![Ok(pb::ObjectChunk {
                 part: Some(pb::object_chunk::Part::Error(error.encode().into())),

@@ -75,6 +75,8 @@ pub struct TenantAccount {
     last_served: AtomicU64,
     /// What it uses on the other nodes, as they last reported it.
     elsewhere: Mutex<Usage>,
+    /// The revision of the quotas and weight held ([`JobGrant`]).
+    revision: AtomicU64,
 }
 
 /// Counts task starts on this node, for [`TenantAccount::last_served`].
@@ -130,6 +132,7 @@ impl TenantAccount {
             held: Mutex::new((0, 0, 0)),
             last_served: AtomicU64::new(0),
             elsewhere: Mutex::new(Usage::default()),
+            revision: AtomicU64::new(grant.quota_revision),
         }
     }
 
@@ -162,9 +165,16 @@ impl TenantAccount {
             .clone()
     }
 
+    /// Takes the grant's quotas and weight unless those held are newer (a
+    /// job admitted before a change must not bring the old ones back).
     fn update(&self, grant: &JobGrant) {
+        let mut quotas = self.quotas.write().unwrap_or_else(|e| e.into_inner());
+        if grant.quota_revision < self.revision.load(Ordering::SeqCst) {
+            return;
+        }
+        self.revision.store(grant.quota_revision, Ordering::SeqCst);
         self.weight.store(grant.weight.to_bits(), Ordering::Relaxed);
-        *self.quotas.write().unwrap_or_else(|e| e.into_inner()) = grant.quotas.clone();
+        *quotas = grant.quotas.clone();
     }
 
     /// Admits one more queued task.
@@ -222,7 +232,7 @@ impl TenantAccount {
         let q = self.quotas();
         let over = |what: &str, asked: String, limit: String| QuotaExceeded {
             tenant: self.name.clone(),
-            what: format!("may hold {limit} {what}; one task asks for {asked}"),
+            what: format!("may hold {limit} {what}; a single request asks for {asked}"),
         };
         if let Some(cpus) = q.cpus
             && shape.cpu_milli > milli(cpus)
@@ -272,6 +282,52 @@ impl TenantAccount {
                 .is_none_or(|m| memory.saturating_add(shape.memory) <= m)
             && q.gpus
                 .is_none_or(|g| gpu.saturating_add(shape.gpu_milli()) <= milli(g))
+    }
+
+    /// Holds `shape` for something long-lived (an actor's resources, a
+    /// placement group's bundles) if the tenant's CPU, memory and GPU
+    /// quotas allow it now; refuses it otherwise (it does not wait).
+    pub fn admit_hold(&self, shape: &ResourceSet) -> Result<(), QuotaExceeded> {
+        if let Some(over) = self.exceeds(shape) {
+            return Err(over);
+        }
+        let q = self.quotas();
+        let other = self.elsewhere();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let cpu = held.0.saturating_add(other.cpu_milli);
+        let memory = held.1.saturating_add(other.memory);
+        let gpu = held.2.saturating_add(other.gpu_milli);
+        let over = |what: &str, used: String, limit: String| QuotaExceeded {
+            tenant: self.name.clone(),
+            what: format!("holds {used} of {limit} {what}"),
+        };
+        if let Some(c) = q.cpus
+            && cpu.saturating_add(shape.cpu_milli) > milli(c)
+        {
+            return Err(over(
+                "CPUs",
+                format!("{}", cpu as f64 / 1000.0),
+                c.to_string(),
+            ));
+        }
+        if let Some(m) = q.memory
+            && memory.saturating_add(shape.memory) > m
+        {
+            return Err(over("bytes of memory", memory.to_string(), m.to_string()));
+        }
+        if let Some(g) = q.gpus
+            && gpu.saturating_add(shape.gpu_milli()) > milli(g)
+        {
+            return Err(over(
+                "GPUs",
+                format!("{}", gpu as f64 / 1000.0),
+                g.to_string(),
+            ));
+        }
+        held.0 = held.0.saturating_add(shape.cpu_milli);
+        held.1 = held.1.saturating_add(shape.memory);
+        held.2 = held.2.saturating_add(shape.gpu_milli());
+        Ok(())
     }
 
     /// A task of `shape` started here.
@@ -362,6 +418,13 @@ impl JobAccount {
     pub fn add_bytes(&self, bytes: u64) {
         self.tenant.object_bytes.fetch_add(bytes, Ordering::SeqCst);
         self.object_bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// `bytes` counted for the job left the store (a refused put, or a
+    /// result handed back to the node that placed the task).
+    pub fn release_bytes(&self, bytes: u64) {
+        release(&self.tenant.object_bytes, bytes);
+        release(&self.object_bytes, bytes);
     }
 
     /// The job ended and its objects were freed.
@@ -459,6 +522,8 @@ mod tests {
             quotas,
             capabilities: None,
             permissions: GuestPermissions::ALL,
+            namespaces: Default::default(),
+            quota_revision: 0,
         }
     }
 
@@ -517,6 +582,33 @@ mod tests {
     }
 
     #[test]
+    fn an_older_grant_does_not_bring_old_quotas_back() {
+        let accounts = Accounts::default();
+        let old = grant(
+            "acme",
+            1.0,
+            Quotas {
+                actors: Some(10),
+                ..Default::default()
+            },
+        );
+        let mut new = grant(
+            "acme",
+            1.0,
+            Quotas {
+                actors: Some(1),
+                ..Default::default()
+            },
+        );
+        new.quota_revision = 1;
+        let t = accounts.open_job(&old).tenant().clone();
+        accounts.open_job(&new);
+        accounts.open_job(&old);
+        t.admit_actor().unwrap();
+        assert!(t.admit_actor().is_err(), "the newer quota of 1 holds");
+    }
+
+    #[test]
     fn use_on_other_nodes_counts_against_the_quotas() {
         let accounts = Accounts::default();
         let q = Quotas {
@@ -548,6 +640,21 @@ mod tests {
         accounts.set_elsewhere(HashMap::new());
         t.admit_task().unwrap();
         assert!(t.fits(&shape(2, 0)));
+        // Long-lived holds are refused rather than queued.
+        t.admit_hold(&shape(1, 0)).unwrap();
+        let over = t.admit_hold(&shape(3, 0)).unwrap_err();
+        assert_eq!(over.what, "may hold 2 CPUs; a single request asks for 3");
+        assert_eq!(
+            t.admit_hold(&shape(2, 0)).unwrap_err().what,
+            "holds 1 of 2 CPUs"
+        );
+        t.admit_hold(&shape(1, 0)).unwrap();
+        assert_eq!(
+            t.admit_hold(&shape(1, 0)).unwrap_err().what,
+            "holds 2 of 2 CPUs"
+        );
+        t.unhold(&shape(2, 0));
+        t.admit_hold(&shape(1, 0)).unwrap();
     }
 
     #[test]

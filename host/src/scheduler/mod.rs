@@ -487,6 +487,16 @@ impl Shared {
             self.fail_now(&spec, ErrorKind::InvalidArgument, message.clone());
             return;
         }
+        if let Some((i, Arg::Missing(id))) = spec
+            .args
+            .iter()
+            .enumerate()
+            .find(|(_, a)| matches!(a, Arg::Missing(_)))
+        {
+            let error = Arg::not_found(i, *id);
+            self.fail_now(&spec, error.kind, error.message);
+            return;
+        }
         if spec.bundle.is_none()
             && let Some(over) = spec
                 .account
@@ -937,7 +947,12 @@ impl Shared {
             let mut pulled = false;
             for arg in &entry.spec.args {
                 if let Arg::Ref(id) = arg {
-                    remote.fetch(*id, entry.spec.job);
+                    let tenant = entry
+                        .spec
+                        .account
+                        .as_ref()
+                        .map_or("", |a| a.tenant().name());
+                    remote.fetch(*id, entry.spec.job, tenant);
                     pulled = true;
                 }
             }
@@ -1101,6 +1116,7 @@ pub fn resolve_args(objects: &ObjectStore, args: &[Arg]) -> Result<Bytes, WireEr
         match arg {
             Arg::Value(b) => values.push(b.clone()),
             Arg::Invalid(m) => return Err(WireError::new(ErrorKind::InvalidArgument, m.clone())),
+            Arg::Missing(id) => return Err(Arg::not_found(i, *id)),
             Arg::Ref(id) => match objects.lookup(*id) {
                 Ok(Lookup::Ready(Object::Value(b))) => values.push(b),
                 Ok(Lookup::Ready(Object::Error(e))) => {
@@ -1109,10 +1125,7 @@ pub fn resolve_args(objects: &ObjectStore, args: &[Arg]) -> Result<Bytes, WireEr
                     return Err(e);
                 }
                 Ok(Lookup::NotFound) | Ok(Lookup::Pending(_)) => {
-                    return Err(WireError::new(
-                        ErrorKind::ObjectNotFound,
-                        format!("argument {i} refers to object {id}, which does not exist"),
-                    ));
+                    return Err(Arg::not_found(i, *id));
                 }
                 Err(e) => return Err(WireError::new(ErrorKind::System, e.to_string())),
             },
@@ -1290,6 +1303,8 @@ mod tests {
             quotas,
             capabilities: None,
             permissions: GuestPermissions::ALL,
+            namespaces: Default::default(),
+            quota_revision: 0,
         }
     }
 

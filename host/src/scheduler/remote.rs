@@ -76,7 +76,7 @@ pub trait Remote: Send + Sync + 'static {
     /// If `id` lives on another node and is not here, registers it here as
     /// pending (owned by `owner`) and starts pulling it. Concurrent calls
     /// for one id pull it once.
-    fn fetch(&self, id: ObjectId, owner: JobId);
+    fn fetch(&self, id: ObjectId, owner: JobId, tenant: &str);
     /// Tells every other node that `job` ended: they free what it owns.
     fn end_job(&self, job: JobId);
 }

@@ -269,12 +269,40 @@ impl Access {
             .tenancy
             .tenant(tenant)
             .ok_or_else(|| AccessError::NotFound(format!("no tenant {tenant}")))?;
+        let permissions = self.guest_permissions(claims, namespace);
+        let namespaces = self
+            .tenancy
+            .namespaces(tenant)
+            .iter()
+            .map(|ns| {
+                let permitted = if ns.name == namespace.name {
+                    permissions
+                } else {
+                    self.guest_permissions(claims, ns)
+                };
+                (ns.name.clone(), permitted)
+            })
+            .collect();
+        let capabilities: Capabilities = namespace.capabilities.clone();
+        Ok(JobGrant {
+            tenant: tenant.to_string(),
+            weight: record.weight,
+            quotas: record.quotas,
+            capabilities: Some(capabilities),
+            permissions,
+            namespaces,
+            quota_revision: record.revision,
+        })
+    }
+
+    /// Each guest action the policies permit `claims` in `namespace`.
+    fn guest_permissions(&self, claims: &Claims, namespace: &NamespaceRecord) -> GuestPermissions {
         let resource = Resource::Namespace {
-            tenant,
+            tenant: &namespace.tenant,
             name: &namespace.name,
         };
         let permits = |action| self.authorize(claims, action, resource).is_ok();
-        let permissions = GuestPermissions {
+        GuestPermissions {
             call_task: permits(Action::CallTask),
             create_actor: permits(Action::CreateActor),
             call_actor: permits(Action::CallActor),
@@ -283,15 +311,7 @@ impl Access {
             use_gpu: permits(Action::UseGpu),
             read_directory: namespace.capabilities.data_dir.is_some()
                 && permits(Action::ReadDirectory),
-        };
-        let capabilities: Capabilities = namespace.capabilities.clone();
-        Ok(JobGrant {
-            tenant: tenant.to_string(),
-            weight: record.weight,
-            quotas: record.quotas,
-            capabilities: Some(capabilities),
-            permissions,
-        })
+        }
     }
 }
 
@@ -408,6 +428,11 @@ mod tests {
                 .permissions
                 .use_gpu
         );
+        let grant = access.job_grant(&dev, "acme", &ns).unwrap();
+        // An actor the job makes in `ml` has `ml`'s permissions; one in a
+        // namespace that does not exist cannot be made.
+        assert!(grant.in_namespace("ml").unwrap().permissions.use_gpu);
+        assert!(grant.in_namespace("nowhere").is_none());
         assert!(matches!(
             access.namespace("acme", "nope"),
             Err(AccessError::NotFound(_))

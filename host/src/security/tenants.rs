@@ -158,6 +158,10 @@ pub struct TenantRecord {
     pub quotas: Quotas,
     /// When it was created (Unix seconds).
     pub created_at: u64,
+    /// Counts changes of its quotas and weight, so that nodes keep the
+    /// newest when jobs admitted before and after a change meet there.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// A namespace of a tenant.
@@ -223,9 +227,31 @@ pub struct JobGrant {
     pub capabilities: Option<Capabilities>,
     /// What its guests may do.
     pub permissions: GuestPermissions,
+    /// What its guests may do from inside actors they create in the
+    /// tenant's other namespaces (an actor acts in its own namespace:
+    /// named objects, saved state). A namespace not listed does not exist
+    /// for the job. Empty for a single-user embedded cluster, where any
+    /// namespace is allowed with [`JobGrant::permissions`].
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, GuestPermissions>,
+    /// The tenant's [`TenantRecord::revision`] the quotas and weight are
+    /// from.
+    #[serde(default)]
+    pub quota_revision: u64,
 }
 
 impl JobGrant {
+    /// The grant of an actor of this job living in namespace `name` (of
+    /// the job's tenant), or `None` if that namespace does not exist.
+    pub fn in_namespace(&self, name: &str) -> Option<JobGrant> {
+        if self.capabilities.is_none() {
+            return Some(self.clone());
+        }
+        self.namespaces.get(name).map(|permissions| JobGrant {
+            permissions: *permissions,
+            ..self.clone()
+        })
+    }
     /// The grant of a job on a single-user embedded cluster (`prism run`):
     /// the default tenant, no quotas, everything permitted.
     pub fn local() -> Arc<JobGrant> {
@@ -238,6 +264,8 @@ impl JobGrant {
                     quotas: Quotas::default(),
                     capabilities: None,
                     permissions: GuestPermissions::ALL,
+                    namespaces: BTreeMap::new(),
+                    quota_revision: 0,
                 })
             })
             .clone()
@@ -392,6 +420,7 @@ impl Tenancy {
             weight,
             quotas,
             created_at: now(),
+            revision: 0,
         };
         let namespace = NamespaceRecord {
             tenant: name.to_string(),
@@ -467,6 +496,7 @@ impl Tenancy {
             .ok_or_else(|| TenancyError::NotFound(format!("tenant {name}")))?;
         let mut updated = record.clone();
         updated.quotas = quotas;
+        updated.revision = updated.revision.saturating_add(1);
         if let Some(w) = weight {
             updated.weight = w;
         }
