@@ -603,6 +603,30 @@ async fn a_restarted_head_knows_its_workers_and_detached_actors_again() {
     assert!(missing.to_string().contains("no actor named"), "{missing}");
 }
 
+/// The rest of the first line job `id` logs that starts with `prefix`
+/// (waits for it while the job runs).
+async fn first_line(client: &Client, id: &str, prefix: &str) -> String {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut follower = client.clone();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        let _ = follower
+            .follow_logs(&id, |line| {
+                let _ = tx.send(line.text);
+            })
+            .await;
+    });
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("the line arrives")
+            .expect("the job logs it before it ends");
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+}
+
 /// Submits `entry` with `args` as `client` and waits for its JSON value.
 async fn value_of(client: &Client, module: &str, entry: &str, args: &str) -> String {
     let mut c = client.clone();
@@ -664,13 +688,16 @@ async fn quotas_and_tenant_walls_hold_across_nodes() {
         .submit(
             &module,
             "actors_on",
-            &format!(r#"["{}", 1, 4000]"#, workers[0]),
+            &format!(r#"["{}", 1, 6000]"#, workers[0]),
             "",
         )
         .await
         .unwrap()
         .id;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once the actor answers, five heartbeats (200 ms) carry it around.
+    let admitted = first_line(&acme, &held, "admitted ").await;
+    assert_eq!(admitted, "1:none");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let second = format!(r#"["{}", 1, 0]"#, workers[1]);
     assert_eq!(
         value_of(&acme, &module, "actors_on", &second).await,
@@ -680,7 +707,7 @@ async fn quotas_and_tenant_walls_hold_across_nodes() {
         holder.result(&held, true).await.unwrap().value_json,
         r#""1:none""#
     );
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         value_of(&acme, &module, "actors_on", &second).await,
         r#""1:none""#
@@ -693,31 +720,14 @@ async fn quotas_and_tenant_walls_hold_across_nodes() {
         .submit(
             &module,
             "hold_blob_on",
-            &format!(r#"["{}", 3000]"#, workers[0]),
+            // Held until stopped below (a job that ends frees its blob).
+            &format!(r#"["{}", 60000]"#, workers[0]),
             "",
         )
         .await
         .unwrap()
         .id;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut follower = acme.clone();
-    let id = blob_job.clone();
-    tokio::spawn(async move {
-        let _ = follower
-            .follow_logs(&id, |line| {
-                let _ = tx.send(line.text);
-            })
-            .await;
-    });
-    let blob = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Some(id) = line.strip_prefix("blob ") {
-            break id.to_string();
-        }
-    };
+    let blob = first_line(&acme, &blob_job, "blob ").await;
     assert_eq!(
         value_of(&zeta, &module, "peek", &format!("[{blob}]")).await,
         r#""object_not_found""#
@@ -727,12 +737,6 @@ async fn quotas_and_tenant_walls_hold_across_nodes() {
         value_of(&acme, &module, "peek", &format!("[{blob}]")).await,
         r#""ok""#
     );
-    assert_eq!(
-        acme.clone()
-            .result(&blob_job, true)
-            .await
-            .unwrap()
-            .value_json,
-        "4096"
-    );
+    let stopped = acme.clone().stop(&blob_job).await.unwrap();
+    assert_eq!(stopped.state, prism_client::v1::JobState::Stopped as i32);
 }

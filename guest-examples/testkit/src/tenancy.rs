@@ -195,8 +195,10 @@ fn actors_on(node: String, n: u64, ms: u64) -> String {
             Err(e) => Err(e.clone()),
         })
         .collect();
+    let report = admitted(called.into_iter());
+    prism::log(format!("admitted {report}"));
     std::thread::sleep(Duration::from_millis(ms));
-    admitted(called.into_iter())
+    report
 }
 
 /// Makes a blob on node `node`, logs its reference, and keeps it for

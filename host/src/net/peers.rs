@@ -206,6 +206,10 @@ pub struct Peers {
     gone: Mutex<HashSet<u32>>,
     spread: AtomicUsize,
     pulling: Mutex<HashSet<ObjectId>>,
+    /// Objects their holder refused to a tenant (another tenant's, or
+    /// gone): not asked for again for that tenant, so a `get` or `wait`
+    /// on one is answered here as not found.
+    refused: Mutex<HashSet<(ObjectId, String)>>,
     /// The next sequence number of this node's messages to each actor on
     /// another node.
     actor_seqs: Mutex<HashMap<ActorId, u64>>,
@@ -233,6 +237,7 @@ impl Peers {
             gone: Mutex::new(HashSet::new()),
             spread: AtomicUsize::new(0),
             pulling: Mutex::new(HashSet::new()),
+            refused: Mutex::new(HashSet::new()),
             actor_seqs: Mutex::new(HashMap::new()),
             epoch: {
                 let mut bytes = [0u8; 8];
@@ -367,7 +372,7 @@ impl Peers {
         let mut client = client;
         let request = pb::FetchObjectRequest {
             object_id: id.as_bytes().to_vec(),
-            tenant,
+            tenant: tenant.clone(),
         };
         // No object larger than this node's store could hold it anyway.
         let capacity = self
@@ -411,13 +416,22 @@ impl Peers {
                 // Nothing (for this tenant) there: leave nothing here
                 // either, so the id reads as unknown to every job, and a
                 // later pull for the object's own tenant starts afresh.
-                if let Some(node) = self.node.upgrade() {
-                    node.objects().remove(id);
+                // (Refused and done pulling first: a waiter woken by the
+                // removal looks again at once.)
+                {
+                    let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+                    if refused.len() >= 100_000 {
+                        refused.clear();
+                    }
+                    refused.insert((id, tenant));
                 }
                 self.pulling
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id);
+                if let Some(node) = self.node.upgrade() {
+                    node.objects().remove(id);
+                }
                 return;
             }
             Err(status) => {
@@ -912,6 +926,17 @@ impl Remote for Peers {
             // An unknown tag: a forged or mistyped id, not found like any.
             return;
         };
+        // The holder checks that the object is the puller's tenant's; one
+        // it refused this tenant is not asked for again.
+        let tenant = tenant.to_string();
+        if self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(id, tenant.clone()))
+        {
+            return;
+        }
         if !self
             .pulling
             .lock()
@@ -920,8 +945,6 @@ impl Remote for Peers {
         {
             return;
         }
-        // The holder checks that the object is the puller's tenant's.
-        let tenant = tenant.to_string();
         node.objects().create_pending(id, owner);
         let Some(me) = self.me.upgrade() else {
             return;
