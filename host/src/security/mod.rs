@@ -16,6 +16,14 @@
 //!
 //! [`TokenAuthority`] issues and verifies tokens (JWT, EdDSA): signature,
 //! expiry (30 s leeway for clock skew), issuer and audience are all checked.
+//! A token acts for one tenant.
+//!
+//! Tenancy: [`Tenancy`] keeps tenants, namespaces (with their sandbox
+//! [`Capabilities`]), quotas, revoked token ids and each tenant's policy
+//! text in `head.redb`; [`Policies`] decides actions with Cedar (the schema
+//! and default set in `policies/`); [`Access`] puts both in front of every
+//! API call and writes the audit log; a job's [`JobGrant`] carries what
+//! was decided to every node that runs its guests.
 
 pub mod access;
 mod nodes;
