@@ -216,6 +216,7 @@ async fn a_hostile_tenant_finds_nothing_of_another_and_hits_typed_limits() {
             "2:quota_exceeded",
             "quota_exceeded",
             "quota_exceeded",
+            "ok",
         ]
     );
     let escape = run(&mut zed, &module, "read_file", r#"["/etc/passwd"]"#, "").await;

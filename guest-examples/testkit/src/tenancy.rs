@@ -140,7 +140,8 @@ fn spin_forever() -> u64 {
 /// the memory bomb, the endless loop, a GPU task, then how many of
 /// `tasks` queued submissions, `puts` puts of `kb` KiB and `actors`
 /// actors were admitted, each with the kind of the first refusal, then an
-/// actor and a placement group holding 3 CPUs.
+/// actor and a placement group holding 3 CPUs, and a group of 2 CPUs
+/// after one of 1 CPU was removed.
 #[prism::main]
 fn exhaust(tasks: u64, puts: u64, kb: u64, actors: u64) -> prism::Result<Vec<String>> {
     let mut seen = vec![
@@ -163,6 +164,13 @@ fn exhaust(tasks: u64, puts: u64, kb: u64, actors: u64) -> prism::Result<Vec<Str
         &[Bundle::new().cpus(3.0)],
         PlacementStrategy::Pack,
     )));
+    // A removed group stops counting: one CPU, removed, then two fit.
+    let group =
+        |cpus: f64| prism::placement_group(&[Bundle::new().cpus(cpus)], PlacementStrategy::Pack);
+    let again = group(1.0)
+        .and_then(|g| g.remove())
+        .and_then(|()| group(2.0));
+    seen.push(kind(&again));
     Ok(seen)
 }
 

@@ -286,6 +286,14 @@ impl Node {
         tenant: Arc<TenantAccount>,
         total: ResourceSet,
     ) {
+        if self.job(owner).is_none() {
+            // Its job ended while it was made; the group goes with it.
+            tenant.unhold(&total);
+            if let Some(placement) = self.placement() {
+                placement.remove(&group);
+            }
+            return;
+        }
         self.held_groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -306,7 +314,7 @@ impl Node {
 
     /// A job (or actor) ended: its placement groups no longer count.
     fn release_groups_of(&self, owner: JobId) {
-        let released: Vec<(Arc<TenantAccount>, ResourceSet)> = {
+        let released: Vec<(String, Arc<TenantAccount>, ResourceSet)> = {
             let mut held = self.held_groups.lock().unwrap_or_else(|e| e.into_inner());
             let groups: Vec<String> = held
                 .iter()
@@ -314,13 +322,17 @@ impl Node {
                 .map(|(g, _)| g.clone())
                 .collect();
             groups
-                .iter()
-                .filter_map(|g| held.remove(g))
-                .map(|(_, t, r)| (t, r))
+                .into_iter()
+                .filter_map(|g| held.remove(&g).map(|(_, t, r)| (g, t, r)))
                 .collect()
         };
-        for (tenant, total) in released {
+        for (group, tenant, total) in released {
             tenant.unhold(&total);
+            // Gone with its owner (a worker leaves removing a job's groups
+            // to the head, which does not know an actor's).
+            if let Some(placement) = self.placement() {
+                placement.remove(&group);
+            }
         }
     }
 
@@ -407,12 +419,14 @@ impl Node {
                 return;
             }
             Some(record) => {
+                // A dead actor's context is gone: nothing is pulled for it
+                // (the call fails as the actor's death says).
                 if let Some(context) = self.job(record.objects_owner) {
-                    args = self.scrub_refs(&context, args);
-                }
-                for arg in &args {
-                    if let Arg::Ref(object) = arg {
-                        self.fetch_remote(*object, record.objects_owner, tenant);
+                    args = self.scrub_refs(&context, args, false);
+                    for arg in &args {
+                        if let Arg::Ref(object) = arg {
+                            self.fetch_remote(*object, record.objects_owner, tenant);
+                        }
                     }
                 }
             }
@@ -580,14 +594,18 @@ impl Node {
         // References the caller's node let through are checked here too:
         // this node may hold objects the caller's node does not.
         let args = match self.job(owner) {
-            Some(context) => self.scrub_refs(&context, call.args),
+            Some(context) => {
+                let args = self.scrub_refs(&context, call.args, false);
+                for arg in &args {
+                    if let Arg::Ref(id) = arg {
+                        self.fetch_remote(*id, owner, &call.tenant);
+                    }
+                }
+                args
+            }
+            // A dead actor's context is gone: nothing is pulled for it.
             None => call.args,
         };
-        for arg in &args {
-            if let Arg::Ref(id) = arg {
-                self.fetch_remote(*id, owner, &call.tenant);
-            }
-        }
         let return_id = ObjectId::random();
         self.objects.create_pending(return_id, owner);
         let sent = self.actors.call(call.actor, call.method, args, return_id);
@@ -626,7 +644,7 @@ impl Node {
                 &context,
                 id,
                 &class,
-                self.scrub_refs(&context, call.args),
+                self.scrub_refs(&context, call.args, false),
                 options,
                 true,
             )
@@ -700,8 +718,14 @@ impl Node {
                     .complete(return_id, Object::Error(Arc::new(no_such_actor(actor))));
             }
             None => {
+                let args = match self.by_reference(owner, args) {
+                    Ok(args) => args,
+                    Err(error) => {
+                        self.objects.free_owner(owner);
+                        return Err(error);
+                    }
+                };
                 self.objects.create_pending(return_id, owner);
-                let args = self.by_reference(owner, args)?;
                 if let Err(error) = self.actors.call(actor, method.to_string(), args, return_id) {
                     let _ = self
                         .objects
@@ -772,12 +796,14 @@ impl Node {
 
     /// `args` as a guest of `job` may pass them: a reference to an object
     /// the job may not see becomes [`Arg::Missing`] (the call fails with
-    /// `object_not_found`, as for an object that does not exist), and
-    /// without `GetObject` no reference passes at all.
-    fn scrub_refs(&self, job: &JobContext, args: Vec<Arg>) -> Vec<Arg> {
+    /// `object_not_found`, as for an object that does not exist), and,
+    /// where the call is made (`submitted`), without `GetObject` no
+    /// reference passes at all. (Where it runs, references may also be
+    /// large values the caller's node moved into the store.)
+    fn scrub_refs(&self, job: &JobContext, args: Vec<Arg>, submitted: bool) -> Vec<Arg> {
         args.into_iter()
             .map(|arg| match arg {
-                Arg::Ref(_) if !job.grant.permissions.get_object => Arg::Invalid(
+                Arg::Ref(_) if submitted && !job.grant.permissions.get_object => Arg::Invalid(
                     "the tenant's policy does not permit this job's guests to read objects (action GetObject)"
                         .into(),
                 ),
@@ -802,7 +828,7 @@ impl Node {
         };
         // The placing node checked the references it could; this node may
         // hold objects that node does not.
-        call.args = self.scrub_refs(&context, std::mem::take(&mut call.args));
+        call.args = self.scrub_refs(&context, std::mem::take(&mut call.args), false);
         let return_id = ObjectId::random();
         let spec = TaskSpec {
             job: call.job,
@@ -1274,12 +1300,6 @@ impl Node {
                 )
             })
         };
-        // Constructor arguments that live on other nodes come here first.
-        for arg in &record.ctor_args {
-            if let Arg::Ref(object) = arg {
-                self.fetch_remote(*object, record.objects_owner, &job.grant.tenant);
-            }
-        }
         let account = self.accounts.open_job(&job.grant);
         if let Err(over) = account.tenant().admit_actor() {
             release(directory);
@@ -1312,6 +1332,13 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(record.objects_owner, context);
+        // Constructor arguments that live on other nodes come here first
+        // (once the actor's context exists: it owns the copies).
+        for arg in &record.ctor_args {
+            if let Arg::Ref(object) = arg {
+                self.fetch_remote(*object, record.objects_owner, &job.grant.tenant);
+            }
+        }
         let Some(node) = self.me.upgrade() else {
             return Err(ActorCreateError::Invalid("the node is stopping".into()));
         };
@@ -1590,7 +1617,7 @@ struct TaskHost {
 impl GuestHost for TaskHost {
     fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId {
         let return_id = ObjectId::random();
-        let args = self.node.scrub_refs(&self.job, args);
+        let args = self.node.scrub_refs(&self.job, args, true);
         let spec = if self.job.grant.permissions.call_task {
             self.node
                 .task_spec(&self.job, function, args, options, return_id)
@@ -1701,7 +1728,11 @@ impl GuestHost for TaskHost {
                 ))
             });
         }
-        let args = self.node.scrub_refs(&self.job, args);
+        let args = self.node.scrub_refs(&self.job, args, true);
+        if let Some(Arg::Invalid(message)) = args.iter().find(|a| matches!(a, Arg::Invalid(_))) {
+            let error = ActorCreateError::Invalid(message.clone());
+            return Box::pin(async move { Err(error) });
+        }
         let node = self.node.clone();
         let job = self.job.clone();
         let class = class.to_string();
@@ -1728,7 +1759,17 @@ impl GuestHost for TaskHost {
                 .complete(return_id, Object::Error(Arc::new(error)));
             return return_id;
         }
-        let args = self.node.scrub_refs(&self.job, args);
+        let args = self.node.scrub_refs(&self.job, args, true);
+        // Refused here, not sent: the wire has no form for it.
+        if let Some(Arg::Invalid(message)) = args.iter().find(|a| matches!(a, Arg::Invalid(_))) {
+            let error = WireError::new(ErrorKind::InvalidArgument, message.clone());
+            self.node.objects.create_pending(return_id, self.job.id);
+            let _ = self
+                .node
+                .objects
+                .complete(return_id, Object::Error(Arc::new(error)));
+            return return_id;
+        }
         if let Some(remote) = self.node.actor_elsewhere(actor) {
             match self.node.by_reference(self.job.id, args) {
                 Ok(args) => remote.call_actor(
@@ -1858,7 +1899,9 @@ impl GuestHost for TaskHost {
         let owner = self.job.id;
         let tenant = self.job.grant.tenant.clone();
         let node = self.node.clone();
-        Box::pin(async move {
+        // On its own task, so that the charge is settled even if the guest
+        // is cancelled while it waits.
+        let creation = tokio::spawn(async move {
             let created = match placement {
                 Some(placement) => placement.create(owner, &tenant, spec).await,
                 None => Err(WireError::new(
@@ -1871,6 +1914,14 @@ impl GuestHost for TaskHost {
                 Err(_) => tenant_account.unhold(&total),
             }
             created
+        });
+        Box::pin(async move {
+            creation.await.unwrap_or_else(|e| {
+                Err(WireError::new(
+                    ErrorKind::System,
+                    format!("placement group creation failed: {e}"),
+                ))
+            })
         })
     }
 

@@ -209,7 +209,7 @@ pub struct Peers {
     /// Objects their holder refused to a tenant (another tenant's, or
     /// gone): not asked for again for that tenant, so a `get` or `wait`
     /// on one is answered here as not found.
-    refused: Mutex<HashSet<(ObjectId, String)>>,
+    refused: Mutex<Refusals>,
     /// The next sequence number of this node's messages to each actor on
     /// another node.
     actor_seqs: Mutex<HashMap<ActorId, u64>>,
@@ -237,7 +237,7 @@ impl Peers {
             gone: Mutex::new(HashSet::new()),
             spread: AtomicUsize::new(0),
             pulling: Mutex::new(HashSet::new()),
-            refused: Mutex::new(HashSet::new()),
+            refused: Mutex::new(Refusals::default()),
             actor_seqs: Mutex::new(HashMap::new()),
             epoch: {
                 let mut bytes = [0u8; 8];
@@ -418,13 +418,10 @@ impl Peers {
                 // later pull for the object's own tenant starts afresh.
                 // (Refused and done pulling first: a waiter woken by the
                 // removal looks again at once.)
-                {
-                    let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-                    if refused.len() >= 100_000 {
-                        refused.clear();
-                    }
-                    refused.insert((id, tenant));
-                }
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((id, tenant));
                 self.pulling
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -937,6 +934,11 @@ impl Remote for Peers {
         {
             return;
         }
+        // Pulled only for a job (or actor) this node knows: it owns the
+        // copy and frees it when it ends.
+        if node.job_tenant(owner).is_none() {
+            return;
+        }
         if !self
             .pulling
             .lock()
@@ -971,6 +973,33 @@ impl Remote for Peers {
 struct Caller {
     owner: JobId,
     tenant: String,
+}
+
+/// Most refusals remembered (100,000); the oldest are forgotten first.
+const MAX_REFUSALS: usize = 100_000;
+
+/// (object, tenant) pairs a holder refused, oldest first out.
+#[derive(Default)]
+struct Refusals {
+    set: HashSet<(ObjectId, String)>,
+    order: std::collections::VecDeque<(ObjectId, String)>,
+}
+
+impl Refusals {
+    fn insert(&mut self, key: (ObjectId, String)) {
+        if self.set.insert(key.clone()) {
+            self.order.push_back(key);
+        }
+        while self.order.len() > MAX_REFUSALS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, key: &(ObjectId, String)) -> bool {
+        self.set.contains(key)
+    }
 }
 
 /// Splits `bytes` into [`CHUNK_BYTES`] pieces without copying.
