@@ -297,7 +297,7 @@ pub trait ActorEnv: Send + Sync + 'static {
     /// The node's object store.
     fn objects(&self) -> &ObjectStore;
     /// Holds the actor's resources for its life.
-    fn lease(&self, hold: ResourceSet) -> BoxFuture<'static, Lease>;
+    fn lease(&self, record: &ActorRecord) -> BoxFuture<'static, Lease>;
     /// A fresh instance of the actor's module (constructor not yet run).
     fn instantiate(
         &self,
@@ -323,7 +323,7 @@ pub async fn supervise<E: ActorEnv>(
     record: Arc<ActorRecord>,
     mut mailbox: mpsc::UnboundedReceiver<ActorMsg>,
 ) {
-    let lease = env.lease(record.hold.clone()).await;
+    let lease = env.lease(&record).await;
     // Resolve the constructor's arguments once: restarts must not depend on
     // objects that the creating job may free when it ends.
     args_ready(env.objects(), &record.ctor_args).await;

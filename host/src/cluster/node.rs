@@ -1969,9 +1969,14 @@ impl ActorEnv for Node {
         &self.objects
     }
 
-    fn lease(&self, hold: ResourceSet) -> BoxFuture<'static, Lease> {
+    fn lease(&self, record: &ActorRecord) -> BoxFuture<'static, Lease> {
         let scheduler = self.scheduler.clone();
-        Box::pin(async move { scheduler.lease(hold).await })
+        let hold = record.hold.clone();
+        // Charged to its tenant when the actor was admitted.
+        let tenant = self
+            .job(record.objects_owner)
+            .map(|context| context.account.tenant().clone());
+        Box::pin(async move { scheduler.lease(hold, tenant).await })
     }
 
     fn instantiate(

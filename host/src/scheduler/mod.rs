@@ -336,7 +336,15 @@ impl Scheduler {
     /// Holds `request` until the returned [`Lease`] is dropped (an actor's
     /// resources). Waits until they are free; served before queued tasks.
     /// The caller must check that the request is feasible at all.
-    pub async fn lease(&self, request: ResourceSet) -> Lease {
+    /// `tenant`, if given, is the account the lease's resources were
+    /// charged to when its holder was admitted: blocking lends the CPU
+    /// back to it as well, and ending the lease leaves the charge whole
+    /// for its holder to release.
+    pub async fn lease(
+        &self,
+        request: ResourceSet,
+        tenant: Option<Arc<accounts::TenantAccount>>,
+    ) -> Lease {
         let rx = {
             let mut state = self.shared.lock();
             let (tx, rx) = oneshot::channel();
@@ -361,7 +369,8 @@ impl Scheduler {
                 gpus,
                 blocked: AtomicBool::new(false),
                 bundle: None,
-                tenant: None,
+                tenant,
+                charged_elsewhere: true,
             }),
         }
     }
@@ -939,6 +948,7 @@ impl Shared {
                 .as_ref()
                 .filter(|_| entry.spec.bundle.is_none())
                 .map(|a| a.tenant().clone()),
+            charged_elsewhere: false,
         });
         let attempt = entry.attempt.load(Ordering::SeqCst);
         if let Some(remote) = self.remote.get() {
@@ -1165,8 +1175,12 @@ pub struct SlotHandle {
     /// The placement group bundle the grant came from.
     bundle: Option<(String, u32)>,
     /// The tenant the grant is counted against (not for bundles, whose
-    /// resources are their group's, nor for actors).
+    /// resources are their group's).
     tenant: Option<Arc<accounts::TenantAccount>>,
+    /// The charge belongs to the holder (an actor), not to this slot:
+    /// releasing the slot restores what blocking lent, and the holder
+    /// releases the whole charge.
+    charged_elsewhere: bool,
 }
 
 impl SlotHandle {
@@ -1227,7 +1241,11 @@ impl SlotHandle {
             grant.cpu_milli = 0;
         }
         if let Some(tenant) = &self.tenant {
-            tenant.unhold(&grant);
+            if !self.charged_elsewhere {
+                tenant.unhold(&grant);
+            } else if self.blocked.load(Ordering::SeqCst) {
+                tenant.hold(&self.cpu_only());
+            }
         }
         let mut state = self.shared.lock();
         // Back to the bundle while it exists; to the node once it is gone
@@ -1422,6 +1440,38 @@ mod tests {
         }
         assert_eq!(s.gate.started.lock().unwrap().len(), 4);
         assert_eq!(capped.tenant().weighted_share(&s.scheduler.total()), 0.0);
+    }
+
+    #[tokio::test]
+    async fn an_actor_blocked_in_get_lends_its_cpu_to_its_tenant_too() {
+        let s = setup(2.0);
+        let capped = s.accounts.open_job(&grant(
+            "capped",
+            Quotas {
+                cpus: Some(1.0),
+                ..Default::default()
+            },
+        ));
+        let tenant = capped.tenant().clone();
+        let one = ResourceSet::new(1.0, 0, &Default::default()).unwrap();
+        // The actor's charge, taken when it was admitted.
+        tenant.admit_hold(&one).unwrap();
+        let lease = s.scheduler.lease(one.clone(), Some(tenant.clone())).await;
+        // It waits on a task of its own tenant, which may then run.
+        lease.slot().block();
+        let child = spec(&capped, "child");
+        let id = child.return_id;
+        s.scheduler.submit(child);
+        tokio::task::yield_now().await;
+        assert_eq!(*s.gate.started.lock().unwrap(), ["child"]);
+        s.gate.finish.add_permits(1);
+        done(&s.objects, id).await;
+        // Ending while blocked leaves the charge whole for the actor's
+        // own release.
+        drop(lease);
+        assert_eq!(tenant.usage().cpu_milli, 1000);
+        tenant.unhold(&one);
+        assert_eq!(tenant.usage().cpu_milli, 0);
     }
 
     #[tokio::test]
