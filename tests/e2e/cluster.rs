@@ -2,7 +2,7 @@
 //! started from the built `prism` binary, joined with one-time tokens,
 //! talking mutual TLS.
 
-use super::procs::{Process, admin_token, init, start_head_with, start_worker};
+use super::procs::{Process, admin_token, client, init, log_lines, start_head_with, start_worker};
 use prism_client::v1::node_control_client::NodeControlClient;
 use prism_client::v1::worker_client::WorkerClient;
 use prism_client::v1::{
@@ -603,30 +603,6 @@ async fn a_restarted_head_knows_its_workers_and_detached_actors_again() {
     assert!(missing.to_string().contains("no actor named"), "{missing}");
 }
 
-/// The rest of the first line job `id` logs that starts with `prefix`
-/// (waits for it while the job runs).
-async fn first_line(client: &Client, id: &str, prefix: &str) -> String {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut follower = client.clone();
-    let id = id.to_string();
-    tokio::spawn(async move {
-        let _ = follower
-            .follow_logs(&id, |line| {
-                let _ = tx.send(line.text);
-            })
-            .await;
-    });
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-            .await
-            .expect("the line arrives")
-            .expect("the job logs it before it ends");
-        if let Some(rest) = line.strip_prefix(prefix) {
-            return rest.to_string();
-        }
-    }
-}
-
 /// Submits `entry` with `args` as `client` and waits for its JSON value.
 async fn value_of(client: &Client, module: &str, entry: &str, args: &str) -> String {
     let mut c = client.clone();
@@ -646,24 +622,20 @@ async fn quotas_and_tenant_walls_hold_across_nodes() {
         .await
         .unwrap();
     admin.create_tenant("zeta", 1.0, "").await.unwrap();
-    let connect = |token: String| {
-        let config = ClientConfig {
-            address: cluster.head.address.clone(),
-            token,
-            ca_pem: std::fs::read(cluster.files.ca_cert()).unwrap(),
-        };
-        async move { Client::connect(&config).await.unwrap() }
-    };
-    let acme = connect(
-        admin
+    let acme = client(
+        &cluster.head,
+        &cluster.files,
+        &admin
             .issue_token("acme", "ada", "developer", 600)
             .await
             .unwrap()
             .token,
     )
     .await;
-    let zeta = connect(
-        admin
+    let zeta = client(
+        &cluster.head,
+        &cluster.files,
+        &admin
             .issue_token("zeta", "zed", "developer", 600)
             .await
             .unwrap()
@@ -695,7 +667,7 @@ async fn quotas_and_tenant_walls_hold_across_nodes() {
         .unwrap()
         .id;
     // Once the actor answers, five heartbeats (200 ms) carry it around.
-    let admitted = first_line(&acme, &held, "admitted ").await;
+    let admitted = log_lines(&acme, &held, &["admitted "]).await.remove(0);
     assert_eq!(admitted, "1:none");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let second = format!(r#"["{}", 1, 0]"#, workers[1]);
@@ -727,7 +699,7 @@ async fn quotas_and_tenant_walls_hold_across_nodes() {
         .await
         .unwrap()
         .id;
-    let blob = first_line(&acme, &blob_job, "blob ").await;
+    let blob = log_lines(&acme, &blob_job, &["blob "]).await.remove(0);
     assert_eq!(
         value_of(&zeta, &module, "peek", &format!("[{blob}]")).await,
         r#""object_not_found""#

@@ -126,3 +126,45 @@ pub fn start_worker(
     all.extend_from_slice(args);
     spawn(&all, "prism worker ")
 }
+
+/// A client of `head` with `token`, trusting the cluster's CA.
+pub async fn client(head: &Process, files: &ClusterFiles, token: &str) -> prism_client::Client {
+    prism_client::Client::connect(&prism_client::ClientConfig {
+        address: head.address.clone(),
+        token: token.to_string(),
+        ca_pem: std::fs::read(files.ca_cert()).unwrap(),
+    })
+    .await
+    .expect("connects over TLS")
+}
+
+/// The rest of the first line starting with each of `prefixes` that job
+/// `id` logs, in the order of `prefixes`, once all have arrived (waits
+/// for them while the job runs).
+pub async fn log_lines(client: &prism_client::Client, id: &str, prefixes: &[&str]) -> Vec<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut follower = client.clone();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        let _ = follower
+            .follow_logs(&id, |line| {
+                let _ = tx.send(line.text);
+            })
+            .await;
+    });
+    let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
+    while found.iter().any(Option::is_none) {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+            .await
+            .expect("the lines arrive")
+            .expect("the job logs them before it ends");
+        for (slot, prefix) in found.iter_mut().zip(prefixes) {
+            if slot.is_none()
+                && let Some(rest) = line.strip_prefix(prefix)
+            {
+                *slot = Some(rest.trim().to_string());
+            }
+        }
+    }
+    found.into_iter().flatten().collect()
+}

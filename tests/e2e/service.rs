@@ -1,7 +1,7 @@
 //! The head as a real process: `prism init`, `prism start --head`, and the
 //! API over TLS with bearer tokens, driven by the Rust client.
 
-use super::procs::{HeadProcess, admin_token, init, start_head};
+use super::procs::{HeadProcess, admin_token, client, init, start_head};
 use prism_client::{Client, ClientConfig, ClientError};
 use prism_host::security::{ClusterFiles, Role, TokenAuthority};
 use std::time::Duration;
@@ -13,12 +13,6 @@ fn config(head: &HeadProcess, files: &ClusterFiles, token: &str) -> ClientConfig
         token: token.to_string(),
         ca_pem: std::fs::read(files.ca_cert()).unwrap(),
     }
-}
-
-async fn client(head: &HeadProcess, files: &ClusterFiles, token: &str) -> Client {
-    Client::connect(&config(head, files, token))
-        .await
-        .expect("connects over TLS")
 }
 
 fn code(e: ClientError) -> (Code, String) {

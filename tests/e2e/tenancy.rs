@@ -3,23 +3,13 @@
 //! capabilities, and a hostile guest that tries everything against
 //! another tenant while that tenant's work goes on.
 
-use super::procs::{HeadProcess, admin_token, init, start_head_with};
+use super::procs::{HeadProcess, admin_token, client, init, log_lines, start_head_with};
 use prism_client::v1::{JobState, SubmitJobRequest};
-use prism_client::{Client, ClientConfig, ClientError};
+use prism_client::{Client, ClientError};
 use prism_host::security::ClusterFiles;
 use serde_json::Value;
 use std::time::Duration;
 use tonic::Code;
-
-async fn client(head: &HeadProcess, files: &ClusterFiles, token: &str) -> Client {
-    Client::connect(&ClientConfig {
-        address: head.address.clone(),
-        token: token.to_string(),
-        ca_pem: std::fs::read(files.ca_cert()).unwrap(),
-    })
-    .await
-    .expect("connects over TLS")
-}
 
 fn code(e: ClientError) -> (Code, String) {
     match e {
@@ -57,34 +47,6 @@ async fn run(c: &mut Client, module: &str, entry: &str, args: &str, namespace: &
         result.job
     );
     serde_json::from_str(&result.value_json).unwrap()
-}
-
-/// The lines starting with `prefixes` that job `id` logs while it runs,
-/// in order, once all have arrived.
-async fn wait_for_lines(c: &Client, id: &str, prefixes: &[&str]) -> Vec<String> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut follower = c.clone();
-    let id = id.to_string();
-    tokio::spawn(async move {
-        let _ = follower
-            .follow_logs(&id, |line| {
-                let _ = tx.send(line.text);
-            })
-            .await;
-    });
-    let mut found = vec![String::new(); prefixes.len()];
-    while found.iter().any(String::is_empty) {
-        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .expect("the lines arrive")
-            .expect("the job logs them before it ends");
-        for (i, p) in prefixes.iter().enumerate() {
-            if let Some(rest) = line.strip_prefix(p) {
-                found[i] = rest.trim().to_string();
-            }
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +95,7 @@ async fn a_hostile_tenant_finds_nothing_of_another_and_hits_typed_limits() {
         .unwrap();
     let module = upload.hash.clone();
     let victim = submit(&mut ada, &module, "hide_secret", r#"["s3cret", 6000]"#, "").await;
-    let handles = wait_for_lines(&ada, &victim, &["object ", "actor ", "group "]).await;
+    let handles = log_lines(&ada, &victim, &["object ", "actor ", "group "]).await;
     let (group_id, group_nodes) = handles[2].split_once(' ').unwrap();
     assert!(group_id.starts_with("acme."), "{group_id}");
 

@@ -1614,6 +1614,18 @@ struct TaskHost {
     function: String,
 }
 
+impl TaskHost {
+    /// Makes `return_id` an object of the job holding `error`; returns it.
+    fn failed(&self, return_id: ObjectId, error: WireError) -> ObjectId {
+        self.node.objects.create_pending(return_id, self.job.id);
+        let _ = self
+            .node
+            .objects
+            .complete(return_id, Object::Error(Arc::new(error)));
+        return_id
+    }
+}
+
 impl GuestHost for TaskHost {
     fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId {
         let return_id = ObjectId::random();
@@ -1633,16 +1645,12 @@ impl GuestHost for TaskHost {
             Ok(spec)
         });
         match spec {
-            Ok(spec) => self.node.scheduler.submit(spec),
-            Err(error) => {
-                self.node.objects.create_pending(return_id, self.job.id);
-                let _ = self
-                    .node
-                    .objects
-                    .complete(return_id, Object::Error(Arc::new(error)));
+            Ok(spec) => {
+                self.node.scheduler.submit(spec);
+                return_id
             }
+            Err(error) => self.failed(return_id, error),
         }
-        return_id
     }
 
     fn put(&self, bytes: Bytes) -> Result<ObjectId, PutError> {
@@ -1752,23 +1760,13 @@ impl GuestHost for TaskHost {
             None
         };
         if let Some(error) = refused {
-            self.node.objects.create_pending(return_id, self.job.id);
-            let _ = self
-                .node
-                .objects
-                .complete(return_id, Object::Error(Arc::new(error)));
-            return return_id;
+            return self.failed(return_id, error);
         }
         let args = self.node.scrub_refs(&self.job, args, true);
         // Refused here, not sent: the wire has no form for it.
         if let Some(Arg::Invalid(message)) = args.iter().find(|a| matches!(a, Arg::Invalid(_))) {
             let error = WireError::new(ErrorKind::InvalidArgument, message.clone());
-            self.node.objects.create_pending(return_id, self.job.id);
-            let _ = self
-                .node
-                .objects
-                .complete(return_id, Object::Error(Arc::new(error)));
-            return return_id;
+            return self.failed(return_id, error);
         }
         if let Some(remote) = self.node.actor_elsewhere(actor) {
             match self.node.by_reference(self.job.id, args) {
@@ -1780,13 +1778,7 @@ impl GuestHost for TaskHost {
                     self.job.id,
                     &self.job.grant.tenant,
                 ),
-                Err(error) => {
-                    self.node.objects.create_pending(return_id, self.job.id);
-                    let _ = self
-                        .node
-                        .objects
-                        .complete(return_id, Object::Error(Arc::new(error)));
-                }
+                Err(error) => return self.failed(return_id, error),
             }
             return return_id;
         }

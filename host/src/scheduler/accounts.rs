@@ -125,7 +125,7 @@ impl TenantAccount {
         TenantAccount {
             name: grant.tenant.clone(),
             weight: AtomicU64::new(grant.weight.to_bits()),
-            quotas: RwLock::new(grant.quotas.clone()),
+            quotas: RwLock::new(grant.quotas),
             queued: AtomicU64::new(0),
             actors: AtomicU64::new(0),
             object_bytes: AtomicU64::new(0),
@@ -158,11 +158,9 @@ impl TenantAccount {
         &self.name
     }
 
+    /// The quotas in force (a copy: read per task, so no allocation).
     fn quotas(&self) -> Quotas {
-        self.quotas
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        *self.quotas.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes the grant's quotas and weight unless those held are newer (a
@@ -174,7 +172,7 @@ impl TenantAccount {
         }
         self.revision.store(grant.quota_revision, Ordering::SeqCst);
         self.weight.store(grant.weight.to_bits(), Ordering::Relaxed);
-        *quotas = grant.quotas.clone();
+        *quotas = grant.quotas;
     }
 
     /// Admits one more queued task.

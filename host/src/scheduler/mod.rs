@@ -1359,6 +1359,27 @@ mod tests {
         }
     }
 
+    impl Setup {
+        /// A job account of tenant `capped`, whose quota is one CPU.
+        fn capped(&self) -> Arc<JobAccount> {
+            self.accounts.open_job(&grant(
+                "capped",
+                Quotas {
+                    cpus: Some(1.0),
+                    ..Default::default()
+                },
+            ))
+        }
+
+        /// Submits a one-CPU task `function` of `account`; its result id.
+        fn submit(&self, account: &Arc<JobAccount>, function: &str) -> ObjectId {
+            let spec = spec(account, function);
+            let id = spec.return_id;
+            self.scheduler.submit(spec);
+            id
+        }
+    }
+
     async fn done(objects: &ObjectStore, id: ObjectId) {
         if let Watch::Pending(rx) = objects.watch(id) {
             let _ = rx.await;
@@ -1370,17 +1391,11 @@ mod tests {
         let s = setup(1.0);
         let a = s.accounts.open_job(&grant("a", Quotas::default()));
         let b = s.accounts.open_job(&grant("b", Quotas::default()));
-        let mut ids = Vec::new();
-        for f in ["a0", "a1", "a2", "a3"] {
-            let spec = spec(&a, f);
-            ids.push(spec.return_id);
-            s.scheduler.submit(spec);
-        }
-        for f in ["b0", "b1"] {
-            let spec = spec(&b, f);
-            ids.push(spec.return_id);
-            s.scheduler.submit(spec);
-        }
+        let mut ids: Vec<ObjectId> = ["a0", "a1", "a2", "a3"]
+            .iter()
+            .map(|f| s.submit(&a, f))
+            .collect();
+        ids.extend(["b0", "b1"].iter().map(|f| s.submit(&b, f)));
         for _ in 0..ids.len() {
             s.gate.finish.add_permits(1);
             tokio::task::yield_now().await;
@@ -1399,23 +1414,13 @@ mod tests {
     #[tokio::test]
     async fn a_tenant_at_its_cpu_quota_waits_while_others_run() {
         let s = setup(3.0);
-        let capped = s.accounts.open_job(&grant(
-            "capped",
-            Quotas {
-                cpus: Some(1.0),
-                ..Default::default()
-            },
-        ));
+        let capped = s.capped();
         let free = s.accounts.open_job(&grant("free", Quotas::default()));
-        let mut ids = Vec::new();
-        for f in ["c0", "c1", "c2"] {
-            let spec = spec(&capped, f);
-            ids.push(spec.return_id);
-            s.scheduler.submit(spec);
-        }
-        let other = spec(&free, "f0");
-        ids.push(other.return_id);
-        s.scheduler.submit(other);
+        let mut ids: Vec<ObjectId> = ["c0", "c1", "c2"]
+            .iter()
+            .map(|f| s.submit(&capped, f))
+            .collect();
+        ids.push(s.submit(&free, "f0"));
         tokio::task::yield_now().await;
         // One CPU for the capped tenant, one for the other; one idle.
         assert_eq!(*s.gate.started.lock().unwrap(), ["c0", "f0"]);
@@ -1445,13 +1450,7 @@ mod tests {
     #[tokio::test]
     async fn an_actor_blocked_in_get_lends_its_cpu_to_its_tenant_too() {
         let s = setup(2.0);
-        let capped = s.accounts.open_job(&grant(
-            "capped",
-            Quotas {
-                cpus: Some(1.0),
-                ..Default::default()
-            },
-        ));
+        let capped = s.capped();
         let tenant = capped.tenant().clone();
         let one = ResourceSet::new(1.0, 0, &Default::default()).unwrap();
         // The actor's charge, taken when it was admitted.
@@ -1459,9 +1458,7 @@ mod tests {
         let lease = s.scheduler.lease(one.clone(), Some(tenant.clone())).await;
         // It waits on a task of its own tenant, which may then run.
         lease.slot().block();
-        let child = spec(&capped, "child");
-        let id = child.return_id;
-        s.scheduler.submit(child);
+        let id = s.submit(&capped, "child");
         tokio::task::yield_now().await;
         assert_eq!(*s.gate.started.lock().unwrap(), ["child"]);
         s.gate.finish.add_permits(1);
@@ -1477,18 +1474,8 @@ mod tests {
     #[tokio::test]
     async fn a_blocked_task_does_not_count_against_its_tenants_cpu_quota() {
         let s = setup(2.0);
-        let capped = s.accounts.open_job(&grant(
-            "capped",
-            Quotas {
-                cpus: Some(1.0),
-                ..Default::default()
-            },
-        ));
-        let parent = spec(&capped, "nest-parent");
-        let child = spec(&capped, "child");
-        let ids = [parent.return_id, child.return_id];
-        s.scheduler.submit(parent);
-        s.scheduler.submit(child);
+        let capped = s.capped();
+        let ids = [s.submit(&capped, "nest-parent"), s.submit(&capped, "child")];
         tokio::task::yield_now().await;
         // The parent waits for the child (as a guest blocked in `get`):
         // its CPU is lent out, within the tenant's quota too, or a nested

@@ -60,7 +60,7 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), TenancyError> {
 }
 
 /// A tenant's limits, all cluster-wide totals; `None` is unlimited.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Quotas {
     /// CPUs its tasks, actors and drivers hold at once.
