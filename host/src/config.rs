@@ -97,6 +97,14 @@ pub struct RuntimeConfig {
     /// Bytes kept per task of each of stdout and stderr; the rest is
     /// dropped with a note in the job's log. Default 1 MiB.
     pub max_output_per_task: usize,
+    /// Idle instances kept warm for the next task of the same job and
+    /// function (each holds an instance slot and its memory until reused,
+    /// evicted or its job ends); 0 gives every task a fresh instance.
+    /// Default 32.
+    pub warm_instances: u32,
+    /// An instance whose linear memory grew past this many bytes is not
+    /// kept warm. Default 16 MiB.
+    pub warm_instance_max_memory: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -109,6 +117,8 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(10),
             instance_slots: 2000,
             max_output_per_task: 1 << 20,
+            warm_instances: 32,
+            warm_instance_max_memory: 16 << 20,
         }
     }
 }

@@ -315,6 +315,17 @@ impl TaskOptions {
         self
     }
 
+    /// Tasks one instance may run, one after another, before it is thrown
+    /// away. Tasks of one job and function may share a warm instance, so
+    /// globals and the heap carry over between them (as in a Ray worker);
+    /// `max_calls(1)` gives this task a fresh instance of its own. Instances
+    /// are never shared between jobs or tenants, and never after a trap.
+    /// Default: no limit.
+    pub fn max_calls(mut self, calls: u32) -> Self {
+        self.wire.max_calls = Some(calls);
+        self
+    }
+
     /// Wall-clock deadline of each attempt. Default: the node's task timeout
     /// (300 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {

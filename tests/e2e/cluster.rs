@@ -198,6 +198,13 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
     assert_eq!(value[0], value[2]);
     assert_eq!(value[1], value[2]);
 
+    // Tasks placed on a worker share its warm instances, and max_calls
+    // travels with them (without it the third would count 3).
+    let args = format!(r#"["{}", [[0,0],[0,0],[0,1]]]"#, workers[0]);
+    let counts: Vec<i64> =
+        serde_json::from_str(&cluster.run(&module, "warm_counts", &args).await.unwrap()).unwrap();
+    assert_eq!(counts, [1, 2, 1]);
+
     // An actor on worker 0, called in order from the driver on the head
     // and from a task on worker 1, then killed.
     let args = format!(r#"["{}", "{}"]"#, workers[0], workers[1]);

@@ -189,7 +189,7 @@ async fn system_errors_retry_up_to_max_retries_and_application_errors_never() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guests_get_no_files_env_or_stdin_and_no_state_between_calls() {
+async fn guests_get_no_files_env_or_stdin_and_fresh_instances_on_request() {
     let c = cluster(2.0);
     let v = run_ok(&c, TESTKIT, "sandbox_probe", "[]").await;
     assert!(
@@ -206,11 +206,31 @@ async fn guests_get_no_files_env_or_stdin_and_no_state_between_calls() {
     assert_eq!(
         v["counts"],
         serde_json::json!([1, 1]),
-        "a fresh instance per call"
+        "max_calls(1): a fresh instance per call"
     );
     // A guest parked in a WASI sleep is still stopped at its deadline.
     assert_eq!(v["sleep_past_deadline"], "deadline_exceeded");
     assert!(v["sleep_elapsed_ms"].as_u64().unwrap() < 5_000, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_a_job_share_warm_instances_until_a_failure_or_their_limit() {
+    let c = cluster(2.0);
+    // (how, max_calls): how 0 returns the instance's call count, 1 fails
+    // with an application error, 2 traps, 3 leaks 32 MiB first.
+    let calls =
+        r#"["", [[0,0],[0,0],[1,0],[0,0],[2,0],[0,0],[0,1],[0,0],[0,3],[0,0],[3,0],[0,0]]]"#;
+    let v = run_ok(&c, TESTKIT, "warm_counts", calls).await;
+    assert_eq!(
+        v,
+        serde_json::json!([1, 2, -1, 4, -1, 1, 1, 2, 3, 1, 2, 1]),
+        "reused; kept after an application error; fresh after a trap; \
+         max_calls(1) fresh; max_calls(3) ends the instance; 32 MiB not kept"
+    );
+    // A new job never sees the last one's instances.
+    let again = run_ok(&c, TESTKIT, "warm_counts", r#"["", [[0,0],[0,0]]]"#).await;
+    assert_eq!(again, serde_json::json!([1, 2]));
+    assert_eq!(c.node().runtime().warm_instances(), 0, "dropped at job end");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

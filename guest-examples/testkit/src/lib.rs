@@ -424,11 +424,41 @@ fn retry_cases() -> Vec<(String, u32)> {
 /// Calls of `count_calls` seen by this instance.
 static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Counts its calls in a global: every call gets a fresh instance, so this
-/// always returns 1.
+/// Counts its calls in a global, which shows whether calls shared a warm
+/// instance, then ends as `how` says: 0 returns the count, 1 fails with an
+/// application error, 2 traps, 3 first leaks 32 MiB of linear memory.
 #[prism::task]
-fn count_calls() -> u64 {
-    CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+fn count_calls(how: u8) -> Result<u64, String> {
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    match how {
+        1 => Err(format!("failed on call {n}")),
+        2 => core::arch::wasm32::unreachable(),
+        3 => {
+            std::mem::forget(std::hint::black_box(vec![1u8; 32 << 20]));
+            Ok(n)
+        }
+        _ => Ok(n),
+    }
+}
+
+/// The counts `count_calls` returns for a sequence of calls, one after
+/// another, on node `node` (empty: anywhere): `(how, max_calls)` each
+/// (`max_calls` 0: the default); an error is reported as -1.
+#[prism::main]
+fn warm_counts(node: String, calls: Vec<(u8, u32)>) -> Vec<i64> {
+    calls
+        .into_iter()
+        .map(|(how, max_calls)| {
+            let mut call = count_calls::options();
+            if max_calls > 0 {
+                call = call.max_calls(max_calls);
+            }
+            if !node.is_empty() {
+                call = call.node(&node, false);
+            }
+            prism::get(&call.remote(how)).map_or(-1, |n| n as i64)
+        })
+        .collect()
 }
 
 /// What the sandbox let a guest do.
@@ -463,8 +493,8 @@ fn sandbox_probe() -> prism::Result<SandboxReport> {
         Err(e) => format!("denied: {e}"),
     };
     let counts = (
-        prism::get(&count_calls::remote())?,
-        prism::get(&count_calls::remote())?,
+        prism::get(&count_calls::options().max_calls(1).remote(0))?,
+        prism::get(&count_calls::options().max_calls(1).remote(0))?,
     );
     let start = Instant::now();
     let sleeper = sleep_then::options()

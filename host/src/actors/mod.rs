@@ -511,6 +511,8 @@ fn invocation<E: ActorEnv>(
         // The instance's environment was fixed when it was created.
         env: None,
         sandbox: Default::default(),
+        // An actor keeps its own instance.
+        reuse: None,
     }
 }
 

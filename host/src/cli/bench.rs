@@ -9,14 +9,11 @@
 use crate::cluster::EmbeddedCluster;
 use crate::config::NodeConfig;
 use crate::gpu::GpuContext;
-use crate::ids::ObjectId;
-use crate::objects::{Lookup, Watch};
-use crate::runtime::{ActorCreateError, BoxFuture, CancelToken, GuestHost, Invocation, Runtime};
-use crate::task::{Arg, EntryKind};
+use crate::runtime::{CancelToken, GuestHost, Invocation, NoServices, Runtime};
+use crate::task::EntryKind;
 use crate::values::{json_args, msgpack_to_json};
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use prism_abi::StoreStats;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -339,6 +336,8 @@ async fn instantiate_median_us(config: &NodeConfig, n: usize) -> anyhow::Result<
             cancel: Arc::new(CancelToken::default()),
             env: None,
             sandbox: Default::default(),
+            // The figure is a fresh instance's cost.
+            reuse: None,
         };
         let start = Instant::now();
         let outcome = runtime
@@ -351,87 +350,6 @@ async fn instantiate_median_us(config: &NodeConfig, n: usize) -> anyhow::Result<
     }
     samples.sort_by(f64::total_cmp);
     Ok(samples[samples.len() / 2])
-}
-
-/// The host services of the instantiate probe: its empty task calls none,
-/// so every request is refused.
-struct NoServices;
-
-impl GuestHost for NoServices {
-    fn submit(&self, _: &str, _: Vec<Arg>, _: prism_abi::TaskOptions) -> ObjectId {
-        ObjectId::random()
-    }
-    fn put(&self, _: Bytes) -> Result<ObjectId, crate::runtime::PutError> {
-        Err(crate::runtime::PutError::Denied)
-    }
-    fn lookup(&self, _: ObjectId) -> Lookup {
-        Lookup::NotFound
-    }
-    fn watch(&self, _: ObjectId) -> Watch {
-        Watch::NotFound
-    }
-    fn cancel(&self, _: ObjectId) {}
-    fn block(&self) {}
-    fn unblock(&self) -> BoxFuture<'static, ()> {
-        Box::pin(async {})
-    }
-    fn log(&self, _: i32, _: &str) {}
-    fn store_stats(&self) -> StoreStats {
-        StoreStats::default()
-    }
-    fn actor_create(
-        &self,
-        _: &str,
-        _: Vec<Arg>,
-        _: prism_abi::ActorOptions,
-    ) -> BoxFuture<'static, Result<crate::ids::ActorId, ActorCreateError>> {
-        Box::pin(async {
-            Err(ActorCreateError::Invalid(
-                "not available in the instantiate probe".into(),
-            ))
-        })
-    }
-    fn actor_call(&self, _: crate::ids::ActorId, _: &str, _: Vec<Arg>) -> ObjectId {
-        ObjectId::random()
-    }
-    fn actor_lookup(
-        &self,
-        _: &str,
-        _: &str,
-        _: &str,
-    ) -> BoxFuture<'static, Option<crate::ids::ActorId>> {
-        Box::pin(async { None })
-    }
-    fn actor_kill(&self, _: crate::ids::ActorId) {}
-    fn pg_create(
-        &self,
-        _: prism_abi::PlacementGroupSpec,
-    ) -> BoxFuture<'static, Result<prism_abi::PlacementGroupInfo, prism_abi::WireError>> {
-        Box::pin(async {
-            Err(prism_abi::WireError::new(
-                prism_abi::ErrorKind::Unschedulable,
-                "not available in the instantiate probe",
-            ))
-        })
-    }
-    fn pg_remove(&self, _: &str) {}
-    fn named_put(
-        &self,
-        _: &str,
-        _: Bytes,
-        _: crate::objects::named::Tier,
-    ) -> BoxFuture<'static, Result<(), String>> {
-        Box::pin(async { Err("not available in the instantiate probe".into()) })
-    }
-    fn named_get(&self, _: &str) -> BoxFuture<'static, Result<Option<Bytes>, String>> {
-        Box::pin(async { Ok(None) })
-    }
-    fn named_delete(&self, _: &str) -> BoxFuture<'static, Result<bool, String>> {
-        Box::pin(async { Ok(false) })
-    }
-    fn named_list(&self, _: &str) -> BoxFuture<'static, Result<Vec<String>, String>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
 }
 
 fn report(mut figures: Map<String, Value>, cpus: f64, quick: bool, as_json: bool, took: Duration) {

@@ -89,6 +89,10 @@ struct NodeArgs {
     /// Default per-attempt task timeout in milliseconds (default: 300000).
     #[arg(long)]
     task_timeout_ms: Option<u64>,
+    /// Idle instances kept warm for the next task of the same job and
+    /// function; 0 gives every task a fresh instance (default: 32).
+    #[arg(long)]
+    warm_instances: Option<u32>,
     /// Offer no GPUs, even if the machine has some (default: offer every
     /// Vulkan adapter found).
     #[arg(long)]
@@ -126,6 +130,9 @@ impl NodeArgs {
         }
         if let Some(ms) = self.task_timeout_ms {
             config.runtime.task_timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.warm_instances {
+            config.runtime.warm_instances = n;
         }
         config.gpu.enabled = !self.no_gpus;
         config.gpu.adapters = self.gpu_adapters.clone();
@@ -366,4 +373,33 @@ fn inspect(args: InspectArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn config(args: &[&str]) -> NodeConfig {
+        let flags = Flags::try_parse_from(std::iter::once("prism").chain(args.iter().copied()))
+            .expect("flags parse");
+        flags.node.config().expect("valid flags")
+    }
+
+    #[test]
+    fn runtime_flags_set_the_config_and_default_as_documented() {
+        let c = config(&[]);
+        assert_eq!(c.runtime.warm_instances, 32);
+        assert_eq!(c.runtime.task_timeout, Duration::from_secs(300));
+        let c = config(&["--warm-instances", "0", "--task-timeout-ms", "1500"]);
+        assert_eq!(c.runtime.warm_instances, 0);
+        assert_eq!(c.runtime.task_timeout, Duration::from_millis(1500));
+        assert!(Flags::try_parse_from(["prism", "--warm-instances", "-1"]).is_err());
+    }
 }

@@ -248,6 +248,8 @@ pub struct JobContext {
     pub env: JobEnv,
     /// Its tenant, and what its guests may do.
     pub grant: Arc<JobGrant>,
+    /// Its tenant's name (the grant's, shared cheaply).
+    pub tenant: Arc<str>,
     /// What it uses, counted against its tenant's quotas.
     pub account: Arc<JobAccount>,
     /// The clocks and directory its guests get (from the grant).

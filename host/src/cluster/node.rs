@@ -23,7 +23,7 @@ use crate::objects::named::{NamedObjects, NamedStore, Tier};
 use crate::objects::{Lookup, Object, ObjectStore, Watch};
 use crate::runtime::{
     ActorCreateError, BoxFuture, CancelToken, GuestHost, Instance, InstanceSetup, Invocation,
-    InvocationOutcome, LoadedModule, PutError, Runtime,
+    InvocationOutcome, LoadedModule, PutError, Reuse, Runtime,
 };
 use crate::scheduler::accounts::{Accounts, TenantAccount};
 use crate::scheduler::remote::Remote;
@@ -839,6 +839,7 @@ impl Node {
             request: call.request,
             // The node that placed it retries, possibly elsewhere.
             max_retries: 0,
+            max_calls: call.max_calls,
             timeout: call.timeout,
             memory_limit: call.memory_limit.min(self.max_memory(&context.grant)),
             return_id,
@@ -901,6 +902,7 @@ impl Node {
                     env: call.env.clone(),
                     account: self.accounts.open_job(&call.grant),
                     sandbox: super::job::sandbox_of(&call.grant),
+                    tenant: Arc::from(call.grant.tenant.as_str()),
                     grant: call.grant.clone(),
                 })
             })
@@ -910,6 +912,18 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .insert(call.job);
         Ok(context)
+    }
+
+    /// Forgets a job's context (its work here is over) and drops its idle
+    /// warm instances.
+    fn close_job_context(&self, job: JobId) -> Option<Arc<JobContext>> {
+        let context = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job);
+        self.runtime.forget_job(job.as_u64());
+        context
     }
 
     /// Another node's job ended: cancel what it still runs here and free
@@ -929,12 +943,7 @@ impl Node {
         self.scheduler.cancel_job(job);
         let freed = self.objects.free_owner(job);
         tracing::debug!(%job, freed, "another node's job ended");
-        let context = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&job);
-        if let Some(context) = context {
+        if let Some(context) = self.close_job_context(job) {
             context.account.free_all();
         }
         self.release_groups_of(job);
@@ -993,6 +1002,7 @@ impl Node {
             env: (!env.is_empty()).then(|| Arc::new(env.clone())),
             account: self.accounts.open_job(&grant),
             sandbox: super::job::sandbox_of(&grant),
+            tenant: Arc::from(grant.tenant.as_str()),
             grant,
         });
         self.jobs
@@ -1018,10 +1028,7 @@ impl Node {
             remote.end_job(spec.id);
         }
         tracing::debug!(job = %spec.id, freed, "job ended");
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&spec.id);
+        self.close_job_context(spec.id);
         JobOutcome {
             id: spec.id,
             result,
@@ -1067,6 +1074,7 @@ impl Node {
             // job asks for some.
             request,
             max_retries: 0,
+            max_calls: 1,
             // A namespace's time cap is per task: a driver waits on its
             // tasks, under the node's driver deadline.
             timeout: self.config.runtime.driver_timeout,
@@ -1325,6 +1333,7 @@ impl Node {
             log: job.log.clone(),
             env: job.env.clone(),
             sandbox: super::job::sandbox_of(&actor_grant),
+            tenant: Arc::from(actor_grant.tenant.as_str()),
             grant: actor_grant,
             account,
         });
@@ -1440,6 +1449,7 @@ impl Node {
             args,
             request,
             max_retries: options.max_retries.unwrap_or(3),
+            max_calls: options.max_calls.unwrap_or(0),
             timeout: self.call_timeout_for(
                 &job.grant,
                 options
@@ -1484,6 +1494,13 @@ impl TaskExecutor for Node {
                 cancel: run.cancel,
                 env: job.env.clone(),
                 sandbox: job.sandbox.clone(),
+                // Drivers run once per job; tasks may share warm instances
+                // within their job.
+                reuse: (run.spec.entry == EntryKind::Task).then(|| Reuse {
+                    job: job.id.as_u64(),
+                    tenant: job.tenant.clone(),
+                    max_calls: run.spec.max_calls,
+                }),
             };
             let gpu = node.gpu_context(run.slot.gpus());
             let outcome = node.runtime.invoke(module, call, host, gpu).await;
@@ -1600,6 +1617,8 @@ pub struct RemoteCall {
     pub bundle: Option<crate::scheduler::BundleRef>,
     /// Which attempt this is (0 for the first).
     pub attempt: u32,
+    /// Tasks one warm instance may run (0: no limit).
+    pub max_calls: u32,
     /// The job's environment variables.
     pub env: super::job::JobEnv,
     /// The job's tenant and what its guests may do.
@@ -2067,10 +2086,7 @@ impl ActorEnv for Node {
             context.account.free_all();
         }
         self.release_groups_of(record.objects_owner);
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&record.objects_owner);
+        self.close_job_context(record.objects_owner);
     }
 }
 

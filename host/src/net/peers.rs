@@ -864,6 +864,7 @@ impl Remote for Peers {
                     .map(|e| e.iter().cloned().collect())
                     .unwrap_or_default(),
                 grant_json: serde_json::to_string(&*grant).unwrap_or_default(),
+                max_calls: spec.max_calls,
             };
             let mut client = peer.client();
             let call = client.execute_task(request);

@@ -172,6 +172,7 @@ impl Worker for WorkerService {
                 node_id: String::new(),
             }),
             attempt: r.attempt,
+            max_calls: r.max_calls,
             env: env_of(r.env),
             grant: grant_of(&r.grant_json)?,
         };
@@ -206,6 +207,7 @@ impl Worker for WorkerService {
             memory_limit: 0,
             bundle: None,
             attempt: 0,
+            max_calls: 1,
             env: env_of(r.env),
             grant: grant_of(&r.grant_json)?,
         };

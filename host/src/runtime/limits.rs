@@ -33,6 +33,11 @@ impl GuestLimiter {
     pub(crate) fn memory_limit(&self) -> usize {
         self.memory_limit
     }
+
+    /// Changes the cap for the next call of a reused instance.
+    pub(crate) fn set_memory_limit(&mut self, memory_limit: usize) {
+        self.memory_limit = memory_limit;
+    }
 }
 
 impl ResourceLimiter for GuestLimiter {

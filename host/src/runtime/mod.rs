@@ -1,16 +1,18 @@
 //! The wasm runtime: one engine per node, a module cache, and the
-//! invocation of one guest call in a fresh, limited instance.
+//! invocation of one guest call in a limited instance.
 //!
 //! # Design
 //! - [`Runtime`] owns the [`wasmtime::Engine`] (async, epoch interruption,
 //!   pooling allocator, copy-on-write memory images) and a [`ModuleCache`]
 //!   that compiles each module once and keeps it on disk (by sha256) and in
 //!   memory as an `InstancePre`.
-//! - [`Runtime::invoke`] runs one call: a fresh `Store` and instance, the
+//! - [`Runtime::invoke`] runs one call: in its own `Store` and instance, the
 //!   per-task limits (linear memory through [`limits`], wall-clock deadline
 //!   and cancellation through epoch callbacks), captured stdio through
-//!   [`wasi`], and the `prism_v1` host functions of [`abi`]. Nothing survives
-//!   the call except its outcome, so nothing leaks between tasks.
+//!   [`wasi`], and the `prism_v1` host functions of [`abi`]. The instance is
+//!   fresh, or a [`warm`] one that ran an earlier task of the same job and
+//!   function and ended cleanly: state carries over only between tasks of
+//!   one job, never between jobs or tenants, never after a trap.
 //! - Guests reach the rest of the node only through the [`GuestHost`] trait,
 //!   so the runtime does not know about scheduling: data flows from the
 //!   scheduler into the runtime, and guest requests flow back out through
@@ -24,8 +26,10 @@ mod engine;
 mod gpu_abi;
 pub(crate) mod limits;
 mod modules;
+mod warm;
 mod wasi;
 
+pub use warm::{NoServices, Reuse};
 pub use wasi::{DATA_DIR_GUEST_PATH, Sandbox};
 
 pub use modules::{LoadedModule, ModuleCache, ModuleError, ModuleExports};
@@ -212,6 +216,10 @@ pub struct Invocation {
     pub env: crate::cluster::job::JobEnv,
     /// Clocks and directory of a fresh instance.
     pub sandbox: Arc<Sandbox>,
+    /// Whether the call may run in a warm instance of an earlier call like
+    /// it, and keep its own for the next (none: a fresh instance, dropped
+    /// after the call). See [`Reuse`].
+    pub reuse: Option<Reuse>,
 }
 
 /// What a call produced.
@@ -277,6 +285,8 @@ pub struct Runtime {
     modules: ModuleCache,
     config: RuntimeConfig,
     slots: Arc<Semaphore>,
+    warm: warm::WarmPool,
+    detached: Arc<dyn GuestHost>,
     _ticker: engine::EpochTicker,
 }
 
@@ -293,6 +303,11 @@ impl Runtime {
             modules,
             config: config.clone(),
             slots: Arc::new(Semaphore::new(config.instance_slots as usize)),
+            warm: warm::WarmPool::new(
+                config.warm_instances as usize,
+                config.warm_instance_max_memory as usize,
+            ),
+            detached: Arc::new(NoServices),
             _ticker: ticker,
         })
     }
@@ -307,15 +322,36 @@ impl Runtime {
         &self.config
     }
 
-    /// Runs one call in a fresh instance of `module`, with `host` serving
-    /// its `prism_v1` calls, and discards the instance.
+    /// Runs one call of `module`, with `host` serving its `prism_v1`
+    /// calls: in a warm instance of an earlier call like it if the call
+    /// allows reuse and one is idle, else in a fresh instance. Afterwards
+    /// the instance is kept for the next such call or discarded (see
+    /// [`Reuse`]).
     pub async fn invoke(
         &self,
         module: Arc<LoadedModule>,
-        call: Invocation,
+        mut call: Invocation,
         host: Arc<dyn GuestHost>,
         gpu: GpuContext,
     ) -> InvocationOutcome {
+        // GPU contexts belong to the slot the call holds, so an instance
+        // with one is never kept.
+        let reuse = call
+            .reuse
+            .take()
+            .filter(|_| self.warm.enabled() && gpu.device_count() == 0);
+        let memory_limit = call.memory_limit.min(self.config.max_task_memory) as usize;
+        if let Some(reuse) = &reuse
+            && let Some(mut instance) =
+                self.warm
+                    .take(reuse, module.hash(), &call.function, memory_limit)
+        {
+            instance.rebind(host, memory_limit);
+            let function = call.function.clone();
+            let outcome = instance.call(call).await;
+            self.warm.park(reuse, function, instance, &self.detached);
+            return outcome;
+        }
         // A missing entry is reported by `Instance::call`; callers check
         // for it before submitting, so this path does not look it up twice.
         let setup = InstanceSetup {
@@ -328,8 +364,45 @@ impl Runtime {
             sandbox: call.sandbox.clone(),
         };
         match self.instantiate(module, host, setup, &call.cancel).await {
-            Ok(mut instance) => instance.call(call).await,
+            Ok(mut instance) => {
+                let function = call.function.clone();
+                let outcome = instance.call(call).await;
+                if let Some(reuse) = &reuse {
+                    self.warm.park(reuse, function, instance, &self.detached);
+                }
+                outcome
+            }
             Err(outcome) => outcome,
+        }
+    }
+
+    /// Drops the idle warm instances of `job` (its last task ended); how
+    /// many.
+    pub fn forget_job(&self, job: u64) -> usize {
+        self.warm.forget_job(job)
+    }
+
+    /// Drops every idle warm instance (the node is stopping).
+    pub fn clear_warm(&self) {
+        self.warm.clear();
+    }
+
+    /// Idle warm instances held.
+    pub fn warm_instances(&self) -> usize {
+        self.warm.len()
+    }
+
+    /// Waits for a free instance slot. Idle warm instances hold slots, so
+    /// when none is free they are evicted first (oldest first): a new
+    /// instance never waits behind an idle one.
+    async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
+        loop {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => return Ok(permit),
+                Err(tokio::sync::TryAcquireError::NoPermits) if self.warm.evict_one() => {}
+                // Closed: this answers the same at once.
+                Err(_) => return self.slots.clone().acquire_owned().await,
+            }
         }
     }
 
@@ -347,7 +420,7 @@ impl Runtime {
             // Poll the work first: short calls finish on their first poll,
             // and the other branches then never arm a timer.
             biased;
-            permit = self.slots.clone().acquire_owned() => match permit {
+            permit = self.acquire_slot() => match permit {
                 Ok(p) => p,
                 Err(_) => return Err(InvocationOutcome::failed(ErrorKind::System, "the runtime is shutting down")),
             },
@@ -426,6 +499,7 @@ impl Runtime {
                 module,
                 captured,
                 dead: false,
+                calls: 0,
                 _slot: slot,
             }),
             Err(error) => {
@@ -471,6 +545,7 @@ pub struct Instance {
     module: Arc<LoadedModule>,
     captured: wasi::CapturedOutput,
     dead: bool,
+    calls: u32,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -483,6 +558,33 @@ impl Instance {
     /// Whether a call killed this instance.
     pub fn is_dead(&self) -> bool {
         self.dead
+    }
+
+    /// Calls this instance has run.
+    pub fn calls(&self) -> u32 {
+        self.calls
+    }
+
+    /// The current size of its linear memory in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.store
+            .data()
+            .memory
+            .map_or(0, |m| m.data_size(&self.store))
+    }
+
+    /// Makes `host` serve the next call, capped at `memory_limit` bytes of
+    /// linear memory.
+    fn rebind(&mut self, host: Arc<dyn GuestHost>, memory_limit: usize) {
+        let state = self.store.data_mut();
+        state.host = host;
+        state.limiter.set_memory_limit(memory_limit);
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Lets go of the last call's host while the instance is idle.
+    fn detach(&mut self, host: Arc<dyn GuestHost>) {
+        self.store.data_mut().host = host;
     }
 
     /// Calls one entry of this instance.
@@ -501,6 +603,7 @@ impl Instance {
                 ),
             );
         };
+        self.calls = self.calls.saturating_add(1);
         let input_len = call.input.len();
         let deadline = Instant::now() + call.timeout;
         {

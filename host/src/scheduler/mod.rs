@@ -65,6 +65,9 @@ pub struct TaskSpec {
     pub request: ResourceSet,
     /// Retries after system errors.
     pub max_retries: u32,
+    /// Tasks one warm instance may run before it is discarded (0: no
+    /// limit, 1: a fresh instance for this task).
+    pub max_calls: u32,
     /// Wall-clock budget per attempt.
     pub timeout: Duration,
     /// Cap on the instance's linear memory in bytes.
@@ -1302,6 +1305,7 @@ mod tests {
             args: Vec::new(),
             request: ResourceSet::new(1.0, 0, &Default::default()).unwrap(),
             max_retries: 0,
+            max_calls: 0,
             timeout: Duration::from_secs(10),
             memory_limit: 1 << 20,
             return_id: ObjectId::random(),

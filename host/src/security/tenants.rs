@@ -208,6 +208,17 @@ impl GuestPermissions {
         use_gpu: true,
         read_directory: true,
     };
+
+    /// Nothing.
+    pub const NONE: GuestPermissions = GuestPermissions {
+        call_task: false,
+        create_actor: false,
+        call_actor: false,
+        put_object: false,
+        get_object: false,
+        use_gpu: false,
+        read_directory: false,
+    };
 }
 
 /// What a job runs with: its tenant and everything the tenant's records

@@ -277,6 +277,13 @@ pub struct TaskOptions {
     /// Retries after system errors. Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Tasks one instance may run, one after another, before it is
+    /// discarded: tasks of one job and function may share a warm instance
+    /// (globals and heap carry over, as in a Ray worker process). 1 gives
+    /// every task a fresh instance. Default: no limit (tasks that use GPUs
+    /// always get a fresh one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_calls: Option<u32>,
     /// Wall-clock deadline per attempt in milliseconds. Default: the node's
     /// task timeout (300 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

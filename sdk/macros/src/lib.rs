@@ -16,7 +16,8 @@ use syn::{
 ///   may be a `u64` or an `ObjectRef<u64>` (resolved before the call).
 /// - `square::options().num_cpus(2.0).max_retries(0).remote(x)`: the same
 ///   with per-call options (`num_cpus`, `num_gpus`, `memory`, `resource`, `max_retries`,
-///   `timeout`, `spread`, `node`, or a whole `prism::TaskOptions` through `with`).
+///   `max_calls`, `timeout`, `spread`, `node`, or a whole `prism::TaskOptions`
+///   through `with`).
 /// - the wasm export `__prism_task_square` the host calls.
 ///
 /// A function returning `Result<T, E>` (`E: Display`) yields `ObjectRef<T>`;
@@ -559,6 +560,8 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
                     pub fn resource(self, name: &str, amount: f64) -> Self { Call(self.0.resource(name, amount)) }
                     /// See `prism::TaskOptions::max_retries` (default 3).
                     pub fn max_retries(self, retries: u32) -> Self { Call(self.0.max_retries(retries)) }
+                    /// See `prism::TaskOptions::max_calls` (default: no limit).
+                    pub fn max_calls(self, calls: u32) -> Self { Call(self.0.max_calls(calls)) }
                     /// See `prism::TaskOptions::timeout` (default: node task timeout, 300 s).
                     pub fn timeout(self, timeout: ::std::time::Duration) -> Self { Call(self.0.timeout(timeout)) }
                     /// See `prism::TaskOptions::placement_group` (default: none).
