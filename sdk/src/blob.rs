@@ -95,8 +95,8 @@ pub fn get_blob(r: &ObjectRef<Blob>) -> Result<Blob> {
             sys::take_range(&mut head[..seen], 0);
             match parse_bin_header(&head[..seen]) {
                 Some((offset, size)) if offset + size == total => {
-                    let mut data = vec![0u8; size];
-                    sys::take_range(&mut data, offset);
+                    let mut data = Vec::new();
+                    sys::take_range_into(&mut data, offset, size);
                     Ok(Blob(data))
                 }
                 _ => {

@@ -510,6 +510,23 @@ pub fn cancel<T>(r: &ObjectRef<T>) -> Result<()> {
     }
 }
 
+/// Frees objects this job made once nothing needs them any more, in this
+/// node's store and on every other node of the cluster (the call returns
+/// once each node answered). Until a job ends, its objects are otherwise
+/// all kept; freeing large ones lets the store reuse their memory. A later
+/// `get` of a freed object fails with [`Error::ObjectNotFound`].
+///
+/// Only ready objects of the calling job are freed: a pending one (its
+/// task still running), another job's, or an unknown one is left as it
+/// is. Returns how many of `refs` were freed on this node.
+pub fn free<T>(refs: &[ObjectRef<T>]) -> Result<usize> {
+    let ids: Vec<u8> = refs.iter().flat_map(|r| r.id.0).collect();
+    match sys::free(&ids, refs.len()) {
+        n if n >= 0 => Ok(n as usize),
+        code => Err(Error::from_status(code)),
+    }
+}
+
 /// Which attempt of this task is running: 0 for the first, 1 after one retry, ….
 pub fn attempt() -> u32 {
     sys::attempt().max(0) as u32

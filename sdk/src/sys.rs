@@ -37,6 +37,7 @@ mod imp {
             out_ready: *mut u8,
         ) -> i32;
         pub fn cancel(id: *const u8) -> i32;
+        pub fn free(ids: *const u8, count: usize) -> i32;
         pub fn log(level: i32, ptr: *const u8, len: usize);
         pub fn attempt() -> i32;
         pub fn store_stats(out: *mut u8);
@@ -311,6 +312,19 @@ pub fn take_range(buf: &mut [u8], offset: usize) {
     unsafe { imp::take_range(buf.as_mut_ptr(), offset, buf.len()) }
 }
 
+/// Appends `len` staged bytes from `offset` to `buf` without zeroing the
+/// room first. The host writes all `len` bytes or traps (the guest then
+/// never runs on), so the bytes are initialized when this returns.
+#[cfg(target_arch = "wasm32")]
+pub fn take_range_into(buf: &mut Vec<u8>, offset: usize, len: usize) {
+    buf.reserve(len);
+    let room = &mut buf.spare_capacity_mut()[..len];
+    unsafe {
+        imp::take_range(room.as_mut_ptr().cast(), offset, len);
+        buf.set_len(buf.len() + len);
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 pub fn put_parts(parts: &[&[u8]], out_id: &mut [u8; 16]) -> i32 {
     // (pointer, length) pairs as the host reads them: u32 little-endian.
@@ -338,6 +352,11 @@ pub fn wait(ids: &[u8], count: usize, num_returns: usize, timeout_ms: i64, out: 
 #[cfg(target_arch = "wasm32")]
 pub fn cancel(id: &[u8; 16]) -> i32 {
     unsafe { imp::cancel(id.as_ptr()) }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn free(ids: &[u8], count: usize) -> i32 {
+    unsafe { imp::free(ids.as_ptr(), count) }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -374,6 +393,9 @@ mod native {
     }
     pub fn take(_buf: &mut [u8]) {}
     pub fn take_range(_buf: &mut [u8], _offset: usize) {}
+    pub fn take_range_into(buf: &mut Vec<u8>, _offset: usize, len: usize) {
+        buf.resize(buf.len() + len, 0);
+    }
     pub fn put_parts(_parts: &[&[u8]], _out_id: &mut [u8; 16]) -> i32 {
         NOT_IN_GUEST
     }
@@ -387,6 +409,9 @@ mod native {
         NOT_IN_GUEST
     }
     pub fn cancel(_id: &[u8; 16]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn free(_ids: &[u8], _count: usize) -> i32 {
         NOT_IN_GUEST
     }
     pub fn log(_level: i32, msg: &str) {

@@ -198,6 +198,13 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
     assert_eq!(value[0], value[2]);
     assert_eq!(value[1], value[2]);
 
+    // Freeing on the head frees the pulled copy here and the original on
+    // the worker, before `free` returns.
+    let args = format!(r#"["{}"]"#, workers[0]);
+    let freed: (String, usize, String) =
+        serde_json::from_str(&cluster.run(&module, "free_across", &args).await.unwrap()).unwrap();
+    assert_eq!(freed, ("ok".into(), 1, "object_not_found".into()));
+
     // Tasks placed on a worker share its warm instances, and max_calls
     // travels with them (without it the third would count 3).
     let args = format!(r#"["{}", [[0,0],[0,0],[0,1]]]"#, workers[0]);

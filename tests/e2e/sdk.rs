@@ -234,6 +234,33 @@ async fn tasks_of_a_job_share_warm_instances_until_a_failure_or_their_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_releases_ready_objects_and_leaves_pending_ones() {
+    let c = cluster(2.0);
+    let v = run_ok(&c, TESTKIT, "free_cases", "[]").await;
+    let large = 3 << 20;
+    assert_eq!(
+        v,
+        serde_json::json!([
+            "1",
+            "object_not_found",
+            "0",
+            format!("{large}:1"),
+            "object_not_found",
+            "0",
+            "ok",
+            "1",
+            "1",
+            "object_not_found",
+        ])
+    );
+    assert_eq!(
+        c.node().objects().stats().objects,
+        0,
+        "all freed at job end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_fast_path_round_trips_and_agrees_with_the_generic_one() {
     let c = cluster(2.0);
     for kb in ["[0]", "[1]", "[300]"] {

@@ -124,6 +124,7 @@ async fn a_hostile_tenant_finds_nothing_of_another_and_hits_typed_limits() {
     assert_eq!(seen[7], "object_not_found", "{seen:?}");
     assert_eq!(seen[8], "object_not_found", "{seen:?}");
     assert_eq!(seen[9], "invalid_argument", "{seen:?}");
+    assert_eq!(seen[10], "freed 0", "{seen:?}");
 
     // Through the API: acme's job, actor and module do not exist for zeta.
     for outcome in [
@@ -175,6 +176,7 @@ async fn a_hostile_tenant_finds_nothing_of_another_and_hits_typed_limits() {
             "permission_denied",
             "5:quota_exceeded",
             "3:quota_exceeded",
+            "freed 3: ok",
             "2:quota_exceeded",
             "quota_exceeded",
             "quota_exceeded",

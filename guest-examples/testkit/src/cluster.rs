@@ -49,6 +49,24 @@ fn cross_node(producer: String, consumer: String, kb: u64) -> prism::Result<(u64
     Ok((there, here, expected))
 }
 
+/// Makes a blob on node `producer`, reads it here (pulling a copy), frees
+/// it, then has a task on `producer` read it. Returns (the read here, how
+/// many were freed here, the task's read there).
+#[prism::main]
+fn free_across(producer: String) -> prism::Result<(String, usize, String)> {
+    let made = make_blob::options().node(&producer, false).remote(64);
+    let blob: ObjectRef<Vec<u8>> = prism::get(&made)?;
+    let here = crate::kind(&prism::get(&blob));
+    let freed = prism::free(&[blob])?;
+    let there = crate::kind(&prism::get(
+        &blob_sum::options()
+            .node(&producer, false)
+            .max_retries(0)
+            .remote(blob),
+    ));
+    Ok((here, freed, there))
+}
+
 /// A task pinned to a node that does not exist: hard (fails) and soft
 /// (runs elsewhere). Returns (hard outcome kind, soft value).
 #[prism::main]

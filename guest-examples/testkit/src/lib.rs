@@ -441,6 +441,32 @@ fn count_calls(how: u8) -> Result<u64, String> {
     }
 }
 
+/// `prism::free` in every case: a small value, a large one (still staged
+/// by `get_blob`), one freed twice, a pending task result (left alone)
+/// and the same once ready, and another value passed to a task after it
+/// was freed. Returns each count freed and each read's kind, in order.
+#[prism::main]
+fn free_cases() -> prism::Result<Vec<String>> {
+    let small = prism::put(&"x".to_string())?;
+    let large = prism::put_bytes(&vec![3u8; 3 << 20])?;
+    let staged = prism::get_blob(&large)?.0.len();
+    let slow = sleep_then::remote(300, 5);
+    let arg = prism::put(&"argument".to_string())?;
+    let seen = vec![
+        prism::free(&[small])?.to_string(),
+        kind(&prism::get(&small)),
+        prism::free(&[small])?.to_string(),
+        format!("{staged}:{}", prism::free(&[large])?),
+        kind(&prism::get_blob(&large)),
+        prism::free(&[slow])?.to_string(),
+        kind(&prism::get(&slow)),
+        prism::free(&[slow])?.to_string(),
+        prism::free(&[arg])?.to_string(),
+        kind(&prism::get(&tenancy::text_length::remote(arg))),
+    ];
+    Ok(seen)
+}
+
 /// The counts `count_calls` returns for a sequence of calls, one after
 /// another, on node `node` (empty: anywhere): `(how, max_calls)` each
 /// (`max_calls` 0: the default); an error is reported as -1.

@@ -102,12 +102,21 @@ fn steal(
     // either; nor can an actor be put in a namespace that does not exist.
     seen.push(kind(&prism::get(&text_length::remote(object))));
     seen.push(kind(&Kit::options().namespace("nowhere").remote(1)));
+    // Nor can it free the object (the victim reads it afterwards).
+    seen.push(format!(
+        "freed {}",
+        prism::free(&[object, forged_ref(forged)])?
+    ));
     Ok(seen)
+}
+
+fn forged_ref(id: prism::ObjectId) -> ObjectRef<String> {
+    ObjectRef::from_id(id)
 }
 
 /// The length of a text.
 #[prism::task]
-fn text_length(text: String) -> u64 {
+pub(crate) fn text_length(text: String) -> u64 {
     text.len() as u64
 }
 
@@ -154,7 +163,16 @@ fn exhaust(tasks: u64, puts: u64, kb: u64, actors: u64) -> prism::Result<Vec<Str
     let refs: Vec<_> = (0..tasks).map(|i| sleep_then::remote(300, i)).collect();
     seen.push(admitted(refs.iter().map(|r| prism::get(r).map(|_| ()))));
     let blob = vec![1u8; (kb * 1024) as usize];
-    seen.push(admitted((0..puts).map(|_| prism::put(&blob).map(|_| ()))));
+    let stored: Vec<_> = (0..puts).map(|_| prism::put(&blob)).collect();
+    seen.push(admitted(
+        stored
+            .iter()
+            .map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone)),
+    ));
+    // Freeing what was stored gives its bytes back to the quota.
+    let kept: Vec<_> = stored.into_iter().filter_map(Result::ok).collect();
+    let freed = prism::free(&kept)?;
+    seen.push(format!("freed {freed}: {}", kind(&prism::put(&blob))));
     seen.push(admitted(
         (0..actors).map(|i| Kit::options().remote(i as i64).map(|_| ())),
     ));

@@ -34,7 +34,7 @@ struct Sizes {
 const FULL: Sizes = Sizes {
     tasks: 10_000,
     sequential: 1_000,
-    large_reps: 5,
+    large_reps: 10,
     models: 1_000,
     actors: 1_000,
     queued: 1_000_000,
@@ -45,7 +45,7 @@ const FULL: Sizes = Sizes {
 const QUICK: Sizes = Sizes {
     tasks: 2_000,
     sequential: 300,
-    large_reps: 1,
+    large_reps: 3,
     models: 200,
     actors: 200,
     queued: 100_000,

@@ -914,6 +914,24 @@ impl Node {
         Ok(context)
     }
 
+    /// Frees the ready objects among `ids` that `job` of `tenant` owns in
+    /// this node's store, giving their bytes back to its quota; returns
+    /// how many. Nothing is freed for a job unknown here or of another
+    /// tenant.
+    pub fn free_objects(&self, job: JobId, tenant: &str, ids: &[ObjectId]) -> usize {
+        let Some(context) = self.job(job).filter(|c| c.grant.tenant == tenant) else {
+            return 0;
+        };
+        let mut freed = 0;
+        for id in ids {
+            if let Some(bytes) = self.objects.free(job, *id) {
+                context.account.release_bytes(bytes);
+                freed += 1;
+            }
+        }
+        freed
+    }
+
     /// Forgets a job's context (its work here is over) and drops its idle
     /// warm instances.
     fn close_job_context(&self, job: JobId) -> Option<Arc<JobContext>> {
@@ -1723,6 +1741,22 @@ impl GuestHost for TaskHost {
         if self.node.objects.owner(id) == Some(self.job.id) {
             self.node.scheduler.cancel(id);
         }
+    }
+
+    fn free(&self, ids: Vec<ObjectId>) -> BoxFuture<'static, usize> {
+        let tenant = &self.job.grant.tenant;
+        let freed = self.node.free_objects(self.job.id, tenant, &ids);
+        let elsewhere = self
+            .node
+            .remote
+            .get()
+            .map(|remote| remote.free(self.job.id, tenant, &ids));
+        Box::pin(async move {
+            if let Some(elsewhere) = elsewhere {
+                elsewhere.await;
+            }
+            freed
+        })
     }
 
     fn block(&self) {

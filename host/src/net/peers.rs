@@ -956,6 +956,26 @@ impl Remote for Peers {
         tokio::spawn(me.pull(peer.id.clone(), client, id, tenant));
     }
 
+    fn free(&self, job: JobId, tenant: &str, ids: &[ObjectId]) -> BoxFuture<'static, ()> {
+        let request = pb::FreeObjectsRequest {
+            job_id: job.as_u64(),
+            tenant: tenant.to_string(),
+            object_ids: ids.iter().map(|id| id.as_bytes().to_vec()).collect(),
+        };
+        let mut calls = tokio::task::JoinSet::new();
+        for peer in self.read().values() {
+            let mut client = peer.client();
+            let request = request.clone();
+            calls.spawn(async move {
+                let call = client.free_objects(request);
+                // A node that does not answer frees the job's copies when
+                // the job ends.
+                let _ = tokio::time::timeout(FREE_TIMEOUT, call).await;
+            });
+        }
+        Box::pin(async move { while calls.join_next().await.is_some() {} })
+    }
+
     fn end_job(&self, job: JobId) {
         for peer in self.read().values() {
             let mut client = peer.client();
@@ -975,6 +995,9 @@ struct Caller {
     owner: JobId,
     tenant: String,
 }
+
+/// How long `free` waits for each other node (5 s).
+const FREE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most refusals remembered (100,000); the oldest are forgotten first.
 const MAX_REFUSALS: usize = 100_000;

@@ -319,6 +319,29 @@ impl Worker for WorkerService {
         Ok(Response::new(pb::EndJobReply {}))
     }
 
+    async fn free_objects(
+        &self,
+        request: Request<pb::FreeObjectsRequest>,
+    ) -> Result<Response<pb::FreeObjectsReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let ids = r
+            .object_ids
+            .iter()
+            .map(|raw| {
+                <[u8; 16]>::try_from(raw.as_slice())
+                    .map(ObjectId::from_bytes)
+                    .map_err(|_| Status::invalid_argument("malformed object id"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let freed = self
+            .node
+            .free_objects(JobId::from_u64(r.job_id), &r.tenant, &ids);
+        Ok(Response::new(pb::FreeObjectsReply {
+            freed: freed as u32,
+        }))
+    }
+
     async fn reserve_bundles(
         &self,
         request: Request<pb::ReserveBundlesRequest>,

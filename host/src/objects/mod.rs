@@ -18,6 +18,7 @@
 //! [`ObjectStore::free_owner`] removes all it owns, spilled files included.
 //! Errors are small and never spill.
 
+pub mod buffers;
 pub mod named;
 mod spill;
 
@@ -310,6 +311,25 @@ impl ObjectStore {
         self.remove_all(&[id]);
     }
 
+    /// Frees object `id` if `owner` owns it and it is ready (a value,
+    /// spilled or not, or an error); returns the bytes of value it held.
+    /// Pending objects and other owners' objects are left alone (`None`).
+    pub fn free(&self, owner: JobId, id: ObjectId) -> Option<u64> {
+        let size = {
+            let inner = self.lock();
+            let entry = inner.entries.get(&id).filter(|e| e.owner == owner)?;
+            match &entry.state {
+                State::Pending(_) => return None,
+                State::Value { bytes, .. } => bytes.len() as u64,
+                State::Spilled { size } => *size,
+                State::Error(_) => 0,
+            }
+        };
+        // Between the check and here only this owner's own calls can change
+        // the entry; a concurrent free of the same id finds it gone.
+        (self.remove_all(&[id]) == 1).then_some(size)
+    }
+
     fn remove_all(&self, ids: &[ObjectId]) -> usize {
         let mut spilled = Vec::new();
         let freed = {
@@ -533,6 +553,36 @@ mod tests {
         let stats = s.stats();
         assert!(stats.bytes_in_memory <= 250);
         assert_eq!(stats.objects, 5);
+    }
+
+    #[test]
+    fn free_removes_ready_objects_of_their_owner_only() {
+        let (s, _d) = store(250);
+        let (job, other) = (JobId::random(), JobId::random());
+        let ids: Vec<ObjectId> = (0..3u8)
+            .map(|i| s.put(job, Bytes::from(vec![i; 100])).unwrap())
+            .collect();
+        assert_eq!(s.stats().spilled_objects, 1, "the first was spilled");
+        // Another owner frees nothing; the owner frees a spilled and an
+        // in-memory value, each once, and gets their sizes.
+        assert_eq!(s.free(other, ids[0]), None);
+        assert_eq!(s.free(job, ids[0]), Some(100));
+        assert_eq!(s.free(job, ids[0]), None);
+        assert_eq!(s.free(job, ids[2]), Some(100));
+        assert!(matches!(s.lookup(ids[0]).unwrap(), Lookup::NotFound));
+        assert!(matches!(s.lookup(ids[2]).unwrap(), Lookup::NotFound));
+        assert_eq!(value(s.lookup(ids[1]).unwrap()), Bytes::from(vec![1; 100]));
+        let stats = s.stats();
+        assert_eq!((stats.objects, stats.spilled_objects), (1, 0));
+        assert_eq!((stats.bytes_in_memory, stats.bytes_spilled), (100, 0));
+        // A pending object stays; an error object is freed with no bytes.
+        let pending = ObjectId::random();
+        s.create_pending(pending, job);
+        assert_eq!(s.free(job, pending), None);
+        assert_eq!(s.is_ready(pending), Some(false));
+        let error = Arc::new(WireError::new(prism_abi::ErrorKind::Application, "no"));
+        s.complete(pending, Object::Error(error)).unwrap();
+        assert_eq!(s.free(job, pending), Some(0));
     }
 
     #[test]

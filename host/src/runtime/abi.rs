@@ -39,6 +39,7 @@ const FUNCTIONS: &[&str] = &[
     "put_parts",
     "wait",
     "cancel",
+    "free",
     "log",
     "attempt",
     "store_stats",
@@ -115,6 +116,28 @@ pub(super) fn read(
     Ok(data[r].to_vec())
 }
 
+/// `count` object ids packed at `ptr`.
+fn read_ids(
+    call: &'static str,
+    caller: &Caller<'_, TaskState>,
+    ptr: i32,
+    count: i32,
+) -> anyhow::Result<Vec<ObjectId>> {
+    let len = (count as u32 as usize)
+        .checked_mul(OBJECT_ID_LEN)
+        .filter(|l| *l <= i32::MAX as usize)
+        .ok_or_else(|| violation(call, "too many ids"))?;
+    let raw = read(call, caller, ptr, len as i32)?;
+    Ok(raw
+        .chunks_exact(OBJECT_ID_LEN)
+        .map(|c| {
+            let mut id = [0u8; OBJECT_ID_LEN];
+            id.copy_from_slice(c);
+            ObjectId::from_bytes(id)
+        })
+        .collect())
+}
+
 pub(super) fn write(
     call: &'static str,
     caller: &mut Caller<'_, TaskState>,
@@ -187,7 +210,9 @@ pub(super) fn stage(
     bytes: Bytes,
 ) -> anyhow::Result<()> {
     write(call, caller, out_len, &(bytes.len() as u32).to_le_bytes())?;
-    caller.data_mut().staged = Some(bytes);
+    let state = caller.data_mut();
+    state.staged = Some(bytes);
+    state.staged_object = None;
     Ok(())
 }
 
@@ -330,9 +355,12 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
          len: i32,
          out_id: i32|
          -> anyhow::Result<i32> {
-            let bytes = read("put", &caller, ptr, len)?;
             write("put", &mut caller, out_id, &[0u8; OBJECT_ID_LEN])?;
-            store("put", &mut caller, out_id, Bytes::from(bytes))
+            let memory = memory("put", &caller)?;
+            let data = memory.data(&caller);
+            let r = range("put", ptr, len as u32 as usize, data.len())?;
+            let value = crate::objects::buffers::concat(&[&data[r]]);
+            store("put", &mut caller, out_id, value)
         },
     )?;
 
@@ -371,6 +399,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     Object::Error(error) => (status::ERROR_OBJECT, Bytes::from(error.encode())),
                 };
                 stage("get", &mut caller, out_len, staged)?;
+                caller.data_mut().staged_object = Some(id);
                 Ok(code)
             })
         },
@@ -430,18 +459,17 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     (ptr, len)
                 })
                 .collect();
-            // One exactly sized buffer, one copy of each part.
+            // One buffer (recycled if large), one copy of each part.
             let memory = memory("put_parts", &caller)?;
             let data = memory.data(&caller);
-            let ranges = parts
+            let slices = parts
                 .iter()
-                .map(|(ptr, len)| range("put_parts", *ptr, *len as u32 as usize, data.len()))
+                .map(|(ptr, len)| {
+                    range("put_parts", *ptr, *len as u32 as usize, data.len()).map(|r| &data[r])
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let mut value = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum());
-            for r in ranges {
-                value.extend_from_slice(&data[r]);
-            }
-            store("put_parts", &mut caller, out_id, Bytes::from(value))
+            let value = crate::objects::buffers::concat(&slices);
+            store("put_parts", &mut caller, out_id, value)
         },
     )?;
 
@@ -451,21 +479,9 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
         |mut caller: Caller<'_, TaskState>,
          (ids_ptr, count, num_returns, timeout_ms, out_ptr): (i32, i32, i32, i64, i32)| {
             Box::new(async move {
-                let count = count as u32 as usize;
-                let ids_len = count
-                    .checked_mul(OBJECT_ID_LEN)
-                    .filter(|l| *l <= i32::MAX as usize)
-                    .ok_or_else(|| violation("wait", "too many ids"))?;
-                let raw = read("wait", &caller, ids_ptr, ids_len as i32)?;
+                let ids = read_ids("wait", &caller, ids_ptr, count)?;
+                let count = ids.len();
                 write("wait", &mut caller, out_ptr, &vec![0u8; count])?;
-                let ids: Vec<ObjectId> = raw
-                    .chunks_exact(OBJECT_ID_LEN)
-                    .map(|c| {
-                        let mut id = [0u8; OBJECT_ID_LEN];
-                        id.copy_from_slice(c);
-                        ObjectId::from_bytes(id)
-                    })
-                    .collect();
                 if count == 0 {
                     return Ok(0);
                 }
@@ -524,6 +540,25 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
             let id = read_id("cancel", &caller, id_ptr)?;
             caller.data().host.cancel(id);
             Ok(status::OK)
+        },
+    )?;
+
+    linker.func_wrap_async(
+        m,
+        "free",
+        |mut caller: Caller<'_, TaskState>, (ids_ptr, count): (i32, i32)| {
+            Box::new(async move {
+                let ids = read_ids("free", &caller, ids_ptr, count)?;
+                // A freed object's bytes leave the stage too, so that its
+                // memory can be reused at once.
+                let state = caller.data_mut();
+                if state.staged_object.is_some_and(|s| ids.contains(&s)) {
+                    state.staged = None;
+                    state.staged_object = None;
+                }
+                let freed = caller.data().host.free(ids).await;
+                Ok(freed.min(i32::MAX as usize) as i32)
+            })
         },
     )?;
 

@@ -68,6 +68,9 @@ pub trait GuestHost: Send + Sync + 'static {
     fn watch(&self, id: ObjectId) -> Watch;
     /// Cancels the task producing `id`, if the caller may see it.
     fn cancel(&self, id: ObjectId);
+    /// Frees the ready objects among `ids` that the caller's job owns, here
+    /// and on every other node; resolves to how many were freed here.
+    fn free(&self, ids: Vec<ObjectId>) -> BoxFuture<'static, usize>;
     /// The guest is about to block: give its CPU back.
     fn block(&self);
     /// The guest may continue: wait until it has its CPU again.
@@ -258,6 +261,8 @@ pub(crate) struct TaskState {
     input: Bytes,
     output: Option<(i32, Vec<u8>)>,
     staged: Option<Bytes>,
+    /// The object whose value `staged` holds, if `get` staged one.
+    staged_object: Option<ObjectId>,
     panic: Option<String>,
     attempt: u32,
     cancel: Arc<CancelToken>,
@@ -446,6 +451,7 @@ impl Runtime {
             input: Bytes::new(),
             output: None,
             staged: None,
+            staged_object: None,
             panic: None,
             attempt: 0,
             cancel: cancel.clone(),
@@ -611,6 +617,7 @@ impl Instance {
             state.input = call.input;
             state.output = None;
             state.staged = None;
+            state.staged_object = None;
             state.panic = None;
             state.attempt = call.attempt;
             state.cancel = call.cancel.clone();

@@ -202,6 +202,9 @@ impl GuestHost for NoServices {
         Watch::NotFound
     }
     fn cancel(&self, _: ObjectId) {}
+    fn free(&self, _: Vec<ObjectId>) -> BoxFuture<'static, usize> {
+        Box::pin(async { 0 })
+    }
     fn block(&self) {}
     fn unblock(&self) -> BoxFuture<'static, ()> {
         Box::pin(async {})

@@ -79,4 +79,7 @@ pub trait Remote: Send + Sync + 'static {
     fn fetch(&self, id: ObjectId, owner: JobId, tenant: &str);
     /// Tells every other node that `job` ended: they free what it owns.
     fn end_job(&self, job: JobId);
+    /// Asks every other node to free its ready copies of `ids` owned by
+    /// `job` of `tenant`; resolves when each answered or gave up.
+    fn free(&self, job: JobId, tenant: &str, ids: &[ObjectId]) -> BoxFuture<'static, ()>;
 }
