@@ -97,6 +97,23 @@ fn main() {
         }),
     ));
 
+    // A large value copied into a buffer recycled from the last one (the
+    // store's path for put of 1 MiB or more), against a fresh allocation
+    // (above glibc's 32 MiB mmap threshold, so its pages are new).
+    let large = vec![9u8; 64 << 20];
+    results.push((
+        "64 MiB value, recycled buffer",
+        measure(20, || {
+            black_box(prism_host::objects::buffers::concat(&[&large]));
+        }),
+    ));
+    results.push((
+        "64 MiB value, fresh allocation",
+        measure(20, || {
+            black_box(Bytes::from(large.clone()));
+        }),
+    ));
+
     println!("{:<36} {:>12}", "operation", "ns/op");
     for (name, ns) in results {
         println!("{name:<36} {ns:>12.1}");

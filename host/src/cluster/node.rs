@@ -1744,6 +1744,9 @@ impl GuestHost for TaskHost {
     }
 
     fn free(&self, ids: Vec<ObjectId>) -> BoxFuture<'static, usize> {
+        if ids.is_empty() {
+            return Box::pin(async { 0 });
+        }
         let tenant = &self.job.grant.tenant;
         let freed = self.node.free_objects(self.job.id, tenant, &ids);
         let elsewhere = self
