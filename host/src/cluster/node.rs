@@ -1699,10 +1699,13 @@ impl GuestHost for TaskHost {
             .account
             .admit_bytes(size)
             .map_err(|e| PutError::Quota(e.to_string()))?;
-        self.node.objects.put(self.job.id, bytes).map_err(|e| {
-            self.job.account.release_bytes(size);
-            PutError::Store(e)
-        })
+        self.node
+            .objects
+            .put_counted(self.job.id, bytes)
+            .map_err(|e| {
+                self.job.account.release_bytes(size);
+                PutError::Store(e)
+            })
     }
 
     fn lookup(&self, id: ObjectId) -> Lookup {

@@ -95,6 +95,9 @@ struct Entry {
     owner: JobId,
     state: State,
     pins: u32,
+    /// Whether its value's bytes count against its owner's tenant quota
+    /// (see [`ObjectStore::put_counted`]), so freeing it gives them back.
+    counted: bool,
 }
 
 #[derive(Default)]
@@ -154,14 +157,25 @@ impl ObjectStore {
             owner,
             state: State::Pending(Vec::new()),
             pins: 0,
+            counted: false,
         });
     }
 
     /// Stores a new ready value under a fresh id.
     pub fn put(&self, owner: JobId, bytes: Bytes) -> Result<ObjectId, StoreError> {
+        self.put_as(owner, bytes, false)
+    }
+
+    /// Like [`ObjectStore::put`], for a value whose bytes were counted
+    /// against the owner's tenant quota: [`ObjectStore::free`] reports them.
+    pub fn put_counted(&self, owner: JobId, bytes: Bytes) -> Result<ObjectId, StoreError> {
+        self.put_as(owner, bytes, true)
+    }
+
+    fn put_as(&self, owner: JobId, bytes: Bytes, counted: bool) -> Result<ObjectId, StoreError> {
         let id = ObjectId::random();
         self.create_pending(id, owner);
-        if let Err(e) = self.complete(id, Object::Value(bytes)) {
+        if let Err(e) = self.complete_as(id, Object::Value(bytes), counted) {
             self.lock().entries.remove(&id);
             return Err(e);
         }
@@ -172,6 +186,16 @@ impl ObjectStore {
     /// was freed meanwhile (its job ended) is dropped silently; an object
     /// that is already ready keeps its first value.
     pub fn complete(&self, id: ObjectId, object: Object) -> Result<(), StoreError> {
+        self.complete_as(id, object, false)
+    }
+
+    /// Like [`ObjectStore::complete`], for a value whose bytes were
+    /// counted against the owner's tenant quota.
+    pub fn complete_counted(&self, id: ObjectId, object: Object) -> Result<(), StoreError> {
+        self.complete_as(id, object, true)
+    }
+
+    fn complete_as(&self, id: ObjectId, object: Object, counted: bool) -> Result<(), StoreError> {
         let size = match &object {
             Object::Value(b) => b.len() as u64,
             Object::Error(_) => 0,
@@ -202,6 +226,7 @@ impl ObjectStore {
                 return Ok(());
             };
             let waiters = std::mem::take(waiters);
+            entry.counted = counted && matches!(object, Object::Value(_));
             entry.state = match object {
                 Object::Value(bytes) => State::Value {
                     bytes,
@@ -312,18 +337,21 @@ impl ObjectStore {
     }
 
     /// Frees object `id` if `owner` owns it and it is ready (a value,
-    /// spilled or not, or an error); returns the bytes of value it held.
-    /// Pending objects and other owners' objects are left alone (`None`).
+    /// spilled or not, or an error); returns the bytes it held that were
+    /// counted against the owner's quota (0 for a value that was not, such
+    /// as a copy pulled from another node). Pending objects and other
+    /// owners' objects are left alone (`None`).
     pub fn free(&self, owner: JobId, id: ObjectId) -> Option<u64> {
         let size = {
             let inner = self.lock();
             let entry = inner.entries.get(&id).filter(|e| e.owner == owner)?;
-            match &entry.state {
+            let size = match &entry.state {
                 State::Pending(_) => return None,
                 State::Value { bytes, .. } => bytes.len() as u64,
                 State::Spilled { size } => *size,
                 State::Error(_) => 0,
-            }
+            };
+            if entry.counted { size } else { 0 }
         };
         // Between the check and here only this owner's own calls can change
         // the entry; a concurrent free of the same id finds it gone.
@@ -560,11 +588,11 @@ mod tests {
         let (s, _d) = store(250);
         let (job, other) = (JobId::random(), JobId::random());
         let ids: Vec<ObjectId> = (0..3u8)
-            .map(|i| s.put(job, Bytes::from(vec![i; 100])).unwrap())
+            .map(|i| s.put_counted(job, Bytes::from(vec![i; 100])).unwrap())
             .collect();
         assert_eq!(s.stats().spilled_objects, 1, "the first was spilled");
         // Another owner frees nothing; the owner frees a spilled and an
-        // in-memory value, each once, and gets their sizes.
+        // in-memory value, each once, and gets their counted sizes.
         assert_eq!(s.free(other, ids[0]), None);
         assert_eq!(s.free(job, ids[0]), Some(100));
         assert_eq!(s.free(job, ids[0]), None);
@@ -581,8 +609,17 @@ mod tests {
         assert_eq!(s.free(job, pending), None);
         assert_eq!(s.is_ready(pending), Some(false));
         let error = Arc::new(WireError::new(prism_abi::ErrorKind::Application, "no"));
-        s.complete(pending, Object::Error(error)).unwrap();
+        s.complete_counted(pending, Object::Error(error)).unwrap();
         assert_eq!(s.free(job, pending), Some(0));
+        // A value nobody counted (a pulled copy, say) gives back nothing; a
+        // counted task result gives back its size.
+        let uncounted = s.put(job, Bytes::from(vec![4; 50])).unwrap();
+        assert_eq!(s.free(job, uncounted), Some(0));
+        let result = ObjectId::random();
+        s.create_pending(result, job);
+        s.complete_counted(result, Object::Value(Bytes::from(vec![5; 60])))
+            .unwrap();
+        assert_eq!(s.free(job, result), Some(60));
     }
 
     #[test]

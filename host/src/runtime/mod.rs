@@ -387,11 +387,6 @@ impl Runtime {
         self.warm.forget_job(job)
     }
 
-    /// Drops every idle warm instance (the node is stopping).
-    pub fn clear_warm(&self) {
-        self.warm.clear();
-    }
-
     /// Idle warm instances held.
     pub fn warm_instances(&self) -> usize {
         self.warm.len()

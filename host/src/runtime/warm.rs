@@ -169,12 +169,6 @@ impl WarmPool {
         gone.len()
     }
 
-    /// Drops every idle instance.
-    pub(super) fn clear(&self) {
-        let gone = std::mem::take(&mut *self.lock());
-        drop(gone);
-    }
-
     /// Idle instances held.
     pub(super) fn len(&self) -> usize {
         self.lock().len()

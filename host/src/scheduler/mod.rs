@@ -1067,7 +1067,13 @@ impl Shared {
             Ok(bytes) => Object::Value(bytes),
             Err(e) => Object::Error(Arc::new(e)),
         };
-        if let Err(e) = self.objects.complete(entry.spec.return_id, object) {
+        // Values were counted against the job's quota just above.
+        let stored = if entry.spec.account.is_some() {
+            self.objects.complete_counted(entry.spec.return_id, object)
+        } else {
+            self.objects.complete(entry.spec.return_id, object)
+        };
+        if let Err(e) = stored {
             tracing::warn!(function = %entry.spec.function, error = %e, "storing a task result failed");
         }
     }
