@@ -206,3 +206,56 @@ async fn a_tampered_compiled_artifact_is_recompiled_not_loaded() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_put_parts_cannot_make_a_value_past_the_memory_limit() {
+    // 8,192 parts, each the whole 128 KiB memory: 1 GiB from a guest
+    // limited to 256 MiB.
+    let wat = r#"(module
+        (import "prism_v1" "put_parts" (func $put_parts (param i32 i32 i32) (result i32)))
+        (memory (export "memory") 2)
+        (func (export "__prism_main_main") (param i32)
+            (local $i i32)
+            (loop $fill
+                (i32.store (i32.mul (local.get $i) (i32.const 8)) (i32.const 0))
+                (i32.store (i32.add (i32.mul (local.get $i) (i32.const 8)) (i32.const 4))
+                    (i32.const 131072))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $fill (i32.lt_u (local.get $i) (i32.const 8192))))
+            (drop (call $put_parts (i32.const 0) (i32.const 8192) (i32.const 65536)))))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert_eq!(err.kind, ErrorKind::Trap);
+    assert!(
+        err.message.contains("prism_v1.put_parts")
+            && err
+                .message
+                .contains("more than this instance's memory limit"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeing_an_object_clears_it_from_the_stage() {
+    // put, get (stages the value), free it, then take: nothing is staged.
+    let wat = r#"(module
+        (import "prism_v1" "put" (func $put (param i32 i32 i32) (result i32)))
+        (import "prism_v1" "get" (func $get (param i32 i64 i32) (result i32)))
+        (import "prism_v1" "free" (func $free (param i32 i32) (result i32)))
+        (import "prism_v1" "take" (func $take (param i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 0) "\c4\03abc")
+        (func (export "__prism_main_main") (param i32)
+            (drop (call $put (i32.const 0) (i32.const 5) (i32.const 64)))
+            (drop (call $get (i32.const 64) (i64.const -1) (i32.const 128)))
+            (if (i32.ne (call $free (i32.const 64) (i32.const 1)) (i32.const 1))
+                (then unreachable))
+            (call $take (i32.const 256))))"#;
+    let err = failure(wat.as_bytes(), "main").await;
+    assert_eq!(err.kind, ErrorKind::Trap);
+    assert!(
+        err.message.contains("prism_v1.take: nothing is staged"),
+        "{}",
+        err.message
+    );
+}

@@ -444,7 +444,8 @@ fn count_calls(how: u8) -> Result<u64, String> {
 /// `prism::free` in every case: a small value, a large one (still staged
 /// by `get_blob`), one freed twice, a pending task result (left alone)
 /// and the same once ready, and another value passed to a task after it
-/// was freed. Returns each count freed and each read's kind, in order.
+/// was freed. Returns each count freed and each read's kind, in order,
+/// then whether the store's bytes in memory fell by the large value's.
 #[prism::main]
 fn free_cases() -> prism::Result<Vec<String>> {
     let small = prism::put(&"x".to_string())?;
@@ -452,7 +453,8 @@ fn free_cases() -> prism::Result<Vec<String>> {
     let staged = prism::get_blob(&large)?.0.len();
     let slow = sleep_then::remote(300, 5);
     let arg = prism::put(&"argument".to_string())?;
-    let seen = vec![
+    let held = prism::store_stats()?.bytes_in_memory;
+    let mut seen = vec![
         prism::free(&[small])?.to_string(),
         kind(&prism::get(&small)),
         prism::free(&[small])?.to_string(),
@@ -464,6 +466,8 @@ fn free_cases() -> prism::Result<Vec<String>> {
         prism::free(&[arg])?.to_string(),
         kind(&prism::get(&tenancy::text_length::remote(arg))),
     ];
+    let after = prism::store_stats()?.bytes_in_memory;
+    seen.push((held.saturating_sub(after) >= 3 << 20).to_string());
     Ok(seen)
 }
 

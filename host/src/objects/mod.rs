@@ -468,7 +468,20 @@ impl ObjectStore {
     }
 
     fn restore(&self, id: ObjectId) -> Result<Lookup, StoreError> {
-        let bytes = Bytes::from(self.spill.read(id)?);
+        let bytes = match self.spill.read(id) {
+            Ok(bytes) => Bytes::from(bytes),
+            // Freed (or restored by another reader) since the lookup.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return match self.lock().entries.get(&id).map(|e| &e.state) {
+                    None => Ok(Lookup::NotFound),
+                    Some(State::Value { bytes, .. }) => {
+                        Ok(Lookup::Ready(Object::Value(bytes.clone())))
+                    }
+                    Some(_) => Err(e.into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
         {
             let mut inner = self.lock();
             inner.tick += 1;

@@ -468,6 +468,19 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     range("put_parts", *ptr, *len as u32 as usize, data.len()).map(|r| &data[r])
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            // Parts may overlap, so their total is bounded only here: by
+            // what an instance of this limit could read back.
+            let limit = caller.data().limiter.memory_limit();
+            slices
+                .iter()
+                .try_fold(0usize, |sum, part| sum.checked_add(part.len()))
+                .filter(|total| *total <= limit)
+                .ok_or_else(|| {
+                    violation(
+                        "put_parts",
+                        format!("the parts add up to more than this instance's memory limit of {limit} bytes"),
+                    )
+                })?;
             let value = crate::objects::buffers::concat(&slices);
             store("put_parts", &mut caller, out_id, value)
         },

@@ -381,8 +381,8 @@ impl Runtime {
         }
     }
 
-    /// Drops the idle warm instances of `job` (its last task ended); how
-    /// many.
+    /// Drops the idle warm instances of `job` (its work on this node
+    /// ended) and keeps any from being parked for it later; how many.
     pub fn forget_job(&self, job: u64) -> usize {
         self.warm.forget_job(job)
     }
@@ -396,6 +396,13 @@ impl Runtime {
     /// when none is free they are evicted first (oldest first): a new
     /// instance never waits behind an idle one.
     async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        // Counted before looking for an idle instance to evict: from here
+        // on, an instance that ends is dropped rather than parked, so its
+        // slot comes here (see `WarmPool::park`).
+        let _waiting = self.warm.waiting();
         loop {
             match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => return Ok(permit),
@@ -583,9 +590,15 @@ impl Instance {
         self.store.set_epoch_deadline(1);
     }
 
-    /// Lets go of the last call's host while the instance is idle.
+    /// Lets go of everything of the last call while the instance is idle:
+    /// its host, its input and the bytes it had staged.
     fn detach(&mut self, host: Arc<dyn GuestHost>) {
-        self.store.data_mut().host = host;
+        let state = self.store.data_mut();
+        state.host = host;
+        state.input = Bytes::new();
+        state.staged = None;
+        state.staged_object = None;
+        state.output = None;
     }
 
     /// Calls one entry of this instance.

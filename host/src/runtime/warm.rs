@@ -25,7 +25,8 @@ use crate::task::Arg;
 use bytes::Bytes;
 use prism_abi::{ErrorKind, StoreStats, WireError};
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Who may share warm instances: calls with equal `Reuse` (and the same
@@ -56,13 +57,26 @@ struct WarmKey {
 /// types an instance holds, past the compiler's recursion limit.
 type Idle = Box<dyn Any + Send>;
 
+/// Jobs remembered as ended, so that a task finishing after its job's
+/// end is not parked for it (4096).
+const ENDED_REMEMBERED: usize = 4096;
+
 /// Idle instances, most recently parked last. Bounded by count; each
 /// keeps its instance slot and its resident memory until reused or
 /// evicted.
 pub(super) struct WarmPool {
     capacity: usize,
     max_memory: usize,
-    idle: Mutex<VecDeque<(WarmKey, Idle)>>,
+    state: Mutex<PoolState>,
+    /// Calls waiting for an instance slot.
+    waiting: AtomicUsize,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: VecDeque<(WarmKey, Idle)>,
+    ended: HashSet<u64>,
+    ended_order: VecDeque<u64>,
 }
 
 impl WarmPool {
@@ -72,7 +86,8 @@ impl WarmPool {
         WarmPool {
             capacity,
             max_memory,
-            idle: Mutex::new(VecDeque::new()),
+            state: Mutex::new(PoolState::default()),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -81,8 +96,8 @@ impl WarmPool {
         self.capacity > 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(WarmKey, Idle)>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes an idle instance for a call of `function` of `module` under
@@ -97,15 +112,15 @@ impl WarmPool {
         if reuse.max_calls == 1 {
             return None;
         }
-        let mut idle = self.lock();
-        let at = idle.iter().rposition(|(k, _)| {
+        let mut state = self.lock();
+        let at = state.idle.iter().rposition(|(k, _)| {
             k.job == reuse.job
                 && k.module == module
                 && k.function == function
                 && k.tenant == reuse.tenant
         })?;
-        let (_, instance) = idle.remove(at)?;
-        drop(idle);
+        let (_, instance) = state.idle.remove(at)?;
+        drop(state);
         let instance = instance.downcast::<Instance>().ok()?;
         let fits = instance.memory_size() <= memory_limit
             && (reuse.max_calls == 0 || instance.calls() < reuse.max_calls);
@@ -138,32 +153,53 @@ impl WarmPool {
             module: instance.module().hash(),
             function,
         };
-        let evicted = {
-            let mut idle = self.lock();
-            idle.push_back((key, Box::new(instance) as Idle));
-            if idle.len() > self.capacity {
-                idle.pop_front()
+        // Whatever is not kept is dropped outside the lock. A call waiting
+        // for a slot gets this one's: it counted itself before it looked
+        // for an idle instance to evict, under this lock.
+        let _dropped = {
+            let mut state = self.lock();
+            if state.ended.contains(&key.job) || self.waiting.load(Ordering::SeqCst) > 0 {
+                Some((key, Box::new(instance) as Idle))
             } else {
-                None
+                state.idle.push_back((key, Box::new(instance) as Idle));
+                if state.idle.len() > self.capacity {
+                    state.idle.pop_front()
+                } else {
+                    None
+                }
             }
         };
-        drop(evicted);
+    }
+
+    /// Counts a call waiting for an instance slot until the guard drops.
+    pub(super) fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(&self.waiting)
     }
 
     /// Drops the least recently parked idle instance; whether there was one.
     pub(super) fn evict_one(&self) -> bool {
-        let evicted = self.lock().pop_front();
+        let evicted = self.lock().idle.pop_front();
         evicted.is_some()
     }
 
-    /// Drops every idle instance of `job`; how many.
+    /// Drops every idle instance of `job` and parks none for it from now
+    /// on (its work here ended); how many were dropped.
     pub(super) fn forget_job(&self, job: u64) -> usize {
         let gone: VecDeque<_> = {
-            let mut idle = self.lock();
-            let (keep, gone) = std::mem::take(&mut *idle)
+            let mut state = self.lock();
+            if state.ended.insert(job) {
+                state.ended_order.push_back(job);
+                if state.ended_order.len() > ENDED_REMEMBERED
+                    && let Some(old) = state.ended_order.pop_front()
+                {
+                    state.ended.remove(&old);
+                }
+            }
+            let (keep, gone) = std::mem::take(&mut state.idle)
                 .into_iter()
                 .partition(|(k, _)| k.job != job);
-            *idle = keep;
+            state.idle = keep;
             gone
         };
         gone.len()
@@ -171,7 +207,16 @@ impl WarmPool {
 
     /// Idle instances held.
     pub(super) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().idle.len()
+    }
+}
+
+/// A call waiting for an instance slot (see [`WarmPool::waiting`]).
+pub(super) struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -278,11 +323,22 @@ mod tests {
     /// Calls testkit's `count_calls(how)`: the number of calls its
     /// instance has seen, or the error's kind.
     async fn count(runtime: &Runtime, how: u8, reuse: Option<Reuse>) -> Result<u8, String> {
+        call(runtime, "count_calls", vec![0x91, how], reuse).await
+    }
+
+    /// Calls testkit's task `function` with MessagePack `input`; its
+    /// one-byte value, or the error's kind.
+    async fn call(
+        runtime: &Runtime,
+        function: &str,
+        input: Vec<u8>,
+        reuse: Option<Reuse>,
+    ) -> Result<u8, String> {
         let module = runtime.modules().load(prism_guests::TESTKIT).unwrap();
         let call = Invocation {
             entry: EntryKind::Task,
-            function: "count_calls".into(),
-            input: Bytes::from(vec![0x91, how]),
+            function: function.into(),
+            input: Bytes::from(input),
             attempt: 0,
             timeout: Duration::from_secs(10),
             memory_limit: 256 << 20,
@@ -314,9 +370,12 @@ mod tests {
         assert_eq!(count(&rt, 0, None).await, Ok(1));
         assert_eq!(count(&rt, 0, a()).await, Ok(3));
         assert_eq!(rt.warm_instances(), 3);
-        // The job's end drops its instance.
+        // The job's end drops its instances, and a task of it finishing
+        // later is not kept.
         assert_eq!(rt.forget_job(1), 2);
         assert_eq!(count(&rt, 0, a()).await, Ok(1));
+        assert_eq!(count(&rt, 0, a()).await, Ok(1));
+        assert_eq!(rt.warm_instances(), 1, "only job 2's");
     }
 
     #[tokio::test]
@@ -352,6 +411,31 @@ mod tests {
         // The new one is idle now; the evicted one is gone.
         assert_eq!(rt.warm_instances(), 1);
         assert_eq!(count(&rt, 0, Some(reuse(2, "alpha", 0))).await, Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_call_waiting_for_a_slot_gets_the_slot_of_the_next_call_to_end() {
+        // One slot, held by a running call when another starts waiting: the
+        // running one must not be parked with the slot when it ends.
+        let (rt, _dir) = runtime(1, 4, 16 << 20);
+        // sleep_then(200, 7)
+        let slow = call(
+            &rt,
+            "sleep_then",
+            vec![0x92, 0xcc, 200, 7],
+            Some(reuse(1, "alpha", 0)),
+        );
+        let waiting = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            count(&rt, 0, Some(reuse(2, "alpha", 0))).await
+        };
+        let both = async { tokio::join!(slow, waiting) };
+        let answered = tokio::time::timeout(Duration::from_secs(10), both).await;
+        assert_eq!(
+            answered.ok(),
+            Some((Ok(7), Ok(1))),
+            "the waiting call got stuck"
+        );
     }
 
     #[tokio::test]

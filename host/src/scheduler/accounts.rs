@@ -418,11 +418,19 @@ impl JobAccount {
         self.object_bytes.fetch_add(bytes, Ordering::SeqCst);
     }
 
-    /// `bytes` counted for the job left the store (a refused put, or a
-    /// result handed back to the node that placed the task).
+    /// `bytes` counted for the job left the store (a refused put, a
+    /// result handed back to the node that placed the task, a freed
+    /// object). Only what the job still counts is given back to the
+    /// tenant, so a release racing [`JobAccount::free_all`] is not given
+    /// back twice.
     pub fn release_bytes(&self, bytes: u64) {
-        release(&self.tenant.object_bytes, bytes);
-        release(&self.object_bytes, bytes);
+        let before = self
+            .object_bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                Some(used.saturating_sub(bytes))
+            })
+            .unwrap_or(0);
+        release(&self.tenant.object_bytes, before.min(bytes));
     }
 
     /// The job ended and its objects were freed.
@@ -573,7 +581,13 @@ mod tests {
         assert!(other.admit_bytes(1).is_err());
         job.free_all();
         assert_eq!(t.object_bytes(), 40);
-        other.admit_bytes(60).unwrap();
+        // A release after the job's end (a free racing it) gives nothing
+        // back twice: the other job's bytes stay counted.
+        job.release_bytes(60);
+        assert_eq!(t.object_bytes(), 40);
+        other.release_bytes(10);
+        assert_eq!(t.object_bytes(), 30);
+        other.admit_bytes(70).unwrap();
         // Another tenant is not affected.
         let stranger = accounts.open_job(&grant("zeta", 1.0, Quotas::default()));
         stranger.admit_bytes(1 << 40).unwrap();
