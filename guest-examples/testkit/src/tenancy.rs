@@ -6,7 +6,7 @@
 use prism::{Bundle, ObjectRef, PlacementGroup, PlacementStrategy};
 use std::time::Duration;
 
-use crate::{Kit, KitHandle, add, kind, sleep_then};
+use crate::{Kit, KitHandle, add, kind, sleep_then, spin};
 
 /// Reads a file: "ok:<text>" or "err:<message>".
 #[prism::main]
@@ -132,18 +132,6 @@ fn eat_memory() -> u64 {
     }
 }
 
-/// Never returns on its own.
-#[prism::task]
-fn spin_forever() -> u64 {
-    let mut x: u64 = 0;
-    loop {
-        x = std::hint::black_box(x.wrapping_add(1));
-        if x == u64::MAX {
-            return x;
-        }
-    }
-}
-
 /// A guest that exhausts what it may: memory, time, GPUs it was not
 /// granted, and its tenant's quotas. Returns the kind of each outcome:
 /// the memory bomb, the endless loop, a GPU task, then how many of
@@ -155,9 +143,7 @@ fn spin_forever() -> u64 {
 fn exhaust(tasks: u64, puts: u64, kb: u64, actors: u64) -> prism::Result<Vec<String>> {
     let mut seen = vec![
         kind(&prism::get(&eat_memory::options().max_retries(0).remote())),
-        kind(&prism::get(
-            &spin_forever::options().max_retries(0).remote(),
-        )),
+        kind(&prism::get(&spin::options().max_retries(0).remote())),
         kind(&prism::get(&add::options().num_gpus(1.0).remote(1, 2))),
     ];
     let refs: Vec<_> = (0..tasks).map(|i| sleep_then::remote(300, i)).collect();

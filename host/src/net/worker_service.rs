@@ -328,11 +328,7 @@ impl Worker for WorkerService {
         let ids = r
             .object_ids
             .iter()
-            .map(|raw| {
-                <[u8; 16]>::try_from(raw.as_slice())
-                    .map(ObjectId::from_bytes)
-                    .map_err(|_| Status::invalid_argument("malformed object id"))
-            })
+            .map(|raw| object_id(raw))
             .collect::<Result<Vec<_>, _>>()?;
         let freed = self
             .node

@@ -83,15 +83,6 @@ pub struct Access {
     audit: Option<AuditLog>,
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::ClusterAdmin => "cluster-admin",
-        Role::TenantAdmin => "tenant-admin",
-        Role::Developer => "developer",
-        Role::Viewer => "viewer",
-    }
-}
-
 fn describe(resource: &Resource<'_>) -> String {
     match resource {
         Resource::Cluster => "cluster".to_string(),
@@ -200,7 +191,7 @@ impl Access {
             target: "audit",
             subject = %claims.sub,
             tenant = %claims.tenant,
-            role = role_name(claims.role),
+            role = claims.role.name(),
             action = action.name(),
             resource = %describe(&resource),
             decision = if decision.allowed { "allow" } else { "deny" },
@@ -210,7 +201,7 @@ impl Access {
             "at_ms": unix_ms(),
             "subject": claims.sub,
             "tenant": claims.tenant,
-            "role": role_name(claims.role),
+            "role": claims.role.name(),
             "token_id": claims.jti,
             "action": action.name(),
             "resource": describe(&resource),
@@ -223,7 +214,7 @@ impl Access {
             Err(AccessError::Denied(format!(
                 "{} ({} of tenant {}) may not {} on {}",
                 claims.sub,
-                role_name(claims.role),
+                claims.role.name(),
                 claims.tenant,
                 action.name(),
                 describe(&resource)

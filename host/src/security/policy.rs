@@ -395,7 +395,7 @@ impl Policies {
             principal_uid.clone(),
             HashMap::from([
                 ("tenant".to_string(), string(principal.tenant)),
-                ("role".to_string(), string(role_name(principal.role))),
+                ("role".to_string(), string(principal.role.name())),
             ]),
             HashSet::new(),
         )
@@ -528,16 +528,6 @@ fn id_text(id: &PolicyId) -> &str {
     <PolicyId as AsRef<str>>::as_ref(id)
 }
 
-/// The role's name in policies (as in tokens).
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::ClusterAdmin => "cluster-admin",
-        Role::TenantAdmin => "tenant-admin",
-        Role::Developer => "developer",
-        Role::Viewer => "viewer",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,7 +603,7 @@ mod tests {
             Role::Viewer,
         ] {
             let json = serde_json::to_value(role).expect("role serializes");
-            assert_eq!(json.as_str(), Some(role_name(role)));
+            assert_eq!(json.as_str(), Some(role.name()));
         }
     }
 

@@ -26,6 +26,16 @@ impl Role {
         !matches!(self, Role::Viewer)
     }
 
+    /// The role's name, as in tokens and policies.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::ClusterAdmin => "cluster-admin",
+            Role::TenantAdmin => "tenant-admin",
+            Role::Developer => "developer",
+            Role::Viewer => "viewer",
+        }
+    }
+
     /// Parses `cluster-admin`, `tenant-admin`, `developer` or `viewer`.
     pub fn parse(text: &str) -> Option<Role> {
         serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
