@@ -173,6 +173,10 @@ pub enum PolicyError {
     /// The built-in schema or default set could not be loaded.
     #[error("policy schema: {0}")]
     Schema(String),
+    /// The text is over [`MAX_POLICY_BYTES`] or nested deeper than
+    /// [`MAX_POLICY_NESTING`]; it was not parsed.
+    #[error("policy refused: {0}")]
+    TooLarge(String),
 }
 
 /// The entity type names of the schema, parsed once.
@@ -234,9 +238,10 @@ impl Policies {
         let types = Types::new()?;
         let in_default = |e: PolicyError| {
             PolicyError::Schema(match e {
-                PolicyError::Parse(m) | PolicyError::Invalid(m) | PolicyError::Schema(m) => {
-                    format!("default.cedar: {m}")
-                }
+                PolicyError::Parse(m)
+                | PolicyError::Invalid(m)
+                | PolicyError::Schema(m)
+                | PolicyError::TooLarge(m) => format!("default.cedar: {m}"),
             })
         };
         let parsed = parse(DEFAULT_POLICIES).map_err(in_default)?;
@@ -348,10 +353,33 @@ impl Policies {
     /// The default set plus `text`'s policies, validated; None when `text`
     /// holds no policies. `tenant` names unannotated policies
     /// (`<tenant>-policyN`; `policyN` when None).
+    ///
+    /// The text is bounded ([`MAX_POLICY_BYTES`], [`MAX_POLICY_NESTING`])
+    /// before Cedar sees it, and Cedar's parser and validator run on a
+    /// thread of their own with [`PARSER_STACK`] of stack: its parser
+    /// recurses once per level of an expression, so a short but deep input
+    /// must neither overflow the caller's stack nor take the process down.
     fn combine(&self, tenant: Option<&str>, text: &str) -> Result<Option<PolicySet>, PolicyError> {
         if text.trim().is_empty() {
             return Ok(None);
         }
+        check_shape(text)?;
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("policy-parser".into())
+                .stack_size(PARSER_STACK)
+                .spawn_scoped(scope, || self.combine_checked(tenant, text))
+                .map_err(|e| PolicyError::Parse(format!("could not start the parser: {e}")))?
+                .join()
+                .unwrap_or_else(|_| Err(PolicyError::Parse("the policy parser failed".into())))
+        })
+    }
+
+    fn combine_checked(
+        &self,
+        tenant: Option<&str>,
+        text: &str,
+    ) -> Result<Option<PolicySet>, PolicyError> {
         let parsed = parse(text)?;
         if parsed.is_empty() {
             return Ok(None);
@@ -462,6 +490,77 @@ impl Policies {
 /// with the default set's. Unannotated policies are named `policyN`.
 pub fn validate(text: &str) -> Result<(), PolicyError> {
     Policies::new()?.combine(None, text).map(|_| ())
+}
+
+/// Largest policy set a tenant may install or `prism policy check` reads
+/// (64 KiB). Real sets are a few KiB; the bound keeps parsing cheap.
+pub const MAX_POLICY_BYTES: usize = 64 << 10;
+
+/// Deepest nesting of brackets (`(`, `[`, `{`) and `if` expressions
+/// accepted in a policy set (32).
+pub const MAX_POLICY_NESTING: usize = 32;
+
+/// Stack of the thread that parses and validates a set (256 MiB of
+/// address space; only the pages a parse touches are ever committed).
+const PARSER_STACK: usize = 256 << 20;
+
+/// Refuses text over [`MAX_POLICY_BYTES`] or nested deeper than
+/// [`MAX_POLICY_NESTING`], without parsing it: one pass over the bytes,
+/// skipping string literals and `//` comments.
+fn check_shape(text: &str) -> Result<(), PolicyError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(PolicyError::TooLarge(format!(
+            "the policy set is {} bytes; at most {MAX_POLICY_BYTES} are accepted",
+            text.len()
+        )));
+    }
+    let bytes = text.as_bytes();
+    let (mut depth, mut ifs, mut i) = (0usize, 0usize, 0usize);
+    let too_deep = || {
+        PolicyError::TooLarge(format!(
+            "the policy set nests brackets or `if` expressions deeper than {MAX_POLICY_NESTING} levels"
+        ))
+    };
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_POLICY_NESTING {
+                    return Err(too_deep());
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            // `if` chains nest without brackets; a policy ends at `;`.
+            b'i' if bytes.get(i + 1) == Some(&b'f')
+                && (i == 0 || !is_ident(bytes[i - 1]))
+                && !bytes.get(i + 2).copied().is_some_and(is_ident) =>
+            {
+                ifs += 1;
+                if ifs > MAX_POLICY_NESTING {
+                    return Err(too_deep());
+                }
+            }
+            b';' => ifs = 0,
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// Parses a policy file; every parse error is reported.
@@ -1016,5 +1115,56 @@ mod tests {
         assert_eq!(p.tenant_text("acme"), None);
         assert!(!allowed(&p, dev, Action::ReadDirectory, ns("acme", "data")));
         assert!(validate("").is_ok());
+    }
+
+    #[test]
+    fn deep_or_large_sets_are_refused_before_parsing_and_the_old_set_stays() {
+        let p = policies();
+        p.set_tenant("acme", DATA_READER).expect("loads");
+        for depth in [150, 1000, 100_000] {
+            let text = format!(
+                "permit (principal, action, resource) when {{ {}true{} }};",
+                "(".repeat(depth),
+                ")".repeat(depth)
+            );
+            let err = p.set_tenant("acme", &text).expect_err("too deep");
+            assert!(matches!(err, PolicyError::TooLarge(_)), "{err}");
+            assert!(validate(&text).is_err());
+        }
+        let ifs = format!(
+            "permit (principal, action, resource) when {{ {}true{} }};",
+            "if true then ".repeat(100),
+            " else false".repeat(100)
+        );
+        assert!(matches!(
+            p.set_tenant("acme", &ifs),
+            Err(PolicyError::TooLarge(_))
+        ));
+        let big = format!("// {}\n", "x".repeat(MAX_POLICY_BYTES));
+        assert!(matches!(
+            p.set_tenant("acme", &big),
+            Err(PolicyError::TooLarge(_))
+        ));
+        assert_eq!(p.tenant_text("acme").as_deref(), Some(DATA_READER));
+        // Brackets inside strings and comments are not nesting.
+        let quoted = format!(
+            "// {}\npermit (principal, action, resource) when {{ principal.tenant == \"{}\" }};",
+            "(".repeat(100),
+            "[".repeat(100)
+        );
+        assert!(check_shape(&quoted).is_ok());
+    }
+
+    #[test]
+    fn a_long_flat_chain_within_the_size_bound_does_not_overflow() {
+        // No brackets, no `if`: the depth comes from a left-deep chain of
+        // operators, which the parser thread's stack has room for.
+        let chain = "true && ".repeat((MAX_POLICY_BYTES - 200) / 8);
+        let text = format!("permit (principal, action, resource) when {{ {chain}true }};");
+        assert!(text.len() <= MAX_POLICY_BYTES);
+        let p = policies();
+        let _ = p.set_tenant("acme", &text);
+        let dev = user("acme", "dan", Role::Developer);
+        let _ = p.decide(dev, Action::ReadJob, ns("acme", "default"));
     }
 }
