@@ -78,6 +78,20 @@ pub enum StoreError {
     Spill(#[from] std::io::Error),
 }
 
+/// Registers a waiter on a pending object. Waiters whose receiver is
+/// gone (a `wait` that timed out, a cancelled reader) are dropped whenever
+/// the list is full, before it would grow: it grows only when more than
+/// half of it is live, so a guest polling a pending object in a loop holds
+/// at most about twice the live waiters, at amortized constant cost.
+fn add_waiter(waiters: &mut Vec<oneshot::Sender<()>>) -> oneshot::Receiver<()> {
+    if waiters.len() >= 8 && waiters.len() == waiters.capacity() {
+        waiters.retain(|w| !w.is_closed());
+    }
+    let (tx, rx) = oneshot::channel();
+    waiters.push(tx);
+    rx
+}
+
 enum State {
     Pending(Vec<oneshot::Sender<()>>),
     Value {
@@ -254,11 +268,7 @@ impl ObjectStore {
             return Ok(Lookup::NotFound);
         };
         match &mut entry.state {
-            State::Pending(waiters) => {
-                let (tx, rx) = oneshot::channel();
-                waiters.push(tx);
-                Ok(Lookup::Pending(rx))
-            }
+            State::Pending(waiters) => Ok(Lookup::Pending(add_waiter(waiters))),
             State::Error(e) => Ok(Lookup::Ready(Object::Error(e.clone()))),
             State::Value { bytes, .. } => {
                 let bytes = bytes.clone();
@@ -281,11 +291,7 @@ impl ObjectStore {
             Some(Entry {
                 state: State::Pending(waiters),
                 ..
-            }) => {
-                let (tx, rx) = oneshot::channel();
-                waiters.push(tx);
-                Watch::Pending(rx)
-            }
+            }) => Watch::Pending(add_waiter(waiters)),
             Some(_) => Watch::Ready,
         }
     }
@@ -397,6 +403,26 @@ impl ObjectStore {
             bytes_spilled: inner.bytes_spilled,
             spilled_objects: inner.spilled_objects,
         }
+    }
+
+    /// The same figures for the objects `owner` owns on this node only:
+    /// what a guest may see (node-wide figures would tell one tenant the
+    /// count and sizes of another's objects). One pass over the entries.
+    pub fn stats_of(&self, owner: JobId) -> StoreStats {
+        let inner = self.lock();
+        let mut stats = StoreStats::default();
+        for entry in inner.entries.values().filter(|e| e.owner == owner) {
+            stats.objects += 1;
+            match &entry.state {
+                State::Value { bytes, .. } => stats.bytes_in_memory += bytes.len() as u64,
+                State::Spilled { size } => {
+                    stats.bytes_spilled += size;
+                    stats.spilled_objects += 1;
+                }
+                State::Pending(_) | State::Error(_) => {}
+            }
+        }
+        stats
     }
 
     /// The in-memory capacity in bytes.
@@ -698,5 +724,43 @@ mod tests {
         let err = Arc::new(WireError::new(prism_abi::ErrorKind::Cancelled, "cancelled"));
         s.complete(id, Object::Error(err.clone())).unwrap();
         assert!(matches!(s.lookup(id).unwrap(), Lookup::Ready(Object::Error(e)) if *e == *err));
+    }
+
+    #[test]
+    fn abandoned_waiters_do_not_accumulate() {
+        let (store, _d) = store(1 << 20);
+        let id = ObjectId::random();
+        store.create_pending(id, JobId::random());
+        let live = store.watch(id);
+        for _ in 0..100_000 {
+            // A `wait` with timeout 0: registers, then drops its receiver.
+            drop(store.watch(id));
+        }
+        let held = match &store.lock().entries[&id].state {
+            State::Pending(waiters) => waiters.capacity(),
+            _ => unreachable!("still pending"),
+        };
+        assert!(held <= 64, "{held} waiters held for one live reader");
+        store
+            .complete(id, Object::Value(Bytes::from_static(b"\x01")))
+            .unwrap();
+        let Watch::Pending(rx) = live else {
+            panic!("was pending")
+        };
+        assert!(rx.blocking_recv().is_ok(), "the live waiter still fires");
+    }
+
+    #[test]
+    fn stats_of_an_owner_count_only_its_objects() {
+        let (s, _d) = store(1 << 20);
+        let (a, b) = (JobId::random(), JobId::random());
+        s.put(a, Bytes::from(vec![0u8; 1_234])).unwrap();
+        s.put(b, Bytes::from(vec![0u8; 10])).unwrap();
+        s.put(b, Bytes::from(vec![0u8; 20])).unwrap();
+        let of_a = s.stats_of(a);
+        assert_eq!((of_a.objects, of_a.bytes_in_memory), (1, 1_234));
+        let of_b = s.stats_of(b);
+        assert_eq!((of_b.objects, of_b.bytes_in_memory), (2, 30));
+        assert_eq!(s.stats_of(JobId::random()).objects, 0);
     }
 }

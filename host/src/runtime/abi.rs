@@ -171,12 +171,19 @@ fn read_id(
     read_id16(call, caller, ptr).map(ObjectId::from_bytes)
 }
 
+/// A name: valid UTF-8 of at most [`prism_abi::MAX_NAME_LEN`] bytes
+/// (None otherwise, which callers answer with `INVALID_ARGUMENT`). Names
+/// end up in the head's tables and in every node's maps, so they are
+/// bounded before they are even read.
 fn read_str(
     call: &'static str,
     caller: &Caller<'_, TaskState>,
     ptr: i32,
     len: i32,
 ) -> anyhow::Result<Option<String>> {
+    if len as u32 as usize > prism_abi::MAX_NAME_LEN {
+        return Ok(None);
+    }
     Ok(String::from_utf8(read(call, caller, ptr, len)?).ok())
 }
 
@@ -622,6 +629,13 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 ) else {
                     return Ok(status::INVALID_ARGUMENT);
                 };
+                let too_long = |name: &Option<String>| {
+                    name.as_ref()
+                        .is_some_and(|n| n.len() > prism_abi::MAX_NAME_LEN)
+                };
+                if too_long(&options.name) || too_long(&options.namespace) {
+                    return Ok(status::INVALID_ARGUMENT);
+                }
                 let created = caller.data().host.actor_create(&class, args, options).await;
                 match created {
                     Ok(id) => {

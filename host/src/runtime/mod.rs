@@ -745,7 +745,13 @@ fn classify_failure(error: anyhow::Error, state: &TaskState, timeout: Duration) 
         );
     }
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-        return WireError::new(ErrorKind::Trap, format!("wasm trap: {trap}: {error:?}"));
+        // The trap and the guest's own frames only: `{error:?}` would add
+        // the host's Rust backtrace whenever RUST_BACKTRACE is set.
+        let message = match error.downcast_ref::<wasmtime::WasmBacktrace>() {
+            Some(frames) => format!("{trap}\n{frames}"),
+            None => trap.to_string(),
+        };
+        return WireError::new(ErrorKind::Trap, message);
     }
     // Anything else was raised by a host function refusing an ABI violation,
     // or by instantiation (e.g. an initial memory above the limit).

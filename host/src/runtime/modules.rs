@@ -1,10 +1,16 @@
 //! The module cache: compile once per node, instantiate in microseconds.
 //!
 //! A module is named by the sha256 of its bytes. The first load validates
-//! and compiles it, writes the compiled artifact to `<cache>/<hash>.cwasm`
-//! (reused across restarts), checks its imports and entry exports, and keeps
-//! an [`InstancePre`] in memory. Later loads of the same bytes are a map
-//! lookup.
+//! and compiles it, writes the compiled artifact to
+//! `<cache>/<hash>.<tenant key>.cwasm` (reused across restarts), checks its
+//! imports and entry exports, and keeps an [`InstancePre`] in memory. Later
+//! loads of the same bytes by the same tenant are a map lookup.
+//!
+//! Compiled modules are kept per tenant, in memory and on disk: a load
+//! that hit another tenant's compilation would take milliseconds instead
+//! of a compile's hundreds, telling a tenant which modules others run.
+//! The cost is one compilation (and one copy of the code) per tenant that
+//! runs a module on a node.
 //!
 //! Malformed modules, imports the host does not provide and entry exports
 //! of the wrong type are refused here with a [`ModuleError`], before any
@@ -102,13 +108,21 @@ impl LoadedModule {
     }
 }
 
-/// Compiled modules by hash, in memory and on disk.
+/// A module as one tenant loaded it: compilations are never shared
+/// between tenants (see [`ModuleCache::load_for`]).
+type TenantModule = (Arc<str>, ModuleHash);
+
+/// Compiled modules by tenant and hash, in memory and on disk.
 pub struct ModuleCache {
     engine: Engine,
     linker: Linker<TaskState>,
     dir: PathBuf,
-    loaded: Mutex<HashMap<ModuleHash, Arc<LoadedModule>>>,
+    loaded: Mutex<HashMap<TenantModule, Arc<LoadedModule>>>,
 }
+
+/// The tenant of single-user callers ([`ModuleCache::load`],
+/// [`ModuleCache::get`]): the CLI, benchmarks, an embedded cluster.
+pub const LOCAL_TENANT: &str = "";
 
 impl ModuleCache {
     pub(super) fn new(
@@ -131,34 +145,57 @@ impl ModuleCache {
         })
     }
 
-    /// A module already loaded on this node.
+    /// A module already loaded on this node for the local tenant.
     pub fn get(&self, hash: ModuleHash) -> Option<Arc<LoadedModule>> {
+        self.get_for(LOCAL_TENANT, hash)
+    }
+
+    /// A module already loaded on this node for `tenant`.
+    pub fn get_for(&self, tenant: &str, hash: ModuleHash) -> Option<Arc<LoadedModule>> {
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&hash)
+            .get(&(Arc::from(tenant), hash))
             .cloned()
     }
 
-    /// Loads (validating and compiling if needed) a module from its bytes.
-    /// CPU-heavy on first sight of a module: call from a blocking context.
+    /// Loads a module for the local tenant ([`ModuleCache::load_for`]).
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, ModuleError> {
+        self.load_for(LOCAL_TENANT, bytes)
+    }
+
+    /// Loads (validating and compiling if needed) a module from its bytes
+    /// for `tenant`: another tenant's compilation of the same bytes is
+    /// never reused. CPU-heavy on first sight of a module by a tenant:
+    /// call from a blocking context.
+    pub fn load_for(&self, tenant: &str, bytes: &[u8]) -> Result<Arc<LoadedModule>, ModuleError> {
         let hash = ModuleHash::of(bytes);
-        if let Some(m) = self.get(hash) {
+        if let Some(m) = self.get_for(tenant, hash) {
             return Ok(m);
         }
-        let module = self.compile_cached(hash, bytes)?;
+        let module = self.compile_cached(tenant, hash, bytes)?;
         let loaded = Arc::new(self.prepare(hash, module)?);
         let mut map = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(map.entry(hash).or_insert(loaded).clone())
+        Ok(map
+            .entry((Arc::from(tenant), hash))
+            .or_insert(loaded)
+            .clone())
     }
 
-    fn artifact_path(&self, hash: ModuleHash) -> PathBuf {
-        self.dir.join(format!("{hash}.cwasm"))
+    fn artifact_path(&self, tenant: &str, hash: ModuleHash) -> PathBuf {
+        // Tenant names are not file names: a digest of one is.
+        use sha2::Digest;
+        let key = hex::encode(&sha2::Sha256::digest(tenant.as_bytes())[..8]);
+        self.dir.join(format!("{hash}.{key}.cwasm"))
     }
 
-    fn compile_cached(&self, hash: ModuleHash, bytes: &[u8]) -> Result<Module, ModuleError> {
-        let path = self.artifact_path(hash);
+    fn compile_cached(
+        &self,
+        tenant: &str,
+        hash: ModuleHash,
+        bytes: &[u8],
+    ) -> Result<Module, ModuleError> {
+        let path = self.artifact_path(tenant, hash);
         if path.exists() {
             // SAFETY: the cache directory belongs to this node and artifacts
             // are only ever written by `Module::serialize` below, under the
@@ -174,7 +211,7 @@ impl ModuleCache {
             Module::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
         match module.serialize() {
             Ok(artifact) => {
-                let tmp = self.dir.join(format!("{hash}.cwasm.tmp"));
+                let tmp = path.with_extension("cwasm.tmp");
                 if let Err(e) =
                     std::fs::write(&tmp, artifact).and_then(|_| std::fs::rename(&tmp, &path))
                 {
@@ -307,5 +344,41 @@ impl ModuleCache {
             initializer,
             pre,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuntimeConfig;
+
+    #[test]
+    fn compilations_are_never_shared_between_tenants() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = super::super::Runtime::new(
+            &RuntimeConfig {
+                instance_slots: 4,
+                ..RuntimeConfig::default()
+            },
+            dir.path().join("modules"),
+        )
+        .unwrap();
+        let cache = runtime.modules();
+        let hash = ModuleHash::of(prism_guests::HELLO);
+        let a = cache.load_for("acme", prism_guests::HELLO).unwrap();
+        assert!(cache.get_for("acme", hash).is_some());
+        // Another tenant finds nothing compiled: its first load compiles.
+        assert!(cache.get_for("zeta", hash).is_none());
+        assert!(cache.get(hash).is_none());
+        let z = cache.load_for("zeta", prism_guests::HELLO).unwrap();
+        assert!(!Arc::ptr_eq(&a, &z));
+        let artifacts = std::fs::read_dir(dir.path().join("modules"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+            })
+            .count();
+        assert_eq!(artifacts, 2, "one artifact per tenant on disk");
     }
 }

@@ -15,9 +15,14 @@
 //!   holding resources), then joins the queue of its resource shape.
 //! - `dispatch` starts queued tasks in FIFO order per shape while their
 //!   resources fit. A blocked guest (in `get`/`wait`) gives its CPU back
-//!   through its [`SlotHandle`]; when it resumes it takes CPU again *before*
-//!   any queued task does, so work in progress finishes first and nested
-//!   tasks cannot deadlock a node with one CPU.
+//!   through its [`SlotHandle`]; when it resumes it takes its CPU back at
+//!   once, without queueing: if others took it meanwhile, the node runs in
+//!   CPU *debt* until enough is given back (debts are paid before any CPU
+//!   becomes available again). A resuming guest therefore never waits
+//!   behind queued or running work: its timeouts fire on time, nested
+//!   tasks cannot deadlock a node with one CPU, and a cancelled guest
+//!   cannot leave a CPU handed to it but never taken. The overshoot is
+//!   bounded by the guests that were blocked, as in Ray.
 //! - Application errors end the task. System errors are retried after an
 //!   exponential backoff up to `max_retries`. Cancellation ends a waiting or
 //!   queued task at once and interrupts a running one.
@@ -200,8 +205,9 @@ struct State {
     bundles: HashMap<(String, u32), BundlePool>,
     /// Groups removed here (their queued tasks fail).
     removed_groups: std::collections::HashSet<String>,
-    /// Blocked guests waiting to get their CPU back, served first.
-    resumes: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// CPU (thousandths) resumed guests took beyond what was available;
+    /// paid back before any CPU becomes available again.
+    cpu_debt: u64,
     /// Where on which device the free GPU share is.
     gpus: GpuShares,
     /// Long-lived holds (actors) waiting for resources, served next.
@@ -246,7 +252,7 @@ impl Scheduler {
                     queues: Vec::new(),
                     bundles: HashMap::new(),
                     removed_groups: Default::default(),
-                    resumes: VecDeque::new(),
+                    cpu_debt: 0,
                     leases: VecDeque::new(),
                     tasks: HashMap::new(),
                     running: 0,
@@ -351,7 +357,9 @@ impl Scheduler {
         let rx = {
             let mut state = self.shared.lock();
             let (tx, rx) = oneshot::channel();
-            let taken = (state.leases.is_empty() && state.resumes.is_empty())
+            let taken = state
+                .leases
+                .is_empty()
                 .then(|| state.try_take(&request))
                 .flatten();
             match taken {
@@ -363,8 +371,19 @@ impl Scheduler {
             rx
         };
         self.shared.dispatch();
-        // The sender lives in the scheduler's state until it is served.
-        let gpus = rx.await.unwrap_or_default();
+        // The sender lives in the scheduler's state until it is served. If
+        // this future is dropped after the grant was sent but before it
+        // was received, the guard gives the grant back.
+        let mut pending = PendingLease {
+            shared: self.shared.clone(),
+            request: request.clone(),
+            rx: Some(rx),
+        };
+        let gpus = match pending.rx.as_mut() {
+            Some(rx) => rx.await.unwrap_or_default(),
+            None => GpuAssignment::default(),
+        };
+        pending.rx = None;
         Lease {
             slot: Arc::new(SlotHandle {
                 shared: self.shared.clone(),
@@ -435,7 +454,7 @@ impl Scheduler {
                 .collect();
             for key in keys {
                 if let Some(pool) = state.bundles.remove(&key) {
-                    state.available.give(&pool.left);
+                    state.give(&pool.left, &[]);
                 }
             }
             state.removed_groups.insert(group.to_string());
@@ -460,10 +479,28 @@ impl State {
         Some(gpus)
     }
 
-    /// Gives back what [`State::try_take`] took.
+    /// Gives back what [`State::try_take`] took; its CPU pays the debt
+    /// first.
     fn give(&mut self, request: &ResourceSet, gpus: &[(usize, u64)]) {
-        self.available.give(request);
+        let mut rest = request.clone();
+        rest.cpu_milli = 0;
+        self.available.give(&rest);
+        self.give_cpu(request.cpu_milli);
         self.gpus.give(gpus);
+    }
+
+    /// CPU back from a guest that blocked or ended: the debt first.
+    fn give_cpu(&mut self, cpu: u64) {
+        let paid = cpu.min(self.cpu_debt);
+        self.cpu_debt -= paid;
+        self.available.cpu_milli += cpu - paid;
+    }
+
+    /// CPU for a guest that resumes: what is available, the rest as debt.
+    fn take_cpu(&mut self, cpu: u64) {
+        let have = cpu.min(self.available.cpu_milli);
+        self.available.cpu_milli -= have;
+        self.cpu_debt += cpu - have;
     }
 }
 
@@ -707,28 +744,15 @@ impl Shared {
         self.dispatch();
     }
 
-    /// Starts whatever fits: resuming guests first, then queued tasks.
+    /// Starts whatever fits: leases first, then queued tasks.
     fn dispatch(self: &Arc<Self>) {
         let mut starts = Vec::new();
         let mut fails = Vec::new();
         {
             let mut state = self.lock();
             let state = &mut *state;
-            while let Some((cpu, _)) = state.resumes.front() {
-                if state.available.cpu_milli < *cpu {
-                    break;
-                }
-                let Some((cpu, tx)) = state.resumes.pop_front() else {
-                    break;
-                };
-                state.available.cpu_milli -= cpu;
-                if tx.send(()).is_err() {
-                    state.available.cpu_milli += cpu;
-                }
-            }
-            if !state.resumes.is_empty() {
-                return;
-            }
+            // A lease whose holder stopped waiting is dropped unserved.
+            state.leases.retain(|(_, tx)| !tx.is_closed());
             while let Some((request, _)) = state.leases.front() {
                 let Some(gpus) = state.try_take(&request.clone()) else {
                     break;
@@ -1098,20 +1122,24 @@ impl Shared {
             }
         }
     }
+}
 
-    fn resume(self: &Arc<Self>, cpu: u64) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
+/// A lease being waited for: if dropped while the grant was sent but not
+/// yet received, gives the grant back (it would leak otherwise).
+struct PendingLease {
+    shared: Arc<Shared>,
+    request: ResourceSet,
+    rx: Option<oneshot::Receiver<GpuAssignment>>,
+}
+
+impl Drop for PendingLease {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take()
+            && let Ok(gpus) = rx.try_recv()
         {
-            let mut state = self.lock();
-            if state.resumes.is_empty() && state.available.cpu_milli >= cpu {
-                state.available.cpu_milli -= cpu;
-                let _ = tx.send(());
-                return rx;
-            }
-            state.resumes.push_back((cpu, tx));
+            self.shared.lock().give(&self.request, &gpus);
+            self.shared.dispatch();
         }
-        self.dispatch();
-        rx
     }
 }
 
@@ -1201,13 +1229,18 @@ impl SlotHandle {
     /// The guest blocks: its CPU becomes available to others.
     pub fn block(&self) {
         // A bundle's CPU stays with the bundle's task.
-        if self.bundle.is_some()
-            || self.grant.cpu_milli == 0
-            || self.blocked.swap(true, Ordering::SeqCst)
-        {
+        if self.bundle.is_some() || self.grant.cpu_milli == 0 {
             return;
         }
-        self.shared.lock().available.cpu_milli += self.grant.cpu_milli;
+        {
+            // Flag and CPU move together under the lock, so `unblock` and
+            // `release` always see them agree.
+            let mut state = self.shared.lock();
+            if self.blocked.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            state.give_cpu(self.grant.cpu_milli);
+        }
         // Blocked work does not count against its tenant's CPU quota or
         // share, so nested task graphs cannot stall a tenant at its quota.
         if let Some(tenant) = &self.tenant {
@@ -1223,40 +1256,42 @@ impl SlotHandle {
         }
     }
 
-    /// The guest wants to continue: resolves once it holds its CPU again.
-    /// Resuming guests are served before any queued task starts.
+    /// The guest wants to continue: it holds its CPU again at once (in
+    /// debt if others took it meanwhile; see the module docs). Returns a
+    /// future that is already ready, for callers written against a
+    /// waiting resume.
     pub fn unblock(self: &Arc<Self>) -> BoxFuture<'static, ()> {
-        if self.grant.cpu_milli == 0 || !self.blocked.load(Ordering::SeqCst) {
+        if self.grant.cpu_milli == 0 {
             return Box::pin(async {});
         }
-        let rx = self.shared.resume(self.grant.cpu_milli);
-        let slot = self.clone();
-        Box::pin(async move {
-            // An error means the scheduler dropped the request; the CPU was
-            // then never taken, and `release` must not give it back.
-            if rx.await.is_ok() {
-                slot.blocked.store(false, Ordering::SeqCst);
-                if let Some(tenant) = &slot.tenant {
-                    tenant.hold(&slot.cpu_only());
-                }
+        {
+            let mut state = self.shared.lock();
+            if !self.blocked.swap(false, Ordering::SeqCst) {
+                return Box::pin(async {});
             }
-        })
+            state.take_cpu(self.grant.cpu_milli);
+        }
+        if let Some(tenant) = &self.tenant {
+            tenant.hold(&self.cpu_only());
+        }
+        Box::pin(async {})
     }
 
     /// Gives back everything still held (end of the attempt).
     fn release(&self) {
         let mut grant = self.grant.clone();
-        if self.blocked.load(Ordering::SeqCst) {
+        let mut state = self.shared.lock();
+        let blocked = self.blocked.load(Ordering::SeqCst);
+        if blocked {
             grant.cpu_milli = 0;
         }
         if let Some(tenant) = &self.tenant {
             if !self.charged_elsewhere {
                 tenant.unhold(&grant);
-            } else if self.blocked.load(Ordering::SeqCst) {
+            } else if blocked {
                 tenant.hold(&self.cpu_only());
             }
         }
-        let mut state = self.shared.lock();
         // Back to the bundle while it exists; to the node once it is gone
         // (the bundle's unused part went back when it was removed).
         match self.bundle.as_ref().and_then(|k| state.bundles.get_mut(k)) {

@@ -43,6 +43,12 @@ pub const METHOD_SEPARATOR: &str = "__";
 /// Length in bytes of an actor id as it crosses the ABI.
 pub const ACTOR_ID_LEN: usize = 16;
 
+/// Longest name the host accepts, in bytes (256): named objects and their
+/// list prefixes, actor names, namespaces, classes and methods, placement
+/// group ids. A longer one is refused with `INVALID_ARGUMENT` before the
+/// host reads it.
+pub const MAX_NAME_LEN: usize = 256;
+
 /// Length in bytes of an object id as it crosses the ABI.
 pub const OBJECT_ID_LEN: usize = 16;
 
@@ -607,7 +613,24 @@ pub fn pad_input(input: Vec<u8>, arity: u32) -> Vec<u8> {
 /// Serializes a value the way Prism does everywhere: MessagePack with
 /// structs as maps (so other languages see field names).
 pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    rmp_serde::to_vec_named(value)
+    let mut out = Vec::new();
+    write_value(&mut out, value)?;
+    Ok(out)
+}
+
+/// Writes `value` as [`encode_value`] does. Sequences of `u8` (`Vec<u8>`,
+/// `&[u8]`, `Box<[u8]>`) become one MessagePack `bin`, as `serde_bytes`
+/// would make them: a copy, not one integer per byte. They decode back
+/// into the same types (a `bin` reads as a sequence of bytes), and read as
+/// an array of numbers in JSON.
+pub fn write_value<W: std::io::Write, T: Serialize + ?Sized>(
+    out: &mut W,
+    value: &T,
+) -> Result<(), rmp_serde::encode::Error> {
+    let mut serializer = rmp_serde::Serializer::new(out)
+        .with_struct_map()
+        .with_bytes(rmp_serde::config::BytesMode::ForceIterables);
+    value.serialize(&mut serializer)
 }
 
 /// Store statistics in the layout `prism_v1.store_stats` writes.
@@ -809,5 +832,32 @@ mod tests {
             spilled_objects: 4,
         };
         assert_eq!(StoreStats::from_bytes(&s.to_bytes()), s);
+    }
+
+    #[test]
+    fn byte_vectors_encode_as_bin_and_decode_back() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let encoded = encode_value(&bytes).unwrap();
+        assert_eq!(encoded[0], 0xc5, "bin 16");
+        assert_eq!(encoded.len(), 3 + 256);
+        let back: Vec<u8> = rmp_serde::from_slice(&encoded).unwrap();
+        assert_eq!(back, bytes);
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct S {
+            data: Vec<u8>,
+            words: Vec<u32>,
+            flags: Vec<bool>,
+        }
+        let s = S {
+            data: vec![1, 200],
+            words: vec![7, 300],
+            flags: vec![true],
+        };
+        let back: S = rmp_serde::from_slice(&encode_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        // What older encoders wrote (an array of integers) still decodes.
+        let old = rmp_serde::to_vec_named(&bytes).unwrap();
+        let back: Vec<u8> = rmp_serde::from_slice(&old).unwrap();
+        assert_eq!(back, bytes);
     }
 }
