@@ -30,6 +30,14 @@ pub struct NodeConfig {
     pub runtime: RuntimeConfig,
     /// Which GPUs the node offers and what one instance may use of them.
     pub gpu: GpuConfig,
+    /// Where the whole log of each job whose driver runs on this node is
+    /// written, one `<job id>.log` file of JSON lines per job. Default:
+    /// none (a job's log is its in-memory tail only); a head writes to
+    /// `<state-dir>/logs`.
+    pub job_log_dir: Option<PathBuf>,
+    /// Bytes of one job's log file; past it one note says so and later
+    /// lines are kept in the in-memory tail only. Default 64 MiB.
+    pub job_log_max_bytes: u64,
 }
 
 /// GPUs offered to guests (see `host/src/gpu`).
@@ -70,6 +78,8 @@ impl Default for NodeConfig {
             retry_backoff: Duration::from_millis(100),
             runtime: RuntimeConfig::default(),
             gpu: GpuConfig::default(),
+            job_log_dir: None,
+            job_log_max_bytes: 64 << 20,
         }
     }
 }

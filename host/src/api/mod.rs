@@ -10,8 +10,12 @@
 //! tenant only: another tenant's job, module or actor is not found.
 
 mod admin;
+mod records;
 
 pub use admin::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
+pub use records::{MAX_ARGS_JSON_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_JSON_BYTES};
+
+use records::{JobDetails, JobMeta, StoredJob, json_args};
 
 use crate::cluster::placement::PlacementGroups;
 use crate::cluster::{EmbeddedCluster, JobOutcome, JobStatus};
@@ -43,7 +47,6 @@ use prism_proto::v1::{
 use prism_proto::v1::{
     JoinTokenReply, JoinTokenRequest, NamedActorCallReply, NamedActorCallRequest,
 };
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -114,37 +117,6 @@ pub enum ApiError {
     Transport(String),
 }
 
-/// What the API remembers of a job beyond the head's table.
-struct JobMeta {
-    module: ModuleHash,
-    entry: String,
-    tenant: String,
-    namespace: String,
-    submitted_by: String,
-    submitted_at_ms: i64,
-    stop_requested: bool,
-}
-
-/// A job's record as `head.redb` keeps it: written at submission and
-/// again when the job ends, so a restarted head can still answer for it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct StoredJob {
-    info: JobInfo,
-    value_json: String,
-    /// (function, source, text).
-    logs: Vec<(String, String, String)>,
-}
-
-/// Arguments given as a JSON array (empty: none).
-fn json_args(args_json: &str) -> Result<Vec<Bytes>, Status> {
-    let text = if args_json.is_empty() {
-        "[]"
-    } else {
-        args_json
-    };
-    crate::values::json_args(text).map_err(|e| Status::invalid_argument(format!("args_json: {e}")))
-}
-
 /// An access refusal as a gRPC status.
 fn refused(e: AccessError) -> Status {
     match e {
@@ -171,11 +143,14 @@ pub struct Api {
     access: Access,
     /// Held while a submission is admitted (quota check to record).
     admission: tokio::sync::Mutex<()>,
-    /// Jobs of this head process.
+    /// Jobs that have not ended.
     jobs: Mutex<HashMap<JobId, JobMeta>>,
-    /// Jobs of earlier runs of the head, from `head.redb`.
-    past: HashMap<JobId, StoredJob>,
+    /// The records of ended jobs, of this run of the head and earlier
+    /// ones; their results and log tails are in `head.redb` only.
+    ended: Mutex<HashMap<JobId, JobInfo>>,
     store: Arc<HeadStore>,
+    /// Where each job's whole log is written (`<state>/logs`).
+    log_dir: std::path::PathBuf,
     registry: Arc<Registry>,
     /// Where the head's node is reached, for status output.
     address: String,
@@ -192,6 +167,9 @@ impl Api {
     /// Checks the request's bearer token (valid, not revoked, of a live
     /// tenant). Refusals go to the audit log.
     fn authenticate<T>(&self, request: &Request<T>, action: &str) -> Result<Claims, Status> {
+        if let Some(Verified(claims)) = request.extensions().get::<Verified>() {
+            return Ok(claims.clone());
+        }
         let token = request
             .metadata()
             .get("authorization")
@@ -215,17 +193,20 @@ impl Api {
     /// The tenant and namespace of a job the caller may see: its own
     /// tenant's (any, for a cluster-admin). Anything else is not found.
     fn job_scope(&self, claims: &Claims, id: JobId) -> Result<(String, String), Status> {
-        let scope = match self.lock().get(&id) {
-            Some(meta) => Some((meta.tenant.clone(), meta.namespace.clone())),
-            None => self.past.get(&id).map(|p| {
-                let tenant = if p.info.tenant.is_empty() {
+        let live = self
+            .lock()
+            .get(&id)
+            .map(|meta| (meta.tenant.clone(), meta.namespace.clone()));
+        let scope = live.or_else(|| {
+            self.ended_lock().get(&id).map(|info| {
+                let tenant = if info.tenant.is_empty() {
                     crate::security::DEFAULT_TENANT.to_string()
                 } else {
-                    p.info.tenant.clone()
+                    info.tenant.clone()
                 };
-                (tenant, p.info.namespace.clone())
-            }),
-        };
+                (tenant, info.namespace.clone())
+            })
+        });
         match scope {
             Some((tenant, namespace))
                 if tenant == claims.tenant || claims.role == Role::ClusterAdmin =>
@@ -281,34 +262,18 @@ impl Api {
         JobId::parse(id).ok_or_else(|| Status::invalid_argument(format!("malformed job id {id:?}")))
     }
 
-    /// Writes the job's current record to `head.redb`.
-    fn persist(&self, id: JobId, outcome: Option<&JobOutcome>) {
-        let Some(info) = self.info(id) else { return };
-        let (value_json, logs) = match outcome {
-            Some(o) => (
-                o.result
-                    .as_ref()
-                    .ok()
-                    .and_then(|b| crate::values::msgpack_to_json(b).ok())
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-                o.logs
-                    .iter()
-                    .map(|l| {
-                        (
-                            l.function.clone(),
-                            l.source.as_str().to_string(),
-                            l.text.clone(),
-                        )
-                    })
-                    .collect(),
-            ),
-            None => (String::new(), Vec::new()),
-        };
+    /// Writes the record of a job just submitted to `head.redb`.
+    fn persist_submitted(&self, id: JobId) {
+        if let Some(info) = self.info(id) {
+            self.write_record(id, &info);
+        }
+    }
+
+    fn write_record(&self, id: JobId, info: &JobInfo) {
         let record = StoredJob {
-            info,
-            value_json,
-            logs,
+            info: info.clone(),
+            value_json: String::new(),
+            logs: Vec::new(),
         };
         match serde_json::to_vec(&record) {
             Ok(bytes) => {
@@ -320,8 +285,112 @@ impl Api {
         }
     }
 
+    /// Records a job's end: its details and final record go to
+    /// `head.redb`, its record stays in memory, and the head forgets its
+    /// outcome (result and log tail).
+    fn finish(&self, id: JobId, outcome: &JobOutcome) {
+        let Some(info) = self.info(id) else { return };
+        let (value_json, too_large) = match &outcome.result {
+            Ok(bytes) => match records::result_json(bytes) {
+                Ok(Some(text)) => (text, false),
+                Ok(None) => (String::new(), true),
+                Err(e) => {
+                    tracing::warn!("the result of {id}: {}", e.message());
+                    (String::new(), false)
+                }
+            },
+            Err(_) => (String::new(), false),
+        };
+        let details = JobDetails {
+            value_json,
+            too_large,
+            logs: outcome
+                .logs
+                .iter()
+                .map(|l| {
+                    (
+                        l.function.clone(),
+                        l.source.as_str().to_string(),
+                        l.text.clone(),
+                    )
+                })
+                .collect(),
+        };
+        match serde_json::to_vec(&details) {
+            Ok(bytes) => {
+                if let Err(e) = self.store.put_job_details(&id.to_string(), &bytes) {
+                    tracing::error!("could not record the result of {id} in head.redb: {e}");
+                }
+            }
+            Err(e) => tracing::error!("could not encode the result of {id}: {e}"),
+        }
+        self.write_record(id, &info);
+        // Ended before it stops being live, so a reader finds it in one
+        // of the two tables at every moment.
+        self.ended_lock().insert(id, info);
+        self.lock().remove(&id);
+        self.cluster.head().forget_job(id);
+    }
+
+    /// What an ended job left, from `head.redb`.
+    fn details(&self, id: JobId) -> Result<JobDetails, Status> {
+        let bytes = self
+            .store
+            .job_details(&id.to_string())
+            .map_err(|e| Status::internal(format!("head.redb: {e}")))?;
+        Ok(bytes
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default())
+    }
+
+    /// The log of an ended job: its whole log file, read as it is sent,
+    /// or (without one) the tail its record kept.
+    fn ended_logs(&self, id: JobId) -> Result<LogStream, Status> {
+        let path = self.log_dir.join(format!("{id}.log"));
+        if path.exists() {
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            tokio::task::spawn_blocking(move || {
+                use std::io::BufRead;
+                let Ok(file) = std::fs::File::open(&path) else {
+                    return;
+                };
+                for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+                    let Ok(l) = serde_json::from_str::<crate::cluster::job::LogLine>(&line) else {
+                        continue;
+                    };
+                    let line = LogLine {
+                        function: l.function,
+                        source: l.source.as_str().to_string(),
+                        text: l.text,
+                    };
+                    if tx.blocking_send(Ok(line)).is_err() {
+                        return;
+                    }
+                }
+            });
+            return Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)));
+        }
+        let lines: Vec<Result<LogLine, Status>> = self
+            .details(id)?
+            .logs
+            .into_iter()
+            .map(|(function, source, text)| {
+                Ok(LogLine {
+                    function,
+                    source,
+                    text,
+                })
+            })
+            .collect();
+        Ok(Box::pin(tokio_stream::iter(lines)))
+    }
+
+    fn ended_lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, JobInfo>> {
+        self.ended.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn meta_or_not_found(&self, id: JobId) -> Result<(), Status> {
-        if self.lock().contains_key(&id) || self.past.contains_key(&id) {
+        if self.lock().contains_key(&id) || self.ended_lock().contains_key(&id) {
             Ok(())
         } else {
             Err(Status::not_found(format!("no job {id}")))
@@ -334,13 +403,20 @@ impl Api {
 
     /// The job's record as the API shows it.
     fn info(&self, id: JobId) -> Option<JobInfo> {
+        if let Some(info) = self.ended_lock().get(&id) {
+            return Some(info.clone());
+        }
         let head = self.cluster.head();
+        let ended = || self.ended_lock().get(&id).cloned();
         let Some(status) = head.job_status(id) else {
-            return self.past.get(&id).map(|p| p.info.clone());
+            return ended();
         };
         let outcome = head.job_outcome(id);
         let jobs = self.lock();
-        let meta = jobs.get(&id)?;
+        let Some(meta) = jobs.get(&id) else {
+            drop(jobs);
+            return ended();
+        };
         let mut info = JobInfo {
             id: id.to_string(),
             state: JobState::Pending as i32,
@@ -369,7 +445,7 @@ impl Api {
             info.ended_at_ms = meta.submitted_at_ms + o.duration.as_millis() as i64;
             if let Err(e) = &o.result {
                 info.error_kind = e.kind.to_string();
-                info.error_message = e.message.clone();
+                info.error_message = records::cut(&e.message, MAX_ERROR_MESSAGE_BYTES);
             }
         }
         Some(info)
@@ -380,9 +456,7 @@ impl Api {
             .info(id)
             .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
         let value_json = match &outcome.result {
-            Ok(bytes) => crate::values::msgpack_to_json(bytes)
-                .map(|v| v.to_string())
-                .map_err(|e| Status::internal(format!("the result is not MessagePack: {e}")))?,
+            Ok(bytes) => records::result_json(bytes)?.ok_or_else(records::too_large)?,
             Err(_) => String::new(),
         };
         Ok(JobResult {
@@ -499,7 +573,6 @@ impl Jobs for ApiHandle {
         } else {
             r.entry
         };
-        let args = json_args(&r.args_json)?;
         let head = self.0.cluster.head();
         let tenancy = self.0.access.tenancy();
         let key = format!("{module:?}");
@@ -512,6 +585,8 @@ impl Jobs for ApiHandle {
                 "no module {module:?}; upload it first"
             )));
         }
+        // Parsed only once the cheap checks passed; bounded in size.
+        let args = json_args(&r.args_json)?;
         tenancy.add_module(&tenant, &key).map_err(tenancy_status)?;
         let submitted_at_ms = now_ms();
         let admission = self.0.admission.lock().await;
@@ -547,11 +622,11 @@ impl Jobs for ApiHandle {
             },
         );
         drop(admission);
-        self.0.persist(id, None);
+        self.0.persist_submitted(id);
         let api = self.0.clone();
         tokio::spawn(async move {
             if let Ok(outcome) = api.cluster.head().wait_job(id).await {
-                api.persist(id, Some(&outcome));
+                api.finish(id, &outcome);
             }
         });
         self.0
@@ -576,7 +651,7 @@ impl Jobs for ApiHandle {
     ) -> Result<Response<ListJobsReply>, Status> {
         let claims = self.0.authenticate(&request, "ReadJob")?;
         let mut ids: Vec<JobId> = self.0.lock().keys().copied().collect();
-        ids.extend(self.0.past.keys().copied());
+        ids.extend(self.0.ended_lock().keys().copied());
         // The caller's tenant's jobs, in namespaces it may read.
         let mut jobs: Vec<JobInfo> = ids
             .into_iter()
@@ -618,25 +693,26 @@ impl Jobs for ApiHandle {
             .0
             .job_access(&request, Action::ReadJob, &request.get_ref().id)?;
         self.0.meta_or_not_found(id)?;
-        if let Some(past) = self.0.past.get(&id) {
-            return Ok(Response::new(JobResult {
-                job: Some(past.info.clone()),
-                value_json: past.value_json.clone(),
-            }));
-        }
         let head = self.0.cluster.head();
         let outcome = if request.get_ref().wait {
-            head.wait_job(id)
-                .await
-                .map_err(|e| Status::not_found(e.to_string()))?
+            head.wait_job(id).await.ok()
         } else {
             head.job_outcome(id)
-                .ok_or_else(|| Status::failed_precondition(format!("job {id} has not ended")))?
         };
-        // Durable before the caller sees it (the end-of-job writer may not
-        // have run yet; writing twice is harmless).
-        self.0.persist(id, Some(&outcome));
-        self.0.result_of(id, &outcome).map(Response::new)
+        if let Some(outcome) = outcome {
+            return self.0.result_of(id, &outcome).map(Response::new);
+        }
+        // Ended and recorded (its outcome forgotten), or still running.
+        let ended = self.0.ended_lock().get(&id).cloned();
+        match ended {
+            Some(info) => Ok(Response::new(JobResult {
+                job: Some(info),
+                value_json: self.0.details(id)?.value()?,
+            })),
+            None => Err(Status::failed_precondition(format!(
+                "job {id} has not ended"
+            ))),
+        }
     }
 
     type StreamLogsStream = LogStream;
@@ -649,19 +725,8 @@ impl Jobs for ApiHandle {
             .0
             .job_access(&request, Action::ReadLogs, &request.get_ref().id)?;
         self.0.meta_or_not_found(id)?;
-        if let Some(past) = self.0.past.get(&id) {
-            let lines: Vec<Result<LogLine, Status>> = past
-                .logs
-                .iter()
-                .map(|(function, source, text)| {
-                    Ok(LogLine {
-                        function: function.clone(),
-                        source: source.clone(),
-                        text: text.clone(),
-                    })
-                })
-                .collect();
-            return Ok(Response::new(Box::pin(tokio_stream::iter(lines))));
+        if self.0.ended_lock().contains_key(&id) {
+            return self.0.ended_logs(id).map(Response::new);
         }
         // A job just submitted may still be loading its module: its log
         // appears once its driver starts.
@@ -673,6 +738,9 @@ impl Jobs for ApiHandle {
             }
             if self.0.cluster.head().job_outcome(id).is_some() {
                 break;
+            }
+            if self.0.ended_lock().contains_key(&id) {
+                return self.0.ended_logs(id).map(Response::new);
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -710,25 +778,15 @@ impl Jobs for ApiHandle {
                 tokio_stream::wrappers::ReceiverStream::new(rx),
             )));
         }
-        let outcome = self
-            .0
-            .cluster
-            .head()
-            .wait_job(id)
-            .await
-            .map_err(|e| Status::not_found(e.to_string()))?;
-        let lines: Vec<Result<LogLine, Status>> = outcome
-            .logs
-            .into_iter()
-            .map(|l| {
-                Ok(LogLine {
-                    function: l.function,
-                    source: l.source.as_str().to_string(),
-                    text: l.text,
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(lines))))
+        // It ended before its log could be followed.
+        let _ = self.0.cluster.head().wait_job(id).await;
+        for _ in 0..1000 {
+            if self.0.ended_lock().contains_key(&id) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.0.ended_logs(id).map(Response::new)
     }
 
     async fn call_named_actor(
@@ -744,6 +802,15 @@ impl Jobs for ApiHandle {
         };
         if r.name.is_empty() || r.method.is_empty() {
             return Err(Status::invalid_argument("name and method are required"));
+        }
+        if [&r.name, &r.method, &r.namespace]
+            .iter()
+            .any(|n| n.len() > prism_abi::MAX_NAME_LEN)
+        {
+            return Err(Status::invalid_argument(format!(
+                "names are at most {} bytes",
+                prism_abi::MAX_NAME_LEN
+            )));
         }
         self.0.authorize(
             &claims,
@@ -768,9 +835,7 @@ impl Jobs for ApiHandle {
             .call_actor_for_client(actor, &r.method, args, &claims.tenant)
             .await
             .map_err(|e| Status::aborted(format!("{}: {}", e.kind, e.message)))?;
-        let value_json = crate::values::msgpack_to_json(&value)
-            .map(|v| v.to_string())
-            .map_err(|e| Status::internal(format!("the value is not MessagePack: {e}")))?;
+        let value_json = records::result_json(&value)?.ok_or_else(records::too_large)?;
         Ok(Response::new(NamedActorCallReply { value_json }))
     }
 
@@ -782,8 +847,8 @@ impl Jobs for ApiHandle {
             let mut jobs = self.0.lock();
             match jobs.get_mut(&id) {
                 Some(meta) => meta.stop_requested = true,
-                // A job of an earlier run of the head has ended already.
-                None if self.0.past.contains_key(&id) => {}
+                // It has ended already.
+                None if self.0.ended_lock().contains_key(&id) => {}
                 None => return Err(Status::not_found(format!("no job {id}"))),
             }
         }
@@ -853,6 +918,25 @@ impl Cluster for ApiHandle {
     }
 }
 
+/// The claims of a token [`TokenCheck`] verified for this request.
+#[derive(Clone)]
+struct Verified(Claims);
+
+/// Checks a client call's bearer token from its headers, before tonic
+/// reads the message: a caller without a valid token cannot make the head
+/// buffer a body (up to 64 MiB for a module) at all. The handler then
+/// decides the call's action with the verified claims.
+#[derive(Clone)]
+struct TokenCheck(Arc<Api>);
+
+impl tonic::service::Interceptor for TokenCheck {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let claims = self.0.authenticate(&request, "Authenticate")?;
+        request.extensions_mut().insert(Verified(claims));
+        Ok(request)
+    }
+}
+
 /// Refuses a call before its message is read unless the caller presented
 /// a certificate (which TLS has verified against the cluster CA).
 fn require_node_certificate(request: Request<()>) -> Result<Request<()>, Status> {
@@ -898,7 +982,13 @@ pub async fn serve(
     };
     // Every id the head's node mints says it lives there.
     crate::ids::set_node_tag(HEAD_NODE_TAG);
-    let cluster = EmbeddedCluster::start(options.node.clone())?;
+    // Each job's whole log, one file per job (bounded per job).
+    let log_dir = state_dir.join("logs");
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| ApiError::Transport(format!("{}: {e}", log_dir.display())))?;
+    let mut node_config = options.node.clone();
+    node_config.job_log_dir = Some(log_dir.clone());
+    let cluster = EmbeddedCluster::start(node_config)?;
     let store = Arc::new(HeadStore::open(&state_dir.join("head.redb"))?);
     for (hash, wasm) in store.modules()? {
         let stored = cluster.head().upload_module(Bytes::from(wasm));
@@ -908,7 +998,7 @@ pub async fn serve(
             );
         }
     }
-    let mut past = HashMap::new();
+    let mut ended = HashMap::new();
     for (id, bytes) in store.jobs()? {
         let (Some(job_id), Ok(mut record)) = (
             JobId::parse(&id),
@@ -918,16 +1008,32 @@ pub async fn serve(
             continue;
         };
         let running = [JobState::Pending as i32, JobState::Running as i32];
-        if running.contains(&record.info.state) {
+        let inline = !record.value_json.is_empty() || !record.logs.is_empty();
+        if inline {
+            // Written before details were kept apart: move them out, so
+            // the next start reads the record alone.
+            let details = JobDetails {
+                value_json: std::mem::take(&mut record.value_json),
+                too_large: false,
+                logs: std::mem::take(&mut record.logs),
+            };
+            if let Ok(bytes) = serde_json::to_vec(&details) {
+                store.put_job_details(&id, &bytes)?;
+            }
+        }
+        let was_running = running.contains(&record.info.state);
+        if was_running {
             // It ran in a head process that is gone; so is its driver.
             record.info.state = JobState::Failed as i32;
             record.info.error_kind = prism_abi::ErrorKind::WorkerDied.to_string();
             record.info.error_message = "the head restarted while the job ran".into();
-            if let Ok(bytes) = serde_json::to_vec(&record) {
-                store.put_job(&id, &bytes)?;
-            }
         }
-        past.insert(job_id, record);
+        if (inline || was_running)
+            && let Ok(bytes) = serde_json::to_vec(&record)
+        {
+            store.put_job(&id, &bytes)?;
+        }
+        ended.insert(job_id, record.info);
     }
     let head_node = cluster.node().clone();
     let peers = Peers::new(HEAD_NODE_ID, HEAD_NODE_TAG, &head_node, credentials.clone());
@@ -973,8 +1079,9 @@ pub async fn serve(
         )?,
         admission: tokio::sync::Mutex::new(()),
         jobs: Mutex::new(HashMap::new()),
-        past,
+        ended: Mutex::new(ended),
         store,
+        log_dir,
         registry: registry.clone(),
         address,
     }));
@@ -985,15 +1092,19 @@ pub async fn serve(
         .identity(identity)
         .client_ca_root(Certificate::from_pem(&credentials.ca_pem))
         .client_auth_optional(true);
+    let check = TokenCheck(api.0.clone());
     let server = Server::builder()
         .initial_stream_window_size(crate::net::STREAM_WINDOW)
         .initial_connection_window_size(crate::net::CONNECTION_WINDOW)
         .tls_config(tls)
         .map_err(|e| ApiError::Transport(e.to_string()))?
         .tcp_nodelay(true)
-        .add_service(JobsServer::new(api.clone()).max_decoding_message_size(MAX_MODULE_BYTES))
-        .add_service(ClusterServer::new(api.clone()))
-        .add_service(prism_proto::v1::admin_server::AdminServer::new(api))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            JobsServer::new(api.clone()).max_decoding_message_size(MAX_MODULE_BYTES),
+            check.clone(),
+        ))
+        .add_service(ClusterServer::with_interceptor(api.clone(), check.clone()))
+        .add_service(prism_proto::v1::admin_server::AdminServer::with_interceptor(api, check))
         // NodeControl takes Join from callers without a certificate, so
         // what it reads is bounded like the API (64 MiB); the Worker
         // service checks the certificate before it reads a message.

@@ -144,6 +144,19 @@ impl Head {
             .and_then(|j| j.outcome.borrow().clone())
     }
 
+    /// Forgets an ended job's record and outcome (its API keeps them on
+    /// disk); a job still running is kept.
+    pub fn forget_job(&self, id: JobId) {
+        let mut state = self.lock();
+        if state
+            .jobs
+            .get(&id)
+            .is_some_and(|j| j.outcome.borrow().is_some())
+        {
+            state.jobs.remove(&id);
+        }
+    }
+
     /// Cancels everything `id` still runs, on every node. Its driver then
     /// ends with a `cancelled` error. Returns whether the job exists.
     pub async fn stop_job(&self, id: JobId) -> bool {

@@ -12,8 +12,29 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Most log lines kept per job; older lines are dropped first (10,000).
-const MAX_LOG_LINES: usize = 10_000;
+/// Most log lines kept in memory per job; older lines are dropped first
+/// (10,000).
+pub const MAX_LOG_LINES: usize = 10_000;
+
+/// Most bytes of log text kept in memory per job (the tail a job record
+/// keeps); older lines are dropped first (1 MiB).
+pub const MAX_LOG_BYTES: usize = 1 << 20;
+
+/// Longest log line kept (16 KiB); the rest of a longer line is cut and
+/// replaced by a note of how much was cut.
+pub const MAX_LOG_LINE_BYTES: usize = 16 << 10;
+
+/// Cuts `text` to [`MAX_LOG_LINE_BYTES`] on a character boundary.
+fn bounded_line(text: &str) -> String {
+    if text.len() <= MAX_LOG_LINE_BYTES {
+        return text.to_string();
+    }
+    let mut end = MAX_LOG_LINE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} [{} bytes cut]", &text[..end], text.len() - end)
+}
 
 /// A request to run a driver.
 #[derive(Clone, Debug)]
@@ -103,7 +124,7 @@ pub fn check_env(env: &[(String, String)]) -> Result<(), String> {
 }
 
 /// Where a log line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogSource {
     /// The guest's standard output.
@@ -141,7 +162,7 @@ impl LogSource {
 }
 
 /// One line of a job's log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct LogLine {
     /// Where it came from.
     pub source: LogSource,
@@ -154,47 +175,154 @@ pub struct LogLine {
 /// A job's log: bounded, appended to by every task of the job. Lines are
 /// numbered from 0 in the order they arrive, so a reader can follow the
 /// log ([`JobLog::since`], [`JobLog::appended`]).
+///
+/// What is kept in memory is bounded twice: [`MAX_LOG_LINES`] lines and
+/// [`MAX_LOG_BYTES`] bytes of text, each line cut at
+/// [`MAX_LOG_LINE_BYTES`]. A log made with [`JobLog::with_file`] also
+/// appends every line to a file, up to its own byte limit, so the whole
+/// log of a job outlives the in-memory tail.
 #[derive(Debug)]
 pub struct JobLog {
-    lines: Mutex<VecDeque<LogLine>>,
+    lines: Mutex<Tail>,
+    file: Option<Mutex<LogFile>>,
     /// The number of lines ever appended (the next line's number).
     appended: tokio::sync::watch::Sender<u64>,
+}
+
+/// The in-memory tail of a log and the bytes of text it holds.
+#[derive(Debug, Default)]
+struct Tail {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn pop_front(&mut self) {
+        if let Some(old) = self.lines.pop_front() {
+            self.bytes -= old.text.len() + old.function.len();
+        }
+    }
+}
+
+/// The file a job's whole log goes to, JSON lines, up to `limit` bytes.
+#[derive(Debug)]
+struct LogFile {
+    file: std::io::BufWriter<std::fs::File>,
+    written: u64,
+    limit: u64,
+    full: bool,
+}
+
+impl LogFile {
+    fn append(&mut self, line: &LogLine) {
+        use std::io::Write;
+        if self.full {
+            return;
+        }
+        let Ok(mut json) = serde_json::to_vec(line) else {
+            return;
+        };
+        json.push(b'\n');
+        if self.written + json.len() as u64 > self.limit {
+            self.full = true;
+            let note = LogLine {
+                source: LogSource::System,
+                function: String::new(),
+                text: format!(
+                    "the job's log reached its limit of {} bytes; later lines are not kept on disk",
+                    self.limit
+                ),
+            };
+            json = serde_json::to_vec(&note).unwrap_or_default();
+            json.push(b'\n');
+        }
+        if self.file.write_all(&json).is_err() {
+            self.full = true;
+        }
+        self.written += json.len() as u64;
+    }
 }
 
 impl Default for JobLog {
     fn default() -> Self {
         JobLog {
-            lines: Mutex::new(VecDeque::new()),
+            lines: Mutex::new(Tail::default()),
+            file: None,
             appended: tokio::sync::watch::Sender::new(0),
         }
     }
 }
 
+/// Reads a log file written by a [`JobLog::with_file`] log: its lines in
+/// order (unreadable lines are skipped).
+pub fn read_log_file(path: &std::path::Path) -> std::io::Result<Vec<LogLine>> {
+    use std::io::BufRead;
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    Ok(file
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str(&line).ok())
+        .collect())
+}
+
 impl JobLog {
-    /// Appends a line, dropping the oldest beyond the cap.
-    pub fn push(&self, source: LogSource, function: &str, text: &str) {
-        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        if lines.len() >= MAX_LOG_LINES {
-            lines.pop_front();
+    /// A log that also appends every line to `path` (created or
+    /// truncated), at most `limit` bytes of it; past the limit one note
+    /// says so and later lines stay in the in-memory tail only.
+    pub fn with_file(path: &std::path::Path, limit: u64) -> std::io::Result<JobLog> {
+        let file = std::fs::File::create(path)?;
+        Ok(JobLog {
+            file: Some(Mutex::new(LogFile {
+                file: std::io::BufWriter::new(file),
+                written: 0,
+                limit,
+                full: false,
+            })),
+            ..JobLog::default()
+        })
+    }
+
+    /// Writes what the log file holds in its buffer to disk.
+    pub fn flush(&self) {
+        use std::io::Write;
+        if let Some(file) = &self.file {
+            let _ = file.lock().unwrap_or_else(|e| e.into_inner()).file.flush();
         }
-        lines.push_back(LogLine {
+    }
+
+    /// Appends a line (cut at [`MAX_LOG_LINE_BYTES`]), dropping the oldest
+    /// beyond [`MAX_LOG_LINES`] or [`MAX_LOG_BYTES`].
+    pub fn push(&self, source: LogSource, function: &str, text: &str) {
+        let line = LogLine {
             source,
-            function: function.to_string(),
-            text: text.to_string(),
-        });
+            function: function.chars().take(256).collect(),
+            text: bounded_line(text),
+        };
+        if let Some(file) = &self.file {
+            file.lock().unwrap_or_else(|e| e.into_inner()).append(&line);
+        }
+        let mut tail = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let size = line.text.len() + line.function.len();
+        while !tail.lines.is_empty()
+            && (tail.lines.len() >= MAX_LOG_LINES || tail.bytes + size > MAX_LOG_BYTES)
+        {
+            tail.pop_front();
+        }
+        tail.bytes += size;
+        tail.lines.push_back(line);
         // Counted under the same lock, so `since` sees lines and count agree.
         self.appended.send_modify(|n| *n += 1);
-        drop(lines);
+        drop(tail);
     }
 
     /// The lines numbered `from` on that are still kept, and the number of
     /// the next line to come.
     pub fn since(&self, from: u64) -> (Vec<LogLine>, u64) {
-        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         let next = *self.appended.borrow();
-        let first = next.saturating_sub(lines.len() as u64);
+        let first = next.saturating_sub(tail.lines.len() as u64);
         let skip = from.saturating_sub(first) as usize;
-        (lines.iter().skip(skip).cloned().collect(), next)
+        (tail.lines.iter().skip(skip).cloned().collect(), next)
     }
 
     /// Changes whenever a line is appended.
@@ -215,11 +343,9 @@ impl JobLog {
     /// Removes and returns every line, oldest first (a node hands the
     /// lines of another node's job back with each task it ran).
     pub fn drain(&self) -> Vec<LogLine> {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect()
+        let mut tail = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        tail.bytes = 0;
+        tail.lines.drain(..).collect()
     }
 
     /// A copy of every line, oldest first.
@@ -227,6 +353,7 @@ impl JobLog {
         self.lines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .lines
             .iter()
             .cloned()
             .collect()
@@ -281,8 +408,9 @@ pub struct JobOutcome {
     pub id: JobId,
     /// The driver's MessagePack return value, or why the job failed.
     pub result: Result<Bytes, WireError>,
-    /// Everything the job logged.
-    pub logs: Vec<LogLine>,
+    /// The tail of what the job logged (see [`JobLog`] for the bounds);
+    /// shared, so copies of an outcome do not copy it.
+    pub logs: Arc<Vec<LogLine>>,
     /// From submission to the end.
     pub duration: Duration,
 }
@@ -298,6 +426,44 @@ mod tests {
         let lines = log.lines();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1].text, "b");
+    }
+
+    #[test]
+    fn log_is_bounded_in_bytes_and_long_lines_are_cut() {
+        let log = JobLog::default();
+        let long = "x".repeat(MAX_LOG_LINE_BYTES * 4);
+        log.push(LogSource::Stdout, "f", &long);
+        let first = &log.lines()[0].text;
+        assert!(first.len() < MAX_LOG_LINE_BYTES + 64, "{}", first.len());
+        assert!(first.ends_with(&format!("[{} bytes cut]", MAX_LOG_LINE_BYTES * 3)));
+        for _ in 0..200 {
+            log.push(LogSource::Stdout, "f", &long);
+        }
+        let held: usize = log.lines().iter().map(|l| l.text.len() + 1).sum();
+        assert!(held <= MAX_LOG_BYTES, "{held} bytes held");
+        assert_eq!(log.since(0).1, 201, "every line was counted");
+    }
+
+    #[test]
+    fn a_log_file_keeps_lines_up_to_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.log");
+        let log = JobLog::with_file(&path, 4096).unwrap();
+        for i in 0..1000 {
+            log.push(LogSource::Guest, "f", &format!("line {i}"));
+        }
+        log.flush();
+        let lines = read_log_file(&path).unwrap();
+        assert!(lines.len() > 10 && lines.len() < 200, "{}", lines.len());
+        assert_eq!(lines[0].text, "line 0");
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .text
+                .contains("reached its limit of 4096 bytes")
+        );
+        assert!(std::fs::metadata(&path).unwrap().len() <= 4096 + 200);
     }
 
     #[test]

@@ -889,7 +889,7 @@ impl Node {
         if let Some(context) = self.job(call.job) {
             return Ok(context);
         }
-        let module = self.load_module(call.module).await?;
+        let module = self.load_module(&call.grant.tenant, call.module).await?;
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let context = jobs
             .entry(call.job)
@@ -968,11 +968,13 @@ impl Node {
     }
 
     /// Loads a module from the head (or the local cache) on a blocking thread.
+    /// Compiled for `tenant` only (see `runtime::modules`).
     async fn load_module(
         &self,
+        tenant: &str,
         hash: crate::ids::ModuleHash,
     ) -> Result<Arc<LoadedModule>, WireError> {
-        if let Some(m) = self.runtime.modules().get(hash) {
+        if let Some(m) = self.runtime.modules().get_for(tenant, hash) {
             return Ok(m);
         }
         let bytes = self
@@ -984,7 +986,8 @@ impl Node {
             .me
             .upgrade()
             .ok_or_else(|| WireError::new(ErrorKind::System, "node stopped"))?;
-        tokio::task::spawn_blocking(move || node.runtime.modules().load(&bytes))
+        let tenant = tenant.to_string();
+        tokio::task::spawn_blocking(move || node.runtime.modules().load_for(&tenant, &bytes))
             .await
             .map_err(|e| {
                 WireError::new(
@@ -999,24 +1002,38 @@ impl Node {
     /// and frees everything it owns.
     async fn run_job(self: Arc<Self>, spec: JobSpec) -> JobOutcome {
         let started = Instant::now();
-        let module = match self.load_module(spec.module).await {
+        let module = match self
+            .load_module(&spec.options.grant.tenant, spec.module)
+            .await
+        {
             Ok(module) => module,
             Err(error) => {
                 return JobOutcome {
                     id: spec.id,
                     result: Err(error),
-                    logs: Vec::new(),
+                    logs: Default::default(),
                     duration: started.elapsed(),
                 };
             }
         };
         let env = &spec.options.env;
         let grant = spec.options.grant.clone();
+        let log = match &self.config.job_log_dir {
+            Some(dir) => super::job::JobLog::with_file(
+                &dir.join(format!("{}.log", spec.id)),
+                self.config.job_log_max_bytes,
+            )
+            .unwrap_or_else(|e| {
+                tracing::warn!(job = %spec.id, "cannot write the job's log file: {e}");
+                Default::default()
+            }),
+            None => Default::default(),
+        };
         let context = Arc::new(JobContext {
             id: spec.id,
             module,
             namespace: spec.namespace.clone(),
-            log: Default::default(),
+            log: Arc::new(log),
             env: (!env.is_empty()).then(|| Arc::new(env.clone())),
             account: self.accounts.open_job(&grant),
             sandbox: super::job::sandbox_of(&grant),
@@ -1050,7 +1067,10 @@ impl Node {
         JobOutcome {
             id: spec.id,
             result,
-            logs: context.log.lines(),
+            logs: {
+                context.log.flush();
+                Arc::new(context.log.lines())
+            },
             duration: started.elapsed(),
         }
     }
@@ -1779,7 +1799,7 @@ impl GuestHost for TaskHost {
     }
 
     fn store_stats(&self) -> StoreStats {
-        self.node.objects.stats()
+        self.node.objects.stats_of(self.job.id)
     }
 
     fn actor_create(
@@ -1918,6 +1938,15 @@ impl GuestHost for TaskHost {
             None => {
                 if self.node.actor_visible(actor, &self.job.grant.tenant) {
                     self.node.actors.kill(actor);
+                    // The name is free once `kill` returns, as it is in
+                    // the node's own table: the directory's copy is not
+                    // left to the actor's loop ending later.
+                    if let (Some(record), Some(directory)) =
+                        (self.node.actors.get(actor), self.node.directory.get())
+                        && let Some(name) = &record.name
+                    {
+                        directory.release(&record.namespace, name, actor);
+                    }
                 }
             }
         }

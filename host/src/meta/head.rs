@@ -10,6 +10,10 @@ use std::path::Path;
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 /// Job records (JSON) by job id.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// What an ended job left beyond its record (JSON: its result as JSON
+/// text and the tail of its log, both bounded) by job id; read only when
+/// asked for, so a head's start reads the small records alone.
+const JOB_DETAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_details");
 /// Node records (JSON) by node id.
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// Named actors (JSON) by "<namespace>/<name>".
@@ -69,6 +73,7 @@ impl HeadStore {
         let db = super::open_private(path, |txn| {
             txn.open_table(MODULES)?;
             txn.open_table(JOBS)?;
+            txn.open_table(JOB_DETAILS)?;
             txn.open_table(NODES)?;
             txn.open_table(JOIN_TOKENS)?;
             txn.open_table(ACTOR_NAMES)?;
@@ -126,6 +131,18 @@ impl HeadStore {
     /// Stores (or replaces) a job record.
     pub fn put_job(&self, id: &str, record: &[u8]) -> Result<(), MetaError> {
         self.put(JOBS, id, record)
+    }
+
+    /// Stores (or replaces) what an ended job left: its result and log tail.
+    pub fn put_job_details(&self, id: &str, details: &[u8]) -> Result<(), MetaError> {
+        self.put(JOB_DETAILS, id, details)
+    }
+
+    /// What job `id` left, if it has ended and anything was stored.
+    pub fn job_details(&self, id: &str) -> Result<Option<Vec<u8>>, MetaError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOB_DETAILS)?;
+        Ok(table.get(id)?.map(|v| v.value().to_vec()))
     }
 
     /// Every job record: (id, record).
