@@ -187,3 +187,96 @@ fn demo_runs_every_example_and_checks_it() {
         );
     }
 }
+
+/// The raw characters that must never reach a terminal from a guest.
+fn has_terminal_controls(text: &str) -> bool {
+    text.contains(|c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+#[test]
+fn guest_text_reaches_the_terminal_escaped() {
+    // A task's output with escape codes: clear the screen, set the title,
+    // a C1 CSI, a carriage return forging a line, a bidi override.
+    let hostile = "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\r[main prism] forged\u{202e}";
+    let args = serde_json::to_string(&[hostile]).unwrap();
+    let out = prism(&[
+        "run",
+        prism_guests::TESTKIT_PATH,
+        "--entry",
+        "chatter",
+        "--args",
+        &args,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(!has_terminal_controls(&err), "{err:?}");
+    assert!(
+        err.contains(r"[chatter stdout] stdout line from \x1b[2J\x1b]0;pwned\x07\u{9b}31m\r[main prism] forged\u{202e}"),
+        "{err}"
+    );
+
+    // A result with them is printed as JSON that escapes them too, and
+    // still parses to the same value.
+    let out = prism(&[
+        "run",
+        prism_guests::TESTKIT_PATH,
+        "--entry",
+        "echo",
+        "--args",
+        &args,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!has_terminal_controls(&stdout), "{stdout:?}");
+    let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(value, hostile);
+}
+
+/// Runs `prism` with stdout into a pipe whose reader is already gone.
+fn prism_into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(args)
+        .env("PRISM_LOG", "warn")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("prism runs")
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    for args in [
+        &["inspect", prism_guests::TESTKIT_PATH][..],
+        &["run", prism_guests::HELLO_PATH, "--quiet"][..],
+        &["status", "--no-gpus"][..],
+    ] {
+        let out = prism_into_closed_pipe(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn gpu_discovery_prints_nothing_on_a_headless_machine() {
+    // Mesa's device-select layer made libwayland print
+    // `error: XDG_RUNTIME_DIR is invalid or not set` twice here.
+    let out = Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(["status", "--json"])
+        .env("PRISM_LOG", "warn")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .env_remove("MESA_VK_DEVICE_SELECT")
+        .env_remove("DRI_PRIME")
+        .output()
+        .expect("prism runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
+}

@@ -2,6 +2,7 @@
 //! `prism token` and `prism policy` (clients of the `Admin` service,
 //! except `token issue --dir` and `policy check`, which work offline).
 
+use super::output::{escape_json, escape_terminal, escape_terminal_lines};
 use super::service::ClientArgs;
 use crate::security::tenants::{Capabilities, Quotas};
 use crate::security::{ClusterFiles, Role, TokenAuthority};
@@ -258,8 +259,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
-fn print_tenant(t: &prism_client::v1::TenantInfo) {
-    println!("{}\tweight {}\tquotas {}", t.name, t.weight, t.quotas_json);
+fn print_tenant(t: &prism_client::v1::TenantInfo) -> anyhow::Result<()> {
+    outln!(
+        "{}\tweight {}\tquotas {}",
+        escape_terminal(&t.name),
+        t.weight,
+        escape_json(&t.quotas_json)
+    )
 }
 
 pub(super) fn tenant(args: TenantArgs) -> anyhow::Result<i32> {
@@ -270,15 +276,15 @@ pub(super) fn tenant(args: TenantArgs) -> anyhow::Result<i32> {
                 name,
                 weight,
                 quotas,
-            } => print_tenant(&client.create_tenant(&name, weight, &quotas.json()?).await?),
+            } => print_tenant(&client.create_tenant(&name, weight, &quotas.json()?).await?)?,
             TenantCommand::List => {
                 for t in client.tenants().await? {
-                    print_tenant(&t);
+                    print_tenant(&t)?;
                 }
             }
             TenantCommand::Delete { name } => {
                 client.delete_tenant(&name).await?;
-                println!("deleted tenant {name}");
+                outln!("deleted tenant {}", escape_terminal(&name))?;
             }
             TenantCommand::Quotas {
                 name,
@@ -288,7 +294,7 @@ pub(super) fn tenant(args: TenantArgs) -> anyhow::Result<i32> {
                 &client
                     .set_quotas(&name, &quotas.json()?, weight.unwrap_or(0.0))
                     .await?,
-            ),
+            )?,
         }
         Ok(0)
     })
@@ -298,27 +304,32 @@ pub(super) fn namespace(args: NamespaceArgs) -> anyhow::Result<i32> {
     super::tokio_runtime()?.block_on(async {
         let mut client = args.client.connect().await?;
         let print = |n: &prism_client::v1::NamespaceInfo| {
-            println!("{}/{}\t{}", n.tenant, n.name, n.capabilities_json)
+            outln!(
+                "{}/{}\t{}",
+                escape_terminal(&n.tenant),
+                escape_terminal(&n.name),
+                escape_json(&n.capabilities_json)
+            )
         };
         match args.command {
             NamespaceCommand::Create { name, capabilities } => print(
                 &client
                     .put_namespace(&capabilities.tenant, &name, &capabilities.json()?, false)
                     .await?,
-            ),
+            )?,
             NamespaceCommand::Update { name, capabilities } => print(
                 &client
                     .put_namespace(&capabilities.tenant, &name, &capabilities.json()?, true)
                     .await?,
-            ),
+            )?,
             NamespaceCommand::List { tenant } => {
                 for n in client.namespaces(&tenant).await? {
-                    print(&n);
+                    print(&n)?;
                 }
             }
             NamespaceCommand::Delete { name, tenant } => {
                 client.delete_namespace(&tenant, &name).await?;
-                println!("deleted namespace {name}");
+                outln!("deleted namespace {}", escape_terminal(&name))?;
             }
         }
         Ok(0)
@@ -350,7 +361,7 @@ pub(super) fn token(args: TokenArgs) -> anyhow::Result<i32> {
                 crate::api::MAX_TOKEN_TTL.as_secs() / 86_400
             );
             let authority = TokenAuthority::load(&ClusterFiles::new(dir))?;
-            println!("{}", authority.issue_for(&tenant, &subject, role, ttl)?);
+            outln!("{}", authority.issue_for(&tenant, &subject, role, ttl)?)?;
             Ok(0)
         }
         TokenCommand::Issue {
@@ -364,8 +375,11 @@ pub(super) fn token(args: TokenArgs) -> anyhow::Result<i32> {
             let reply = client
                 .issue_token(&tenant, &subject, &role, ttl.as_secs())
                 .await?;
-            println!("{}", reply.token);
-            eprintln!("token id {} (for `prism token revoke --id`)", reply.id);
+            outln!("{}", escape_terminal(&reply.token))?;
+            errln!(
+                "token id {} (for `prism token revoke --id`)",
+                escape_terminal(&reply.id)
+            );
             Ok(0)
         }),
         TokenCommand::Revoke { target, id } => super::tokio_runtime()?.block_on(async {
@@ -375,7 +389,7 @@ pub(super) fn token(args: TokenArgs) -> anyhow::Result<i32> {
             } else {
                 client.revoke_token(&target, "").await?
             };
-            println!("revoked token {}", reply.id);
+            outln!("revoked token {}", escape_terminal(&reply.id))?;
             Ok(0)
         }),
     }
@@ -387,7 +401,7 @@ pub(super) fn policy(args: PolicyArgs) -> anyhow::Result<i32> {
     };
     if let PolicyCommand::Check { file } = &args.command {
         crate::security::policy::validate(&read(file)?)?;
-        println!("{}: valid", file.display());
+        outln!("{}: valid", file.display())?;
         return Ok(0);
     }
     super::tokio_runtime()?.block_on(async {
@@ -395,14 +409,24 @@ pub(super) fn policy(args: PolicyArgs) -> anyhow::Result<i32> {
         match args.command {
             PolicyCommand::Set { file, tenant } => {
                 let reply = client.set_policy(&tenant, &read(&file)?).await?;
-                println!("policies of tenant {} replaced", reply.tenant);
+                outln!(
+                    "policies of tenant {} replaced",
+                    escape_terminal(&reply.tenant)
+                )?;
             }
             PolicyCommand::Get { tenant } => {
-                print!("{}", client.policy(&tenant).await?.policies);
+                // A tenant's text, over several lines.
+                out!(
+                    "{}",
+                    escape_terminal_lines(&client.policy(&tenant).await?.policies)
+                )?;
             }
             PolicyCommand::Clear { tenant } => {
                 let reply = client.set_policy(&tenant, "").await?;
-                println!("policies of tenant {} removed", reply.tenant);
+                outln!(
+                    "policies of tenant {} removed",
+                    escape_terminal(&reply.tenant)
+                )?;
             }
             PolicyCommand::Check { .. } => {}
         }

@@ -251,7 +251,7 @@ pub(super) fn bench(mut config: NodeConfig, quick: bool, as_json: bool) -> anyho
         anyhow::Ok(())
     })?;
     figures.insert("cold_start_ms".into(), json!(round2(cold_start_ms()?)));
-    report(figures, cpus, quick, as_json, started.elapsed());
+    report(figures, cpus, quick, as_json, started.elapsed())?;
     Ok(0)
 }
 
@@ -352,18 +352,23 @@ async fn instantiate_median_us(config: &NodeConfig, n: usize) -> anyhow::Result<
     Ok(samples[samples.len() / 2])
 }
 
-fn report(mut figures: Map<String, Value>, cpus: f64, quick: bool, as_json: bool, took: Duration) {
+fn report(
+    mut figures: Map<String, Value>,
+    cpus: f64,
+    quick: bool,
+    as_json: bool,
+    took: Duration,
+) -> anyhow::Result<()> {
     if as_json {
         figures.insert("cpus".into(), json!(cpus));
         figures.insert("quick".into(), json!(quick));
-        println!("{}", Value::Object(figures));
-        return;
+        return outln!("{}", Value::Object(figures));
     }
-    println!(
+    outln!(
         "Prism bench ({}; {cpus} CPUs)\n",
         if quick { "quick" } else { "full" }
-    );
-    println!("{:<26} {:>14} {:>12}  target", "figure", "value", "");
+    )?;
+    outln!("{:<26} {:>14} {:>12}  target", "figure", "value", "")?;
     for (name, value) in &figures {
         let target = TARGETS.iter().find(|t| t.figure == name);
         let verdict = match (target, value.as_f64()) {
@@ -382,7 +387,7 @@ fn report(mut figures: Map<String, Value>, cpus: f64, quick: bool, as_json: bool
             }
             _ => String::new(),
         };
-        println!("{name:<26} {:>14} {:>12}  {verdict}", value.to_string(), "");
+        outln!("{name:<26} {:>14} {:>12}  {verdict}", value.to_string(), "")?;
     }
-    println!("\ntook {:.1} s", took.as_secs_f64());
+    outln!("\ntook {:.1} s", took.as_secs_f64())
 }

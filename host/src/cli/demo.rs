@@ -1,6 +1,7 @@
 //! `prism demo`: runs the bundled examples on one embedded cluster and
 //! prints each result, its time, and whether it checked out.
 
+use super::output::escape_terminal;
 use crate::cluster::EmbeddedCluster;
 use crate::config::NodeConfig;
 use crate::values::{json_args, msgpack_to_json};
@@ -309,21 +310,26 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
         let cluster = EmbeddedCluster::start(config)?;
         let gpus = cluster.node().gpu_adapters();
         let gpu_text = match gpus.first() {
-            Some(g) => format!(", {} GPU: {} ({})", gpus.len(), g.name, g.backend),
+            Some(g) => format!(
+                ", {} GPU: {} ({})",
+                gpus.len(),
+                escape_terminal(&g.name),
+                escape_terminal(&g.backend)
+            ),
             None => ", no GPU".to_string(),
         };
-        println!(
+        outln!(
             "Prism demo: embedded cluster (1 head + 1 node, {cpus} CPUs{gpu_text}) started in {:.1} ms\n",
             started.elapsed().as_secs_f64() * 1e3
-        );
-        println!("{:<24} {:>10}  {:<6} result", "example", "time", "check");
+        )?;
+        outln!("{:<24} {:>10}  {:<6} result", "example", "time", "check")?;
         let mut failed = 0;
         for example in examples() {
             if example.needs_gpu && gpus.is_empty() {
-                println!(
+                outln!(
                     "{:<24} {:>10}  {:<6} the node has no GPU (scripts/install-deps.sh installs Mesa's software Vulkan)",
                     example.name, "-", "skip"
-                );
+                )?;
                 continue;
             }
             for stage in &example.stages {
@@ -348,10 +354,12 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
                 } else {
                     format!("{}/{}", example.name, stage.entry)
                 };
-                println!("{label:<24} {ms:>7.1} ms  {mark:<6} {text}");
+                // The text quotes the guest's values and errors.
+                let text = escape_terminal(&text);
+                outln!("{label:<24} {ms:>7.1} ms  {mark:<6} {text}")?;
             }
         }
-        println!("\ntotal {:.2} s", started.elapsed().as_secs_f64());
+        outln!("\ntotal {:.2} s", started.elapsed().as_secs_f64())?;
         Ok(if failed == 0 { 0 } else { 1 })
     })
 }

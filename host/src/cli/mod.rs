@@ -3,11 +3,44 @@
 //! [`main`] parses arguments, calls one entry function per command, and
 //! prints any error once, at the edge, with a clean exit code:
 //! 0 success, 1 the job (or a demo check) failed, 2 bad usage or setup.
+//!
+//! Output goes through [`outln!`] and [`errln!`], never `println!`: text
+//! from guests and servers is escaped first ([`escape_terminal`]), and a
+//! closed stdout ends the command quietly, with success, instead of a
+//! panic.
+
+/// `println!` to stdout for commands: returns `anyhow::Result<()>`, an
+/// [`output::OutputClosed`] error when the reader went away.
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` to stdout for commands (see [`outln!`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that never panics: diagnostics nobody reads are dropped.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 mod admin;
 mod bench;
 mod demo;
+mod output;
 mod service;
+
+pub use output::{escape_json, escape_terminal};
 
 use crate::cluster::{EmbeddedCluster, JobOutcome};
 use crate::config::NodeConfig;
@@ -76,8 +109,10 @@ struct NodeArgs {
     /// Custom resources as a JSON object, e.g. '{"ssd": 1}' (default: none).
     #[arg(long)]
     resources: Option<String>,
-    /// Data directory for the module cache and spilled objects (default: a
-    /// temporary directory, removed on exit).
+    /// Data directory for the module cache, spilled objects and the
+    /// metadata store (default: for `prism start`, `data/` in the state
+    /// directory given by --dir; for the other commands, a temporary
+    /// directory, removed on exit).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Object store in-memory capacity in bytes (default: 30% of memory).
@@ -206,6 +241,7 @@ struct DemoArgs {
 
 /// Runs the CLI with the process's arguments; returns the exit code.
 pub fn main() -> i32 {
+    quiet_vulkan_device_select();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -216,10 +252,96 @@ pub fn main() -> i32 {
     telemetry::init(cli.log_format);
     match try_main(cli) {
         Ok(code) => code,
+        // The reader of stdout went away (`prism job list | head`): stop
+        // printing, as `ls | head` does, with no message.
+        Err(e) if output::is_output_closed(&e) => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {}", error_text(&e));
             2
         }
+    }
+}
+
+/// Keeps Mesa's Vulkan device-select layer from printing `error:
+/// XDG_RUNTIME_DIR is invalid or not set in the environment.` on stderr,
+/// once per device enumeration, on a machine without a desktop session.
+///
+/// The layer (`VK_LAYER_MESA_device_select`, implicit, installed with
+/// Mesa's Vulkan drivers) looks for the Wayland compositor's GPU whenever
+/// the instance enables `VK_KHR_wayland_surface`, which wgpu always does;
+/// libwayland-client prints that line when `XDG_RUNTIME_DIR` is unset or
+/// relative, and the lookup then fails anyway. Where that is the case,
+/// and nobody asked for the layer (`MESA_VK_DEVICE_SELECT`, `DRI_PRIME`)
+/// or set its switch, the layer is switched off with its documented
+/// switch `NODEVICE_SELECT=1`. The Vulkan loader still orders devices
+/// (discrete, integrated, virtual, CPU); Prism offers every one of them.
+fn quiet_vulkan_device_select() {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let runtime_dir_usable = std::env::var_os("XDG_RUNTIME_DIR")
+        .is_some_and(|dir| std::path::Path::new(&dir).is_absolute());
+    if runtime_dir_usable
+        || set("NODEVICE_SELECT")
+        || set("MESA_VK_DEVICE_SELECT")
+        || set("DRI_PRIME")
+    {
+        return;
+    }
+    // SAFETY: called first thing in `main`, before this process starts
+    // any thread, so nothing reads the environment concurrently.
+    unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+}
+
+/// An error as one line, escaped, without a prefix of its own: `main`
+/// adds the only `error: `.
+fn error_text(e: &anyhow::Error) -> String {
+    let text = e
+        .chain()
+        .map(
+            |cause| match cause.downcast_ref::<prism_client::ClientError>() {
+                Some(prism_client::ClientError::Status(status)) => status_text(status),
+                _ => cause.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(": ");
+    let mut text = text.as_str();
+    // A message that starts with its own `error: ` (a server's, a
+    // library's) would print as `error: error: ...`.
+    while let Some(rest) = strip_prefix_ignore_case(text, "error: ") {
+        text = rest;
+    }
+    escape_terminal(text).into_owned()
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// A status from the head. The client names the codes the API uses
+/// (`not found: ...`) and calls every other one `error`, which after
+/// `main`'s own prefix read `error: error: ...`; those get their name here.
+fn status_text(status: &tonic::Status) -> String {
+    let client_text = prism_client::ClientError::Status(status.clone()).to_string();
+    if strip_prefix_ignore_case(&client_text, "error: ").is_none() {
+        return client_text;
+    }
+    let message = status.message();
+    let name = match status.code() {
+        tonic::Code::Cancelled => "cancelled",
+        tonic::Code::DeadlineExceeded => "timed out",
+        tonic::Code::Unimplemented => "not supported by the head",
+        tonic::Code::DataLoss => "data loss",
+        // `Unknown` (also what transport failures are) and `Ok` say
+        // nothing the message does not.
+        _ if message.is_empty() => return format!("the head failed ({})", status.code()),
+        _ => return message.to_string(),
+    };
+    if message.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}: {message}")
     }
 }
 
@@ -247,8 +369,16 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
 
 /// Builds the multi-threaded tokio runtime guests run on.
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // A running guest is one poll of up to one epoch tick (10 ms), so a
+    // worker busy with guests counts its ticks in epochs: at tokio's
+    // defaults (timers and I/O polled every 61 ticks, the shared queue
+    // every 31) a 50 ms `get_timeout` fired after 300-600 ms. Polling both
+    // every 4 ticks keeps timers within ~40 ms of their deadline under
+    // full load, at the cost of one non-blocking epoll per 4 polls.
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .event_interval(4)
+        .global_queue_interval(4)
         .thread_name("prism-worker")
         .build()
         .context("could not start the async runtime")
@@ -270,18 +400,20 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         if args.stats {
             let statuses = cluster.head().node_statuses().await;
-            eprintln!("{}", serde_json::to_string_pretty(&statuses)?);
+            errln!("{}", output::pretty_json(&statuses)?);
         }
         match outcome.result {
             Ok(bytes) => {
                 let json = crate::values::msgpack_to_json(&bytes)?;
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                outln!("{}", output::pretty_json(&json)?)?;
                 Ok(0)
             }
             Err(e) => {
-                eprintln!(
+                errln!(
                     "error: job {} failed ({}): {}",
-                    outcome.id, e.kind, e.message
+                    outcome.id,
+                    escape_terminal(&e.kind.to_string()),
+                    escape_terminal(&e.message)
                 );
                 Ok(1)
             }
@@ -289,10 +421,25 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
     })
 }
 
+/// A job's log on stderr, one escaped line per log line.
 fn print_logs(outcome: &JobOutcome) {
-    for line in &outcome.logs {
-        eprintln!("[{} {}] {}", line.function, line.source.as_str(), line.text);
+    for line in outcome.logs.iter() {
+        errln!(
+            "{}",
+            log_line(&line.function, line.source.as_str(), &line.text)
+        );
     }
+}
+
+/// `[function source] text`, escaped: a guest cannot end the line early
+/// or forge another.
+fn log_line(function: &str, source: &str, text: &str) -> String {
+    format!(
+        "[{} {}] {}",
+        escape_terminal(function),
+        escape_terminal(source),
+        escape_terminal(text)
+    )
 }
 
 /// `prism status`: starts a node with the given options and describes it.
@@ -302,35 +449,36 @@ fn status(args: StatusArgs) -> anyhow::Result<i32> {
         let cluster = EmbeddedCluster::start(config)?;
         let statuses = cluster.head().node_statuses().await;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&statuses)?);
+            outln!("{}", output::pretty_json(&statuses)?)?;
             return Ok(0);
         }
         for (i, node) in statuses.iter().enumerate() {
-            println!("node {i} (embedded)");
-            println!("  resources  {}", node.total);
-            println!("  available  {}", node.available);
-            println!(
+            outln!("node {i} (embedded)")?;
+            outln!("  resources  {}", node.total)?;
+            outln!("  available  {}", node.available)?;
+            outln!(
                 "  load       {} running, {} pending",
                 node.scheduler.running, node.scheduler.pending
-            );
-            println!(
+            )?;
+            outln!(
                 "  objects    {} held, {} of {} bytes in memory",
                 node.store.objects, node.store.bytes_in_memory, node.store_capacity
-            );
+            )?;
             if node.gpus.is_empty() {
-                println!("  gpus       none");
+                outln!("  gpus       none")?;
             }
             for g in &node.gpus {
-                println!(
+                // Names come from the drivers.
+                outln!(
                     "  gpu {}      {} ({}, {}, {}); max buffer {} bytes, {} workgroups per dimension",
                     g.index,
-                    g.name,
-                    g.backend,
-                    g.device_type,
-                    g.driver,
+                    escape_terminal(&g.name),
+                    escape_terminal(&g.backend),
+                    escape_terminal(&g.device_type),
+                    escape_terminal(&g.driver),
                     g.max_buffer_size,
                     g.max_workgroups_per_dimension
-                );
+                )?;
             }
         }
         Ok(0)
@@ -350,7 +498,11 @@ fn inspect(args: InspectArgs) -> anyhow::Result<i32> {
     let module = match runtime.modules().load(&bytes) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: {}: {e}", args.module.display());
+            errln!(
+                "error: {}: {}",
+                args.module.display(),
+                escape_terminal(&e.to_string())
+            );
             return Ok(1);
         }
     };
@@ -362,14 +514,20 @@ fn inspect(args: InspectArgs) -> anyhow::Result<i32> {
             "tasks": exports.tasks,
             "actors": exports.actors,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", output::pretty_json(&out)?)?;
     } else {
-        println!("module  sha256:{}", module.hash());
-        println!("drivers {}", exports.mains.join(", "));
-        println!("tasks   {}", exports.tasks.join(", "));
+        // The names are the module's own: escaped.
+        let list = |names: &[String]| escape_terminal(&names.join(", ")).into_owned();
+        outln!("module  sha256:{}", module.hash())?;
+        outln!("drivers {}", list(&exports.mains))?;
+        outln!("tasks   {}", list(&exports.tasks))?;
         for (class, info) in &exports.actors {
             let persistent = if info.persistent { " (persistent)" } else { "" };
-            println!("actor   {class}{persistent}: {}", info.methods.join(", "));
+            outln!(
+                "actor   {}{persistent}: {}",
+                escape_terminal(class),
+                list(&info.methods)
+            )?;
         }
     }
     Ok(0)
@@ -390,6 +548,48 @@ mod tests {
         let flags = Flags::try_parse_from(std::iter::once("prism").chain(args.iter().copied()))
             .expect("flags parse");
         flags.node.config().expect("valid flags")
+    }
+
+    #[test]
+    fn errors_print_one_prefix() {
+        use prism_client::ClientError;
+        let status = |s: tonic::Status| anyhow::Error::from(ClientError::Status(s));
+        // Codes the client names keep its wording.
+        assert_eq!(
+            error_text(&status(tonic::Status::not_found("no job j-1"))),
+            "not found: no job j-1"
+        );
+        // The others read `error: ...` from the client; `main` adds its own.
+        assert_eq!(
+            error_text(&status(tonic::Status::unknown("transport error"))),
+            "transport error"
+        );
+        assert_eq!(
+            error_text(&status(tonic::Status::deadline_exceeded("too slow"))),
+            "timed out: too slow"
+        );
+        assert_eq!(
+            error_text(&status(tonic::Status::unimplemented(""))),
+            "not supported by the head"
+        );
+        // A message of its own that starts with `error:`, under a context.
+        let e = anyhow::anyhow!("Error: error: bad thing").context("uploading");
+        assert_eq!(error_text(&e), "uploading: Error: error: bad thing");
+        let e = anyhow::anyhow!("Error: error: bad thing");
+        assert_eq!(error_text(&e), "bad thing");
+        // Text from a server or guest is escaped.
+        assert_eq!(
+            error_text(&status(tonic::Status::internal("\x1b[2Jboom\nforged"))),
+            "internal error: \\x1b[2Jboom\\nforged"
+        );
+    }
+
+    #[test]
+    fn log_lines_cannot_forge_others() {
+        assert_eq!(
+            log_line("f", "stdout", "ok\r[main prism] done\x1b[K"),
+            "[f stdout] ok\\r[main prism] done\\x1b[K"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! API through `prism-client`).
 
 use super::NodeArgs;
+use super::output::{escape_json, escape_terminal};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use prism_client::v1::{JobInfo, JobState};
@@ -41,7 +42,9 @@ pub(super) struct StartArgs {
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Where other nodes reach this one, `host:port` (default: the bound
-    /// address). A worker's certificate is made for this host.
+    /// address). For the head, the host must be a name of its certificate
+    /// (`prism init --san`); a worker's certificate names the node
+    /// (`<node id>.node.prism`), so its address may change between starts.
     #[arg(long)]
     advertise: Option<String>,
     /// Head: how often workers report, in milliseconds (default: 1000).
@@ -196,17 +199,17 @@ enum JobCommand {
 
 pub(super) fn init(args: InitArgs) -> anyhow::Result<i32> {
     let report = crate::security::init(&args.dir, &args.san)?;
-    println!(
+    outln!(
         "cluster {} initialized in {}",
         report.cluster_id,
         args.dir.display()
-    );
-    println!("  CA certificate  {}", report.files.ca_cert().display());
-    println!("  admin token     {}", report.files.admin_token().display());
-    println!(
+    )?;
+    outln!("  CA certificate  {}", report.files.ca_cert().display())?;
+    outln!("  admin token     {}", report.files.admin_token().display())?;
+    outln!(
         "start the head:  prism start --head --dir {}",
         args.dir.display()
-    );
+    )?;
     Ok(0)
 }
 
@@ -252,10 +255,12 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
             crate::net::worker::run_worker(
                 options,
                 |id, bound| {
-                    // Tests and scripts wait for this line.
-                    println!("prism worker {id} listening on https://{bound}, joined {head}");
-                    use std::io::Write;
-                    let _ = std::io::stdout().flush();
+                    // Tests and scripts wait for this line. A service
+                    // whose stdout was closed keeps serving.
+                    let _ = outln!(
+                        "prism worker {id} listening on https://{bound}, joined {}",
+                        escape_terminal(head)
+                    );
                 },
                 shutdown,
             )
@@ -285,10 +290,9 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
             &args.dir,
             options,
             |bound| {
-                // Tests and scripts wait for this line.
-                println!("prism head listening on https://{bound}");
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
+                // Tests and scripts wait for this line. A service whose
+                // stdout was closed keeps serving.
+                let _ = outln!("prism head listening on https://{bound}");
             },
             shutdown,
         )
@@ -308,43 +312,50 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
-fn print_job(job: &JobInfo) {
+/// A job as one line; every field from the head is escaped (the error
+/// message is a guest's).
+fn job_line(job: &JobInfo) -> String {
     let mut line = format!(
         "{}  {:<9}  {}  entry={} namespace={} by={}",
-        job.id,
+        escape_terminal(&job.id),
         state_name(job.state),
-        job.module_hash,
-        job.entry,
-        job.namespace,
-        job.submitted_by
+        escape_terminal(&job.module_hash),
+        escape_terminal(&job.entry),
+        escape_terminal(&job.namespace),
+        escape_terminal(&job.submitted_by)
     );
     if !job.error_kind.is_empty() {
         line.push_str(&format!(
             "  error ({}): {}",
-            job.error_kind, job.error_message
+            escape_terminal(&job.error_kind),
+            escape_terminal(&job.error_message)
         ));
     }
-    println!("{line}");
+    line
+}
+
+fn print_job(job: &JobInfo) -> anyhow::Result<()> {
+    outln!("{}", job_line(job))
 }
 
 /// Prints a result; exit code 0 if the job succeeded, 1 otherwise.
-fn print_result(result: &prism_client::v1::JobResult) -> i32 {
+fn print_result(result: &prism_client::v1::JobResult) -> anyhow::Result<i32> {
     match &result.job {
         Some(job) if job.state == JobState::Succeeded as i32 => {
-            println!("{}", result.value_json);
-            0
+            outln!("{}", escape_json(&result.value_json))?;
+            Ok(0)
         }
         Some(job) => {
-            eprintln!(
+            errln!(
                 "error: job {} {} ({}): {}",
-                job.id,
+                escape_terminal(&job.id),
                 state_name(job.state),
-                job.error_kind,
-                job.error_message
+                escape_terminal(&job.error_kind),
+                escape_terminal(&job.error_message)
             );
-            1
+            Ok(1)
         }
-        None => 1,
+        None => Ok(1),
     }
 }
 
@@ -386,31 +397,47 @@ pub(super) fn job(args: JobArgs) -> anyhow::Result<i32> {
                     .await?;
                 if wait {
                     let result = client.result(&job.id, true).await?;
-                    return Ok(print_result(&result));
+                    return print_result(&result);
                 }
-                println!("{}", job.id);
+                outln!("{}", escape_terminal(&job.id))?;
                 Ok(0)
             }
             JobCommand::Status { id } => {
-                print_job(&client.job(&id).await?);
+                print_job(&client.job(&id).await?)?;
                 Ok(0)
             }
             JobCommand::Logs { id } => {
-                client
-                    .follow_logs(&id, |line| {
-                        println!("[{} {}] {}", line.function, line.source, line.text);
-                    })
-                    .await?;
+                // Printing stops at the first failure (stdout closed:
+                // `prism job logs ID | head`), and so does following,
+                // rather than waiting for the job to end.
+                let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+                let mut failed_tx = Some(failed_tx);
+                let follow = client.follow_logs(&id, |line| {
+                    if failed_tx.is_none() {
+                        return;
+                    }
+                    let printed = outln!(
+                        "{}",
+                        super::log_line(&line.function, &line.source, &line.text)
+                    );
+                    if let (Err(e), Some(tx)) = (printed, failed_tx.take()) {
+                        let _ = tx.send(e);
+                    }
+                });
+                tokio::select! {
+                    followed = follow => followed?,
+                    Ok(e) = failed_rx => return Err(e),
+                }
                 Ok(0)
             }
-            JobCommand::Result { id } => Ok(print_result(&client.result(&id, true).await?)),
+            JobCommand::Result { id } => print_result(&client.result(&id, true).await?),
             JobCommand::Stop { id } => {
-                print_job(&client.stop(&id).await?);
+                print_job(&client.stop(&id).await?)?;
                 Ok(0)
             }
             JobCommand::List => {
                 for job in client.list().await? {
-                    print_job(&job);
+                    print_job(&job)?;
                 }
                 Ok(0)
             }
@@ -436,19 +463,27 @@ pub(super) fn remote_status(client: &ClientArgs, json: bool) -> anyhow::Result<i
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&nodes)?);
+            outln!("{}", super::output::pretty_json(&nodes)?)?;
             return Ok(0);
         }
+        // Everything here is as the nodes reported it.
         for n in &status.nodes {
-            println!("node {} ({}, {})", n.node_id, n.address, n.state);
-            println!("  resources  {}", n.total);
-            println!("  available  {}", n.available);
-            println!(
+            outln!(
+                "node {} ({}, {})",
+                escape_terminal(&n.node_id),
+                escape_terminal(&n.address),
+                escape_terminal(&n.state)
+            )?;
+            outln!("  resources  {}", escape_terminal(&n.total))?;
+            outln!("  available  {}", escape_terminal(&n.available))?;
+            outln!(
                 "  load       {} running, {} pending, {} run so far",
-                n.running_tasks, n.pending_tasks, n.executed_tasks
-            );
+                n.running_tasks,
+                n.pending_tasks,
+                n.executed_tasks
+            )?;
             for g in &n.gpus {
-                println!("  gpu        {g}");
+                outln!("  gpu        {}", escape_terminal(g))?;
             }
         }
         Ok(0)
@@ -461,7 +496,7 @@ pub(super) fn node(args: NodeCommandArgs) -> anyhow::Result<i32> {
         match args.command {
             NodeCommand::JoinToken { ttl_secs } => {
                 let reply = client.create_join_token(ttl_secs).await?;
-                println!("{}", reply.token);
+                outln!("{}", escape_terminal(&reply.token))?;
             }
         }
         Ok(0)
@@ -502,7 +537,7 @@ pub(super) fn actor(args: ActorArgs) -> anyhow::Result<i32> {
                 namespace,
             } => {
                 let value = client.call_actor(&namespace, &name, &method, &args).await?;
-                println!("{value}");
+                outln!("{}", escape_json(&value))?;
             }
         }
         Ok(0)

@@ -114,6 +114,27 @@ fn pki(e: rcgen::Error) -> SecurityError {
     SecurityError::Pki(e.to_string())
 }
 
+/// The DER of a PKCS#8 v1 (RFC 8410) Ed25519 private key, up to the
+/// 32-byte seed: `PrivateKeyInfo { version 0, algorithm id-Ed25519,
+/// privateKey OCTET STRING { OCTET STRING seed } }`.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// A new Ed25519 key for signing tokens, kept as PKCS#8 v1, which
+/// `openssl pkey` (OpenSSL 3), jsonwebtoken and ring all read. (ring's
+/// own `generate_pkcs8` writes a v2 document, with the public key
+/// embedded, that OpenSSL 3 refuses; `jwt.key` files of that format,
+/// written by earlier versions, still load.)
+fn generate_jwt_key() -> Result<KeyPair, SecurityError> {
+    let mut der = ED25519_PKCS8_V1_PREFIX.to_vec();
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| SecurityError::Pki(e.to_string()))?;
+    der.extend_from_slice(&seed);
+    seed.fill(0);
+    KeyPair::try_from(der).map_err(pki)
+}
+
 /// Creates a cluster in `dir`: CA, head certificate (for localhost and
 /// `sans`), token key and a first admin token. Refuses to overwrite one.
 pub fn init(dir: &Path, sans: &[String]) -> Result<InitReport, SecurityError> {
@@ -176,7 +197,7 @@ pub fn init(dir: &Path, sans: &[String]) -> Result<InitReport, SecurityError> {
     let head_cert = head_params.signed_by(&head_key, &issuer).map_err(pki)?;
 
     // The token key.
-    let jwt_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(pki)?;
+    let jwt_key = generate_jwt_key()?;
 
     write_private(&files.ca_cert(), ca_cert.pem().as_bytes())?;
     write_private(&files.ca_key(), issuer.key().serialize_pem().as_bytes())?;
@@ -204,6 +225,95 @@ pub fn init(dir: &Path, sans: &[String]) -> Result<InitReport, SecurityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pem_der(pem: &str, label: &str) -> Vec<u8> {
+        let begin = format!("-----BEGIN {label}-----");
+        let end = format!("-----END {label}-----");
+        let body = pem
+            .trim()
+            .strip_prefix(&begin)
+            .and_then(|rest| rest.strip_suffix(&end))
+            .unwrap_or_else(|| panic!("not a {label} PEM: {pem}"));
+        let body: String = body.split_whitespace().collect();
+        base64_decode(&body)
+    }
+
+    fn base64_decode(text: &str) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0);
+        for c in text.bytes().take_while(|&c| c != b'=') {
+            let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
+    }
+
+    /// Signs and verifies a token with the keys in `files`.
+    fn tokens_work(files: &ClusterFiles) {
+        let authority = TokenAuthority::load(files).expect("keys load");
+        let token = authority
+            .issue("someone", Role::Viewer, Duration::from_secs(60))
+            .expect("signs");
+        let claims = authority.verify(&token).expect("verifies");
+        assert_eq!(claims.role, Role::Viewer);
+    }
+
+    #[test]
+    fn the_token_key_is_standard_pkcs8() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = init(&dir.path().join("state"), &[]).unwrap().files;
+        let pem = String::from_utf8(files.read(&files.jwt_key()).unwrap()).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let der = pem_der(&pem, "PRIVATE KEY");
+        assert_eq!(der.len(), 48, "a v1 document holds only the seed");
+        assert_eq!(der[..16], ED25519_PKCS8_V1_PREFIX);
+        jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).expect("jsonwebtoken reads it");
+        tokens_work(&files);
+        // jwt.pub is the matching public key.
+        let public = pem_der(
+            &String::from_utf8(files.read(&files.jwt_pub()).unwrap()).unwrap(),
+            "PUBLIC KEY",
+        );
+        let key = KeyPair::from_pem(&pem).unwrap();
+        assert_eq!(public[public.len() - 32..], *key.public_key_raw());
+
+        // OpenSSL 3 reads it too (where OpenSSL is installed).
+        match std::process::Command::new("openssl")
+            .args(["pkey", "-noout", "-text", "-in"])
+            .arg(files.jwt_key())
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success(),
+                "openssl pkey: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("openssl not run ({e}); skipping that check"),
+        }
+    }
+
+    #[test]
+    fn token_keys_of_the_old_format_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = init(&dir.path().join("state"), &[]).unwrap().files;
+        // What earlier versions wrote: ring's PKCS#8 v2 document.
+        let old = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let old_pem = old.serialize_pem();
+        assert!(pem_der(&old_pem, "PRIVATE KEY").len() > 48, "a v2 document");
+        std::fs::remove_file(files.jwt_key()).unwrap();
+        std::fs::remove_file(files.jwt_pub()).unwrap();
+        write_private(&files.jwt_key(), old_pem.as_bytes()).unwrap();
+        write_private(&files.jwt_pub(), old.public_key_pem().as_bytes()).unwrap();
+        jsonwebtoken::EncodingKey::from_ed_pem(old_pem.as_bytes()).expect("jsonwebtoken reads it");
+        tokens_work(&files);
+    }
 
     #[test]
     fn init_writes_private_files_and_refuses_to_overwrite() {
