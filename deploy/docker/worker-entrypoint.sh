@@ -17,7 +17,8 @@
 #   NODE_DIR        the node's state directory [/var/lib/prism]
 #   NODE_LISTEN     address to serve on [0.0.0.0:7000]
 #   NODE_ADVERTISE  HOST:PORT where other nodes reach this one (required;
-#                   the node's certificate is made for HOST)
+#                   it may change between starts: the node's certificate
+#                   names the node, <node id>.node.prism, not HOST)
 #   WAIT_SECS       how long to wait for the head on first start [120]
 # Arguments are passed on to `prism start` (e.g. --cpus 2).
 set -eu

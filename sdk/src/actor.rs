@@ -222,10 +222,9 @@ impl<A: Actor> ActorOptions<A> {
         let mut id = [0u8; 16];
         match sys::actor_create(A::CLASS, args, &self.wire.encode(), &mut id) {
             prism_abi::status::OK => Ok(A::Handle::from(ActorId(id))),
-            prism_abi::status::NAME_TAKEN => Err(Error::InvalidArgument(format!(
-                "an actor named {:?} already exists in this namespace",
-                self.wire.name.as_deref().unwrap_or_default()
-            ))),
+            prism_abi::status::NAME_TAKEN => Err(Error::ActorNameTaken(
+                self.wire.name.clone().unwrap_or_default(),
+            )),
             code => Err(Error::from_status(code)),
         }
     }
@@ -242,6 +241,7 @@ pub fn get_actor_in<A: Actor>(namespace: &str, name: &str) -> Result<A::Handle> 
     let mut id = [0u8; 16];
     match sys::actor_lookup(namespace, name, A::CLASS, &mut id) {
         prism_abi::status::OK => Ok(A::Handle::from(ActorId(id))),
+        prism_abi::status::NOT_FOUND => Err(Error::ActorNotFound(name.to_string())),
         code => Err(Error::from_status(code)),
     }
 }

@@ -172,6 +172,11 @@ pub enum Error {
     Timeout,
     /// No such object for this job (never existed, freed, or another tenant's).
     ObjectNotFound,
+    /// No live actor of that name and class in that namespace (never
+    /// created, killed, or another tenant's).
+    ActorNotFound(String),
+    /// An actor of that name already lives in that namespace.
+    ActorNameTaken(String),
     /// The call was malformed (e.g. `wait` with `num_returns` out of range).
     InvalidArgument(String),
     /// A value could not be serialized or deserialized.
@@ -257,6 +262,13 @@ impl fmt::Display for Error {
             Error::StoreFull => f.write_str("object store is full"),
             Error::PermissionDenied => f.write_str("permission denied by the tenant's policy"),
             Error::QuotaExceeded => f.write_str("quota exceeded"),
+            Error::ActorNotFound(name) => write!(f, "no actor named {name:?}"),
+            Error::ActorNameTaken(name) => {
+                write!(
+                    f,
+                    "an actor named {name:?} already exists in this namespace"
+                )
+            }
             Error::NotInGuest => f.write_str("the Prism SDK only works inside a Prism guest"),
             Error::Gpu(e) => e.fmt(f),
             Error::Host(code) => write!(f, "host returned unknown status {code}"),
@@ -562,9 +574,9 @@ pub(crate) fn encode_exact<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> 
     }
     let serialization = |e: rmp_serde::encode::Error| Error::Serialization(e.to_string());
     let mut count = Count(0);
-    rmp_serde::encode::write_named(&mut count, value).map_err(serialization)?;
+    prism_abi::write_value(&mut count, value).map_err(serialization)?;
     let mut bytes = Vec::with_capacity(count.0);
-    rmp_serde::encode::write_named(&mut bytes, value).map_err(serialization)?;
+    prism_abi::write_value(&mut bytes, value).map_err(serialization)?;
     Ok(bytes)
 }
 

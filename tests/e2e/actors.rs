@@ -102,7 +102,7 @@ async fn named_actors_are_scoped_to_namespaces_and_detached_ones_outlive_their_j
     );
     assert_eq!(
         case(&created, "wrong_class").0,
-        "other",
+        "actor_not_found",
         "a Saver lookup does not find a Kit"
     );
 
@@ -114,12 +114,12 @@ async fn named_actors_are_scoped_to_namespaces_and_detached_ones_outlive_their_j
     );
     assert_eq!(
         case(&found, "owned").0,
-        "other",
+        "actor_not_found",
         "the non-detached actor ended with its job: {found}"
     );
-    assert_eq!(case(&found, "other_namespace").0, "other");
+    assert_eq!(case(&found, "other_namespace").0, "actor_not_found");
     let (kind, message) = case(&found, "name_taken");
-    assert_eq!(kind, "other");
+    assert_eq!(kind, "actor_name_taken");
     assert!(message.contains("already exists"), "{message}");
     assert_eq!(
         case(&found, "get_or_create_existing"),
@@ -133,10 +133,10 @@ async fn named_actors_are_scoped_to_namespaces_and_detached_ones_outlive_their_j
         .await
         .unwrap();
     let v = prism_host::values::msgpack_to_json(&elsewhere.result.unwrap()).unwrap();
-    assert_eq!(case(&v, "detached_value").0, "other", "{v}");
+    assert_eq!(case(&v, "detached_value").0, "actor_not_found", "{v}");
 
     let cleaned = run_ok(&c, TESTKIT, "actor_names", r#"["cleanup"]"#).await;
-    assert_eq!(case(&cleaned, "gone").0, "other");
+    assert_eq!(case(&cleaned, "gone").0, "actor_not_found");
     assert_eq!(c.node().actors().live(), 0);
 }
 

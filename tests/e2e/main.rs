@@ -12,6 +12,7 @@ mod cluster;
 mod density;
 mod examples;
 mod gpu;
+mod hardening;
 mod modules;
 mod sdk;
 mod service;

@@ -124,6 +124,25 @@ async fn failures_do_not_disturb_a_concurrent_job() {
     assert_eq!(hello.unwrap(), "Hello, neighbour, from a Prism task!");
 }
 
+/// The one compiled artifact of `hash` in the node's cache (named
+/// `<hash>.<tenant key>.cwasm`: compilations are per tenant).
+fn artifact_of(
+    data_dir: &std::path::Path,
+    hash: prism_host::ids::ModuleHash,
+) -> std::path::PathBuf {
+    let prefix = format!("{hash}.");
+    let found: Vec<_> = std::fs::read_dir(data_dir.join("modules"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.starts_with(&prefix) && name.ends_with(".cwasm")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compiled_modules_are_cached_on_disk_and_reused_after_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -138,7 +157,7 @@ async fn compiled_modules_are_cached_on_disk_and_reused_after_restart() {
         assert!(c.shutdown(std::time::Duration::from_secs(10)).await);
     }
     let hash = prism_host::ids::ModuleHash::of(HELLO);
-    let artifact = dir.path().join("modules").join(format!("{hash}.cwasm"));
+    let artifact = artifact_of(dir.path(), hash);
     assert!(
         artifact.exists(),
         "compiled artifact at {}",
@@ -183,7 +202,7 @@ async fn a_tampered_compiled_artifact_is_recompiled_not_loaded() {
         assert!(c.shutdown(std::time::Duration::from_secs(10)).await);
     }
     let hash = prism_host::ids::ModuleHash::of(HELLO);
-    let artifact = dir.path().join("modules").join(format!("{hash}.cwasm"));
+    let artifact = artifact_of(dir.path(), hash);
     std::fs::write(&artifact, b"\x7fELF not really a compiled module").unwrap();
     let c = prism_host::cluster::EmbeddedCluster::start(cfg).unwrap();
     assert_eq!(

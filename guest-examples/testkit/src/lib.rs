@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 mod cluster;
 mod gpu;
+mod hostile;
 mod tenancy;
 
 /// a + b.
@@ -83,6 +84,8 @@ fn kind(r: &prism::Result<impl Sized>) -> String {
         Err(Error::Timeout) => "timeout".into(),
         Err(Error::InvalidArgument(_)) => "invalid_argument".into(),
         Err(Error::ObjectNotFound) => "object_not_found".into(),
+        Err(Error::ActorNotFound(_)) => "actor_not_found".into(),
+        Err(Error::ActorNameTaken(_)) => "actor_name_taken".into(),
         Err(Error::PermissionDenied) => "permission_denied".into(),
         Err(Error::QuotaExceeded) => "quota_exceeded".into(),
         Err(other) => format!("other: {other}"),
@@ -673,6 +676,8 @@ impl Saver {
 fn outcome_of<T: std::fmt::Debug>(r: prism::Result<T>) -> (String, String) {
     match r {
         Ok(v) => ("ok".into(), format!("{v:?}")),
+        Err(e @ Error::ActorNotFound(_)) => ("actor_not_found".into(), e.to_string()),
+        Err(e @ Error::ActorNameTaken(_)) => ("actor_name_taken".into(), e.to_string()),
         Err(e) => (
             e.kind()
                 .map(|k| k.to_string())

@@ -1,0 +1,116 @@
+//! Drivers for the hardening tests (`tests/e2e/hardening.rs`): each tries
+//! to make a shared head or node hold more than its bounds, or to learn
+//! about another tenant, and reports what it saw.
+
+use prism::{Error, ObjectRef};
+use std::time::{Duration, Instant};
+
+use crate::{kind, sleep_then, spin};
+
+/// Polls a pending task with `wait` (timeout 0) `polls` times: each poll
+/// used to leave a waiter behind on the node until the task ended.
+#[prism::main]
+fn wait_poll(polls: u64) -> prism::Result<u64> {
+    let slow = sleep_then::remote(60_000, 1);
+    let mut ready = 0;
+    for _ in 0..polls {
+        let (done, _) = prism::wait(std::slice::from_ref(&slow), 1, Some(Duration::ZERO))?;
+        ready += done.len() as u64;
+    }
+    let _ = prism::cancel(&slow);
+    Ok(ready)
+}
+
+/// Returns `count` nils: small as MessagePack, large as JSON.
+#[prism::main]
+fn many_nils(count: u64) -> Vec<()> {
+    vec![(); count as usize]
+}
+
+/// Tries names of `len` bytes for a named object and a named actor:
+/// the kinds of the two refusals.
+#[prism::main]
+fn long_names(len: u64) -> (String, String) {
+    let name = "n".repeat(len as usize);
+    let put = kind(&prism::put_named(&name, &1u64));
+    let actor = kind(&crate::Kit::options().name(&name).remote(0).map(|_| ()));
+    (put, actor)
+}
+
+/// Holds an object of `bytes` bytes for `ms` milliseconds.
+#[prism::main]
+fn hold_object(bytes: u64, ms: u64) -> prism::Result<u64> {
+    let r = prism::put_bytes(&vec![7u8; bytes as usize])?;
+    std::thread::sleep(Duration::from_millis(ms));
+    prism::free(&[r])?;
+    Ok(bytes)
+}
+
+/// What the store shows this job: (objects, bytes in memory) before and
+/// after it puts one 1,000-byte value.
+#[prism::main]
+fn own_store_stats() -> prism::Result<(u64, u64, u64, u64)> {
+    let before = prism::store_stats()?;
+    let _r = prism::put_bytes(&[1u8; 1000])?;
+    let after = prism::store_stats()?;
+    Ok((
+        before.objects,
+        before.bytes_in_memory,
+        after.objects,
+        after.bytes_in_memory,
+    ))
+}
+
+/// Milliseconds a `get_timeout` of `timeout_ms` took while `busy` spinning
+/// tasks hold every CPU, and whether it timed out.
+#[prism::main]
+fn timeout_under_load(busy: u64, timeout_ms: u64) -> prism::Result<(u64, bool)> {
+    let spinners: Vec<ObjectRef<u64>> = (0..busy).map(|_| spin::remote()).collect();
+    // Let the spinners take the CPUs.
+    std::thread::sleep(Duration::from_millis(200));
+    let slow = sleep_then::remote(60_000, 1);
+    let started = Instant::now();
+    let r = prism::get_timeout(&slow, Duration::from_millis(timeout_ms));
+    let took = started.elapsed().as_millis() as u64;
+    for s in spinners.iter() {
+        let _ = prism::cancel(s);
+    }
+    let _ = prism::cancel(&slow);
+    Ok((took, matches!(r, Err(Error::Timeout))))
+}
+
+/// A byte vector through `put`/`get`: (length back, milliseconds).
+#[prism::main]
+fn put_byte_vec(mb: u64) -> prism::Result<(u64, u64)> {
+    let data = vec![200u8; (mb << 20) as usize];
+    let started = Instant::now();
+    let r = prism::put(&data)?;
+    let back: Vec<u8> = prism::get(&r)?;
+    Ok((back.len() as u64, started.elapsed().as_millis() as u64))
+}
+
+/// Logs `lines` lines of `bytes` bytes each through `prism::log`.
+#[prism::main]
+fn log_flood(lines: u64, bytes: u64) -> u64 {
+    let line = "y".repeat(bytes as usize);
+    for _ in 0..lines {
+        prism::log(&line);
+    }
+    lines
+}
+
+/// Creates a named actor, kills it and at once creates another under the
+/// same name, `rounds` times: how many re-creations succeeded.
+#[prism::main]
+fn rename_after_kill(rounds: u64) -> prism::Result<u64> {
+    let mut ok = 0;
+    for _ in 0..rounds {
+        let first = crate::Kit::options().name("phoenix").remote(0)?;
+        prism::kill(&first)?;
+        if let Ok(second) = crate::Kit::options().name("phoenix").remote(0) {
+            ok += 1;
+            prism::kill(&second)?;
+        }
+    }
+    Ok(ok)
+}

@@ -1,0 +1,301 @@
+//! A hostile tenant against a shared head, with a well-behaved tenant's
+//! job running beside each attack: the attack gets a typed error or a
+//! bounded result, the other tenant's job its right answer in bounded
+//! time, and the head's peak memory stays within a bound per attack.
+
+use super::procs::{HeadProcess, admin_token, client, init, start_head_with};
+use prism_client::v1::{JobState, SubmitJobRequest};
+use prism_client::{Client, ClientError};
+use prism_host::security::ClusterFiles;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn code(e: ClientError) -> (Code, String) {
+    match e {
+        ClientError::Status(s) => (s.code(), s.message().to_string()),
+        other => panic!("expected a status, got {other}"),
+    }
+}
+
+/// The process's peak resident memory (VmHWM), in MiB.
+fn peak_mib(head: &HeadProcess) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", head.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        / 1024
+}
+
+struct Tenants {
+    head: HeadProcess,
+    /// The well-behaved tenant's developer.
+    good: Client,
+    /// The hostile tenant's tenant-admin.
+    bad: Client,
+    /// The testkit's hash, uploaded by both.
+    module: String,
+    files: ClusterFiles,
+}
+
+async fn tenants(dir: &std::path::Path) -> Tenants {
+    let files = init(&dir.join("state"));
+    let head = start_head_with(files.dir(), &["--listen", "127.0.0.1:0", "--cpus", "2"]);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    admin.create_tenant("acme", 1.0, "").await.unwrap();
+    admin.create_tenant("zeta", 1.0, "").await.unwrap();
+    let token = |tenant: &'static str, role: &'static str| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .issue_token(tenant, "someone", role, 3600)
+                .await
+                .unwrap()
+                .token
+        }
+    };
+    let mut good = client(&head, &files, &token("acme", "developer").await).await;
+    let mut bad = client(&head, &files, &token("zeta", "tenant-admin").await).await;
+    let module = good
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    bad.upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap();
+    Tenants {
+        head,
+        good,
+        bad,
+        module,
+        files,
+    }
+}
+
+/// Submits `entry` with `args`; the job's id.
+async fn submit(c: &mut Client, module: &str, entry: &str, args: &str, cpus: f64) -> String {
+    c.submit_request(SubmitJobRequest {
+        module_hash: module.into(),
+        entry: entry.into(),
+        args_json: args.into(),
+        num_cpus: cpus,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{entry}: {e}"))
+    .id
+}
+
+/// Waits for a job and returns its value (it must succeed).
+async fn value(c: &mut Client, id: &str) -> Value {
+    let result = c.result(id, true).await.unwrap();
+    assert_eq!(
+        result.job.as_ref().map(|j| j.state),
+        Some(JobState::Succeeded as i32),
+        "{:?}",
+        result.job
+    );
+    serde_json::from_str(&result.value_json).unwrap()
+}
+
+/// The well-behaved tenant's job: a small task graph with a known sum,
+/// which must come back right within `bound`.
+async fn well_behaved(t: &mut Tenants, bound: Duration) {
+    let started = Instant::now();
+    let id = submit(&mut t.good, &t.module, "sum", "[4, 40]", 0.0).await;
+    let v = value(&mut t.good, &id).await;
+    assert!(v.is_u64(), "{v}");
+    assert!(
+        started.elapsed() < bound,
+        "the other tenant's job took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tenant_cannot_take_down_or_bloat_a_shared_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = tenants(dir.path()).await;
+    well_behaved(&mut t, Duration::from_secs(30)).await;
+    let baseline = peak_mib(&t.head);
+
+    // A policy nested deep enough to overflow a parser's stack is refused
+    // before it is parsed; the head lives on.
+    for depth in [150, 1000] {
+        let text = format!(
+            "permit (principal, action, resource) when {{ {}true{} }};",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        );
+        let (status, message) = code(t.bad.set_policy("zeta", &text).await.unwrap_err());
+        assert_eq!(status, Code::InvalidArgument, "{message}");
+        assert!(message.contains("deeper than"), "{message}");
+    }
+    well_behaved(&mut t, Duration::from_secs(30)).await;
+
+    // Oversized arguments: refused, and only after the module check.
+    let huge = format!("[\"{}\"]", "0".repeat(2 << 20));
+    let (status, message) = code(
+        t.bad
+            .submit(&t.module, "text_len", &huge, "")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, Code::InvalidArgument, "{message}");
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let (status, _) = code(t.bad.submit(&missing, "main", &huge, "").await.unwrap_err());
+    assert_eq!(status, Code::NotFound);
+
+    // Polling a pending task with `wait` leaves nothing behind.
+    let poll = submit(&mut t.bad, &t.module, "wait_poll", "[300000]", 0.0).await;
+    well_behaved(&mut t, Duration::from_secs(30)).await;
+    assert_eq!(value(&mut t.bad, &poll).await, 0);
+
+    // A log flood (160 MiB through prism::log) keeps a bounded tail in
+    // memory and a bounded file on disk.
+    let flood = submit(&mut t.bad, &t.module, "log_flood", "[10000, 16000]", 0.0).await;
+    well_behaved(&mut t, Duration::from_secs(30)).await;
+    assert_eq!(value(&mut t.bad, &flood).await, 10000);
+    let started = Instant::now();
+    for _ in 0..20 {
+        t.bad.job(&flood).await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "GetJob copies no log"
+    );
+    let lines = t.bad.logs(&flood).await.unwrap();
+    assert!(lines.len() < 10000, "{} lines", lines.len());
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.text.contains("reached its limit")),
+        "{:?}",
+        lines.last().map(|l| &l.source)
+    );
+    let file = t.files.dir().join("logs").join(format!("{flood}.log"));
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size <= (64 << 20) + 4096, "{size} bytes of log file");
+
+    // A result that is small as MessagePack but huge as JSON.
+    let nils = submit(&mut t.bad, &t.module, "many_nils", "[20000000]", 0.0).await;
+    let (status, message) = code(t.bad.result(&nils, true).await.unwrap_err());
+    assert_eq!(status, Code::ResourceExhausted, "{message}");
+    assert_eq!(
+        t.bad.job(&nils).await.unwrap().state,
+        JobState::Succeeded as i32
+    );
+
+    // Names are bounded.
+    let names = submit(&mut t.bad, &t.module, "long_names", "[100000]", 0.0).await;
+    assert_eq!(
+        value(&mut t.bad, &names).await,
+        serde_json::json!(["invalid_argument", "invalid_argument"])
+    );
+
+    let peak = peak_mib(&t.head);
+    assert!(
+        peak < baseline + 400,
+        "the head grew from {baseline} MiB to a peak of {peak} MiB"
+    );
+    well_behaved(&mut t, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_uploads_are_refused_before_their_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenants(dir.path()).await;
+    let baseline = peak_mib(&t.head);
+    let mut forged = client(&t.head, &t.files, "not.a.token").await;
+    let uploads: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = forged.clone();
+            tokio::spawn(async move { c.upload_module(vec![0u8; 60 << 20]).await })
+        })
+        .collect();
+    for upload in uploads {
+        let (status, _) = code(upload.await.unwrap().unwrap_err());
+        assert_eq!(status, Code::Unauthenticated);
+    }
+    let (status, _) = code(forged.status().await.unwrap_err());
+    assert_eq!(status, Code::Unauthenticated);
+    let peak = peak_mib(&t.head);
+    assert!(
+        peak < baseline + 150,
+        "8 refused 60 MiB uploads took the head from {baseline} to {peak} MiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_stats_show_a_job_its_own_objects_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = tenants(dir.path()).await;
+    let holder = submit(
+        &mut t.good,
+        &t.module,
+        "hold_object",
+        "[1234567, 3000]",
+        0.0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = submit(&mut t.bad, &t.module, "own_store_stats", "[]", 0.0).await;
+    let (objects_before, bytes_before, objects_after, bytes_after): (u64, u64, u64, u64) =
+        serde_json::from_value(value(&mut t.bad, &seen).await).unwrap();
+    // Its own pending result at most; none of the other tenant's bytes.
+    assert!(objects_before <= 1, "{objects_before}");
+    assert_eq!(bytes_before, 0);
+    assert_eq!(objects_after, objects_before + 1);
+    assert!((1000..1100).contains(&bytes_after), "{bytes_after}");
+    assert_eq!(value(&mut t.good, &holder).await, 1234567);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_fires_on_time_while_busy_tasks_hold_every_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = tenants(dir.path()).await;
+    // The driver holds a CPU; two spinning tasks take the other and the
+    // one it lends while it waits.
+    let id = submit(&mut t.good, &t.module, "timeout_under_load", "[2, 50]", 1.0).await;
+    let (took, timed_out): (u64, bool) =
+        serde_json::from_value(value(&mut t.good, &id).await).unwrap();
+    assert!(timed_out);
+    assert!(took < 250, "a 50 ms timeout took {took} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_actors_name_is_free_on_a_head_when_kill_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = tenants(dir.path()).await;
+    let id = submit(&mut t.good, &t.module, "rename_after_kill", "[20]", 0.0).await;
+    assert_eq!(value(&mut t.good, &id).await, 20);
+}
+
+#[test]
+fn trap_messages_carry_no_host_backtrace_whatever_the_environment() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(["run", prism_guests::TESTKIT_PATH])
+        .args(["--entry", "trap_until", "--args", "[100]"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(text.contains("unreachable"), "{text}");
+    assert!(!text.contains("wasm trap: wasm trap"), "{text}");
+    for host_detail in [
+        "stack backtrace",
+        ".cargo/registry",
+        "rustc/",
+        "src/runtime/",
+    ] {
+        assert!(!text.contains(host_detail), "{host_detail} in {text}");
+    }
+}
