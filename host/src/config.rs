@@ -101,9 +101,15 @@ pub struct RuntimeConfig {
     /// How often the epoch advances; running guests yield to the scheduler
     /// and check deadlines and cancellation at every tick. Default 10 ms.
     pub epoch_tick: Duration,
-    /// Instances that can be alive at once (running or blocked), which sizes
-    /// the pooling allocator's slots. Tasks wait for a free slot. Default 2000.
+    /// Instances that can be alive at once (running, blocked, actors, idle
+    /// and warm), which sizes the pooling allocator's slots. The scheduler
+    /// starts a guest only with a free slot, so work waits for one in its
+    /// queue (or goes to another node) without holding a CPU. Default 2000.
     pub instance_slots: u32,
+    /// The largest fraction of `instance_slots` one tenant's guests may
+    /// hold at once (at least one slot), so that one tenant's blocked task
+    /// graph cannot keep every other tenant off the node. Default 0.75.
+    pub tenant_instance_share: f64,
     /// Bytes kept per task of each of stdout and stderr; the rest is
     /// dropped with a note in the job's log. Default 1 MiB.
     pub max_output_per_task: usize,
@@ -126,6 +132,7 @@ impl Default for RuntimeConfig {
             driver_timeout: Duration::from_secs(3600),
             epoch_tick: Duration::from_millis(10),
             instance_slots: 2000,
+            tenant_instance_share: 0.75,
             max_output_per_task: 1 << 20,
             warm_instances: 32,
             warm_instance_max_memory: 16 << 20,

@@ -726,3 +726,89 @@ async fn quotas_and_tenant_walls_hold_across_nodes() {
     let stopped = acme.clone().stop(&blob_job).await.unwrap();
     assert_eq!(stopped.state, prism_client::v1::JobState::Stopped as i32);
 }
+
+/// 200 jobs at once (tree reductions of nested tasks and spread tasks) on
+/// a head and two workers: every job finishes with its right answer, and
+/// afterwards no node holds a CPU or a task, and a new job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_jobs_finish_and_leave_nothing_held() {
+    let cluster = TestCluster::start().await;
+    let mut c = cluster.client.clone();
+    let testkit = c
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let tree = c
+        .upload_module(prism_guests::TREE_REDUCE.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let totals: Vec<String> = cluster
+        .nodes()
+        .await
+        .iter()
+        .map(|n| n.total.clone())
+        .collect();
+
+    let mut jobs = Vec::new();
+    for i in 0..200u64 {
+        let mut c = c.clone();
+        let (module, entry, args, expected) = if i % 2 == 0 {
+            let n = 16384 + i;
+            let sum = n * (n - 1) / 2;
+            (
+                tree.clone(),
+                "main",
+                format!("[{n}, 256]"),
+                format!("\"sum\":{sum}"),
+            )
+        } else {
+            (
+                testkit.clone(),
+                "spread_sum",
+                "[6, 20]".to_string(),
+                "15".to_string(),
+            )
+        };
+        jobs.push(tokio::spawn(async move {
+            let job = c.submit(&module, entry, &args, "").await.unwrap();
+            let result = tokio::time::timeout(Duration::from_secs(600), c.result(&job.id, true))
+                .await
+                .unwrap_or_else(|_| panic!("job {i} ({entry}) never finished"))
+                .unwrap();
+            let info = result.job.unwrap();
+            assert_eq!(
+                info.state,
+                prism_client::v1::JobState::Succeeded as i32,
+                "job {i} ({entry}): {}: {}",
+                info.error_kind,
+                info.error_message
+            );
+            assert!(
+                result.value_json.contains(&expected),
+                "job {i} ({entry}): {} lacks {expected}",
+                result.value_json
+            );
+        }));
+    }
+    for job in jobs {
+        job.await.unwrap();
+    }
+
+    // Nothing leaked: every node has all its resources back and no task.
+    cluster
+        .wait_nodes(|nodes| {
+            nodes.iter().all(|n| {
+                n.running_tasks == 0
+                    && n.pending_tasks == 0
+                    && totals.contains(&n.total)
+                    && n.available == n.total
+            })
+        })
+        .await;
+    assert_eq!(
+        cluster.run(&testkit, "spread_sum", "[6, 10]").await,
+        Ok("15".into())
+    );
+}

@@ -41,8 +41,15 @@ struct Tenants {
 }
 
 async fn tenants(dir: &std::path::Path) -> Tenants {
+    tenants_with(dir, &[]).await
+}
+
+/// [`tenants`] on a head started with `extra` flags as well.
+async fn tenants_with(dir: &std::path::Path, extra: &[&str]) -> Tenants {
     let files = init(&dir.join("state"));
-    let head = start_head_with(files.dir(), &["--listen", "127.0.0.1:0", "--cpus", "2"]);
+    let mut args = vec!["--listen", "127.0.0.1:0", "--cpus", "2"];
+    args.extend_from_slice(extra);
+    let head = start_head_with(files.dir(), &args);
     let mut admin = client(&head, &files, &admin_token(&files)).await;
     admin.create_tenant("acme", 1.0, "").await.unwrap();
     admin.create_tenant("zeta", 1.0, "").await.unwrap();
@@ -298,4 +305,62 @@ fn trap_messages_carry_no_host_backtrace_whatever_the_environment() {
     ] {
         assert!(!text.contains(host_detail), "{host_detail} in {text}");
     }
+}
+
+/// The head's own node in the cluster status.
+async fn head_node(admin: &mut Client) -> prism_client::v1::NodeInfo {
+    admin
+        .status()
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .find(|n| n.node_id == "head")
+        .expect("the head's node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_fork_bomb_cannot_keep_another_tenant_off_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40 instance slots, of which one tenant may hold 30.
+    let mut t = tenants_with(dir.path(), &["--instance-slots", "40"]).await;
+    let mut admin = client(&t.head, &t.files, &admin_token(&t.files)).await;
+    let tree = t
+        .bad
+        .upload_module(prism_guests::TREE_REDUCE.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    // A binary tree of tasks 12 deep: its parents block in `get` and
+    // would hold every slot.
+    let bomb = submit(&mut t.bad, &tree, "main", "[4096, 1]", 0.0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let head = head_node(&mut admin).await;
+        if head.running_tasks >= 30 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bomb never grew: {head:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The other tenant's job runs at once in the slots left.
+    well_behaved(&mut t, Duration::from_secs(20)).await;
+    let head = head_node(&mut admin).await;
+    assert!(head.running_tasks <= 31, "{head:?}");
+
+    // Stopping the bomb gives every slot and CPU back.
+    t.bad.stop(&bomb).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let head = head_node(&mut admin).await;
+        if head.running_tasks == 0 && head.pending_tasks == 0 && head.available == head.total {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the head kept resources: {head:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    well_behaved(&mut t, Duration::from_secs(20)).await;
 }

@@ -128,6 +128,15 @@ struct NodeArgs {
     /// function; 0 gives every task a fresh instance (default: 32).
     #[arg(long)]
     warm_instances: Option<u32>,
+    /// Guests alive at once on this node: running, blocked, actors, warm
+    /// (default: 2000).
+    #[arg(long)]
+    instance_slots: Option<u32>,
+    /// The largest fraction of the instance slots one tenant may hold, so
+    /// that one tenant's blocked task graph cannot keep the others out
+    /// (default: 0.75).
+    #[arg(long)]
+    tenant_instance_share: Option<f64>,
     /// Offer no GPUs, even if the machine has some (default: offer every
     /// Vulkan adapter found).
     #[arg(long)]
@@ -168,6 +177,17 @@ impl NodeArgs {
         }
         if let Some(n) = self.warm_instances {
             config.runtime.warm_instances = n;
+        }
+        if let Some(n) = self.instance_slots {
+            anyhow::ensure!(n >= 1, "--instance-slots must be at least 1");
+            config.runtime.instance_slots = n;
+        }
+        if let Some(share) = self.tenant_instance_share {
+            anyhow::ensure!(
+                share > 0.0 && share <= 1.0,
+                "--tenant-instance-share must be more than 0 and at most 1, got {share}"
+            );
+            config.runtime.tenant_instance_share = share;
         }
         config.gpu.enabled = !self.no_gpus;
         config.gpu.adapters = self.gpu_adapters.clone();
@@ -597,7 +617,20 @@ mod tests {
         let c = config(&[]);
         assert_eq!(c.runtime.warm_instances, 32);
         assert_eq!(c.runtime.task_timeout, Duration::from_secs(300));
-        let c = config(&["--warm-instances", "0", "--task-timeout-ms", "1500"]);
+        assert_eq!(c.runtime.instance_slots, 2000);
+        assert_eq!(c.runtime.tenant_instance_share, 0.75);
+        let c = config(&[
+            "--warm-instances",
+            "0",
+            "--task-timeout-ms",
+            "1500",
+            "--instance-slots",
+            "64",
+            "--tenant-instance-share",
+            "0.5",
+        ]);
+        assert_eq!(c.runtime.instance_slots, 64);
+        assert_eq!(c.runtime.tenant_instance_share, 0.5);
         assert_eq!(c.runtime.warm_instances, 0);
         assert_eq!(c.runtime.task_timeout, Duration::from_millis(1500));
         assert!(Flags::try_parse_from(["prism", "--warm-instances", "-1"]).is_err());

@@ -118,9 +118,14 @@ impl Node {
             .map_err(ClusterError::Startup)?;
         Ok(Arc::new_cyclic(|me: &Weak<Node>| {
             let executor: Weak<dyn TaskExecutor> = me.clone();
+            let scheduler = Scheduler::new(total, objects.clone(), executor, config.retry_backoff);
+            scheduler.limit_instances(
+                config.runtime.instance_slots,
+                config.runtime.tenant_instance_share,
+            );
             Node {
                 me: me.clone(),
-                scheduler: Scheduler::new(total, objects.clone(), executor, config.retry_backoff),
+                scheduler,
                 objects,
                 runtime,
                 head,

@@ -70,6 +70,8 @@ pub struct TenantAccount {
     /// CPU (thousandths), memory (bytes) and GPU (thousandths) its
     /// running tasks hold here.
     held: Mutex<(u64, u64, u64)>,
+    /// Instance slots its guests hold here (running or blocked).
+    instances: AtomicU64,
     /// When it last started a task ([`SERVED`] order): among equal
     /// shares, the tenant served longest ago goes first.
     last_served: AtomicU64,
@@ -130,6 +132,7 @@ impl TenantAccount {
             actors: AtomicU64::new(0),
             object_bytes: AtomicU64::new(0),
             held: Mutex::new((0, 0, 0)),
+            instances: AtomicU64::new(0),
             last_served: AtomicU64::new(0),
             elsewhere: Mutex::new(Usage::default()),
             revision: AtomicU64::new(grant.quota_revision),
@@ -346,11 +349,34 @@ impl TenantAccount {
         held.2 = held.2.saturating_sub(shape.gpu_milli());
     }
 
-    /// Its place in the dispatch order: weighted dominant share first,
-    /// then the tenant served longest ago.
-    pub fn dispatch_key(&self, total: &ResourceSet) -> (f64, u64) {
+    /// Instance slots its guests hold here.
+    pub fn instances(&self) -> u64 {
+        self.instances.load(Ordering::SeqCst)
+    }
+
+    /// One of its guests took an instance slot here.
+    pub(super) fn take_instance(&self) {
+        self.instances.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// One of its guests gave its instance slot back.
+    pub(super) fn give_instance(&self) {
+        release(&self.instances, 1);
+    }
+
+    /// Its place in the dispatch order: weighted dominant share first
+    /// (instance slots, of which a node has `instances`, count as one more
+    /// resource), then the tenant served longest ago.
+    pub fn dispatch_key(&self, total: &ResourceSet, instances: u32) -> (f64, u64) {
+        let weight = f64::from_bits(self.weight.load(Ordering::Relaxed));
+        let slots = if instances == u32::MAX || instances == 0 {
+            0.0
+        } else {
+            self.instances() as f64 / f64::from(instances)
+        };
+        let slots = slots / if weight > 0.0 { weight } else { 1.0 };
         (
-            self.weighted_share(total),
+            self.weighted_share(total).max(slots),
             self.last_served.load(Ordering::Relaxed),
         )
     }

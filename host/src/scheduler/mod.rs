@@ -132,6 +132,54 @@ pub struct SchedulerStats {
     pub placed_remotely: u64,
 }
 
+/// A lease waiting in the scheduler's state: what it asks for, whose it
+/// is, and where its grant goes.
+struct PendingGrant {
+    request: ResourceSet,
+    tenant: Option<Arc<accounts::TenantAccount>>,
+    tx: oneshot::Sender<GpuAssignment>,
+}
+
+/// A node's instance slots as the scheduler hands them out: every guest
+/// that starts here (task, driver, actor) takes one and keeps it while it
+/// lives, blocked or not, so a task never holds a CPU while it waits for
+/// an instance. No tenant may hold more than `per_tenant` of them, so one
+/// tenant's blocked task graph cannot keep every other tenant out.
+struct Instances {
+    total: u32,
+    used: u32,
+    per_tenant: u32,
+}
+
+impl Instances {
+    fn unlimited() -> Self {
+        Instances {
+            total: u32::MAX,
+            used: 0,
+            per_tenant: u32::MAX,
+        }
+    }
+
+    /// Whether a guest of `tenant` may start here now.
+    fn room_for(&self, tenant: Option<&accounts::TenantAccount>) -> bool {
+        self.used < self.total && tenant.is_none_or(|t| t.instances() < u64::from(self.per_tenant))
+    }
+
+    fn take(&mut self, tenant: Option<&accounts::TenantAccount>) {
+        self.used = self.used.saturating_add(1);
+        if let Some(t) = tenant {
+            t.take_instance();
+        }
+    }
+
+    fn give(&mut self, tenant: Option<&accounts::TenantAccount>) {
+        self.used = self.used.saturating_sub(1);
+        if let Some(t) = tenant {
+            t.give_instance();
+        }
+    }
+}
+
 /// A placement group bundle held on this node.
 struct BundlePool {
     /// What it holds in all.
@@ -208,10 +256,13 @@ struct State {
     /// CPU (thousandths) resumed guests took beyond what was available;
     /// paid back before any CPU becomes available again.
     cpu_debt: u64,
+    /// Instance slots: how many guests may be alive here at once.
+    instances: Instances,
     /// Where on which device the free GPU share is.
     gpus: GpuShares,
-    /// Long-lived holds (actors) waiting for resources, served next.
-    leases: VecDeque<(ResourceSet, oneshot::Sender<GpuAssignment>)>,
+    /// Long-lived holds (actors) waiting for resources and an instance
+    /// slot, served next.
+    leases: VecDeque<PendingGrant>,
     tasks: HashMap<ObjectId, Arc<TaskEntry>>,
     running: usize,
 }
@@ -253,6 +304,7 @@ impl Scheduler {
                     bundles: HashMap::new(),
                     removed_groups: Default::default(),
                     cpu_debt: 0,
+                    instances: Instances::unlimited(),
                     leases: VecDeque::new(),
                     tasks: HashMap::new(),
                     running: 0,
@@ -360,13 +412,17 @@ impl Scheduler {
             let taken = state
                 .leases
                 .is_empty()
-                .then(|| state.try_take(&request))
+                .then(|| state.try_start(&request, tenant.as_deref()))
                 .flatten();
             match taken {
                 Some(gpus) => {
                     let _ = tx.send(gpus);
                 }
-                None => state.leases.push_back((request.clone(), tx)),
+                None => state.leases.push_back(PendingGrant {
+                    request: request.clone(),
+                    tenant: tenant.clone(),
+                    tx,
+                }),
             }
             rx
         };
@@ -377,6 +433,7 @@ impl Scheduler {
         let mut pending = PendingLease {
             shared: self.shared.clone(),
             request: request.clone(),
+            tenant: tenant.clone(),
             rx: Some(rx),
         };
         let gpus = match pending.rx.as_mut() {
@@ -391,10 +448,34 @@ impl Scheduler {
                 gpus,
                 blocked: AtomicBool::new(false),
                 bundle: None,
+                instance_of: tenant.clone(),
                 tenant,
                 charged_elsewhere: true,
             }),
         }
+    }
+
+    /// Limits the guests alive here at once to `slots` instance slots, of
+    /// which one tenant may hold at most `tenant_share` (at least one).
+    /// Call once, before any work is submitted.
+    pub fn limit_instances(&self, slots: u32, tenant_share: f64) {
+        let slots = slots.max(1);
+        let share = if tenant_share.is_finite() {
+            tenant_share.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        let per_tenant = ((f64::from(slots) * share).floor() as u32).clamp(1, slots);
+        let mut state = self.shared.lock();
+        state.instances.total = slots;
+        state.instances.per_tenant = per_tenant;
+    }
+
+    /// Instance slots: (in use, total, most one tenant may hold).
+    pub fn instances(&self) -> (u32, u32, u32) {
+        let state = self.shared.lock();
+        let i = &state.instances;
+        (i.used, i.total, i.per_tenant)
     }
 
     /// Reserves placement group bundles here, all or none: `bundles` are
@@ -469,17 +550,23 @@ impl Scheduler {
 }
 
 impl State {
-    /// Takes `request` if it fits now, GPU shares included.
-    fn try_take(&mut self, request: &ResourceSet) -> Option<GpuAssignment> {
-        if !self.available.fits(request) {
+    /// Takes `request` and an instance slot for a guest of `tenant` if
+    /// both are free now, GPU shares included.
+    fn try_start(
+        &mut self,
+        request: &ResourceSet,
+        tenant: Option<&accounts::TenantAccount>,
+    ) -> Option<GpuAssignment> {
+        if !self.available.fits(request) || !self.instances.room_for(tenant) {
             return None;
         }
         let gpus = self.gpus.take(request.gpu_milli())?;
         self.available.take(request);
+        self.instances.take(tenant);
         Some(gpus)
     }
 
-    /// Gives back what [`State::try_take`] took; its CPU pays the debt
+    /// Gives back what [`State::try_start`] took (the instance slot apart); its CPU pays the debt
     /// first.
     fn give(&mut self, request: &ResourceSet, gpus: &[(usize, u64)]) {
         let mut rest = request.clone();
@@ -594,7 +681,11 @@ impl Shared {
         if let Some(bundle) = &entry.spec.bundle {
             return self.place_in_bundle(state, entry, bundle, shape);
         }
-        let fits = state.available.fits(shape) && state.gpus.can_take(shape.gpu_milli());
+        let fits = state.available.fits(shape)
+            && state.gpus.can_take(shape.gpu_milli())
+            && state
+                .instances
+                .room_for(entry.spec.account.as_ref().map(|a| &**a.tenant()));
         let Some(remote) = self.remote_for(&entry.spec) else {
             return if fits {
                 Decision::Local
@@ -654,8 +745,12 @@ impl Shared {
         let remote = self.remote_for(&entry.spec);
         let here = remote.is_none_or(|r| bundle.node_id == r.local_id());
         if here {
+            let room = state
+                .instances
+                .room_for(entry.spec.account.as_ref().map(|a| &**a.tenant()));
             return match state.bundles.get(&(bundle.group.clone(), bundle.index)) {
-                Some(pool) if pool.left.fits(shape) => Decision::LocalBundle,
+                Some(pool) if pool.left.fits(shape) && room => Decision::LocalBundle,
+                Some(pool) if pool.left.fits(shape) => Decision::Wait,
                 Some(pool) if pool.size.fits(shape) => Decision::Wait,
                 Some(pool) => Decision::Fail(format!(
                     "bundle {} of placement group {} holds {}, less than the task asks",
@@ -752,16 +847,31 @@ impl Shared {
             let mut state = self.lock();
             let state = &mut *state;
             // A lease whose holder stopped waiting is dropped unserved.
-            state.leases.retain(|(_, tx)| !tx.is_closed());
-            while let Some((request, _)) = state.leases.front() {
-                let Some(gpus) = state.try_take(&request.clone()) else {
+            state.leases.retain(|l| !l.tx.is_closed());
+            // In order, until one does not fit the node; a lease whose
+            // tenant holds its share of instance slots waits without
+            // holding up the others.
+            let mut i = 0;
+            while i < state.leases.len() {
+                let lease = &state.leases[i];
+                let tenant = lease.tenant.clone();
+                if !state.instances.room_for(None) {
+                    break;
+                }
+                if !state.instances.room_for(tenant.as_deref()) {
+                    i += 1;
+                    continue;
+                }
+                let request = lease.request.clone();
+                let Some(gpus) = state.try_start(&request, tenant.as_deref()) else {
                     break;
                 };
-                let Some((request, tx)) = state.leases.pop_front() else {
+                let Some(lease) = state.leases.remove(i) else {
                     break;
                 };
-                if let Err(gpus) = tx.send(gpus) {
+                if let Err(gpus) = lease.tx.send(gpus) {
                     state.give(&request, &gpus);
+                    state.instances.give(tenant.as_deref());
                 }
             }
             // A lease that does not fit yet keeps its place at the front of
@@ -785,6 +895,7 @@ impl Shared {
                 // this node is smallest among those that can start one
                 // (equal shares: the one served longest ago).
                 let total = self.total().clone();
+                let instances = state.instances.total;
                 let mut blocked = vec![false; queues.len()];
                 loop {
                     let mut order: Vec<((f64, u64), usize)> = queues
@@ -795,7 +906,7 @@ impl Shared {
                             let key = q
                                 .front()
                                 .and_then(|e| e.spec.account.as_ref())
-                                .map_or((0.0, 0), |a| a.tenant().dispatch_key(&total));
+                                .map_or((0.0, 0), |a| a.tenant().dispatch_key(&total, instances));
                             (key, i)
                         })
                         .collect();
@@ -908,6 +1019,9 @@ impl Shared {
                         if let Some(pool) = key.as_ref().and_then(|k| state.bundles.get_mut(k)) {
                             pool.left.take(shape);
                         }
+                        state
+                            .instances
+                            .take(entry.spec.account.as_ref().map(|a| &**a.tenant()));
                         state.running += 1;
                         starts.push((entry, Start::Local(Vec::new())));
                     }
@@ -919,6 +1033,9 @@ impl Shared {
                     match queue.pop_front() {
                         Some(entry) if entry.transition(QUEUED, RUNNING) => {
                             state.available.take(shape);
+                            state
+                                .instances
+                                .take(entry.spec.account.as_ref().map(|a| &**a.tenant()));
                             state.running += 1;
                             if let Some(account) = &entry.spec.account {
                                 account.tenant().hold(shape);
@@ -975,6 +1092,7 @@ impl Shared {
                 .as_ref()
                 .filter(|_| entry.spec.bundle.is_none())
                 .map(|a| a.tenant().clone()),
+            instance_of: entry.spec.account.as_ref().map(|a| a.tenant().clone()),
             charged_elsewhere: false,
         });
         let attempt = entry.attempt.load(Ordering::SeqCst);
@@ -1129,6 +1247,7 @@ impl Shared {
 struct PendingLease {
     shared: Arc<Shared>,
     request: ResourceSet,
+    tenant: Option<Arc<accounts::TenantAccount>>,
     rx: Option<oneshot::Receiver<GpuAssignment>>,
 }
 
@@ -1137,7 +1256,11 @@ impl Drop for PendingLease {
         if let Some(mut rx) = self.rx.take()
             && let Ok(gpus) = rx.try_recv()
         {
-            self.shared.lock().give(&self.request, &gpus);
+            {
+                let mut state = self.shared.lock();
+                state.give(&self.request, &gpus);
+                state.instances.give(self.tenant.as_deref());
+            }
             self.shared.dispatch();
         }
     }
@@ -1214,6 +1337,8 @@ pub struct SlotHandle {
     /// The tenant the grant is counted against (not for bundles, whose
     /// resources are their group's).
     tenant: Option<Arc<accounts::TenantAccount>>,
+    /// The tenant whose instance slot this is (bundles' too).
+    instance_of: Option<Arc<accounts::TenantAccount>>,
     /// The charge belongs to the holder (an actor), not to this slot:
     /// releasing the slot restores what blocking lent, and the holder
     /// releases the whole charge.
@@ -1298,6 +1423,7 @@ impl SlotHandle {
             Some(pool) => pool.left.give(&grant),
             None => state.give(&grant, &self.gpus),
         }
+        state.instances.give(self.instance_of.as_deref());
     }
 }
 
@@ -1531,5 +1657,67 @@ mod tests {
             done(&s.objects, id).await;
         }
         assert_eq!(capped.tenant().usage().cpu_milli, 0);
+    }
+
+    #[tokio::test]
+    async fn one_tenants_blocked_graph_cannot_take_every_instance_slot() {
+        let s = setup(2.0);
+        // Four slots, of which one tenant may hold three.
+        s.scheduler.limit_instances(4, 0.75);
+        let bomb = s.accounts.open_job(&grant("bomb", Quotas::default()));
+        let good = s.accounts.open_job(&grant("good", Quotas::default()));
+        let mut ids: Vec<ObjectId> = (0..6)
+            .map(|i| s.submit(&bomb, &format!("nest-{i}")))
+            .collect();
+        tokio::task::yield_now().await;
+        // Three parents started and blocked (lending their CPUs); the rest
+        // wait in the queue holding nothing.
+        assert_eq!(s.gate.started.lock().unwrap().len(), 3);
+        assert_eq!(s.scheduler.instances(), (3, 4, 3));
+        assert_eq!(s.scheduler.available().cpu_milli, 2000);
+        // The other tenant still gets the fourth slot.
+        ids.push(s.submit(&good, "good"));
+        tokio::task::yield_now().await;
+        assert_eq!(s.gate.started.lock().unwrap().last().unwrap(), "good");
+        assert_eq!(s.scheduler.instances(), (4, 4, 3));
+        assert_eq!(s.scheduler.available().cpu_milli, 1000);
+        s.gate.finish.add_permits(100);
+        for id in ids {
+            done(&s.objects, id).await;
+        }
+        assert_eq!(s.gate.started.lock().unwrap().len(), 7);
+        assert_eq!(s.scheduler.instances(), (0, 4, 3));
+        assert_eq!(bomb.tenant().instances(), 0);
+        assert_eq!(good.tenant().instances(), 0);
+    }
+
+    #[tokio::test]
+    async fn actors_take_instance_slots_and_give_them_back() {
+        let s = setup(2.0);
+        s.scheduler.limit_instances(2, 0.5);
+        let a = s.accounts.open_job(&grant("a", Quotas::default()));
+        let b = s.accounts.open_job(&grant("b", Quotas::default()));
+        let none = ResourceSet::default();
+        let first = s
+            .scheduler
+            .lease(none.clone(), Some(a.tenant().clone()))
+            .await;
+        // Tenant a is at its share: its next actor waits, b's does not.
+        let scheduler = s.scheduler.clone();
+        let (ta, none2) = (a.tenant().clone(), none.clone());
+        let mut second = tokio::spawn(async move { scheduler.lease(none2, Some(ta)).await });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished());
+        let other = s
+            .scheduler
+            .lease(none.clone(), Some(b.tenant().clone()))
+            .await;
+        assert_eq!(s.scheduler.instances(), (2, 2, 1));
+        drop(first);
+        let second = (&mut second).await.unwrap();
+        assert_eq!(a.tenant().instances(), 1);
+        drop(second);
+        drop(other);
+        assert_eq!(s.scheduler.instances(), (0, 2, 1));
     }
 }
