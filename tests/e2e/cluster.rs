@@ -812,3 +812,103 @@ async fn two_hundred_concurrent_jobs_finish_and_leave_nothing_held() {
         Ok("15".into())
     );
 }
+
+/// SIGTERM: a worker tells the head it leaves, so its tasks move at once
+/// (the node timeout here is 60 s), and exits; a head stops its running
+/// jobs, records them as stopped and exits within its grace, whatever a
+/// client keeps open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_moves_a_workers_tasks_at_once_and_ends_a_head_within_its_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let head_args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--cpus",
+        "1",
+        "--no-gpus",
+        "--heartbeat-ms",
+        "200",
+        "--node-timeout-ms",
+        "60000",
+        "--shutdown-grace-ms",
+        "2000",
+    ];
+    let mut head = start_head_with(files.dir(), &head_args);
+    let mut c = client(&head, &files, &admin_token(&files)).await;
+    let token = c.create_join_token(60).await.unwrap().token;
+    let mut worker = start_worker(
+        &dir.path().join("w0"),
+        &head.address,
+        &files.ca_cert(),
+        &token,
+        &["--cpus", "2", "--no-gpus", "--shutdown-grace-ms", "2000"],
+    )
+    .expect("the worker joins");
+    let module = c
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let worker_id = loop {
+        let nodes = c.status().await.unwrap().nodes;
+        if let Some(n) = nodes
+            .iter()
+            .find(|n| n.node_id != "head" && n.state == "alive")
+        {
+            break n.node_id.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Long tasks spread over both nodes; the worker leaves while it runs
+    // some.
+    let job = c
+        .submit(&module, "spread_sum", "[6, 1500]", "")
+        .await
+        .unwrap();
+    loop {
+        let nodes = c.status().await.unwrap().nodes;
+        if nodes
+            .iter()
+            .any(|n| n.node_id == worker_id && n.running_tasks > 0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = worker.terminate(Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "the worker took {took:?}");
+    let nodes = c.status().await.unwrap().nodes;
+    let state = nodes
+        .iter()
+        .find(|n| n.node_id == worker_id)
+        .map(|n| n.state.clone());
+    assert_eq!(state.as_deref(), Some("dead"), "{nodes:#?}");
+    let result = c.result(&job.id, true).await.unwrap();
+    assert_eq!(result.value_json, "15", "{:?}", result.job);
+
+    // A job that would run for a minute, and a client waiting on it.
+    let long = c
+        .submit(&module, "spread_sum", "[1, 60000]", "")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut waiter = c.clone();
+    let long_id = long.id.clone();
+    let waiting = tokio::spawn(async move { waiter.result(&long_id, true).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let took = head.terminate(Duration::from_secs(15));
+    assert!(took < Duration::from_secs(6), "the head took {took:?}");
+    let _ = waiting.await;
+
+    // Restarted, the head has the job recorded as stopped.
+    let head = start_head_with(files.dir(), &head_args);
+    let mut c = client(&head, &files, &admin_token(&files)).await;
+    let info = c.job(&long.id).await.unwrap();
+    assert_eq!(
+        info.state,
+        prism_client::v1::JobState::Stopped as i32,
+        "{info:?}"
+    );
+}

@@ -21,6 +21,8 @@ async fn ten_thousand_idle_actors_fit_in_half_a_megabyte_each() {
     const BUDGET_KB: u64 = 512;
     let mut cfg = config(2.0);
     cfg.runtime.instance_slots = ACTORS as u32 + 200;
+    // One tenant alone on the node may fill it.
+    cfg.runtime.tenant_instance_share = 1.0;
     let c = EmbeddedCluster::start(cfg).unwrap();
     // Warm up: compile the module and start the runtime's threads.
     run_ok(&c, prism_guests::BENCH, "ready", "[]").await;

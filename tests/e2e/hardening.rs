@@ -364,3 +364,36 @@ async fn a_task_fork_bomb_cannot_keep_another_tenant_off_the_node() {
     }
     well_behaved(&mut t, Duration::from_secs(20)).await;
 }
+
+/// Runs the well-behaved tenant's CPU job (two tasks of about 1 s of work);
+/// how long it took.
+async fn cpu_job(t: &mut Tenants) -> Duration {
+    let started = Instant::now();
+    let id = submit(&mut t.good, &t.module, "cpu_work", "[2, 300]", 0.0).await;
+    assert_eq!(value(&mut t.good, &id).await, 2);
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_actors_without_cpus_count_against_their_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = tenants(dir.path()).await;
+    let mut admin = client(&t.head, &t.files, &admin_token(&t.files)).await;
+    admin
+        .set_quotas("zeta", r#"{"cpus": 1}"#, 0.0)
+        .await
+        .unwrap();
+    let alone = cpu_job(&mut t).await;
+
+    // Forty actors created without `num_cpus`, each spinning in a call:
+    // the tenant's one-CPU quota holds, so they take turns on one CPU.
+    let busy = submit(&mut t.bad, &t.module, "busy_actors", "[40, 8000]", 0.0).await;
+    // Let it create its actors and start their calls.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let beside = cpu_job(&mut t).await;
+    assert!(
+        beside < alone * 3 + Duration::from_secs(1),
+        "the other tenant's CPU job took {beside:?} beside busy actors, {alone:?} alone"
+    );
+    assert_eq!(value(&mut t.bad, &busy).await, 40);
+}

@@ -25,6 +25,29 @@ impl Process {
     }
 }
 
+impl Process {
+    /// Sends SIGTERM (what systemd and Kubernetes send to stop a service)
+    /// and waits up to `limit` for the process to exit; how long it took.
+    pub fn terminate(&mut self, limit: std::time::Duration) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        loop {
+            if self.child.try_wait().expect("waits").is_some() {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "still running {limit:?} after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();

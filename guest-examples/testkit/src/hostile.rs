@@ -114,3 +114,33 @@ fn rename_after_kill(rounds: u64) -> prism::Result<u64> {
     }
     Ok(ok)
 }
+
+/// A fixed amount of CPU work: `millions` million steps of arithmetic.
+#[prism::task]
+fn crunch(millions: u64) -> u64 {
+    let mut x: u64 = 1;
+    for _ in 0..millions * 1_000_000 {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    x
+}
+
+/// `tasks` tasks of `millions` million steps of work each: how many ran.
+#[prism::main]
+fn cpu_work(tasks: u64, millions: u64) -> prism::Result<u64> {
+    let refs: Vec<ObjectRef<u64>> = (0..tasks).map(|_| crunch::remote(millions)).collect();
+    Ok(prism::get_all(&refs)?.len() as u64)
+}
+
+/// Starts `n` actors created without `num_cpus`, each spinning in a call,
+/// for `ms` milliseconds; then kills them. How many it started.
+#[prism::main]
+fn busy_actors(n: u64, ms: u64) -> prism::Result<u64> {
+    let actors: Vec<crate::KitHandle> = (0..n).map(|_| crate::Kit::remote(0)).collect();
+    let calls: Vec<ObjectRef<u64>> = actors.iter().map(|a| a.spin().remote()).collect();
+    let _ = prism::wait(&calls, calls.len(), Some(Duration::from_millis(ms)))?;
+    for a in &actors {
+        prism::kill(a)?;
+    }
+    Ok(actors.len() as u64)
+}

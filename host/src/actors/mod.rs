@@ -29,7 +29,7 @@ use crate::ids::{ActorId, JobId, ObjectId};
 use crate::objects::{Object, ObjectStore};
 use crate::runtime::{BoxFuture, CancelToken, Instance, Invocation, InvocationOutcome};
 use crate::scheduler::resources::ResourceSet;
-use crate::scheduler::{Lease, SlotHandle, args_ready, resolve_args};
+use crate::scheduler::{Lease, SlotHandle, Turn, args_ready, resolve_args};
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, WireError};
@@ -298,6 +298,9 @@ pub trait ActorEnv: Send + Sync + 'static {
     fn objects(&self) -> &ObjectStore;
     /// Holds the actor's resources for its life.
     fn lease(&self, record: &ActorRecord) -> BoxFuture<'static, Lease>;
+    /// Waits for the actor's turn to run code (a CPU, if it holds none of
+    /// its own; see [`crate::scheduler::Scheduler::turn`]).
+    fn turn(&self, record: &ActorRecord, slot: &Arc<SlotHandle>) -> BoxFuture<'static, Turn>;
     /// A fresh instance of the actor's module (constructor not yet run).
     fn instantiate(
         &self,
@@ -328,7 +331,17 @@ pub async fn supervise<E: ActorEnv>(
     // objects that the creating job may free when it ends.
     args_ready(env.objects(), &record.ctor_args).await;
     let ctor_input = resolve_args(env.objects(), &record.ctor_args);
-    let death = match start(&*env, &record, &lease, &ctor_input).await {
+    let started = match turn(&*env, &record, &lease).await {
+        Some(turn) => {
+            let started = start(&*env, &record, &lease, &ctor_input).await;
+            drop(turn);
+            started
+        }
+        None => Err(record
+            .death_reason()
+            .unwrap_or_else(|| WireError::new(ErrorKind::ActorDied, "the actor was killed"))),
+    };
+    let death = match started {
         Ok(instance) => serve(&*env, &record, &lease, &ctor_input, instance, &mut mailbox).await,
         Err(e) => WireError {
             kind: ErrorKind::ActorDied,
@@ -416,6 +429,13 @@ async fn serve<E: ActorEnv>(
             }
         };
         let function = EntryKind::method_function(&record.class, &method);
+        let Some(_turn) = turn(env, record, lease).await else {
+            let death = record
+                .death_reason()
+                .unwrap_or_else(|| WireError::new(ErrorKind::ActorDied, "the actor was killed"));
+            complete(env.objects(), return_id, Err(death.clone()));
+            return death;
+        };
         let mut attempt = 0;
         let (result, exit) = loop {
             let call = invocation(
@@ -489,6 +509,14 @@ async fn serve<E: ActorEnv>(
         }
     }
     WireError::new(ErrorKind::ActorDied, "the node stopped")
+}
+
+/// The actor's turn to run code, or `None` if it is killed first.
+async fn turn<E: ActorEnv>(env: &E, record: &ActorRecord, lease: &Lease) -> Option<Turn> {
+    tokio::select! {
+        turn = env.turn(record, lease.slot()) => Some(turn),
+        _ = record.kill_switch.cancelled() => None,
+    }
 }
 
 fn invocation<E: ActorEnv>(

@@ -75,6 +75,9 @@ pub struct HeadOptions {
     /// Where every authorization decision is appended, one JSON object
     /// per line (default: `<state-dir>/audit.log`).
     pub audit_log: Option<std::path::PathBuf>,
+    /// After the shutdown signal, how long calls in flight (result waits,
+    /// log streams) may take before the head exits anyway (default 10 s).
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl HeadOptions {
@@ -87,6 +90,7 @@ impl HeadOptions {
             node_timeout: std::time::Duration::from_secs(10),
             node,
             audit_log: None,
+            shutdown_grace: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -394,6 +398,30 @@ impl Api {
             Ok(())
         } else {
             Err(Status::not_found(format!("no job {id}")))
+        }
+    }
+
+    /// Stops every live job (the head is shutting down): each ends as
+    /// stopped, recorded as such.
+    async fn stop_all_jobs(&self) {
+        let ids: Vec<JobId> = {
+            let mut jobs = self.lock();
+            for meta in jobs.values_mut() {
+                meta.stop_requested = true;
+            }
+            jobs.keys().copied().collect()
+        };
+        if ids.is_empty() {
+            return;
+        }
+        tracing::info!(jobs = ids.len(), "shutting down: stopping the running jobs");
+        let head = self.cluster.head();
+        for id in &ids {
+            head.stop_job(*id).await;
+        }
+        for id in ids {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), head.wait_job(id)).await;
         }
     }
 
@@ -1093,6 +1121,7 @@ pub async fn serve(
         .client_ca_root(Certificate::from_pem(&credentials.ca_pem))
         .client_auth_optional(true);
     let check = TokenCheck(api.0.clone());
+    let stopping = api.0.clone();
     let server = Server::builder()
         .initial_stream_window_size(crate::net::STREAM_WINDOW)
         .initial_connection_window_size(crate::net::CONNECTION_WINDOW)
@@ -1120,11 +1149,23 @@ pub async fn serve(
             require_node_certificate,
         ));
     ready(bound);
-    server
-        .serve_with_incoming_shutdown(
+    // On shutdown: stop accepting, stop the running jobs (their records
+    // end as stopped, and their waiters get answers), and give calls in
+    // flight the grace, no more.
+    let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        shutdown.await;
+        let _ = begun_tx.send(());
+        stopping.stop_all_jobs().await;
+    };
+    crate::net::serve_with_grace(
+        server.serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
-        .await
-        .map_err(|e| ApiError::Transport(e.to_string()))
+            stop,
+        ),
+        begun_rx,
+        options.shutdown_grace,
+    )
+    .await
+    .map_err(|e| ApiError::Transport(e.to_string()))
 }

@@ -118,6 +118,8 @@ pub(super) fn bench(mut config: NodeConfig, quick: bool, as_json: bool) -> anyho
         .runtime
         .instance_slots
         .max(sizes.actors as u32 + 1_000);
+    // The benchmark is the node's only tenant: it may fill it.
+    config.runtime.tenant_instance_share = 1.0;
     let cpus = config.cpus;
     let mut figures = Map::new();
     let started = Instant::now();

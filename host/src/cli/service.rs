@@ -54,6 +54,12 @@ pub(super) struct StartArgs {
     /// milliseconds (default: 10000).
     #[arg(long, default_value_t = 10_000)]
     node_timeout_ms: u64,
+    /// After SIGTERM or Ctrl-C, how long calls in flight may take before
+    /// the process exits anyway, in milliseconds. A head first stops its
+    /// running jobs; a worker first tells the head it leaves, so its tasks
+    /// move at once (default: 10000).
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
     /// Head: the audit log, one JSON object per authorization decision
     /// (default: STATE/audit.log).
     #[arg(long)]
@@ -249,6 +255,7 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             advertise: args.advertise.clone(),
             node: config,
+            shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         };
         super::tokio_runtime()?.block_on(async {
             let shutdown = shutdown_signal();
@@ -284,6 +291,7 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     options.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
     options.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
     options.audit_log = args.audit_log.clone();
+    options.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
     super::tokio_runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         crate::api::serve(

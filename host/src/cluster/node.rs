@@ -28,7 +28,7 @@ use crate::runtime::{
 use crate::scheduler::accounts::{Accounts, TenantAccount};
 use crate::scheduler::remote::Remote;
 use crate::scheduler::resources::ResourceSet;
-use crate::scheduler::{Lease, Scheduler, SlotHandle, TaskExecutor, TaskRun, TaskSpec};
+use crate::scheduler::{Lease, Scheduler, SlotHandle, TaskExecutor, TaskRun, TaskSpec, Turn};
 use crate::security::JobGrant;
 use crate::security::tenants::{scoped, tenant_of};
 use crate::task::{Arg, EntryKind};
@@ -2062,6 +2062,14 @@ impl ActorEnv for Node {
             .job(record.objects_owner)
             .map(|context| context.account.tenant().clone());
         Box::pin(async move { scheduler.lease(hold, tenant).await })
+    }
+
+    fn turn(&self, record: &ActorRecord, slot: &Arc<SlotHandle>) -> BoxFuture<'static, Turn> {
+        let scheduler = self.scheduler.clone();
+        let slot = slot.clone();
+        let job = record.objects_owner;
+        let account = self.job(job).map(|context| context.account.clone());
+        Box::pin(async move { scheduler.turn(&slot, job, account).await })
     }
 
     fn instantiate(

@@ -176,3 +176,29 @@ pub fn usage_from_proto(
         })
         .collect()
 }
+
+/// Runs `serve` (a server that stops accepting when its shutdown signal
+/// fires, then waits for the calls in flight) but gives those calls at
+/// most `grace` from when `begun` fires: a service manager's stop is
+/// answered in bounded time, whatever a client keeps open.
+pub async fn serve_with_grace<E: std::fmt::Display>(
+    serve: impl std::future::Future<Output = Result<(), E>>,
+    begun: tokio::sync::oneshot::Receiver<()>,
+    grace: std::time::Duration,
+) -> Result<(), E> {
+    tokio::pin!(serve);
+    let grace_over = async {
+        if begun.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = &mut serve => served,
+        _ = grace_over => {
+            tracing::warn!(?grace, "shutdown grace over: exiting with calls still open");
+            Ok(())
+        }
+    }
+}

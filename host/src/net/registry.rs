@@ -278,17 +278,24 @@ impl Registry {
                     died.push((entry.record.id.clone(), entry.record.tag));
                 }
             }
-            for (id, tag) in &died {
+            for (id, _) in &died {
                 tracing::warn!(node = %id, "no heartbeat for {:?}: node declared dead", registry.config.node_timeout);
-                registry.names.release_node(*tag);
             }
-            if !died.is_empty() {
-                // A dead node's work is gone: it no longer counts.
-                registry
-                    .head_node
-                    .set_usage_elsewhere(registry.usage_elsewhere(None));
-            }
+            registry.buried(&died);
             registry.peers.update(&registry.view());
+        }
+    }
+
+    /// What follows nodes' deaths: their actor names are freed and their
+    /// use no longer counts against quotas.
+    fn buried(&self, died: &[(String, u32)]) {
+        for (_, tag) in died {
+            self.names.release_node(*tag);
+        }
+        if !died.is_empty() {
+            // A dead node's work is gone: it no longer counts.
+            self.head_node
+                .set_usage_elsewhere(self.usage_elsewhere(None));
         }
     }
 
@@ -400,6 +407,31 @@ impl NodeControl for NodeControlService {
             cert_pem,
             heartbeat_interval_ms: registry.config.heartbeat_interval.as_millis() as u64,
         }))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveReply>, Status> {
+        let caller = peer_identity(&request)?;
+        let node_id = request.into_inner().node_id;
+        if caller != node_id {
+            return Err(Status::permission_denied("a node may only leave itself"));
+        }
+        let died = {
+            let mut nodes = self.0.lock();
+            let entry = nodes
+                .get_mut(&node_id)
+                .ok_or_else(|| Status::not_found("unknown node"))?;
+            let was_alive = std::mem::replace(&mut entry.alive, false);
+            was_alive.then(|| (entry.record.id.clone(), entry.record.tag))
+        };
+        tracing::info!(node = %node_id, "node left the cluster");
+        if let Some(died) = died {
+            self.0.buried(&[died]);
+            self.0.peers.update(&self.0.view());
+        }
+        Ok(Response::new(pb::LeaveReply {}))
     }
 
     async fn heartbeat(

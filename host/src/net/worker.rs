@@ -52,6 +52,9 @@ pub struct WorkerOptions {
     pub advertise: Option<String>,
     /// The local node.
     pub node: NodeConfig,
+    /// After `shutdown`, how long calls in flight may take to finish
+    /// before the worker exits anyway (default 10 s).
+    pub shutdown_grace: Duration,
 }
 
 /// What `node.json` holds.
@@ -454,6 +457,7 @@ pub async fn run_worker(
                 .max_decoding_message_size(MAX_NODE_MESSAGE)
                 .max_encoding_message_size(MAX_NODE_MESSAGE),
         );
+    let leave_client = control.clone();
     let beat = tokio::spawn(heartbeat(
         control,
         node.clone(),
@@ -463,12 +467,33 @@ pub async fn run_worker(
         Duration::from_millis(identity.heartbeat_interval_ms),
     ));
     ready(&identity.node_id, bound);
-    let served = server
-        .serve_with_incoming_shutdown(
+    // On shutdown: stop beating, tell the head this node leaves (so its
+    // tasks move now rather than after the node timeout), then let calls
+    // in flight finish within the grace.
+    let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<()>();
+    let beat_handle = beat.abort_handle();
+    let node_id = identity.node_id.clone();
+    let leaving = async move {
+        shutdown.await;
+        let _ = begun_tx.send(());
+        beat_handle.abort();
+        let mut client = leave_client;
+        let request = pb::LeaveRequest { node_id };
+        match tokio::time::timeout(Duration::from_secs(5), client.leave(request)).await {
+            Ok(Ok(_)) => tracing::info!("left the cluster"),
+            Ok(Err(e)) => tracing::warn!("could not tell the head this node leaves: {e}"),
+            Err(_) => tracing::warn!("the head did not answer the leave in time"),
+        }
+    };
+    let served = crate::net::serve_with_grace(
+        server.serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
-        .await;
+            leaving,
+        ),
+        begun_rx,
+        options.shutdown_grace,
+    )
+    .await;
     beat.abort();
     node.actors().kill_all();
     served.map_err(|e| NetError::Transport(e.to_string()))

@@ -283,6 +283,15 @@ pub(super) async fn block_on<F: Future<Output = ()>>(
     Ok(woken)
 }
 
+/// Awaits a host call that may wait (on the head, another node, or free
+/// resources) with the guest's CPU lent out meanwhile, as in `get`.
+async fn lending<T>(host: &Arc<dyn GuestHost>, call: impl Future<Output = T>) -> T {
+    host.block();
+    let out = call.await;
+    host.unblock().await;
+    out
+}
+
 /// Builds the linker: WASI plus `prism_v1`.
 pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
     let mut linker = Linker::new(engine);
@@ -636,7 +645,8 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 if too_long(&options.name) || too_long(&options.namespace) {
                     return Ok(status::INVALID_ARGUMENT);
                 }
-                let created = caller.data().host.actor_create(&class, args, options).await;
+                let host = caller.data().host.clone();
+                let created = lending(&host, host.actor_create(&class, args, options)).await;
                 match created {
                     Ok(id) => {
                         write("actor_create", &mut caller, out_id, id.as_bytes())?;
@@ -701,11 +711,8 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 let (Some(namespace), Some(name), Some(class)) = (namespace, name, class) else {
                     return Ok(status::INVALID_ARGUMENT);
                 };
-                let found = caller
-                    .data()
-                    .host
-                    .actor_lookup(&namespace, &name, &class)
-                    .await;
+                let host = caller.data().host.clone();
+                let found = lending(&host, host.actor_lookup(&namespace, &name, &class)).await;
                 match found {
                     Some(id) => {
                         write("actor_lookup", &mut caller, out_id, id.as_bytes())?;
@@ -759,11 +766,11 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 if !caller.data().host.permissions().put_object {
                     return Ok(status::PERMISSION_DENIED);
                 }
-                let put = caller
-                    .data()
-                    .host
-                    .named_put(&name, Bytes::from(value), tier);
-                put.await.map_err(|e| violation("named_put", e))?;
+                let host = caller.data().host.clone();
+                let put = host.named_put(&name, Bytes::from(value), tier);
+                lending(&host, put)
+                    .await
+                    .map_err(|e| violation("named_put", e))?;
                 Ok(status::OK)
             })
         },
@@ -779,7 +786,8 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 let Ok(spec) = rmp_serde::from_slice::<prism_abi::PlacementGroupSpec>(&spec) else {
                     return Ok(status::INVALID_ARGUMENT);
                 };
-                let created = caller.data().host.pg_create(spec).await;
+                let host = caller.data().host.clone();
+                let created = lending(&host, host.pg_create(spec)).await;
                 let (code, staged) = match created {
                     Ok(info) => match rmp_serde::to_vec_named(&info) {
                         Ok(bytes) => (status::OK, bytes),
@@ -818,7 +826,8 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 if !caller.data().host.permissions().get_object {
                     return Ok(status::PERMISSION_DENIED);
                 }
-                let get = caller.data().host.named_get(&name);
+                let host = caller.data().host.clone();
+                let get = lending(&host, host.named_get(&name));
                 match get.await.map_err(|e| violation("named_get", e))? {
                     Some(value) => {
                         stage("named_get", &mut caller, out_len, value)?;
@@ -841,7 +850,8 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 if !caller.data().host.permissions().put_object {
                     return Ok(status::PERMISSION_DENIED);
                 }
-                let delete = caller.data().host.named_delete(&name);
+                let host = caller.data().host.clone();
+                let delete = lending(&host, host.named_delete(&name));
                 let existed = delete.await.map_err(|e| violation("named_delete", e))?;
                 Ok(if existed {
                     status::OK
@@ -865,7 +875,8 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 if !caller.data().host.permissions().get_object {
                     return Ok(status::PERMISSION_DENIED);
                 }
-                let list = caller.data().host.named_list(&prefix);
+                let host = caller.data().host.clone();
+                let list = lending(&host, host.named_list(&prefix));
                 let names = list.await.map_err(|e| violation("named_list", e))?;
                 let encoded = prism_abi::encode_value(&names)
                     .map_err(|e| violation("named_list", e.to_string()))?;

@@ -349,6 +349,11 @@ impl TenantAccount {
         held.2 = held.2.saturating_sub(shape.gpu_milli());
     }
 
+    /// Its CPU quota in thousandths, if it has one.
+    pub fn cpu_quota_milli(&self) -> Option<u64> {
+        self.quotas().cpus.map(milli)
+    }
+
     /// Instance slots its guests hold here.
     pub fn instances(&self) -> u64 {
         self.instances.load(Ordering::SeqCst)

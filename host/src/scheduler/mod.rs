@@ -230,9 +230,15 @@ const DONE: u8 = 4;
 
 struct TaskEntry {
     spec: Arc<TaskSpec>,
+    /// What it holds while it runs here: its request, with a CPU to run
+    /// on if it asked for none ([`Shared::run_shape`]).
+    shape: ResourceSet,
     cancel: Arc<CancelToken>,
     attempt: AtomicU32,
     phase: AtomicU8,
+    /// For a turn ([`Scheduler::turn`]) rather than a task: where its
+    /// CPU goes when the queue reaches it.
+    turn: Option<Mutex<Option<oneshot::Sender<GpuAssignment>>>>,
 }
 
 impl TaskEntry {
@@ -450,9 +456,92 @@ impl Scheduler {
                 bundle: None,
                 instance_of: tenant.clone(),
                 tenant,
+                turn_cpu: AtomicU64::new(0),
                 charged_elsewhere: true,
             }),
         }
+    }
+
+    /// Waits until the guest holding `slot` may run its code: a guest that
+    /// holds no CPU of its own (an actor created without `num_cpus`) takes
+    /// one for each call, queued fairly with its tenant's other work and
+    /// within its CPU quota, and gives it back when the returned [`Turn`]
+    /// is dropped. Blocking in the call lends it out like any CPU. For a
+    /// guest that holds a CPU, the turn is free and immediate. `job` and
+    /// `account` are the guest's, for fair ordering and quotas.
+    pub async fn turn(
+        &self,
+        slot: &Arc<SlotHandle>,
+        job: JobId,
+        account: Option<Arc<JobAccount>>,
+    ) -> Turn {
+        let turn = Turn { slot: slot.clone() };
+        if slot.grant.cpu_milli > 0 || slot.bundle.is_some() {
+            return turn;
+        }
+        let tenant = slot.tenant.clone();
+        let cpu = self.shared.run_cpu(tenant.as_deref());
+        if cpu == 0 {
+            return turn;
+        }
+        let shape = cpu_only(cpu);
+        let mut pending = {
+            let mut state = self.shared.lock();
+            // At once if nothing waits and a CPU is free within the quota.
+            let now = state.queues.is_empty()
+                && state.leases.is_empty()
+                && state.available.fits(&shape)
+                && tenant.as_ref().is_none_or(|t| t.fits(&shape));
+            if now {
+                state.available.take(&shape);
+                if let Some(t) = &tenant {
+                    t.hold(&shape);
+                }
+                slot.turn_cpu.store(cpu, Ordering::SeqCst);
+                return turn;
+            }
+            drop(state);
+            let (tx, rx) = oneshot::channel();
+            let entry = Arc::new(TaskEntry {
+                spec: Arc::new(TaskSpec {
+                    job,
+                    module: ModuleHash::of(b""),
+                    entry: EntryKind::ActorMethod,
+                    function: String::new(),
+                    args: Vec::new(),
+                    request: ResourceSet::default(),
+                    max_retries: 0,
+                    max_calls: 0,
+                    timeout: Duration::ZERO,
+                    memory_limit: 0,
+                    return_id: ObjectId::random(),
+                    strategy: Default::default(),
+                    local_only: true,
+                    bundle: None,
+                    first_attempt: 0,
+                    account,
+                    admitted: false,
+                }),
+                shape,
+                cancel: Arc::new(CancelToken::default()),
+                attempt: AtomicU32::new(0),
+                phase: AtomicU8::new(WAITING_ARGS),
+                turn: Some(Mutex::new(Some(tx))),
+            });
+            self.shared.enqueue(entry.clone(), WAITING_ARGS);
+            PendingTurn {
+                shared: self.shared.clone(),
+                entry,
+                rx: Some(rx),
+            }
+        };
+        if let Some(rx) = pending.rx.as_mut()
+            && rx.await.is_ok()
+        {
+            pending.rx = None;
+            slot.turn_cpu.store(cpu, Ordering::SeqCst);
+        }
+        turn
     }
 
     /// Limits the guests alive here at once to `slots` instance slots, of
@@ -652,10 +741,12 @@ impl Shared {
             .collect();
         let first_attempt = spec.first_attempt;
         let entry = Arc::new(TaskEntry {
+            shape: self.run_shape(&spec),
             spec: Arc::new(spec),
             cancel: Arc::new(CancelToken::default()),
             attempt: AtomicU32::new(first_attempt),
             phase: AtomicU8::new(WAITING_ARGS),
+            turn: None,
         });
         self.lock()
             .tasks
@@ -666,6 +757,30 @@ impl Shared {
             let shared = self.clone();
             tokio::spawn(async move { shared.wait_for_args(entry, deps).await });
         }
+    }
+
+    /// The CPU (thousandths) a guest that asked for none holds while its
+    /// code runs: one CPU, or less if the node or its tenant's quota has
+    /// less. Running guest code always counts against its tenant, so a
+    /// tenant cannot run unbounded zero-CPU guests beside the others.
+    fn run_cpu(&self, tenant: Option<&accounts::TenantAccount>) -> u64 {
+        let cpu = self.total().cpu_milli.min(1000);
+        tenant
+            .and_then(|t| t.cpu_quota_milli())
+            .map_or(cpu, |quota| cpu.min(quota))
+    }
+
+    /// What `spec` holds while it runs here: its request, plus a CPU to
+    /// run on if a task asked for none (a bundle's tasks run on the
+    /// bundle). A job's driver coordinates: like Ray's, it holds what the
+    /// job asked for, which is no CPU by default, and its tenant's `jobs`
+    /// quota bounds how many run at once.
+    fn run_shape(&self, spec: &TaskSpec) -> ResourceSet {
+        let mut shape = spec.request.clone();
+        if shape.cpu_milli == 0 && spec.bundle.is_none() && spec.entry != EntryKind::Main {
+            shape.cpu_milli = self.run_cpu(spec.account.as_ref().map(|a| &**a.tenant()));
+        }
+        shape
     }
 
     /// The other nodes, if `spec` may run on one.
@@ -681,11 +796,13 @@ impl Shared {
         if let Some(bundle) = &entry.spec.bundle {
             return self.place_in_bundle(state, entry, bundle, shape);
         }
+        // A turn runs in an instance its actor already holds.
         let fits = state.available.fits(shape)
             && state.gpus.can_take(shape.gpu_milli())
-            && state
-                .instances
-                .room_for(entry.spec.account.as_ref().map(|a| &**a.tenant()));
+            && (entry.turn.is_some()
+                || state
+                    .instances
+                    .room_for(entry.spec.account.as_ref().map(|a| &**a.tenant())));
         let Some(remote) = self.remote_for(&entry.spec) else {
             return if fits {
                 Decision::Local
@@ -813,7 +930,7 @@ impl Shared {
         }
         {
             let mut state = self.lock();
-            let shape = &entry.spec.request;
+            let shape = &entry.shape;
             let tenant = tenant_of(&entry.spec);
             let matches = |k: &QueueKey| {
                 k.0 == entry.spec.strategy && k.1 == entry.spec.bundle && k.2.as_deref() == tenant
@@ -1026,6 +1143,28 @@ impl Shared {
                         starts.push((entry, Start::Local(Vec::new())));
                     }
                 }
+                Decision::Local if front.turn.is_some() => {
+                    if let Some(entry) = queue.pop_front()
+                        && entry.transition(QUEUED, RUNNING)
+                    {
+                        state.available.take(shape);
+                        let tenant = entry.spec.account.as_ref().map(|a| a.tenant());
+                        if let Some(tenant) = tenant {
+                            tenant.hold(shape);
+                        }
+                        let tx = entry
+                            .turn
+                            .as_ref()
+                            .and_then(|t| t.lock().unwrap_or_else(|e| e.into_inner()).take());
+                        let sent = tx.is_some_and(|tx| tx.send(Vec::new()).is_ok());
+                        if !sent {
+                            state.give(shape, &[]);
+                            if let Some(tenant) = tenant {
+                                tenant.unhold(shape);
+                            }
+                        }
+                    }
+                }
                 Decision::Local => {
                     let Some(gpus) = state.gpus.take(shape.gpu_milli()) else {
                         return Step::Blocked;
@@ -1078,7 +1217,7 @@ impl Shared {
     async fn run(self: Arc<Self>, entry: Arc<TaskEntry>, gpus: GpuAssignment) {
         let slot = Arc::new(SlotHandle {
             shared: self.clone(),
-            grant: entry.spec.request.clone(),
+            grant: entry.shape.clone(),
             gpus,
             blocked: AtomicBool::new(false),
             bundle: entry
@@ -1093,6 +1232,7 @@ impl Shared {
                 .filter(|_| entry.spec.bundle.is_none())
                 .map(|a| a.tenant().clone()),
             instance_of: entry.spec.account.as_ref().map(|a| a.tenant().clone()),
+            turn_cpu: AtomicU64::new(0),
             charged_elsewhere: false,
         });
         let attempt = entry.attempt.load(Ordering::SeqCst);
@@ -1266,6 +1406,47 @@ impl Drop for PendingLease {
     }
 }
 
+/// A turn being waited for: if dropped first, leaves the queue; if its
+/// CPU was granted but not received, gives it back.
+struct PendingTurn {
+    shared: Arc<Shared>,
+    entry: Arc<TaskEntry>,
+    rx: Option<oneshot::Receiver<GpuAssignment>>,
+}
+
+impl Drop for PendingTurn {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        // Still queued: the queue drops it when it reaches it.
+        if self.entry.transition(QUEUED, DONE) {
+            return;
+        }
+        if rx.try_recv().is_ok() {
+            let shape = &self.entry.shape;
+            self.shared.lock().give(shape, &[]);
+            if let Some(account) = &self.entry.spec.account {
+                account.tenant().unhold(shape);
+            }
+            self.shared.dispatch();
+        }
+    }
+}
+
+/// A guest's turn to run code ([`Scheduler::turn`]); ends when dropped.
+pub struct Turn {
+    slot: Arc<SlotHandle>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if self.slot.end_turn() {
+            self.slot.shared.dispatch();
+        }
+    }
+}
+
 /// Waits until every `Ref` argument's object is ready (or gone).
 pub async fn args_ready(objects: &ObjectStore, args: &[Arg]) {
     for arg in args {
@@ -1306,6 +1487,13 @@ pub fn resolve_args(objects: &ObjectStore, args: &[Arg]) -> Result<Bytes, WireEr
     )))
 }
 
+fn cpu_only(cpu_milli: u64) -> ResourceSet {
+    ResourceSet {
+        cpu_milli,
+        ..Default::default()
+    }
+}
+
 /// Resources held for as long as the lease lives (by an actor).
 pub struct Lease {
     slot: Arc<SlotHandle>,
@@ -1339,6 +1527,9 @@ pub struct SlotHandle {
     tenant: Option<Arc<accounts::TenantAccount>>,
     /// The tenant whose instance slot this is (bundles' too).
     instance_of: Option<Arc<accounts::TenantAccount>>,
+    /// CPU (thousandths) held for the current [`Turn`] of a guest that
+    /// holds none of its own; 0 between turns.
+    turn_cpu: AtomicU64,
     /// The charge belongs to the holder (an actor), not to this slot:
     /// releasing the slot restores what blocking lent, and the holder
     /// releases the whole charge.
@@ -1354,31 +1545,35 @@ impl SlotHandle {
     /// The guest blocks: its CPU becomes available to others.
     pub fn block(&self) {
         // A bundle's CPU stays with the bundle's task.
-        if self.bundle.is_some() || self.grant.cpu_milli == 0 {
+        if self.bundle.is_some() {
             return;
         }
-        {
-            // Flag and CPU move together under the lock, so `unblock` and
-            // `release` always see them agree.
+        let cpu = {
+            // Flag and CPU move together under the lock, so `unblock`,
+            // `end_turn` and `release` always see them agree.
             let mut state = self.shared.lock();
-            if self.blocked.swap(true, Ordering::SeqCst) {
+            let cpu = self.running_cpu();
+            if cpu == 0 || self.blocked.swap(true, Ordering::SeqCst) {
                 return;
             }
-            state.give_cpu(self.grant.cpu_milli);
-        }
+            state.give_cpu(cpu);
+            cpu
+        };
         // Blocked work does not count against its tenant's CPU quota or
         // share, so nested task graphs cannot stall a tenant at its quota.
         if let Some(tenant) = &self.tenant {
-            tenant.unhold(&self.cpu_only());
+            tenant.unhold(&cpu_only(cpu));
         }
         self.shared.dispatch();
     }
 
+    /// The CPU held while running: its own, or its turn's.
+    fn running_cpu(&self) -> u64 {
+        self.grant.cpu_milli + self.turn_cpu.load(Ordering::SeqCst)
+    }
+
     fn cpu_only(&self) -> ResourceSet {
-        ResourceSet {
-            cpu_milli: self.grant.cpu_milli,
-            ..Default::default()
-        }
+        cpu_only(self.grant.cpu_milli)
     }
 
     /// The guest wants to continue: it holds its CPU again at once (in
@@ -1386,24 +1581,43 @@ impl SlotHandle {
     /// future that is already ready, for callers written against a
     /// waiting resume.
     pub fn unblock(self: &Arc<Self>) -> BoxFuture<'static, ()> {
-        if self.grant.cpu_milli == 0 {
-            return Box::pin(async {});
-        }
-        {
+        let cpu = {
             let mut state = self.shared.lock();
             if !self.blocked.swap(false, Ordering::SeqCst) {
                 return Box::pin(async {});
             }
-            state.take_cpu(self.grant.cpu_milli);
-        }
+            let cpu = self.running_cpu();
+            state.take_cpu(cpu);
+            cpu
+        };
         if let Some(tenant) = &self.tenant {
-            tenant.hold(&self.cpu_only());
+            tenant.hold(&cpu_only(cpu));
         }
         Box::pin(async {})
     }
 
+    /// Ends the current turn, if any: gives its CPU back (unless the
+    /// guest is blocked, which gave it already). Whether there was one.
+    fn end_turn(&self) -> bool {
+        let mut state = self.shared.lock();
+        let cpu = self.turn_cpu.swap(0, Ordering::SeqCst);
+        if cpu == 0 {
+            return false;
+        }
+        if self.grant.cpu_milli == 0 && self.blocked.swap(false, Ordering::SeqCst) {
+            return true;
+        }
+        state.give_cpu(cpu);
+        drop(state);
+        if let Some(tenant) = &self.tenant {
+            tenant.unhold(&cpu_only(cpu));
+        }
+        true
+    }
+
     /// Gives back everything still held (end of the attempt).
     fn release(&self) {
+        self.end_turn();
         let mut grant = self.grant.clone();
         let mut state = self.shared.lock();
         let blocked = self.blocked.load(Ordering::SeqCst);
@@ -1719,5 +1933,89 @@ mod tests {
         drop(second);
         drop(other);
         assert_eq!(s.scheduler.instances(), (0, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn guests_without_a_cpu_take_one_per_turn_fairly_and_within_quota() {
+        let s = setup(2.0);
+        let capped = s.capped();
+        let other = s.accounts.open_job(&grant("other", Quotas::default()));
+        let none = ResourceSet::default();
+        let lease = |account: &Arc<JobAccount>| {
+            s.scheduler
+                .lease(none.clone(), Some(account.tenant().clone()))
+        };
+        let (a1, a2) = (lease(&capped).await, lease(&capped).await);
+        let t1 = s
+            .scheduler
+            .turn(a1.slot(), JobId::random(), Some(capped.clone()))
+            .await;
+        assert_eq!(s.scheduler.available().cpu_milli, 1000);
+        assert_eq!(capped.tenant().usage().cpu_milli, 1000);
+        // The capped tenant's second actor waits for its quota, though a
+        // CPU is free; the other tenant's task takes that CPU.
+        let scheduler = s.scheduler.clone();
+        let (slot2, capped2) = (a2.slot().clone(), capped.clone());
+        let mut t2 =
+            tokio::spawn(
+                async move { scheduler.turn(&slot2, JobId::random(), Some(capped2)).await },
+            );
+        tokio::task::yield_now().await;
+        assert!(!t2.is_finished());
+        let task = s.submit(&other, "other");
+        tokio::task::yield_now().await;
+        assert_eq!(*s.gate.started.lock().unwrap(), ["other"]);
+        assert_eq!(s.scheduler.available().cpu_milli, 0);
+        // Blocking in a call lends the turn's CPU, within the quota too:
+        // the second actor's turn comes.
+        a1.slot().block();
+        let t2 = (&mut t2).await.unwrap();
+        assert_eq!(capped.tenant().usage().cpu_milli, 1000);
+        // Resuming takes the CPU back at once (in debt, as any resume).
+        a1.slot().unblock().await;
+        assert_eq!(capped.tenant().usage().cpu_milli, 2000);
+        drop(t1);
+        drop(t2);
+        s.gate.finish.add_permits(1);
+        done(&s.objects, task).await;
+        assert_eq!(s.scheduler.available().cpu_milli, 2000);
+        assert_eq!(capped.tenant().usage().cpu_milli, 0);
+        // A turn given up while it waits leaves nothing behind.
+        let t3 = s
+            .scheduler
+            .turn(a1.slot(), JobId::random(), Some(capped.clone()))
+            .await;
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(20),
+            s.scheduler
+                .turn(a2.slot(), JobId::random(), Some(capped.clone())),
+        )
+        .await;
+        assert!(waiting.is_err());
+        drop(t3);
+        assert_eq!(s.scheduler.available().cpu_milli, 2000);
+        assert_eq!(capped.tenant().usage().cpu_milli, 0);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_asked_for_no_cpu_runs_on_one_and_a_driver_on_none() {
+        let s = setup(2.0);
+        let a = s.accounts.open_job(&grant("a", Quotas::default()));
+        let mut task = spec(&a, "zero");
+        task.request = ResourceSet::default();
+        let mut driver = spec(&a, "driver");
+        driver.request = ResourceSet::default();
+        driver.entry = EntryKind::Main;
+        let ids = [task.return_id, driver.return_id];
+        s.scheduler.submit(task);
+        s.scheduler.submit(driver);
+        tokio::task::yield_now().await;
+        assert_eq!(s.gate.started.lock().unwrap().len(), 2);
+        assert_eq!(s.scheduler.available().cpu_milli, 1000);
+        s.gate.finish.add_permits(2);
+        for id in ids {
+            done(&s.objects, id).await;
+        }
+        assert_eq!(s.scheduler.available().cpu_milli, 2000);
     }
 }
