@@ -433,6 +433,14 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
         .hash;
     let workers = cluster.worker_ids().await;
 
+    // A named actor on worker 0 that may restart once, called right after
+    // worker 0 dies and before the head declares it dead.
+    let args = format!(r#"["phoenix-kit", "{}"]"#, workers[0]);
+    assert_eq!(
+        cluster.run(&module, "make_restartable", &args).await,
+        Ok("15".into())
+    );
+
     // An actor on worker 0 that may restart once: restarted on another
     // node after worker 0 dies.
     let restart_args = format!(r#"["{}", "{}", 6000]"#, workers[0], workers[1]);
@@ -466,6 +474,12 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
         })
         .await;
     cluster.workers[0].kill();
+    // The call waits for the verdict and the restart, rather than being
+    // told the actor died: the restarted actor started over at 5.
+    let during = c
+        .submit(&module, "use_detached", r#"["phoenix-kit"]"#, "")
+        .await
+        .unwrap();
 
     let result = c.result(&spread.id, true).await.unwrap();
     assert_eq!(result.value_json, "66", "{:?}", result.job);
@@ -473,6 +487,8 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
     assert_eq!(result.value_json, r#""object_lost""#, "{:?}", result.job);
     let result = c.result(&restart.id, true).await.unwrap();
     assert_eq!(result.value_json, "[101,101,102]", "{:?}", result.job);
+    let result = c.result(&during.id, true).await.unwrap();
+    assert_eq!(result.value_json, "6", "{:?}", result.job);
     let logs = c.logs(&spread.id).await.unwrap();
     assert!(
         logs.iter().any(|l| l.text.contains("worker_died")),

@@ -145,6 +145,19 @@ fn make_detached(name: String, node: String) -> prism::Result<(i64, String)> {
     Ok((value, again))
 }
 
+/// Creates a detached `Kit` named `name` on node `node`, starting at 5,
+/// that may restart once (elsewhere, if its node dies); adds 10.
+#[prism::main]
+fn make_restartable(name: String, node: String) -> prism::Result<i64> {
+    let kit = Kit::options()
+        .name(&name)
+        .detached()
+        .max_restarts(1)
+        .node(&node, false)
+        .remote(5)?;
+    prism::get(&kit.add(10).remote())
+}
+
 /// Finds the `Kit` named `name` (anywhere in the cluster) and adds 1.
 #[prism::main]
 fn use_detached(name: String) -> prism::Result<i64> {

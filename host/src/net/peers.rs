@@ -570,25 +570,53 @@ impl Peers {
                     outcome(&node, owner, &peer.id, reply.into_inner())
                 }
                 (failed, _) => {
-                    if let (Some(Err(_)), Some(peer)) = (&failed, &peer) {
+                    let mut verdict = true;
+                    if let (Some(Err(status)), Some(peer)) = (&failed, &peer) {
                         peer.suspect();
-                    }
-                    // Its node is gone: it may live on elsewhere.
-                    if follow && let Some(moved) = node.follow_moved_actor(actor).await {
-                        if moved.node_tag() == me.local_tag {
-                            node.call_local_actor(moved, method, args, return_id, &tenant);
-                        } else {
-                            let caller = Caller { owner, tenant };
-                            me.send_actor_call(moved, method, args, return_id, caller, false);
+                        // Unreachable, not yet declared dead: wait for the
+                        // head's verdict, after which a restart elsewhere
+                        // is known, rather than calling the actor dead.
+                        if follow && status.code() == tonic::Code::Unavailable {
+                            verdict = tokio::time::timeout(AWAIT_NODE_VERDICT, peer.gone())
+                                .await
+                                .is_ok();
                         }
-                        return;
+                    }
+                    // Its node is gone: it may live on elsewhere (the
+                    // restart is recorded shortly after the node's death).
+                    if follow && verdict {
+                        let deadline = tokio::time::Instant::now() + AWAIT_RESTART;
+                        loop {
+                            if let Some(moved) = node.follow_moved_actor(actor).await {
+                                if moved.node_tag() == me.local_tag {
+                                    node.call_local_actor(moved, method, args, return_id, &tenant);
+                                } else {
+                                    let caller = Caller { owner, tenant };
+                                    me.send_actor_call(
+                                        moved, method, args, return_id, caller, false,
+                                    );
+                                }
+                                return;
+                            }
+                            if tokio::time::Instant::now() >= deadline {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                     }
                     let why = match failed {
                         Some(Err(status)) => status.message().to_string(),
                         _ => "it left the cluster".to_string(),
                     };
+                    // A node that cannot be reached but was not declared
+                    // dead may come back: the caller may try again.
+                    let kind = if verdict {
+                        ErrorKind::ActorDied
+                    } else {
+                        ErrorKind::WorkerDied
+                    };
                     Err(WireError::new(
-                        ErrorKind::ActorDied,
+                        kind,
                         format!("actor {actor} lived on a node that failed or left: {why}"),
                     ))
                 }
@@ -757,6 +785,14 @@ impl RemoteActors for Peers {
         });
     }
 }
+
+/// How long a call to an actor whose node cannot be reached waits for the
+/// head to declare that node dead (the default node timeout is 10 s).
+const AWAIT_NODE_VERDICT: Duration = Duration::from_secs(30);
+
+/// How long, after its node's death, a call waits for the actor's restart
+/// elsewhere to be recorded.
+const AWAIT_RESTART: Duration = Duration::from_secs(3);
 
 fn worker_client(channel: Channel) -> WorkerClient<Channel> {
     WorkerClient::new(channel)
