@@ -433,6 +433,14 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
         .hash;
     let workers = cluster.worker_ids().await;
 
+    // A named actor on a worker, killed from the head's driver, frees its
+    // name when `kill` returns: re-creating it at once succeeds.
+    let args = format!(r#"[10, "{}"]"#, workers[1]);
+    assert_eq!(
+        cluster.run(&module, "rename_after_kill", &args).await,
+        Ok("10".into())
+    );
+
     // A named actor on worker 0 that may restart once, called right after
     // worker 0 dies and before the head declares it dead.
     let args = format!(r#"["phoenix-kit", "{}"]"#, workers[0]);

@@ -99,15 +99,23 @@ fn log_flood(lines: u64, bytes: u64) -> u64 {
     lines
 }
 
-/// Creates a named actor, kills it and at once creates another under the
-/// same name, `rounds` times: how many re-creations succeeded.
+/// Creates a named actor (on node `node`, if given), kills it and at once
+/// creates another under the same name, `rounds` times: how many
+/// re-creations succeeded.
 #[prism::main]
-fn rename_after_kill(rounds: u64) -> prism::Result<u64> {
+fn rename_after_kill(rounds: u64, node: Option<String>) -> prism::Result<u64> {
+    let named = || {
+        let options = crate::Kit::options().name("phoenix");
+        match &node {
+            Some(node) => options.node(node, false),
+            None => options,
+        }
+    };
     let mut ok = 0;
     for _ in 0..rounds {
-        let first = crate::Kit::options().name("phoenix").remote(0)?;
+        let first = named().remote(0)?;
         prism::kill(&first)?;
-        if let Ok(second) = crate::Kit::options().name("phoenix").remote(0) {
+        if let Ok(second) = named().remote(0) {
             ok += 1;
             prism::kill(&second)?;
         }

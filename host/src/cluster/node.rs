@@ -69,6 +69,9 @@ pub struct Node {
     /// Actors this node created on other nodes that may restart: where
     /// they are, how to make them again, what they hold, restarts left.
     relocatable: Mutex<HashMap<ActorId, Relocatable>>,
+    /// Named actors this node created on other nodes: their tenant,
+    /// namespace and name, so that `kill` here frees the name at once.
+    named_elsewhere: Mutex<HashMap<ActorId, NamedElsewhere>>,
     /// Actors restarted on another node after theirs died: old id → new.
     moved: Mutex<HashMap<ActorId, ActorId>>,
     /// Actors other nodes placed here whose creation failed, and why.
@@ -142,6 +145,7 @@ impl Node {
                 actor_registered: tokio::sync::watch::Sender::new(0),
                 failed_actors: Mutex::new(HashMap::new()),
                 relocatable: Mutex::new(HashMap::new()),
+                named_elsewhere: Mutex::new(HashMap::new()),
                 moved: Mutex::new(HashMap::new()),
                 remote_jobs: Mutex::new(Default::default()),
                 accounts: Accounts::default(),
@@ -538,6 +542,17 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(old, new);
+        {
+            let mut named = self
+                .named_elsewhere
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = named.remove(&old)
+                && entry.create.options.name.is_some()
+            {
+                named.insert(new, n);
+            }
+        }
         entry.node_id = node_id;
         if entry.restarts_left != 0 {
             self.relocatable
@@ -1061,6 +1076,10 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, r| r.create.job != spec.id || r.create.options.detached);
+        self.named_elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, n| n.job != Some(spec.id));
         let freed = self.objects.free_owner(spec.id);
         context.account.free_all();
         self.release_groups_of(spec.id);
@@ -1308,6 +1327,20 @@ impl Node {
             if let Err(why) = remote.create_actor(&node_id, id, create) {
                 release(directory);
                 return Err(ActorCreateError::Invalid(why));
+            }
+            if let Some(name) = &options.name {
+                self.named_elsewhere
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        id,
+                        NamedElsewhere {
+                            job: (!options.detached).then_some(job.id),
+                            tenant: job.grant.tenant.clone(),
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                        },
+                    );
             }
             return Ok(id);
         }
@@ -1939,7 +1972,26 @@ impl GuestHost for TaskHost {
             }
         }
         match self.node.actor_elsewhere(actor) {
-            Some(remote) => remote.kill_actor(actor, &self.job.grant.tenant),
+            Some(remote) => {
+                remote.kill_actor(actor, &self.job.grant.tenant);
+                // A name this node claimed for it is free once `kill`
+                // returns, as for a local actor (its node releases it
+                // again, harmlessly, when the actor ends there).
+                let named = {
+                    let mut named = self
+                        .node
+                        .named_elsewhere
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    match named.get(&actor) {
+                        Some(n) if n.tenant == self.job.grant.tenant => named.remove(&actor),
+                        _ => None,
+                    }
+                };
+                if let (Some(named), Some(directory)) = (named, self.node.directory.get()) {
+                    directory.release(&named.namespace, &named.name, actor);
+                }
+            }
             None => {
                 if self.node.actor_visible(actor, &self.job.grant.tenant) {
                     self.node.actors.kill(actor);
@@ -2175,6 +2227,15 @@ impl ActorEnv for Node {
 /// The scoped namespace an actor lives in: the one its options name, in
 /// the creating job's tenant, or else the job's. A guest cannot name a
 /// namespace of another tenant: every name it gives is put under its own.
+/// A named actor this node created on another node.
+struct NamedElsewhere {
+    /// Its job, unless it is detached (it then outlives the job).
+    job: Option<JobId>,
+    tenant: String,
+    namespace: String,
+    name: String,
+}
+
 fn actor_namespace(job_namespace: &str, options: &prism_abi::ActorOptions) -> String {
     match options.namespace.as_deref().filter(|ns| !ns.is_empty()) {
         Some(ns) => scoped(tenant_of(job_namespace), ns),
