@@ -125,6 +125,20 @@ impl TestCluster {
     }
 }
 
+/// The id of the first worker the head shows alive, once there is one.
+async fn alive_worker(c: &mut Client) -> String {
+    loop {
+        let nodes = c.status().await.unwrap().nodes;
+        if let Some(n) = nodes
+            .iter()
+            .find(|n| n.node_id != "head" && n.state == "alive")
+        {
+            return n.node_id.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn executed(nodes: &[NodeInfo], id: &str) -> u64 {
     nodes
         .iter()
@@ -555,16 +569,7 @@ async fn a_restarted_head_knows_its_workers_and_detached_actors_again() {
         .await
         .unwrap()
         .hash;
-    let worker_id = loop {
-        let nodes = c.status().await.unwrap().nodes;
-        if let Some(n) = nodes
-            .iter()
-            .find(|n| n.node_id != "head" && n.state == "alive")
-        {
-            break n.node_id.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let worker_id = alive_worker(&mut c).await;
     // A detached actor on the worker, named cluster-wide.
     let job = c
         .submit(
@@ -889,16 +894,7 @@ async fn sigterm_moves_a_workers_tasks_at_once_and_ends_a_head_within_its_grace(
         .await
         .unwrap()
         .hash;
-    let worker_id = loop {
-        let nodes = c.status().await.unwrap().nodes;
-        if let Some(n) = nodes
-            .iter()
-            .find(|n| n.node_id != "head" && n.state == "alive")
-        {
-            break n.node_id.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let worker_id = alive_worker(&mut c).await;
 
     // Long tasks spread over both nodes; the worker leaves while it runs
     // some.

@@ -96,17 +96,7 @@ pub(super) fn result_json(bytes: &[u8]) -> Result<Option<String>, Status> {
     }
 }
 
-/// `text` cut to `limit` bytes on a character boundary.
-pub(super) fn cut(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_string();
-    }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{} [{} bytes cut]", &text[..end], text.len() - end)
-}
+pub(super) use crate::cluster::job::cut;
 
 /// Arguments given as a JSON array (empty: none), at most
 /// [`MAX_ARGS_JSON_BYTES`] of it.

@@ -24,12 +24,13 @@ pub const MAX_LOG_BYTES: usize = 1 << 20;
 /// replaced by a note of how much was cut.
 pub const MAX_LOG_LINE_BYTES: usize = 16 << 10;
 
-/// Cuts `text` to [`MAX_LOG_LINE_BYTES`] on a character boundary.
-fn bounded_line(text: &str) -> String {
-    if text.len() <= MAX_LOG_LINE_BYTES {
+/// `text` cut to `limit` bytes on a character boundary, with a note of
+/// how much was cut (log lines here, error messages in job records).
+pub fn cut(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
         return text.to_string();
     }
-    let mut end = MAX_LOG_LINE_BYTES;
+    let mut end = limit;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -296,7 +297,7 @@ impl JobLog {
         let line = LogLine {
             source,
             function: function.chars().take(256).collect(),
-            text: bounded_line(text),
+            text: cut(text, MAX_LOG_LINE_BYTES),
         };
         if let Some(file) = &self.file {
             file.lock().unwrap_or_else(|e| e.into_inner()).append(&line);

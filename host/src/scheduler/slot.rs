@@ -185,7 +185,9 @@ impl SlotHandle {
     }
 
     /// Ends the current turn, if any: gives its CPU back (unless the
-    /// guest is blocked, which gave it already). Whether there was one.
+    /// guest is blocked, which gave it already). Whether queued work may
+    /// now start (the caller dispatches only then: most turns end with
+    /// nothing waiting, and an actor call should not pay for a scan).
     pub(super) fn end_turn(&self) -> bool {
         let mut state = self.shared.lock();
         let cpu = self.turn_cpu.swap(0, Ordering::SeqCst);
@@ -193,14 +195,15 @@ impl SlotHandle {
             return false;
         }
         if self.grant.cpu_milli == 0 && self.blocked.swap(false, Ordering::SeqCst) {
-            return true;
+            return false;
         }
         state.give_cpu(cpu);
+        let waiting = !state.queues.is_empty() || !state.leases.is_empty();
         drop(state);
         if let Some(tenant) = &self.tenant {
             tenant.unhold(&cpu_only(cpu));
         }
-        true
+        waiting
     }
 
     /// Gives back everything still held (end of the attempt).
