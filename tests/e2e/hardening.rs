@@ -397,3 +397,89 @@ async fn busy_actors_without_cpus_count_against_their_tenant() {
     );
     assert_eq!(value(&mut t.bad, &busy).await, 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_submitting_in_a_loop_keeps_a_bounded_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let bounds = [
+        "--tenant-job-history",
+        "3",
+        "--tenant-live-jobs",
+        "2",
+        "--tenant-job-history-bytes",
+        "50000000",
+    ];
+    let mut t = tenants_with(dir.path(), &bounds).await;
+    let quiet = submit(&mut t.good, &t.module, "sum", "[4, 40]", 0.0).await;
+    value(&mut t.good, &quiet).await;
+
+    // Ended jobs past the history bound are forgotten, oldest first:
+    // record, result and log file.
+    let logs = t.files.dir().join("logs");
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let id = submit(&mut t.bad, &t.module, "log_flood", "[100, 1000]", 0.0).await;
+        assert_eq!(value(&mut t.bad, &id).await, 100);
+        ids.push(id);
+    }
+    for id in &ids[..3] {
+        let (status, message) = code(t.bad.job(id).await.unwrap_err());
+        assert_eq!(status, Code::NotFound, "{message}");
+        assert!(!logs.join(format!("{id}.log")).exists(), "{id}'s log");
+    }
+    for id in &ids[3..] {
+        assert_eq!(t.bad.logs(id).await.unwrap().len(), 100);
+    }
+    assert_eq!(t.bad.list().await.unwrap().len(), 3);
+    // The other tenant's job is its own history's, untouched.
+    assert_eq!(
+        t.good.job(&quiet).await.unwrap().state,
+        JobState::Succeeded as i32
+    );
+
+    // Live jobs are bounded whatever the quota says.
+    let a = submit(&mut t.bad, &t.module, "slow_log", "[100, 100]", 0.0).await;
+    let b = submit(&mut t.bad, &t.module, "slow_log", "[100, 100]", 0.0).await;
+    let (status, message) = code(
+        t.bad
+            .submit(&t.module, "slow_log", "[1, 1]", "")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, Code::ResourceExhausted, "{message}");
+    assert!(message.contains("2 of 2 jobs"), "{message}");
+    well_behaved(&mut t, Duration::from_secs(30)).await;
+    for id in [&a, &b] {
+        t.bad.stop(id).await.unwrap();
+        let result = t.bad.result(id, true).await.unwrap();
+        assert_eq!(result.job.map(|j| j.state), Some(JobState::Stopped as i32));
+    }
+
+    // A head restarted with a smaller byte bound forgets at start what no
+    // longer fits, all but the newest job of each tenant here.
+    let mut head = t.head;
+    head.kill();
+    let head = start_head_with(
+        t.files.dir(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--cpus",
+            "2",
+            "--tenant-job-history-bytes",
+            "1",
+        ],
+    );
+    let mut admin = client(&head, &t.files, &admin_token(&t.files)).await;
+    let token = admin
+        .issue_token("zeta", "someone", "tenant-admin", 3600)
+        .await
+        .unwrap()
+        .token;
+    let mut bad = client(&head, &t.files, &token).await;
+    let kept = bad.list().await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].id, b, "the newest ended job stays");
+    let files = std::fs::read_dir(&logs).unwrap().count();
+    assert!(files <= 3, "{files} log files left");
+}

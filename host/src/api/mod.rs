@@ -10,11 +10,14 @@
 //! tenant only: another tenant's job, module or actor is not found.
 
 mod admin;
+mod history;
 mod records;
 
 pub use admin::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
+pub use history::JobLimits;
 pub use records::{MAX_ARGS_JSON_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_JSON_BYTES};
 
+use history::JobHistory;
 use records::{JobDetails, JobMeta, StoredJob, json_args};
 
 use crate::cluster::placement::PlacementGroups;
@@ -78,6 +81,8 @@ pub struct HeadOptions {
     /// After the shutdown signal, how long calls in flight (result waits,
     /// log streams) may take before the head exits anyway (default 10 s).
     pub shutdown_grace: std::time::Duration,
+    /// Per-tenant bounds on live and ended jobs (see [`JobLimits`]).
+    pub job_limits: JobLimits,
 }
 
 impl HeadOptions {
@@ -91,6 +96,7 @@ impl HeadOptions {
             node,
             audit_log: None,
             shutdown_grace: std::time::Duration::from_secs(10),
+            job_limits: JobLimits::default(),
         }
     }
 }
@@ -152,6 +158,9 @@ pub struct Api {
     /// The records of ended jobs, of this run of the head and earlier
     /// ones; their results and log tails are in `head.redb` only.
     ended: Mutex<HashMap<JobId, JobInfo>>,
+    /// The ended jobs per tenant, oldest first, and the bounds on them.
+    history: Mutex<JobHistory>,
+    job_limits: JobLimits,
     store: Arc<HeadStore>,
     /// Where each job's whole log is written (`<state>/logs`).
     log_dir: std::path::PathBuf,
@@ -269,15 +278,16 @@ impl Api {
     /// Writes the record of a job just submitted to `head.redb`.
     fn persist_submitted(&self, id: JobId) {
         if let Some(info) = self.info(id) {
-            self.write_record(id, &info);
+            self.write_record(id, &info, 0);
         }
     }
 
-    fn write_record(&self, id: JobId, info: &JobInfo) {
+    fn write_record(&self, id: JobId, info: &JobInfo, disk_bytes: u64) {
         let record = StoredJob {
             info: info.clone(),
             value_json: String::new(),
             logs: Vec::new(),
+            disk_bytes,
         };
         match serde_json::to_vec(&record) {
             Ok(bytes) => {
@@ -320,20 +330,54 @@ impl Api {
                 })
                 .collect(),
         };
+        let mut disk_bytes = self.log_file_bytes(id);
         match serde_json::to_vec(&details) {
             Ok(bytes) => {
+                disk_bytes += bytes.len() as u64;
                 if let Err(e) = self.store.put_job_details(&id.to_string(), &bytes) {
                     tracing::error!("could not record the result of {id} in head.redb: {e}");
                 }
             }
             Err(e) => tracing::error!("could not encode the result of {id}: {e}"),
         }
-        self.write_record(id, &info);
+        self.write_record(id, &info, disk_bytes);
+        let tenant = info.tenant.clone();
         // Ended before it stops being live, so a reader finds it in one
         // of the two tables at every moment.
         self.ended_lock().insert(id, info);
         self.lock().remove(&id);
         self.cluster.head().forget_job(id);
+        let forget = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ended(&tenant, id, disk_bytes);
+        self.forget_ended(&forget);
+    }
+
+    /// The size of job `id`'s log file (0 if it has none).
+    fn log_file_bytes(&self, id: JobId) -> u64 {
+        std::fs::metadata(self.log_dir.join(format!("{id}.log"))).map_or(0, |m| m.len())
+    }
+
+    /// Forgets ended jobs past their tenant's history: record, details
+    /// and log file. A client asking for one is told there is no such job.
+    fn forget_ended(&self, ids: &[JobId]) {
+        for id in ids {
+            self.ended_lock().remove(id);
+            if let Err(e) = self.store.delete_job(&id.to_string()) {
+                tracing::error!("could not forget {id} in head.redb: {e}");
+            }
+            let path = self.log_dir.join(format!("{id}.log"));
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::error!("could not remove {}: {e}", path.display());
+            }
+        }
+        if !ids.is_empty() {
+            tracing::debug!(jobs = ids.len(), "forgot ended jobs past the history bound");
+        }
     }
 
     /// What an ended job left, from `head.redb`.
@@ -618,20 +662,21 @@ impl Jobs for ApiHandle {
         tenancy.add_module(&tenant, &key).map_err(tenancy_status)?;
         let submitted_at_ms = now_ms();
         let admission = self.0.admission.lock().await;
-        if let Some(limit) = job_quota {
-            let running = self.0.running_jobs(&tenant);
-            if running >= limit {
-                self.0.access.audit(serde_json::json!({
-                    "subject": claims.sub,
-                    "tenant": tenant,
-                    "action": "SubmitJob",
-                    "decision": "deny",
-                    "reason": format!("quota exceeded: {running} of {limit} jobs"),
-                }));
-                return Err(Status::resource_exhausted(format!(
-                    "quota exceeded: tenant {tenant} runs {running} of {limit} jobs"
-                )));
-            }
+        // The head's own bound applies whatever the quota says.
+        let live_bound = self.0.job_limits.live_per_tenant;
+        let limit = job_quota.map_or(live_bound, |q| q.min(live_bound));
+        let running = self.0.running_jobs(&tenant);
+        if running >= limit {
+            self.0.access.audit(serde_json::json!({
+                "subject": claims.sub,
+                "tenant": tenant,
+                "action": "SubmitJob",
+                "decision": "deny",
+                "reason": format!("quota exceeded: {running} of {limit} jobs"),
+            }));
+            return Err(Status::resource_exhausted(format!(
+                "quota exceeded: tenant {tenant} runs {running} of {limit} jobs"
+            )));
         }
         let id = head
             .submit_job(module, &scoped(&tenant, &namespace), &entry, args, options)
@@ -1027,6 +1072,7 @@ pub async fn serve(
         }
     }
     let mut ended = HashMap::new();
+    let mut ended_order: Vec<(i64, JobId, String, u64)> = Vec::new();
     for (id, bytes) in store.jobs()? {
         let (Some(job_id), Ok(mut record)) = (
             JobId::parse(&id),
@@ -1056,12 +1102,32 @@ pub async fn serve(
             record.info.error_kind = prism_abi::ErrorKind::WorkerDied.to_string();
             record.info.error_message = "the head restarted while the job ran".into();
         }
-        if (inline || was_running)
+        let unmeasured = record.disk_bytes == 0;
+        if unmeasured {
+            let log =
+                std::fs::metadata(log_dir.join(format!("{job_id}.log"))).map_or(0, |m| m.len());
+            record.disk_bytes = store.job_details_len(&id)? + log;
+        }
+        if (inline || was_running || unmeasured)
             && let Ok(bytes) = serde_json::to_vec(&record)
         {
             store.put_job(&id, &bytes)?;
         }
+        let ended_at = record.info.ended_at_ms.max(record.info.submitted_at_ms);
+        ended_order.push((
+            ended_at,
+            job_id,
+            record.info.tenant.clone(),
+            record.disk_bytes,
+        ));
         ended.insert(job_id, record.info);
+    }
+    // The history bounds hold across restarts (and when they were lowered).
+    ended_order.sort();
+    let mut history = JobHistory::new(options.job_limits);
+    let mut forget = Vec::new();
+    for (_, id, tenant, bytes) in ended_order {
+        forget.extend(history.ended(&tenant, id, bytes));
     }
     let head_node = cluster.node().clone();
     let peers = Peers::new(HEAD_NODE_ID, HEAD_NODE_TAG, &head_node, credentials.clone());
@@ -1108,11 +1174,14 @@ pub async fn serve(
         admission: tokio::sync::Mutex::new(()),
         jobs: Mutex::new(HashMap::new()),
         ended: Mutex::new(ended),
+        history: Mutex::new(history),
+        job_limits: options.job_limits,
         store,
         log_dir,
         registry: registry.clone(),
         address,
     }));
+    api.0.forget_ended(&forget);
     // Clients authenticate with tokens, nodes with certificates from the
     // cluster CA: a certificate is optional on this port, but one that is
     // presented must verify, and node calls check that there was one.

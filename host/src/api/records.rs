@@ -53,6 +53,14 @@ pub(super) struct StoredJob {
     pub value_json: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<(String, String, String)>,
+    /// Bytes the ended job keeps on the head's disk (details and log
+    /// file), counted against its tenant's history (0: not known yet).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub disk_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What an ended job left: its result as JSON (empty if it failed, or
@@ -152,6 +160,7 @@ mod tests {
             info: record.info.clone(),
             value_json: String::new(),
             logs: Vec::new(),
+            disk_bytes: 0,
         })
         .unwrap();
         assert!(!new.contains("logs"), "{new}");

@@ -60,6 +60,19 @@ pub(super) struct StartArgs {
     /// move at once (default: 10000).
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
+    /// Head: jobs of one tenant that may be pending or running at once,
+    /// whatever its `jobs` quota (default: 1000).
+    #[arg(long, default_value_t = 1000)]
+    tenant_live_jobs: u64,
+    /// Head: ended jobs kept per tenant; older ones are forgotten with
+    /// their results and logs (default: 1000).
+    #[arg(long, default_value_t = 1000)]
+    tenant_job_history: usize,
+    /// Head: bytes the ended jobs of one tenant may keep on disk (results,
+    /// log tails, log files); older jobs are forgotten past it
+    /// (default: 1073741824, 1 GiB).
+    #[arg(long, default_value_t = 1 << 30)]
+    tenant_job_history_bytes: u64,
     /// Head: the audit log, one JSON object per authorization decision
     /// (default: STATE/audit.log).
     #[arg(long)]
@@ -292,6 +305,11 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     options.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
     options.audit_log = args.audit_log.clone();
     options.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
+    options.job_limits = crate::api::JobLimits {
+        live_per_tenant: args.tenant_live_jobs.max(1),
+        history_per_tenant: args.tenant_job_history.max(1),
+        history_bytes_per_tenant: args.tenant_job_history_bytes,
+    };
     super::tokio_runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         crate::api::serve(

@@ -145,6 +145,22 @@ impl HeadStore {
         Ok(table.get(id)?.map(|v| v.value().to_vec()))
     }
 
+    /// Size in bytes of what job `id` left (0 if nothing was stored).
+    pub fn job_details_len(&self, id: &str) -> Result<u64, MetaError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOB_DETAILS)?;
+        Ok(table.get(id)?.map_or(0, |v| v.value().len() as u64))
+    }
+
+    /// Forgets job `id`: its record and what it left, in one transaction.
+    pub fn delete_job(&self, id: &str) -> Result<(), MetaError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(JOBS)?.remove(id)?;
+        txn.open_table(JOB_DETAILS)?.remove(id)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Every job record: (id, record).
     pub fn jobs(&self) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
         self.all(JOBS)
@@ -277,6 +293,20 @@ mod tests {
             store.jobs().unwrap(),
             vec![("job-1".into(), b"{\"v\":2}".to_vec())]
         );
+    }
+
+    #[test]
+    fn a_deleted_job_leaves_neither_record_nor_details() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HeadStore::open(&dir.path().join("head.redb")).unwrap();
+        store.put_job("job-1", b"{}").unwrap();
+        store.put_job_details("job-1", b"12345").unwrap();
+        store.put_job("job-2", b"{}").unwrap();
+        assert_eq!(store.job_details_len("job-1").unwrap(), 5);
+        store.delete_job("job-1").unwrap();
+        assert_eq!(store.job_details("job-1").unwrap(), None);
+        assert_eq!(store.job_details_len("job-1").unwrap(), 0);
+        assert_eq!(store.jobs().unwrap().len(), 1);
     }
 
     #[test]
