@@ -756,6 +756,86 @@ async fn quotas_and_tenant_walls_hold_across_nodes() {
     assert_eq!(stopped.state, prism_client::v1::JobState::Stopped as i32);
 }
 
+/// A hostile tenant's log flood and `wait` polls, run as tasks on a
+/// worker: the other tenant's job beside them returns in bounded time, and
+/// neither the worker nor the head grows past a bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tenant_cannot_bloat_a_worker_or_the_head_through_it() {
+    let cluster = TestCluster::start().await;
+    let workers = cluster.worker_ids().await;
+    let mut admin = cluster.client.clone();
+    admin.create_tenant("acme", 1.0, "").await.unwrap();
+    admin.create_tenant("zeta", 1.0, "").await.unwrap();
+    let token = |tenant: &'static str| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .issue_token(tenant, "someone", "developer", 600)
+                .await
+                .unwrap()
+                .token
+        }
+    };
+    let acme = client(&cluster.head, &cluster.files, &token("acme").await).await;
+    let mut zeta = client(&cluster.head, &cluster.files, &token("zeta").await).await;
+    let module = acme
+        .clone()
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    zeta.upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap();
+    let peaks = || {
+        [
+            super::hardening::peak_mib(&cluster.head),
+            super::hardening::peak_mib(&cluster.workers[0]),
+        ]
+    };
+    assert_eq!(value_of(&acme, &module, "spread_sum", "[4, 10]").await, "6");
+    let before = peaks();
+
+    // 160 MiB of log lines and 300,000 polls of a pending task, on the
+    // first worker.
+    let attack = zeta
+        .submit(
+            &module,
+            "attacks_on",
+            &format!(r#"["{}", 10000, 16000, 300000]"#, workers[0]),
+            "",
+        )
+        .await
+        .unwrap()
+        .id;
+    let started = Instant::now();
+    assert_eq!(value_of(&acme, &module, "spread_sum", "[4, 10]").await, "6");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the other tenant's job took {:?}",
+        started.elapsed()
+    );
+    let result = zeta.result(&attack, true).await.unwrap();
+    assert_eq!(result.value_json, "[10000,0]", "{:?}", result.job);
+    // The worker kept a bounded tail of the flood and the job's log says
+    // how many lines it dropped.
+    let lines = zeta.logs(&attack).await.unwrap();
+    assert!(lines.len() < 10000, "{} lines", lines.len());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.source == "prism" && l.text.contains("earlier lines were dropped")),
+        "{} lines, none says what was dropped",
+        lines.len()
+    );
+    let after = peaks();
+    eprintln!("peak MiB (head, worker) before {before:?}, after {after:?}");
+    assert!(
+        after[0] < before[0] + 400 && after[1] < before[1] + 400,
+        "peaks grew from {before:?} to {after:?} MiB"
+    );
+}
+
 /// 200 jobs at once (tree reductions of nested tasks and spread tasks) on
 /// a head and two workers: every job finishes with its right answer, and
 /// afterwards no node holds a CPU or a task, and a new job runs.

@@ -325,6 +325,7 @@ async fn a_task_fork_bomb_cannot_keep_another_tenant_off_the_node() {
     // 40 instance slots, of which one tenant may hold 30.
     let mut t = tenants_with(dir.path(), &["--instance-slots", "40"]).await;
     let mut admin = client(&t.head, &t.files, &admin_token(&t.files)).await;
+    let baseline = peak_mib(&t.head);
     let tree = t
         .bad
         .upload_module(prism_guests::TREE_REDUCE.to_vec())
@@ -363,6 +364,17 @@ async fn a_task_fork_bomb_cannot_keep_another_tenant_off_the_node() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     well_behaved(&mut t, Duration::from_secs(20)).await;
+    assert_peak_within(&t, baseline, 400);
+}
+
+/// Asserts the head's peak memory stayed within `bound` MiB of `baseline`.
+fn assert_peak_within(t: &Tenants, baseline: u64, bound: u64) {
+    let peak = peak_mib(&t.head);
+    eprintln!("head peak {peak} MiB, from {baseline} MiB");
+    assert!(
+        peak < baseline + bound,
+        "the head grew from {baseline} MiB to a peak of {peak} MiB"
+    );
 }
 
 /// Runs the well-behaved tenant's CPU job (two tasks of about 1 s of work);
@@ -384,6 +396,7 @@ async fn busy_actors_without_cpus_count_against_their_tenant() {
         .await
         .unwrap();
     let alone = cpu_job(&mut t).await;
+    let baseline = peak_mib(&t.head);
 
     // Forty actors created without `num_cpus`, each spinning in a call:
     // the tenant's one-CPU quota holds, so they take turns on one CPU.
@@ -396,6 +409,7 @@ async fn busy_actors_without_cpus_count_against_their_tenant() {
         "the other tenant's CPU job took {beside:?} beside busy actors, {alone:?} alone"
     );
     assert_eq!(value(&mut t.bad, &busy).await, 40);
+    assert_peak_within(&t, baseline, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,6 +426,7 @@ async fn a_tenant_submitting_in_a_loop_keeps_a_bounded_history() {
     let mut t = tenants_with(dir.path(), &bounds).await;
     let quiet = submit(&mut t.good, &t.module, "sum", "[4, 40]", 0.0).await;
     value(&mut t.good, &quiet).await;
+    let baseline = peak_mib(&t.head);
 
     // Ended jobs past the history bound are forgotten, oldest first:
     // record, result and log file.
@@ -449,6 +464,7 @@ async fn a_tenant_submitting_in_a_loop_keeps_a_bounded_history() {
     assert_eq!(status, Code::ResourceExhausted, "{message}");
     assert!(message.contains("2 of 2 jobs"), "{message}");
     well_behaved(&mut t, Duration::from_secs(30)).await;
+    assert_peak_within(&t, baseline, 400);
     for id in [&a, &b] {
         t.bad.stop(id).await.unwrap();
         let result = t.bad.result(id, true).await.unwrap();

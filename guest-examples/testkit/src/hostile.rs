@@ -11,6 +11,10 @@ use crate::{kind, sleep_then, spin};
 /// used to leave a waiter behind on the node until the task ended.
 #[prism::main]
 fn wait_poll(polls: u64) -> prism::Result<u64> {
+    poll_pending(polls)
+}
+
+fn poll_pending(polls: u64) -> prism::Result<u64> {
     let slow = sleep_then::remote(60_000, 1);
     let mut ready = 0;
     for _ in 0..polls {
@@ -19,6 +23,12 @@ fn wait_poll(polls: u64) -> prism::Result<u64> {
     }
     let _ = prism::cancel(&slow);
     Ok(ready)
+}
+
+/// [`wait_poll`] as a task, to run on a chosen node.
+#[prism::task]
+fn poll_task(polls: u64) -> prism::Result<u64> {
+    poll_pending(polls)
 }
 
 /// Returns `count` nils: small as MessagePack, large as JSON.
@@ -92,11 +102,32 @@ fn put_byte_vec(mb: u64) -> prism::Result<(u64, u64)> {
 /// Logs `lines` lines of `bytes` bytes each through `prism::log`.
 #[prism::main]
 fn log_flood(lines: u64, bytes: u64) -> u64 {
+    flood(lines, bytes)
+}
+
+fn flood(lines: u64, bytes: u64) -> u64 {
     let line = "y".repeat(bytes as usize);
     for _ in 0..lines {
         prism::log(&line);
     }
     lines
+}
+
+/// [`log_flood`] as a task, to run on a chosen node.
+#[prism::task]
+fn flood_task(lines: u64, bytes: u64) -> u64 {
+    flood(lines, bytes)
+}
+
+/// The log flood and the `wait` polls, as tasks on node `node` (a worker,
+/// whose memory they must not grow): (lines logged, polls answered ready).
+#[prism::main]
+fn attacks_on(node: String, lines: u64, bytes: u64, polls: u64) -> prism::Result<(u64, u64)> {
+    let flooded = flood_task::options()
+        .node(&node, false)
+        .remote(lines, bytes);
+    let polled = poll_task::options().node(&node, false).remote(polls);
+    Ok((prism::get(&flooded)?, prism::get(&polled)?))
 }
 
 /// Creates a named actor (on node `node`, if given), kills it and at once

@@ -195,12 +195,15 @@ pub struct JobLog {
 struct Tail {
     lines: VecDeque<LogLine>,
     bytes: usize,
+    /// Lines dropped from the front since the last [`JobLog::drain`].
+    dropped: u64,
 }
 
 impl Tail {
     fn pop_front(&mut self) {
         if let Some(old) = self.lines.pop_front() {
             self.bytes -= old.text.len() + old.function.len();
+            self.dropped += 1;
         }
     }
 }
@@ -342,11 +345,27 @@ impl JobLog {
     }
 
     /// Removes and returns every line, oldest first (a node hands the
-    /// lines of another node's job back with each task it ran).
+    /// lines of another node's job back with each task it ran). If lines
+    /// were dropped since the last drain, a first system line says how
+    /// many, so the job's log shows the gap.
     pub fn drain(&self) -> Vec<LogLine> {
         let mut tail = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         tail.bytes = 0;
-        tail.lines.drain(..).collect()
+        let dropped = std::mem::take(&mut tail.dropped);
+        let mut lines = Vec::with_capacity(tail.lines.len() + 1);
+        if dropped > 0 {
+            lines.push(LogLine {
+                source: LogSource::System,
+                function: String::new(),
+                text: format!(
+                    "{dropped} earlier lines were dropped on the node that ran them \
+                     (it keeps at most {MAX_LOG_LINES} lines and {MAX_LOG_BYTES} bytes \
+                     of a job's log until a reply carries them)"
+                ),
+            });
+        }
+        lines.extend(tail.lines.drain(..));
+        lines
     }
 
     /// A copy of every line, oldest first.
@@ -443,6 +462,26 @@ mod tests {
         let held: usize = log.lines().iter().map(|l| l.text.len() + 1).sum();
         assert!(held <= MAX_LOG_BYTES, "{held} bytes held");
         assert_eq!(log.since(0).1, 201, "every line was counted");
+    }
+
+    #[test]
+    fn a_drain_says_how_many_lines_were_dropped_before_it() {
+        let log = JobLog::default();
+        for i in 0..MAX_LOG_LINES + 5 {
+            log.push(LogSource::Guest, "f", &format!("line {i}"));
+        }
+        let lines = log.drain();
+        assert_eq!(lines.len(), MAX_LOG_LINES + 1);
+        assert_eq!(lines[0].source, LogSource::System);
+        assert!(
+            lines[0].text.starts_with("5 earlier lines were dropped"),
+            "{}",
+            lines[0].text
+        );
+        assert_eq!(lines[1].text, "line 5");
+        // The count starts again after a drain.
+        log.push(LogSource::Guest, "f", "again");
+        assert_eq!(log.drain().len(), 1);
     }
 
     #[test]
