@@ -454,6 +454,14 @@ async fn a_worker_killed_mid_job_is_declared_dead_and_its_tasks_rerun_elsewhere(
         cluster.run(&module, "rename_after_kill", &args).await,
         Ok("10".into())
     );
+    // So it is when the actor was made by a task on another node.
+    let args = format!(r#"["{}", "{}", 5]"#, workers[0], workers[1]);
+    assert_eq!(
+        cluster
+            .run(&module, "rename_after_kill_elsewhere", &args)
+            .await,
+        Ok("5".into())
+    );
 
     // A named actor on worker 0 that may restart once, called right after
     // worker 0 dies and before the head declares it dead.

@@ -154,6 +154,33 @@ fn rename_after_kill(rounds: u64, node: Option<String>) -> prism::Result<u64> {
     Ok(ok)
 }
 
+/// Makes a named actor on node `node` and returns its handle (the actor
+/// is this task's node's creation, not the driver's).
+#[prism::task]
+fn make_named_kit(name: String, node: String) -> prism::Result<crate::KitHandle> {
+    crate::Kit::options().name(&name).node(&node, false).remote(0)
+}
+
+/// `rounds` times: a task on node `creator` makes a named actor on node
+/// `host`, the driver kills it and at once creates another under the
+/// same name. How many re-creations succeeded.
+#[prism::main]
+fn rename_after_kill_elsewhere(creator: String, host: String, rounds: u64) -> prism::Result<u64> {
+    let mut ok = 0;
+    for _ in 0..rounds {
+        let made = make_named_kit::options()
+            .node(&creator, false)
+            .remote("phoenix-elsewhere".to_string(), host.clone());
+        let first = prism::get(&made)?;
+        prism::kill(&first)?;
+        if let Ok(second) = crate::Kit::options().name("phoenix-elsewhere").remote(0) {
+            ok += 1;
+            prism::kill(&second)?;
+        }
+    }
+    Ok(ok)
+}
+
 /// A fixed amount of CPU work: `millions` million steps of arithmetic.
 #[prism::task]
 fn crunch(millions: u64) -> u64 {

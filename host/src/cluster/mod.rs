@@ -178,6 +178,9 @@ pub trait ActorDirectory: Send + Sync + 'static {
     ) -> BoxFuture<'static, Option<(crate::ids::ActorId, String)>>;
     /// Frees `name` if actor `id` still holds it.
     fn release(&self, namespace: &str, name: &str, id: crate::ids::ActorId);
+    /// Frees whatever name actor `id` holds in a namespace of `tenant`
+    /// (a node that kills an actor it did not create knows no name).
+    fn release_actor(&self, tenant: &str, id: crate::ids::ActorId);
     /// Records that actor `old` was restarted on another node as `new`.
     fn record_move(&self, old: crate::ids::ActorId, new: crate::ids::ActorId);
     /// Where actor `id` was restarted, if it was (following every move).

@@ -1988,8 +1988,16 @@ impl GuestHost for TaskHost {
                         _ => None,
                     }
                 };
-                if let (Some(named), Some(directory)) = (named, self.node.directory.get()) {
-                    directory.release(&named.namespace, &named.name, actor);
+                match (named, self.node.directory.get()) {
+                    (Some(named), Some(directory)) => {
+                        directory.release(&named.namespace, &named.name, actor)
+                    }
+                    // Created by another node: whatever name it holds in
+                    // this tenant goes (its node checks the kill is ours).
+                    (None, Some(directory)) => {
+                        directory.release_actor(&self.job.grant.tenant, actor)
+                    }
+                    _ => {}
                 }
             }
             None => {

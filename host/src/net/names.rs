@@ -124,6 +124,24 @@ impl ActorNames {
 }
 
 impl ActorNames {
+    /// Frees every name `id` holds in a namespace of `tenant`.
+    pub fn release_actor_now(&self, tenant: &str, id: ActorId) {
+        let prefix = format!("{tenant}/");
+        let id = id.to_string();
+        let mut names = self.lock();
+        let held: Vec<String> = names
+            .iter()
+            .filter(|(k, a)| a.id == id && k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in held {
+            names.remove(&key);
+            if let Err(e) = self.store.delete_actor_name(&key) {
+                tracing::warn!("could not forget the actor name {key}: {e}");
+            }
+        }
+    }
+
     /// Records a restart on another node.
     pub fn record_move_now(&self, old: ActorId, new: ActorId) {
         self.moves
@@ -185,6 +203,10 @@ impl ActorDirectory for ActorNames {
         self.release_now(namespace, name, id)
     }
 
+    fn release_actor(&self, tenant: &str, id: ActorId) {
+        self.release_actor_now(tenant, id)
+    }
+
     fn record_move(&self, old: ActorId, new: ActorId) {
         self.record_move_now(old, new)
     }
@@ -239,5 +261,24 @@ mod tests {
         // The worker dies: its actors' names are free again.
         names.release_node(2);
         assert_eq!(names.lookup_now("ns", "kept"), None);
+    }
+
+    #[test]
+    fn an_actor_is_released_by_id_within_its_tenant_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(HeadStore::open(&dir.path().join("head.redb")).unwrap());
+        let names = ActorNames::load(store).unwrap();
+        let a = ActorId::random_with_tag(2);
+        names.claim_now("acme/ns", "x", a, "Kit", false).unwrap();
+        names.claim_now("acme/other", "y", a, "Kit", false).unwrap();
+        names.claim_now("zeta/ns", "x", a, "Kit", false).unwrap();
+        // Another tenant naming the id frees nothing of acme's.
+        names.release_actor_now("acm", a);
+        names.release_actor_now("zeta", a);
+        assert!(names.lookup_now("acme/ns", "x").is_some());
+        assert!(names.lookup_now("zeta/ns", "x").is_none());
+        names.release_actor_now("acme", a);
+        assert!(names.lookup_now("acme/ns", "x").is_none());
+        assert!(names.lookup_now("acme/other", "y").is_none());
     }
 }

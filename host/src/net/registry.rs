@@ -548,7 +548,14 @@ impl NodeControl for NodeControlService {
         peer_identity(&request)?;
         let r = request.into_inner();
         let id = actor_id(&r.actor_id)?;
-        self.0.names.release_now(&r.namespace, &r.name, id);
+        if r.name.is_empty() {
+            if r.tenant.is_empty() {
+                return Err(Status::invalid_argument("a name or a tenant is required"));
+            }
+            self.0.names.release_actor_now(&r.tenant, id);
+        } else {
+            self.0.names.release_now(&r.namespace, &r.name, id);
+        }
         Ok(Response::new(pb::ReleaseActorNameReply {}))
     }
 

@@ -211,12 +211,26 @@ impl ActorDirectory for RemoteDirectory {
     }
 
     fn release(&self, namespace: &str, name: &str, id: ActorId) {
-        let mut client = self.client.clone();
-        let request = pb::ReleaseActorNameRequest {
+        self.send_release(pb::ReleaseActorNameRequest {
             namespace: namespace.to_string(),
             name: name.to_string(),
             actor_id: id.as_bytes().to_vec(),
-        };
+            tenant: String::new(),
+        });
+    }
+
+    fn release_actor(&self, tenant: &str, id: ActorId) {
+        self.send_release(pb::ReleaseActorNameRequest {
+            actor_id: id.as_bytes().to_vec(),
+            tenant: tenant.to_string(),
+            ..Default::default()
+        });
+    }
+}
+
+impl RemoteDirectory {
+    fn send_release(&self, request: pb::ReleaseActorNameRequest) {
+        let mut client = self.client.clone();
         tokio::spawn(async move {
             if let Err(status) = client.release_actor_name(request).await {
                 tracing::warn!(
