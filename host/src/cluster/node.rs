@@ -2155,7 +2155,6 @@ impl ActorEnv for Node {
                 gpu,
                 env: job.env.clone(),
                 sandbox: job.sandbox.clone(),
-                lend_sleeps: false,
             };
             let host = Arc::new(TaskHost {
                 node: node.clone(),
