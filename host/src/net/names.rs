@@ -128,13 +128,19 @@ impl ActorNames {
     pub fn release_actor_now(&self, tenant: &str, id: ActorId) {
         let prefix = format!("{tenant}/");
         let id = id.to_string();
+        self.release_where(|key, a| a.id == id && key.starts_with(&prefix));
+    }
+
+    /// Frees every name whose (key, holder) satisfies `doomed`, in memory
+    /// and in `head.redb`.
+    fn release_where(&self, doomed: impl Fn(&str, &NamedActor) -> bool) {
         let mut names = self.lock();
-        let held: Vec<String> = names
+        let gone: Vec<String> = names
             .iter()
-            .filter(|(k, a)| a.id == id && k.starts_with(&prefix))
+            .filter(|(k, a)| doomed(k, a))
             .map(|(k, _)| k.clone())
             .collect();
-        for key in held {
+        for key in gone {
             names.remove(&key);
             if let Err(e) = self.store.delete_actor_name(&key) {
                 tracing::warn!("could not forget the actor name {key}: {e}");
@@ -166,18 +172,7 @@ impl ActorNames {
     /// Frees the names of every actor the node with `tag` hosted (it was
     /// declared dead, and its actors with it).
     pub fn release_node(&self, tag: u32) {
-        let mut names = self.lock();
-        let gone: Vec<String> = names
-            .iter()
-            .filter(|(_, a)| parse_id(&a.id).is_some_and(|id| id.node_tag() == tag))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in gone {
-            names.remove(&key);
-            if let Err(e) = self.store.delete_actor_name(&key) {
-                tracing::warn!("could not forget the actor name {key}: {e}");
-            }
-        }
+        self.release_where(|_, a| parse_id(&a.id).is_some_and(|id| id.node_tag() == tag));
     }
 }
 
