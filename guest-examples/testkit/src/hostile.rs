@@ -158,7 +158,10 @@ fn rename_after_kill(rounds: u64, node: Option<String>) -> prism::Result<u64> {
 /// is this task's node's creation, not the driver's).
 #[prism::task]
 fn make_named_kit(name: String, node: String) -> prism::Result<crate::KitHandle> {
-    crate::Kit::options().name(&name).node(&node, false).remote(0)
+    crate::Kit::options()
+        .name(&name)
+        .node(&node, false)
+        .remote(0)
 }
 
 /// `rounds` times: a task on node `creator` makes a named actor on node
