@@ -413,6 +413,61 @@ async fn busy_actors_without_cpus_count_against_their_tenant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_drivers_count_against_their_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = tenants(dir.path()).await;
+    let mut admin = client(&t.head, &t.files, &admin_token(&t.files)).await;
+    admin
+        .set_quotas("zeta", r#"{"cpus": 1}"#, 0.0)
+        .await
+        .unwrap();
+    let alone = cpu_job(&mut t).await;
+    let baseline = peak_mib(&t.head);
+    // The module compiled for this tenant first, so the drivers start at
+    // once.
+    let warm = submit(&mut t.bad, &t.module, "busy_driver", "[0]", 0.0).await;
+    value(&mut t.bad, &warm).await;
+
+    // Eight drivers spinning without a `get`: each runs its code on a CPU
+    // of its tenant's one-CPU quota, so they run one at a time.
+    let mut busy = Vec::new();
+    for _ in 0..8 {
+        busy.push(submit(&mut t.bad, &t.module, "busy_driver", "[8000]", 0.0).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let beside = cpu_job(&mut t).await;
+    assert!(
+        beside < alone * 3 + Duration::from_secs(1),
+        "the other tenant's CPU job took {beside:?} beside busy drivers, {alone:?} alone"
+    );
+    let head = head_node(&mut admin).await;
+    assert!(
+        head.running_tasks <= 1 && head.pending_tasks >= 6,
+        "busy drivers of a one-CPU tenant ran at once: {head:?}"
+    );
+    for id in &busy {
+        t.bad.stop(id).await.unwrap();
+    }
+    assert_peak_within(&t, baseline, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_driver_lends_its_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let head = start_head_with(files.dir(), &["--listen", "127.0.0.1:0", "--cpus", "1"]);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    let module = admin
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    // On one CPU, the driver's task runs only while the driver sleeps.
+    let id = submit(&mut admin, &module, "driver_sleep_lends", "[1500]", 0.0).await;
+    assert_eq!(value(&mut admin, &id).await, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_submitting_in_a_loop_keeps_a_bounded_history() {
     let dir = tempfile::tempdir().unwrap();
     let bounds = [

@@ -213,3 +213,26 @@ fn busy_actors(n: u64, ms: u64) -> prism::Result<u64> {
     }
     Ok(actors.len() as u64)
 }
+
+/// A driver that spins for `ms` milliseconds without waiting on anything:
+/// how many rounds of work it did.
+#[prism::main]
+fn busy_driver(ms: u64) -> u64 {
+    let started = Instant::now();
+    let mut rounds = 0u64;
+    while started.elapsed() < Duration::from_millis(ms) {
+        rounds = std::hint::black_box(rounds.wrapping_add(1));
+    }
+    rounds
+}
+
+/// Submits a short task, sleeps `ms` milliseconds, then looks whether the
+/// task finished meanwhile (it can only if the sleep lent the driver's
+/// CPU on a one-CPU node).
+#[prism::main]
+fn driver_sleep_lends(ms: u64) -> prism::Result<bool> {
+    let quick = sleep_then::remote(1, 7);
+    std::thread::sleep(Duration::from_millis(ms));
+    let (ready, _) = prism::wait(std::slice::from_ref(&quick), 1, Some(Duration::ZERO))?;
+    Ok(!ready.is_empty())
+}

@@ -2155,6 +2155,7 @@ impl ActorEnv for Node {
                 gpu,
                 env: job.env.clone(),
                 sandbox: job.sandbox.clone(),
+                lend_sleeps: false,
             };
             let host = Arc::new(TaskHost {
                 node: node.clone(),

@@ -283,11 +283,13 @@ pub(super) async fn block_on<F: Future<Output = ()>>(
     Ok(woken)
 }
 
-/// Awaits a host call that may wait (on the head, another node, or free
-/// resources) with the guest's CPU lent out meanwhile, as in `get`.
-async fn lending<T>(host: &Arc<dyn GuestHost>, call: impl Future<Output = T>) -> T {
+/// Makes and awaits a host call that may wait (on the head, another
+/// node, or free resources) with the guest's CPU lent out meanwhile, as in
+/// `get`. The call is made after the CPU is lent, so checks it makes at
+/// once (a tenant's quota) do not count the caller's own CPU.
+async fn lending<F: Future>(host: &Arc<dyn GuestHost>, call: impl FnOnce() -> F) -> F::Output {
     host.block();
-    let out = call.await;
+    let out = call().await;
     host.unblock().await;
     out
 }
@@ -646,7 +648,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     return Ok(status::INVALID_ARGUMENT);
                 }
                 let host = caller.data().host.clone();
-                let created = lending(&host, host.actor_create(&class, args, options)).await;
+                let created = lending(&host, || host.actor_create(&class, args, options)).await;
                 match created {
                     Ok(id) => {
                         write("actor_create", &mut caller, out_id, id.as_bytes())?;
@@ -712,7 +714,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     return Ok(status::INVALID_ARGUMENT);
                 };
                 let host = caller.data().host.clone();
-                let found = lending(&host, host.actor_lookup(&namespace, &name, &class)).await;
+                let found = lending(&host, || host.actor_lookup(&namespace, &name, &class)).await;
                 match found {
                     Some(id) => {
                         write("actor_lookup", &mut caller, out_id, id.as_bytes())?;
@@ -767,8 +769,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     return Ok(status::PERMISSION_DENIED);
                 }
                 let host = caller.data().host.clone();
-                let put = host.named_put(&name, Bytes::from(value), tier);
-                lending(&host, put)
+                lending(&host, || host.named_put(&name, Bytes::from(value), tier))
                     .await
                     .map_err(|e| violation("named_put", e))?;
                 Ok(status::OK)
@@ -787,7 +788,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     return Ok(status::INVALID_ARGUMENT);
                 };
                 let host = caller.data().host.clone();
-                let created = lending(&host, host.pg_create(spec)).await;
+                let created = lending(&host, || host.pg_create(spec)).await;
                 let (code, staged) = match created {
                     Ok(info) => match rmp_serde::to_vec_named(&info) {
                         Ok(bytes) => (status::OK, bytes),
@@ -827,7 +828,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     return Ok(status::PERMISSION_DENIED);
                 }
                 let host = caller.data().host.clone();
-                let get = lending(&host, host.named_get(&name));
+                let get = lending(&host, || host.named_get(&name));
                 match get.await.map_err(|e| violation("named_get", e))? {
                     Some(value) => {
                         stage("named_get", &mut caller, out_len, value)?;
@@ -851,7 +852,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     return Ok(status::PERMISSION_DENIED);
                 }
                 let host = caller.data().host.clone();
-                let delete = lending(&host, host.named_delete(&name));
+                let delete = lending(&host, || host.named_delete(&name));
                 let existed = delete.await.map_err(|e| violation("named_delete", e))?;
                 Ok(if existed {
                     status::OK
@@ -876,7 +877,7 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                     return Ok(status::PERMISSION_DENIED);
                 }
                 let host = caller.data().host.clone();
-                let list = lending(&host, host.named_list(&prefix));
+                let list = lending(&host, || host.named_list(&prefix));
                 let names = list.await.map_err(|e| violation("named_list", e))?;
                 let encoded = prism_abi::encode_value(&names)
                     .map_err(|e| violation("named_list", e.to_string()))?;

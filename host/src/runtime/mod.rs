@@ -367,6 +367,7 @@ impl Runtime {
             gpu,
             env: call.env.clone(),
             sandbox: call.sandbox.clone(),
+            lend_sleeps: call.entry == EntryKind::Main,
         };
         match self.instantiate(module, host, setup, &call.cancel).await {
             Ok(mut instance) => {
@@ -440,6 +441,7 @@ impl Runtime {
             setup.env.as_deref().map_or(&[], |e| e.as_slice()),
             self.config.max_output_per_task,
             &setup.sandbox,
+            setup.lend_sleeps.then(|| host.clone()),
         )
         .map_err(|e| {
             InvocationOutcome::failed(ErrorKind::System, format!("WASI setup failed: {e:#}"))
@@ -540,6 +542,9 @@ pub struct InstanceSetup {
     pub env: crate::cluster::job::JobEnv,
     /// Its clocks and directory.
     pub sandbox: Arc<Sandbox>,
+    /// Whether its WASI sleeps lend its CPU (a job's driver, which holds
+    /// a CPU while it runs code, not while it waits).
+    pub lend_sleeps: bool,
 }
 
 /// A live guest instance with its own store and linear memory.

@@ -11,6 +11,10 @@
 //! No sockets, no stdin, and no directories unless the namespace has a
 //! data directory and the policy permits `ReadDirectory`: then that one
 //! directory, read-only, at `/data` ([`Sandbox`]).
+//!
+//! A driver's sleeps (`poll_oneoff` with a clock that has not passed)
+//! lend its CPU like `get` does ([`LendingSched`]): a driver holds a CPU
+//! while it runs code, not while it waits.
 
 use super::TaskState;
 use std::any::Any;
@@ -102,12 +106,13 @@ impl CapturedOutput {
 }
 
 /// A fresh WASI context for one task, with output capped at `max_output`
-/// bytes per stream.
+/// bytes per stream; with `lender`, its sleeps lend the guest's CPU.
 pub(crate) fn task_context(
     program: &str,
     env: &[(String, String)],
     max_output: usize,
     sandbox: &Sandbox,
+    lender: Option<Arc<dyn super::GuestHost>>,
 ) -> anyhow::Result<(WasiCtx, CapturedOutput)> {
     let buffer = || {
         Arc::new(RwLock::new(CappedBuffer {
@@ -124,10 +129,17 @@ pub(crate) fn task_context(
         None => wasi_common::tokio::clocks_ctx(),
         Some(resolution) => coarse_clocks(resolution),
     };
+    let sched = match lender {
+        Some(host) => Box::new(LendingSched {
+            inner: wasi_common::tokio::sched::sched_ctx(),
+            host,
+        }),
+        None => wasi_common::tokio::sched::sched_ctx(),
+    };
     let mut ctx = WasiCtx::new(
         wasi_common::tokio::random_ctx(),
         clocks,
-        wasi_common::tokio::sched::sched_ctx(),
+        sched,
         wasi_common::Table::new(),
     );
     ctx.push_arg(program)?;
@@ -317,6 +329,48 @@ impl WasiDir for ReadOnlyDir {
         _follow_symlinks: bool,
     ) -> Result<(), Error> {
         Err(read_only())
+    }
+}
+
+/// WASI's scheduler for a guest whose sleeps lend its CPU: a poll that
+/// waits for a clock gives the CPU back first and takes it again after,
+/// as a blocking `get` does.
+struct LendingSched {
+    inner: Box<dyn wasi_common::WasiSched>,
+    host: Arc<dyn super::GuestHost>,
+}
+
+impl LendingSched {
+    async fn lent<T>(&self, wait: impl std::future::Future<Output = T>) -> T {
+        self.host.block();
+        let out = wait.await;
+        self.host.unblock().await;
+        out
+    }
+}
+
+#[tonic::async_trait]
+impl wasi_common::WasiSched for LendingSched {
+    async fn poll_oneoff<'a>(&self, poll: &mut wasi_common::Poll<'a>) -> Result<(), Error> {
+        let waits = poll
+            .earliest_clock_deadline()
+            .is_some_and(|c| c.deadline > c.clock.now(c.precision));
+        if waits {
+            self.lent(self.inner.poll_oneoff(poll)).await
+        } else {
+            self.inner.poll_oneoff(poll).await
+        }
+    }
+
+    async fn sched_yield(&self) -> Result<(), Error> {
+        self.inner.sched_yield().await
+    }
+
+    async fn sleep(&self, duration: wasi_common::sched::Duration) -> Result<(), Error> {
+        if duration.is_zero() {
+            return self.inner.sleep(duration).await;
+        }
+        self.lent(self.inner.sleep(duration)).await
     }
 }
 

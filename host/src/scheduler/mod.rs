@@ -775,13 +775,13 @@ impl Shared {
     }
 
     /// What `spec` holds while it runs here: its request, plus a CPU to
-    /// run on if a task asked for none (a bundle's tasks run on the
-    /// bundle). A job's driver coordinates: like Ray's, it holds what the
-    /// job asked for, which is no CPU by default, and its tenant's `jobs`
-    /// quota bounds how many run at once.
+    /// run on if it asked for none (a bundle's tasks run on the bundle).
+    /// That includes a job's driver: it places like Ray's, asking for no
+    /// CPU by default, but its code runs on a CPU counted against its
+    /// tenant, lent whenever it waits (`get`, `wait`, a sleep).
     fn run_shape(&self, spec: &TaskSpec) -> ResourceSet {
         let mut shape = spec.request.clone();
-        if shape.cpu_milli == 0 && spec.bundle.is_none() && spec.entry != EntryKind::Main {
+        if shape.cpu_milli == 0 && spec.bundle.is_none() {
             shape.cpu_milli = self.run_cpu(spec.account.as_ref().map(|a| &**a.tenant()));
         }
         shape
