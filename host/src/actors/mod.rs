@@ -30,6 +30,7 @@ use crate::objects::{Object, ObjectStore};
 use crate::runtime::{BoxFuture, CancelToken, Instance, Invocation, InvocationOutcome};
 use crate::scheduler::resources::ResourceSet;
 use crate::scheduler::{Lease, SlotHandle, Turn, args_ready, resolve_args};
+use crate::sync::MutexExt;
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, WireError};
@@ -108,7 +109,7 @@ impl ActorRecord {
     }
 
     fn death(&self) -> MutexGuard<'_, Option<WireError>> {
-        self.death.lock().unwrap_or_else(|e| e.into_inner())
+        self.death.locked()
     }
 
     /// Why the actor died, if it did.
@@ -166,7 +167,7 @@ pub struct ActorManager {
 
 impl ActorManager {
     fn lock(&self) -> MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+        self.registry.locked()
     }
 
     /// Registers a new actor, claiming its name.

@@ -17,6 +17,7 @@ pub use admin::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
 pub use history::JobLimits;
 pub use records::{MAX_ARGS_JSON_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_JSON_BYTES};
 
+use crate::sync::MutexExt;
 use history::JobHistory;
 use records::{JobDetails, JobMeta, StoredJob, json_args};
 
@@ -347,11 +348,7 @@ impl Api {
         self.ended_lock().insert(id, info);
         self.lock().remove(&id);
         self.cluster.head().forget_job(id);
-        let forget = self
-            .history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .ended(&tenant, id, disk_bytes);
+        let forget = self.history.locked().ended(&tenant, id, disk_bytes);
         self.forget_ended(&forget);
     }
 
@@ -434,7 +431,7 @@ impl Api {
     }
 
     fn ended_lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, JobInfo>> {
-        self.ended.lock().unwrap_or_else(|e| e.into_inner())
+        self.ended.locked()
     }
 
     fn meta_or_not_found(&self, id: JobId) -> Result<(), Status> {
@@ -470,7 +467,7 @@ impl Api {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, JobMeta>> {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+        self.jobs.locked()
     }
 
     /// The job's record as the API shows it.

@@ -9,6 +9,7 @@ use super::job::{JobOutcome, JobSpec};
 use super::{ClusterError, HeadService, NodeService, NodeStatus};
 use crate::ids::{JobId, ModuleHash};
 use crate::runtime::BoxFuture;
+use crate::sync::MutexExt;
 use bytes::Bytes;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -55,7 +56,7 @@ impl Head {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Adds a node that jobs can be placed on.

@@ -4,6 +4,7 @@
 use crate::ids::{JobId, ModuleHash};
 use crate::scheduler::accounts::JobAccount;
 use crate::security::JobGrant;
+use crate::sync::MutexExt;
 use bytes::Bytes;
 use prism_abi::WireError;
 use serde::Serialize;
@@ -290,7 +291,7 @@ impl JobLog {
     pub fn flush(&self) {
         use std::io::Write;
         if let Some(file) = &self.file {
-            let _ = file.lock().unwrap_or_else(|e| e.into_inner()).file.flush();
+            let _ = file.locked().file.flush();
         }
     }
 
@@ -303,9 +304,9 @@ impl JobLog {
             text: cut(text, MAX_LOG_LINE_BYTES),
         };
         if let Some(file) = &self.file {
-            file.lock().unwrap_or_else(|e| e.into_inner()).append(&line);
+            file.locked().append(&line);
         }
-        let mut tail = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail = self.lines.locked();
         let size = line.text.len() + line.function.len();
         while !tail.lines.is_empty()
             && (tail.lines.len() >= MAX_LOG_LINES || tail.bytes + size > MAX_LOG_BYTES)
@@ -322,7 +323,7 @@ impl JobLog {
     /// The lines numbered `from` on that are still kept, and the number of
     /// the next line to come.
     pub fn since(&self, from: u64) -> (Vec<LogLine>, u64) {
-        let tail = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = self.lines.locked();
         let next = *self.appended.borrow();
         let first = next.saturating_sub(tail.lines.len() as u64);
         let skip = from.saturating_sub(first) as usize;
@@ -349,7 +350,7 @@ impl JobLog {
     /// were dropped since the last drain, a first system line says how
     /// many, so the job's log shows the gap.
     pub fn drain(&self) -> Vec<LogLine> {
-        let mut tail = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail = self.lines.locked();
         tail.bytes = 0;
         let dropped = std::mem::take(&mut tail.dropped);
         let mut lines = Vec::with_capacity(tail.lines.len() + 1);
@@ -370,13 +371,7 @@ impl JobLog {
 
     /// A copy of every line, oldest first.
     pub fn lines(&self) -> Vec<LogLine> {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lines
-            .iter()
-            .cloned()
-            .collect()
+        self.lines.locked().lines.iter().cloned().collect()
     }
 }
 

@@ -8,12 +8,12 @@
 
 mod head;
 pub mod job;
-mod node;
+
 pub mod placement;
 
+pub use crate::node::{Node, RemoteActorCall, RemoteCall};
 pub use head::{Head, JobStatus};
 pub use job::{DriverResources, JobOptions, JobOutcome, JobSpec, LogLine, LogSource};
-pub use node::{Node, RemoteActorCall, RemoteCall};
 
 use crate::config::NodeConfig;
 use crate::ids::{JobId, ModuleHash};

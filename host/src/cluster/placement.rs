@@ -12,6 +12,7 @@
 use crate::ids::JobId;
 use crate::runtime::BoxFuture;
 use crate::scheduler::resources::{ResourceSet, to_milli};
+use crate::sync::MutexExt;
 use prism_abi::{ErrorKind, PlacementGroupInfo, PlacementGroupSpec, PlacementStrategy, WireError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -201,7 +202,7 @@ impl PlacementGroups {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+        self.groups.locked()
     }
 
     async fn create_group(
@@ -259,12 +260,7 @@ impl PlacementGroups {
                 if let Some(store) = self.store.get() {
                     store.created(&id, &nodes);
                 }
-                if self
-                    .ended
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&owner)
-                {
+                if self.ended.locked().contains(&owner) {
                     self.remove(&id);
                     return Err(WireError::new(
                         ErrorKind::Cancelled,
@@ -357,7 +353,7 @@ impl PlacementService for Arc<PlacementGroups> {
 
     fn remove_owned(&self, owner: JobId) {
         {
-            let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+            let mut ended = self.ended.locked();
             if ended.len() >= 100_000 {
                 ended.clear();
             }

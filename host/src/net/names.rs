@@ -12,6 +12,7 @@ use crate::cluster::{ActorDirectory, NameClaim};
 use crate::ids::ActorId;
 use crate::meta::HeadStore;
 use crate::runtime::BoxFuture;
+use crate::sync::MutexExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -68,7 +69,7 @@ impl ActorNames {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, NamedActor>> {
-        self.names.lock().unwrap_or_else(|e| e.into_inner())
+        self.names.locked()
     }
 
     /// Claims a name now (see [`ActorDirectory::claim`]).
@@ -150,15 +151,12 @@ impl ActorNames {
 
     /// Records a restart on another node.
     pub fn record_move_now(&self, old: ActorId, new: ActorId) {
-        self.moves
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(old, new);
+        self.moves.locked().insert(old, new);
     }
 
     /// Where `id` lives now, following every recorded move.
     pub fn resolve_move_now(&self, mut id: ActorId) -> Option<ActorId> {
-        let moves = self.moves.lock().unwrap_or_else(|e| e.into_inner());
+        let moves = self.moves.locked();
         let start = id;
         for _ in 0..64 {
             match moves.get(&id) {

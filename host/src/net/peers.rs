@@ -17,6 +17,7 @@ use crate::scheduler::SchedulingStrategy;
 use crate::scheduler::TaskSpec;
 use crate::scheduler::remote::{Pick, Placement, Remote, Reservation};
 use crate::scheduler::resources::ResourceSet;
+use crate::sync::{MutexExt, RwLockExt};
 use crate::task::Arg;
 use bytes::{Bytes, BytesMut};
 use prism_abi::{ErrorKind, WireError};
@@ -117,31 +118,24 @@ impl Peer {
     }
 
     fn total(&self) -> ResourceSet {
-        resources_from_proto(
-            self.info
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .total
-                .as_ref(),
-        )
+        resources_from_proto(self.info.locked().total.as_ref())
     }
 
     fn usable(&self) -> bool {
-        match *self.suspect_until.lock().unwrap_or_else(|e| e.into_inner()) {
+        match *self.suspect_until.locked() {
             Some(until) => Instant::now() >= until,
             None => true,
         }
     }
 
     fn suspect(&self) {
-        *self.suspect_until.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Instant::now() + SUSPECT_FOR);
+        *self.suspect_until.locked() = Some(Instant::now() + SUSPECT_FOR);
     }
 
     /// Load as this node sees it: CPU used at the last heartbeat plus what
     /// this node placed since, over the total.
     fn load(&self) -> f64 {
-        let info = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        let info = self.info.locked();
         let total = info.total.as_ref().map_or(0, |t| t.cpu_milli).max(1);
         let free = info.available.as_ref().map_or(0, |a| a.cpu_milli);
         let used = total.saturating_sub(free) + self.inflight_cpu.load(Ordering::Relaxed);
@@ -157,11 +151,7 @@ impl Peer {
     }
 
     fn client(&self) -> WorkerClient<Channel> {
-        self.client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .clone()
+        self.client.locked().1.clone()
     }
 }
 
@@ -255,7 +245,7 @@ impl Peers {
     pub fn update(&self, view: &pb::ClusterView) {
         let mut left = Vec::new();
         {
-            let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+            let mut nodes = self.nodes.write_locked();
             let mut seen = HashSet::new();
             for info in &view.nodes {
                 if info.node_id == self.local_id || !info.alive {
@@ -263,14 +253,14 @@ impl Peers {
                 }
                 seen.insert(info.node_id.clone());
                 if let Some(peer) = nodes.get(&info.node_id) {
-                    let mut client = peer.client.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut client = peer.client.locked();
                     if client.0 != info.address
                         && let Ok(channel) = self.credentials.channel(&info.node_id, &info.address)
                     {
                         *client = (info.address.clone(), worker_client(channel));
                     }
                     drop(client);
-                    *peer.info.lock().unwrap_or_else(|e| e.into_inner()) = info.clone();
+                    *peer.info.locked() = info.clone();
                     continue;
                 }
                 match self.credentials.channel(&info.node_id, &info.address) {
@@ -292,7 +282,7 @@ impl Peers {
                     Err(e) => tracing::warn!(node = %info.node_id, "cannot reach node: {e}"),
                 }
             }
-            let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+            let mut gone = self.gone.locked();
             nodes.retain(|id, peer| {
                 let keep = seen.contains(id);
                 if !keep {
@@ -333,7 +323,7 @@ impl Peers {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Peer>>> {
-        self.nodes.read().unwrap_or_else(|e| e.into_inner())
+        self.nodes.read_locked()
     }
 
     fn peer(&self, id: &str) -> Option<Arc<Peer>> {
@@ -418,14 +408,8 @@ impl Peers {
                 // later pull for the object's own tenant starts afresh.
                 // (Refused and done pulling first: a waiter woken by the
                 // removal looks again at once.)
-                self.refused
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert((id, tenant));
-                self.pulling
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                self.refused.locked().insert((id, tenant));
+                self.pulling.locked().remove(&id);
                 if let Some(node) = self.node.upgrade() {
                     node.objects().remove(id);
                 }
@@ -449,10 +433,7 @@ impl Peers {
         {
             tracing::warn!(%id, "storing a pulled object failed: {e}");
         }
-        self.pulling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.pulling.locked().remove(&id);
     }
 }
 
@@ -511,7 +492,7 @@ fn outcome(
 impl Peers {
     /// The next sequence number of this node's messages to `actor`.
     fn next_seq(&self, actor: ActorId) -> u64 {
-        let mut seqs = self.actor_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seqs = self.actor_seqs.locked();
         let seq = seqs.entry(actor).or_insert(0);
         *seq += 1;
         *seq - 1
@@ -944,12 +925,7 @@ impl Remote for Peers {
         }
         let peer = self.read().values().find(|p| p.tag == tag).cloned();
         let Some(peer) = peer else {
-            if self
-                .gone
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&tag)
-            {
+            if self.gone.locked().contains(&tag) {
                 node.objects().create_pending(id, owner);
                 let error = WireError::new(
                     ErrorKind::ObjectLost,
@@ -963,12 +939,7 @@ impl Remote for Peers {
         // The holder checks that the object is the puller's tenant's; one
         // it refused this tenant is not asked for again.
         let tenant = tenant.to_string();
-        if self
-            .refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&(id, tenant.clone()))
-        {
+        if self.refused.locked().contains(&(id, tenant.clone())) {
             return;
         }
         // Pulled only for a job (or actor) this node knows: it owns the
@@ -976,12 +947,7 @@ impl Remote for Peers {
         if node.job_tenant(owner).is_none() {
             return;
         }
-        if !self
-            .pulling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id)
-        {
+        if !self.pulling.locked().insert(id) {
             return;
         }
         node.objects().create_pending(id, owner);

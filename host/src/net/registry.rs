@@ -20,6 +20,7 @@ use crate::ids::ModuleHash;
 use crate::meta::HeadStore;
 use crate::objects::named::Tier;
 use crate::security::{NodeAuthority, join_token_digest, new_join_token};
+use crate::sync::MutexExt;
 use prism_proto::v1 as pb;
 use prism_proto::v1::node_control_server::NodeControl;
 use serde::{Deserialize, Serialize};
@@ -159,7 +160,7 @@ impl Registry {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, NodeEntry>> {
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+        self.nodes.locked()
     }
 
     /// The cluster's placement groups, for `NodeControl` (set once).
@@ -301,7 +302,7 @@ impl Registry {
 
     /// Frees on `node_id` the bundles of an earlier run's groups.
     fn release_stale_groups(&self, node_id: &str) {
-        let mut stale = self.stale_groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stale = self.stale_groups.locked();
         if stale.is_empty() {
             return;
         }

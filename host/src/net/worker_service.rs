@@ -7,6 +7,7 @@ use super::{actor_id, peer_identity};
 use crate::cluster::{LogLine, Node, RemoteActorCall, RemoteCall};
 use crate::ids::{ActorId, JobId, ModuleHash, ObjectId};
 use crate::objects::{Lookup, Object};
+use crate::sync::MutexExt;
 use crate::task::Arg;
 use prism_proto::v1 as pb;
 use prism_proto::v1::worker_server::Worker;
@@ -41,12 +42,7 @@ impl Turns {
         let mut advanced = self.advanced.subscribe();
         let deadline = tokio::time::Instant::now() + TURN_TIMEOUT;
         loop {
-            let next = *self
-                .next
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
-                .unwrap_or(&0);
+            let next = *self.next.locked().get(&key).unwrap_or(&0);
             if seq <= next {
                 return;
             }
@@ -63,7 +59,7 @@ impl Turns {
     /// Message `seq` went: the next one may.
     fn done(&self, actor: ActorId, caller: &str, seq: u64) {
         {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let mut next = self.next.locked();
             let entry = next.entry((actor, caller.to_string())).or_insert(0);
             *entry = (*entry).max(seq + 1);
         }

@@ -13,6 +13,7 @@
 //! the new value is written over `[0, len)` in full before anyone can see
 //! it, and its `Bytes` cover exactly that range.
 
+use crate::sync::MutexExt;
 use bytes::Bytes;
 use std::sync::Mutex;
 
@@ -47,7 +48,7 @@ impl BufferPool {
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        self.idle.locked()
     }
 
     fn concat(&'static self, parts: &[&[u8]]) -> Bytes {

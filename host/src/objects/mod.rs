@@ -23,6 +23,7 @@ pub mod named;
 mod spill;
 
 use crate::ids::{JobId, ObjectId};
+use crate::sync::MutexExt;
 use bytes::Bytes;
 use prism_abi::{StoreStats, WireError};
 use spill::SpillDir;
@@ -161,7 +162,7 @@ impl ObjectStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock is a bug in this module; the data
         // is still consistent enough to serve reads, so keep going.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.locked()
     }
 
     /// Registers `id` as pending, owned by `owner`. A no-op if it exists.

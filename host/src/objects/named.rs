@@ -7,6 +7,7 @@
 //! time: putting it in one removes it from the other.
 
 use crate::meta::{MetaError, MetaStore};
+use crate::sync::MutexExt;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,7 +37,7 @@ impl NamedObjects {
     }
 
     fn memory(&self) -> MutexGuard<'_, BTreeMap<(String, String), Bytes>> {
-        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+        self.memory.locked()
     }
 
     /// Stores `value` under (`ns`, `name`) in `tier`, replacing any value.

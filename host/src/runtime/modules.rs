@@ -18,6 +18,7 @@
 
 use super::TaskState;
 use crate::ids::ModuleHash;
+use crate::sync::MutexExt;
 use crate::task::EntryKind;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -153,8 +154,7 @@ impl ModuleCache {
     /// A module already loaded on this node for `tenant`.
     pub fn get_for(&self, tenant: &str, hash: ModuleHash) -> Option<Arc<LoadedModule>> {
         self.loaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .get(&(Arc::from(tenant), hash))
             .cloned()
     }
@@ -175,7 +175,7 @@ impl ModuleCache {
         }
         let module = self.compile_cached(tenant, hash, bytes)?;
         let loaded = Arc::new(self.prepare(hash, module)?);
-        let mut map = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.loaded.locked();
         Ok(map
             .entry((Arc::from(tenant), hash))
             .or_insert(loaded)

@@ -21,6 +21,7 @@ use super::{ActorCreateError, BoxFuture, GuestHost, Instance, PutError};
 use crate::ids::{ActorId, ModuleHash, ObjectId};
 use crate::objects::named::Tier;
 use crate::objects::{Lookup, Watch};
+use crate::sync::MutexExt;
 use crate::task::Arg;
 use bytes::Bytes;
 use prism_abi::{ErrorKind, StoreStats, WireError};
@@ -97,7 +98,7 @@ impl WarmPool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Takes an idle instance for a call of `function` of `module` under

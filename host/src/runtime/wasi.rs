@@ -17,6 +17,7 @@
 //! while it runs code, not while it waits.
 
 use super::TaskState;
+use crate::sync::RwLockExt;
 use std::any::Any;
 use std::io::Write;
 use std::path::PathBuf;
@@ -95,7 +96,7 @@ impl CapturedOutput {
     /// Takes what was written: (stdout, stderr, bytes dropped over the cap).
     pub(crate) fn take(&self) -> (Vec<u8>, Vec<u8>, usize) {
         let take = |b: &Arc<RwLock<CappedBuffer>>| {
-            let mut b = b.write().unwrap_or_else(|e| e.into_inner());
+            let mut b = b.write_locked();
             let dropped = std::mem::take(&mut b.dropped);
             (std::mem::take(&mut b.bytes), dropped)
         };

@@ -9,6 +9,7 @@
 
 use super::resources::ResourceSet;
 use crate::security::{JobGrant, Quotas};
+use crate::sync::{MutexExt, RwLockExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -140,12 +141,12 @@ impl TenantAccount {
     }
 
     fn elsewhere(&self) -> Usage {
-        *self.elsewhere.lock().unwrap_or_else(|e| e.into_inner())
+        *self.elsewhere.locked()
     }
 
     /// What it uses on this node.
     pub fn usage(&self) -> Usage {
-        let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let held = *self.held.locked();
         Usage {
             queued_tasks: self.queued.load(Ordering::SeqCst),
             actors: self.actors.load(Ordering::SeqCst),
@@ -163,13 +164,13 @@ impl TenantAccount {
 
     /// The quotas in force (a copy: read per task, so no allocation).
     fn quotas(&self) -> Quotas {
-        *self.quotas.read().unwrap_or_else(|e| e.into_inner())
+        *self.quotas.read_locked()
     }
 
     /// Takes the grant's quotas and weight unless those held are newer (a
     /// job admitted before a change must not bring the old ones back).
     fn update(&self, grant: &JobGrant) {
-        let mut quotas = self.quotas.write().unwrap_or_else(|e| e.into_inner());
+        let mut quotas = self.quotas.write_locked();
         if grant.quota_revision < self.revision.load(Ordering::SeqCst) {
             return;
         }
@@ -272,7 +273,7 @@ impl TenantAccount {
         if q.cpus.is_none() && q.memory.is_none() && q.gpus.is_none() {
             return true;
         }
-        let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let held = *self.held.locked();
         let other = self.elsewhere();
         let cpu = held.0.saturating_add(other.cpu_milli);
         let memory = held.1.saturating_add(other.memory);
@@ -294,7 +295,7 @@ impl TenantAccount {
         }
         let q = self.quotas();
         let other = self.elsewhere();
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.held.locked();
         let cpu = held.0.saturating_add(other.cpu_milli);
         let memory = held.1.saturating_add(other.memory);
         let gpu = held.2.saturating_add(other.gpu_milli);
@@ -335,7 +336,7 @@ impl TenantAccount {
     pub fn hold(&self, shape: &ResourceSet) {
         self.last_served
             .store(SERVED.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.held.locked();
         held.0 = held.0.saturating_add(shape.cpu_milli);
         held.1 = held.1.saturating_add(shape.memory);
         held.2 = held.2.saturating_add(shape.gpu_milli());
@@ -343,7 +344,7 @@ impl TenantAccount {
 
     /// A task of `shape` that started here ended.
     pub fn unhold(&self, shape: &ResourceSet) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.held.locked();
         held.0 = held.0.saturating_sub(shape.cpu_milli);
         held.1 = held.1.saturating_sub(shape.memory);
         held.2 = held.2.saturating_sub(shape.gpu_milli());
@@ -390,7 +391,7 @@ impl TenantAccount {
     /// fraction of any one resource its running tasks hold here (Dominant
     /// Resource Fairness).
     pub fn weighted_share(&self, total: &ResourceSet) -> f64 {
-        let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let held = *self.held.locked();
         let frac = |used: u64, all: u64| {
             if all == 0 {
                 0.0
@@ -484,7 +485,7 @@ impl Accounts {
     /// the grant updates: the newest grant carries the newest figures).
     pub fn open_job(&self, grant: &JobGrant) -> Arc<JobAccount> {
         let tenant = {
-            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tenants = self.tenants.locked();
             match tenants.get(&grant.tenant) {
                 Some(t) => {
                     t.update(grant);
@@ -492,13 +493,8 @@ impl Accounts {
                 }
                 None => {
                     let t = Arc::new(TenantAccount::new(grant));
-                    if let Some(other) = self
-                        .elsewhere
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(&grant.tenant)
-                    {
-                        *t.elsewhere.lock().unwrap_or_else(|e| e.into_inner()) = *other;
+                    if let Some(other) = self.elsewhere.locked().get(&grant.tenant) {
+                        *t.elsewhere.locked() = *other;
                     }
                     tenants.insert(grant.tenant.clone(), t.clone());
                     t
@@ -514,8 +510,7 @@ impl Accounts {
     /// What each tenant uses on this node (tenants using nothing left out).
     pub fn usage(&self) -> HashMap<String, Usage> {
         self.tenants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .iter()
             .map(|(name, t)| (name.clone(), t.usage()))
             .filter(|(_, u)| !u.is_zero())
@@ -525,25 +520,15 @@ impl Accounts {
     /// Takes the latest report of what tenants use on the other nodes
     /// (a tenant missing from it uses nothing there).
     pub fn set_elsewhere(&self, usage: HashMap<String, Usage>) {
-        for (name, t) in self
-            .tenants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            *t.elsewhere.lock().unwrap_or_else(|e| e.into_inner()) =
-                usage.get(name).copied().unwrap_or_default();
+        for (name, t) in self.tenants.locked().iter() {
+            *t.elsewhere.locked() = usage.get(name).copied().unwrap_or_default();
         }
-        *self.elsewhere.lock().unwrap_or_else(|e| e.into_inner()) = usage;
+        *self.elsewhere.locked() = usage;
     }
 
     /// A tenant's account, if it has run anything here.
     pub fn tenant(&self, name: &str) -> Option<Arc<TenantAccount>> {
-        self.tenants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.tenants.locked().get(name).cloned()
     }
 }
 

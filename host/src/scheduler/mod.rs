@@ -38,6 +38,7 @@ mod slot;
 use crate::ids::{JobId, ModuleHash, ObjectId, TaskId};
 use crate::objects::{Lookup, Object, ObjectStore, Watch};
 use crate::runtime::{BoxFuture, CancelToken};
+use crate::sync::{MutexExt, RwLockExt};
 use crate::task::{Arg, EntryKind};
 use accounts::JobAccount;
 use bytes::Bytes;
@@ -346,8 +347,7 @@ impl Scheduler {
         let gpu = prism_abi::gpu::GPU_RESOURCE.to_string();
         self.shared
             .total
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .write_locked()
             .custom
             .insert(gpu.clone(), milli);
         {
@@ -686,11 +686,11 @@ impl State {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     fn total(&self) -> std::sync::RwLockReadGuard<'_, ResourceSet> {
-        self.total.read().unwrap_or_else(|e| e.into_inner())
+        self.total.read_locked()
     }
 
     fn submit(self: &Arc<Self>, spec: TaskSpec) {
@@ -1156,10 +1156,7 @@ impl Shared {
                         if let Some(tenant) = tenant {
                             tenant.hold(shape);
                         }
-                        let tx = entry
-                            .turn
-                            .as_ref()
-                            .and_then(|t| t.lock().unwrap_or_else(|e| e.into_inner()).take());
+                        let tx = entry.turn.as_ref().and_then(|t| t.locked().take());
                         let sent = tx.is_some_and(|tx| tx.send(Vec::new()).is_ok());
                         if !sent {
                             state.give(shape, &[]);

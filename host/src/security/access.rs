@@ -11,6 +11,7 @@ use super::tenants::{
     Capabilities, GuestPermissions, JobGrant, NamespaceRecord, Tenancy, TenancyError,
 };
 use super::{Claims, Role, TokenAuthority, TokenError};
+use crate::sync::MutexExt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -40,7 +41,7 @@ impl AuditLog {
     pub fn record(&self, entry: serde_json::Value) {
         let mut line = entry.to_string();
         line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.file.locked();
         if let Err(e) = file.write_all(line.as_bytes()) {
             tracing::error!("writing the audit log failed: {e}");
         }

@@ -5,6 +5,7 @@
 //! job to every node that runs its guests.
 
 use crate::meta::{HeadStore, MetaError, Records};
+use crate::sync::RwLockExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -390,11 +391,11 @@ impl Tenancy {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+        self.state.read_locked()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        self.state.write_locked()
     }
 
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, TenancyError> {

@@ -1,0 +1,388 @@
+//! Actors created by guests here: placement (here or on another node),
+//! names, and the node as the [`ActorEnv`] that hosts local actors.
+
+use super::{NamedElsewhere, Node, Relocatable, TaskHost, actor_namespace, gpu_denied};
+use crate::actors::{self, ActorEnv, ActorRecord};
+use crate::cluster::job::{JobContext, LogSource};
+use crate::cluster::{ActorCreate, ActorDirectory, ActorPlacement, NameClaim};
+use crate::ids::ActorId;
+use crate::objects::ObjectStore;
+use crate::runtime::{
+    ActorCreateError, BoxFuture, CancelToken, Instance, InstanceSetup, InvocationOutcome,
+};
+use crate::scheduler::{Lease, SlotHandle, Turn};
+use crate::sync::MutexExt;
+use crate::task::Arg;
+use prism_abi::{ErrorKind, WireError};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Node {
+    /// Creates an actor for a guest of `job`.
+    pub(super) async fn create_actor(
+        &self,
+        job: &JobContext,
+        class: &str,
+        args: Vec<Arg>,
+        options: prism_abi::ActorOptions,
+    ) -> Result<ActorId, ActorCreateError> {
+        self.create_actor_as(job, ActorId::random(), class, args, options, false)
+            .await
+    }
+
+    /// Creates an actor with id `id`; unless `placed` (another node chose
+    /// this one), it may go to another node of the cluster instead.
+    pub(super) async fn create_actor_as(
+        &self,
+        job: &JobContext,
+        id: ActorId,
+        class: &str,
+        args: Vec<Arg>,
+        options: prism_abi::ActorOptions,
+        placed: bool,
+    ) -> Result<ActorId, ActorCreateError> {
+        let namespace = actor_namespace(&job.namespace, &options);
+        // An actor acts in its own namespace (named objects, saved state)
+        // with that namespace's permissions, which the job's grant carries.
+        let actor_grant = if namespace == job.namespace {
+            job.grant.clone()
+        } else {
+            let name = crate::security::tenants::namespace_of(&namespace);
+            let mut grant = job.grant.in_namespace(name).ok_or_else(|| {
+                ActorCreateError::Invalid(format!("there is no namespace {name:?}"))
+            })?;
+            // Its data directory is its own namespace's: not the job's.
+            grant.permissions.read_directory &= grant.capabilities.is_none();
+            Arc::new(grant)
+        };
+        if let Some(name) = &options.name
+            && let Some(existing) = self.actors.by_name(&namespace, name)
+        {
+            if options.get_if_exists && existing.class == class {
+                return Ok(existing.id);
+            }
+            return Err(ActorCreateError::NameTaken(name.clone()));
+        }
+        let invalid = |m: String| ActorCreateError::Invalid(m);
+        let memory = options.memory.unwrap_or(0);
+        let request = self
+            .request(
+                options.num_cpus.unwrap_or(1.0),
+                memory,
+                options.num_gpus,
+                &options.resources,
+            )
+            .map_err(invalid)?;
+        // As in Ray: an actor needs a CPU to be placed but holds none while
+        // it lives, unless it asked for CPUs explicitly.
+        let mut hold = request.clone();
+        if options.num_cpus.is_none() {
+            hold.cpu_milli = 0;
+        }
+        if request.gpu_milli() > 0 && !job.grant.permissions.use_gpu {
+            return Err(ActorCreateError::Denied(gpu_denied().message));
+        }
+        let class_info = job.module.exports().actors.get(class).cloned();
+        let max_memory = self.max_memory(&job.grant);
+        let args = self
+            .by_reference(job.id, args)
+            .map_err(|e| invalid(e.message))?;
+        let mut unplaceable = None;
+        let mut elsewhere = None;
+        if !placed
+            && class_info.is_some()
+            && let Some(remote) = self.remote_actors.get()
+        {
+            let total = self.scheduler.total();
+            let feasible = total.shortfall(&request).is_none();
+            let fits = self.scheduler.available().fits(&request);
+            match remote.place_actor(&request, &options.strategy, feasible, fits) {
+                ActorPlacement::Local => {}
+                ActorPlacement::Unschedulable(why) => unplaceable = Some(why),
+                ActorPlacement::Remote { node_id, tag } => {
+                    elsewhere = Some((remote.clone(), node_id, ActorId::random_with_tag(tag)));
+                }
+            }
+        }
+        let id = elsewhere.as_ref().map_or(id, |(_, _, id)| *id);
+        // A name is the cluster's: claimed at the head before the actor
+        // exists anywhere.
+        let directory = self.directory.get().filter(|_| !placed);
+        if let (Some(name), Some(directory)) = (&options.name, directory) {
+            let claim = directory
+                .claim(&namespace, name, id, class, options.detached)
+                .await
+                .map_err(ActorCreateError::Invalid)?;
+            if let NameClaim::Existing {
+                id: existing,
+                class: existing_class,
+            } = claim
+            {
+                if options.get_if_exists && existing_class == class {
+                    return Ok(existing);
+                }
+                return Err(ActorCreateError::NameTaken(name.clone()));
+            }
+        }
+        let release = |directory: Option<&Arc<dyn ActorDirectory>>| {
+            if let (Some(name), Some(directory)) = (&options.name, directory) {
+                directory.release(&namespace, name, id);
+            }
+        };
+        if let Some((remote, node_id, id)) = elsewhere {
+            let create = ActorCreate {
+                job: job.id,
+                module: job.module.hash(),
+                namespace: job.namespace.clone(),
+                class: class.to_string(),
+                args,
+                options: options.clone(),
+                env: job.env.clone(),
+                grant: job.grant.clone(),
+            };
+            let restarts = options.max_restarts.unwrap_or(0);
+            if restarts != 0 {
+                self.relocatable.locked().insert(
+                    id,
+                    Relocatable {
+                        node_id: node_id.clone(),
+                        create: create.clone(),
+                        request: request.clone(),
+                        restarts_left: restarts,
+                    },
+                );
+            }
+            if let Err(why) = remote.create_actor(&node_id, id, create) {
+                release(directory);
+                return Err(ActorCreateError::Invalid(why));
+            }
+            if let Some(name) = &options.name {
+                self.named_elsewhere.locked().insert(
+                    id,
+                    NamedElsewhere {
+                        job: (!options.detached).then_some(job.id),
+                        tenant: job.grant.tenant.clone(),
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    },
+                );
+            }
+            return Ok(id);
+        }
+        let (record, mailbox) = ActorRecord::new(
+            id,
+            class.to_string(),
+            namespace.clone(),
+            options.name.clone(),
+            (!options.detached).then_some(job.id),
+            args,
+            hold,
+            if memory > 0 { memory } else { max_memory },
+            options.max_restarts.unwrap_or(0),
+            options.max_task_retries.unwrap_or(0),
+            class_info.as_ref().is_some_and(|c| c.persistent),
+        );
+        // Failures known now make the actor dead from the start; its calls
+        // report why.
+        let stillborn = if class_info.is_none() {
+            Some(WireError::new(
+                ErrorKind::FunctionNotFound,
+                format!("the module exports no actor class `{class}`"),
+            ))
+        } else if memory > max_memory {
+            Some(WireError::new(
+                ErrorKind::Unschedulable,
+                format!(
+                    "a memory request of {memory} bytes exceeds the per-actor limit of {max_memory} bytes"
+                ),
+            ))
+        } else if let Some(why) = unplaceable {
+            Some(WireError::new(
+                ErrorKind::Unschedulable,
+                format!("no node can host this actor: {why}"),
+            ))
+        } else {
+            self.scheduler.total().shortfall(&request).map(|why| {
+                WireError::new(
+                    ErrorKind::Unschedulable,
+                    format!("no node can host this actor: {why}"),
+                )
+            })
+        };
+        let account = self.accounts.open_job(&job.grant);
+        if let Err(over) = account.tenant().admit_actor() {
+            release(directory);
+            return Err(ActorCreateError::Quota(over.to_string()));
+        }
+        // What it holds for its life counts against the tenant's quotas.
+        if let Err(over) = account.tenant().admit_hold(&record.hold) {
+            account.tenant().actor_done();
+            release(directory);
+            return Err(ActorCreateError::Quota(over.to_string()));
+        }
+        if let Err(taken) = self.actors.register(record.clone()) {
+            account.tenant().actor_done();
+            account.tenant().unhold(&record.hold);
+            release(directory);
+            return Err(ActorCreateError::NameTaken(taken.0));
+        }
+        self.actor_registered.send_modify(|n| *n += 1);
+        let context = Arc::new(JobContext {
+            id: record.objects_owner,
+            module: job.module.clone(),
+            namespace: record.namespace.clone(),
+            log: job.log.clone(),
+            env: job.env.clone(),
+            sandbox: crate::cluster::job::sandbox_of(&actor_grant),
+            tenant: Arc::from(actor_grant.tenant.as_str()),
+            grant: actor_grant,
+            account,
+        });
+        self.jobs.locked().insert(record.objects_owner, context);
+        // Constructor arguments that live on other nodes come here first
+        // (once the actor's context exists: it owns the copies).
+        for arg in &record.ctor_args {
+            if let Arg::Ref(object) = arg {
+                self.fetch_remote(*object, record.objects_owner, &job.grant.tenant);
+            }
+        }
+        let Some(node) = self.me.upgrade() else {
+            return Err(ActorCreateError::Invalid("the node is stopping".into()));
+        };
+        let manager = self.actors.clone();
+        let id = record.id;
+        match stillborn {
+            None => {
+                tokio::spawn(actors::supervise(node, manager, record, mailbox));
+            }
+            Some(error) => {
+                tokio::spawn(actors::stillborn(node, manager, record, mailbox, error));
+            }
+        }
+        Ok(id)
+    }
+}
+
+impl ActorEnv for Node {
+    fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    fn lease(&self, record: &ActorRecord) -> BoxFuture<'static, Lease> {
+        let scheduler = self.scheduler.clone();
+        let hold = record.hold.clone();
+        // Charged to its tenant when the actor was admitted.
+        let tenant = self
+            .job(record.objects_owner)
+            .map(|context| context.account.tenant().clone());
+        Box::pin(async move { scheduler.lease(hold, tenant).await })
+    }
+
+    fn turn(&self, record: &ActorRecord, slot: &Arc<SlotHandle>) -> BoxFuture<'static, Turn> {
+        let scheduler = self.scheduler.clone();
+        let slot = slot.clone();
+        let job = record.objects_owner;
+        let account = self.job(job).map(|context| context.account.clone());
+        Box::pin(async move { scheduler.turn(&slot, job, account).await })
+    }
+
+    fn instantiate(
+        &self,
+        record: &Arc<ActorRecord>,
+        slot: Arc<SlotHandle>,
+    ) -> BoxFuture<'static, Result<Instance, InvocationOutcome>> {
+        let node = self.me.upgrade();
+        let record = record.clone();
+        Box::pin(async move {
+            let fail = |m: &str| InvocationOutcome::failed(ErrorKind::System, m.to_string());
+            let node = node.ok_or_else(|| fail("the node stopped"))?;
+            let job = node
+                .job(record.objects_owner)
+                .ok_or_else(|| fail("the actor's context is gone"))?;
+            let module = job.module.clone();
+            let gpu = node.gpu_context(slot.gpus());
+            let setup = InstanceSetup {
+                program: record.class.clone(),
+                memory_limit: record.memory_limit,
+                actor: true,
+                timeout: node.call_timeout_for(&job.grant, node.config.runtime.task_timeout),
+                gpu,
+                env: job.env.clone(),
+                sandbox: job.sandbox.clone(),
+                lend_sleeps: false,
+            };
+            let host = Arc::new(TaskHost {
+                node: node.clone(),
+                job,
+                slot,
+                function: record.class.clone(),
+            });
+            node.runtime
+                .instantiate(module, host, setup, &Arc::new(CancelToken::default()))
+                .await
+        })
+    }
+
+    fn record_output(&self, record: &ActorRecord, function: &str, outcome: &InvocationOutcome) {
+        let Some(job) = self.job(record.objects_owner) else {
+            return;
+        };
+        let function = format!("{}.{function}", record.class);
+        job.log
+            .push_output(LogSource::Stdout, &function, &outcome.stdout);
+        job.log
+            .push_output(LogSource::Stderr, &function, &outcome.stderr);
+    }
+
+    fn load_state(&self, record: &ActorRecord) -> Option<Vec<u8>> {
+        match self
+            .meta
+            .get_actor_state(&record.namespace, &record.state_key())
+        {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(actor = %record.id, error = %e, "reading saved actor state failed");
+                None
+            }
+        }
+    }
+
+    fn save_state(&self, record: &ActorRecord, state: &[u8]) {
+        if let Err(e) = self
+            .meta
+            .put_actor_state(&record.namespace, &record.state_key(), state)
+        {
+            tracing::warn!(actor = %record.id, error = %e, "saving actor state failed");
+        }
+    }
+
+    fn call_timeout(&self, record: &ActorRecord) -> Duration {
+        let node = self.config.runtime.task_timeout;
+        match self.job(record.objects_owner) {
+            Some(job) => self.call_timeout_for(&job.grant, node),
+            None => node,
+        }
+    }
+
+    fn ended(&self, record: &ActorRecord) {
+        if let Some(placement) = self.placement() {
+            placement.remove_owned(record.objects_owner);
+        }
+        if let (Some(name), Some(directory)) = (&record.name, self.directory.get()) {
+            directory.release(&record.namespace, name, record.id);
+        }
+        // What the actor created dies with it, as a job's does.
+        for actor in self.actors.owned_by(record.objects_owner) {
+            self.actors.kill(actor);
+        }
+        self.scheduler.cancel_job(record.objects_owner);
+        self.objects.free_owner(record.objects_owner);
+        if let Some(context) = self.job(record.objects_owner) {
+            context.account.tenant().actor_done();
+            context.account.tenant().unhold(&record.hold);
+            context.account.free_all();
+        }
+        self.release_groups_of(record.objects_owner);
+        self.close_job_context(record.objects_owner);
+    }
+}

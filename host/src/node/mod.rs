@@ -1,0 +1,590 @@
+//! A node: the data plane of one process. It owns the object store, the
+//! scheduler and the runtime, and wires them together:
+//! - as the scheduler's [`TaskExecutor`] it runs attempts on the runtime;
+//! - as each running guest's `GuestHost` (through `TaskHost`) it turns
+//!   guest requests into scheduler submissions and object store reads;
+//! - as a [`NodeService`] it starts and stops jobs for the head.
+//!
+//! A guest's `submit` goes straight into the local scheduler: the hot path
+//! never leaves the process.
+//!
+//! The node is one type, [`Node`], whose methods are split by concern:
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | the node's fields, start-up, links to the cluster, visibility checks, the `TaskExecutor` and `NodeService` roles |
+//! | `jobs.rs` | drivers that run here: module, driver, result, task specs |
+//! | `guest_host.rs` | `TaskHost`: every `prism_v1` request of a running guest, with its permission checks |
+//! | `actors.rs` | actors guests create (placement here or elsewhere) and the `ActorEnv` role for local actors |
+//! | `remote_actors.rs` | actors on other nodes: calls, creation, names, relocation when their node dies |
+//! | `remote_jobs.rs` | attempts other nodes place here, and the job contexts kept for them |
+//! | `groups.rs` | placement groups held against their tenants |
+
+mod actor_host;
+mod groups;
+mod guest_host;
+mod jobs;
+mod remote_actors;
+mod remote_jobs;
+
+pub use remote_actors::RemoteActorCall;
+pub use remote_jobs::RemoteCall;
+
+use crate::actors::ActorManager;
+use crate::cluster::job::{JobContext, JobSpec, LogSource};
+use crate::cluster::placement::PlacementService;
+use crate::cluster::{
+    ActorDirectory, ClusterError, HeadService, NodeService, NodeStatus, RemoteActors,
+};
+use crate::config::NodeConfig;
+use crate::gpu::{AdapterSummary, GpuUsageStats, Gpus};
+use crate::ids::{ActorId, JobId, ObjectId};
+use crate::meta::MetaStore;
+use crate::objects::ObjectStore;
+use crate::objects::named::{NamedObjects, NamedStore};
+use crate::runtime::{BoxFuture, Invocation, Reuse, Runtime};
+use crate::scheduler::accounts::{Accounts, TenantAccount};
+use crate::scheduler::remote::Remote;
+use crate::scheduler::resources::ResourceSet;
+use crate::scheduler::{Scheduler, TaskExecutor, TaskRun};
+use crate::security::JobGrant;
+use crate::security::tenants::{scoped, tenant_of};
+use crate::sync::{MutexExt, RwLockExt};
+use crate::task::{Arg, EntryKind};
+use bytes::Bytes;
+use groups::HeldGroup;
+use guest_host::TaskHost;
+use prism_abi::{ErrorKind, WireError};
+use remote_actors::{NamedElsewhere, Relocatable};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+/// One worker node.
+pub struct Node {
+    me: Weak<Node>,
+    config: NodeConfig,
+    objects: Arc<ObjectStore>,
+    scheduler: Scheduler,
+    runtime: Runtime,
+    head: Arc<dyn HeadService>,
+    jobs: Mutex<HashMap<JobId, Arc<JobContext>>>,
+    actors: Arc<ActorManager>,
+    meta: Arc<MetaStore>,
+    named: Arc<NamedObjects>,
+    /// Where guests' named objects go: `named`, or the head's.
+    named_remote: OnceLock<Arc<dyn NamedStore>>,
+    /// The GPUs, found the first time anything needs them.
+    gpus: OnceLock<Gpus>,
+    /// The other nodes, once this node is part of a multi-node cluster.
+    remote: OnceLock<Arc<dyn Remote>>,
+    /// Their actors.
+    remote_actors: OnceLock<Arc<dyn RemoteActors>>,
+    /// The cluster-wide actor names.
+    directory: OnceLock<Arc<dyn ActorDirectory>>,
+    /// Where placement groups are made (replaced when the node joins a
+    /// multi-node cluster).
+    placement: std::sync::RwLock<Option<Arc<dyn PlacementService>>>,
+    /// Signalled whenever an actor is registered here (calls from other
+    /// nodes may arrive before the creation they follow).
+    actor_registered: tokio::sync::watch::Sender<u64>,
+    /// Actors this node created on other nodes that may restart: where
+    /// they are, how to make them again, what they hold, restarts left.
+    relocatable: Mutex<HashMap<ActorId, Relocatable>>,
+    /// Named actors this node created on other nodes: their tenant,
+    /// namespace and name, so that `kill` here frees the name at once.
+    named_elsewhere: Mutex<HashMap<ActorId, NamedElsewhere>>,
+    /// Actors restarted on another node after theirs died: old id → new.
+    moved: Mutex<HashMap<ActorId, ActorId>>,
+    /// Actors other nodes placed here whose creation failed, and why.
+    /// (the actor's tenant, why).
+    failed_actors: Mutex<HashMap<ActorId, (String, WireError)>>,
+    /// Jobs whose driver runs elsewhere and that ran tasks here.
+    remote_jobs: Mutex<std::collections::HashSet<JobId>>,
+    /// What each tenant uses here.
+    accounts: Accounts,
+    /// Placement groups guests here made, counted against their tenants:
+    /// group → (owning job, tenant, the bundles' total).
+    held_groups: Mutex<HashMap<String, HeldGroup>>,
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts a node with `config`, reporting to `head`.
+    pub fn start(
+        config: NodeConfig,
+        head: Arc<dyn HeadService>,
+    ) -> Result<Arc<Node>, ClusterError> {
+        if config.resources.contains_key(prism_abi::gpu::GPU_RESOURCE) {
+            return Err(ClusterError::Startup(
+                "`GPU` is not a custom resource: the node discovers its GPUs (see the gpu settings)"
+                    .into(),
+            ));
+        }
+        let (data_dir, temp_dir) = match &config.data_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new().prefix("prism-node-").tempdir()?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        std::fs::create_dir_all(&data_dir)?;
+        let objects = Arc::new(ObjectStore::new(
+            config.object_store_capacity,
+            data_dir.join("spill"),
+        )?);
+        let meta = Arc::new(
+            MetaStore::open(&data_dir.join("meta.redb"))
+                .map_err(|e| ClusterError::Startup(e.to_string()))?,
+        );
+        let runtime = Runtime::new(&config.runtime, data_dir.join("modules"))
+            .map_err(|e| ClusterError::Startup(e.to_string()))?;
+        let total = ResourceSet::new(config.cpus, config.memory, &config.resources)
+            .map_err(ClusterError::Startup)?;
+        Ok(Arc::new_cyclic(|me: &Weak<Node>| {
+            let executor: Weak<dyn TaskExecutor> = me.clone();
+            let scheduler = Scheduler::new(total, objects.clone(), executor, config.retry_backoff);
+            scheduler.limit_instances(
+                config.runtime.instance_slots,
+                config.runtime.tenant_instance_share,
+            );
+            Node {
+                me: me.clone(),
+                scheduler,
+                objects,
+                runtime,
+                head,
+                jobs: Mutex::new(HashMap::new()),
+                actors: Arc::new(ActorManager::default()),
+                named: Arc::new(NamedObjects::new(meta.clone())),
+                named_remote: OnceLock::new(),
+                meta,
+                gpus: OnceLock::new(),
+                remote: OnceLock::new(),
+                remote_actors: OnceLock::new(),
+                directory: OnceLock::new(),
+                placement: std::sync::RwLock::new(None),
+                actor_registered: tokio::sync::watch::Sender::new(0),
+                failed_actors: Mutex::new(HashMap::new()),
+                relocatable: Mutex::new(HashMap::new()),
+                named_elsewhere: Mutex::new(HashMap::new()),
+                moved: Mutex::new(HashMap::new()),
+                remote_jobs: Mutex::new(Default::default()),
+                accounts: Accounts::default(),
+                held_groups: Mutex::new(HashMap::new()),
+                config,
+                _temp_dir: temp_dir,
+            }
+        }))
+    }
+
+    /// The node's object store.
+    pub fn objects(&self) -> &Arc<ObjectStore> {
+        &self.objects
+    }
+
+    /// The node's scheduler.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// The node's runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The node's actors.
+    pub fn actors(&self) -> &Arc<ActorManager> {
+        &self.actors
+    }
+
+    /// The node's GPUs, found on first use and then offered to the
+    /// scheduler. Finding them loads the machine's Vulkan drivers (tens of
+    /// milliseconds, and threads that must not race process exit), so a
+    /// node whose work never asks for a GPU never pays for it: the first
+    /// `num_gpus` request, `status` or `gpu_adapters` does.
+    fn gpus(&self) -> &Gpus {
+        self.gpus.get_or_init(|| {
+            let gpus = Gpus::discover(&self.config.gpu);
+            self.scheduler.add_gpus(gpus.count());
+            gpus
+        })
+    }
+
+    /// Whether the node has looked for its GPUs yet.
+    pub fn gpus_found(&self) -> bool {
+        self.gpus.get().is_some()
+    }
+
+    /// The GPUs the node offers, indexed as guests see them.
+    pub fn gpu_adapters(&self) -> Vec<AdapterSummary> {
+        self.gpus().adapters()
+    }
+
+    /// GPU buffers alive in this node's instances.
+    pub fn gpu_usage(&self) -> GpuUsageStats {
+        self.gpus().usage()
+    }
+
+    /// The GPU context of an instance holding `assignment`.
+    fn gpu_context(&self, assignment: &[(usize, u64)]) -> crate::gpu::GpuContext {
+        if assignment.is_empty() {
+            crate::gpu::GpuContext::none()
+        } else {
+            self.gpus().context(assignment)
+        }
+    }
+
+    /// The resources a task or actor asks for: `num_gpus` becomes the `GPU`
+    /// resource, which may not be named directly.
+    fn request(
+        &self,
+        num_cpus: f64,
+        memory: u64,
+        num_gpus: Option<f64>,
+        resources: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<ResourceSet, String> {
+        let gpu = prism_abi::gpu::GPU_RESOURCE;
+        if resources.contains_key(gpu) {
+            return Err(format!(
+                "request GPUs with num_gpus, not as the `{gpu}` resource"
+            ));
+        }
+        let mut request = ResourceSet::new(num_cpus, memory, resources)?;
+        if let Some(n) = num_gpus {
+            let milli = crate::scheduler::resources::to_milli(n)?;
+            crate::scheduler::resources::GpuShares::validate(milli)?;
+            if milli > 0 {
+                // The scheduler knows the node's GPUs only once they are found.
+                self.gpus();
+                request.custom.insert(gpu.to_string(), milli);
+            }
+        }
+        Ok(request)
+    }
+
+    fn job(&self, id: JobId) -> Option<Arc<JobContext>> {
+        self.jobs.locked().get(&id).cloned()
+    }
+
+    /// The tenant of a job (or actor context) this node knows.
+    pub fn job_tenant(&self, id: JobId) -> Option<String> {
+        self.job(id).map(|j| j.grant.tenant.clone())
+    }
+
+    /// Whether a guest of `job` may see object `id`: only objects of its
+    /// own tenant's jobs. Another tenant's object is not found, exactly
+    /// as a non-existent one.
+    fn object_visible(&self, id: ObjectId, job: &JobContext) -> bool {
+        match self.objects.owner(id) {
+            None => true, // not here (yet): not found, or pulled for this job
+            Some(owner) if owner == job.id => true,
+            Some(owner) => self
+                .job(owner)
+                .is_some_and(|o| o.grant.tenant == job.grant.tenant),
+        }
+    }
+
+    /// Whether an actor of this node is `tenant`'s (unknown ids are
+    /// answered as dead actors by the actor manager anyway).
+    fn actor_visible(&self, actor: ActorId, tenant: &str) -> bool {
+        self.actors
+            .get(actor)
+            .is_none_or(|record| tenant_of(&record.namespace) == tenant)
+    }
+
+    /// What each tenant uses on this node, for the other nodes' quotas.
+    pub fn tenant_usage(&self) -> HashMap<String, crate::scheduler::accounts::Usage> {
+        self.accounts.usage()
+    }
+
+    /// What each tenant uses on the other nodes (the latest report):
+    /// quotas here count it with this node's own use.
+    pub fn set_usage_elsewhere(&self, usage: HashMap<String, crate::scheduler::accounts::Usage>) {
+        self.accounts.set_elsewhere(usage);
+    }
+
+    /// A tenant's usage on this node, if it ran anything here.
+    pub fn tenant_account(&self, tenant: &str) -> Option<Arc<TenantAccount>> {
+        self.accounts.tenant(tenant)
+    }
+
+    /// Makes this node part of a multi-node cluster: its scheduler may
+    /// place tasks on the other nodes and pull objects from them. Call once.
+    pub fn join_cluster<P: Remote + RemoteActors>(&self, peers: Arc<P>) {
+        self.scheduler.set_remote(peers.clone());
+        let _ = self.remote.set(peers.clone());
+        let _ = self.remote_actors.set(peers);
+    }
+
+    /// This node's own named objects (the cluster's, on the head's node).
+    pub fn named_objects(&self) -> &Arc<NamedObjects> {
+        &self.named
+    }
+
+    /// Keeps guests' named objects in `store` (the head's) instead of here.
+    pub fn set_named_store(&self, store: Arc<dyn NamedStore>) {
+        let _ = self.named_remote.set(store);
+    }
+
+    fn named_store(&self) -> Arc<dyn NamedStore> {
+        match self.named_remote.get() {
+            Some(remote) => remote.clone(),
+            None => self.named.clone(),
+        }
+    }
+
+    /// Makes placement groups through `placement`.
+    pub fn set_placement(&self, placement: Arc<dyn PlacementService>) {
+        *self.placement.write_locked() = Some(placement);
+    }
+
+    fn placement(&self) -> Option<Arc<dyn PlacementService>> {
+        self.placement.read_locked().clone()
+    }
+
+    /// Names actors through `directory` (the head's) instead of only
+    /// locally. Call once, with [`Node::join_cluster`].
+    pub fn set_directory(&self, directory: Arc<dyn ActorDirectory>) {
+        let _ = self.directory.set(directory);
+    }
+
+    /// The grant of a job this node knows.
+    pub fn job_grant(&self, id: JobId) -> Option<Arc<JobGrant>> {
+        self.job(id).map(|j| j.grant.clone())
+    }
+
+    /// Whether object `id` here belongs to a job of `tenant` (for another
+    /// node pulling it). An object whose owner this node does not know is
+    /// nobody's.
+    pub fn object_of_tenant(&self, id: ObjectId, tenant: &str) -> bool {
+        match self.objects.owner(id) {
+            None => true, // not here: answered as not found
+            Some(owner) => self.job(owner).is_some_and(|j| j.grant.tenant == tenant),
+        }
+    }
+
+    /// The log of a job running here (its driver's node keeps the whole
+    /// log; other nodes hand their lines back with each call).
+    pub fn job_log(&self, id: JobId) -> Option<Arc<crate::cluster::job::JobLog>> {
+        self.job(id).map(|j| j.log.clone())
+    }
+
+    /// The environment of a job this node knows.
+    pub fn job_env(&self, id: JobId) -> crate::cluster::job::JobEnv {
+        self.job(id).and_then(|j| j.env.clone())
+    }
+
+    /// The namespace of a job this node knows.
+    pub fn job_namespace(&self, id: JobId) -> Option<String> {
+        self.job(id).map(|j| j.namespace.clone())
+    }
+
+    /// Appends lines another node sent back for `job`.
+    pub fn append_logs(&self, job: JobId, lines: Vec<crate::cluster::job::LogLine>) {
+        if let Some(context) = self.job(job) {
+            for line in lines {
+                context.log.push(line.source, &line.function, &line.text);
+            }
+        }
+    }
+
+    /// Pulls `id` here if it lives on another node (see [`Remote::fetch`]).
+    fn fetch_remote(&self, id: ObjectId, owner: JobId, tenant: &str) {
+        if let Some(remote) = self.remote.get() {
+            remote.fetch(id, owner, tenant);
+        }
+    }
+
+    /// `args` as a guest of `job` may pass them: a reference to an object
+    /// the job may not see becomes [`Arg::Missing`] (the call fails with
+    /// `object_not_found`, as for an object that does not exist), and,
+    /// where the call is made (`submitted`), without `GetObject` no
+    /// reference passes at all. (Where it runs, references may also be
+    /// large values the caller's node moved into the store.)
+    fn scrub_refs(&self, job: &JobContext, args: Vec<Arg>, submitted: bool) -> Vec<Arg> {
+        args.into_iter()
+            .map(|arg| match arg {
+                Arg::Ref(_) if submitted && !job.grant.permissions.get_object => Arg::Invalid(
+                    "the tenant's policy does not permit this job's guests to read objects (action GetObject)"
+                        .into(),
+                ),
+                Arg::Ref(id) if !self.object_visible(id, job) => Arg::Missing(id),
+                other => other,
+            })
+            .collect()
+    }
+
+    /// Frees the ready objects among `ids` that `job` of `tenant` owns in
+    /// this node's store, giving their bytes back to its quota; returns
+    /// how many. Nothing is freed for a job unknown here or of another
+    /// tenant.
+    pub fn free_objects(&self, job: JobId, tenant: &str, ids: &[ObjectId]) -> usize {
+        let Some(context) = self.job(job).filter(|c| c.grant.tenant == tenant) else {
+            return 0;
+        };
+        let mut freed = 0;
+        for id in ids {
+            if let Some(bytes) = self.objects.free(job, *id) {
+                context.account.release_bytes(bytes);
+                freed += 1;
+            }
+        }
+        freed
+    }
+
+    /// The largest linear memory a guest of a job with `grant` may have:
+    /// the node's cap, or its namespace's if lower.
+    fn max_memory(&self, grant: &JobGrant) -> u64 {
+        let node = self.config.runtime.max_task_memory;
+        grant
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.max_task_memory)
+            .map_or(node, |cap| cap.min(node))
+    }
+
+    /// `asked`, cut to the namespace's time cap of a job with `grant`.
+    fn call_timeout_for(&self, grant: &JobGrant, asked: Duration) -> Duration {
+        grant
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.max_task_time_ms)
+            .map_or(asked, |cap| asked.min(Duration::from_millis(cap)))
+    }
+}
+
+impl TaskExecutor for Node {
+    fn execute(&self, run: TaskRun) -> BoxFuture<'static, Result<Bytes, WireError>> {
+        let node = self.me.upgrade();
+        Box::pin(async move {
+            let node = node.ok_or_else(|| WireError::new(ErrorKind::System, "the node stopped"))?;
+            let job = node
+                .job(run.spec.job)
+                .ok_or_else(|| WireError::new(ErrorKind::Cancelled, "the task's job has ended"))?;
+            let module = job.module.clone();
+            let host = Arc::new(TaskHost {
+                node: node.clone(),
+                job: job.clone(),
+                slot: run.slot.clone(),
+                function: run.spec.function.clone(),
+            });
+            let call = Invocation {
+                entry: run.spec.entry,
+                function: run.spec.function.clone(),
+                input: run.input,
+                attempt: run.attempt,
+                timeout: run.spec.timeout,
+                memory_limit: run.spec.memory_limit,
+                cancel: run.cancel,
+                env: job.env.clone(),
+                sandbox: job.sandbox.clone(),
+                // Drivers run once per job; tasks may share warm instances
+                // within their job.
+                reuse: (run.spec.entry == EntryKind::Task).then(|| Reuse {
+                    job: job.id.as_u64(),
+                    tenant: job.tenant.clone(),
+                    max_calls: run.spec.max_calls,
+                }),
+            };
+            let gpu = node.gpu_context(run.slot.gpus());
+            let outcome = node.runtime.invoke(module, call, host, gpu).await;
+            let function = &run.spec.function;
+            job.log
+                .push_output(LogSource::Stdout, function, &outcome.stdout);
+            job.log
+                .push_output(LogSource::Stderr, function, &outcome.stderr);
+            if outcome.output_dropped > 0 {
+                job.log.push(
+                    LogSource::System,
+                    function,
+                    &format!(
+                        "{} bytes of output dropped over the per-task cap",
+                        outcome.output_dropped
+                    ),
+                );
+            }
+            if let Err(e) = &outcome.result
+                && e.kind.is_retryable()
+            {
+                job.log.push(
+                    LogSource::System,
+                    function,
+                    &format!("attempt {} failed ({}): {}", run.attempt, e.kind, e.message),
+                );
+            }
+            outcome.result
+        })
+    }
+}
+
+impl NodeService for Node {
+    fn start_job(&self, spec: JobSpec) -> BoxFuture<'static, Result<(), ClusterError>> {
+        let node = self.me.upgrade();
+        Box::pin(async move {
+            let node = node.ok_or(ClusterError::NodeStopped)?;
+            let head = node.head.clone();
+            tokio::spawn(async move {
+                let outcome = node.run_job(spec).await;
+                head.job_finished(outcome).await;
+            });
+            Ok(())
+        })
+    }
+
+    fn stop_job(&self, job: JobId) -> BoxFuture<'static, ()> {
+        let cancelled = self.scheduler.cancel_job(job);
+        tracing::debug!(%job, cancelled, "job stopped");
+        Box::pin(async {})
+    }
+
+    fn status(&self) -> BoxFuture<'static, NodeStatus> {
+        // First: the totals include GPUs once they are found.
+        let gpus = self.gpus();
+        let status = NodeStatus {
+            total: self.scheduler.total().to_string(),
+            available: self.scheduler.available().to_string(),
+            scheduler: self.scheduler.stats(),
+            store: self.objects.stats(),
+            store_capacity: self.objects.capacity(),
+            gpus: gpus.adapters(),
+            gpu_usage: gpus.usage(),
+        };
+        Box::pin(async move { status })
+    }
+}
+
+/// The scoped namespace an actor lives in: the one its options name, in
+/// the creating job's tenant, or else the job's. A guest cannot name a
+/// namespace of another tenant: every name it gives is put under its own.
+fn actor_namespace(job_namespace: &str, options: &prism_abi::ActorOptions) -> String {
+    match options.namespace.as_deref().filter(|ns| !ns.is_empty()) {
+        Some(ns) => scoped(tenant_of(job_namespace), ns),
+        None => job_namespace.to_string(),
+    }
+}
+
+/// The error of a GPU request the job's policy does not permit.
+fn gpu_denied() -> WireError {
+    WireError::new(
+        ErrorKind::PermissionDenied,
+        "the tenant's policy does not permit this job to use GPUs (action UseGpu)",
+    )
+}
+
+/// The error of a guest call the job's policy does not permit.
+fn denied(action: &str) -> WireError {
+    WireError::new(
+        ErrorKind::PermissionDenied,
+        format!("the tenant's policy does not permit this job's guests to {action}"),
+    )
+}
+
+/// The error of a call to an actor that does not exist for the caller
+/// (another tenant's actor answers exactly so).
+fn no_such_actor(actor: ActorId) -> WireError {
+    WireError::new(
+        ErrorKind::ActorDied,
+        format!("no actor with id {actor} exists (or it died long ago)"),
+    )
+}

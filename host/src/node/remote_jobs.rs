@@ -1,0 +1,174 @@
+//! Jobs whose driver runs on another node: the job context this node
+//! keeps for their tasks, the attempts it runs for them, and their end.
+
+use super::Node;
+use crate::cluster::job::JobContext;
+use crate::ids::{JobId, ObjectId};
+use crate::scheduler::resources::ResourceSet;
+use crate::scheduler::{Scheduler, TaskSpec};
+use crate::security::JobGrant;
+use crate::sync::MutexExt;
+use crate::task::{Arg, EntryKind};
+use bytes::Bytes;
+use prism_abi::{ErrorKind, WireError};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Node {
+    /// Runs one attempt of a task another node placed here, to completion,
+    /// through this node's scheduler (it queues for resources like any
+    /// task, and never moves on). Returns its result and the log lines the
+    /// job's guests wrote here meanwhile. Dropping the future cancels it.
+    pub async fn execute_remote(
+        &self,
+        call: RemoteCall,
+    ) -> (Result<Bytes, WireError>, Vec<crate::cluster::job::LogLine>) {
+        let mut call = call;
+        let context = match self.remote_job_context(&call).await {
+            Ok(context) => context,
+            Err(error) => return (Err(error), Vec::new()),
+        };
+        // The placing node checked the references it could; this node may
+        // hold objects that node does not.
+        call.args = self.scrub_refs(&context, std::mem::take(&mut call.args), false);
+        let return_id = ObjectId::random();
+        let spec = TaskSpec {
+            job: call.job,
+            module: call.module,
+            entry: EntryKind::Task,
+            function: call.function,
+            args: call.args,
+            request: call.request,
+            // The node that placed it retries, possibly elsewhere.
+            max_retries: 0,
+            max_calls: call.max_calls,
+            timeout: call.timeout,
+            memory_limit: call.memory_limit.min(self.max_memory(&context.grant)),
+            return_id,
+            strategy: Default::default(),
+            local_only: true,
+            bundle: call.bundle,
+            first_attempt: call.attempt,
+            account: Some(context.account.clone()),
+            admitted: false,
+        };
+        struct CancelOnDrop<'a>(&'a Scheduler, ObjectId);
+        impl Drop for CancelOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.cancel(self.1);
+            }
+        }
+        let _guard = CancelOnDrop(&self.scheduler, return_id);
+        self.scheduler.submit(spec);
+        let result = self
+            .result_of(
+                return_id,
+                (ErrorKind::Cancelled, "the task's job has ended here"),
+            )
+            .await;
+        self.objects.remove(return_id);
+        // The result goes back to the placing node, which counts it.
+        if let Ok(bytes) = &result {
+            context.account.release_bytes(bytes.len() as u64);
+        }
+        (result, self.drain_remote_log(context.id, &context.log))
+    }
+
+    /// The lines job `job` wrote into `log` here, to send back, if its
+    /// driver runs elsewhere; none if it runs here (this log is the job's).
+    pub(super) fn drain_remote_log(
+        &self,
+        job: JobId,
+        log: &crate::cluster::job::JobLog,
+    ) -> Vec<crate::cluster::job::LogLine> {
+        let remote = self.remote_jobs.locked().contains(&job);
+        if remote { log.drain() } else { Vec::new() }
+    }
+
+    /// The context of another node's job on this node, made on its first
+    /// task here.
+    pub(super) async fn remote_job_context(
+        &self,
+        call: &RemoteCall,
+    ) -> Result<Arc<JobContext>, WireError> {
+        if let Some(context) = self.job(call.job) {
+            return Ok(context);
+        }
+        let module = self.load_module(&call.grant.tenant, call.module).await?;
+        let mut jobs = self.jobs.locked();
+        let context = jobs
+            .entry(call.job)
+            .or_insert_with(|| {
+                Arc::new(JobContext {
+                    id: call.job,
+                    module,
+                    namespace: call.namespace.clone(),
+                    log: Default::default(),
+                    env: call.env.clone(),
+                    account: self.accounts.open_job(&call.grant),
+                    sandbox: crate::cluster::job::sandbox_of(&call.grant),
+                    tenant: Arc::from(call.grant.tenant.as_str()),
+                    grant: call.grant.clone(),
+                })
+            })
+            .clone();
+        self.remote_jobs.locked().insert(call.job);
+        Ok(context)
+    }
+
+    /// Forgets a job's context (its work here is over) and drops its idle
+    /// warm instances.
+    pub(super) fn close_job_context(&self, job: JobId) -> Option<Arc<JobContext>> {
+        let context = self.jobs.locked().remove(&job);
+        self.runtime.forget_job(job.as_u64());
+        context
+    }
+
+    /// Another node's job ended: cancel what it still runs here and free
+    /// what it owns. Jobs whose driver runs on this node are not touched.
+    pub fn end_remote_job(&self, job: JobId) {
+        if !self.remote_jobs.locked().remove(&job) {
+            return;
+        }
+        for actor in self.actors.owned_by(job) {
+            self.actors.kill(actor);
+        }
+        self.scheduler.cancel_job(job);
+        let freed = self.objects.free_owner(job);
+        tracing::debug!(%job, freed, "another node's job ended");
+        if let Some(context) = self.close_job_context(job) {
+            context.account.free_all();
+        }
+        self.release_groups_of(job);
+    }
+}
+
+/// A task attempt another node placed on this one.
+pub struct RemoteCall {
+    /// Its job (whose driver runs elsewhere).
+    pub job: JobId,
+    /// The job's module.
+    pub module: crate::ids::ModuleHash,
+    /// The job's namespace.
+    pub namespace: String,
+    /// The task's name.
+    pub function: String,
+    /// Its arguments; references are pulled from where they live.
+    pub args: Vec<Arg>,
+    /// What it holds while it runs.
+    pub request: ResourceSet,
+    /// Wall-clock budget.
+    pub timeout: Duration,
+    /// Linear memory cap in bytes (at most this node's per-task limit).
+    pub memory_limit: u64,
+    /// The placement group bundle it runs in.
+    pub bundle: Option<crate::scheduler::BundleRef>,
+    /// Which attempt this is (0 for the first).
+    pub attempt: u32,
+    /// Tasks one warm instance may run (0: no limit).
+    pub max_calls: u32,
+    /// The job's environment variables.
+    pub env: crate::cluster::job::JobEnv,
+    /// The job's tenant and what its guests may do.
+    pub grant: Arc<JobGrant>,
+}
