@@ -1,0 +1,410 @@
+//! The `Jobs` gRPC service: modules, submissions, job state, results,
+//! logs, named-actor calls and stops, each authenticated and authorized.
+
+use super::records::{JobMeta, json_args};
+use super::{ApiHandle, LogStream, now_ms, refused, tenancy_status};
+use crate::ids::{JobId, ModuleHash};
+use crate::security::tenants::scoped;
+use crate::security::{Action, Resource};
+use bytes::Bytes;
+use prism_proto::v1::jobs_server::Jobs;
+use prism_proto::v1::{
+    JobInfo, JobRequest, JobResult, ListJobsReply, ListJobsRequest, LogLine, ResultRequest,
+    SubmitJobRequest, UploadModuleReply, UploadModuleRequest,
+};
+use prism_proto::v1::{NamedActorCallReply, NamedActorCallRequest};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+#[tonic::async_trait]
+impl Jobs for ApiHandle {
+    async fn upload_module(
+        &self,
+        request: Request<UploadModuleRequest>,
+    ) -> Result<Response<UploadModuleReply>, Status> {
+        let claims = self.0.authenticate(&request, "UploadModule")?;
+        self.0.authorize(
+            &claims,
+            Action::UploadModule,
+            Resource::Tenant(&claims.tenant),
+        )?;
+        let wasm = request.into_inner().wasm;
+        if wasm.is_empty() {
+            return Err(Status::invalid_argument("the module is empty"));
+        }
+        let hash = ModuleHash::of(&wasm);
+        let head = self.0.cluster.head();
+        let tenancy = self.0.access.tenancy();
+        let key = format!("{hash:?}");
+        // Whether *this tenant* uploaded it: telling a tenant that some
+        // other tenant holds these bytes would leak what it runs.
+        let existed = tenancy.has_module(&claims.tenant, &key);
+        if !head.has_module(hash) {
+            self.0
+                .store
+                .put_module(&format!("{hash:?}"), &wasm)
+                .map_err(|e| Status::internal(format!("could not store the module: {e}")))?;
+        }
+        head.upload_module(Bytes::from(wasm));
+        tenancy
+            .add_module(&claims.tenant, &key)
+            .map_err(tenancy_status)?;
+        Ok(Response::new(UploadModuleReply {
+            hash: format!("{hash:?}"),
+            existed,
+        }))
+    }
+
+    async fn submit_job(
+        &self,
+        request: Request<SubmitJobRequest>,
+    ) -> Result<Response<JobInfo>, Status> {
+        let claims = self.0.authenticate(&request, "SubmitJob")?;
+        let r = request.into_inner();
+        let tenant = self
+            .0
+            .access
+            .acting_tenant(&claims, &r.tenant)
+            .map_err(refused)?;
+        let namespace = if r.namespace.is_empty() {
+            crate::cluster::DEFAULT_NAMESPACE.to_string()
+        } else {
+            r.namespace
+        };
+        let namespace_record = self
+            .0
+            .access
+            .namespace(&tenant, &namespace)
+            .map_err(refused)?;
+        self.0.authorize(
+            &claims,
+            Action::SubmitJob,
+            Resource::Namespace {
+                tenant: &tenant,
+                name: &namespace,
+            },
+        )?;
+        let mut env: Vec<(String, String)> = r.env.into_iter().collect();
+        env.sort();
+        crate::cluster::job::check_env(&env)
+            .map_err(|e| Status::invalid_argument(format!("env: {e}")))?;
+        if !env.is_empty() && !namespace_record.capabilities.env {
+            return Err(Status::permission_denied(format!(
+                "namespace {namespace} does not grant environment variables (capability env)"
+            )));
+        }
+        let grant = self
+            .0
+            .access
+            .job_grant(&claims, &tenant, &namespace_record)
+            .map_err(refused)?;
+        let job_quota = grant.quotas.jobs;
+        let options = crate::cluster::JobOptions {
+            env,
+            driver: crate::cluster::DriverResources {
+                num_cpus: r.num_cpus,
+                num_gpus: (r.num_gpus > 0.0).then_some(r.num_gpus),
+                memory: r.memory,
+                resources: r.resources.into_iter().collect(),
+            },
+            grant: Arc::new(grant),
+        };
+        let module = ModuleHash::parse(&r.module_hash).ok_or_else(|| {
+            Status::invalid_argument(format!("malformed module hash {:?}", r.module_hash))
+        })?;
+        let entry = if r.entry.is_empty() {
+            "main".to_string()
+        } else {
+            r.entry
+        };
+        let head = self.0.cluster.head();
+        let tenancy = self.0.access.tenancy();
+        let key = format!("{module:?}");
+        // A cluster-admin acting in another tenant may run what it
+        // uploaded itself; the module is then that tenant's too.
+        let owned = tenancy.has_module(&tenant, &key)
+            || (tenant != claims.tenant && tenancy.has_module(&claims.tenant, &key));
+        if !head.has_module(module) || !owned {
+            return Err(Status::not_found(format!(
+                "no module {module:?}; upload it first"
+            )));
+        }
+        // Parsed only once the cheap checks passed; bounded in size.
+        let args = json_args(&r.args_json)?;
+        tenancy.add_module(&tenant, &key).map_err(tenancy_status)?;
+        let submitted_at_ms = now_ms();
+        let admission = self.0.admission.lock().await;
+        // The head's own bound applies whatever the quota says.
+        let live_bound = self.0.job_limits.live_per_tenant;
+        let limit = job_quota.map_or(live_bound, |q| q.min(live_bound));
+        let running = self.0.running_jobs(&tenant);
+        if running >= limit {
+            self.0.access.audit(serde_json::json!({
+                "subject": claims.sub,
+                "tenant": tenant,
+                "action": "SubmitJob",
+                "decision": "deny",
+                "reason": format!("quota exceeded: {running} of {limit} jobs"),
+            }));
+            return Err(Status::resource_exhausted(format!(
+                "quota exceeded: tenant {tenant} runs {running} of {limit} jobs"
+            )));
+        }
+        let id = head
+            .submit_job(module, &scoped(&tenant, &namespace), &entry, args, options)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.0.lock().insert(
+            id,
+            JobMeta {
+                module,
+                entry,
+                tenant,
+                namespace,
+                submitted_by: claims.sub,
+                submitted_at_ms,
+                stop_requested: false,
+            },
+        );
+        drop(admission);
+        self.0.persist_submitted(id);
+        let api = self.0.clone();
+        tokio::spawn(async move {
+            if let Ok(outcome) = api.cluster.head().wait_job(id).await {
+                api.finish(id, &outcome);
+            }
+        });
+        self.0
+            .info(id)
+            .map(Response::new)
+            .ok_or_else(|| Status::internal("the job vanished"))
+    }
+
+    async fn get_job(&self, request: Request<JobRequest>) -> Result<Response<JobInfo>, Status> {
+        let id = self
+            .0
+            .job_access(&request, Action::ReadJob, &request.get_ref().id)?;
+        self.0
+            .info(id)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsReply>, Status> {
+        let claims = self.0.authenticate(&request, "ReadJob")?;
+        let mut ids: Vec<JobId> = self.0.lock().keys().copied().collect();
+        ids.extend(self.0.ended_lock().keys().copied());
+        // The caller's tenant's jobs, in namespaces it may read.
+        let mut jobs: Vec<JobInfo> = ids
+            .into_iter()
+            .filter(|id| {
+                self.0.job_scope(&claims, *id).is_ok_and(|(tenant, ns)| {
+                    self.0
+                        .access
+                        .policies()
+                        .decide(
+                            crate::security::Principal {
+                                subject: &claims.sub,
+                                tenant: &claims.tenant,
+                                role: claims.role,
+                            },
+                            Action::ReadJob,
+                            Resource::Namespace {
+                                tenant: &tenant,
+                                name: &ns,
+                            },
+                        )
+                        .allowed
+                })
+            })
+            .filter_map(|id| self.0.info(id))
+            .collect();
+        jobs.sort_by(|a, b| {
+            b.submitted_at_ms
+                .cmp(&a.submitted_at_ms)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(Response::new(ListJobsReply { jobs }))
+    }
+
+    async fn get_result(
+        &self,
+        request: Request<ResultRequest>,
+    ) -> Result<Response<JobResult>, Status> {
+        let id = self
+            .0
+            .job_access(&request, Action::ReadJob, &request.get_ref().id)?;
+        self.0.meta_or_not_found(id)?;
+        let head = self.0.cluster.head();
+        let outcome = if request.get_ref().wait {
+            head.wait_job(id).await.ok()
+        } else {
+            head.job_outcome(id)
+        };
+        if let Some(outcome) = outcome {
+            return self.0.result_of(id, &outcome).map(Response::new);
+        }
+        // Ended and recorded (its outcome forgotten), or still running.
+        let ended = self.0.ended_lock().get(&id).cloned();
+        match ended {
+            Some(info) => Ok(Response::new(JobResult {
+                job: Some(info),
+                value_json: self.0.details(id)?.value()?,
+            })),
+            None => Err(Status::failed_precondition(format!(
+                "job {id} has not ended"
+            ))),
+        }
+    }
+
+    type StreamLogsStream = LogStream;
+
+    async fn stream_logs(
+        &self,
+        request: Request<JobRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        let id = self
+            .0
+            .job_access(&request, Action::ReadLogs, &request.get_ref().id)?;
+        self.0.meta_or_not_found(id)?;
+        if self.0.ended_lock().contains_key(&id) {
+            return self.0.ended_logs(id).map(Response::new);
+        }
+        // A job just submitted may still be loading its module: its log
+        // appears once its driver starts.
+        let mut running_log = None;
+        loop {
+            if let Some(log) = self.0.cluster.node().job_log(id) {
+                running_log = Some(log);
+                break;
+            }
+            if self.0.cluster.head().job_outcome(id).is_some() {
+                break;
+            }
+            if self.0.ended_lock().contains_key(&id) {
+                return self.0.ended_logs(id).map(Response::new);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if let Some(log) = running_log {
+            // Running: follow the log as lines arrive, until the job ends.
+            let head = self.0.cluster.head().clone();
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            tokio::spawn(async move {
+                let mut appended = log.appended();
+                let mut cursor = 0;
+                let mut ended = false;
+                loop {
+                    let (lines, next) = log.since(cursor);
+                    cursor = next;
+                    for l in lines {
+                        let line = LogLine {
+                            function: l.function,
+                            source: l.source.as_str().to_string(),
+                            text: l.text,
+                        };
+                        if tx.send(Ok(line)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if ended {
+                        return;
+                    }
+                    tokio::select! {
+                        changed = appended.changed() => ended = changed.is_err(),
+                        _ = head.wait_job(id) => ended = true,
+                    }
+                }
+            });
+            return Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )));
+        }
+        // It ended before its log could be followed.
+        let _ = self.0.cluster.head().wait_job(id).await;
+        for _ in 0..1000 {
+            if self.0.ended_lock().contains_key(&id) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.0.ended_logs(id).map(Response::new)
+    }
+
+    async fn call_named_actor(
+        &self,
+        request: Request<NamedActorCallRequest>,
+    ) -> Result<Response<NamedActorCallReply>, Status> {
+        let claims = self.0.authenticate(&request, "CallActor")?;
+        let r = request.into_inner();
+        let namespace = if r.namespace.is_empty() {
+            crate::cluster::DEFAULT_NAMESPACE
+        } else {
+            &r.namespace
+        };
+        if r.name.is_empty() || r.method.is_empty() {
+            return Err(Status::invalid_argument("name and method are required"));
+        }
+        if [&r.name, &r.method, &r.namespace]
+            .iter()
+            .any(|n| n.len() > prism_abi::MAX_NAME_LEN)
+        {
+            return Err(Status::invalid_argument(format!(
+                "names are at most {} bytes",
+                prism_abi::MAX_NAME_LEN
+            )));
+        }
+        self.0.authorize(
+            &claims,
+            Action::CallActor,
+            Resource::Namespace {
+                tenant: &claims.tenant,
+                name: namespace,
+            },
+        )?;
+        let args = json_args(&r.args_json)?;
+        let node = self.0.cluster.node();
+        let actor = node
+            .find_named_actor(&scoped(&claims.tenant, namespace), &r.name)
+            .await
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no actor named {:?} in namespace {namespace:?}",
+                    r.name
+                ))
+            })?;
+        let value = node
+            .call_actor_for_client(actor, &r.method, args, &claims.tenant)
+            .await
+            .map_err(|e| Status::aborted(format!("{}: {}", e.kind, e.message)))?;
+        let value_json =
+            super::records::result_json(&value)?.ok_or_else(super::records::too_large)?;
+        Ok(Response::new(NamedActorCallReply { value_json }))
+    }
+
+    async fn stop_job(&self, request: Request<JobRequest>) -> Result<Response<JobInfo>, Status> {
+        let id = self
+            .0
+            .job_access(&request, Action::StopJob, &request.get_ref().id)?;
+        {
+            let mut jobs = self.0.lock();
+            match jobs.get_mut(&id) {
+                Some(meta) => meta.stop_requested = true,
+                // It has ended already.
+                None if self.0.ended_lock().contains_key(&id) => {}
+                None => return Err(Status::not_found(format!("no job {id}"))),
+            }
+        }
+        let head = self.0.cluster.head();
+        head.stop_job(id).await;
+        // The driver ends promptly once cancelled; answer with its end.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), head.wait_job(id)).await;
+        self.0
+            .info(id)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+    }
+}
