@@ -171,17 +171,41 @@ fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
-    let cluster = TestCluster::start().await;
-    let mut c = cluster.client.clone();
-    let module = c
-        .upload_module(prism_guests::TESTKIT.to_vec())
-        .await
-        .unwrap()
-        .hash;
-    let workers = cluster.worker_ids().await;
+/// A head and two workers with the test kit uploaded.
+struct ThreeNodes {
+    cluster: TestCluster,
+    client: Client,
+    module: String,
+    workers: Vec<String>,
+}
 
+impl ThreeNodes {
+    async fn start() -> ThreeNodes {
+        let cluster = TestCluster::start().await;
+        let mut client = cluster.client.clone();
+        let module = client
+            .upload_module(prism_guests::TESTKIT.to_vec())
+            .await
+            .unwrap()
+            .hash;
+        let workers = cluster.worker_ids().await;
+        ThreeNodes {
+            cluster,
+            client,
+            module,
+            workers,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_spread_over_the_workers_and_spill_when_the_head_is_busy() {
+    let ThreeNodes {
+        cluster,
+        module,
+        workers,
+        ..
+    } = ThreeNodes::start().await;
     // Spread: both workers run some of the tasks.
     assert_eq!(
         cluster.run(&module, "spread_sum", "[12, 50]").await,
@@ -203,7 +227,16 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
         .wait_nodes(|nodes| workers.iter().map(|id| executed(nodes, id)).sum::<u64>() > before)
         .await;
     assert!(workers.iter().map(|id| executed(&nodes, id)).sum::<u64>() > before);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_move_between_nodes_and_free_everywhere() {
+    let ThreeNodes {
+        cluster,
+        module,
+        workers,
+        ..
+    } = ThreeNodes::start().await;
     // An object made on one worker is consumed on the other, and pulled to
     // the driver on the head: 1 MiB, several chunks.
     let args = format!(r#"["{}", "{}", 3072]"#, workers[0], workers[1]);
@@ -218,14 +251,32 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
     let freed: (String, usize, String) =
         serde_json::from_str(&cluster.run(&module, "free_across", &args).await.unwrap()).unwrap();
     assert_eq!(freed, ("ok".into(), 1, "object_not_found".into()));
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_placed_on_a_worker_share_its_warm_instances() {
+    let ThreeNodes {
+        cluster,
+        module,
+        workers,
+        ..
+    } = ThreeNodes::start().await;
     // Tasks placed on a worker share its warm instances, and max_calls
     // travels with them (without it the third would count 3).
     let args = format!(r#"["{}", [[0,0],[0,0],[0,1]]]"#, workers[0]);
     let counts: Vec<i64> =
         serde_json::from_str(&cluster.run(&module, "warm_counts", &args).await.unwrap()).unwrap();
     assert_eq!(counts, [1, 2, 1]);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_and_named_objects_work_across_nodes() {
+    let ThreeNodes {
+        cluster,
+        module,
+        workers,
+        ..
+    } = ThreeNodes::start().await;
     // An actor on worker 0, called in order from the driver on the head
     // and from a task on worker 1, then killed.
     let args = format!(r#"["{}", "{}"]"#, workers[0], workers[1]);
@@ -241,6 +292,25 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
     assert_eq!(value.2, 1120);
     assert_eq!(value.3, "actor_died");
 
+    // Named objects are the cluster's, whichever node a guest runs on.
+    let args = format!(r#"["{}", "{}"]"#, workers[0], workers[1]);
+    let value: serde_json::Value =
+        serde_json::from_str(&cluster.run(&module, "named_across", &args).await.unwrap()).unwrap();
+    assert_eq!(value[0], 42);
+    assert_eq!(value[1], 42);
+    assert_eq!(value[2], serde_json::json!(["shared/x"]));
+    assert_eq!(value[3], true);
+    assert_ne!(value[4], "ok", "{value}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_groups_span_the_nodes_and_release_everything() {
+    let ThreeNodes {
+        cluster,
+        module,
+        workers,
+        ..
+    } = ThreeNodes::start().await;
     // Placement groups over the three nodes.
     let cases: std::collections::BTreeMap<String, Vec<String>> =
         serde_json::from_str(&cluster.run(&module, "placement_cases", "[]").await.unwrap())
@@ -266,17 +336,17 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
     cluster
         .wait_nodes(|nodes| nodes.iter().all(|n| n.total == n.available))
         .await;
+}
 
-    // Named objects are the cluster's, whichever node a guest runs on.
-    let args = format!(r#"["{}", "{}"]"#, workers[0], workers[1]);
-    let value: serde_json::Value =
-        serde_json::from_str(&cluster.run(&module, "named_across", &args).await.unwrap()).unwrap();
-    assert_eq!(value[0], 42);
-    assert_eq!(value[1], 42);
-    assert_eq!(value[2], serde_json::json!(["shared/x"]));
-    assert_eq!(value[3], true);
-    assert_ne!(value[4], "ok", "{value}");
-
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_env_driver_resources_and_affinity_hold_on_every_node() {
+    let ThreeNodes {
+        cluster,
+        mut client,
+        module,
+        workers,
+        ..
+    } = ThreeNodes::start().await;
     // A job's environment variables reach its guests on every node; its
     // driver can hold resources, and asking for impossible ones fails.
     let request = |entry: &str, args: String| prism_client::v1::SubmitJobRequest {
@@ -288,7 +358,7 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
         ..Default::default()
     };
     // A namespace grants environment variables only when told to.
-    let denied = c
+    let denied = client
         .submit_request(request("env_probe", "[]".into()))
         .await
         .unwrap_err();
@@ -297,26 +367,27 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
         Some(tonic::Code::PermissionDenied),
         "{denied}"
     );
-    c.put_namespace("", "default", r#"{"env": true}"#, true)
+    client
+        .put_namespace("", "default", r#"{"env": true}"#, true)
         .await
         .unwrap();
-    let job = c
+    let job = client
         .submit_request(request(
             "env_probe",
             format!(r#"["GREETING", "{}"]"#, workers[1]),
         ))
         .await
         .unwrap();
-    let result = c.result(&job.id, true).await.unwrap();
+    let result = client.result(&job.id, true).await.unwrap();
     assert_eq!(result.value_json, r#"["hi","hi"]"#, "{:?}", result.job);
     let mut greedy = request("env_probe", format!(r#"["GREETING", "{}"]"#, workers[1]));
     greedy.num_cpus = 64.0;
-    let job = c.submit_request(greedy).await.unwrap();
-    let info = c.result(&job.id, true).await.unwrap().job.unwrap();
+    let job = client.submit_request(greedy).await.unwrap();
+    let info = client.result(&job.id, true).await.unwrap().job.unwrap();
     assert_eq!(info.error_kind, "unschedulable", "{info:?}");
     let mut bad = request("env_probe", "[]".into());
     bad.env = [("A=B".to_string(), "x".to_string())].into();
-    let status = c.submit_request(bad).await.unwrap_err();
+    let status = client.submit_request(bad).await.unwrap_err();
     assert_eq!(
         status.code(),
         Some(tonic::Code::InvalidArgument),
@@ -328,9 +399,17 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
         cluster.run(&module, "affinity_cases", "[]").await,
         Ok(r#"["unschedulable",7]"#.into())
     );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_token_admits_one_node_once() {
+    let ThreeNodes {
+        cluster,
+        mut client,
+        ..
+    } = ThreeNodes::start().await;
     // A join token joins one node once; a made-up one joins none.
-    let token = c.create_join_token(60).await.unwrap().token;
+    let token = client.create_join_token(60).await.unwrap().token;
     let dir = tempfile::tempdir().unwrap();
     let head = &cluster.head.address;
     let ca = cluster.files.ca_cert();
@@ -351,7 +430,19 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
         forged.contains("invalid or already used join token"),
         "{forged}"
     );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_calls_need_a_node_certificate_of_this_cluster() {
+    let ThreeNodes {
+        cluster,
+        mut client,
+        workers,
+        ..
+    } = ThreeNodes::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let head = &cluster.head.address;
+    let ca = cluster.files.ca_cert();
     // Node calls need a node certificate from this cluster's CA.
     let ca_pem = read(&ca);
     let mut no_cert = NodeControlClient::new(channel(head, &ca_pem, None).await);
@@ -409,7 +500,7 @@ async fn three_nodes_share_tasks_and_objects_and_refuse_strangers() {
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     // A valid token with a malformed certificate request: refused, and the
     // token is spent (a token admits one request).
-    let token = c.create_join_token(60).await.unwrap().token;
+    let token = client.create_join_token(60).await.unwrap().token;
     let join = JoinRequest {
         join_token: token,
         csr_pem: "not a request".into(),

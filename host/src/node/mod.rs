@@ -15,7 +15,7 @@
 //! | `mod.rs` | the node's fields, start-up, links to the cluster, visibility checks, the `TaskExecutor` and `NodeService` roles |
 //! | `jobs.rs` | drivers that run here: module, driver, result, task specs |
 //! | `guest_host.rs` | `TaskHost`: every `prism_v1` request of a running guest, with its permission checks |
-//! | `actors.rs` | actors guests create (placement here or elsewhere) and the `ActorEnv` role for local actors |
+//! | `actor_host.rs` | actors guests create (placement here or elsewhere) and the `ActorEnv` role for local actors |
 //! | `remote_actors.rs` | actors on other nodes: calls, creation, names, relocation when their node dies |
 //! | `remote_jobs.rs` | attempts other nodes place here, and the job contexts kept for them |
 //! | `groups.rs` | placement groups held against their tenants |
@@ -26,6 +26,8 @@ mod guest_host;
 mod jobs;
 mod remote_actors;
 mod remote_jobs;
+#[cfg(test)]
+mod tests;
 
 pub use remote_actors::RemoteActorCall;
 pub use remote_jobs::RemoteCall;

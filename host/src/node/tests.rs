@@ -1,0 +1,130 @@
+//! Unit tests of the node's pieces on an embedded cluster (one head, this
+//! node), with the test kit's guests.
+
+use super::actor_namespace;
+use crate::cluster::{EmbeddedCluster, JobOptions};
+use crate::config::NodeConfig;
+use crate::security::JobGrant;
+use crate::sync::MutexExt;
+use bytes::Bytes;
+use std::sync::Arc;
+
+fn cluster() -> EmbeddedCluster {
+    let config = NodeConfig {
+        cpus: 4.0,
+        ..NodeConfig::default()
+    };
+    EmbeddedCluster::start(config).expect("the cluster starts")
+}
+
+fn args(values: &[u64]) -> Vec<Bytes> {
+    values
+        .iter()
+        .map(|v| Bytes::from(rmp_serde::to_vec(v).expect("encodes")))
+        .collect()
+}
+
+/// Runs `entry` of the test kit with `grant`; returns the outcome's result.
+async fn run_with(
+    cluster: &EmbeddedCluster,
+    entry: &str,
+    values: &[u64],
+    grant: Arc<JobGrant>,
+) -> Result<Bytes, prism_abi::WireError> {
+    let hash = cluster
+        .head()
+        .upload_module(Bytes::from_static(prism_guests::TESTKIT));
+    let namespace = crate::security::tenants::scoped(
+        crate::security::DEFAULT_TENANT,
+        crate::cluster::DEFAULT_NAMESPACE,
+    );
+    let options = JobOptions {
+        grant,
+        ..JobOptions::default()
+    };
+    let job = cluster
+        .head()
+        .submit_job(hash, &namespace, entry, args(values), options)
+        .await
+        .expect("the job is accepted");
+    cluster
+        .head()
+        .wait_job(job)
+        .await
+        .expect("the job ends")
+        .result
+}
+
+#[test]
+fn a_guest_names_namespaces_only_inside_its_own_tenant() {
+    let mut options = prism_abi::ActorOptions::default();
+    assert_eq!(actor_namespace("acme/prod", &options), "acme/prod");
+    options.namespace = Some(String::new());
+    assert_eq!(actor_namespace("acme/prod", &options), "acme/prod");
+    options.namespace = Some("dev".into());
+    assert_eq!(actor_namespace("acme/prod", &options), "acme/dev");
+    // Another tenant's namespace, written out, stays under this tenant.
+    options.namespace = Some("zeta/prod".into());
+    assert!(actor_namespace("acme/prod", &options).starts_with("acme/"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_without_call_task_cannot_submit_and_the_task_never_runs() {
+    let cluster = cluster();
+    let mut grant = (*JobGrant::local()).clone();
+    grant.permissions.call_task = false;
+    let before = cluster.node().scheduler().stats();
+    let result = run_with(&cluster, "default_sum", &[3, 0], Arc::new(grant)).await;
+    let error = result.expect_err("the driver's get fails");
+    assert!(
+        error.message.contains("CallTask"),
+        "{}: {}",
+        error.kind,
+        error.message
+    );
+    // Only the driver ran: the three tasks were refused at submission.
+    let after = cluster.node().scheduler().stats();
+    assert_eq!(after.executed - before.executed, 1);
+    assert!(cluster.shutdown(std::time::Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_ends_leaves_no_context_group_or_resource_held() {
+    let cluster = cluster();
+    let total = cluster.node().scheduler().total();
+    // The driver makes a placement group of two 1-CPU bundles and returns
+    // without removing it.
+    let result = run_with(&cluster, "hold_group", &[10], JobGrant::local()).await;
+    assert!(result.is_ok(), "{result:?}");
+    let node = cluster.node();
+    assert!(node.held_groups.locked().is_empty());
+    assert!(node.jobs.locked().is_empty());
+    // Everything the job held, its group's bundles included, is back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while node.scheduler().available() != total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?} of {total:?} available",
+            node.scheduler().available()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(cluster.shutdown(std::time::Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_without_put_object_is_refused_a_put_with_a_typed_error() {
+    let cluster = cluster();
+    let mut grant = (*JobGrant::local()).clone();
+    grant.permissions.put_object = false;
+    // `big_object` puts a value of the given MiB and reads it back.
+    let result = run_with(&cluster, "big_object", &[1], Arc::new(grant)).await;
+    let error = result.expect_err("the put is refused");
+    assert!(
+        error.message.contains("permission denied"),
+        "{}: {}",
+        error.kind,
+        error.message
+    );
+    assert!(cluster.shutdown(std::time::Duration::from_secs(10)).await);
+}
