@@ -1,8 +1,29 @@
 //! Plain data describing a call, shared by the scheduler (which queues and
-//! places calls) and the runtime (which produces them from guest submits).
+//! places calls) and the runtime (which produces them from guest submits),
+//! and the identity ([`JobTicket`]) every call carries.
 
 use crate::ids::ObjectId;
+use crate::security::JobGrant;
 use bytes::Bytes;
+use std::sync::Arc;
+
+/// Environment variables a job's guests see (WASI `environ`); `None` for
+/// none.
+pub type JobEnv = Option<Arc<Vec<(String, String)>>>;
+
+/// Who a call runs for: its job's namespace, grant and environment. Every
+/// call a job makes carries its job's ticket, so an attempt placed on
+/// another node takes its identity with it instead of asking the node
+/// that placed it.
+#[derive(Debug)]
+pub struct JobTicket {
+    /// The job's namespace (`<tenant>/<namespace>`).
+    pub namespace: String,
+    /// Its tenant, and what its guests may do.
+    pub grant: Arc<JobGrant>,
+    /// Environment variables its guests see.
+    pub env: JobEnv,
+}
 
 /// Which kind of export a call targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

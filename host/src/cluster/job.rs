@@ -5,6 +5,7 @@ use crate::ids::{JobId, ModuleHash};
 use crate::scheduler::accounts::JobAccount;
 use crate::security::JobGrant;
 use crate::sync::MutexExt;
+use crate::task::JobTicket;
 use bytes::Bytes;
 use prism_abi::WireError;
 use serde::Serialize;
@@ -54,9 +55,6 @@ pub struct JobSpec {
     /// How it runs: environment variables and the driver's resources.
     pub options: JobOptions,
 }
-
-/// Environment variables for a job's guests.
-pub type JobEnv = Option<std::sync::Arc<Vec<(String, String)>>>;
 
 /// How a job runs, beyond what it calls.
 #[derive(Clone, Debug)]
@@ -382,14 +380,11 @@ pub struct JobContext {
     pub id: JobId,
     /// Its module, loaded.
     pub module: std::sync::Arc<crate::runtime::LoadedModule>,
-    /// Its namespace.
-    pub namespace: String,
+    /// Its namespace, grant and environment, carried by every call it
+    /// makes.
+    pub ticket: Arc<JobTicket>,
     /// Its log (shared with the non-detached actors it creates).
     pub log: std::sync::Arc<JobLog>,
-    /// Environment variables its guests see.
-    pub env: JobEnv,
-    /// Its tenant, and what its guests may do.
-    pub grant: Arc<JobGrant>,
     /// Its tenant's name (the grant's, shared cheaply).
     pub tenant: Arc<str>,
     /// What it uses, counted against its tenant's quotas.

@@ -104,7 +104,7 @@ pub struct ActorCreate {
     /// Its options.
     pub options: prism_abi::ActorOptions,
     /// The job's environment variables.
-    pub env: job::JobEnv,
+    pub env: crate::task::JobEnv,
     /// The job's tenant and what its guests may do.
     pub grant: std::sync::Arc<crate::security::JobGrant>,
 }

@@ -9,6 +9,7 @@ use crate::ids::{ActorId, JobId, ModuleHash, ObjectId};
 use crate::objects::{Lookup, Object};
 use crate::sync::MutexExt;
 use crate::task::Arg;
+use crate::task::JobTicket;
 use prism_proto::v1 as pb;
 use prism_proto::v1::worker_server::Worker;
 use std::collections::HashMap;
@@ -85,7 +86,7 @@ impl WorkerService {
 }
 
 /// A job's environment as it arrived (sorted by name).
-fn env_of(env: std::collections::HashMap<String, String>) -> crate::cluster::job::JobEnv {
+fn env_of(env: std::collections::HashMap<String, String>) -> crate::task::JobEnv {
     if env.is_empty() {
         return None;
     }
@@ -156,7 +157,11 @@ impl Worker for WorkerService {
         let call = RemoteCall {
             job: JobId::from_u64(r.job_id),
             module,
-            namespace: r.namespace,
+            ticket: Arc::new(JobTicket {
+                namespace: r.namespace,
+                grant: grant_of(&r.grant_json)?,
+                env: env_of(r.env),
+            }),
             function: r.function,
             args,
             request: super::resources_from_proto(r.request.as_ref()),
@@ -169,8 +174,6 @@ impl Worker for WorkerService {
             }),
             attempt: r.attempt,
             max_calls: r.max_calls,
-            env: env_of(r.env),
-            grant: grant_of(&r.grant_json)?,
         };
         let (result, logs) = self.node.execute_remote(call).await;
         Ok(Response::new(reply(result, logs)))
@@ -195,7 +198,11 @@ impl Worker for WorkerService {
         let call = RemoteCall {
             job: JobId::from_u64(r.job_id),
             module,
-            namespace: r.namespace,
+            ticket: Arc::new(JobTicket {
+                namespace: r.namespace,
+                grant: grant_of(&r.grant_json)?,
+                env: env_of(r.env),
+            }),
             function: r.class.clone(),
             args: args_from_proto(r.args)?,
             request: Default::default(),
@@ -204,8 +211,6 @@ impl Worker for WorkerService {
             bundle: None,
             attempt: 0,
             max_calls: 1,
-            env: env_of(r.env),
-            grant: grant_of(&r.grant_json)?,
         };
         self.turns.wait(id, &caller, r.seq).await;
         let created = self

@@ -13,6 +13,7 @@ use crate::runtime::{
 use crate::scheduler::{Lease, SlotHandle, Turn};
 use crate::sync::MutexExt;
 use crate::task::Arg;
+use crate::task::JobTicket;
 use prism_abi::{ErrorKind, WireError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,14 +42,14 @@ impl Node {
         options: prism_abi::ActorOptions,
         placed: bool,
     ) -> Result<ActorId, ActorCreateError> {
-        let namespace = actor_namespace(&job.namespace, &options);
+        let namespace = actor_namespace(&job.ticket.namespace, &options);
         // An actor acts in its own namespace (named objects, saved state)
         // with that namespace's permissions, which the job's grant carries.
-        let actor_grant = if namespace == job.namespace {
-            job.grant.clone()
+        let actor_grant = if namespace == job.ticket.namespace {
+            job.ticket.grant.clone()
         } else {
             let name = crate::security::tenants::namespace_of(&namespace);
-            let mut grant = job.grant.in_namespace(name).ok_or_else(|| {
+            let mut grant = job.ticket.grant.in_namespace(name).ok_or_else(|| {
                 ActorCreateError::Invalid(format!("there is no namespace {name:?}"))
             })?;
             // Its data directory is its own namespace's: not the job's.
@@ -79,11 +80,11 @@ impl Node {
         if options.num_cpus.is_none() {
             hold.cpu_milli = 0;
         }
-        if request.gpu_milli() > 0 && !job.grant.permissions.use_gpu {
+        if request.gpu_milli() > 0 && !job.ticket.grant.permissions.use_gpu {
             return Err(ActorCreateError::Denied(gpu_denied().message));
         }
         let class_info = job.module.exports().actors.get(class).cloned();
-        let max_memory = self.max_memory(&job.grant);
+        let max_memory = self.max_memory(&job.ticket.grant);
         let args = self
             .by_reference(job.id, args)
             .map_err(|e| invalid(e.message))?;
@@ -133,12 +134,12 @@ impl Node {
             let create = ActorCreate {
                 job: job.id,
                 module: job.module.hash(),
-                namespace: job.namespace.clone(),
+                namespace: job.ticket.namespace.clone(),
                 class: class.to_string(),
                 args,
                 options: options.clone(),
-                env: job.env.clone(),
-                grant: job.grant.clone(),
+                env: job.ticket.env.clone(),
+                grant: job.ticket.grant.clone(),
             };
             let restarts = options.max_restarts.unwrap_or(0);
             if restarts != 0 {
@@ -161,7 +162,7 @@ impl Node {
                     id,
                     NamedElsewhere {
                         job: (!options.detached).then_some(job.id),
-                        tenant: job.grant.tenant.clone(),
+                        tenant: job.ticket.grant.tenant.clone(),
                         namespace: namespace.clone(),
                         name: name.clone(),
                     },
@@ -209,7 +210,7 @@ impl Node {
                 )
             })
         };
-        let account = self.accounts.open_job(&job.grant);
+        let account = self.accounts.open_job(&job.ticket.grant);
         if let Err(over) = account.tenant().admit_actor() {
             release(directory);
             return Err(ActorCreateError::Quota(over.to_string()));
@@ -230,12 +231,14 @@ impl Node {
         let context = Arc::new(JobContext {
             id: record.objects_owner,
             module: job.module.clone(),
-            namespace: record.namespace.clone(),
             log: job.log.clone(),
-            env: job.env.clone(),
             sandbox: crate::cluster::job::sandbox_of(&actor_grant),
             tenant: Arc::from(actor_grant.tenant.as_str()),
-            grant: actor_grant,
+            ticket: Arc::new(JobTicket {
+                namespace: record.namespace.clone(),
+                grant: actor_grant,
+                env: job.ticket.env.clone(),
+            }),
             account,
         });
         self.jobs.locked().insert(record.objects_owner, context);
@@ -243,7 +246,7 @@ impl Node {
         // (once the actor's context exists: it owns the copies).
         for arg in &record.ctor_args {
             if let Arg::Ref(object) = arg {
-                self.fetch_remote(*object, record.objects_owner, &job.grant.tenant);
+                self.fetch_remote(*object, record.objects_owner, &job.ticket.grant.tenant);
             }
         }
         let Some(node) = self.me.upgrade() else {
@@ -305,9 +308,9 @@ impl ActorEnv for Node {
                 program: record.class.clone(),
                 memory_limit: record.memory_limit,
                 actor: true,
-                timeout: node.call_timeout_for(&job.grant, node.config.runtime.task_timeout),
+                timeout: node.call_timeout_for(&job.ticket.grant, node.config.runtime.task_timeout),
                 gpu,
-                env: job.env.clone(),
+                env: job.ticket.env.clone(),
                 sandbox: job.sandbox.clone(),
                 lend_sleeps: false,
             };
@@ -359,7 +362,7 @@ impl ActorEnv for Node {
     fn call_timeout(&self, record: &ActorRecord) -> Duration {
         let node = self.config.runtime.task_timeout;
         match self.job(record.objects_owner) {
-            Some(job) => self.call_timeout_for(&job.grant, node),
+            Some(job) => self.call_timeout_for(&job.ticket.grant, node),
             None => node,
         }
     }

@@ -40,7 +40,7 @@ impl GuestHost for TaskHost {
     fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId {
         let return_id = ObjectId::random();
         let args = self.node.scrub_refs(&self.job, args, true);
-        let spec = if self.job.grant.permissions.call_task {
+        let spec = if self.job.ticket.grant.permissions.call_task {
             self.node
                 .task_spec(&self.job, function, args, options, return_id)
         } else {
@@ -64,7 +64,7 @@ impl GuestHost for TaskHost {
     }
 
     fn put(&self, bytes: Bytes) -> Result<ObjectId, PutError> {
-        if !self.job.grant.permissions.put_object {
+        if !self.job.ticket.grant.permissions.put_object {
             return Err(PutError::Denied);
         }
         let size = bytes.len() as u64;
@@ -82,13 +82,13 @@ impl GuestHost for TaskHost {
     }
 
     fn lookup(&self, id: ObjectId) -> Lookup {
-        if !self.job.grant.permissions.get_object {
+        if !self.job.ticket.grant.permissions.get_object {
             return Lookup::Ready(Object::Error(Arc::new(denied(
                 "get objects (action GetObject)",
             ))));
         }
         self.node
-            .fetch_remote(id, self.job.id, &self.job.grant.tenant);
+            .fetch_remote(id, self.job.id, &self.job.ticket.grant.tenant);
         if !self.node.object_visible(id, &self.job) {
             return Lookup::NotFound;
         }
@@ -102,11 +102,11 @@ impl GuestHost for TaskHost {
     }
 
     fn watch(&self, id: ObjectId) -> Watch {
-        if !self.job.grant.permissions.get_object {
+        if !self.job.ticket.grant.permissions.get_object {
             return Watch::Ready;
         }
         self.node
-            .fetch_remote(id, self.job.id, &self.job.grant.tenant);
+            .fetch_remote(id, self.job.id, &self.job.ticket.grant.tenant);
         if !self.node.object_visible(id, &self.job) {
             return Watch::NotFound;
         }
@@ -123,7 +123,7 @@ impl GuestHost for TaskHost {
         if ids.is_empty() {
             return Box::pin(async { 0 });
         }
-        let tenant = &self.job.grant.tenant;
+        let tenant = &self.job.ticket.grant.tenant;
         let freed = self.node.free_objects(self.job.id, tenant, &ids);
         let elsewhere = self
             .node
@@ -161,7 +161,7 @@ impl GuestHost for TaskHost {
         args: Vec<Arg>,
         options: prism_abi::ActorOptions,
     ) -> BoxFuture<'static, Result<ActorId, ActorCreateError>> {
-        if !self.job.grant.permissions.create_actor {
+        if !self.job.ticket.grant.permissions.create_actor {
             return Box::pin(async {
                 Err(ActorCreateError::Denied(
                     denied("create actors (action CreateActor)").message,
@@ -182,10 +182,12 @@ impl GuestHost for TaskHost {
     fn actor_call(&self, actor: ActorId, method: &str, args: Vec<Arg>) -> ObjectId {
         let actor = self.node.current_actor(actor);
         let return_id = ObjectId::random();
-        let refused = if !self.job.grant.permissions.call_actor {
+        let refused = if !self.job.ticket.grant.permissions.call_actor {
             Some(denied("call actors (action CallActor)"))
         } else if self.node.actor_elsewhere(actor).is_none()
-            && !self.node.actor_visible(actor, &self.job.grant.tenant)
+            && !self
+                .node
+                .actor_visible(actor, &self.job.ticket.grant.tenant)
         {
             Some(no_such_actor(actor))
         } else {
@@ -208,7 +210,7 @@ impl GuestHost for TaskHost {
                     args,
                     return_id,
                     self.job.id,
-                    &self.job.grant.tenant,
+                    &self.job.ticket.grant.tenant,
                 ),
                 Err(error) => return self.failed(return_id, error),
             }
@@ -218,7 +220,7 @@ impl GuestHost for TaskHost {
         for arg in &args {
             if let Arg::Ref(object) = arg {
                 self.node
-                    .fetch_remote(*object, self.job.id, &self.job.grant.tenant);
+                    .fetch_remote(*object, self.job.id, &self.job.ticket.grant.tenant);
             }
         }
         let sent = self.node.by_reference(self.job.id, args).and_then(|args| {
@@ -242,9 +244,9 @@ impl GuestHost for TaskHost {
         class: &str,
     ) -> BoxFuture<'static, Option<ActorId>> {
         let namespace = if namespace.is_empty() {
-            self.job.namespace.clone()
+            self.job.ticket.namespace.clone()
         } else {
-            scoped(&self.job.grant.tenant, namespace)
+            scoped(&self.job.ticket.grant.tenant, namespace)
         };
         let namespace = namespace.as_str();
         let local = self
@@ -269,7 +271,7 @@ impl GuestHost for TaskHost {
 
     fn actor_kill(&self, actor: ActorId) {
         let actor = self.node.current_actor(actor);
-        if !self.job.grant.permissions.call_actor {
+        if !self.job.ticket.grant.permissions.call_actor {
             return;
         }
         {
@@ -277,21 +279,21 @@ impl GuestHost for TaskHost {
             let mut relocatable = self.node.relocatable.locked();
             if relocatable
                 .get(&actor)
-                .is_some_and(|r| r.create.grant.tenant == self.job.grant.tenant)
+                .is_some_and(|r| r.create.grant.tenant == self.job.ticket.grant.tenant)
             {
                 relocatable.remove(&actor);
             }
         }
         match self.node.actor_elsewhere(actor) {
             Some(remote) => {
-                remote.kill_actor(actor, &self.job.grant.tenant);
+                remote.kill_actor(actor, &self.job.ticket.grant.tenant);
                 // A name this node claimed for it is free once `kill`
                 // returns, as for a local actor (its node releases it
                 // again, harmlessly, when the actor ends there).
                 let named = {
                     let mut named = self.node.named_elsewhere.locked();
                     match named.get(&actor) {
-                        Some(n) if n.tenant == self.job.grant.tenant => named.remove(&actor),
+                        Some(n) if n.tenant == self.job.ticket.grant.tenant => named.remove(&actor),
                         _ => None,
                     }
                 };
@@ -302,13 +304,16 @@ impl GuestHost for TaskHost {
                     // Created by another node: whatever name it holds in
                     // this tenant goes (its node checks the kill is ours).
                     (None, Some(directory)) => {
-                        directory.release_actor(&self.job.grant.tenant, actor)
+                        directory.release_actor(&self.job.ticket.grant.tenant, actor)
                     }
                     _ => {}
                 }
             }
             None => {
-                if self.node.actor_visible(actor, &self.job.grant.tenant) {
+                if self
+                    .node
+                    .actor_visible(actor, &self.job.ticket.grant.tenant)
+                {
                     self.node.actors.kill(actor);
                     // The name is free once `kill` returns, as it is in
                     // the node's own table: the directory's copy is not
@@ -328,7 +333,7 @@ impl GuestHost for TaskHost {
         &self,
         spec: prism_abi::PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<prism_abi::PlacementGroupInfo, WireError>> {
-        if !self.job.grant.permissions.call_task {
+        if !self.job.ticket.grant.permissions.call_task {
             return Box::pin(async {
                 Err(denied(
                     "reserve resources for tasks (placement groups need action CallTask)",
@@ -349,7 +354,7 @@ impl GuestHost for TaskHost {
         }
         let placement = self.node.placement();
         let owner = self.job.id;
-        let tenant = self.job.grant.tenant.clone();
+        let tenant = self.job.ticket.grant.tenant.clone();
         let node = self.node.clone();
         // On its own task, so that the charge is settled even if the guest
         // is cancelled while it waits.
@@ -379,7 +384,9 @@ impl GuestHost for TaskHost {
 
     fn pg_remove(&self, group: &str) {
         // Another tenant's group is not found: nothing happens.
-        if crate::cluster::placement::group_tenant(group) != Some(self.job.grant.tenant.as_str()) {
+        if crate::cluster::placement::group_tenant(group)
+            != Some(self.job.ticket.grant.tenant.as_str())
+        {
             return;
         }
         self.node.release_group(group);
@@ -396,22 +403,28 @@ impl GuestHost for TaskHost {
     ) -> BoxFuture<'static, Result<(), String>> {
         self.node
             .named_store()
-            .put(&self.job.namespace, name, value, tier)
+            .put(&self.job.ticket.namespace, name, value, tier)
     }
 
     fn named_get(&self, name: &str) -> BoxFuture<'static, Result<Option<Bytes>, String>> {
-        self.node.named_store().get(&self.job.namespace, name)
+        self.node
+            .named_store()
+            .get(&self.job.ticket.namespace, name)
     }
 
     fn named_delete(&self, name: &str) -> BoxFuture<'static, Result<bool, String>> {
-        self.node.named_store().delete(&self.job.namespace, name)
+        self.node
+            .named_store()
+            .delete(&self.job.ticket.namespace, name)
     }
 
     fn named_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, String>> {
-        self.node.named_store().list(&self.job.namespace, prefix)
+        self.node
+            .named_store()
+            .list(&self.job.ticket.namespace, prefix)
     }
 
     fn permissions(&self) -> crate::security::GuestPermissions {
-        self.job.grant.permissions
+        self.job.ticket.grant.permissions
     }
 }

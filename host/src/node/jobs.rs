@@ -8,6 +8,7 @@ use crate::objects::{Lookup, Object, Watch};
 use crate::runtime::LoadedModule;
 use crate::scheduler::TaskSpec;
 use crate::sync::MutexExt;
+use crate::task::JobTicket;
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, WireError};
@@ -80,13 +81,15 @@ impl Node {
         let context = Arc::new(JobContext {
             id: spec.id,
             module,
-            namespace: spec.namespace.clone(),
             log: Arc::new(log),
-            env: (!env.is_empty()).then(|| Arc::new(env.clone())),
             account: self.accounts.open_job(&grant),
             sandbox: crate::cluster::job::sandbox_of(&grant),
             tenant: Arc::from(grant.tenant.as_str()),
-            grant,
+            ticket: Arc::new(JobTicket {
+                namespace: spec.namespace.clone(),
+                grant,
+                env: (!env.is_empty()).then(|| Arc::new(env.clone())),
+            }),
         });
         self.jobs.locked().insert(spec.id, context.clone());
         let result = self.drive(&spec, &context).await;
@@ -149,12 +152,13 @@ impl Node {
             .map_err(|e| {
                 WireError::new(ErrorKind::InvalidArgument, format!("driver resources: {e}"))
             })?;
-        if request.gpu_milli() > 0 && !context.grant.permissions.use_gpu {
+        if request.gpu_milli() > 0 && !context.ticket.grant.permissions.use_gpu {
             return Err(gpu_denied());
         }
         let return_id = ObjectId::random();
         let driver = TaskSpec {
             job: spec.id,
+            ticket: Some(context.ticket.clone()),
             module: spec.module,
             entry,
             function: spec.entry.clone(),
@@ -167,7 +171,7 @@ impl Node {
             // A namespace's time cap is per task: a driver waits on its
             // tasks, under the node's driver deadline.
             timeout: self.config.runtime.driver_timeout,
-            memory_limit: self.max_memory(&context.grant),
+            memory_limit: self.max_memory(&context.ticket.grant),
             return_id,
             strategy: Default::default(),
             local_only: true,
@@ -238,7 +242,7 @@ impl Node {
                 format!("the module exports no task named `{function}`"),
             ));
         }
-        let max_memory = self.max_memory(&job.grant);
+        let max_memory = self.max_memory(&job.ticket.grant);
         let memory = options.memory.unwrap_or(0);
         if memory > max_memory {
             return Err(WireError::new(
@@ -256,12 +260,12 @@ impl Node {
                 &options.resources,
             )
             .map_err(invalid)?;
-        if request.gpu_milli() > 0 && !job.grant.permissions.use_gpu {
+        if request.gpu_milli() > 0 && !job.ticket.grant.permissions.use_gpu {
             return Err(gpu_denied());
         }
         if let Some(bundle) = &options.bundle {
             if crate::cluster::placement::group_tenant(&bundle.group)
-                != Some(job.grant.tenant.as_str())
+                != Some(job.ticket.grant.tenant.as_str())
             {
                 return Err(invalid(format!(
                     "placement group {} has no bundle {}",
@@ -283,6 +287,7 @@ impl Node {
         let args = self.by_reference(job.id, args)?;
         Ok(TaskSpec {
             job: job.id,
+            ticket: Some(job.ticket.clone()),
             module: job.module.hash(),
             entry: EntryKind::Task,
             function: function.to_string(),
@@ -291,7 +296,7 @@ impl Node {
             max_retries: options.max_retries.unwrap_or(3),
             max_calls: options.max_calls.unwrap_or(0),
             timeout: self.call_timeout_for(
-                &job.grant,
+                &job.ticket.grant,
                 options
                     .timeout_ms
                     .map(Duration::from_millis)

@@ -269,9 +269,15 @@ impl Node {
         self.jobs.locked().get(&id).cloned()
     }
 
+    /// Whether job `id` runs here (its driver, or calls another node
+    /// placed here).
+    pub fn has_job(&self, id: JobId) -> bool {
+        self.job(id).is_some()
+    }
+
     /// The tenant of a job (or actor context) this node knows.
     pub fn job_tenant(&self, id: JobId) -> Option<String> {
-        self.job(id).map(|j| j.grant.tenant.clone())
+        self.job(id).map(|j| j.ticket.grant.tenant.clone())
     }
 
     /// Whether a guest of `job` may see object `id`: only objects of its
@@ -283,7 +289,7 @@ impl Node {
             Some(owner) if owner == job.id => true,
             Some(owner) => self
                 .job(owner)
-                .is_some_and(|o| o.grant.tenant == job.grant.tenant),
+                .is_some_and(|o| o.ticket.grant.tenant == job.ticket.grant.tenant),
         }
     }
 
@@ -351,18 +357,15 @@ impl Node {
         let _ = self.directory.set(directory);
     }
 
-    /// The grant of a job this node knows.
-    pub fn job_grant(&self, id: JobId) -> Option<Arc<JobGrant>> {
-        self.job(id).map(|j| j.grant.clone())
-    }
-
     /// Whether object `id` here belongs to a job of `tenant` (for another
     /// node pulling it). An object whose owner this node does not know is
     /// nobody's.
     pub fn object_of_tenant(&self, id: ObjectId, tenant: &str) -> bool {
         match self.objects.owner(id) {
             None => true, // not here: answered as not found
-            Some(owner) => self.job(owner).is_some_and(|j| j.grant.tenant == tenant),
+            Some(owner) => self
+                .job(owner)
+                .is_some_and(|j| j.ticket.grant.tenant == tenant),
         }
     }
 
@@ -370,16 +373,6 @@ impl Node {
     /// log; other nodes hand their lines back with each call).
     pub fn job_log(&self, id: JobId) -> Option<Arc<crate::cluster::job::JobLog>> {
         self.job(id).map(|j| j.log.clone())
-    }
-
-    /// The environment of a job this node knows.
-    pub fn job_env(&self, id: JobId) -> crate::cluster::job::JobEnv {
-        self.job(id).and_then(|j| j.env.clone())
-    }
-
-    /// The namespace of a job this node knows.
-    pub fn job_namespace(&self, id: JobId) -> Option<String> {
-        self.job(id).map(|j| j.namespace.clone())
     }
 
     /// Appends lines another node sent back for `job`.
@@ -407,7 +400,7 @@ impl Node {
     fn scrub_refs(&self, job: &JobContext, args: Vec<Arg>, submitted: bool) -> Vec<Arg> {
         args.into_iter()
             .map(|arg| match arg {
-                Arg::Ref(_) if submitted && !job.grant.permissions.get_object => Arg::Invalid(
+                Arg::Ref(_) if submitted && !job.ticket.grant.permissions.get_object => Arg::Invalid(
                     "the tenant's policy does not permit this job's guests to read objects (action GetObject)"
                         .into(),
                 ),
@@ -422,7 +415,7 @@ impl Node {
     /// how many. Nothing is freed for a job unknown here or of another
     /// tenant.
     pub fn free_objects(&self, job: JobId, tenant: &str, ids: &[ObjectId]) -> usize {
-        let Some(context) = self.job(job).filter(|c| c.grant.tenant == tenant) else {
+        let Some(context) = self.job(job).filter(|c| c.ticket.grant.tenant == tenant) else {
             return 0;
         };
         let mut freed = 0;
@@ -479,7 +472,7 @@ impl TaskExecutor for Node {
                 timeout: run.spec.timeout,
                 memory_limit: run.spec.memory_limit,
                 cancel: run.cancel,
-                env: job.env.clone(),
+                env: job.ticket.env.clone(),
                 sandbox: job.sandbox.clone(),
                 // Drivers run once per job; tasks may share warm instances
                 // within their job.

@@ -269,7 +269,7 @@ impl Node {
         // Placed already: it stays here.
         options.strategy = Default::default();
         let options_name = options.name.clone();
-        let options_namespace = actor_namespace(&context.namespace, &options);
+        let options_namespace = actor_namespace(&context.ticket.namespace, &options);
         let created = self
             .create_actor_as(
                 &context,
@@ -302,7 +302,7 @@ impl Node {
                 if failed.len() >= crate::actors::DEAD_ACTORS_KEPT {
                     failed.clear();
                 }
-                failed.insert(id, (context.grant.tenant.clone(), error.clone()));
+                failed.insert(id, (context.ticket.grant.tenant.clone(), error.clone()));
                 drop(failed);
                 if let (Some(name), Some(directory)) = (&options_name, self.directory.get()) {
                     directory.release(&options_namespace, name, id);

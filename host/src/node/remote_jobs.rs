@@ -6,8 +6,8 @@ use crate::cluster::job::JobContext;
 use crate::ids::{JobId, ObjectId};
 use crate::scheduler::resources::ResourceSet;
 use crate::scheduler::{Scheduler, TaskSpec};
-use crate::security::JobGrant;
 use crate::sync::MutexExt;
+use crate::task::JobTicket;
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, WireError};
@@ -34,6 +34,7 @@ impl Node {
         let return_id = ObjectId::random();
         let spec = TaskSpec {
             job: call.job,
+            ticket: Some(context.ticket.clone()),
             module: call.module,
             entry: EntryKind::Task,
             function: call.function,
@@ -43,7 +44,9 @@ impl Node {
             max_retries: 0,
             max_calls: call.max_calls,
             timeout: call.timeout,
-            memory_limit: call.memory_limit.min(self.max_memory(&context.grant)),
+            memory_limit: call
+                .memory_limit
+                .min(self.max_memory(&context.ticket.grant)),
             return_id,
             strategy: Default::default(),
             local_only: true,
@@ -94,7 +97,9 @@ impl Node {
         if let Some(context) = self.job(call.job) {
             return Ok(context);
         }
-        let module = self.load_module(&call.grant.tenant, call.module).await?;
+        let module = self
+            .load_module(&call.ticket.grant.tenant, call.module)
+            .await?;
         let mut jobs = self.jobs.locked();
         let context = jobs
             .entry(call.job)
@@ -102,13 +107,11 @@ impl Node {
                 Arc::new(JobContext {
                     id: call.job,
                     module,
-                    namespace: call.namespace.clone(),
                     log: Default::default(),
-                    env: call.env.clone(),
-                    account: self.accounts.open_job(&call.grant),
-                    sandbox: crate::cluster::job::sandbox_of(&call.grant),
-                    tenant: Arc::from(call.grant.tenant.as_str()),
-                    grant: call.grant.clone(),
+                    account: self.accounts.open_job(&call.ticket.grant),
+                    sandbox: crate::cluster::job::sandbox_of(&call.ticket.grant),
+                    tenant: Arc::from(call.ticket.grant.tenant.as_str()),
+                    ticket: call.ticket.clone(),
                 })
             })
             .clone();
@@ -149,8 +152,8 @@ pub struct RemoteCall {
     pub job: JobId,
     /// The job's module.
     pub module: crate::ids::ModuleHash,
-    /// The job's namespace.
-    pub namespace: String,
+    /// Who it runs for: the job's namespace, grant and environment.
+    pub ticket: Arc<JobTicket>,
     /// The task's name.
     pub function: String,
     /// Its arguments; references are pulled from where they live.
@@ -167,8 +170,4 @@ pub struct RemoteCall {
     pub attempt: u32,
     /// Tasks one warm instance may run (0: no limit).
     pub max_calls: u32,
-    /// The job's environment variables.
-    pub env: crate::cluster::job::JobEnv,
-    /// The job's tenant and what its guests may do.
-    pub grant: Arc<JobGrant>,
 }

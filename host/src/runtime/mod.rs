@@ -216,7 +216,7 @@ pub struct Invocation {
     /// Cancellation of this call.
     pub cancel: Arc<CancelToken>,
     /// Environment variables of a fresh instance (none: empty).
-    pub env: crate::cluster::job::JobEnv,
+    pub env: crate::task::JobEnv,
     /// Clocks and directory of a fresh instance.
     pub sandbox: Arc<Sandbox>,
     /// Whether the call may run in a warm instance of an earlier call like
@@ -539,7 +539,7 @@ pub struct InstanceSetup {
     /// The GPUs the instance may use (empty: none).
     pub gpu: GpuContext,
     /// Its environment variables (none: empty).
-    pub env: crate::cluster::job::JobEnv,
+    pub env: crate::task::JobEnv,
     /// Its clocks and directory.
     pub sandbox: Arc<Sandbox>,
     /// Whether its WASI sleeps lend its CPU (a job's driver, which holds

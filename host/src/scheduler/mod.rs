@@ -48,7 +48,7 @@ use crate::ids::{JobId, ModuleHash, ObjectId, TaskId};
 use crate::objects::{Lookup, Object, ObjectStore, Watch};
 use crate::runtime::{BoxFuture, CancelToken};
 use crate::sync::{MutexExt, RwLockExt};
-use crate::task::{Arg, EntryKind};
+use crate::task::{Arg, EntryKind, JobTicket};
 use accounts::JobAccount;
 use bytes::Bytes;
 pub use prism_abi::{BundleRef, SchedulingStrategy};
@@ -73,6 +73,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub struct TaskSpec {
     /// The job that owns the call and its result.
     pub job: JobId,
+    /// Who it runs for (namespace, grant, environment), so that an attempt
+    /// placed on another node carries its identity. `None` only for the
+    /// scheduler's own queue entries (actor turns), which never run.
+    pub ticket: Option<Arc<JobTicket>>,
     /// The module the function lives in.
     pub module: ModuleHash,
     /// Task or driver.
@@ -439,6 +443,7 @@ impl Scheduler {
             let entry = Arc::new(TaskEntry {
                 spec: Arc::new(TaskSpec {
                     job,
+                    ticket: None,
                     module: ModuleHash::of(b""),
                     entry: EntryKind::ActorMethod,
                     function: String::new(),

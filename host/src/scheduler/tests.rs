@@ -38,6 +38,7 @@ impl TaskExecutor for Gate {
 fn spec(account: &Arc<JobAccount>, function: &str) -> TaskSpec {
     TaskSpec {
         job: JobId::random(),
+        ticket: None,
         module: ModuleHash::of(b"m"),
         entry: EntryKind::Task,
         function: function.into(),

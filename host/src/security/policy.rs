@@ -21,8 +21,9 @@
 //! `permit`. [`Policies::decide`] also fails closed: if evaluating any
 //! policy errs, the request is denied.
 
+use crate::sync::RwLockExt;
 use std::collections::{HashMap, HashSet};
-use std::sync::{PoisonError, RwLock};
+use std::sync::RwLock;
 
 use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId,
@@ -219,7 +220,7 @@ pub struct Policies {
 
 impl std::fmt::Debug for Policies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        let tenants = self.tenants.read_locked();
         let mut names: Vec<&String> = tenants.keys().collect();
         names.sort();
         f.debug_struct("Policies")
@@ -269,7 +270,7 @@ impl Policies {
         match self.combine(Some(tenant), text)? {
             None => self.remove_tenant(tenant),
             Some(combined) => {
-                let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+                let mut tenants = self.tenants.write_locked();
                 tenants.insert(tenant.to_string(), (text.to_string(), combined));
             }
         }
@@ -278,13 +279,13 @@ impl Policies {
 
     /// The tenant's own set as given (None: none).
     pub fn tenant_text(&self, tenant: &str) -> Option<String> {
-        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        let tenants = self.tenants.read_locked();
         tenants.get(tenant).map(|(text, _)| text.clone())
     }
 
     /// Forgets a tenant's set.
     pub fn remove_tenant(&self, tenant: &str) {
-        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        let mut tenants = self.tenants.write_locked();
         tenants.remove(tenant);
     }
 
@@ -315,7 +316,7 @@ impl Policies {
             }
         };
         let response = {
-            let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+            let tenants = self.tenants.read_locked();
             let set = resource
                 .tenant()
                 .and_then(|tenant| tenants.get(tenant))

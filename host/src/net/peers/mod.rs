@@ -577,15 +577,26 @@ impl Remote for Peers {
                     "the node chosen for the task left the cluster",
                 ));
             };
-            let (namespace, grant) = node
-                .job_namespace(spec.job)
-                .zip(node.job_grant(spec.job))
-                .ok_or_else(|| WireError::new(ErrorKind::Cancelled, "the task's job has ended"))?;
+            // The call carries who it runs for; the node is asked only
+            // whether its job is still running here (a call of an ended
+            // job is not started elsewhere).
+            let ticket = spec.ticket.clone().ok_or_else(|| {
+                WireError::new(
+                    ErrorKind::System,
+                    "a call without a job cannot run elsewhere",
+                )
+            })?;
+            if !node.has_job(spec.job) {
+                return Err(WireError::new(
+                    ErrorKind::Cancelled,
+                    "the task's job has ended",
+                ));
+            }
             let args = args_to_proto(&spec.args);
             let request = pb::ExecuteTaskRequest {
                 job_id: spec.job.as_u64(),
                 module_hash: format!("{:?}", spec.module),
-                namespace,
+                namespace: ticket.namespace.clone(),
                 function: spec.function.clone(),
                 args,
                 request: Some(resources_to_proto(&spec.request)),
@@ -599,11 +610,12 @@ impl Remote for Peers {
                     .map(|b| b.group.clone())
                     .unwrap_or_default(),
                 bundle_index: spec.bundle.as_ref().map_or(0, |b| b.index),
-                env: node
-                    .job_env(spec.job)
+                env: ticket
+                    .env
+                    .as_ref()
                     .map(|e| e.iter().cloned().collect())
                     .unwrap_or_default(),
-                grant_json: serde_json::to_string(&*grant).unwrap_or_default(),
+                grant_json: serde_json::to_string(&*ticket.grant).unwrap_or_default(),
                 max_calls: spec.max_calls,
             };
             let mut client = peer.client();
