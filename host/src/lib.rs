@@ -29,7 +29,7 @@
 //! - [`meta`]: durable metadata (redb).
 //! - [`net`]: joining nodes into a cluster and their calls to each other
 //!   (mutual TLS): placement on other nodes, object transfer, heartbeats.
-//! - [`sync`]: the one way locks are taken.
+//! - [`sync`]: the one way locks are taken, and `BoxFuture`.
 //! - [`ids`], [`task`], [`config`], [`telemetry`]: identifiers, call
 //!   descriptions, node configuration, process logging.
 //! - [`values`]: JSON ⇄ MessagePack at the edge.

@@ -1,4 +1,5 @@
-//! One way to take a lock.
+//! Concurrency plumbing every layer shares: one way to take a lock, and
+//! [`BoxFuture`], the future async trait methods return.
 //!
 //! Prism's locks guard plain data that every writer leaves consistent
 //! between statements, so a lock poisoned by a panicking holder is still
@@ -7,7 +8,12 @@
 //! and [`RwLockExt::write_locked`] take a lock and, if it is poisoned, use
 //! it anyway.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Locking a `Mutex` that recovers from poisoning (see the module docs).
 pub trait MutexExt<T: ?Sized> {

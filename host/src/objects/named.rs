@@ -115,25 +115,22 @@ pub trait NamedStore: Send + Sync + 'static {
         name: &str,
         value: Bytes,
         tier: Tier,
-    ) -> crate::runtime::BoxFuture<'static, Result<(), String>>;
+    ) -> crate::sync::BoxFuture<'static, Result<(), String>>;
     /// The value under `name`.
     fn get(
         &self,
         ns: &str,
         name: &str,
-    ) -> crate::runtime::BoxFuture<'static, Result<Option<Bytes>, String>>;
+    ) -> crate::sync::BoxFuture<'static, Result<Option<Bytes>, String>>;
     /// Deletes `name`; whether it existed.
-    fn delete(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> crate::runtime::BoxFuture<'static, Result<bool, String>>;
+    fn delete(&self, ns: &str, name: &str)
+    -> crate::sync::BoxFuture<'static, Result<bool, String>>;
     /// Names with `prefix`, sorted.
     fn list(
         &self,
         ns: &str,
         prefix: &str,
-    ) -> crate::runtime::BoxFuture<'static, Result<Vec<String>, String>>;
+    ) -> crate::sync::BoxFuture<'static, Result<Vec<String>, String>>;
 }
 
 impl NamedStore for NamedObjects {
@@ -143,7 +140,7 @@ impl NamedStore for NamedObjects {
         name: &str,
         value: Bytes,
         tier: Tier,
-    ) -> crate::runtime::BoxFuture<'static, Result<(), String>> {
+    ) -> crate::sync::BoxFuture<'static, Result<(), String>> {
         let done = NamedObjects::put(self, ns, name, value, tier).map_err(|e| e.to_string());
         Box::pin(async move { done })
     }
@@ -152,7 +149,7 @@ impl NamedStore for NamedObjects {
         &self,
         ns: &str,
         name: &str,
-    ) -> crate::runtime::BoxFuture<'static, Result<Option<Bytes>, String>> {
+    ) -> crate::sync::BoxFuture<'static, Result<Option<Bytes>, String>> {
         let found = NamedObjects::get(self, ns, name).map_err(|e| e.to_string());
         Box::pin(async move { found })
     }
@@ -161,7 +158,7 @@ impl NamedStore for NamedObjects {
         &self,
         ns: &str,
         name: &str,
-    ) -> crate::runtime::BoxFuture<'static, Result<bool, String>> {
+    ) -> crate::sync::BoxFuture<'static, Result<bool, String>> {
         let existed = NamedObjects::delete(self, ns, name).map_err(|e| e.to_string());
         Box::pin(async move { existed })
     }
@@ -170,7 +167,7 @@ impl NamedStore for NamedObjects {
         &self,
         ns: &str,
         prefix: &str,
-    ) -> crate::runtime::BoxFuture<'static, Result<Vec<String>, String>> {
+    ) -> crate::sync::BoxFuture<'static, Result<Vec<String>, String>> {
         let names = NamedObjects::list(self, ns, prefix).map_err(|e| e.to_string());
         Box::pin(async move { names })
     }

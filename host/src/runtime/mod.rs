@@ -41,17 +41,14 @@ use crate::objects::{Lookup, Watch};
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, StoreStats, WireError};
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-/// A boxed, sendable future.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::sync::BoxFuture;
 
 /// What a running guest may ask of the node. Implemented by the node for
 /// each running call (so it knows the caller's job and CPU grant).
