@@ -16,6 +16,7 @@
 //! Between nodes there is no bearer token: a node proves who it is with
 //! its certificate, and the head reads its id from that certificate.
 
+pub mod grant;
 pub mod names;
 pub mod peers;
 pub mod placement;

@@ -2,6 +2,7 @@
 //! node certificate (mutual TLS); the head's port, which also serves
 //! clients without certificates, checks for one on each call.
 
+use super::grant::grant_from_proto;
 use super::peers::chunks;
 use super::{actor_id, peer_identity};
 use crate::cluster::{LogLine, Node, RemoteActorCall, RemoteCall};
@@ -95,13 +96,6 @@ fn env_of(env: std::collections::HashMap<String, String>) -> crate::task::JobEnv
     Some(Arc::new(env))
 }
 
-/// A job's grant as it arrived.
-fn grant_of(json: &str) -> Result<Arc<crate::security::JobGrant>, Status> {
-    serde_json::from_str(json)
-        .map(Arc::new)
-        .map_err(|e| Status::invalid_argument(format!("grant_json: {e}")))
-}
-
 fn args_from_proto(args: Vec<pb::TaskArg>) -> Result<Vec<Arg>, Status> {
     args.into_iter()
         .map(|arg| match arg.arg {
@@ -159,7 +153,7 @@ impl Worker for WorkerService {
             module,
             ticket: Arc::new(JobTicket {
                 namespace: r.namespace,
-                grant: grant_of(&r.grant_json)?,
+                grant: grant_from_proto(r.grant)?,
                 env: env_of(r.env),
             }),
             function: r.function,
@@ -200,7 +194,7 @@ impl Worker for WorkerService {
             module,
             ticket: Arc::new(JobTicket {
                 namespace: r.namespace,
-                grant: grant_of(&r.grant_json)?,
+                grant: grant_from_proto(r.grant)?,
                 env: env_of(r.env),
             }),
             function: r.class.clone(),

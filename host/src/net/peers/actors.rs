@@ -234,7 +234,7 @@ impl RemoteActors for Peers {
                 .env
                 .map(|e| e.iter().cloned().collect())
                 .unwrap_or_default(),
-            grant_json: serde_json::to_string(&*create.grant).unwrap_or_default(),
+            grant: Some(crate::net::grant::grant_to_proto(&create.grant)),
         };
         let mut client = peer.client();
         tokio::spawn(async move {

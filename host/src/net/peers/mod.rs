@@ -615,7 +615,7 @@ impl Remote for Peers {
                     .as_ref()
                     .map(|e| e.iter().cloned().collect())
                     .unwrap_or_default(),
-                grant_json: serde_json::to_string(&*ticket.grant).unwrap_or_default(),
+                grant: Some(crate::net::grant::grant_to_proto(&ticket.grant)),
                 max_calls: spec.max_calls,
             };
             let mut client = peer.client();
