@@ -5,6 +5,15 @@
 //! through direct calls on those traits: the same head and node code that
 //! runs as separate processes when the traits are carried over the network,
 //! not a second implementation.
+//!
+//! - `head.rs`: the [`Head`]: modules, the job table, job placement.
+//! - [`job`]: what a job is on its way through: the [`JobSpec`] a client
+//!   submits, the context a node keeps while it runs, its log, its
+//!   [`JobOutcome`].
+//! - [`placement`]: placement groups (planning, and the traits through
+//!   which guests ask for groups and bundles are reserved on nodes).
+//! - The node itself lives in [`crate::node`]; this module re-exports
+//!   [`Node`].
 
 mod head;
 pub mod job;

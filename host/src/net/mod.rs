@@ -8,7 +8,13 @@
 //! - [`peers`]: one node's view of the others. It implements the
 //!   scheduler's [`Remote`](crate::scheduler::remote::Remote): places tasks
 //!   on other nodes, runs attempts there, and pulls objects from the node
-//!   whose tag their id carries.
+//!   whose tag their id carries; and the node's
+//!   [`RemoteActors`](crate::cluster::RemoteActors) (`peers/actors.rs`).
+//! - [`names`]: the head's directory of actor names ([`names::ActorNames`]),
+//!   which workers reach through the registry.
+//! - [`placement`]: placement groups across nodes: the head reserves
+//!   bundles on every live node, a worker's guests ask the head.
+//! - [`grant`]: a job's grant to and from its protobuf message.
 //! - [`worker_service`]: the `Worker` service every node serves (the
 //!   head's node too): run an attempt, stream an object, end a job.
 //! - [`worker`]: the worker process, `prism start --join`.
