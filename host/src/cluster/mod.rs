@@ -104,18 +104,14 @@ pub struct ActorCreate {
     pub job: JobId,
     /// Its module.
     pub module: ModuleHash,
-    /// The job's namespace.
-    pub namespace: String,
+    /// Who it is created for: the job's namespace, grant and environment.
+    pub ticket: std::sync::Arc<crate::task::JobTicket>,
     /// The actor's class.
     pub class: String,
     /// Constructor arguments.
     pub args: Vec<crate::task::Arg>,
     /// Its options.
     pub options: prism_abi::ActorOptions,
-    /// The job's environment variables.
-    pub env: crate::task::JobEnv,
-    /// The job's tenant and what its guests may do.
-    pub grant: std::sync::Arc<crate::security::JobGrant>,
 }
 
 /// The actors of other nodes, as a node uses them. Actor ids carry the tag

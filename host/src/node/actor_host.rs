@@ -12,8 +12,7 @@ use crate::runtime::{
 };
 use crate::scheduler::{Lease, SlotHandle, Turn};
 use crate::sync::MutexExt;
-use crate::task::Arg;
-use crate::task::JobTicket;
+use crate::task::{Arg, JobTicket};
 use prism_abi::{ErrorKind, WireError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,12 +133,10 @@ impl Node {
             let create = ActorCreate {
                 job: job.id,
                 module: job.module.hash(),
-                namespace: job.ticket.namespace.clone(),
+                ticket: job.ticket.clone(),
                 class: class.to_string(),
                 args,
                 options: options.clone(),
-                env: job.ticket.env.clone(),
-                grant: job.ticket.grant.clone(),
             };
             let restarts = options.max_restarts.unwrap_or(0);
             if restarts != 0 {

@@ -279,7 +279,7 @@ impl GuestHost for TaskHost {
             let mut relocatable = self.node.relocatable.locked();
             if relocatable
                 .get(&actor)
-                .is_some_and(|r| r.create.grant.tenant == self.job.ticket.grant.tenant)
+                .is_some_and(|r| r.create.ticket.grant.tenant == self.job.ticket.grant.tenant)
             {
                 relocatable.remove(&actor);
             }

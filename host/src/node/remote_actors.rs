@@ -134,7 +134,7 @@ impl Node {
         if entry.restarts_left > 0 {
             entry.restarts_left -= 1;
         }
-        let namespace = actor_namespace(&entry.create.namespace, &entry.create.options);
+        let namespace = actor_namespace(&entry.create.ticket.namespace, &entry.create.options);
         if let (Some(name), Some(directory)) = (&entry.create.options.name, self.directory.get()) {
             directory.release(&namespace, name, old);
             if let Ok(NameClaim::Existing { .. }) = directory

@@ -225,16 +225,18 @@ impl RemoteActors for Peers {
             seq,
             job_id: create.job.as_u64(),
             module_hash: format!("{:?}", create.module),
-            namespace: create.namespace,
+            namespace: create.ticket.namespace.clone(),
             class: create.class,
             args: args_to_proto(&create.args),
             options: create.options.encode(),
             epoch: self.epoch,
             env: create
+                .ticket
                 .env
+                .as_ref()
                 .map(|e| e.iter().cloned().collect())
                 .unwrap_or_default(),
-            grant: Some(crate::net::grant::grant_to_proto(&create.grant)),
+            grant: Some(crate::net::grant::grant_to_proto(&create.ticket.grant)),
         };
         let mut client = peer.client();
         tokio::spawn(async move {
