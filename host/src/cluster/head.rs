@@ -218,3 +218,144 @@ impl HeadService for Head {
         Box::pin(async {})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::MutexExt;
+    use prism_abi::{ErrorKind, WireError};
+    use std::time::Duration;
+
+    /// A node that accepts every job and records what it is asked.
+    #[derive(Default)]
+    struct RecordingNode {
+        started: Mutex<Vec<JobId>>,
+        stopped: Mutex<Vec<JobId>>,
+    }
+
+    impl NodeService for RecordingNode {
+        fn start_job(&self, spec: JobSpec) -> BoxFuture<'static, Result<(), ClusterError>> {
+            self.started.locked().push(spec.id);
+            Box::pin(async { Ok(()) })
+        }
+
+        fn stop_job(&self, job: JobId) -> BoxFuture<'static, ()> {
+            self.stopped.locked().push(job);
+            Box::pin(async {})
+        }
+
+        fn status(&self) -> BoxFuture<'static, NodeStatus> {
+            let status = NodeStatus {
+                total: "cpu=1".into(),
+                available: "cpu=1".into(),
+                scheduler: Default::default(),
+                store: Default::default(),
+                store_capacity: 0,
+                gpus: Vec::new(),
+                gpu_usage: Default::default(),
+            };
+            Box::pin(async move { status })
+        }
+    }
+
+    fn outcome(id: JobId, result: Result<Bytes, WireError>) -> JobOutcome {
+        JobOutcome {
+            id,
+            result,
+            logs: Default::default(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    async fn submit(head: &Head, module: ModuleHash) -> Result<JobId, ClusterError> {
+        head.submit_job(
+            module,
+            "default/default",
+            "main",
+            Vec::new(),
+            Default::default(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_module_is_stored_once_and_a_job_needs_it_and_a_node() {
+        let head = Head::new();
+        let a = head.upload_module(Bytes::from_static(b"module"));
+        assert_eq!(head.upload_module(Bytes::from_static(b"module")), a);
+        assert!(head.has_module(a));
+        let unknown = ModuleHash::of(b"other");
+        assert!(matches!(
+            submit(&head, unknown).await,
+            Err(ClusterError::ModuleNotFound(_))
+        ));
+        assert!(matches!(submit(&head, a).await, Err(ClusterError::NoNodes)));
+        assert_eq!(
+            head.module(unknown).await.err().map(|e| e.to_string()),
+            Some(ClusterError::ModuleNotFound(unknown).to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn jobs_go_round_robin_and_their_status_follows_their_outcome() {
+        let head = Head::new();
+        let module = head.upload_module(Bytes::from_static(b"m"));
+        let (one, two) = (
+            Arc::new(RecordingNode::default()),
+            Arc::new(RecordingNode::default()),
+        );
+        head.attach_node(one.clone());
+        head.attach_node(two.clone());
+        let first = submit(&head, module).await.unwrap();
+        let second = submit(&head, module).await.unwrap();
+        let third = submit(&head, module).await.unwrap();
+        assert_eq!(*one.started.locked(), vec![first, third]);
+        assert_eq!(*two.started.locked(), vec![second]);
+        assert_eq!(head.job_status(first), Some(JobStatus::Running));
+        assert!(head.job_outcome(first).is_none());
+
+        head.job_finished(outcome(first, Ok(Bytes::from_static(b"\xc0"))))
+            .await;
+        let failure = WireError::new(ErrorKind::Application, "no");
+        head.job_finished(outcome(second, Err(failure))).await;
+        assert_eq!(head.job_status(first), Some(JobStatus::Succeeded));
+        assert_eq!(head.job_status(second), Some(JobStatus::Failed));
+        let waited = head.wait_job(first).await.unwrap();
+        assert_eq!(waited.result.unwrap(), Bytes::from_static(b"\xc0"));
+    }
+
+    #[tokio::test]
+    async fn only_ended_jobs_are_forgotten_and_a_stop_reaches_every_node() {
+        let head = Head::new();
+        let module = head.upload_module(Bytes::from_static(b"m"));
+        let (one, two) = (
+            Arc::new(RecordingNode::default()),
+            Arc::new(RecordingNode::default()),
+        );
+        head.attach_node(one.clone());
+        head.attach_node(two.clone());
+        let running = submit(&head, module).await.unwrap();
+        let ended = submit(&head, module).await.unwrap();
+        head.job_finished(outcome(ended, Ok(Bytes::new()))).await;
+
+        head.forget_job(running);
+        head.forget_job(ended);
+        assert_eq!(head.job_status(running), Some(JobStatus::Running));
+        assert_eq!(head.job_status(ended), None);
+        assert!(matches!(
+            head.wait_job(ended).await,
+            Err(ClusterError::JobNotFound(_))
+        ));
+
+        assert!(head.stop_job(running).await);
+        assert_eq!(*one.stopped.locked(), vec![running]);
+        assert_eq!(*two.stopped.locked(), vec![running]);
+        assert!(!head.stop_job(ended).await);
+        assert_eq!(head.node_statuses().await.len(), 2);
+        head.detach_nodes();
+        assert!(matches!(
+            submit(&head, module).await,
+            Err(ClusterError::NoNodes)
+        ));
+    }
+}
