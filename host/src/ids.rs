@@ -5,7 +5,7 @@
 //! (they name jobs across restarts); task ids are a per-node counter.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes fetched from the operating system's CSPRNG per refill (4 KiB).
 const RANDOM_BATCH: usize = 4096;
@@ -36,24 +36,6 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     })
 }
 
-/// The tag of this process's node in a multi-node cluster; 0 (untagged)
-/// in an embedded cluster.
-static NODE_TAG: AtomicU32 = AtomicU32::new(0);
-
-/// Stamps every object and actor id minted from now on with `tag`, the
-/// number the head gave this process's node when it joined. An id then
-/// says where its object lives (as Ray's ids name their owner), and the
-/// remaining 96 random bits keep it unguessable. Set once, before the node
-/// mints ids.
-pub fn set_node_tag(tag: u32) {
-    NODE_TAG.store(tag, Ordering::Relaxed);
-}
-
-/// This process's node tag (0 until [`set_node_tag`]).
-pub fn node_tag() -> u32 {
-    NODE_TAG.load(Ordering::Relaxed)
-}
-
 /// Defines a 16-byte random identifier type.
 macro_rules! random_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -62,12 +44,19 @@ macro_rules! random_id {
         pub struct $name([u8; 16]);
 
         impl $name {
-            /// A fresh random id (never all zeros), carrying this
-            /// process's node tag once it has one ([`set_node_tag`]).
+            /// A fresh random id, never all zeros, with no node tag (an
+            /// embedded cluster's, or one that names no node).
             pub fn random() -> Self {
+                Self::random_with_tag(0)
+            }
+
+            /// A fresh random id carrying `tag` (never all zeros): minted
+            /// by, or for, the node with that tag. An id then says where
+            /// its object or actor lives (as Ray's ids name their owner),
+            /// and the remaining 96 random bits keep it unguessable.
+            pub fn random_with_tag(tag: u32) -> Self {
                 loop {
                     let mut bytes = random_bytes::<16>();
-                    let tag = NODE_TAG.load(Ordering::Relaxed);
                     if tag != 0 {
                         bytes[..4].copy_from_slice(&tag.to_be_bytes());
                     }
@@ -75,14 +64,6 @@ macro_rules! random_id {
                         return $name(bytes);
                     }
                 }
-            }
-
-            /// A fresh random id carrying `tag`: minted for the node with
-            /// that tag (an actor placed there).
-            pub fn random_with_tag(tag: u32) -> Self {
-                let mut bytes = random_bytes::<16>();
-                bytes[..4].copy_from_slice(&tag.to_be_bytes());
-                $name(bytes)
             }
 
             /// The tag of the node that minted the id (its first four
@@ -246,15 +227,12 @@ mod tests {
 
     #[test]
     fn tagged_ids_name_their_node_and_stay_random() {
-        // Other tests may mint ids meanwhile; a tag changes nothing for an
-        // embedded node, so setting it here is harmless.
-        set_node_tag(0x0102_0304);
-        let a = ObjectId::random();
-        let b = ObjectId::random();
-        set_node_tag(0);
+        let a = ObjectId::random_with_tag(0x0102_0304);
+        let b = ObjectId::random_with_tag(0x0102_0304);
         assert_eq!(a.node_tag(), 0x0102_0304);
         assert_eq!(b.node_tag(), 0x0102_0304);
         assert_ne!(a, b);
+        assert_eq!(ActorId::random_with_tag(7).node_tag(), 7);
     }
 
     #[test]

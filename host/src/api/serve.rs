@@ -93,15 +93,14 @@ pub async fn serve(
         None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
         None => bound.to_string(),
     };
-    // Every id the head's node mints says it lives there.
-    crate::ids::set_node_tag(HEAD_NODE_TAG);
     // Each job's whole log, one file per job (bounded per job).
     let log_dir = state_dir.join("logs");
     std::fs::create_dir_all(&log_dir)
         .map_err(|e| ApiError::Transport(format!("{}: {e}", log_dir.display())))?;
     let mut node_config = options.node.clone();
     node_config.job_log_dir = Some(log_dir.clone());
-    let cluster = EmbeddedCluster::start(node_config)?;
+    // Every id the head's node mints says it lives there.
+    let cluster = EmbeddedCluster::start_tagged(node_config, HEAD_NODE_TAG)?;
     let store = Arc::new(HeadStore::open(&state_dir.join("head.redb"))?);
     for (hash, wasm) in store.modules()? {
         let stored = cluster.head().upload_module(Bytes::from(wasm));

@@ -233,8 +233,14 @@ impl EmbeddedCluster {
     /// Starts the head and a node configured by `config`. Must be called
     /// inside a multi-threaded tokio runtime.
     pub fn start(config: NodeConfig) -> Result<Self, ClusterError> {
+        Self::start_tagged(config, 0)
+    }
+
+    /// Like [`EmbeddedCluster::start`], for the head of a multi-node
+    /// cluster, whose node has `tag` (see [`Node::start`]).
+    pub fn start_tagged(config: NodeConfig, tag: u32) -> Result<Self, ClusterError> {
         let head = Head::new();
-        let node = Node::start(config, head.clone())?;
+        let node = Node::start(config, head.clone(), tag)?;
         head.attach_node(node.clone());
         node.set_placement(Arc::new(placement::PlacementGroups::new(
             placement::LocalHosts::new(&node, HEAD_NODE_ID),

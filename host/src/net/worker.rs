@@ -408,8 +408,6 @@ pub async fn run_worker(
         key_pem: read(&paths.2)?,
     };
 
-    // Every id this process mints says it lives here.
-    crate::ids::set_node_tag(identity.node_tag);
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&credentials.ca_pem))
         .identity(Identity::from_pem(
@@ -427,11 +425,13 @@ pub async fn run_worker(
     if config.data_dir.is_none() {
         config.data_dir = Some(options.dir.join("data"));
     }
+    // Every id this node mints says it lives here.
     let node = Node::start(
         config,
         Arc::new(RemoteHead {
             client: control.clone(),
         }),
+        identity.node_tag,
     )?;
     if options.node.gpu.enabled {
         // Other nodes place GPU tasks here only once the GPUs are offered.

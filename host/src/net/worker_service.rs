@@ -179,7 +179,7 @@ impl Worker for WorkerService {
         let caller = format!("{}#{}", peer_identity(&request)?, request.get_ref().epoch);
         let r = request.into_inner();
         let id = actor_id(&r.actor_id)?;
-        if id.node_tag() != crate::ids::node_tag() {
+        if id.node_tag() != self.node.objects().node_tag() {
             return Err(Status::invalid_argument(
                 "that actor id is not for this node",
             ));

@@ -26,7 +26,8 @@ impl Node {
         args: Vec<Arg>,
         options: prism_abi::ActorOptions,
     ) -> Result<ActorId, ActorCreateError> {
-        self.create_actor_as(job, ActorId::random(), class, args, options, false)
+        let id = ActorId::random_with_tag(self.objects.node_tag());
+        self.create_actor_as(job, id, class, args, options, false)
             .await
     }
 

@@ -38,7 +38,7 @@ impl TaskHost {
 
 impl GuestHost for TaskHost {
     fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId {
-        let return_id = ObjectId::random();
+        let return_id = self.node.objects.new_object_id();
         let args = self.node.scrub_refs(&self.job, args, true);
         let spec = if self.job.ticket.grant.permissions.call_task {
             self.node
@@ -181,7 +181,7 @@ impl GuestHost for TaskHost {
 
     fn actor_call(&self, actor: ActorId, method: &str, args: Vec<Arg>) -> ObjectId {
         let actor = self.node.current_actor(actor);
-        let return_id = ObjectId::random();
+        let return_id = self.node.objects.new_object_id();
         let refused = if !self.job.ticket.grant.permissions.call_actor {
             Some(denied("call actors (action CallActor)"))
         } else if self.node.actor_elsewhere(actor).is_none()

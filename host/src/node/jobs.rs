@@ -155,7 +155,7 @@ impl Node {
         if request.gpu_milli() > 0 && !context.ticket.grant.permissions.use_gpu {
             return Err(gpu_denied());
         }
-        let return_id = ObjectId::random();
+        let return_id = self.objects.new_object_id();
         let driver = TaskSpec {
             job: spec.id,
             ticket: Some(context.ticket.clone()),

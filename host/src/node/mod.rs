@@ -112,10 +112,13 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node with `config`, reporting to `head`.
+    /// Starts a node with `config`, reporting to `head`. `tag` is the number the head gave this node when it joined (0 in
+    /// an embedded cluster): every object and actor id the node mints
+    /// carries it, so an id says where its object or actor lives.
     pub fn start(
         config: NodeConfig,
         head: Arc<dyn HeadService>,
+        tag: u32,
     ) -> Result<Arc<Node>, ClusterError> {
         if config.resources.contains_key(prism_abi::gpu::GPU_RESOURCE) {
             return Err(ClusterError::Startup(
@@ -131,9 +134,10 @@ impl Node {
             }
         };
         std::fs::create_dir_all(&data_dir)?;
-        let objects = Arc::new(ObjectStore::new(
+        let objects = Arc::new(ObjectStore::with_tag(
             config.object_store_capacity,
             data_dir.join("spill"),
+            tag,
         )?);
         let meta = Arc::new(
             MetaStore::open(&data_dir.join("meta.redb"))

@@ -177,7 +177,7 @@ impl Node {
     /// The other nodes' actors, if `actor` lives on another node.
     pub(super) fn actor_elsewhere(&self, actor: ActorId) -> Option<&Arc<dyn RemoteActors>> {
         let tag = actor.node_tag();
-        if tag == 0 || tag == crate::ids::node_tag() {
+        if tag == 0 || tag == self.objects.node_tag() {
             return None;
         }
         self.remote_actors.get()
@@ -237,7 +237,7 @@ impl Node {
             // A dead actor's context is gone: nothing is pulled for it.
             None => call.args,
         };
-        let return_id = ObjectId::random();
+        let return_id = self.objects.new_object_id();
         self.objects.create_pending(return_id, owner);
         let sent = self.actors.call(call.actor, call.method, args, return_id);
         enqueued();
@@ -336,7 +336,7 @@ impl Node {
         // The call's objects belong to a job of their own, freed after.
         let actor = self.current_actor(actor);
         let owner = JobId::random();
-        let return_id = ObjectId::random();
+        let return_id = self.objects.new_object_id();
         let args: Vec<Arg> = args.into_iter().map(Arg::Value).collect();
         match self.actor_elsewhere(actor) {
             // Inline: the actor's node could not pull objects of a job it

@@ -31,7 +31,7 @@ impl Node {
         // The placing node checked the references it could; this node may
         // hold objects that node does not.
         call.args = self.scrub_refs(&context, std::mem::take(&mut call.args), false);
-        let return_id = ObjectId::random();
+        let return_id = self.objects.new_object_id();
         let spec = TaskSpec {
             job: call.job,
             ticket: Some(context.ticket.clone()),

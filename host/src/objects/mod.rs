@@ -146,17 +146,38 @@ pub struct ObjectStore {
     inner: Mutex<Inner>,
     capacity: u64,
     spill: SpillDir,
+    /// The tag of the node this store belongs to, carried by every id it
+    /// mints (0 in an embedded cluster).
+    tag: u32,
 }
 
 impl ObjectStore {
     /// A store holding up to `capacity` bytes of values in memory, spilling
-    /// the rest into `spill_dir` (created if missing).
+    /// the rest into `spill_dir` (created if missing), whose ids carry no
+    /// node tag (an embedded cluster's).
     pub fn new(capacity: u64, spill_dir: PathBuf) -> Result<Self, StoreError> {
+        Self::with_tag(capacity, spill_dir, 0)
+    }
+
+    /// Like [`ObjectStore::new`], for the node with `tag` in a multi-node
+    /// cluster: every id it mints carries the tag.
+    pub fn with_tag(capacity: u64, spill_dir: PathBuf, tag: u32) -> Result<Self, StoreError> {
         Ok(ObjectStore {
             inner: Mutex::new(Inner::default()),
             capacity,
             spill: SpillDir::new(spill_dir)?,
+            tag,
         })
+    }
+
+    /// The tag of this store's node (0 in an embedded cluster).
+    pub fn node_tag(&self) -> u32 {
+        self.tag
+    }
+
+    /// A fresh object id carrying this node's tag.
+    pub fn new_object_id(&self) -> ObjectId {
+        ObjectId::random_with_tag(self.tag)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -188,7 +209,7 @@ impl ObjectStore {
     }
 
     fn put_as(&self, owner: JobId, bytes: Bytes, counted: bool) -> Result<ObjectId, StoreError> {
-        let id = ObjectId::random();
+        let id = self.new_object_id();
         self.create_pending(id, owner);
         if let Err(e) = self.complete_as(id, Object::Value(bytes), counted) {
             self.lock().entries.remove(&id);
@@ -571,6 +592,17 @@ mod tests {
         assert_eq!(value(s.lookup(id).unwrap()), Bytes::from_static(b"hello"));
         assert_eq!(s.stats().objects, 1);
         assert_eq!(s.stats().bytes_in_memory, 5);
+    }
+
+    #[test]
+    fn a_tagged_store_mints_ids_that_name_its_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let tagged = ObjectStore::with_tag(1 << 20, dir.path().join("spill"), 9).unwrap();
+        let id = tagged
+            .put(JobId::random(), Bytes::from_static(b"x"))
+            .unwrap();
+        assert_eq!((id.node_tag(), tagged.node_tag()), (9, 9));
+        assert_eq!(tagged.new_object_id().node_tag(), 9);
     }
 
     #[tokio::test]
