@@ -14,6 +14,8 @@
 //!   which workers reach through the registry.
 //! - [`placement`]: placement groups across nodes: the head reserves
 //!   bundles on every live node, a worker's guests ask the head.
+//! - `calls.rs`: task attempts and actor creations on the wire, both
+//!   ways, in one place.
 //! - [`grant`]: a job's grant to and from its protobuf message.
 //! - [`worker_service`]: the `Worker` service every node serves (the
 //!   head's node too): run an attempt, stream an object, end a job.
@@ -22,6 +24,7 @@
 //! Between nodes there is no bearer token: a node proves who it is with
 //! its certificate, and the head reads its id from that certificate.
 
+mod calls;
 pub mod grant;
 pub mod names;
 pub mod peers;

@@ -2,14 +2,13 @@
 //! node certificate (mutual TLS); the head's port, which also serves
 //! clients without certificates, checks for one on each call.
 
-use super::grant::grant_from_proto;
+use super::calls::{ActorCreation, actor_creation, args_from_proto, object_id, remote_call};
 use super::peers::chunks;
 use super::{actor_id, peer_identity};
-use crate::cluster::{LogLine, Node, RemoteActorCall, RemoteCall};
-use crate::ids::{ActorId, JobId, ModuleHash, ObjectId};
+use crate::cluster::{LogLine, Node, RemoteActorCall};
+use crate::ids::{ActorId, JobId};
 use crate::objects::{Lookup, Object};
 use crate::sync::MutexExt;
-use crate::task::{Arg, JobTicket};
 use prism_proto::v1 as pb;
 use prism_proto::v1::worker_server::Worker;
 use std::collections::HashMap;
@@ -85,27 +84,6 @@ impl WorkerService {
     }
 }
 
-/// A job's environment as it arrived (sorted by name).
-fn env_of(env: std::collections::HashMap<String, String>) -> crate::task::JobEnv {
-    if env.is_empty() {
-        return None;
-    }
-    let mut env: Vec<(String, String)> = env.into_iter().collect();
-    env.sort();
-    Some(Arc::new(env))
-}
-
-fn args_from_proto(args: Vec<pb::TaskArg>) -> Result<Vec<Arg>, Status> {
-    args.into_iter()
-        .map(|arg| match arg.arg {
-            Some(pb::task_arg::Arg::Value(bytes)) => Ok(Arg::Value(bytes)),
-            Some(pb::task_arg::Arg::ObjectId(id)) => Ok(Arg::Ref(object_id(&id)?)),
-            Some(pb::task_arg::Arg::MissingObjectId(id)) => Ok(Arg::Missing(object_id(&id)?)),
-            None => Err(Status::invalid_argument("an argument is empty")),
-        })
-        .collect()
-}
-
 fn reply(
     result: Result<bytes::Bytes, prism_abi::WireError>,
     logs: Vec<LogLine>,
@@ -127,12 +105,6 @@ fn reply(
     }
 }
 
-fn object_id(bytes: &[u8]) -> Result<ObjectId, Status> {
-    <[u8; 16]>::try_from(bytes)
-        .map(ObjectId::from_bytes)
-        .map_err(|_| Status::invalid_argument("an object id is 16 bytes"))
-}
-
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ObjectChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -142,32 +114,8 @@ impl Worker for WorkerService {
         request: Request<pb::ExecuteTaskRequest>,
     ) -> Result<Response<pb::ExecuteTaskReply>, Status> {
         let caller = peer_identity(&request)?;
-        let r = request.into_inner();
-        let module = ModuleHash::parse(&r.module_hash)
-            .ok_or_else(|| Status::invalid_argument("malformed module hash"))?;
-        let args = args_from_proto(r.args)?;
-        tracing::debug!(%caller, function = %r.function, "running a task for another node");
-        let call = RemoteCall {
-            job: JobId::from_u64(r.job_id),
-            module,
-            ticket: Arc::new(JobTicket {
-                namespace: r.namespace,
-                grant: grant_from_proto(r.grant)?,
-                env: env_of(r.env),
-            }),
-            function: r.function,
-            args,
-            request: super::resources_from_proto(r.request.as_ref()),
-            timeout: Duration::from_millis(r.timeout_ms),
-            memory_limit: r.memory_limit,
-            bundle: r.in_bundle.then(|| crate::scheduler::BundleRef {
-                group: r.bundle_group.clone(),
-                index: r.bundle_index,
-                node_id: String::new(),
-            }),
-            attempt: r.attempt,
-            max_calls: r.max_calls,
-        };
+        let call = remote_call(request.into_inner())?;
+        tracing::debug!(%caller, function = %call.function, "running a task for another node");
         let (result, logs) = self.node.execute_remote(call).await;
         Ok(Response::new(reply(result, logs)))
     }
@@ -177,40 +125,24 @@ impl Worker for WorkerService {
         request: Request<pb::CreateActorRequest>,
     ) -> Result<Response<pb::CreateActorReply>, Status> {
         let caller = format!("{}#{}", peer_identity(&request)?, request.get_ref().epoch);
-        let r = request.into_inner();
-        let id = actor_id(&r.actor_id)?;
+        let seq = request.get_ref().seq;
+        let ActorCreation {
+            id,
+            call,
+            class,
+            options,
+        } = actor_creation(request.into_inner())?;
         if id.node_tag() != self.node.objects().node_tag() {
             return Err(Status::invalid_argument(
                 "that actor id is not for this node",
             ));
         }
-        let module = ModuleHash::parse(&r.module_hash)
-            .ok_or_else(|| Status::invalid_argument("malformed module hash"))?;
-        let options = prism_abi::ActorOptions::decode(&r.options)
-            .map_err(|e| Status::invalid_argument(format!("actor options: {e}")))?;
-        let call = RemoteCall {
-            job: JobId::from_u64(r.job_id),
-            module,
-            ticket: Arc::new(JobTicket {
-                namespace: r.namespace,
-                grant: grant_from_proto(r.grant)?,
-                env: env_of(r.env),
-            }),
-            function: r.class.clone(),
-            args: args_from_proto(r.args)?,
-            request: Default::default(),
-            timeout: Duration::ZERO,
-            memory_limit: 0,
-            bundle: None,
-            attempt: 0,
-            max_calls: 1,
-        };
-        self.turns.wait(id, &caller, r.seq).await;
+        self.turns.wait(id, &caller, seq).await;
         let created = self
             .node
-            .create_actor_remote(id, call, r.class, options)
+            .create_actor_remote(id, call, class, options)
             .await;
-        self.turns.done(id, &caller, r.seq);
+        self.turns.done(id, &caller, seq);
         Ok(Response::new(pb::CreateActorReply {
             error: created.err().map(|e| e.encode()).unwrap_or_default(),
         }))

@@ -1,7 +1,7 @@
 //! Actors on other nodes, as seen from this one: placing them, creating
 //! them there, sending them calls in order, killing them.
 
-use super::{AWAIT_NODE_VERDICT, AWAIT_RESTART, Caller, Peer, Peers, args_to_proto, outcome};
+use super::{AWAIT_NODE_VERDICT, AWAIT_RESTART, Caller, Peer, Peers, outcome};
 use crate::cluster::{ActorCreate, ActorPlacement, RemoteActors};
 use crate::ids::{ActorId, JobId, ObjectId};
 use crate::objects::Object;
@@ -54,7 +54,7 @@ impl Peers {
             actor_id: actor.as_bytes().to_vec(),
             seq: self.next_seq(actor),
             method: method.clone(),
-            args: args_to_proto(&args),
+            args: crate::net::calls::args_to_proto(&args),
             epoch: self.epoch,
             tenant: tenant.clone(),
         });
@@ -220,24 +220,7 @@ impl RemoteActors for Peers {
             .peer(node_id)
             .ok_or_else(|| format!("node {node_id:?} left the cluster"))?;
         let seq = self.next_seq(id);
-        let request = pb::CreateActorRequest {
-            actor_id: id.as_bytes().to_vec(),
-            seq,
-            job_id: create.job.as_u64(),
-            module_hash: format!("{:?}", create.module),
-            namespace: create.ticket.namespace.clone(),
-            class: create.class,
-            args: args_to_proto(&create.args),
-            options: create.options.encode(),
-            epoch: self.epoch,
-            env: create
-                .ticket
-                .env
-                .as_ref()
-                .map(|e| e.iter().cloned().collect())
-                .unwrap_or_default(),
-            grant: Some(crate::net::grant::grant_to_proto(&create.ticket.grant)),
-        };
+        let request = crate::net::calls::create_actor_request(id, seq, self.epoch, &create);
         let mut client = peer.client();
         tokio::spawn(async move {
             match client.create_actor(request).await {

@@ -10,7 +10,7 @@
 
 mod actors;
 
-use super::{CHUNK_BYTES, MAX_NODE_MESSAGE, resources_from_proto, resources_to_proto};
+use super::{CHUNK_BYTES, MAX_NODE_MESSAGE, resources_from_proto};
 use crate::cluster::{LogLine, LogSource, Node};
 use crate::ids::{ActorId, JobId, ObjectId};
 use crate::objects::Object;
@@ -19,7 +19,6 @@ use crate::scheduler::TaskSpec;
 use crate::scheduler::remote::{Pick, Placement, Remote, Reservation};
 use crate::scheduler::resources::ResourceSet;
 use crate::sync::{MutexExt, RwLockExt};
-use crate::task::Arg;
 use bytes::{Bytes, BytesMut};
 use prism_abi::{ErrorKind, WireError};
 use prism_proto::v1 as pb;
@@ -438,23 +437,6 @@ impl Peers {
     }
 }
 
-/// Arguments as they cross the wire.
-fn args_to_proto(args: &[Arg]) -> Vec<pb::TaskArg> {
-    args.iter()
-        .map(|arg| pb::TaskArg {
-            arg: Some(match arg {
-                Arg::Value(bytes) => pb::task_arg::Arg::Value(bytes.clone()),
-                Arg::Ref(id) => pb::task_arg::Arg::ObjectId(Bytes::copy_from_slice(id.as_bytes())),
-                // Refused before anything is sent; never reaches here.
-                Arg::Invalid(m) => pb::task_arg::Arg::Value(Bytes::from(m.clone())),
-                Arg::Missing(id) => {
-                    pb::task_arg::Arg::MissingObjectId(Bytes::copy_from_slice(id.as_bytes()))
-                }
-            }),
-        })
-        .collect()
-}
-
 /// The result of a task or actor call another node ran; its log lines
 /// join `job`'s log here.
 fn outcome(
@@ -592,32 +574,7 @@ impl Remote for Peers {
                     "the task's job has ended",
                 ));
             }
-            let args = args_to_proto(&spec.args);
-            let request = pb::ExecuteTaskRequest {
-                job_id: spec.job.as_u64(),
-                module_hash: format!("{:?}", spec.module),
-                namespace: ticket.namespace.clone(),
-                function: spec.function.clone(),
-                args,
-                request: Some(resources_to_proto(&spec.request)),
-                timeout_ms: spec.timeout.as_millis().min(u64::MAX as u128) as u64,
-                memory_limit: spec.memory_limit,
-                attempt,
-                in_bundle: spec.bundle.is_some(),
-                bundle_group: spec
-                    .bundle
-                    .as_ref()
-                    .map(|b| b.group.clone())
-                    .unwrap_or_default(),
-                bundle_index: spec.bundle.as_ref().map_or(0, |b| b.index),
-                env: ticket
-                    .env
-                    .as_ref()
-                    .map(|e| e.iter().cloned().collect())
-                    .unwrap_or_default(),
-                grant: Some(crate::net::grant::grant_to_proto(&ticket.grant)),
-                max_calls: spec.max_calls,
-            };
+            let request = crate::net::calls::execute_request(&spec, &ticket, attempt);
             let mut client = peer.client();
             let call = client.execute_task(request);
             let answered = tokio::select! {
