@@ -50,6 +50,21 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 
 pub use crate::sync::BoxFuture;
 
+/// Makes and awaits a call that may wait (a host call that goes to the
+/// head, another node or free resources; a driver's sleep) with the
+/// guest's CPU lent out meanwhile, as in `get`. The call is made after the
+/// CPU is lent, so checks it makes at once (a tenant's quota) do not count
+/// the caller's own CPU.
+pub(crate) async fn lending<F: Future>(
+    host: &Arc<dyn GuestHost>,
+    call: impl FnOnce() -> F,
+) -> F::Output {
+    host.block();
+    let out = call().await;
+    host.unblock().await;
+    out
+}
+
 /// What a running guest may ask of the node. Implemented by the node for
 /// each running call (so it knows the caller's job and CPU grant).
 pub trait GuestHost: Send + Sync + 'static {

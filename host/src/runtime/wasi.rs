@@ -341,15 +341,6 @@ struct LendingSched {
     host: Arc<dyn super::GuestHost>,
 }
 
-impl LendingSched {
-    async fn lent<T>(&self, wait: impl std::future::Future<Output = T>) -> T {
-        self.host.block();
-        let out = wait.await;
-        self.host.unblock().await;
-        out
-    }
-}
-
 #[tonic::async_trait]
 impl wasi_common::WasiSched for LendingSched {
     async fn poll_oneoff<'a>(&self, poll: &mut wasi_common::Poll<'a>) -> Result<(), Error> {
@@ -357,7 +348,7 @@ impl wasi_common::WasiSched for LendingSched {
             .earliest_clock_deadline()
             .is_some_and(|c| c.deadline > c.clock.now(c.precision));
         if waits {
-            self.lent(self.inner.poll_oneoff(poll)).await
+            super::lending(&self.host, || self.inner.poll_oneoff(poll)).await
         } else {
             self.inner.poll_oneoff(poll).await
         }
@@ -371,7 +362,7 @@ impl wasi_common::WasiSched for LendingSched {
         if duration.is_zero() {
             return self.inner.sleep(duration).await;
         }
-        self.lent(self.inner.sleep(duration)).await
+        super::lending(&self.host, || self.inner.sleep(duration)).await
     }
 }
 

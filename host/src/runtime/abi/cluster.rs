@@ -2,8 +2,9 @@
 //! objects: actors (create, call, look up, kill, exit), named objects and
 //! placement groups. Every call that may wait lends the guest's CPU.
 
-use super::{decode_args, lending, read, read_actor_id, read_str, stage, violation, write};
+use super::{decode_args, read, read_actor_id, read_str, stage, violation, write};
 use crate::objects::named::Tier;
+use crate::runtime::lending;
 use crate::runtime::{ActorCreateError, TaskState};
 use bytes::Bytes;
 use prism_abi::{OBJECT_ID_LEN, status};

@@ -284,17 +284,6 @@ pub(super) async fn block_on<F: Future<Output = ()>>(
     Ok(woken)
 }
 
-/// Makes and awaits a host call that may wait (on the head, another
-/// node, or free resources) with the guest's CPU lent out meanwhile, as in
-/// `get`. The call is made after the CPU is lent, so checks it makes at
-/// once (a tenant's quota) do not count the caller's own CPU.
-async fn lending<F: Future>(host: &Arc<dyn GuestHost>, call: impl FnOnce() -> F) -> F::Output {
-    host.block();
-    let out = call().await;
-    host.unblock().await;
-    out
-}
-
 /// Builds the linker: WASI plus `prism_v1`.
 pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
     let mut linker = Linker::new(engine);
