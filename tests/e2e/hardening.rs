@@ -386,10 +386,17 @@ async fn cpu_job(t: &mut Tenants) -> Duration {
     started.elapsed()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn busy_actors_without_cpus_count_against_their_tenant() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut t = tenants(dir.path()).await;
+/// Two tenants, the hostile one (`zeta`) held to one CPU; the other's CPU
+/// job timed alone and the head's memory before the attack.
+struct OneCpuAttacker {
+    t: Tenants,
+    admin: Client,
+    alone: Duration,
+    baseline: u64,
+}
+
+async fn one_cpu_attacker(dir: &std::path::Path) -> OneCpuAttacker {
+    let mut t = tenants(dir).await;
     let mut admin = client(&t.head, &t.files, &admin_token(&t.files)).await;
     admin
         .set_quotas("zeta", r#"{"cpus": 1}"#, 0.0)
@@ -397,6 +404,23 @@ async fn busy_actors_without_cpus_count_against_their_tenant() {
         .unwrap();
     let alone = cpu_job(&mut t).await;
     let baseline = peak_mib(&t.head);
+    OneCpuAttacker {
+        t,
+        admin,
+        alone,
+        baseline,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_actors_without_cpus_count_against_their_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let OneCpuAttacker {
+        mut t,
+        alone,
+        baseline,
+        ..
+    } = one_cpu_attacker(dir.path()).await;
 
     // Forty actors created without `num_cpus`, each spinning in a call:
     // the tenant's one-CPU quota holds, so they take turns on one CPU.
@@ -415,14 +439,12 @@ async fn busy_actors_without_cpus_count_against_their_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_drivers_count_against_their_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = tenants(dir.path()).await;
-    let mut admin = client(&t.head, &t.files, &admin_token(&t.files)).await;
-    admin
-        .set_quotas("zeta", r#"{"cpus": 1}"#, 0.0)
-        .await
-        .unwrap();
-    let alone = cpu_job(&mut t).await;
-    let baseline = peak_mib(&t.head);
+    let OneCpuAttacker {
+        mut t,
+        mut admin,
+        alone,
+        baseline,
+    } = one_cpu_attacker(dir.path()).await;
     // The module compiled for this tenant first, so the drivers start at
     // once.
     let warm = submit(&mut t.bad, &t.module, "busy_driver", "[0]", 0.0).await;

@@ -267,6 +267,24 @@ mod tests {
         }
     }
 
+    /// A head with a module and two recording nodes.
+    fn head_with_two_nodes() -> (
+        Arc<Head>,
+        ModuleHash,
+        Arc<RecordingNode>,
+        Arc<RecordingNode>,
+    ) {
+        let head = Head::new();
+        let module = head.upload_module(Bytes::from_static(b"m"));
+        let (one, two) = (
+            Arc::new(RecordingNode::default()),
+            Arc::new(RecordingNode::default()),
+        );
+        head.attach_node(one.clone());
+        head.attach_node(two.clone());
+        (head, module, one, two)
+    }
+
     async fn submit(head: &Head, module: ModuleHash) -> Result<JobId, ClusterError> {
         head.submit_job(
             module,
@@ -298,14 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_go_round_robin_and_their_status_follows_their_outcome() {
-        let head = Head::new();
-        let module = head.upload_module(Bytes::from_static(b"m"));
-        let (one, two) = (
-            Arc::new(RecordingNode::default()),
-            Arc::new(RecordingNode::default()),
-        );
-        head.attach_node(one.clone());
-        head.attach_node(two.clone());
+        let (head, module, one, two) = head_with_two_nodes();
         let first = submit(&head, module).await.unwrap();
         let second = submit(&head, module).await.unwrap();
         let third = submit(&head, module).await.unwrap();
@@ -326,14 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_ended_jobs_are_forgotten_and_a_stop_reaches_every_node() {
-        let head = Head::new();
-        let module = head.upload_module(Bytes::from_static(b"m"));
-        let (one, two) = (
-            Arc::new(RecordingNode::default()),
-            Arc::new(RecordingNode::default()),
-        );
-        head.attach_node(one.clone());
-        head.attach_node(two.clone());
+        let (head, module, one, two) = head_with_two_nodes();
         let running = submit(&head, module).await.unwrap();
         let ended = submit(&head, module).await.unwrap();
         head.job_finished(outcome(ended, Ok(Bytes::new()))).await;

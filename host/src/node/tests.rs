@@ -4,7 +4,7 @@
 use super::actor_namespace;
 use crate::cluster::{EmbeddedCluster, JobOptions};
 use crate::config::NodeConfig;
-use crate::security::JobGrant;
+use crate::security::{GuestPermissions, JobGrant};
 use crate::sync::MutexExt;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -55,6 +55,24 @@ async fn run_with(
         .result
 }
 
+/// The embedded cluster's grant with the permissions `deny` takes away.
+fn grant_without(deny: impl FnOnce(&mut GuestPermissions)) -> Arc<JobGrant> {
+    let mut grant = (*JobGrant::local()).clone();
+    deny(&mut grant.permissions);
+    Arc::new(grant)
+}
+
+/// The job failed with an error that says `why`.
+fn assert_refused(result: Result<Bytes, prism_abi::WireError>, why: &str) {
+    let error = result.expect_err("the job fails");
+    assert!(
+        error.message.contains(why),
+        "{}: {}",
+        error.kind,
+        error.message
+    );
+}
+
 #[test]
 fn a_guest_names_namespaces_only_inside_its_own_tenant() {
     let mut options = prism_abi::ActorOptions::default();
@@ -71,17 +89,10 @@ fn a_guest_names_namespaces_only_inside_its_own_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_without_call_task_cannot_submit_and_the_task_never_runs() {
     let cluster = cluster();
-    let mut grant = (*JobGrant::local()).clone();
-    grant.permissions.call_task = false;
+    let grant = grant_without(|p| p.call_task = false);
     let before = cluster.node().scheduler().stats();
-    let result = run_with(&cluster, "default_sum", &[3, 0], Arc::new(grant)).await;
-    let error = result.expect_err("the driver's get fails");
-    assert!(
-        error.message.contains("CallTask"),
-        "{}: {}",
-        error.kind,
-        error.message
-    );
+    let result = run_with(&cluster, "default_sum", &[3, 0], grant).await;
+    assert_refused(result, "CallTask");
     // Only the driver ran: the three tasks were refused at submission.
     let after = cluster.node().scheduler().stats();
     assert_eq!(after.executed - before.executed, 1);
@@ -115,16 +126,9 @@ async fn a_job_that_ends_leaves_no_context_group_or_resource_held() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_without_put_object_is_refused_a_put_with_a_typed_error() {
     let cluster = cluster();
-    let mut grant = (*JobGrant::local()).clone();
-    grant.permissions.put_object = false;
+    let grant = grant_without(|p| p.put_object = false);
     // `big_object` puts a value of the given MiB and reads it back.
-    let result = run_with(&cluster, "big_object", &[1], Arc::new(grant)).await;
-    let error = result.expect_err("the put is refused");
-    assert!(
-        error.message.contains("permission denied"),
-        "{}: {}",
-        error.kind,
-        error.message
-    );
+    let result = run_with(&cluster, "big_object", &[1], grant).await;
+    assert_refused(result, "permission denied");
     assert!(cluster.shutdown(std::time::Duration::from_secs(10)).await);
 }
