@@ -40,6 +40,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod gpu;
+pub mod head;
 pub mod ids;
 pub mod meta;
 pub mod net;

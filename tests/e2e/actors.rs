@@ -2,7 +2,7 @@
 
 use crate::support::{cluster, config, run_ok};
 use prism_guests::TESTKIT;
-use prism_host::cluster::EmbeddedCluster;
+use prism_host::head::EmbeddedCluster;
 use serde_json::Value;
 
 /// The (kind, message) pair a testkit report holds under `key`.

@@ -2,7 +2,7 @@
 //! flake on a slow machine.
 
 use crate::support::{config, run_ok};
-use prism_host::cluster::EmbeddedCluster;
+use prism_host::head::EmbeddedCluster;
 
 /// Resident set size of this process in KiB.
 fn resident_kb() -> u64 {

@@ -7,8 +7,9 @@
 
 use crate::support::{config, run_ok};
 use prism_guests::{GPU_INFERENCE, GPU_MATMUL, GPU_SAXPY, TESTKIT};
-use prism_host::cluster::{EmbeddedCluster, NodeService};
+use prism_host::cluster::NodeService;
 use prism_host::config::NodeConfig;
+use prism_host::head::EmbeddedCluster;
 use serde_json::Value;
 use std::time::Duration;
 

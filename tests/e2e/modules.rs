@@ -149,7 +149,7 @@ async fn compiled_modules_are_cached_on_disk_and_reused_after_restart() {
     let mut cfg = crate::support::config(1.0);
     cfg.data_dir = Some(dir.path().to_path_buf());
     {
-        let c = prism_host::cluster::EmbeddedCluster::start(cfg.clone()).unwrap();
+        let c = prism_host::head::EmbeddedCluster::start(cfg.clone()).unwrap();
         assert_eq!(
             run_ok(&c, HELLO, "main", r#"["one"]"#).await,
             "Hello, one, from a Prism task!"
@@ -164,7 +164,7 @@ async fn compiled_modules_are_cached_on_disk_and_reused_after_restart() {
         artifact.display()
     );
     let modified = std::fs::metadata(&artifact).unwrap().modified().unwrap();
-    let c = prism_host::cluster::EmbeddedCluster::start(cfg).unwrap();
+    let c = prism_host::head::EmbeddedCluster::start(cfg).unwrap();
     assert_eq!(
         run_ok(&c, HELLO, "main", r#"["two"]"#).await,
         "Hello, two, from a Prism task!"
@@ -197,14 +197,14 @@ async fn a_tampered_compiled_artifact_is_recompiled_not_loaded() {
     let mut cfg = crate::support::config(1.0);
     cfg.data_dir = Some(dir.path().to_path_buf());
     {
-        let c = prism_host::cluster::EmbeddedCluster::start(cfg.clone()).unwrap();
+        let c = prism_host::head::EmbeddedCluster::start(cfg.clone()).unwrap();
         run_ok(&c, HELLO, "main", "[]").await;
         assert!(c.shutdown(std::time::Duration::from_secs(10)).await);
     }
     let hash = prism_host::ids::ModuleHash::of(HELLO);
     let artifact = artifact_of(dir.path(), hash);
     std::fs::write(&artifact, b"\x7fELF not really a compiled module").unwrap();
-    let c = prism_host::cluster::EmbeddedCluster::start(cfg).unwrap();
+    let c = prism_host::head::EmbeddedCluster::start(cfg).unwrap();
     assert_eq!(
         run_ok(&c, HELLO, "main", r#"["after"]"#).await,
         "Hello, after, from a Prism task!"

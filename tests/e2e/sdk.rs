@@ -3,7 +3,8 @@
 use crate::support::{cluster, config, run, run_ok, run_outcome};
 use prism_abi::ErrorKind;
 use prism_guests::TESTKIT;
-use prism_host::cluster::{EmbeddedCluster, LogSource};
+use prism_host::cluster::LogSource;
+use prism_host::head::EmbeddedCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_follows_rays_contract_in_every_edge_case() {

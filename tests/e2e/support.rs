@@ -1,8 +1,9 @@
 //! Shared helpers: a small embedded cluster and JSON in/out.
 
 use prism_abi::WireError;
-use prism_host::cluster::{EmbeddedCluster, JobOutcome};
+use prism_host::cluster::JobOutcome;
 use prism_host::config::NodeConfig;
+use prism_host::head::EmbeddedCluster;
 use serde_json::Value;
 
 /// A node config for tests: `cpus` CPUs and a modest instance pool, so many

@@ -134,17 +134,17 @@ impl Admin for ApiHandle {
     ) -> Result<Response<DeleteReply>, Status> {
         self.manage_cluster(&request)?;
         let tenant = request.into_inner().tenant;
-        let _admission = self.0.admission.lock().await;
-        let running = self.0.running_jobs(&tenant);
-        if running > 0 {
-            return Err(Status::failed_precondition(format!(
-                "tenant {tenant} has {running} running jobs; stop them first"
-            )));
-        }
+        let tenancy = self.0.access.tenancy();
         self.0
-            .access
-            .tenancy()
-            .delete_tenant(&tenant)
+            .cluster
+            .head()
+            .without_live_jobs(&tenant, || tenancy.delete_tenant(&tenant))
+            .await
+            .map_err(|running| {
+                Status::failed_precondition(format!(
+                    "tenant {tenant} has {running} running jobs; stop them first"
+                ))
+            })?
             .map_err(tenancy_status)?;
         self.0.access.policies().remove_tenant(&tenant);
         // The cluster's named objects live on the head's node.

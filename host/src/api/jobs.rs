@@ -1,9 +1,10 @@
 //! The `Jobs` gRPC service: modules, submissions, job state, results,
 //! logs, named-actor calls and stops, each authenticated and authorized.
 
-use super::records::{JobMeta, json_args};
+use super::convert::{self, json_args};
 use super::{ApiHandle, LogStream, now_ms, refused, tenancy_status};
-use crate::ids::{JobId, ModuleHash};
+use crate::head::{JobMeta, JobSubmission};
+use crate::ids::ModuleHash;
 use crate::security::tenants::scoped;
 use crate::security::{Action, Resource};
 use bytes::Bytes;
@@ -39,13 +40,8 @@ impl Jobs for ApiHandle {
         // Whether *this tenant* uploaded it: telling a tenant that some
         // other tenant holds these bytes would leak what it runs.
         let existed = tenancy.has_module(&claims.tenant, &key);
-        if !head.has_module(hash) {
-            self.0
-                .store
-                .put_module(&format!("{hash:?}"), &wasm)
-                .map_err(|e| Status::internal(format!("could not store the module: {e}")))?;
-        }
-        head.upload_module(Bytes::from(wasm));
+        head.store_module(Bytes::from(wasm))
+            .map_err(|e| Status::internal(format!("could not store the module: {e}")))?;
         tenancy
             .add_module(&claims.tenant, &key)
             .map_err(tenancy_status)?;
@@ -132,48 +128,35 @@ impl Jobs for ApiHandle {
         // Parsed only once the cheap checks passed; bounded in size.
         let args = json_args(&r.args_json)?;
         tenancy.add_module(&tenant, &key).map_err(tenancy_status)?;
-        let submitted_at_ms = now_ms();
-        let admission = self.0.admission.lock().await;
         // The head's own bound applies whatever the quota says.
         let live_bound = self.0.job_limits.live_per_tenant;
-        let limit = job_quota.map_or(live_bound, |q| q.min(live_bound));
-        let running = self.0.running_jobs(&tenant);
-        if running >= limit {
-            self.0.access.audit(serde_json::json!({
-                "subject": claims.sub,
-                "tenant": tenant,
-                "action": "SubmitJob",
-                "decision": "deny",
-                "reason": format!("quota exceeded: {running} of {limit} jobs"),
-            }));
-            return Err(Status::resource_exhausted(format!(
-                "quota exceeded: tenant {tenant} runs {running} of {limit} jobs"
-            )));
-        }
-        let id = head
-            .submit_job(module, &scoped(&tenant, &namespace), &entry, args, options)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        self.0.lock().insert(
-            id,
-            JobMeta {
+        let submission = JobSubmission {
+            meta: JobMeta {
                 module,
                 entry,
-                tenant,
+                tenant: tenant.clone(),
                 namespace,
-                submitted_by: claims.sub,
-                submitted_at_ms,
-                stop_requested: false,
+                submitted_by: claims.sub.clone(),
+                submitted_at_ms: now_ms(),
             },
-        );
-        drop(admission);
-        self.0.persist_submitted(id);
-        let api = self.0.clone();
-        tokio::spawn(async move {
-            if let Ok(outcome) = api.cluster.head().wait_job(id).await {
-                api.finish(id, &outcome);
+            args,
+            options,
+            live_limit: job_quota.map_or(live_bound, |q| q.min(live_bound)),
+        };
+        let id = match head.submit_job(submission).await {
+            Ok(id) => id,
+            Err(e @ crate::head::SubmitError::TooManyJobs { .. }) => {
+                self.0.access.audit(serde_json::json!({
+                    "subject": claims.sub,
+                    "tenant": tenant,
+                    "action": "SubmitJob",
+                    "decision": "deny",
+                    "reason": e.to_string(),
+                }));
+                return Err(convert::submit_status(e));
             }
-        });
+            Err(e) => return Err(convert::submit_status(e)),
+        };
         self.0
             .info(id)
             .map(Response::new)
@@ -195,8 +178,7 @@ impl Jobs for ApiHandle {
         request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsReply>, Status> {
         let claims = self.0.authenticate(&request, "ReadJob")?;
-        let mut ids: Vec<JobId> = self.0.lock().keys().copied().collect();
-        ids.extend(self.0.ended_lock().keys().copied());
+        let ids = self.0.cluster.head().job_ids();
         // The caller's tenant's jobs, in namespaces it may read.
         let mut jobs: Vec<JobInfo> = ids
             .into_iter()
@@ -237,7 +219,6 @@ impl Jobs for ApiHandle {
         let id = self
             .0
             .job_access(&request, Action::ReadJob, &request.get_ref().id)?;
-        self.0.meta_or_not_found(id)?;
         let head = self.0.cluster.head();
         let outcome = if request.get_ref().wait {
             head.wait_job(id).await.ok()
@@ -247,16 +228,20 @@ impl Jobs for ApiHandle {
         if let Some(outcome) = outcome {
             return self.0.result_of(id, &outcome).map(Response::new);
         }
-        // Ended and recorded (its outcome forgotten), or still running.
-        let ended = self.0.ended_lock().get(&id).cloned();
-        match ended {
-            Some(info) => Ok(Response::new(JobResult {
+        // Ended and archived (its outcome on disk), or still running.
+        match self.0.info(id) {
+            Some(info) if head.is_archived(id) => Ok(Response::new(JobResult {
                 job: Some(info),
-                value_json: self.0.details(id)?.value()?,
+                value_json: head
+                    .job_details(id)
+                    .map_err(convert::head_store)?
+                    .value()
+                    .ok_or_else(convert::too_large)?,
             })),
-            None => Err(Status::failed_precondition(format!(
+            Some(_) => Err(Status::failed_precondition(format!(
                 "job {id} has not ended"
             ))),
+            None => Err(Status::not_found(format!("no job {id}"))),
         }
     }
 
@@ -269,8 +254,8 @@ impl Jobs for ApiHandle {
         let id = self
             .0
             .job_access(&request, Action::ReadLogs, &request.get_ref().id)?;
-        self.0.meta_or_not_found(id)?;
-        if self.0.ended_lock().contains_key(&id) {
+        let head = self.0.cluster.head();
+        if head.is_archived(id) {
             return self.0.ended_logs(id).map(Response::new);
         }
         // A job just submitted may still be loading its module: its log
@@ -281,17 +266,17 @@ impl Jobs for ApiHandle {
                 running_log = Some(log);
                 break;
             }
-            if self.0.cluster.head().job_outcome(id).is_some() {
+            if head.job_outcome(id).is_some() {
                 break;
             }
-            if self.0.ended_lock().contains_key(&id) {
+            if head.is_archived(id) {
                 return self.0.ended_logs(id).map(Response::new);
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         if let Some(log) = running_log {
             // Running: follow the log as lines arrive, until the job ends.
-            let head = self.0.cluster.head().clone();
+            let head = head.clone();
             let (tx, rx) = tokio::sync::mpsc::channel(256);
             tokio::spawn(async move {
                 let mut appended = log.appended();
@@ -324,9 +309,9 @@ impl Jobs for ApiHandle {
             )));
         }
         // It ended before its log could be followed.
-        let _ = self.0.cluster.head().wait_job(id).await;
+        let _ = head.wait_job(id).await;
         for _ in 0..1000 {
-            if self.0.ended_lock().contains_key(&id) {
+            if head.is_archived(id) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -380,8 +365,7 @@ impl Jobs for ApiHandle {
             .call_actor_for_client(actor, &r.method, args, &claims.tenant)
             .await
             .map_err(|e| Status::aborted(format!("{}: {}", e.kind, e.message)))?;
-        let value_json =
-            super::records::result_json(&value)?.ok_or_else(super::records::too_large)?;
+        let value_json = convert::result_json(&value)?;
         Ok(Response::new(NamedActorCallReply { value_json }))
     }
 
@@ -389,17 +373,10 @@ impl Jobs for ApiHandle {
         let id = self
             .0
             .job_access(&request, Action::StopJob, &request.get_ref().id)?;
-        {
-            let mut jobs = self.0.lock();
-            match jobs.get_mut(&id) {
-                Some(meta) => meta.stop_requested = true,
-                // It has ended already.
-                None if self.0.ended_lock().contains_key(&id) => {}
-                None => return Err(Status::not_found(format!("no job {id}"))),
-            }
-        }
         let head = self.0.cluster.head();
-        head.stop_job(id).await;
+        if !head.stop_job(id).await {
+            return Err(Status::not_found(format!("no job {id}")));
+        }
         // The driver ends promptly once cancelled; answer with its end.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), head.wait_job(id)).await;
         self.0

@@ -10,39 +10,33 @@
 //! tenant only: another tenant's job, module or actor is not found.
 
 mod admin;
-mod history;
+mod convert;
 mod jobs;
-mod records;
+mod node_control;
 mod serve;
 
+pub use crate::head::{JobLimits, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_JSON_BYTES};
 pub use admin::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
-pub use history::JobLimits;
-pub use records::{MAX_ARGS_JSON_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_JSON_BYTES};
+pub use convert::MAX_ARGS_JSON_BYTES;
 use serve::Verified;
 pub use serve::serve;
 
-use crate::sync::MutexExt;
-use history::JobHistory;
-use records::{JobDetails, JobMeta, StoredJob};
-
-use crate::cluster::{EmbeddedCluster, JobOutcome, JobStatus};
+use crate::cluster::JobOutcome;
 use crate::config::NodeConfig;
+use crate::head::EmbeddedCluster;
+use crate::head::Membership;
 use crate::ids::JobId;
-use crate::meta::{HeadStore, MetaError};
+use crate::meta::MetaError;
 use crate::net::HEAD_NODE_ID;
-use crate::net::registry::Registry;
 use crate::security::{
     Access, AccessError, Action, Claims, PolicyError, Resource, Role, SecurityError, TenancyError,
 };
 use prism_proto::v1::cluster_server::Cluster;
-use prism_proto::v1::{
-    JobInfo, JobResult, JobState, LogLine, NodeInfo, StatusReply, StatusRequest,
-};
+use prism_proto::v1::{JobInfo, JobResult, LogLine, NodeInfo, StatusReply, StatusRequest};
 use prism_proto::v1::{JoinTokenReply, JoinTokenRequest};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -139,20 +133,8 @@ fn tenancy_status(e: TenancyError) -> Status {
 pub struct Api {
     cluster: EmbeddedCluster,
     access: Access,
-    /// Held while a submission is admitted (quota check to record).
-    admission: tokio::sync::Mutex<()>,
-    /// Jobs that have not ended.
-    jobs: Mutex<HashMap<JobId, JobMeta>>,
-    /// The records of ended jobs, of this run of the head and earlier
-    /// ones; their results and log tails are in `head.redb` only.
-    ended: Mutex<HashMap<JobId, JobInfo>>,
-    /// The ended jobs per tenant, oldest first, and the bounds on them.
-    history: Mutex<JobHistory>,
     job_limits: JobLimits,
-    store: Arc<HeadStore>,
-    /// Where each job's whole log is written (`<state>/logs`).
-    log_dir: std::path::PathBuf,
-    registry: Arc<Registry>,
+    membership: Arc<Membership>,
     /// Where the head's node is reached, for status output.
     address: String,
 }
@@ -194,21 +176,7 @@ impl Api {
     /// The tenant and namespace of a job the caller may see: its own
     /// tenant's (any, for a cluster-admin). Anything else is not found.
     fn job_scope(&self, claims: &Claims, id: JobId) -> Result<(String, String), Status> {
-        let live = self
-            .lock()
-            .get(&id)
-            .map(|meta| (meta.tenant.clone(), meta.namespace.clone()));
-        let scope = live.or_else(|| {
-            self.ended_lock().get(&id).map(|info| {
-                let tenant = if info.tenant.is_empty() {
-                    crate::security::DEFAULT_TENANT.to_string()
-                } else {
-                    info.tenant.clone()
-                };
-                (tenant, info.namespace.clone())
-            })
-        });
-        match scope {
+        match self.cluster.head().job_scope(id) {
             Some((tenant, namespace))
                 if tenant == claims.tenant || claims.role == Role::ClusterAdmin =>
             {
@@ -240,146 +208,16 @@ impl Api {
         Ok(id)
     }
 
-    /// Jobs of `tenant` that have not ended.
-    fn running_jobs(&self, tenant: &str) -> u64 {
-        let ids: Vec<JobId> = self
-            .lock()
-            .iter()
-            .filter(|(_, m)| m.tenant == tenant)
-            .map(|(id, _)| *id)
-            .collect();
-        let head = self.cluster.head();
-        ids.into_iter()
-            .filter(|id| {
-                matches!(
-                    head.job_status(*id),
-                    Some(JobStatus::Pending | JobStatus::Running)
-                )
-            })
-            .count() as u64
-    }
-
     fn parse_job(id: &str) -> Result<JobId, Status> {
         JobId::parse(id).ok_or_else(|| Status::invalid_argument(format!("malformed job id {id:?}")))
-    }
-
-    /// Writes the record of a job just submitted to `head.redb`.
-    fn persist_submitted(&self, id: JobId) {
-        if let Some(info) = self.info(id) {
-            self.write_record(id, &info, 0);
-        }
-    }
-
-    fn write_record(&self, id: JobId, info: &JobInfo, disk_bytes: u64) {
-        let record = StoredJob {
-            info: info.clone(),
-            value_json: String::new(),
-            logs: Vec::new(),
-            disk_bytes,
-        };
-        match serde_json::to_vec(&record) {
-            Ok(bytes) => {
-                if let Err(e) = self.store.put_job(&id.to_string(), &bytes) {
-                    tracing::error!("could not record {id} in head.redb: {e}");
-                }
-            }
-            Err(e) => tracing::error!("could not encode the record of {id}: {e}"),
-        }
-    }
-
-    /// Records a job's end: its details and final record go to
-    /// `head.redb`, its record stays in memory, and the head forgets its
-    /// outcome (result and log tail).
-    fn finish(&self, id: JobId, outcome: &JobOutcome) {
-        let Some(info) = self.info(id) else { return };
-        let (value_json, too_large) = match &outcome.result {
-            Ok(bytes) => match records::result_json(bytes) {
-                Ok(Some(text)) => (text, false),
-                Ok(None) => (String::new(), true),
-                Err(e) => {
-                    tracing::warn!("the result of {id}: {}", e.message());
-                    (String::new(), false)
-                }
-            },
-            Err(_) => (String::new(), false),
-        };
-        let details = JobDetails {
-            value_json,
-            too_large,
-            logs: outcome
-                .logs
-                .iter()
-                .map(|l| {
-                    (
-                        l.function.clone(),
-                        l.source.as_str().to_string(),
-                        l.text.clone(),
-                    )
-                })
-                .collect(),
-        };
-        let mut disk_bytes = self.log_file_bytes(id);
-        match serde_json::to_vec(&details) {
-            Ok(bytes) => {
-                disk_bytes += bytes.len() as u64;
-                if let Err(e) = self.store.put_job_details(&id.to_string(), &bytes) {
-                    tracing::error!("could not record the result of {id} in head.redb: {e}");
-                }
-            }
-            Err(e) => tracing::error!("could not encode the result of {id}: {e}"),
-        }
-        self.write_record(id, &info, disk_bytes);
-        let tenant = info.tenant.clone();
-        // Ended before it stops being live, so a reader finds it in one
-        // of the two tables at every moment.
-        self.ended_lock().insert(id, info);
-        self.lock().remove(&id);
-        self.cluster.head().forget_job(id);
-        let forget = self.history.locked().ended(&tenant, id, disk_bytes);
-        self.forget_ended(&forget);
-    }
-
-    /// The size of job `id`'s log file (0 if it has none).
-    fn log_file_bytes(&self, id: JobId) -> u64 {
-        std::fs::metadata(self.log_dir.join(format!("{id}.log"))).map_or(0, |m| m.len())
-    }
-
-    /// Forgets ended jobs past their tenant's history: record, details
-    /// and log file. A client asking for one is told there is no such job.
-    fn forget_ended(&self, ids: &[JobId]) {
-        for id in ids {
-            self.ended_lock().remove(id);
-            if let Err(e) = self.store.delete_job(&id.to_string()) {
-                tracing::error!("could not forget {id} in head.redb: {e}");
-            }
-            let path = self.log_dir.join(format!("{id}.log"));
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::error!("could not remove {}: {e}", path.display());
-            }
-        }
-        if !ids.is_empty() {
-            tracing::debug!(jobs = ids.len(), "forgot ended jobs past the history bound");
-        }
-    }
-
-    /// What an ended job left, from `head.redb`.
-    fn details(&self, id: JobId) -> Result<JobDetails, Status> {
-        let bytes = self
-            .store
-            .job_details(&id.to_string())
-            .map_err(|e| Status::internal(format!("head.redb: {e}")))?;
-        Ok(bytes
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default())
     }
 
     /// The log of an ended job: its whole log file, read as it is sent,
     /// or (without one) the tail its record kept.
     fn ended_logs(&self, id: JobId) -> Result<LogStream, Status> {
-        let path = self.log_dir.join(format!("{id}.log"));
-        if path.exists() {
+        let head = self.cluster.head();
+        let path = head.archive().map(|a| a.log_file(id));
+        if let Some(path) = path.filter(|p| p.exists()) {
             let (tx, rx) = tokio::sync::mpsc::channel(256);
             tokio::task::spawn_blocking(move || {
                 use std::io::BufRead;
@@ -402,8 +240,9 @@ impl Api {
             });
             return Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)));
         }
-        let lines: Vec<Result<LogLine, Status>> = self
-            .details(id)?
+        let lines: Vec<Result<LogLine, Status>> = head
+            .job_details(id)
+            .map_err(convert::head_store)?
             .logs
             .into_iter()
             .map(|(function, source, text)| {
@@ -417,94 +256,9 @@ impl Api {
         Ok(Box::pin(tokio_stream::iter(lines)))
     }
 
-    fn ended_lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, JobInfo>> {
-        self.ended.locked()
-    }
-
-    fn meta_or_not_found(&self, id: JobId) -> Result<(), Status> {
-        if self.lock().contains_key(&id) || self.ended_lock().contains_key(&id) {
-            Ok(())
-        } else {
-            Err(Status::not_found(format!("no job {id}")))
-        }
-    }
-
-    /// Stops every live job (the head is shutting down): each ends as
-    /// stopped, recorded as such.
-    async fn stop_all_jobs(&self) {
-        let ids: Vec<JobId> = {
-            let mut jobs = self.lock();
-            for meta in jobs.values_mut() {
-                meta.stop_requested = true;
-            }
-            jobs.keys().copied().collect()
-        };
-        if ids.is_empty() {
-            return;
-        }
-        tracing::info!(jobs = ids.len(), "shutting down: stopping the running jobs");
-        let head = self.cluster.head();
-        for id in &ids {
-            head.stop_job(*id).await;
-        }
-        for id in ids {
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(2), head.wait_job(id)).await;
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, JobMeta>> {
-        self.jobs.locked()
-    }
-
     /// The job's record as the API shows it.
     fn info(&self, id: JobId) -> Option<JobInfo> {
-        if let Some(info) = self.ended_lock().get(&id) {
-            return Some(info.clone());
-        }
-        let head = self.cluster.head();
-        let ended = || self.ended_lock().get(&id).cloned();
-        let Some(status) = head.job_status(id) else {
-            return ended();
-        };
-        let outcome = head.job_outcome(id);
-        let jobs = self.lock();
-        let Some(meta) = jobs.get(&id) else {
-            drop(jobs);
-            return ended();
-        };
-        let mut info = JobInfo {
-            id: id.to_string(),
-            state: JobState::Pending as i32,
-            module_hash: format!("{:?}", meta.module),
-            entry: meta.entry.clone(),
-            namespace: meta.namespace.clone(),
-            tenant: meta.tenant.clone(),
-            submitted_by: meta.submitted_by.clone(),
-            submitted_at_ms: meta.submitted_at_ms,
-            ..Default::default()
-        };
-        let state = match (status, &outcome) {
-            (JobStatus::Pending, _) => JobState::Pending,
-            (JobStatus::Running, _) => JobState::Running,
-            (JobStatus::Succeeded, _) => JobState::Succeeded,
-            (JobStatus::Failed, Some(o))
-                if meta.stop_requested
-                    && matches!(&o.result, Err(e) if e.kind == prism_abi::ErrorKind::Cancelled) =>
-            {
-                JobState::Stopped
-            }
-            (JobStatus::Failed, _) => JobState::Failed,
-        };
-        info.state = state as i32;
-        if let Some(o) = &outcome {
-            info.ended_at_ms = meta.submitted_at_ms + o.duration.as_millis() as i64;
-            if let Err(e) = &o.result {
-                info.error_kind = e.kind.to_string();
-                info.error_message = records::cut(&e.message, MAX_ERROR_MESSAGE_BYTES);
-            }
-        }
-        Some(info)
+        self.cluster.head().job_info(id)
     }
 
     fn result_of(&self, id: JobId, outcome: &JobOutcome) -> Result<JobResult, Status> {
@@ -512,7 +266,7 @@ impl Api {
             .info(id)
             .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
         let value_json = match &outcome.result {
-            Ok(bytes) => records::result_json(bytes)?.ok_or_else(records::too_large)?,
+            Ok(bytes) => convert::result_json(bytes)?,
             Err(_) => String::new(),
         };
         Ok(JobResult {
@@ -560,7 +314,7 @@ impl Cluster for ApiHandle {
                 last_seen_ms: 0,
             })
             .collect();
-        nodes.extend(self.0.registry.statuses());
+        nodes.extend(self.0.membership.statuses());
         Ok(Response::new(StatusReply { nodes }))
     }
 
@@ -575,7 +329,11 @@ impl Cluster for ApiHandle {
             0 => DEFAULT_JOIN_TOKEN_TTL,
             secs => std::time::Duration::from_secs(secs),
         };
-        let (token, expires_at) = self.0.registry.create_join_token(ttl)?;
+        let (token, expires_at) = self
+            .0
+            .membership
+            .create_join_token(ttl)
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(JoinTokenReply {
             token,
             expires_at: expires_at as i64,

@@ -1,33 +1,27 @@
 //! The head's composition root: [`serve`] builds the head (state, node,
-//! registry, services) and serves the API over TLS until shutdown, with
+//! membership, services) and serves the API over TLS until shutdown, with
 //! the bearer-token check that runs before any request body is decoded.
 
-use super::history::JobHistory;
-use super::records::{JobDetails, StoredJob};
+use super::node_control::NodeControlService;
 use super::{Api, ApiError, ApiHandle, HeadOptions, MAX_MODULE_BYTES};
-use crate::cluster::EmbeddedCluster;
 use crate::cluster::placement::PlacementGroups;
-use crate::ids::JobId;
+use crate::head::{
+    ActorNames, Archive, ClusterHosts, EmbeddedCluster, Head, Membership, MembershipConfig,
+};
 use crate::meta::HeadStore;
-use crate::net::names::ActorNames;
 use crate::net::peers::{NodeCredentials, Peers};
-use crate::net::placement::ClusterHosts;
-use crate::net::registry::{NodeControlService, Registry, RegistryConfig};
 use crate::net::worker_service::WorkerService;
 use crate::net::{HEAD_NODE_ID, HEAD_NODE_TAG, MAX_NODE_MESSAGE};
 use crate::security::access::AuditLog;
 use crate::security::{
     Access, Claims, ClusterFiles, NodeAuthority, Policies, Tenancy, TokenAuthority,
 };
-use bytes::Bytes;
-use prism_proto::v1::JobState;
 use prism_proto::v1::cluster_server::ClusterServer;
 use prism_proto::v1::jobs_server::JobsServer;
 use prism_proto::v1::node_control_server::NodeControlServer;
 use prism_proto::v1::worker_server::WorkerServer;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
@@ -99,83 +93,21 @@ pub async fn serve(
         .map_err(|e| ApiError::Transport(format!("{}: {e}", log_dir.display())))?;
     let mut node_config = options.node.clone();
     node_config.job_log_dir = Some(log_dir.clone());
-    // Every id the head's node mints says it lives there.
-    let cluster = EmbeddedCluster::start_tagged(node_config, HEAD_NODE_TAG)?;
     let store = Arc::new(HeadStore::open(&state_dir.join("head.redb"))?);
-    for (hash, wasm) in store.modules()? {
-        let stored = cluster.head().upload_module(Bytes::from(wasm));
-        if format!("{stored:?}") != hash {
-            tracing::warn!(
-                "head.redb: module {hash} does not match its bytes; kept under {stored:?}"
-            );
-        }
-    }
-    let mut ended = HashMap::new();
-    let mut ended_order: Vec<(i64, JobId, String, u64)> = Vec::new();
-    for (id, bytes) in store.jobs()? {
-        let (Some(job_id), Ok(mut record)) = (
-            JobId::parse(&id),
-            serde_json::from_slice::<StoredJob>(&bytes),
-        ) else {
-            tracing::warn!("head.redb: unreadable record of {id}; ignored");
-            continue;
-        };
-        let running = [JobState::Pending as i32, JobState::Running as i32];
-        let inline = !record.value_json.is_empty() || !record.logs.is_empty();
-        if inline {
-            // Written before details were kept apart: move them out, so
-            // the next start reads the record alone.
-            let details = JobDetails {
-                value_json: std::mem::take(&mut record.value_json),
-                too_large: false,
-                logs: std::mem::take(&mut record.logs),
-            };
-            if let Ok(bytes) = serde_json::to_vec(&details) {
-                store.put_job_details(&id, &bytes)?;
-            }
-        }
-        let was_running = running.contains(&record.info.state);
-        if was_running {
-            // It ran in a head process that is gone; so is its driver.
-            record.info.state = JobState::Failed as i32;
-            record.info.error_kind = prism_abi::ErrorKind::WorkerDied.to_string();
-            record.info.error_message = "the head restarted while the job ran".into();
-        }
-        let unmeasured = record.disk_bytes == 0;
-        if unmeasured {
-            let log =
-                std::fs::metadata(log_dir.join(format!("{job_id}.log"))).map_or(0, |m| m.len());
-            record.disk_bytes = store.job_details_len(&id)? + log;
-        }
-        if (inline || was_running || unmeasured)
-            && let Ok(bytes) = serde_json::to_vec(&record)
-        {
-            store.put_job(&id, &bytes)?;
-        }
-        let ended_at = record.info.ended_at_ms.max(record.info.submitted_at_ms);
-        ended_order.push((
-            ended_at,
-            job_id,
-            record.info.tenant.clone(),
-            record.disk_bytes,
-        ));
-        ended.insert(job_id, record.info);
-    }
-    // The history bounds hold across restarts (and when they were lowered).
-    ended_order.sort();
-    let mut history = JobHistory::new(options.job_limits);
-    let mut forget = Vec::new();
-    for (_, id, tenant, bytes) in ended_order {
-        forget.extend(history.ended(&tenant, id, bytes));
-    }
+    let head = Head::with_archive(
+        Archive::new(store.clone(), log_dir.clone()),
+        options.job_limits,
+    )?;
+    // Every id the head's node mints says it lives there.
+    let cluster = EmbeddedCluster::start_with(head, node_config, HEAD_NODE_TAG)?;
     let head_node = cluster.node().clone();
     let peers = Peers::new(HEAD_NODE_ID, HEAD_NODE_TAG, &head_node, credentials.clone());
     head_node.join_cluster(peers.clone());
     let peers_for_placement = peers.clone();
     let names = ActorNames::load(store.clone())?;
     head_node.set_directory(names.clone());
-    let registry = Registry::new(
-        RegistryConfig {
+    let membership = Membership::new(
+        MembershipConfig {
             head_address: address.clone(),
             heartbeat_interval: options.heartbeat_interval,
             node_timeout: options.node_timeout,
@@ -188,12 +120,12 @@ pub async fn serve(
         names,
     )?;
     let hosts = ClusterHosts::new(&head_node, peers_for_placement);
-    hosts.attach(&registry);
+    hosts.attach(&membership);
     let placement = PlacementGroups::new(hosts);
-    registry.set_placement(placement.clone());
-    placement.record_in(registry.clone());
+    membership.set_placement(placement.clone());
+    placement.record_in(membership.clone());
     head_node.set_placement(Arc::new(placement));
-    tokio::spawn(registry.clone().watch_nodes());
+    tokio::spawn(membership.clone().watch_nodes());
     let tenancy = Arc::new(Tenancy::load(store.clone())?);
     let audit_path = options
         .audit_log
@@ -210,17 +142,10 @@ pub async fn serve(
                     .map_err(|e| ApiError::Transport(format!("{}: {e}", audit_path.display())))?,
             ),
         )?,
-        admission: tokio::sync::Mutex::new(()),
-        jobs: Mutex::new(HashMap::new()),
-        ended: Mutex::new(ended),
-        history: Mutex::new(history),
         job_limits: options.job_limits,
-        store,
-        log_dir,
-        registry: registry.clone(),
+        membership: membership.clone(),
         address,
     }));
-    api.0.forget_ended(&forget);
     // Clients authenticate with tokens, nodes with certificates from the
     // cluster CA: a certificate is optional on this port, but one that is
     // presented must verify, and node calls check that there was one.
@@ -246,7 +171,7 @@ pub async fn serve(
         // what it reads is bounded like the API (64 MiB); the Worker
         // service checks the certificate before it reads a message.
         .add_service(
-            NodeControlServer::new(NodeControlService(registry))
+            NodeControlServer::new(NodeControlService(membership))
                 .max_decoding_message_size(MAX_MODULE_BYTES)
                 .max_encoding_message_size(MAX_NODE_MESSAGE),
         )
@@ -264,7 +189,7 @@ pub async fn serve(
     let stop = async move {
         shutdown.await;
         let _ = begun_tx.send(());
-        stopping.stop_all_jobs().await;
+        stopping.cluster.head().stop_all_jobs().await;
     };
     crate::net::serve_with_grace(
         server.serve_with_incoming_shutdown(

@@ -6,9 +6,9 @@
 //! runtime's own instantiate + call time. Figures are printed as a table,
 //! or with `--json` as one JSON object.
 
-use crate::cluster::EmbeddedCluster;
 use crate::config::NodeConfig;
 use crate::gpu::GpuContext;
+use crate::head::EmbeddedCluster;
 use crate::runtime::{CancelToken, GuestHost, Invocation, NoServices, Runtime};
 use crate::task::EntryKind;
 use crate::values::{json_args, msgpack_to_json};

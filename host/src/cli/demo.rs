@@ -2,8 +2,8 @@
 //! prints each result, its time, and whether it checked out.
 
 use super::output::escape_terminal;
-use crate::cluster::EmbeddedCluster;
 use crate::config::NodeConfig;
+use crate::head::EmbeddedCluster;
 use crate::values::{json_args, msgpack_to_json};
 use serde_json::Value;
 

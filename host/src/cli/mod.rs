@@ -42,8 +42,9 @@ mod service;
 
 pub use output::{escape_json, escape_terminal};
 
-use crate::cluster::{EmbeddedCluster, JobOutcome};
+use crate::cluster::JobOutcome;
 use crate::config::NodeConfig;
+use crate::head::EmbeddedCluster;
 use crate::telemetry::{self, LogFormat};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};

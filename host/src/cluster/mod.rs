@@ -1,12 +1,12 @@
 //! The cluster: a head (control plane) and nodes (workers), connected only
 //! through the [`HeadService`] and [`NodeService`] traits.
 //!
-//! [`EmbeddedCluster`] wires one head and one node in a single process
-//! through direct calls on those traits: the same head and node code that
-//! runs as separate processes when the traits are carried over the network,
-//! not a second implementation.
+//! The head lives in [`crate::head`], the node in [`crate::node`];
+//! `head::EmbeddedCluster` wires one of each in a single process through
+//! direct calls on those traits: the same head and node code that runs as
+//! separate processes when the traits are carried over the network, not a
+//! second implementation.
 //!
-//! - `head.rs`: the [`Head`]: modules, the job table, job placement.
 //! - [`job`]: what a job is on its way through: the [`JobSpec`] a client
 //!   submits, the context a node keeps while it runs, its log, its
 //!   [`JobOutcome`].
@@ -15,21 +15,17 @@
 //! - The node itself lives in [`crate::node`]; this module re-exports
 //!   [`Node`].
 
-mod head;
 pub mod job;
 
 pub mod placement;
 
 pub use crate::node::{Node, RemoteActorCall, RemoteCall};
-pub use head::{Head, JobStatus};
 pub use job::{DriverResources, JobOptions, JobOutcome, JobSpec, LogLine, LogSource};
 
-use crate::config::NodeConfig;
 use crate::ids::{JobId, ModuleHash};
 use crate::runtime::BoxFuture;
 use bytes::Bytes;
 use prism_abi::StoreStats;
-use std::sync::Arc;
 
 /// The id of the node of an embedded cluster, and of the head's own node
 /// in a multi-node cluster: `head`.
@@ -212,103 +208,4 @@ pub struct NodeStatus {
     pub gpus: Vec<crate::gpu::AdapterSummary>,
     /// GPU buffers alive in the node's instances.
     pub gpu_usage: crate::gpu::GpuUsageStats,
-}
-
-/// A head and one node in this process.
-pub struct EmbeddedCluster {
-    head: Arc<Head>,
-    node: Arc<Node>,
-}
-
-impl Drop for EmbeddedCluster {
-    fn drop(&mut self) {
-        // The head holds the node and the node holds the head; break the
-        // cycle so the node (its store, runtime and data directory) is freed
-        // once its running work is gone.
-        self.head.detach_nodes();
-    }
-}
-
-impl EmbeddedCluster {
-    /// Starts the head and a node configured by `config`. Must be called
-    /// inside a multi-threaded tokio runtime.
-    pub fn start(config: NodeConfig) -> Result<Self, ClusterError> {
-        Self::start_tagged(config, 0)
-    }
-
-    /// Like [`EmbeddedCluster::start`], for the head of a multi-node
-    /// cluster, whose node has `tag` (see [`Node::start`]).
-    pub fn start_tagged(config: NodeConfig, tag: u32) -> Result<Self, ClusterError> {
-        let head = Head::new();
-        let node = Node::start(config, head.clone(), tag)?;
-        head.attach_node(node.clone());
-        node.set_placement(Arc::new(placement::PlacementGroups::new(
-            placement::LocalHosts::new(&node, HEAD_NODE_ID),
-        )));
-        Ok(EmbeddedCluster { head, node })
-    }
-
-    /// Stops the cluster: kills every actor (detached ones too) and waits
-    /// up to `timeout` for the node's running work to let go of it, so that
-    /// its data directory (and the lock on `meta.redb`) is free when this
-    /// returns. Returns whether the node was fully released in time.
-    pub async fn shutdown(self, timeout: std::time::Duration) -> bool {
-        self.head.detach_nodes();
-        self.node.actors().kill_all();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            // This cluster holds one reference; anything more is work in
-            // flight (supervisors, tasks finishing).
-            if Arc::strong_count(&self.node) == 1 {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    }
-
-    /// The head.
-    pub fn head(&self) -> &Arc<Head> {
-        &self.head
-    }
-
-    /// The node.
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
-    }
-
-    /// Uploads `module`, runs `entry` with MessagePack `args` in the
-    /// namespace [`DEFAULT_NAMESPACE`], and waits for the outcome.
-    pub async fn run(
-        &self,
-        module: &[u8],
-        entry: &str,
-        args: Vec<Bytes>,
-    ) -> Result<JobOutcome, ClusterError> {
-        self.run_in(DEFAULT_NAMESPACE, module, entry, args).await
-    }
-
-    /// Like [`EmbeddedCluster::run`], in `namespace`.
-    pub async fn run_in(
-        &self,
-        namespace: &str,
-        module: &[u8],
-        entry: &str,
-        args: Vec<Bytes>,
-    ) -> Result<JobOutcome, ClusterError> {
-        let hash = self.head.upload_module(Bytes::copy_from_slice(module));
-        let job = self
-            .head
-            .submit_job(
-                hash,
-                &crate::security::tenants::scoped(crate::security::DEFAULT_TENANT, namespace),
-                entry,
-                args,
-                JobOptions::default(),
-            )
-            .await?;
-        self.head.wait_job(job).await
-    }
 }

@@ -10,8 +10,6 @@
 //!   on other nodes, runs attempts there, and pulls objects from the node
 //!   whose tag their id carries; and the node's
 //!   [`RemoteActors`](crate::cluster::RemoteActors) (`peers/actors.rs`).
-//! - [`names`]: the head's directory of actor names ([`names::ActorNames`]),
-//!   which workers reach through the registry.
 //! - [`placement`]: placement groups across nodes: the head reserves
 //!   bundles on every live node, a worker's guests ask the head.
 //! - `calls.rs`: task attempts and actor creations on the wire, both
@@ -26,10 +24,8 @@
 
 mod calls;
 pub mod grant;
-pub mod names;
 pub mod peers;
 pub mod placement;
-pub mod registry;
 pub mod worker;
 pub mod worker_service;
 

@@ -2,8 +2,9 @@
 //! node), with the test kit's guests.
 
 use super::actor_namespace;
-use crate::cluster::{EmbeddedCluster, JobOptions};
+use crate::cluster::JobOptions;
 use crate::config::NodeConfig;
+use crate::head::EmbeddedCluster;
 use crate::security::{GuestPermissions, JobGrant};
 use crate::sync::MutexExt;
 use bytes::Bytes;
@@ -34,17 +35,25 @@ async fn run_with(
     let hash = cluster
         .head()
         .upload_module(Bytes::from_static(prism_guests::TESTKIT));
-    let namespace = crate::security::tenants::scoped(
-        crate::security::DEFAULT_TENANT,
-        crate::cluster::DEFAULT_NAMESPACE,
-    );
-    let options = JobOptions {
-        grant,
-        ..JobOptions::default()
+    let submission = crate::head::JobSubmission {
+        meta: crate::head::JobMeta {
+            module: hash,
+            entry: entry.to_string(),
+            tenant: crate::security::DEFAULT_TENANT.to_string(),
+            namespace: crate::cluster::DEFAULT_NAMESPACE.to_string(),
+            submitted_by: String::new(),
+            submitted_at_ms: 0,
+        },
+        args: args(values),
+        options: JobOptions {
+            grant,
+            ..JobOptions::default()
+        },
+        live_limit: u64::MAX,
     };
     let job = cluster
         .head()
-        .submit_job(hash, &namespace, entry, args(values), options)
+        .submit_job(submission)
         .await
         .expect("the job is accepted");
     cluster

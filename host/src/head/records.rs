@@ -1,7 +1,7 @@
-//! What the head's API remembers of jobs, and the bounds on it.
+//! What the head remembers of jobs, and the bounds on it.
 //!
-//! A running job is a [`JobMeta`] beside the head's job table. When it
-//! ends, its record ([`JobInfo`]) and its details ([`JobDetails`]: the
+//! A running job is a `JobMeta` in the head's job table. When it
+//! ends (and the head keeps an archive), its record ([`JobInfo`]) and its details ([`JobDetails`]: the
 //! result as JSON text and the tail of its log) are written to
 //! `head.redb`, the head forgets its outcome, and only the record stays in
 //! memory: an ended job costs the head a few hundred bytes however much
@@ -9,18 +9,12 @@
 //! (see `cluster::job::JobLog::with_file`), bounded per job.
 //!
 //! Every part of a record a client or guest chooses is bounded: arguments
-//! ([`MAX_ARGS_JSON_BYTES`]), the result ([`MAX_RESULT_JSON_BYTES`]), error
+//! (`api::MAX_ARGS_JSON_BYTES`), the result ([`MAX_RESULT_JSON_BYTES`]), error
 //! messages ([`MAX_ERROR_MESSAGE_BYTES`]), the log tail
 //! (`cluster::job::MAX_LOG_BYTES`).
 
-use crate::ids::ModuleHash;
 use prism_proto::v1::JobInfo;
 use serde::{Deserialize, Serialize};
-use tonic::Status;
-
-/// Largest `args_json` a job submission or a named-actor call accepts
-/// (1 MiB). Larger inputs belong in named objects.
-pub const MAX_ARGS_JSON_BYTES: usize = 1 << 20;
 
 /// Largest result the API returns or stores, as JSON text (4 MiB). A
 /// larger result is refused with `RESOURCE_EXHAUSTED` when asked for;
@@ -31,32 +25,21 @@ pub const MAX_RESULT_JSON_BYTES: usize = 4 << 20;
 /// cut.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 16 << 10;
 
-/// What the API remembers of a running job beyond the head's table.
-pub(super) struct JobMeta {
-    pub module: ModuleHash,
-    pub entry: String,
-    pub tenant: String,
-    pub namespace: String,
-    pub submitted_by: String,
-    pub submitted_at_ms: i64,
-    pub stop_requested: bool,
-}
-
 /// A job's record as `head.redb` keeps it: written at submission and
 /// again when the job ends, so a restarted head can still answer for it.
 /// Records written before details were kept apart carry them inline;
 /// they are moved out when the head starts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct StoredJob {
-    pub info: JobInfo,
+pub(crate) struct StoredJob {
+    pub(crate) info: JobInfo,
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub value_json: String,
+    pub(crate) value_json: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub logs: Vec<(String, String, String)>,
+    pub(crate) logs: Vec<(String, String, String)>,
     /// Bytes the ended job keeps on the head's disk (details and log
     /// file), counted against its tenant's history (0: not known yet).
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub disk_bytes: u64,
+    pub(crate) disk_bytes: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -67,76 +50,41 @@ fn is_zero(n: &u64) -> bool {
 /// `too_large` if it did not fit [`MAX_RESULT_JSON_BYTES`]) and the tail
 /// of its log, (function, source, text).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(super) struct JobDetails {
-    pub value_json: String,
+pub(crate) struct JobDetails {
+    pub(crate) value_json: String,
     #[serde(default)]
-    pub too_large: bool,
-    pub logs: Vec<(String, String, String)>,
+    pub(crate) too_large: bool,
+    pub(crate) logs: Vec<(String, String, String)>,
 }
 
 impl JobDetails {
-    /// The value as the API returns it, or why it cannot.
-    pub fn value(&self) -> Result<String, Status> {
-        if self.too_large {
-            return Err(too_large());
-        }
-        Ok(self.value_json.clone())
+    /// The value as the API returns it (`None`: larger than
+    /// [`MAX_RESULT_JSON_BYTES`]).
+    pub(crate) fn value(&self) -> Option<String> {
+        (!self.too_large).then(|| self.value_json.clone())
     }
 }
 
-/// The refusal of a result larger than [`MAX_RESULT_JSON_BYTES`].
-pub(super) fn too_large() -> Status {
-    Status::resource_exhausted(format!(
-        "the job's result is larger than {MAX_RESULT_JSON_BYTES} bytes as JSON; \
-         return large values through named objects"
-    ))
-}
+/// A driver's result that is not MessagePack.
+#[derive(Debug, thiserror::Error)]
+#[error("the result is not MessagePack: {0}")]
+pub(crate) struct NotMessagePack(String);
 
 /// A driver's MessagePack result as JSON text, within
 /// [`MAX_RESULT_JSON_BYTES`] (`Ok(None)`: too large).
-pub(super) fn result_json(bytes: &[u8]) -> Result<Option<String>, Status> {
+pub(crate) fn result_json(bytes: &[u8]) -> Result<Option<String>, NotMessagePack> {
     match crate::values::msgpack_to_json_text(bytes, MAX_RESULT_JSON_BYTES) {
         Ok(text) => Ok(Some(text)),
         Err(crate::values::ValueError::TooLarge { .. }) => Ok(None),
-        Err(e) => Err(Status::internal(format!(
-            "the result is not MessagePack: {e}"
-        ))),
+        Err(e) => Err(NotMessagePack(e.to_string())),
     }
 }
 
-pub(super) use crate::cluster::job::cut;
-
-/// Arguments given as a JSON array (empty: none), at most
-/// [`MAX_ARGS_JSON_BYTES`] of it.
-pub(super) fn json_args(args_json: &str) -> Result<Vec<bytes::Bytes>, Status> {
-    if args_json.len() > MAX_ARGS_JSON_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "args_json is {} bytes; at most {MAX_ARGS_JSON_BYTES} are accepted \
-             (pass large inputs as named objects)",
-            args_json.len()
-        )));
-    }
-    let text = if args_json.is_empty() {
-        "[]"
-    } else {
-        args_json
-    };
-    crate::values::json_args(text).map_err(|e| Status::invalid_argument(format!("args_json: {e}")))
-}
+pub(crate) use crate::cluster::job::cut;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn arguments_are_bounded_before_parsing() {
-        let big = format!("[{}0]", "0,".repeat(MAX_ARGS_JSON_BYTES / 2));
-        let err = json_args(&big).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert!(err.message().contains("at most"), "{}", err.message());
-        assert_eq!(json_args("").unwrap().len(), 0);
-        assert_eq!(json_args("[1, 2]").unwrap().len(), 2);
-    }
 
     #[test]
     fn large_results_are_marked_not_converted() {

@@ -54,7 +54,7 @@ impl ActorNames {
                 Ok(actor)
                     if actor.detached
                         && parse_id(&actor.id)
-                            .is_some_and(|id| id.node_tag() != super::HEAD_NODE_TAG) =>
+                            .is_some_and(|id| id.node_tag() != crate::net::HEAD_NODE_TAG) =>
                 {
                     names.insert(key, actor);
                 }
@@ -224,7 +224,7 @@ mod tests {
             ActorId::random_with_tag(2),
             ActorId::random_with_tag(2),
         );
-        let on_head = ActorId::random_with_tag(super::super::HEAD_NODE_TAG);
+        let on_head = ActorId::random_with_tag(crate::net::HEAD_NODE_TAG);
         {
             let names = ActorNames::load(Arc::new(HeadStore::open(&path).unwrap())).unwrap();
             assert!(matches!(

@@ -1,0 +1,289 @@
+//! The `NodeControl` service: what nodes ask of the head (join, leave,
+//! heartbeats, modules, actor names, placement groups, the cluster's
+//! named objects), each caller known by its certificate.
+
+use crate::cluster::placement::PlacementService;
+use crate::cluster::{HeadService, NameClaim};
+use crate::head::{Membership, MembershipError};
+use crate::ids::ModuleHash;
+use crate::net::{actor_id, peer_identity};
+use crate::objects::named::Tier;
+use prism_proto::v1 as pb;
+use prism_proto::v1::node_control_server::NodeControl;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// A refused node call as a gRPC status.
+fn membership_status(e: MembershipError) -> Status {
+    match e {
+        MembershipError::Invalid(m) => Status::invalid_argument(m),
+        MembershipError::Unauthenticated(m) => Status::unauthenticated(m),
+        MembershipError::NotYours(m) => Status::permission_denied(m),
+        MembershipError::UnknownNode(m) => Status::not_found(m),
+        MembershipError::Internal(m) => Status::internal(m),
+    }
+}
+
+/// The `NodeControl` service over the head's [`Membership`].
+#[derive(Clone)]
+pub struct NodeControlService(pub Arc<Membership>);
+
+#[tonic::async_trait]
+impl NodeControl for NodeControlService {
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinReply>, Status> {
+        let r = request.into_inner();
+        let joined = self
+            .0
+            .join(&r.join_token, &r.advertise, &r.csr_pem)
+            .map_err(membership_status)?;
+        Ok(Response::new(pb::JoinReply {
+            node_id: joined.node_id,
+            node_tag: joined.tag,
+            cert_pem: joined.cert_pem,
+            heartbeat_interval_ms: joined.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveReply>, Status> {
+        let caller = peer_identity(&request)?;
+        self.0
+            .leave(&caller, &request.get_ref().node_id)
+            .map_err(membership_status)?;
+        Ok(Response::new(pb::LeaveReply {}))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::ClusterView>, Status> {
+        let caller = peer_identity(&request)?;
+        let view = self
+            .0
+            .heartbeat(&caller, request.into_inner())
+            .map_err(membership_status)?;
+        Ok(Response::new(view))
+    }
+
+    async fn get_module(
+        &self,
+        request: Request<pb::ModuleRequest>,
+    ) -> Result<Response<pb::ModuleReply>, Status> {
+        peer_identity(&request)?;
+        let hash = ModuleHash::parse(&request.get_ref().hash)
+            .ok_or_else(|| Status::invalid_argument("malformed module hash"))?;
+        let wasm = self
+            .0
+            .head()
+            .module(hash)
+            .await
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(pb::ModuleReply {
+            wasm: wasm.to_vec(),
+        }))
+    }
+
+    async fn claim_actor_name(
+        &self,
+        request: Request<pb::ClaimActorNameRequest>,
+    ) -> Result<Response<pb::ActorNameReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let id = actor_id(&r.actor_id)?;
+        let claim = self
+            .0
+            .names()
+            .claim_now(&r.namespace, &r.name, id, &r.class, r.detached)
+            .map_err(Status::internal)?;
+        Ok(Response::new(match claim {
+            NameClaim::Claimed => pb::ActorNameReply {
+                claimed: true,
+                ..Default::default()
+            },
+            NameClaim::Existing { id, class } => pb::ActorNameReply {
+                claimed: false,
+                actor_id: id.as_bytes().to_vec(),
+                class,
+            },
+        }))
+    }
+
+    async fn lookup_actor_name(
+        &self,
+        request: Request<pb::LookupActorNameRequest>,
+    ) -> Result<Response<pb::ActorNameReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.get_ref();
+        let found = self.0.names().lookup_now(&r.namespace, &r.name);
+        Ok(Response::new(match found {
+            Some((id, class)) => pb::ActorNameReply {
+                claimed: false,
+                actor_id: id.as_bytes().to_vec(),
+                class,
+            },
+            None => pb::ActorNameReply::default(),
+        }))
+    }
+
+    async fn release_actor_name(
+        &self,
+        request: Request<pb::ReleaseActorNameRequest>,
+    ) -> Result<Response<pb::ReleaseActorNameReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let id = actor_id(&r.actor_id)?;
+        if r.name.is_empty() {
+            if r.tenant.is_empty() {
+                return Err(Status::invalid_argument("a name or a tenant is required"));
+            }
+            self.0.names().release_actor_now(&r.tenant, id);
+        } else {
+            self.0.names().release_now(&r.namespace, &r.name, id);
+        }
+        Ok(Response::new(pb::ReleaseActorNameReply {}))
+    }
+
+    async fn create_placement_group(
+        &self,
+        request: Request<pb::CreatePlacementGroupRequest>,
+    ) -> Result<Response<pb::CreatePlacementGroupReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let spec = rmp_serde::from_slice(&r.spec)
+            .map_err(|e| Status::invalid_argument(format!("placement group spec: {e}")))?;
+        let placement = self
+            .0
+            .placement()
+            .ok_or_else(|| Status::unavailable("placement groups are not ready"))?;
+        let created = placement
+            .create(crate::ids::JobId::from_u64(r.job_id), &r.tenant, spec)
+            .await;
+        Ok(Response::new(match created {
+            Ok(info) => pb::CreatePlacementGroupReply {
+                info: rmp_serde::to_vec_named(&info)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+                error: Vec::new(),
+            },
+            Err(error) => pb::CreatePlacementGroupReply {
+                info: Vec::new(),
+                error: error.encode(),
+            },
+        }))
+    }
+
+    async fn remove_placement_group(
+        &self,
+        request: Request<pb::RemovePlacementGroupRequest>,
+    ) -> Result<Response<pb::RemovePlacementGroupReply>, Status> {
+        peer_identity(&request)?;
+        if let Some(placement) = self.0.placement() {
+            placement.remove(&request.get_ref().group);
+        }
+        Ok(Response::new(pb::RemovePlacementGroupReply {}))
+    }
+
+    async fn named_put(
+        &self,
+        request: Request<pb::NamedPutRequest>,
+    ) -> Result<Response<pb::NamedReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let tier = if r.durable {
+            Tier::Durable
+        } else {
+            Tier::Memory
+        };
+        self.0
+            .head_node()
+            .named_objects()
+            .put(&r.namespace, &r.name, r.value.into(), tier)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::NamedReply::default()))
+    }
+
+    async fn named_get(
+        &self,
+        request: Request<pb::NamedRequest>,
+    ) -> Result<Response<pb::NamedReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.get_ref();
+        let value = self
+            .0
+            .head_node()
+            .named_objects()
+            .get(&r.namespace, &r.name)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::NamedReply {
+            found: value.is_some(),
+            value: value.map(|v| v.to_vec()).unwrap_or_default(),
+            names: Vec::new(),
+        }))
+    }
+
+    async fn named_delete(
+        &self,
+        request: Request<pb::NamedRequest>,
+    ) -> Result<Response<pb::NamedReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.get_ref();
+        let found = self
+            .0
+            .head_node()
+            .named_objects()
+            .delete(&r.namespace, &r.name)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::NamedReply {
+            found,
+            ..Default::default()
+        }))
+    }
+
+    async fn named_list(
+        &self,
+        request: Request<pb::NamedRequest>,
+    ) -> Result<Response<pb::NamedReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.get_ref();
+        let names = self
+            .0
+            .head_node()
+            .named_objects()
+            .list(&r.namespace, &r.name)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::NamedReply {
+            names,
+            ..Default::default()
+        }))
+    }
+
+    async fn actor_moved(
+        &self,
+        request: Request<pb::ActorMovedRequest>,
+    ) -> Result<Response<pb::ActorMovedReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.get_ref();
+        self.0
+            .names()
+            .record_move_now(actor_id(&r.actor_id)?, actor_id(&r.new_id)?);
+        Ok(Response::new(pb::ActorMovedReply::default()))
+    }
+
+    async fn find_moved_actor(
+        &self,
+        request: Request<pb::ActorMovedRequest>,
+    ) -> Result<Response<pb::ActorMovedReply>, Status> {
+        peer_identity(&request)?;
+        let moved = self
+            .0
+            .names()
+            .resolve_move_now(actor_id(&request.get_ref().actor_id)?);
+        Ok(Response::new(pb::ActorMovedReply {
+            new_id: moved.map(|id| id.as_bytes().to_vec()).unwrap_or_default(),
+        }))
+    }
+}

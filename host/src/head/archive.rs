@@ -1,0 +1,164 @@
+//! What a head process keeps on disk about jobs and modules: `head.redb`
+//! (modules, job records, job details) and the job log files in
+//! `<state>/logs`. The embedded cluster of `prism run` keeps none.
+//!
+//! A job's record is written when it is submitted and again when it ends;
+//! its details (result as JSON, log tail) when it ends. A restarted head
+//! reads the records back ([`Archive::load_ended`]): a job that was
+//! running when the head stopped ended with it (`worker_died`).
+
+use super::records::{JobDetails, StoredJob};
+use crate::ids::JobId;
+use crate::meta::{HeadStore, MetaError};
+use prism_proto::v1::{JobInfo, JobState};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A job that ended in this run of the head or an earlier one, as its
+/// record says.
+pub(crate) struct EndedJob {
+    pub id: JobId,
+    pub info: JobInfo,
+    /// Bytes it keeps on the head's disk (details and log file).
+    pub disk_bytes: u64,
+}
+
+/// `head.redb` and the job log directory.
+pub struct Archive {
+    store: Arc<HeadStore>,
+    log_dir: PathBuf,
+}
+
+impl Archive {
+    /// The archive in `store`, with job logs in `log_dir`.
+    pub fn new(store: Arc<HeadStore>, log_dir: PathBuf) -> Self {
+        Archive { store, log_dir }
+    }
+
+    /// The store (for the head's other tables: names, nodes, tenants).
+    pub fn store(&self) -> &Arc<HeadStore> {
+        &self.store
+    }
+
+    /// Where job `id`'s whole log is written.
+    pub fn log_file(&self, id: JobId) -> PathBuf {
+        self.log_dir.join(format!("{id}.log"))
+    }
+
+    /// The size of job `id`'s log file (0 if it has none).
+    fn log_file_bytes(&self, id: JobId) -> u64 {
+        std::fs::metadata(self.log_file(id)).map_or(0, |m| m.len())
+    }
+
+    /// Writes a job's record (details apart).
+    pub(crate) fn write_record(&self, id: JobId, info: &JobInfo, disk_bytes: u64) {
+        let record = StoredJob {
+            info: info.clone(),
+            value_json: String::new(),
+            logs: Vec::new(),
+            disk_bytes,
+        };
+        match serde_json::to_vec(&record) {
+            Ok(bytes) => {
+                if let Err(e) = self.store.put_job(&id.to_string(), &bytes) {
+                    tracing::error!("could not record {id} in head.redb: {e}");
+                }
+            }
+            Err(e) => tracing::error!("could not encode the record of {id}: {e}"),
+        }
+    }
+
+    /// Writes an ended job's details and its final record; returns the
+    /// bytes it keeps on disk (details and log file).
+    pub(crate) fn write_end(&self, id: JobId, info: &JobInfo, details: &JobDetails) -> u64 {
+        let mut disk_bytes = self.log_file_bytes(id);
+        match serde_json::to_vec(details) {
+            Ok(bytes) => {
+                disk_bytes += bytes.len() as u64;
+                if let Err(e) = self.store.put_job_details(&id.to_string(), &bytes) {
+                    tracing::error!("could not record the result of {id} in head.redb: {e}");
+                }
+            }
+            Err(e) => tracing::error!("could not encode the result of {id}: {e}"),
+        }
+        self.write_record(id, info, disk_bytes);
+        disk_bytes
+    }
+
+    /// Forgets jobs: record, details and log file.
+    pub(crate) fn forget(&self, ids: &[JobId]) {
+        for id in ids {
+            if let Err(e) = self.store.delete_job(&id.to_string()) {
+                tracing::error!("could not forget {id} in head.redb: {e}");
+            }
+            let path = self.log_file(*id);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::error!("could not remove {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// What an ended job left (empty if nothing was recorded).
+    pub(crate) fn details(&self, id: JobId) -> Result<JobDetails, MetaError> {
+        let bytes = self.store.job_details(&id.to_string())?;
+        Ok(bytes
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default())
+    }
+
+    /// Every job recorded by earlier runs of the head, oldest end first.
+    /// Records written before details were kept apart are split; a job
+    /// that was pending or running ended with the head that ran it.
+    pub(crate) fn load_ended(&self) -> Result<Vec<EndedJob>, MetaError> {
+        let store = &self.store;
+        let mut ended = Vec::new();
+        for (id, bytes) in store.jobs()? {
+            let (Some(job_id), Ok(mut record)) = (
+                JobId::parse(&id),
+                serde_json::from_slice::<StoredJob>(&bytes),
+            ) else {
+                tracing::warn!("head.redb: unreadable record of {id}; ignored");
+                continue;
+            };
+            let running = [JobState::Pending as i32, JobState::Running as i32];
+            let inline = !record.value_json.is_empty() || !record.logs.is_empty();
+            if inline {
+                // Written before details were kept apart: move them out,
+                // so the next start reads the record alone.
+                let details = JobDetails {
+                    value_json: std::mem::take(&mut record.value_json),
+                    too_large: false,
+                    logs: std::mem::take(&mut record.logs),
+                };
+                if let Ok(bytes) = serde_json::to_vec(&details) {
+                    store.put_job_details(&id, &bytes)?;
+                }
+            }
+            let was_running = running.contains(&record.info.state);
+            if was_running {
+                // It ran in a head process that is gone; so is its driver.
+                record.info.state = JobState::Failed as i32;
+                record.info.error_kind = prism_abi::ErrorKind::WorkerDied.to_string();
+                record.info.error_message = "the head restarted while the job ran".into();
+            }
+            let unmeasured = record.disk_bytes == 0;
+            if unmeasured {
+                record.disk_bytes = store.job_details_len(&id)? + self.log_file_bytes(job_id);
+            }
+            if (inline || was_running || unmeasured)
+                && let Ok(bytes) = serde_json::to_vec(&record)
+            {
+                store.put_job(&id, &bytes)?;
+            }
+            ended.push(EndedJob {
+                id: job_id,
+                info: record.info,
+                disk_bytes: record.disk_bytes,
+            });
+        }
+        ended.sort_by_key(|job| (job.info.ended_at_ms.max(job.info.submitted_at_ms), job.id));
+        Ok(ended)
+    }
+}
