@@ -4,6 +4,7 @@
 
 use super::node_control::NodeControlService;
 use super::{Api, ApiError, ApiHandle, HeadOptions, MAX_MODULE_BYTES};
+use crate::cluster::HomeNode;
 use crate::cluster::placement::PlacementGroups;
 use crate::head::{
     ActorNames, Archive, ClusterHosts, EmbeddedCluster, Head, Membership, MembershipConfig,
@@ -12,6 +13,7 @@ use crate::meta::HeadStore;
 use crate::net::peers::{NodeCredentials, Peers};
 use crate::net::worker_service::WorkerService;
 use crate::net::{HEAD_NODE_ID, HEAD_NODE_TAG, MAX_NODE_MESSAGE};
+use crate::node::{ClusterLinks, NodeLinks};
 use crate::security::access::AuditLog;
 use crate::security::{
     Access, Claims, ClusterFiles, NodeAuthority, Policies, Tenancy, TokenAuthority,
@@ -21,7 +23,7 @@ use prism_proto::v1::jobs_server::JobsServer;
 use prism_proto::v1::node_control_server::NodeControlServer;
 use prism_proto::v1::worker_server::WorkerServer;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
@@ -98,14 +100,36 @@ pub async fn serve(
         Archive::new(store.clone(), log_dir.clone()),
         options.job_limits,
     )?;
-    // Every id the head's node mints says it lives there.
-    let cluster = EmbeddedCluster::start_with(head, node_config, HEAD_NODE_TAG)?;
-    let head_node = cluster.node().clone();
-    let peers = Peers::new(HEAD_NODE_ID, HEAD_NODE_TAG, &head_node, credentials.clone());
-    head_node.join_cluster(peers.clone());
-    let peers_for_placement = peers.clone();
     let names = ActorNames::load(store.clone())?;
-    head_node.set_directory(names.clone());
+    // The head's node reaches the workers through `peers`, names actors
+    // in `names` and makes placement groups across every node.
+    let mut wired = None;
+    // Every id the head's node mints says it lives there.
+    let cluster =
+        EmbeddedCluster::start_linked(head, node_config, HEAD_NODE_TAG, |node, objects| {
+            let home: Weak<dyn HomeNode> = node.clone();
+            let peers = Peers::new(
+                HEAD_NODE_ID,
+                HEAD_NODE_TAG,
+                home,
+                objects.clone(),
+                credentials.clone(),
+            );
+            let hosts = ClusterHosts::new(node.clone(), peers.clone());
+            let placement = PlacementGroups::new(hosts.clone());
+            wired = Some((peers.clone(), hosts, placement.clone()));
+            NodeLinks {
+                placement: Arc::new(placement),
+                cluster: Some(ClusterLinks {
+                    peers,
+                    directory: names.clone(),
+                    named: None,
+                }),
+            }
+        })?;
+    let (peers, hosts, placement) =
+        wired.ok_or_else(|| ApiError::Transport("the head's node did not start".into()))?;
+    let head_node = cluster.node().clone();
     let membership = Membership::new(
         MembershipConfig {
             head_address: address.clone(),
@@ -119,12 +143,9 @@ pub async fn serve(
         peers,
         names,
     )?;
-    let hosts = ClusterHosts::new(&head_node, peers_for_placement);
     hosts.attach(&membership);
-    let placement = PlacementGroups::new(hosts);
     membership.set_placement(placement.clone());
     placement.record_in(membership.clone());
-    head_node.set_placement(Arc::new(placement));
     tokio::spawn(membership.clone().watch_nodes());
     let tenancy = Arc::new(Tenancy::load(store.clone())?);
     let audit_path = options

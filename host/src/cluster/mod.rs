@@ -146,6 +146,42 @@ pub trait RemoteActors: Send + Sync + 'static {
     fn kill_actor(&self, actor: crate::ids::ActorId, tenant: &str);
 }
 
+/// The other nodes of a multi-node cluster, as one node uses them: for
+/// tasks and objects ([`Remote`](crate::scheduler::remote::Remote)) and
+/// for actors ([`RemoteActors`]).
+pub trait OtherNodes: crate::scheduler::remote::Remote + RemoteActors {}
+
+impl<T: crate::scheduler::remote::Remote + RemoteActors> OtherNodes for T {}
+
+/// What a node's client of the other nodes asks of, or tells, its own
+/// node (the node implements it; the client holds it weakly). Objects
+/// the client pulls go to the node's store directly.
+pub trait HomeNode: Send + Sync + 'static {
+    /// Whether `job` still runs on this node (a call of an ended job is
+    /// not started elsewhere).
+    fn job_runs(&self, job: JobId) -> bool;
+    /// Log lines another node sent back for `job`.
+    fn append_logs(&self, job: JobId, lines: Vec<LogLine>);
+    /// The cluster view changed: nodes `left` it (maybe none), others may
+    /// have gained room.
+    fn view_changed(&self, left: &[String]);
+    /// Where an actor whose node died was restarted, if it was.
+    fn follow_moved_actor(
+        &self,
+        actor: crate::ids::ActorId,
+    ) -> BoxFuture<'_, Option<crate::ids::ActorId>>;
+    /// Calls `method` of `actor`, which lives on this node, for `tenant`;
+    /// the result completes `return_id`.
+    fn call_local_actor(
+        &self,
+        actor: crate::ids::ActorId,
+        method: String,
+        args: Vec<crate::task::Arg>,
+        return_id: crate::ids::ObjectId,
+        tenant: &str,
+    );
+}
+
 /// The answer to [`ActorDirectory::claim`].
 pub enum NameClaim {
     /// The name is now the new actor's.

@@ -379,9 +379,9 @@ pub struct LocalHosts {
 
 impl LocalHosts {
     /// `node`, named `id`.
-    pub fn new(node: &Arc<super::Node>, id: &str) -> Arc<Self> {
+    pub fn new(node: std::sync::Weak<super::Node>, id: &str) -> Arc<Self> {
         Arc::new(LocalHosts {
-            node: Arc::downgrade(node),
+            node,
             id: id.to_string(),
         })
     }

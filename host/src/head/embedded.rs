@@ -5,8 +5,10 @@ use super::{Head, JobMeta, JobSubmission, SubmitError};
 use crate::cluster::placement;
 use crate::cluster::{ClusterError, DEFAULT_NAMESPACE, HEAD_NODE_ID, JobOptions, JobOutcome, Node};
 use crate::config::NodeConfig;
+use crate::node::NodeLinks;
+use crate::objects::ObjectStore;
 use bytes::Bytes;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// A head and one node in this process.
 pub struct EmbeddedCluster {
@@ -39,11 +41,26 @@ impl EmbeddedCluster {
     /// Like [`EmbeddedCluster::start_tagged`], with `head` (a head
     /// process's, which archives its jobs).
     pub fn start_with(head: Arc<Head>, config: NodeConfig, tag: u32) -> Result<Self, ClusterError> {
-        let node = Node::start(config, head.clone(), tag)?;
+        Self::start_linked(head, config, tag, |node, _| NodeLinks {
+            placement: Arc::new(placement::PlacementGroups::new(placement::LocalHosts::new(
+                node.clone(),
+                HEAD_NODE_ID,
+            ))),
+            cluster: None,
+        })
+    }
+
+    /// Like [`EmbeddedCluster::start_with`], with the node joined to what
+    /// `links` makes (see [`Node::start`]): the head of a multi-node
+    /// cluster.
+    pub fn start_linked(
+        head: Arc<Head>,
+        config: NodeConfig,
+        tag: u32,
+        links: impl FnOnce(&Weak<Node>, &Arc<ObjectStore>) -> NodeLinks,
+    ) -> Result<Self, ClusterError> {
+        let node = Node::start(config, head.clone(), tag, links)?;
         head.attach_node(node.clone());
-        node.set_placement(Arc::new(placement::PlacementGroups::new(
-            placement::LocalHosts::new(&node, HEAD_NODE_ID),
-        )));
         Ok(EmbeddedCluster { head, node })
     }
 

@@ -21,10 +21,10 @@ pub struct ClusterHosts {
 impl ClusterHosts {
     /// The head's node and the nodes `peers` reaches; [`ClusterHosts::attach`]
     /// the membership before use.
-    pub fn new(head_node: &Arc<Node>, peers: Arc<Peers>) -> Arc<Self> {
+    pub fn new(head_node: Weak<Node>, peers: Arc<Peers>) -> Arc<Self> {
         Arc::new(ClusterHosts {
             membership: std::sync::OnceLock::new(),
-            head_node: Arc::downgrade(head_node),
+            head_node,
             peers,
         })
     }

@@ -14,10 +14,13 @@
 use super::peers::{NodeCredentials, Peers};
 use super::worker_service::WorkerService;
 use super::{MAX_NODE_MESSAGE, NetError, resources_to_proto};
-use crate::cluster::{ActorDirectory, ClusterError, HeadService, JobOutcome, NameClaim, Node};
+use crate::cluster::{
+    ActorDirectory, ClusterError, HeadService, HomeNode, JobOutcome, NameClaim, Node,
+};
 use crate::config::NodeConfig;
 use crate::ids::ActorId;
 use crate::ids::ModuleHash;
+use crate::node::{ClusterLinks, NodeLinks};
 use crate::objects::named::{NamedStore, Tier};
 use crate::runtime::BoxFuture;
 use bytes::Bytes;
@@ -426,32 +429,43 @@ pub async fn run_worker(
         config.data_dir = Some(options.dir.join("data"));
     }
     // Every id this node mints says it lives here.
+    let mut peers = None;
     let node = Node::start(
         config,
         Arc::new(RemoteHead {
             client: control.clone(),
         }),
         identity.node_tag,
+        |node, objects| {
+            let home: std::sync::Weak<dyn HomeNode> = node.clone();
+            let made = Peers::new(
+                &identity.node_id,
+                identity.node_tag,
+                home,
+                objects.clone(),
+                credentials.clone(),
+            );
+            peers = Some(made.clone());
+            NodeLinks {
+                placement: super::placement::RemotePlacement::new(control.clone()),
+                cluster: Some(ClusterLinks {
+                    peers: made,
+                    directory: Arc::new(RemoteDirectory {
+                        client: control.clone(),
+                    }),
+                    named: Some(Arc::new(RemoteNamed {
+                        client: control.clone(),
+                    })),
+                }),
+            }
+        },
     )?;
+    let peers = peers.ok_or_else(|| NetError::State("the node did not start".into()))?;
     if options.node.gpu.enabled {
         // Other nodes place GPU tasks here only once the GPUs are offered.
         let found = node.clone();
         let _ = tokio::task::spawn_blocking(move || found.gpu_adapters()).await;
     }
-    let peers = Peers::new(
-        &identity.node_id,
-        identity.node_tag,
-        &node,
-        credentials.clone(),
-    );
-    node.join_cluster(peers.clone());
-    node.set_directory(Arc::new(RemoteDirectory {
-        client: control.clone(),
-    }));
-    node.set_placement(super::placement::RemotePlacement::new(control.clone()));
-    node.set_named_store(Arc::new(RemoteNamed {
-        client: control.clone(),
-    }));
 
     let server = Server::builder()
         .initial_stream_window_size(super::STREAM_WINDOW)

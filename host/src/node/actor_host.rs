@@ -92,7 +92,7 @@ impl Node {
         let mut elsewhere = None;
         if !placed
             && class_info.is_some()
-            && let Some(remote) = self.remote_actors.get()
+            && let Some(remote) = self.remote_actors.as_ref()
         {
             let total = self.scheduler.total();
             let feasible = total.shortfall(&request).is_none();
@@ -108,7 +108,7 @@ impl Node {
         let id = elsewhere.as_ref().map_or(id, |(_, _, id)| *id);
         // A name is the cluster's: claimed at the head before the actor
         // exists anywhere.
-        let directory = self.directory.get().filter(|_| !placed);
+        let directory = self.directory.as_ref().filter(|_| !placed);
         if let (Some(name), Some(directory)) = (&options.name, directory) {
             let claim = directory
                 .claim(&namespace, name, id, class, options.detached)
@@ -369,7 +369,7 @@ impl ActorEnv for Node {
         if let Some(placement) = self.placement() {
             placement.remove_owned(record.objects_owner);
         }
-        if let (Some(name), Some(directory)) = (&record.name, self.directory.get()) {
+        if let (Some(name), Some(directory)) = (&record.name, self.directory.as_ref()) {
             directory.release(&record.namespace, name, record.id);
         }
         // What the actor created dies with it, as a job's does.

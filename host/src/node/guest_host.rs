@@ -128,7 +128,7 @@ impl GuestHost for TaskHost {
         let elsewhere = self
             .node
             .remote
-            .get()
+            .as_ref()
             .map(|remote| remote.free(self.job.id, tenant, &ids));
         Box::pin(async move {
             if let Some(elsewhere) = elsewhere {
@@ -255,7 +255,7 @@ impl GuestHost for TaskHost {
             .by_name(namespace, name)
             .filter(|r| r.class == class && r.death_reason().is_none())
             .map(|r| r.id);
-        let found = match (local, self.node.directory.get()) {
+        let found = match (local, self.node.directory.as_ref()) {
             (Some(id), _) => return Box::pin(async move { Some(id) }),
             (None, None) => return Box::pin(async { None }),
             (None, Some(directory)) => directory.lookup(namespace, name),
@@ -297,7 +297,7 @@ impl GuestHost for TaskHost {
                         _ => None,
                     }
                 };
-                match (named, self.node.directory.get()) {
+                match (named, self.node.directory.as_ref()) {
                     (Some(named), Some(directory)) => {
                         directory.release(&named.namespace, &named.name, actor)
                     }
@@ -319,7 +319,7 @@ impl GuestHost for TaskHost {
                     // the node's own table: the directory's copy is not
                     // left to the actor's loop ending later.
                     if let (Some(record), Some(directory)) =
-                        (self.node.actors.get(actor), self.node.directory.get())
+                        (self.node.actors.get(actor), self.node.directory.as_ref())
                         && let Some(name) = &record.name
                     {
                         directory.release(&record.namespace, name, actor);

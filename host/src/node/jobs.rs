@@ -109,7 +109,7 @@ impl Node {
         let freed = self.objects.free_owner(spec.id);
         context.account.free_all();
         self.release_groups_of(spec.id);
-        if let Some(remote) = self.remote.get() {
+        if let Some(remote) = self.remote.as_ref() {
             remote.end_job(spec.id);
         }
         tracing::debug!(job = %spec.id, freed, "job ended");

@@ -36,7 +36,7 @@ use crate::actors::ActorManager;
 use crate::cluster::job::{JobContext, JobSpec, LogSource};
 use crate::cluster::placement::PlacementService;
 use crate::cluster::{
-    ActorDirectory, ClusterError, HeadService, NodeService, NodeStatus, RemoteActors,
+    ActorDirectory, ClusterError, HeadService, NodeService, NodeStatus, OtherNodes, RemoteActors,
 };
 use crate::config::NodeConfig;
 use crate::gpu::{AdapterSummary, GpuUsageStats, Gpus};
@@ -51,7 +51,7 @@ use crate::scheduler::resources::ResourceSet;
 use crate::scheduler::{Scheduler, TaskExecutor, TaskRun};
 use crate::security::JobGrant;
 use crate::security::tenants::{scoped, tenant_of};
-use crate::sync::{MutexExt, RwLockExt};
+use crate::sync::MutexExt;
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use groups::HeldGroup;
@@ -75,18 +75,17 @@ pub struct Node {
     meta: Arc<MetaStore>,
     named: Arc<NamedObjects>,
     /// Where guests' named objects go: `named`, or the head's.
-    named_remote: OnceLock<Arc<dyn NamedStore>>,
+    named_remote: Option<Arc<dyn NamedStore>>,
     /// The GPUs, found the first time anything needs them.
     gpus: OnceLock<Gpus>,
-    /// The other nodes, once this node is part of a multi-node cluster.
-    remote: OnceLock<Arc<dyn Remote>>,
+    /// The other nodes, in a multi-node cluster.
+    remote: Option<Arc<dyn Remote>>,
     /// Their actors.
-    remote_actors: OnceLock<Arc<dyn RemoteActors>>,
-    /// The cluster-wide actor names.
-    directory: OnceLock<Arc<dyn ActorDirectory>>,
-    /// Where placement groups are made (replaced when the node joins a
-    /// multi-node cluster).
-    placement: std::sync::RwLock<Option<Arc<dyn PlacementService>>>,
+    remote_actors: Option<Arc<dyn RemoteActors>>,
+    /// The cluster-wide actor names, in a multi-node cluster.
+    directory: Option<Arc<dyn ActorDirectory>>,
+    /// Where placement groups are made.
+    placement: Arc<dyn PlacementService>,
     /// Signalled whenever an actor is registered here (calls from other
     /// nodes may arrive before the creation they follow).
     actor_registered: tokio::sync::watch::Sender<u64>,
@@ -111,14 +110,39 @@ pub struct Node {
     _temp_dir: Option<tempfile::TempDir>,
 }
 
+/// What a node is joined to, fixed when it starts.
+pub struct NodeLinks {
+    /// Where its guests' placement groups are made.
+    pub placement: Arc<dyn PlacementService>,
+    /// The rest of a multi-node cluster (`None`: the node is alone, as in
+    /// `prism run`).
+    pub cluster: Option<ClusterLinks>,
+}
+
+/// How a node of a multi-node cluster reaches the rest of it.
+pub struct ClusterLinks {
+    /// The other nodes: its scheduler places tasks there and pulls
+    /// objects from them; its guests' actors may live there.
+    pub peers: Arc<dyn OtherNodes>,
+    /// The cluster's actor names (the head's).
+    pub directory: Arc<dyn ActorDirectory>,
+    /// Where guests' named objects go: the head's (`None`: this node's
+    /// own, on the head's node).
+    pub named: Option<Arc<dyn NamedStore>>,
+}
+
 impl Node {
-    /// Starts a node with `config`, reporting to `head`. `tag` is the number the head gave this node when it joined (0 in
-    /// an embedded cluster): every object and actor id the node mints
-    /// carries it, so an id says where its object or actor lives.
+    /// Starts a node with `config`, reporting to `head`. `tag` is the
+    /// number the head gave this node when it joined (0 in an embedded
+    /// cluster): every object and actor id the node mints carries it, so
+    /// an id says where its object or actor lives. `links` makes what the
+    /// node is joined to, given the node (not yet started: keep it weak)
+    /// and its object store.
     pub fn start(
         config: NodeConfig,
         head: Arc<dyn HeadService>,
         tag: u32,
+        links: impl FnOnce(&Weak<Node>, &Arc<ObjectStore>) -> NodeLinks,
     ) -> Result<Arc<Node>, ClusterError> {
         if config.resources.contains_key(prism_abi::gpu::GPU_RESOURCE) {
             return Err(ClusterError::Startup(
@@ -148,8 +172,28 @@ impl Node {
         let total = ResourceSet::new(config.cpus, config.memory, &config.resources)
             .map_err(ClusterError::Startup)?;
         Ok(Arc::new_cyclic(|me: &Weak<Node>| {
+            let links = links(me, &objects);
+            let (remote, remote_actors, directory, named_remote) = match links.cluster {
+                Some(cluster) => {
+                    let remote: Arc<dyn Remote> = cluster.peers.clone();
+                    let actors: Arc<dyn RemoteActors> = cluster.peers;
+                    (
+                        Some(remote),
+                        Some(actors),
+                        Some(cluster.directory),
+                        cluster.named,
+                    )
+                }
+                None => (None, None, None, None),
+            };
             let executor: Weak<dyn TaskExecutor> = me.clone();
-            let scheduler = Scheduler::new(total, objects.clone(), executor, config.retry_backoff);
+            let scheduler = Scheduler::new(
+                total,
+                objects.clone(),
+                executor,
+                remote.clone(),
+                config.retry_backoff,
+            );
             scheduler.limit_instances(
                 config.runtime.instance_slots,
                 config.runtime.tenant_instance_share,
@@ -163,13 +207,13 @@ impl Node {
                 jobs: Mutex::new(HashMap::new()),
                 actors: Arc::new(ActorManager::default()),
                 named: Arc::new(NamedObjects::new(meta.clone())),
-                named_remote: OnceLock::new(),
+                named_remote,
                 meta,
                 gpus: OnceLock::new(),
-                remote: OnceLock::new(),
-                remote_actors: OnceLock::new(),
-                directory: OnceLock::new(),
-                placement: std::sync::RwLock::new(None),
+                remote,
+                remote_actors,
+                directory,
+                placement: links.placement,
                 actor_registered: tokio::sync::watch::Sender::new(0),
                 failed_actors: Mutex::new(HashMap::new()),
                 relocatable: Mutex::new(HashMap::new()),
@@ -321,44 +365,20 @@ impl Node {
         self.accounts.tenant(tenant)
     }
 
-    /// Makes this node part of a multi-node cluster: its scheduler may
-    /// place tasks on the other nodes and pull objects from them. Call once.
-    pub fn join_cluster<P: Remote + RemoteActors>(&self, peers: Arc<P>) {
-        self.scheduler.set_remote(peers.clone());
-        let _ = self.remote.set(peers.clone());
-        let _ = self.remote_actors.set(peers);
-    }
-
     /// This node's own named objects (the cluster's, on the head's node).
     pub fn named_objects(&self) -> &Arc<NamedObjects> {
         &self.named
     }
 
-    /// Keeps guests' named objects in `store` (the head's) instead of here.
-    pub fn set_named_store(&self, store: Arc<dyn NamedStore>) {
-        let _ = self.named_remote.set(store);
-    }
-
     fn named_store(&self) -> Arc<dyn NamedStore> {
-        match self.named_remote.get() {
+        match &self.named_remote {
             Some(remote) => remote.clone(),
             None => self.named.clone(),
         }
     }
 
-    /// Makes placement groups through `placement`.
-    pub fn set_placement(&self, placement: Arc<dyn PlacementService>) {
-        *self.placement.write_locked() = Some(placement);
-    }
-
     fn placement(&self) -> Option<Arc<dyn PlacementService>> {
-        self.placement.read_locked().clone()
-    }
-
-    /// Names actors through `directory` (the head's) instead of only
-    /// locally. Call once, with [`Node::join_cluster`].
-    pub fn set_directory(&self, directory: Arc<dyn ActorDirectory>) {
-        let _ = self.directory.set(directory);
+        Some(self.placement.clone())
     }
 
     /// Whether object `id` here belongs to a job of `tenant` (for another
@@ -390,7 +410,7 @@ impl Node {
 
     /// Pulls `id` here if it lives on another node (see [`Remote::fetch`]).
     fn fetch_remote(&self, id: ObjectId, owner: JobId, tenant: &str) {
-        if let Some(remote) = self.remote.get() {
+        if let Some(remote) = &self.remote {
             remote.fetch(id, owner, tenant);
         }
     }
@@ -514,6 +534,38 @@ impl TaskExecutor for Node {
             }
             outcome.result
         })
+    }
+}
+
+impl crate::cluster::HomeNode for Node {
+    fn job_runs(&self, job: JobId) -> bool {
+        self.has_job(job)
+    }
+
+    fn append_logs(&self, job: JobId, lines: Vec<crate::cluster::job::LogLine>) {
+        Node::append_logs(self, job, lines);
+    }
+
+    fn view_changed(&self, left: &[String]) {
+        if !left.is_empty() {
+            self.nodes_left(left);
+        }
+        self.scheduler.poke();
+    }
+
+    fn follow_moved_actor(&self, actor: ActorId) -> BoxFuture<'_, Option<ActorId>> {
+        Box::pin(Node::follow_moved_actor(self, actor))
+    }
+
+    fn call_local_actor(
+        &self,
+        actor: ActorId,
+        method: String,
+        args: Vec<Arg>,
+        return_id: ObjectId,
+        tenant: &str,
+    ) {
+        Node::call_local_actor(self, actor, method, args, return_id, tenant);
     }
 }
 

@@ -79,7 +79,7 @@ impl Node {
         if local != actor {
             return Some(local);
         }
-        let directory = self.directory.get()?.clone();
+        let directory = self.directory.as_ref()?.clone();
         let moved = directory
             .resolve_move(actor)
             .await
@@ -114,7 +114,7 @@ impl Node {
     }
 
     pub(super) async fn relocate(&self, old: ActorId, mut entry: Relocatable) {
-        let Some(remote) = self.remote_actors.get() else {
+        let Some(remote) = self.remote_actors.as_ref() else {
             return;
         };
         if self.job(entry.create.job).is_none() && !entry.create.options.detached {
@@ -135,7 +135,8 @@ impl Node {
             entry.restarts_left -= 1;
         }
         let namespace = actor_namespace(&entry.create.ticket.namespace, &entry.create.options);
-        if let (Some(name), Some(directory)) = (&entry.create.options.name, self.directory.get()) {
+        if let (Some(name), Some(directory)) = (&entry.create.options.name, self.directory.as_ref())
+        {
             directory.release(&namespace, name, old);
             if let Ok(NameClaim::Existing { .. }) = directory
                 .claim(
@@ -156,7 +157,7 @@ impl Node {
             return;
         }
         tracing::info!(actor = %old, now = %new, node = %node_id, "actor restarted on another node");
-        if let Some(directory) = self.directory.get() {
+        if let Some(directory) = self.directory.as_ref() {
             directory.record_move(old, new);
         }
         self.moved.locked().insert(old, new);
@@ -180,7 +181,7 @@ impl Node {
         if tag == 0 || tag == self.objects.node_tag() {
             return None;
         }
-        self.remote_actors.get()
+        self.remote_actors.as_ref()
     }
 
     /// Runs one call of an actor on this node for another node: waits (up
@@ -304,7 +305,7 @@ impl Node {
                 }
                 failed.insert(id, (context.ticket.grant.tenant.clone(), error.clone()));
                 drop(failed);
-                if let (Some(name), Some(directory)) = (&options_name, self.directory.get()) {
+                if let (Some(name), Some(directory)) = (&options_name, self.directory.as_ref()) {
                     directory.release(&options_namespace, name, id);
                 }
                 self.actor_registered.send_modify(|n| *n += 1);
@@ -320,7 +321,7 @@ impl Node {
         {
             return Some(record.id);
         }
-        let directory = self.directory.get()?;
+        let directory = self.directory.as_ref()?;
         directory.lookup(namespace, name).await.map(|(id, _)| id)
     }
 

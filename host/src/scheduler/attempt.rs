@@ -24,7 +24,7 @@ impl Shared {
     ) {
         let attempt = entry.attempt.load(Ordering::SeqCst);
         self.placed_remotely.fetch_add(1, Ordering::Relaxed);
-        let result = match self.remote.get() {
+        let result = match self.remote.as_ref() {
             None => Err(WireError::new(ErrorKind::System, "no other nodes")),
             Some(remote) => {
                 tracing::debug!(function = %entry.spec.function, node = reservation.node_id(), "placing on another node");
@@ -67,7 +67,7 @@ impl Shared {
             charged_elsewhere: false,
         });
         let attempt = entry.attempt.load(Ordering::SeqCst);
-        if let Some(remote) = self.remote.get() {
+        if let Some(remote) = self.remote.as_ref() {
             // Arguments that live on other nodes are pulled here first
             // (a task placed elsewhere pulls them there instead).
             let mut pulled = false;

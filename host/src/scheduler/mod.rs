@@ -57,7 +57,7 @@ use remote::{Remote, Reservation};
 use resources::{GpuAssignment, GpuShares, ResourceSet};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -219,8 +219,8 @@ struct Shared {
     /// Grows once, when the node's GPUs are found ([`Scheduler::add_gpus`]).
     total: RwLock<ResourceSet>,
     retry_backoff: Duration,
-    /// The other nodes, once this node joined a cluster.
-    remote: OnceLock<Arc<dyn Remote>>,
+    /// The other nodes, in a multi-node cluster.
+    remote: Option<Arc<dyn Remote>>,
     executed: AtomicU64,
     placed_remotely: AtomicU64,
 }
@@ -233,11 +233,13 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A scheduler offering `total` resources, storing results in `objects`
-    /// and running attempts on `executor`.
+    /// and running attempts on `executor`; with `remote`, also on other
+    /// nodes.
     pub fn new(
         total: ResourceSet,
         objects: Arc<ObjectStore>,
         executor: Weak<dyn TaskExecutor>,
+        remote: Option<Arc<dyn Remote>>,
         retry_backoff: Duration,
     ) -> Self {
         Scheduler {
@@ -258,7 +260,7 @@ impl Scheduler {
                 executor,
                 total: RwLock::new(total),
                 retry_backoff,
-                remote: OnceLock::new(),
+                remote,
                 executed: AtomicU64::new(0),
                 placed_remotely: AtomicU64::new(0),
             }),
@@ -290,12 +292,6 @@ impl Scheduler {
             state.gpus = GpuShares::new(devices);
         }
         self.shared.dispatch();
-    }
-
-    /// Lets this scheduler place tasks on other nodes and pull objects from
-    /// them. Call at most once; later calls are ignored.
-    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
-        let _ = self.shared.remote.set(remote);
     }
 
     /// Re-examines the queues: call when other nodes gained room.
@@ -685,7 +681,7 @@ impl Shared {
         if spec.local_only || spec.entry != EntryKind::Task {
             return None;
         }
-        self.remote.get()
+        self.remote.as_ref()
     }
 
     fn fail_now(&self, spec: &TaskSpec, kind: ErrorKind, message: String) {

@@ -1,7 +1,7 @@
 //! The other nodes of a multi-node cluster, as the scheduler sees them.
 //!
-//! A node that joined a cluster installs a [`Remote`] in its scheduler
-//! ([`super::Scheduler::set_remote`]). The scheduler then places tasks the
+//! A node of a multi-node cluster gives its scheduler a [`Remote`] when
+//! it starts ([`super::Scheduler::new`]). The scheduler then places tasks the
 //! local node cannot run now (or whose strategy asks for another node) on
 //! a node that [`Remote::reserve`] picks, runs the attempt there through
 //! [`Remote::execute`], and pulls argument objects that live on other

@@ -93,6 +93,7 @@ fn setup(cpus: f64) -> Setup {
             total,
             objects.clone(),
             Arc::downgrade(&executor),
+            None,
             Duration::from_millis(1),
         ),
         gate,

@@ -74,7 +74,7 @@ impl Peers {
             };
             let result = match (reply, &peer) {
                 (Some(Ok(reply)), Some(peer)) => {
-                    outcome(&node, owner, &peer.id, reply.into_inner())
+                    outcome(node.as_ref(), owner, &peer.id, reply.into_inner())
                 }
                 (failed, _) => {
                     let mut verdict = true;
@@ -132,7 +132,7 @@ impl Peers {
                 Ok(bytes) => Object::Value(bytes),
                 Err(error) => Object::Error(Arc::new(error)),
             };
-            let _ = node.objects().complete(return_id, object);
+            let _ = me.objects.complete(return_id, object);
         });
     }
 
@@ -245,9 +245,7 @@ impl RemoteActors for Peers {
         owner: JobId,
         tenant: &str,
     ) {
-        if let Some(node) = self.node.upgrade() {
-            node.objects().create_pending(return_id, owner);
-        }
+        self.objects.create_pending(return_id, owner);
         self.send_actor_call(
             actor,
             method.to_string(),

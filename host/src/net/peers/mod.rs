@@ -11,9 +11,10 @@
 mod actors;
 
 use super::{CHUNK_BYTES, MAX_NODE_MESSAGE, resources_from_proto};
-use crate::cluster::{LogLine, LogSource, Node};
+use crate::cluster::{HomeNode, LogLine, LogSource};
 use crate::ids::{ActorId, JobId, ObjectId};
 use crate::objects::Object;
+use crate::objects::ObjectStore;
 use crate::runtime::{BoxFuture, CancelToken};
 use crate::scheduler::TaskSpec;
 use crate::scheduler::remote::{Pick, Placement, Remote, Reservation};
@@ -188,7 +189,10 @@ impl Reservation for PeerSlot {
 pub struct Peers {
     local_id: String,
     local_tag: u32,
-    node: Weak<Node>,
+    /// This node, told of view changes and asked about its jobs.
+    node: Weak<dyn HomeNode>,
+    /// This node's object store, where pulled objects go.
+    objects: Arc<ObjectStore>,
     credentials: NodeCredentials,
     nodes: RwLock<BTreeMap<String, Arc<Peer>>>,
     /// Tags of nodes that were in the view and left it: their objects are
@@ -210,18 +214,21 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// The view of `node` (id `local_id`, tag `local_tag`), calling others
-    /// with `credentials`. Empty until [`Peers::update`].
+    /// The view of `node` (id `local_id`, tag `local_tag`, its store
+    /// `objects`), calling others with `credentials`. Empty until
+    /// [`Peers::update`].
     pub fn new(
         local_id: &str,
         local_tag: u32,
-        node: &Arc<Node>,
+        node: Weak<dyn HomeNode>,
+        objects: Arc<ObjectStore>,
         credentials: NodeCredentials,
     ) -> Arc<Peers> {
         Arc::new_cyclic(|me| Peers {
             local_id: local_id.to_string(),
             local_tag,
-            node: Arc::downgrade(node),
+            node,
+            objects,
             credentials,
             nodes: RwLock::new(BTreeMap::new()),
             gone: Mutex::new(HashSet::new()),
@@ -300,10 +307,7 @@ impl Peers {
             }
         }
         if let Some(node) = self.node.upgrade() {
-            if !left.is_empty() {
-                node.nodes_left(&left);
-            }
-            node.scheduler().poke();
+            node.view_changed(&left);
         }
     }
 
@@ -365,10 +369,7 @@ impl Peers {
             tenant: tenant.clone(),
         };
         // No object larger than this node's store could hold it anyway.
-        let capacity = self
-            .node
-            .upgrade()
-            .map_or(0, |node| node.objects().capacity()) as usize;
+        let capacity = self.objects.capacity() as usize;
         let fetched: Result<Object, tonic::Status> = async {
             let mut stream = client.fetch_object(request).await?.into_inner();
             let mut buf = BytesMut::new();
@@ -410,9 +411,7 @@ impl Peers {
                 // removal looks again at once.)
                 self.refused.locked().insert((id, tenant));
                 self.pulling.locked().remove(&id);
-                if let Some(node) = self.node.upgrade() {
-                    node.objects().remove(id);
-                }
+                self.objects.remove(id);
                 return;
             }
             Err(status) => {
@@ -428,9 +427,7 @@ impl Peers {
                 )))
             }
         };
-        if let Some(node) = self.node.upgrade()
-            && let Err(e) = node.objects().complete(id, object)
-        {
+        if let Err(e) = self.objects.complete(id, object) {
             tracing::warn!(%id, "storing a pulled object failed: {e}");
         }
         self.pulling.locked().remove(&id);
@@ -440,7 +437,7 @@ impl Peers {
 /// The result of a task or actor call another node ran; its log lines
 /// join `job`'s log here.
 fn outcome(
-    node: &Node,
+    node: &dyn HomeNode,
     job: JobId,
     peer: &str,
     reply: pb::ExecuteTaskReply,
@@ -568,7 +565,7 @@ impl Remote for Peers {
                     "a call without a job cannot run elsewhere",
                 )
             })?;
-            if !node.has_job(spec.job) {
+            if !node.job_runs(spec.job) {
                 return Err(WireError::new(
                     ErrorKind::Cancelled,
                     "the task's job has ended",
@@ -600,7 +597,7 @@ impl Remote for Peers {
                     return Err(error);
                 }
             };
-            outcome(&node, spec.job, &peer.id, reply)
+            outcome(node.as_ref(), spec.job, &peer.id, reply)
         })
     }
 
@@ -612,18 +609,18 @@ impl Remote for Peers {
         let Some(node) = self.node.upgrade() else {
             return;
         };
-        if node.objects().owner(id).is_some() {
+        if self.objects.owner(id).is_some() {
             return;
         }
         let peer = self.read().values().find(|p| p.tag == tag).cloned();
         let Some(peer) = peer else {
             if self.gone.locked().contains(&tag) {
-                node.objects().create_pending(id, owner);
+                self.objects.create_pending(id, owner);
                 let error = WireError::new(
                     ErrorKind::ObjectLost,
                     format!("object {id} lived on a node that left the cluster"),
                 );
-                let _ = node.objects().complete(id, Object::Error(Arc::new(error)));
+                let _ = self.objects.complete(id, Object::Error(Arc::new(error)));
             }
             // An unknown tag: a forged or mistyped id, not found like any.
             return;
@@ -636,13 +633,13 @@ impl Remote for Peers {
         }
         // Pulled only for a job (or actor) this node knows: it owns the
         // copy and frees it when it ends.
-        if node.job_tenant(owner).is_none() {
+        if !node.job_runs(owner) {
             return;
         }
         if !self.pulling.locked().insert(id) {
             return;
         }
-        node.objects().create_pending(id, owner);
+        self.objects.create_pending(id, owner);
         let Some(me) = self.me.upgrade() else {
             return;
         };
