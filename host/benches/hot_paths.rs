@@ -4,7 +4,7 @@
 //! `prism bench`.
 
 use bytes::Bytes;
-use prism_host::ids::{JobId, ObjectId};
+use prism_host::ids::{ObjectId, OwnerId};
 use prism_host::objects::{Lookup, ObjectStore};
 use prism_host::scheduler::resources::ResourceSet;
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ fn measure(iterations: u32, mut op: impl FnMut()) -> f64 {
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = ObjectStore::new(1 << 30, dir.path().join("spill")).expect("store");
-    let job = JobId::random();
+    let job = OwnerId::random();
     let value = Bytes::from(vec![7u8; 100]);
 
     let mut results: Vec<(&str, f64)> = Vec::new();

@@ -150,6 +150,48 @@ impl fmt::Debug for JobId {
     }
 }
 
+/// Who owns objects, tasks and placement groups on a node, and whose
+/// context (tenant, grant, log) a guest runs in: a job — its driver and
+/// the tasks it submits, under the job's own id ([`OwnerId::of_job`]) —
+/// or an actor — its calls and what they create, under an id of its own
+/// ([`OwnerId::random`]). What an owner holds is freed when it ends.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerId(u64);
+
+impl OwnerId {
+    /// The owner that is job `job`.
+    pub fn of_job(job: JobId) -> Self {
+        OwnerId(job.as_u64())
+    }
+
+    /// A fresh owner (an actor's).
+    pub fn random() -> Self {
+        OwnerId(u64::from_le_bytes(random_bytes::<8>()))
+    }
+
+    /// The id as a number (as it crosses between nodes).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The id from [`OwnerId::as_u64`].
+    pub fn from_u64(value: u64) -> Self {
+        OwnerId(value)
+    }
+}
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "owner-{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 /// A task within one node's lifetime (for logs and traces).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct TaskId(u64);
@@ -208,6 +250,8 @@ mod tests {
     fn job_ids_and_module_hashes_parse_what_they_print() {
         let id = JobId::random();
         assert_eq!(JobId::parse(&id.to_string()), Some(id));
+        assert_eq!(OwnerId::of_job(id).as_u64(), id.as_u64());
+        assert_ne!(OwnerId::random(), OwnerId::random());
         assert_eq!(JobId::parse("job-xyz"), None);
         let hash = ModuleHash::of(b"wasm");
         assert_eq!(ModuleHash::parse(&format!("{hash:?}")), Some(hash));

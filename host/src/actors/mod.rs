@@ -25,7 +25,7 @@
 //!
 //! The supervisor reaches the rest of the node only through [`ActorEnv`].
 
-use crate::ids::{ActorId, JobId, ObjectId};
+use crate::ids::{ActorId, ObjectId, OwnerId};
 use crate::objects::{Object, ObjectStore};
 use crate::runtime::{BoxFuture, CancelToken, Instance, Invocation, InvocationOutcome};
 use crate::scheduler::resources::ResourceSet;
@@ -49,10 +49,11 @@ pub struct ActorRecord {
     pub namespace: String,
     /// Its name, if it has one.
     pub name: Option<String>,
-    /// The job it ends with; `None` for a detached actor.
-    pub owner: Option<JobId>,
+    /// The owner it ends with (the job, or actor, that created it);
+    /// `None` for a detached actor.
+    pub owner: Option<OwnerId>,
     /// The owner of the objects the actor itself creates (freed when it dies).
-    pub objects_owner: JobId,
+    pub objects_owner: OwnerId,
     /// Constructor arguments.
     pub ctor_args: Vec<Arg>,
     /// Resources held for its life.
@@ -79,7 +80,7 @@ impl ActorRecord {
         class: String,
         namespace: String,
         name: Option<String>,
-        owner: Option<JobId>,
+        owner: Option<OwnerId>,
         ctor_args: Vec<Arg>,
         hold: ResourceSet,
         memory_limit: u64,
@@ -94,7 +95,7 @@ impl ActorRecord {
             namespace,
             name,
             owner,
-            objects_owner: JobId::random(),
+            objects_owner: OwnerId::random(),
             ctor_args,
             hold,
             memory_limit,
@@ -246,7 +247,7 @@ impl ActorManager {
     }
 
     /// Live actors that end with `job`.
-    pub fn owned_by(&self, job: JobId) -> Vec<ActorId> {
+    pub fn owned_by(&self, job: OwnerId) -> Vec<ActorId> {
         self.lock()
             .actors
             .values()

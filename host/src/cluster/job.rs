@@ -373,11 +373,11 @@ impl JobLog {
     }
 }
 
-/// What a node keeps about a job while it runs.
+/// What a node keeps about an owner (a job, or an actor) while it runs.
 #[derive(Debug)]
 pub struct JobContext {
-    /// The job.
-    pub id: JobId,
+    /// The owner: the job's, or the actor's.
+    pub id: crate::ids::OwnerId,
     /// Its module, loaded.
     pub module: std::sync::Arc<crate::runtime::LoadedModule>,
     /// Its namespace, grant and environment, carried by every call it

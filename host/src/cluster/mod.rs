@@ -96,8 +96,8 @@ pub enum ActorPlacement {
 /// An actor to create on another node.
 #[derive(Clone)]
 pub struct ActorCreate {
-    /// The creating job.
-    pub job: JobId,
+    /// Who creates it: the job or actor it ends with (unless detached).
+    pub owner: crate::ids::OwnerId,
     /// Its module.
     pub module: ModuleHash,
     /// Who it is created for: the job's namespace, grant and environment.
@@ -138,7 +138,7 @@ pub trait RemoteActors: Send + Sync + 'static {
         method: &str,
         args: Vec<crate::task::Arg>,
         return_id: crate::ids::ObjectId,
-        owner: JobId,
+        owner: crate::ids::OwnerId,
         tenant: &str,
     );
     /// Kills an actor of `tenant` on another node (another tenant's is
@@ -159,9 +159,9 @@ impl<T: crate::scheduler::remote::Remote + RemoteActors> OtherNodes for T {}
 pub trait HomeNode: Send + Sync + 'static {
     /// Whether `job` still runs on this node (a call of an ended job is
     /// not started elsewhere).
-    fn job_runs(&self, job: JobId) -> bool;
+    fn job_runs(&self, job: crate::ids::OwnerId) -> bool;
     /// Log lines another node sent back for `job`.
-    fn append_logs(&self, job: JobId, lines: Vec<LogLine>);
+    fn append_logs(&self, job: crate::ids::OwnerId, lines: Vec<LogLine>);
     /// The cluster view changed: nodes `left` it (maybe none), others may
     /// have gained room.
     fn view_changed(&self, left: &[String]);

@@ -9,7 +9,7 @@
 //! nodes could ever hold fails at once. A group ends when it is removed
 //! or when the job that created it ends.
 
-use crate::ids::JobId;
+use crate::ids::OwnerId;
 use crate::runtime::BoxFuture;
 use crate::scheduler::resources::{ResourceSet, to_milli};
 use crate::sync::MutexExt;
@@ -55,14 +55,14 @@ pub trait PlacementService: Send + Sync + 'static {
     /// `<tenant>.` ([`group_tenant`]).
     fn create(
         &self,
-        owner: JobId,
+        owner: OwnerId,
         tenant: &str,
         spec: PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<PlacementGroupInfo, WireError>>;
     /// Removes a group (harmless if it is gone).
     fn remove(&self, group: &str);
     /// Removes every group `owner` created (its job ended).
-    fn remove_owned(&self, owner: JobId);
+    fn remove_owned(&self, owner: OwnerId);
 }
 
 /// The tenant whose job created placement group `group`.
@@ -154,7 +154,7 @@ pub fn plan(
 }
 
 struct Group {
-    owner: JobId,
+    owner: OwnerId,
     nodes: Vec<String>,
 }
 
@@ -164,7 +164,7 @@ pub struct PlacementGroups {
     groups: Mutex<HashMap<String, Group>>,
     /// Owners whose groups were removed (their job or actor ended): a
     /// creation that finishes after that is undone at once.
-    ended: Mutex<std::collections::HashSet<JobId>>,
+    ended: Mutex<std::collections::HashSet<OwnerId>>,
     timeout: Duration,
     /// Where live groups are recorded (the head's `head.redb`), so that a
     /// restarted head can free what they held.
@@ -207,7 +207,7 @@ impl PlacementGroups {
 
     async fn create_group(
         self: Arc<Self>,
-        owner: JobId,
+        owner: OwnerId,
         tenant: String,
         spec: PlacementGroupSpec,
     ) -> Result<PlacementGroupInfo, WireError> {
@@ -319,7 +319,7 @@ impl PlacementGroups {
 impl PlacementService for Arc<PlacementGroups> {
     fn create(
         &self,
-        owner: JobId,
+        owner: OwnerId,
         tenant: &str,
         spec: PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<PlacementGroupInfo, WireError>> {
@@ -351,7 +351,7 @@ impl PlacementService for Arc<PlacementGroups> {
         }
     }
 
-    fn remove_owned(&self, owner: JobId) {
+    fn remove_owned(&self, owner: OwnerId) {
         {
             let mut ended = self.ended.locked();
             if ended.len() >= 100_000 {
@@ -534,7 +534,7 @@ mod tests {
         });
         let groups = PlacementGroups::new(fine.clone());
         let info = groups
-            .create(JobId::random(), "default", spec.clone())
+            .create(OwnerId::random(), "default", spec.clone())
             .await
             .unwrap();
         assert_eq!(info.nodes, vec!["a".to_string(), "b".to_string()]);
@@ -550,7 +550,7 @@ mod tests {
         });
         let groups = PlacementGroups::with_timeout(busy.clone(), Duration::from_millis(300));
         let error = groups
-            .create(JobId::random(), "default", spec)
+            .create(OwnerId::random(), "default", spec)
             .await
             .unwrap_err();
         assert_eq!(error.kind, ErrorKind::Unschedulable);

@@ -8,7 +8,7 @@
 use super::grant::{grant_from_proto, grant_to_proto};
 use super::{resources_from_proto, resources_to_proto};
 use crate::cluster::{ActorCreate, RemoteCall};
-use crate::ids::{ActorId, JobId, ModuleHash, ObjectId};
+use crate::ids::{ActorId, ModuleHash, ObjectId, OwnerId};
 use crate::scheduler::{BundleRef, TaskSpec};
 use crate::task::{Arg, JobEnv, JobTicket};
 use bytes::Bytes;
@@ -25,7 +25,7 @@ pub(super) fn execute_request(
     attempt: u32,
 ) -> pb::ExecuteTaskRequest {
     pb::ExecuteTaskRequest {
-        job_id: spec.job.as_u64(),
+        job_id: spec.owner.as_u64(),
         module_hash: format!("{:?}", spec.module),
         namespace: ticket.namespace.clone(),
         function: spec.function.clone(),
@@ -50,7 +50,7 @@ pub(super) fn execute_request(
 /// The attempt another node sent, as this node runs it.
 pub(super) fn remote_call(r: pb::ExecuteTaskRequest) -> Result<RemoteCall, Status> {
     Ok(RemoteCall {
-        job: JobId::from_u64(r.job_id),
+        owner: OwnerId::from_u64(r.job_id),
         module: module_hash(&r.module_hash)?,
         ticket: ticket_from_proto(r.namespace, r.env, r.grant)?,
         function: r.function,
@@ -79,7 +79,7 @@ pub(super) fn create_actor_request(
     pb::CreateActorRequest {
         actor_id: id.as_bytes().to_vec(),
         seq,
-        job_id: create.job.as_u64(),
+        job_id: create.owner.as_u64(),
         module_hash: format!("{:?}", create.module),
         namespace: create.ticket.namespace.clone(),
         class: create.class.clone(),
@@ -109,7 +109,7 @@ pub(super) fn actor_creation(r: pb::CreateActorRequest) -> Result<ActorCreation,
     let options = prism_abi::ActorOptions::decode(&r.options)
         .map_err(|e| Status::invalid_argument(format!("actor options: {e}")))?;
     let call = RemoteCall {
-        job: JobId::from_u64(r.job_id),
+        owner: OwnerId::from_u64(r.job_id),
         module: module_hash(&r.module_hash)?,
         ticket: ticket_from_proto(r.namespace, r.env, r.grant)?,
         function: r.class.clone(),
@@ -218,7 +218,7 @@ mod tests {
     fn an_actor_creation_arrives_as_it_was_sent() {
         let ticket = Arc::new(ticket());
         let create = ActorCreate {
-            job: JobId::random(),
+            owner: OwnerId::random(),
             module: ModuleHash::of(b"m"),
             ticket: ticket.clone(),
             class: "Counter".into(),
@@ -232,7 +232,7 @@ mod tests {
         let arrived = actor_creation(create_actor_request(id, 7, 9, &create)).unwrap();
         assert_eq!(arrived.id, id);
         assert_eq!(arrived.class, "Counter");
-        assert_eq!(arrived.call.job, create.job);
+        assert_eq!(arrived.call.owner, create.owner);
         assert_eq!(arrived.call.module, create.module);
         assert_eq!(arrived.call.ticket.namespace, ticket.namespace);
         assert_eq!(arrived.call.ticket.env, ticket.env);
@@ -247,7 +247,7 @@ mod tests {
             0,
             0,
             &ActorCreate {
-                job: JobId::random(),
+                owner: OwnerId::random(),
                 module: ModuleHash::of(b"m"),
                 ticket: Arc::new(ticket()),
                 class: "C".into(),

@@ -3,7 +3,7 @@
 //! reserves bundles on every node, is `head::ClusterHosts`.
 
 use crate::cluster::placement::PlacementService;
-use crate::ids::JobId;
+use crate::ids::OwnerId;
 use crate::runtime::BoxFuture;
 use prism_abi::{ErrorKind, PlacementGroupInfo, PlacementGroupSpec, WireError};
 use prism_proto::v1 as pb;
@@ -26,7 +26,7 @@ impl RemotePlacement {
 impl PlacementService for RemotePlacement {
     fn create(
         &self,
-        owner: JobId,
+        owner: OwnerId,
         tenant: &str,
         spec: PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<PlacementGroupInfo, WireError>> {
@@ -64,7 +64,7 @@ impl PlacementService for RemotePlacement {
         });
     }
 
-    fn remove_owned(&self, _owner: JobId) {
+    fn remove_owned(&self, _owner: OwnerId) {
         // The head removes a job's groups when the job ends.
     }
 }

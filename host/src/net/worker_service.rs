@@ -6,7 +6,7 @@ use super::calls::{ActorCreation, actor_creation, args_from_proto, object_id, re
 use super::peers::chunks;
 use super::{actor_id, peer_identity};
 use crate::cluster::{LogLine, Node, RemoteActorCall};
-use crate::ids::{ActorId, JobId};
+use crate::ids::{ActorId, OwnerId};
 use crate::objects::{Lookup, Object};
 use crate::sync::MutexExt;
 use prism_proto::v1 as pb;
@@ -241,7 +241,7 @@ impl Worker for WorkerService {
     ) -> Result<Response<pb::EndJobReply>, Status> {
         peer_identity(&request)?;
         self.node
-            .end_remote_job(JobId::from_u64(request.get_ref().job_id));
+            .end_remote_job(OwnerId::from_u64(request.get_ref().job_id));
         Ok(Response::new(pb::EndJobReply {}))
     }
 
@@ -258,7 +258,7 @@ impl Worker for WorkerService {
             .collect::<Result<Vec<_>, _>>()?;
         let freed = self
             .node
-            .free_objects(JobId::from_u64(r.job_id), &r.tenant, &ids);
+            .free_objects(OwnerId::from_u64(r.job_id), &r.tenant, &ids);
         Ok(Response::new(pb::FreeObjectsReply {
             freed: freed as u32,
         }))

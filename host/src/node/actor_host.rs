@@ -132,7 +132,7 @@ impl Node {
         };
         if let Some((remote, node_id, id)) = elsewhere {
             let create = ActorCreate {
-                job: job.id,
+                owner: job.id,
                 module: job.module.hash(),
                 ticket: job.ticket.clone(),
                 class: class.to_string(),

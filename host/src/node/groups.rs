@@ -2,7 +2,7 @@
 //! tenants until removed or until the job that made them ends.
 
 use super::Node;
-use crate::ids::JobId;
+use crate::ids::OwnerId;
 use crate::scheduler::accounts::TenantAccount;
 use crate::scheduler::resources::ResourceSet;
 use crate::sync::MutexExt;
@@ -14,7 +14,7 @@ impl Node {
     pub(super) fn hold_group(
         &self,
         group: String,
-        owner: JobId,
+        owner: OwnerId,
         tenant: Arc<TenantAccount>,
         total: ResourceSet,
     ) {
@@ -40,7 +40,7 @@ impl Node {
     }
 
     /// A job (or actor) ended: its placement groups no longer count.
-    pub(super) fn release_groups_of(&self, owner: JobId) {
+    pub(super) fn release_groups_of(&self, owner: OwnerId) {
         let released: Vec<(String, Arc<TenantAccount>, ResourceSet)> = {
             let mut held = self.held_groups.locked();
             let groups: Vec<String> = held
@@ -66,4 +66,4 @@ impl Node {
 
 /// A placement group counted against its tenant: the job that made it,
 /// the tenant's account, and the total of its bundles.
-pub(super) type HeldGroup = (JobId, Arc<TenantAccount>, ResourceSet);
+pub(super) type HeldGroup = (OwnerId, Arc<TenantAccount>, ResourceSet);

@@ -3,7 +3,7 @@
 
 use super::{Node, gpu_denied};
 use crate::cluster::job::{JobContext, JobOutcome, JobSpec};
-use crate::ids::{JobId, ObjectId};
+use crate::ids::{ObjectId, OwnerId};
 use crate::objects::{Lookup, Object, Watch};
 use crate::runtime::LoadedModule;
 use crate::scheduler::TaskSpec;
@@ -78,8 +78,9 @@ impl Node {
             }),
             None => Default::default(),
         };
+        let owner = OwnerId::of_job(spec.id);
         let context = Arc::new(JobContext {
-            id: spec.id,
+            id: owner,
             module,
             log: Arc::new(log),
             account: self.accounts.open_job(&grant),
@@ -91,29 +92,29 @@ impl Node {
                 env: (!env.is_empty()).then(|| Arc::new(env.clone())),
             }),
         });
-        self.jobs.locked().insert(spec.id, context.clone());
+        self.jobs.locked().insert(owner, context.clone());
         let result = self.drive(&spec, &context).await;
-        for actor in self.actors.owned_by(spec.id) {
+        for actor in self.actors.owned_by(owner) {
             self.actors.kill(actor);
         }
-        self.scheduler.cancel_job(spec.id);
+        self.scheduler.cancel_job(owner);
         if let Some(placement) = self.placement() {
-            placement.remove_owned(spec.id);
+            placement.remove_owned(owner);
         }
         self.relocatable
             .locked()
-            .retain(|_, r| r.create.job != spec.id || r.create.options.detached);
+            .retain(|_, r| r.create.owner != owner || r.create.options.detached);
         self.named_elsewhere
             .locked()
-            .retain(|_, n| n.job != Some(spec.id));
-        let freed = self.objects.free_owner(spec.id);
+            .retain(|_, n| n.job != Some(owner));
+        let freed = self.objects.free_owner(owner);
         context.account.free_all();
-        self.release_groups_of(spec.id);
+        self.release_groups_of(owner);
         if let Some(remote) = self.remote.as_ref() {
-            remote.end_job(spec.id);
+            remote.end_job(owner);
         }
         tracing::debug!(job = %spec.id, freed, "job ended");
-        self.close_job_context(spec.id);
+        self.close_job_context(owner);
         JobOutcome {
             id: spec.id,
             result,
@@ -157,7 +158,7 @@ impl Node {
         }
         let return_id = self.objects.new_object_id();
         let driver = TaskSpec {
-            job: spec.id,
+            owner: context.id,
             ticket: Some(context.ticket.clone()),
             module: spec.module,
             entry,
@@ -209,7 +210,7 @@ impl Node {
     /// Moves large inline values into the store, so call messages stay small.
     pub(super) fn by_reference(
         &self,
-        owner: JobId,
+        owner: OwnerId,
         mut args: Vec<Arg>,
     ) -> Result<Vec<Arg>, WireError> {
         for arg in args.iter_mut() {
@@ -286,7 +287,7 @@ impl Node {
         }
         let args = self.by_reference(job.id, args)?;
         Ok(TaskSpec {
-            job: job.id,
+            owner: job.id,
             ticket: Some(job.ticket.clone()),
             module: job.module.hash(),
             entry: EntryKind::Task,

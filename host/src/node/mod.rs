@@ -40,7 +40,7 @@ use crate::cluster::{
 };
 use crate::config::NodeConfig;
 use crate::gpu::{AdapterSummary, GpuUsageStats, Gpus};
-use crate::ids::{ActorId, JobId, ObjectId};
+use crate::ids::{ActorId, ObjectId, OwnerId};
 use crate::meta::MetaStore;
 use crate::objects::ObjectStore;
 use crate::objects::named::{NamedObjects, NamedStore};
@@ -70,7 +70,9 @@ pub struct Node {
     scheduler: Scheduler,
     runtime: Runtime,
     head: Arc<dyn HeadService>,
-    jobs: Mutex<HashMap<JobId, Arc<JobContext>>>,
+    /// The context of every owner running here: jobs whose driver runs
+    /// here or that placed calls here, and actors.
+    jobs: Mutex<HashMap<OwnerId, Arc<JobContext>>>,
     actors: Arc<ActorManager>,
     meta: Arc<MetaStore>,
     named: Arc<NamedObjects>,
@@ -100,8 +102,8 @@ pub struct Node {
     /// Actors other nodes placed here whose creation failed, and why.
     /// (the actor's tenant, why).
     failed_actors: Mutex<HashMap<ActorId, (String, WireError)>>,
-    /// Jobs whose driver runs elsewhere and that ran tasks here.
-    remote_jobs: Mutex<std::collections::HashSet<JobId>>,
+    /// Owners (jobs, actors) on other nodes that ran tasks here.
+    remote_jobs: Mutex<std::collections::HashSet<OwnerId>>,
     /// What each tenant uses here.
     accounts: Accounts,
     /// Placement groups guests here made, counted against their tenants:
@@ -313,18 +315,18 @@ impl Node {
         Ok(request)
     }
 
-    fn job(&self, id: JobId) -> Option<Arc<JobContext>> {
+    fn job(&self, id: OwnerId) -> Option<Arc<JobContext>> {
         self.jobs.locked().get(&id).cloned()
     }
 
-    /// Whether job `id` runs here (its driver, or calls another node
-    /// placed here).
-    pub fn has_job(&self, id: JobId) -> bool {
+    /// Whether owner `id` runs here (a job's driver or an actor, or
+    /// calls another node placed here).
+    pub fn has_job(&self, id: OwnerId) -> bool {
         self.job(id).is_some()
     }
 
-    /// The tenant of a job (or actor context) this node knows.
-    pub fn job_tenant(&self, id: JobId) -> Option<String> {
+    /// The tenant of an owner (job or actor) this node knows.
+    pub fn job_tenant(&self, id: OwnerId) -> Option<String> {
         self.job(id).map(|j| j.ticket.grant.tenant.clone())
     }
 
@@ -395,12 +397,12 @@ impl Node {
 
     /// The log of a job running here (its driver's node keeps the whole
     /// log; other nodes hand their lines back with each call).
-    pub fn job_log(&self, id: JobId) -> Option<Arc<crate::cluster::job::JobLog>> {
-        self.job(id).map(|j| j.log.clone())
+    pub fn job_log(&self, id: crate::ids::JobId) -> Option<Arc<crate::cluster::job::JobLog>> {
+        self.job(OwnerId::of_job(id)).map(|j| j.log.clone())
     }
 
     /// Appends lines another node sent back for `job`.
-    pub fn append_logs(&self, job: JobId, lines: Vec<crate::cluster::job::LogLine>) {
+    pub fn append_logs(&self, job: OwnerId, lines: Vec<crate::cluster::job::LogLine>) {
         if let Some(context) = self.job(job) {
             for line in lines {
                 context.log.push(line.source, &line.function, &line.text);
@@ -409,7 +411,7 @@ impl Node {
     }
 
     /// Pulls `id` here if it lives on another node (see [`Remote::fetch`]).
-    fn fetch_remote(&self, id: ObjectId, owner: JobId, tenant: &str) {
+    fn fetch_remote(&self, id: ObjectId, owner: OwnerId, tenant: &str) {
         if let Some(remote) = &self.remote {
             remote.fetch(id, owner, tenant);
         }
@@ -438,7 +440,7 @@ impl Node {
     /// this node's store, giving their bytes back to its quota; returns
     /// how many. Nothing is freed for a job unknown here or of another
     /// tenant.
-    pub fn free_objects(&self, job: JobId, tenant: &str, ids: &[ObjectId]) -> usize {
+    pub fn free_objects(&self, job: OwnerId, tenant: &str, ids: &[ObjectId]) -> usize {
         let Some(context) = self.job(job).filter(|c| c.ticket.grant.tenant == tenant) else {
             return 0;
         };
@@ -479,7 +481,7 @@ impl TaskExecutor for Node {
         Box::pin(async move {
             let node = node.ok_or_else(|| WireError::new(ErrorKind::System, "the node stopped"))?;
             let job = node
-                .job(run.spec.job)
+                .job(run.spec.owner)
                 .ok_or_else(|| WireError::new(ErrorKind::Cancelled, "the task's job has ended"))?;
             let module = job.module.clone();
             let host = Arc::new(TaskHost {
@@ -538,11 +540,11 @@ impl TaskExecutor for Node {
 }
 
 impl crate::cluster::HomeNode for Node {
-    fn job_runs(&self, job: JobId) -> bool {
+    fn job_runs(&self, job: OwnerId) -> bool {
         self.has_job(job)
     }
 
-    fn append_logs(&self, job: JobId, lines: Vec<crate::cluster::job::LogLine>) {
+    fn append_logs(&self, job: OwnerId, lines: Vec<crate::cluster::job::LogLine>) {
         Node::append_logs(self, job, lines);
     }
 
@@ -583,8 +585,8 @@ impl NodeService for Node {
         })
     }
 
-    fn stop_job(&self, job: JobId) -> BoxFuture<'static, ()> {
-        let cancelled = self.scheduler.cancel_job(job);
+    fn stop_job(&self, job: crate::ids::JobId) -> BoxFuture<'static, ()> {
+        let cancelled = self.scheduler.cancel_job(OwnerId::of_job(job));
         tracing::debug!(%job, cancelled, "job stopped");
         Box::pin(async {})
     }

@@ -4,7 +4,7 @@
 
 use super::{Node, RemoteCall, actor_namespace, no_such_actor};
 use crate::cluster::{ActorCreate, ActorPlacement, NameClaim, RemoteActors};
-use crate::ids::{ActorId, JobId, ObjectId};
+use crate::ids::{ActorId, ObjectId, OwnerId};
 use crate::objects::Object;
 use crate::runtime::ActorCreateError;
 use crate::scheduler::resources::ResourceSet;
@@ -117,7 +117,7 @@ impl Node {
         let Some(remote) = self.remote_actors.as_ref() else {
             return;
         };
-        if self.job(entry.create.job).is_none() && !entry.create.options.detached {
+        if self.job(entry.create.owner).is_none() && !entry.create.options.detached {
             return; // its job ended: it would have died anyway
         }
         let placement = remote.place_actor(
@@ -336,7 +336,7 @@ impl Node {
     ) -> Result<Bytes, WireError> {
         // The call's objects belong to a job of their own, freed after.
         let actor = self.current_actor(actor);
-        let owner = JobId::random();
+        let owner = OwnerId::random();
         let return_id = self.objects.new_object_id();
         let args: Vec<Arg> = args.into_iter().map(Arg::Value).collect();
         match self.actor_elsewhere(actor) {
@@ -405,7 +405,7 @@ pub struct RemoteActorCall {
 /// A named actor this node created on another node.
 pub(super) struct NamedElsewhere {
     /// Its job, unless it is detached (it then outlives the job).
-    pub(super) job: Option<JobId>,
+    pub(super) job: Option<OwnerId>,
     pub(super) tenant: String,
     pub(super) namespace: String,
     pub(super) name: String,

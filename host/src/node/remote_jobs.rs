@@ -3,7 +3,7 @@
 
 use super::Node;
 use crate::cluster::job::JobContext;
-use crate::ids::{JobId, ObjectId};
+use crate::ids::{ObjectId, OwnerId};
 use crate::scheduler::resources::ResourceSet;
 use crate::scheduler::{Scheduler, TaskSpec};
 use crate::sync::MutexExt;
@@ -33,7 +33,7 @@ impl Node {
         call.args = self.scrub_refs(&context, std::mem::take(&mut call.args), false);
         let return_id = self.objects.new_object_id();
         let spec = TaskSpec {
-            job: call.job,
+            owner: call.owner,
             ticket: Some(context.ticket.clone()),
             module: call.module,
             entry: EntryKind::Task,
@@ -81,7 +81,7 @@ impl Node {
     /// driver runs elsewhere; none if it runs here (this log is the job's).
     pub(super) fn drain_remote_log(
         &self,
-        job: JobId,
+        job: OwnerId,
         log: &crate::cluster::job::JobLog,
     ) -> Vec<crate::cluster::job::LogLine> {
         let remote = self.remote_jobs.locked().contains(&job);
@@ -94,7 +94,7 @@ impl Node {
         &self,
         call: &RemoteCall,
     ) -> Result<Arc<JobContext>, WireError> {
-        if let Some(context) = self.job(call.job) {
+        if let Some(context) = self.job(call.owner) {
             return Ok(context);
         }
         let module = self
@@ -102,10 +102,10 @@ impl Node {
             .await?;
         let mut jobs = self.jobs.locked();
         let context = jobs
-            .entry(call.job)
+            .entry(call.owner)
             .or_insert_with(|| {
                 Arc::new(JobContext {
-                    id: call.job,
+                    id: call.owner,
                     module,
                     log: Default::default(),
                     account: self.accounts.open_job(&call.ticket.grant),
@@ -115,13 +115,13 @@ impl Node {
                 })
             })
             .clone();
-        self.remote_jobs.locked().insert(call.job);
+        self.remote_jobs.locked().insert(call.owner);
         Ok(context)
     }
 
     /// Forgets a job's context (its work here is over) and drops its idle
     /// warm instances.
-    pub(super) fn close_job_context(&self, job: JobId) -> Option<Arc<JobContext>> {
+    pub(super) fn close_job_context(&self, job: OwnerId) -> Option<Arc<JobContext>> {
         let context = self.jobs.locked().remove(&job);
         self.runtime.forget_job(job.as_u64());
         context
@@ -129,7 +129,7 @@ impl Node {
 
     /// Another node's job ended: cancel what it still runs here and free
     /// what it owns. Jobs whose driver runs on this node are not touched.
-    pub fn end_remote_job(&self, job: JobId) {
+    pub fn end_remote_job(&self, job: OwnerId) {
         if !self.remote_jobs.locked().remove(&job) {
             return;
         }
@@ -148,8 +148,8 @@ impl Node {
 
 /// A task attempt another node placed on this one.
 pub struct RemoteCall {
-    /// Its job (whose driver runs elsewhere).
-    pub job: JobId,
+    /// Its owner (a job whose driver, or an actor that, runs elsewhere).
+    pub owner: OwnerId,
     /// The job's module.
     pub module: crate::ids::ModuleHash,
     /// Who it runs for: the job's namespace, grant and environment.

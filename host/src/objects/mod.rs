@@ -22,7 +22,7 @@ pub mod buffers;
 pub mod named;
 mod spill;
 
-use crate::ids::{JobId, ObjectId};
+use crate::ids::{ObjectId, OwnerId};
 use crate::sync::MutexExt;
 use bytes::Bytes;
 use prism_abi::{StoreStats, WireError};
@@ -107,7 +107,7 @@ enum State {
 }
 
 struct Entry {
-    owner: JobId,
+    owner: OwnerId,
     state: State,
     pins: u32,
     /// Whether its value's bytes count against its owner's tenant quota
@@ -187,7 +187,7 @@ impl ObjectStore {
     }
 
     /// Registers `id` as pending, owned by `owner`. A no-op if it exists.
-    pub fn create_pending(&self, id: ObjectId, owner: JobId) {
+    pub fn create_pending(&self, id: ObjectId, owner: OwnerId) {
         let mut inner = self.lock();
         inner.entries.entry(id).or_insert(Entry {
             owner,
@@ -198,17 +198,17 @@ impl ObjectStore {
     }
 
     /// Stores a new ready value under a fresh id.
-    pub fn put(&self, owner: JobId, bytes: Bytes) -> Result<ObjectId, StoreError> {
+    pub fn put(&self, owner: OwnerId, bytes: Bytes) -> Result<ObjectId, StoreError> {
         self.put_as(owner, bytes, false)
     }
 
     /// Like [`ObjectStore::put`], for a value whose bytes were counted
     /// against the owner's tenant quota: [`ObjectStore::free`] reports them.
-    pub fn put_counted(&self, owner: JobId, bytes: Bytes) -> Result<ObjectId, StoreError> {
+    pub fn put_counted(&self, owner: OwnerId, bytes: Bytes) -> Result<ObjectId, StoreError> {
         self.put_as(owner, bytes, true)
     }
 
-    fn put_as(&self, owner: JobId, bytes: Bytes, counted: bool) -> Result<ObjectId, StoreError> {
+    fn put_as(&self, owner: OwnerId, bytes: Bytes, counted: bool) -> Result<ObjectId, StoreError> {
         let id = self.new_object_id();
         self.create_pending(id, owner);
         if let Err(e) = self.complete_as(id, Object::Value(bytes), counted) {
@@ -328,7 +328,7 @@ impl ObjectStore {
     }
 
     /// The owner of an object, if it exists.
-    pub fn owner(&self, id: ObjectId) -> Option<JobId> {
+    pub fn owner(&self, id: ObjectId) -> Option<OwnerId> {
         self.lock().entries.get(&id).map(|e| e.owner)
     }
 
@@ -348,7 +348,7 @@ impl ObjectStore {
 
     /// Removes every object `owner` owns; readers waiting on pending ones
     /// see them vanish. Returns how many objects were freed.
-    pub fn free_owner(&self, owner: JobId) -> usize {
+    pub fn free_owner(&self, owner: OwnerId) -> usize {
         let ids: Vec<ObjectId> = self
             .lock()
             .entries
@@ -369,7 +369,7 @@ impl ObjectStore {
     /// counted against the owner's quota (0 for a value that was not, such
     /// as a copy pulled from another node). Pending objects and other
     /// owners' objects are left alone (`None`).
-    pub fn free(&self, owner: JobId, id: ObjectId) -> Option<u64> {
+    pub fn free(&self, owner: OwnerId, id: ObjectId) -> Option<u64> {
         let size = {
             let inner = self.lock();
             let entry = inner.entries.get(&id).filter(|e| e.owner == owner)?;
@@ -430,7 +430,7 @@ impl ObjectStore {
     /// The same figures for the objects `owner` owns on this node only:
     /// what a guest may see (node-wide figures would tell one tenant the
     /// count and sizes of another's objects). One pass over the entries.
-    pub fn stats_of(&self, owner: JobId) -> StoreStats {
+    pub fn stats_of(&self, owner: OwnerId) -> StoreStats {
         let inner = self.lock();
         let mut stats = StoreStats::default();
         for entry in inner.entries.values().filter(|e| e.owner == owner) {
@@ -587,7 +587,7 @@ mod tests {
     #[test]
     fn put_then_lookup_returns_the_same_bytes() {
         let (s, _d) = store(1 << 20);
-        let job = JobId::random();
+        let job = OwnerId::random();
         let id = s.put(job, Bytes::from_static(b"hello")).unwrap();
         assert_eq!(value(s.lookup(id).unwrap()), Bytes::from_static(b"hello"));
         assert_eq!(s.stats().objects, 1);
@@ -599,7 +599,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tagged = ObjectStore::with_tag(1 << 20, dir.path().join("spill"), 9).unwrap();
         let id = tagged
-            .put(JobId::random(), Bytes::from_static(b"x"))
+            .put(OwnerId::random(), Bytes::from_static(b"x"))
             .unwrap();
         assert_eq!((id.node_tag(), tagged.node_tag()), (9, 9));
         assert_eq!(tagged.new_object_id().node_tag(), 9);
@@ -609,7 +609,7 @@ mod tests {
     async fn pending_readers_wake_on_complete() {
         let (s, _d) = store(1 << 20);
         let id = ObjectId::random();
-        s.create_pending(id, JobId::random());
+        s.create_pending(id, OwnerId::random());
         let Lookup::Pending(rx) = s.lookup(id).unwrap() else {
             panic!("should be pending")
         };
@@ -624,7 +624,7 @@ mod tests {
     fn first_completion_wins() {
         let (s, _d) = store(1 << 20);
         let id = ObjectId::random();
-        s.create_pending(id, JobId::random());
+        s.create_pending(id, OwnerId::random());
         s.complete(id, Object::Value(Bytes::from_static(b"a")))
             .unwrap();
         s.complete(id, Object::Value(Bytes::from_static(b"b")))
@@ -635,7 +635,7 @@ mod tests {
     #[test]
     fn least_recently_used_values_spill_and_restore_intact() {
         let (s, _d) = store(250);
-        let job = JobId::random();
+        let job = OwnerId::random();
         let ids: Vec<ObjectId> = (0..5u8)
             .map(|i| s.put(job, Bytes::from(vec![i; 100])).unwrap())
             .collect();
@@ -658,7 +658,7 @@ mod tests {
     #[test]
     fn free_removes_ready_objects_of_their_owner_only() {
         let (s, _d) = store(250);
-        let (job, other) = (JobId::random(), JobId::random());
+        let (job, other) = (OwnerId::random(), OwnerId::random());
         let ids: Vec<ObjectId> = (0..3u8)
             .map(|i| s.put_counted(job, Bytes::from(vec![i; 100])).unwrap())
             .collect();
@@ -697,7 +697,7 @@ mod tests {
     #[test]
     fn pinned_values_do_not_spill() {
         let (s, _d) = store(150);
-        let job = JobId::random();
+        let job = OwnerId::random();
         let first = s.put(job, Bytes::from(vec![1; 100])).unwrap();
         s.pin(first);
         let second = s.put(job, Bytes::from(vec![2; 100])).unwrap();
@@ -711,7 +711,7 @@ mod tests {
     fn too_large_values_are_refused() {
         let (s, _d) = store(10);
         let err = s
-            .put(JobId::random(), Bytes::from(vec![0; 11]))
+            .put(OwnerId::random(), Bytes::from(vec![0; 11]))
             .unwrap_err();
         assert!(matches!(
             err,
@@ -726,8 +726,8 @@ mod tests {
     #[tokio::test]
     async fn freeing_a_job_removes_its_objects_and_files() {
         let (s, dir) = store(100);
-        let job = JobId::random();
-        let other = JobId::random();
+        let job = OwnerId::random();
+        let other = OwnerId::random();
         let a = s.put(job, Bytes::from(vec![1; 80])).unwrap();
         let _b = s.put(job, Bytes::from(vec![2; 80])).unwrap();
         let kept = s.put(other, Bytes::from(vec![3; 10])).unwrap();
@@ -753,7 +753,7 @@ mod tests {
     fn errors_are_ready_objects() {
         let (s, _d) = store(100);
         let id = ObjectId::random();
-        s.create_pending(id, JobId::random());
+        s.create_pending(id, OwnerId::random());
         let err = Arc::new(WireError::new(prism_abi::ErrorKind::Cancelled, "cancelled"));
         s.complete(id, Object::Error(err.clone())).unwrap();
         assert!(matches!(s.lookup(id).unwrap(), Lookup::Ready(Object::Error(e)) if *e == *err));
@@ -763,7 +763,7 @@ mod tests {
     fn abandoned_waiters_do_not_accumulate() {
         let (store, _d) = store(1 << 20);
         let id = ObjectId::random();
-        store.create_pending(id, JobId::random());
+        store.create_pending(id, OwnerId::random());
         let live = store.watch(id);
         for _ in 0..100_000 {
             // A `wait` with timeout 0: registers, then drops its receiver.
@@ -786,7 +786,7 @@ mod tests {
     #[test]
     fn stats_of_an_owner_count_only_its_objects() {
         let (s, _d) = store(1 << 20);
-        let (a, b) = (JobId::random(), JobId::random());
+        let (a, b) = (OwnerId::random(), OwnerId::random());
         s.put(a, Bytes::from(vec![0u8; 1_234])).unwrap();
         s.put(b, Bytes::from(vec![0u8; 10])).unwrap();
         s.put(b, Bytes::from(vec![0u8; 20])).unwrap();
@@ -794,6 +794,6 @@ mod tests {
         assert_eq!((of_a.objects, of_a.bytes_in_memory), (1, 1_234));
         let of_b = s.stats_of(b);
         assert_eq!((of_b.objects, of_b.bytes_in_memory), (2, 30));
-        assert_eq!(s.stats_of(JobId::random()).objects, 0);
+        assert_eq!(s.stats_of(OwnerId::random()).objects, 0);
     }
 }

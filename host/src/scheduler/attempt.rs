@@ -78,7 +78,7 @@ impl Shared {
                         .account
                         .as_ref()
                         .map_or("", |a| a.tenant().name());
-                    remote.fetch(*id, entry.spec.job, tenant);
+                    remote.fetch(*id, entry.spec.owner, tenant);
                     pulled = true;
                 }
             }

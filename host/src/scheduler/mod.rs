@@ -44,7 +44,7 @@ pub mod resources;
 mod slot;
 mod state;
 
-use crate::ids::{JobId, ModuleHash, ObjectId, TaskId};
+use crate::ids::{ModuleHash, ObjectId, OwnerId, TaskId};
 use crate::objects::{Lookup, Object, ObjectStore, Watch};
 use crate::runtime::{BoxFuture, CancelToken};
 use crate::sync::{MutexExt, RwLockExt};
@@ -71,8 +71,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Everything the scheduler needs to know about one call. Plain data.
 #[derive(Clone, Debug)]
 pub struct TaskSpec {
-    /// The job that owns the call and its result.
-    pub job: JobId,
+    /// Who owns the call and its result: the job, or the actor, that
+    /// made it.
+    pub owner: OwnerId,
     /// Who it runs for (namespace, grant, environment), so that an attempt
     /// placed on another node carries its identity. `None` only for the
     /// scheduler's own queue entries (actor turns), which never run.
@@ -311,13 +312,13 @@ impl Scheduler {
     }
 
     /// Cancels every unfinished task of `job`.
-    pub fn cancel_job(&self, job: JobId) -> usize {
+    pub fn cancel_job(&self, job: OwnerId) -> usize {
         let ids: Vec<ObjectId> = self
             .shared
             .lock()
             .tasks
             .iter()
-            .filter(|(_, e)| e.spec.job == job)
+            .filter(|(_, e)| e.spec.owner == job)
             .map(|(id, _)| *id)
             .collect();
         ids.into_iter().filter(|id| self.shared.cancel(*id)).count()
@@ -406,7 +407,7 @@ impl Scheduler {
     pub async fn turn(
         &self,
         slot: &Arc<SlotHandle>,
-        job: JobId,
+        job: OwnerId,
         account: Option<Arc<JobAccount>>,
     ) -> Turn {
         let turn = Turn { slot: slot.clone() };
@@ -438,7 +439,7 @@ impl Scheduler {
             let (tx, rx) = oneshot::channel();
             let entry = Arc::new(TaskEntry {
                 spec: Arc::new(TaskSpec {
-                    job,
+                    owner: job,
                     ticket: None,
                     module: ModuleHash::of(b""),
                     entry: EntryKind::ActorMethod,
@@ -583,7 +584,7 @@ impl Shared {
     }
 
     fn submit(self: &Arc<Self>, spec: TaskSpec) {
-        self.objects.create_pending(spec.return_id, spec.job);
+        self.objects.create_pending(spec.return_id, spec.owner);
         let shortfall = self.total().shortfall(&spec.request);
         let remote = self.remote_for(&spec);
         if let Some(why) = shortfall

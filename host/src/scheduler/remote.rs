@@ -10,7 +10,7 @@
 
 use super::TaskSpec;
 use super::resources::ResourceSet;
-use crate::ids::{JobId, ObjectId};
+use crate::ids::{ObjectId, OwnerId};
 use crate::runtime::{BoxFuture, CancelToken};
 use bytes::Bytes;
 use prism_abi::WireError;
@@ -76,10 +76,10 @@ pub trait Remote: Send + Sync + 'static {
     /// If `id` lives on another node and is not here, registers it here as
     /// pending (owned by `owner`) and starts pulling it. Concurrent calls
     /// for one id pull it once.
-    fn fetch(&self, id: ObjectId, owner: JobId, tenant: &str);
+    fn fetch(&self, id: ObjectId, owner: OwnerId, tenant: &str);
     /// Tells every other node that `job` ended: they free what it owns.
-    fn end_job(&self, job: JobId);
+    fn end_job(&self, job: OwnerId);
     /// Asks every other node to free its ready copies of `ids` owned by
     /// `job` of `tenant`; resolves when each answered or gave up.
-    fn free(&self, job: JobId, tenant: &str, ids: &[ObjectId]) -> BoxFuture<'static, ()>;
+    fn free(&self, job: OwnerId, tenant: &str, ids: &[ObjectId]) -> BoxFuture<'static, ()>;
 }

@@ -37,7 +37,7 @@ impl TaskExecutor for Gate {
 
 fn spec(account: &Arc<JobAccount>, function: &str) -> TaskSpec {
     TaskSpec {
-        job: JobId::random(),
+        owner: OwnerId::random(),
         ticket: None,
         module: ModuleHash::of(b"m"),
         entry: EntryKind::Task,
@@ -308,7 +308,7 @@ async fn guests_without_a_cpu_take_one_per_turn_fairly_and_within_quota() {
     let (a1, a2) = (lease(&capped).await, lease(&capped).await);
     let t1 = s
         .scheduler
-        .turn(a1.slot(), JobId::random(), Some(capped.clone()))
+        .turn(a1.slot(), OwnerId::random(), Some(capped.clone()))
         .await;
     assert_eq!(s.scheduler.available().cpu_milli, 1000);
     assert_eq!(capped.tenant().usage().cpu_milli, 1000);
@@ -316,8 +316,11 @@ async fn guests_without_a_cpu_take_one_per_turn_fairly_and_within_quota() {
     // CPU is free; the other tenant's task takes that CPU.
     let scheduler = s.scheduler.clone();
     let (slot2, capped2) = (a2.slot().clone(), capped.clone());
-    let mut t2 =
-        tokio::spawn(async move { scheduler.turn(&slot2, JobId::random(), Some(capped2)).await });
+    let mut t2 = tokio::spawn(async move {
+        scheduler
+            .turn(&slot2, OwnerId::random(), Some(capped2))
+            .await
+    });
     tokio::task::yield_now().await;
     assert!(!t2.is_finished());
     let task = s.submit(&other, "other");
@@ -341,12 +344,12 @@ async fn guests_without_a_cpu_take_one_per_turn_fairly_and_within_quota() {
     // A turn given up while it waits leaves nothing behind.
     let t3 = s
         .scheduler
-        .turn(a1.slot(), JobId::random(), Some(capped.clone()))
+        .turn(a1.slot(), OwnerId::random(), Some(capped.clone()))
         .await;
     let waiting = tokio::time::timeout(
         Duration::from_millis(20),
         s.scheduler
-            .turn(a2.slot(), JobId::random(), Some(capped.clone())),
+            .turn(a2.slot(), OwnerId::random(), Some(capped.clone())),
     )
     .await;
     assert!(waiting.is_err());

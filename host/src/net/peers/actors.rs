@@ -3,7 +3,7 @@
 
 use super::{AWAIT_NODE_VERDICT, AWAIT_RESTART, Caller, Peer, Peers, outcome};
 use crate::cluster::{ActorCreate, ActorPlacement, RemoteActors};
-use crate::ids::{ActorId, JobId, ObjectId};
+use crate::ids::{ActorId, ObjectId, OwnerId};
 use crate::objects::Object;
 use crate::scheduler::SchedulingStrategy;
 use crate::scheduler::remote::{Pick, Placement, Remote};
@@ -242,7 +242,7 @@ impl RemoteActors for Peers {
         method: &str,
         args: Vec<Arg>,
         return_id: ObjectId,
-        owner: JobId,
+        owner: OwnerId,
         tenant: &str,
     ) {
         self.objects.create_pending(return_id, owner);

@@ -12,7 +12,7 @@ mod actors;
 
 use super::{CHUNK_BYTES, MAX_NODE_MESSAGE, resources_from_proto};
 use crate::cluster::{HomeNode, LogLine, LogSource};
-use crate::ids::{ActorId, JobId, ObjectId};
+use crate::ids::{ActorId, ObjectId, OwnerId};
 use crate::objects::Object;
 use crate::objects::ObjectStore;
 use crate::runtime::{BoxFuture, CancelToken};
@@ -438,7 +438,7 @@ impl Peers {
 /// join `job`'s log here.
 fn outcome(
     node: &dyn HomeNode,
-    job: JobId,
+    job: OwnerId,
     peer: &str,
     reply: pb::ExecuteTaskReply,
 ) -> Result<Bytes, WireError> {
@@ -565,7 +565,7 @@ impl Remote for Peers {
                     "a call without a job cannot run elsewhere",
                 )
             })?;
-            if !node.job_runs(spec.job) {
+            if !node.job_runs(spec.owner) {
                 return Err(WireError::new(
                     ErrorKind::Cancelled,
                     "the task's job has ended",
@@ -584,7 +584,7 @@ impl Remote for Peers {
                     peer.suspect();
                     let error = super::unreachable(&peer.id, &status);
                     node.append_logs(
-                        spec.job,
+                        spec.owner,
                         vec![LogLine {
                             source: LogSource::System,
                             function: spec.function.clone(),
@@ -597,11 +597,11 @@ impl Remote for Peers {
                     return Err(error);
                 }
             };
-            outcome(node.as_ref(), spec.job, &peer.id, reply)
+            outcome(node.as_ref(), spec.owner, &peer.id, reply)
         })
     }
 
-    fn fetch(&self, id: ObjectId, owner: JobId, tenant: &str) {
+    fn fetch(&self, id: ObjectId, owner: OwnerId, tenant: &str) {
         let tag = id.node_tag();
         if tag == 0 || tag == self.local_tag {
             return;
@@ -647,7 +647,7 @@ impl Remote for Peers {
         tokio::spawn(me.pull(peer.id.clone(), client, id, tenant));
     }
 
-    fn free(&self, job: JobId, tenant: &str, ids: &[ObjectId]) -> BoxFuture<'static, ()> {
+    fn free(&self, job: OwnerId, tenant: &str, ids: &[ObjectId]) -> BoxFuture<'static, ()> {
         let request = pb::FreeObjectsRequest {
             job_id: job.as_u64(),
             tenant: tenant.to_string(),
@@ -667,7 +667,7 @@ impl Remote for Peers {
         Box::pin(async move { while calls.join_next().await.is_some() {} })
     }
 
-    fn end_job(&self, job: JobId) {
+    fn end_job(&self, job: OwnerId) {
         for peer in self.read().values() {
             let mut client = peer.client();
             tokio::spawn(async move {
@@ -683,7 +683,7 @@ impl Remote for Peers {
 
 /// Who an actor call is for: the job owning its result, and its tenant.
 struct Caller {
-    owner: JobId,
+    owner: OwnerId,
     tenant: String,
 }
 
