@@ -99,7 +99,7 @@ impl NodeControl for NodeControlService {
             .0
             .names()
             .claim_now(&r.namespace, &r.name, id, &r.class, r.detached)
-            .map_err(Status::internal)?;
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(match claim {
             NameClaim::Claimed => pb::ActorNameReply {
                 claimed: true,

@@ -99,25 +99,39 @@ pub const MAX_ENV_VARS: usize = 256;
 /// See [`MAX_ENV_VARS`].
 pub const MAX_ENV_BYTES: usize = 64 << 10;
 
+/// Environment variables a job may not have.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    /// More than [`MAX_ENV_VARS`].
+    #[error("at most {MAX_ENV_VARS} environment variables, got {0}")]
+    TooMany(usize),
+    /// More than [`MAX_ENV_BYTES`] in all.
+    #[error("environment variables over {MAX_ENV_BYTES} bytes")]
+    TooLarge,
+    /// An empty name, or one with `=` or NUL.
+    #[error("bad environment variable name {0:?}")]
+    BadName(String),
+    /// A value with NUL.
+    #[error("the value of {0} contains NUL")]
+    BadValue(String),
+}
+
 /// Checks environment variables: names non-empty without `=`, no NUL
 /// anywhere, within [`MAX_ENV_VARS`] and [`MAX_ENV_BYTES`].
-pub fn check_env(env: &[(String, String)]) -> Result<(), String> {
+pub fn check_env(env: &[(String, String)]) -> Result<(), EnvError> {
     if env.len() > MAX_ENV_VARS {
-        return Err(format!(
-            "at most {MAX_ENV_VARS} environment variables, got {}",
-            env.len()
-        ));
+        return Err(EnvError::TooMany(env.len()));
     }
     let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
     if bytes > MAX_ENV_BYTES {
-        return Err(format!("environment variables over {MAX_ENV_BYTES} bytes"));
+        return Err(EnvError::TooLarge);
     }
     for (name, value) in env {
         if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(format!("bad environment variable name {name:?}"));
+            return Err(EnvError::BadName(name.clone()));
         }
         if value.contains('\0') {
-            return Err(format!("the value of {name} contains NUL"));
+            return Err(EnvError::BadValue(name.clone()));
         }
     }
     Ok(())
@@ -428,6 +442,30 @@ pub struct JobOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_variables_are_checked_and_bounded() {
+        let var = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(check_env(&[var("A", "1"), var("B", "")]), Ok(()));
+        assert_eq!(
+            check_env(&[var("", "1")]),
+            Err(EnvError::BadName(String::new()))
+        );
+        assert_eq!(
+            check_env(&[var("A=B", "1")]),
+            Err(EnvError::BadName("A=B".into()))
+        );
+        assert_eq!(
+            check_env(&[var("A", "x\0")]),
+            Err(EnvError::BadValue("A".into()))
+        );
+        let many: Vec<_> = (0..=MAX_ENV_VARS)
+            .map(|i| var(&format!("V{i}"), ""))
+            .collect();
+        assert_eq!(check_env(&many), Err(EnvError::TooMany(MAX_ENV_VARS + 1)));
+        let big = "x".repeat(MAX_ENV_BYTES);
+        assert_eq!(check_env(&[var("A", &big)]), Err(EnvError::TooLarge));
+    }
 
     #[test]
     fn output_is_split_into_lines() {

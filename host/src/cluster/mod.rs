@@ -110,6 +110,11 @@ pub struct ActorCreate {
     pub options: prism_abi::ActorOptions,
 }
 
+/// A node that left the cluster (its id).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("node {0:?} left the cluster")]
+pub struct NodeLeft(pub String);
+
 /// The actors of other nodes, as a node uses them. Actor ids carry the tag
 /// of the node that hosts them, so calls go straight there.
 pub trait RemoteActors: Send + Sync + 'static {
@@ -129,7 +134,7 @@ pub trait RemoteActors: Send + Sync + 'static {
         node_id: &str,
         id: crate::ids::ActorId,
         create: ActorCreate,
-    ) -> Result<(), String>;
+    ) -> Result<(), NodeLeft>;
     /// Calls a method of an actor on another node; the result (or error)
     /// appears under `return_id`, owned by `owner`.
     fn call_actor(
@@ -195,6 +200,17 @@ pub enum NameClaim {
     },
 }
 
+/// Why the directory could not record a name.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// `head.redb` did not take it.
+    #[error("could not record the actor's name: {0}")]
+    Unrecorded(String),
+    /// The head could not be reached, or answered nonsense.
+    #[error("the head could not record the actor's name: {0}")]
+    Head(String),
+}
+
 /// The cluster-wide names of actors, kept by the head (in `head.redb`, so
 /// detached actors' names outlive a head restart).
 pub trait ActorDirectory: Send + Sync + 'static {
@@ -206,7 +222,7 @@ pub trait ActorDirectory: Send + Sync + 'static {
         id: crate::ids::ActorId,
         class: &str,
         detached: bool,
-    ) -> BoxFuture<'static, Result<NameClaim, String>>;
+    ) -> BoxFuture<'static, Result<NameClaim, DirectoryError>>;
     /// The actor holding `name` in `namespace`, and its class.
     fn lookup(
         &self,

@@ -11,7 +11,8 @@
 
 use crate::ids::OwnerId;
 use crate::runtime::BoxFuture;
-use crate::scheduler::resources::{ResourceSet, to_milli};
+use crate::scheduler::ReserveError;
+use crate::scheduler::resources::{ResourceError, ResourceSet, to_milli};
 use crate::sync::MutexExt;
 use prism_abi::{ErrorKind, PlacementGroupInfo, PlacementGroupSpec, PlacementStrategy, WireError};
 use std::collections::HashMap;
@@ -43,7 +44,7 @@ pub trait BundleHosts: Send + Sync + 'static {
         node_id: &str,
         group: &str,
         bundles: Vec<(u32, ResourceSet)>,
-    ) -> BoxFuture<'static, Result<(), String>>;
+    ) -> BoxFuture<'static, Result<(), ReserveError>>;
     /// Frees `group`'s bundles on `node_id`.
     fn release(&self, node_id: &str, group: &str);
 }
@@ -73,19 +74,19 @@ pub fn group_tenant(group: &str) -> Option<&str> {
 /// A bundle's resources from its spec: `CPU`, `memory` (bytes), custom.
 pub fn bundle_resources(
     bundle: &std::collections::BTreeMap<String, f64>,
-) -> Result<ResourceSet, String> {
+) -> Result<ResourceSet, ResourceError> {
     let mut set = ResourceSet::default();
     for (name, amount) in bundle {
         match name.as_str() {
             "CPU" => set.cpu_milli = to_milli(*amount)?,
             "memory" => {
                 if !amount.is_finite() || *amount < 0.0 {
-                    return Err(format!("memory must be a byte count, got {amount}"));
+                    return Err(ResourceError::BadMemory(*amount));
                 }
                 set.memory = *amount as u64;
             }
             name if name == prism_abi::gpu::GPU_RESOURCE => {
-                return Err("bundles cannot hold GPUs yet".into());
+                return Err(ResourceError::GpuInBundle);
             }
             name => {
                 let milli = to_milli(*amount)?;
@@ -96,7 +97,7 @@ pub fn bundle_resources(
         }
     }
     if set == ResourceSet::default() {
-        return Err("a bundle must hold some resource".into());
+        return Err(ResourceError::EmptyBundle);
     }
     Ok(set)
 }
@@ -406,10 +407,10 @@ impl BundleHosts for LocalHosts {
         _node_id: &str,
         group: &str,
         bundles: Vec<(u32, ResourceSet)>,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), ReserveError>> {
         let reserved = match self.node.upgrade() {
             Some(node) => node.scheduler().reserve_bundles(group, &bundles),
-            None => Err("the node stopped".into()),
+            None => Err(ReserveError::NodeGone("the node stopped".into())),
         };
         Box::pin(async move { reserved })
     }
@@ -502,9 +503,9 @@ mod tests {
             node_id: &str,
             group: &str,
             _: Vec<(u32, ResourceSet)>,
-        ) -> BoxFuture<'static, Result<(), String>> {
+        ) -> BoxFuture<'static, Result<(), ReserveError>> {
             let result = if node_id == self.refuse {
-                Err("busy".to_string())
+                Err(ReserveError::Refused("busy".to_string()))
             } else {
                 self.reserved
                     .lock()

@@ -7,6 +7,7 @@ use crate::cluster::placement::{BundleHosts, HostView};
 use crate::net::HEAD_NODE_ID;
 use crate::net::peers::Peers;
 use crate::runtime::BoxFuture;
+use crate::scheduler::ReserveError;
 use crate::scheduler::resources::ResourceSet;
 use prism_proto::v1 as pb;
 use std::sync::{Arc, Weak};
@@ -58,11 +59,11 @@ impl BundleHosts for ClusterHosts {
         node_id: &str,
         group: &str,
         bundles: Vec<(u32, ResourceSet)>,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), ReserveError>> {
         if node_id == HEAD_NODE_ID {
             let reserved = match self.head_node.upgrade() {
                 Some(node) => node.scheduler().reserve_bundles(group, &bundles),
-                None => Err("the head's node stopped".into()),
+                None => Err(ReserveError::NodeGone("the head's node stopped".into())),
             };
             return Box::pin(async move { reserved });
         }
@@ -79,16 +80,18 @@ impl BundleHosts for ClusterHosts {
                 .collect(),
         };
         Box::pin(async move {
-            let mut client = client.ok_or_else(|| format!("node {node_id} left the cluster"))?;
+            let mut client = client.ok_or_else(|| {
+                ReserveError::NodeGone(format!("node {node_id} left the cluster"))
+            })?;
             let reply = client
                 .reserve_bundles(request)
                 .await
-                .map_err(|s| format!("node {node_id}: {}", s.message()))?
+                .map_err(|s| ReserveError::Refused(format!("node {node_id}: {}", s.message())))?
                 .into_inner();
             if reply.refused.is_empty() {
                 Ok(())
             } else {
-                Err(reply.refused)
+                Err(ReserveError::Refused(reply.refused))
             }
         })
     }

@@ -8,7 +8,7 @@
 //! and the head's restart); names of other actors belonged to jobs that
 //! died with the head and are dropped.
 
-use crate::cluster::{ActorDirectory, NameClaim};
+use crate::cluster::{ActorDirectory, DirectoryError, NameClaim};
 use crate::ids::ActorId;
 use crate::meta::HeadStore;
 use crate::runtime::BoxFuture;
@@ -80,7 +80,7 @@ impl ActorNames {
         id: ActorId,
         class: &str,
         detached: bool,
-    ) -> Result<NameClaim, String> {
+    ) -> Result<NameClaim, DirectoryError> {
         let key = key(namespace, name);
         let mut names = self.lock();
         if let Some(existing) = names.get(&key)
@@ -96,10 +96,11 @@ impl ActorNames {
             class: class.to_string(),
             detached,
         };
-        let bytes = serde_json::to_vec(&actor).map_err(|e| e.to_string())?;
+        let bytes =
+            serde_json::to_vec(&actor).map_err(|e| DirectoryError::Unrecorded(e.to_string()))?;
         self.store
             .put_actor_name(&key, &bytes)
-            .map_err(|e| format!("could not record the actor's name: {e}"))?;
+            .map_err(|e| DirectoryError::Unrecorded(e.to_string()))?;
         names.insert(key, actor);
         Ok(NameClaim::Claimed)
     }
@@ -182,7 +183,7 @@ impl ActorDirectory for ActorNames {
         id: ActorId,
         class: &str,
         detached: bool,
-    ) -> BoxFuture<'static, Result<NameClaim, String>> {
+    ) -> BoxFuture<'static, Result<NameClaim, DirectoryError>> {
         let claimed = self.claim_now(namespace, name, id, class, detached);
         Box::pin(async move { claimed })
     }

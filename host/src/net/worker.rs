@@ -15,13 +15,14 @@ use super::peers::{NodeCredentials, Peers};
 use super::worker_service::WorkerService;
 use super::{MAX_NODE_MESSAGE, NetError, resources_to_proto};
 use crate::cluster::{
-    ActorDirectory, ClusterError, HeadService, HomeNode, JobOutcome, NameClaim, Node,
+    ActorDirectory, ClusterError, DirectoryError, HeadService, HomeNode, JobOutcome, NameClaim,
+    Node,
 };
 use crate::config::NodeConfig;
 use crate::ids::ActorId;
 use crate::ids::ModuleHash;
 use crate::node::{ClusterLinks, NodeLinks};
-use crate::objects::named::{NamedStore, Tier};
+use crate::objects::named::{NamedError, NamedStore, Tier};
 use crate::runtime::BoxFuture;
 use bytes::Bytes;
 use prism_proto::v1 as pb;
@@ -143,7 +144,7 @@ impl ActorDirectory for RemoteDirectory {
         id: ActorId,
         class: &str,
         detached: bool,
-    ) -> BoxFuture<'static, Result<NameClaim, String>> {
+    ) -> BoxFuture<'static, Result<NameClaim, DirectoryError>> {
         let mut client = self.client.clone();
         let request = pb::ClaimActorNameRequest {
             namespace: namespace.to_string(),
@@ -156,17 +157,13 @@ impl ActorDirectory for RemoteDirectory {
             let reply = client
                 .claim_actor_name(request)
                 .await
-                .map_err(|s| {
-                    format!(
-                        "the head could not record the actor's name: {}",
-                        s.message()
-                    )
-                })?
+                .map_err(|s| DirectoryError::Head(s.message().to_string()))?
                 .into_inner();
             if reply.claimed {
                 return Ok(NameClaim::Claimed);
             }
-            let (id, class) = named(reply).ok_or("the head answered without a holder")?;
+            let (id, class) = named(reply)
+                .ok_or_else(|| DirectoryError::Head("it answered without a holder".into()))?;
             Ok(NameClaim::Existing { id, class })
         })
     }
@@ -250,8 +247,8 @@ struct RemoteNamed {
     client: NodeControlClient<Channel>,
 }
 
-fn head_failed(status: tonic::Status) -> String {
-    format!("the head's named objects: {}", status.message())
+fn head_failed(status: tonic::Status) -> NamedError {
+    NamedError::Head(status.message().to_string())
 }
 
 impl NamedStore for RemoteNamed {
@@ -261,7 +258,7 @@ impl NamedStore for RemoteNamed {
         name: &str,
         value: Bytes,
         tier: Tier,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), NamedError>> {
         let mut client = self.client.clone();
         let request = pb::NamedPutRequest {
             namespace: ns.to_string(),
@@ -275,7 +272,7 @@ impl NamedStore for RemoteNamed {
         })
     }
 
-    fn get(&self, ns: &str, name: &str) -> BoxFuture<'static, Result<Option<Bytes>, String>> {
+    fn get(&self, ns: &str, name: &str) -> BoxFuture<'static, Result<Option<Bytes>, NamedError>> {
         let mut client = self.client.clone();
         let request = pb::NamedRequest {
             namespace: ns.to_string(),
@@ -291,7 +288,7 @@ impl NamedStore for RemoteNamed {
         })
     }
 
-    fn delete(&self, ns: &str, name: &str) -> BoxFuture<'static, Result<bool, String>> {
+    fn delete(&self, ns: &str, name: &str) -> BoxFuture<'static, Result<bool, NamedError>> {
         let mut client = self.client.clone();
         let request = pb::NamedRequest {
             namespace: ns.to_string(),
@@ -307,7 +304,7 @@ impl NamedStore for RemoteNamed {
         })
     }
 
-    fn list(&self, ns: &str, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, String>> {
+    fn list(&self, ns: &str, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, NamedError>> {
         let mut client = self.client.clone();
         let request = pb::NamedRequest {
             namespace: ns.to_string(),
@@ -529,7 +526,7 @@ pub async fn run_worker(
 
 fn total_of(config: &NodeConfig) -> Result<crate::scheduler::resources::ResourceSet, NetError> {
     crate::scheduler::resources::ResourceSet::new(config.cpus, config.memory, &config.resources)
-        .map_err(NetError::State)
+        .map_err(|e| NetError::State(e.to_string()))
 }
 
 /// Reports to the head every `interval` and takes its view in return.

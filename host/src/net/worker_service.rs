@@ -283,6 +283,7 @@ impl Worker for WorkerService {
             .scheduler()
             .reserve_bundles(&r.group, &bundles)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         Ok(Response::new(pb::ReserveBundlesReply { refused }))
     }

@@ -73,7 +73,7 @@ impl Node {
                 options.num_gpus,
                 &options.resources,
             )
-            .map_err(invalid)?;
+            .map_err(|e| invalid(e.to_string()))?;
         // As in Ray: an actor needs a CPU to be placed but holds none while
         // it lives, unless it asked for CPUs explicitly.
         let mut hold = request.clone();
@@ -113,7 +113,7 @@ impl Node {
             let claim = directory
                 .claim(&namespace, name, id, class, options.detached)
                 .await
-                .map_err(ActorCreateError::Invalid)?;
+                .map_err(|e| ActorCreateError::Invalid(e.to_string()))?;
             if let NameClaim::Existing {
                 id: existing,
                 class: existing_class,
@@ -153,7 +153,7 @@ impl Node {
             }
             if let Err(why) = remote.create_actor(&node_id, id, create) {
                 release(directory);
-                return Err(ActorCreateError::Invalid(why));
+                return Err(ActorCreateError::Invalid(why.to_string()));
             }
             if let Some(name) = &options.name {
                 self.named_elsewhere.locked().insert(

@@ -4,7 +4,7 @@
 use super::{Node, denied, no_such_actor};
 use crate::cluster::job::{JobContext, LogSource};
 use crate::ids::{ActorId, ObjectId};
-use crate::objects::named::Tier;
+use crate::objects::named::{NamedError, Tier};
 use crate::objects::{Lookup, Object, Watch};
 use crate::runtime::{ActorCreateError, BoxFuture, GuestHost, PutError};
 use crate::scheduler::SlotHandle;
@@ -400,25 +400,25 @@ impl GuestHost for TaskHost {
         name: &str,
         value: Bytes,
         tier: Tier,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), NamedError>> {
         self.node
             .named_store()
             .put(&self.job.ticket.namespace, name, value, tier)
     }
 
-    fn named_get(&self, name: &str) -> BoxFuture<'static, Result<Option<Bytes>, String>> {
+    fn named_get(&self, name: &str) -> BoxFuture<'static, Result<Option<Bytes>, NamedError>> {
         self.node
             .named_store()
             .get(&self.job.ticket.namespace, name)
     }
 
-    fn named_delete(&self, name: &str) -> BoxFuture<'static, Result<bool, String>> {
+    fn named_delete(&self, name: &str) -> BoxFuture<'static, Result<bool, NamedError>> {
         self.node
             .named_store()
             .delete(&self.job.ticket.namespace, name)
     }
 
-    fn named_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, String>> {
+    fn named_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, NamedError>> {
         self.node
             .named_store()
             .list(&self.job.ticket.namespace, prefix)

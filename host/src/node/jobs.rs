@@ -260,7 +260,7 @@ impl Node {
                 options.num_gpus,
                 &options.resources,
             )
-            .map_err(invalid)?;
+            .map_err(|e| invalid(e.to_string()))?;
         if request.gpu_milli() > 0 && !job.ticket.grant.permissions.use_gpu {
             return Err(gpu_denied());
         }

@@ -47,7 +47,7 @@ use crate::objects::named::{NamedObjects, NamedStore};
 use crate::runtime::{BoxFuture, Invocation, Reuse, Runtime};
 use crate::scheduler::accounts::{Accounts, TenantAccount};
 use crate::scheduler::remote::Remote;
-use crate::scheduler::resources::ResourceSet;
+use crate::scheduler::resources::{ResourceError, ResourceSet};
 use crate::scheduler::{Scheduler, TaskExecutor, TaskRun};
 use crate::security::JobGrant;
 use crate::security::tenants::{scoped, tenant_of};
@@ -172,7 +172,7 @@ impl Node {
         let runtime = Runtime::new(&config.runtime, data_dir.join("modules"))
             .map_err(|e| ClusterError::Startup(e.to_string()))?;
         let total = ResourceSet::new(config.cpus, config.memory, &config.resources)
-            .map_err(ClusterError::Startup)?;
+            .map_err(|e| ClusterError::Startup(e.to_string()))?;
         Ok(Arc::new_cyclic(|me: &Weak<Node>| {
             let links = links(me, &objects);
             let (remote, remote_actors, directory, named_remote) = match links.cluster {
@@ -295,12 +295,10 @@ impl Node {
         memory: u64,
         num_gpus: Option<f64>,
         resources: &std::collections::BTreeMap<String, f64>,
-    ) -> Result<ResourceSet, String> {
+    ) -> Result<ResourceSet, ResourceError> {
         let gpu = prism_abi::gpu::GPU_RESOURCE;
         if resources.contains_key(gpu) {
-            return Err(format!(
-                "request GPUs with num_gpus, not as the `{gpu}` resource"
-            ));
+            return Err(ResourceError::GpuByName(gpu.to_string()));
         }
         let mut request = ResourceSet::new(num_cpus, memory, resources)?;
         if let Some(n) = num_gpus {

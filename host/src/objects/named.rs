@@ -104,6 +104,27 @@ impl NamedObjects {
     }
 }
 
+/// Why a named-object operation failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NamedError {
+    /// This node's store (`meta.redb`) failed.
+    #[error("named objects: {0}")]
+    Store(String),
+    /// The head, which keeps a cluster's named objects, failed or could
+    /// not be reached.
+    #[error("the head's named objects: {0}")]
+    Head(String),
+    /// The caller is not running a call (a warm instance between calls).
+    #[error("{0}")]
+    NoCall(&'static str),
+}
+
+impl From<MetaError> for NamedError {
+    fn from(e: MetaError) -> Self {
+        NamedError::Store(e.to_string())
+    }
+}
+
 /// Where a node's guests keep named objects: the node itself (an embedded
 /// cluster, the head's node), or the head (a worker node), so that every
 /// node of a cluster sees the same names.
@@ -115,22 +136,25 @@ pub trait NamedStore: Send + Sync + 'static {
         name: &str,
         value: Bytes,
         tier: Tier,
-    ) -> crate::sync::BoxFuture<'static, Result<(), String>>;
+    ) -> crate::sync::BoxFuture<'static, Result<(), NamedError>>;
     /// The value under `name`.
     fn get(
         &self,
         ns: &str,
         name: &str,
-    ) -> crate::sync::BoxFuture<'static, Result<Option<Bytes>, String>>;
+    ) -> crate::sync::BoxFuture<'static, Result<Option<Bytes>, NamedError>>;
     /// Deletes `name`; whether it existed.
-    fn delete(&self, ns: &str, name: &str)
-    -> crate::sync::BoxFuture<'static, Result<bool, String>>;
+    fn delete(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> crate::sync::BoxFuture<'static, Result<bool, NamedError>>;
     /// Names with `prefix`, sorted.
     fn list(
         &self,
         ns: &str,
         prefix: &str,
-    ) -> crate::sync::BoxFuture<'static, Result<Vec<String>, String>>;
+    ) -> crate::sync::BoxFuture<'static, Result<Vec<String>, NamedError>>;
 }
 
 impl NamedStore for NamedObjects {
@@ -140,8 +164,8 @@ impl NamedStore for NamedObjects {
         name: &str,
         value: Bytes,
         tier: Tier,
-    ) -> crate::sync::BoxFuture<'static, Result<(), String>> {
-        let done = NamedObjects::put(self, ns, name, value, tier).map_err(|e| e.to_string());
+    ) -> crate::sync::BoxFuture<'static, Result<(), NamedError>> {
+        let done = NamedObjects::put(self, ns, name, value, tier).map_err(NamedError::from);
         Box::pin(async move { done })
     }
 
@@ -149,8 +173,8 @@ impl NamedStore for NamedObjects {
         &self,
         ns: &str,
         name: &str,
-    ) -> crate::sync::BoxFuture<'static, Result<Option<Bytes>, String>> {
-        let found = NamedObjects::get(self, ns, name).map_err(|e| e.to_string());
+    ) -> crate::sync::BoxFuture<'static, Result<Option<Bytes>, NamedError>> {
+        let found = NamedObjects::get(self, ns, name).map_err(NamedError::from);
         Box::pin(async move { found })
     }
 
@@ -158,8 +182,8 @@ impl NamedStore for NamedObjects {
         &self,
         ns: &str,
         name: &str,
-    ) -> crate::sync::BoxFuture<'static, Result<bool, String>> {
-        let existed = NamedObjects::delete(self, ns, name).map_err(|e| e.to_string());
+    ) -> crate::sync::BoxFuture<'static, Result<bool, NamedError>> {
+        let existed = NamedObjects::delete(self, ns, name).map_err(NamedError::from);
         Box::pin(async move { existed })
     }
 
@@ -167,8 +191,8 @@ impl NamedStore for NamedObjects {
         &self,
         ns: &str,
         prefix: &str,
-    ) -> crate::sync::BoxFuture<'static, Result<Vec<String>, String>> {
-        let names = NamedObjects::list(self, ns, prefix).map_err(|e| e.to_string());
+    ) -> crate::sync::BoxFuture<'static, Result<Vec<String>, NamedError>> {
+        let names = NamedObjects::list(self, ns, prefix).map_err(NamedError::from);
         Box::pin(async move { names })
     }
 }

@@ -125,13 +125,22 @@ pub trait GuestHost: Send + Sync + 'static {
         name: &str,
         value: Bytes,
         tier: crate::objects::named::Tier,
-    ) -> BoxFuture<'static, Result<(), String>>;
+    ) -> BoxFuture<'static, Result<(), crate::objects::named::NamedError>>;
     /// A named object of the caller's namespace.
-    fn named_get(&self, name: &str) -> BoxFuture<'static, Result<Option<Bytes>, String>>;
+    fn named_get(
+        &self,
+        name: &str,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, crate::objects::named::NamedError>>;
     /// Deletes a named object; whether it existed.
-    fn named_delete(&self, name: &str) -> BoxFuture<'static, Result<bool, String>>;
+    fn named_delete(
+        &self,
+        name: &str,
+    ) -> BoxFuture<'static, Result<bool, crate::objects::named::NamedError>>;
     /// Names in the caller's namespace with `prefix`, sorted.
-    fn named_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, String>>;
+    fn named_list(
+        &self,
+        prefix: &str,
+    ) -> BoxFuture<'static, Result<Vec<String>, crate::objects::named::NamedError>>;
     /// What the caller's job may do (checked by the ABI before calls
     /// that answer a denial with a status code). Default: everything.
     fn permissions(&self) -> crate::security::GuestPermissions {

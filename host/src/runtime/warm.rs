@@ -19,7 +19,7 @@
 
 use super::{ActorCreateError, BoxFuture, GuestHost, Instance, PutError};
 use crate::ids::{ActorId, ModuleHash, ObjectId};
-use crate::objects::named::Tier;
+use crate::objects::named::{NamedError, Tier};
 use crate::objects::{Lookup, Watch};
 use crate::sync::MutexExt;
 use crate::task::Arg;
@@ -275,17 +275,17 @@ impl GuestHost for NoServices {
         Box::pin(async { Err(WireError::new(ErrorKind::System, DETACHED)) })
     }
     fn pg_remove(&self, _: &str) {}
-    fn named_put(&self, _: &str, _: Bytes, _: Tier) -> BoxFuture<'static, Result<(), String>> {
-        Box::pin(async { Err(DETACHED.to_string()) })
+    fn named_put(&self, _: &str, _: Bytes, _: Tier) -> BoxFuture<'static, Result<(), NamedError>> {
+        Box::pin(async { Err(NamedError::NoCall(DETACHED)) })
     }
-    fn named_get(&self, _: &str) -> BoxFuture<'static, Result<Option<Bytes>, String>> {
-        Box::pin(async { Err(DETACHED.to_string()) })
+    fn named_get(&self, _: &str) -> BoxFuture<'static, Result<Option<Bytes>, NamedError>> {
+        Box::pin(async { Err(NamedError::NoCall(DETACHED)) })
     }
-    fn named_delete(&self, _: &str) -> BoxFuture<'static, Result<bool, String>> {
-        Box::pin(async { Err(DETACHED.to_string()) })
+    fn named_delete(&self, _: &str) -> BoxFuture<'static, Result<bool, NamedError>> {
+        Box::pin(async { Err(NamedError::NoCall(DETACHED)) })
     }
-    fn named_list(&self, _: &str) -> BoxFuture<'static, Result<Vec<String>, String>> {
-        Box::pin(async { Err(DETACHED.to_string()) })
+    fn named_list(&self, _: &str) -> BoxFuture<'static, Result<Vec<String>, NamedError>> {
+        Box::pin(async { Err(NamedError::NoCall(DETACHED)) })
     }
     fn permissions(&self) -> crate::security::GuestPermissions {
         crate::security::GuestPermissions::NONE

@@ -65,6 +65,26 @@ pub use slot::{Lease, SlotHandle, Turn};
 use slot::{PendingLease, PendingTurn, cpu_only};
 use state::{BundlePool, Instances, PendingGrant, State};
 
+/// Why a node did not reserve a placement group's bundles.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ReserveError {
+    /// A bundle asked for GPUs.
+    #[error("bundles cannot hold GPUs yet")]
+    Gpus,
+    /// The group already holds bundles here.
+    #[error("placement group {0} is already reserved here")]
+    AlreadyReserved(String),
+    /// They do not all fit now: what is missing.
+    #[error("{0}")]
+    Shortfall(String),
+    /// The node is gone (stopped, or left the cluster).
+    #[error("{0}")]
+    NodeGone(String),
+    /// Another node refused, or could not be asked: its answer.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Longest delay between two attempts (10 s).
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -510,11 +530,11 @@ impl Scheduler {
         &self,
         group: &str,
         bundles: &[(u32, ResourceSet)],
-    ) -> Result<(), String> {
+    ) -> Result<(), ReserveError> {
         let mut sum = ResourceSet::default();
         for (_, bundle) in bundles {
             if bundle.gpu_milli() > 0 {
-                return Err("bundles cannot hold GPUs yet".into());
+                return Err(ReserveError::Gpus);
             }
             sum.give(bundle);
         }
@@ -524,13 +544,15 @@ impl Scheduler {
                 .iter()
                 .any(|(i, _)| state.bundles.contains_key(&(group.to_string(), *i)))
             {
-                return Err(format!("placement group {group} is already reserved here"));
+                return Err(ReserveError::AlreadyReserved(group.to_string()));
             }
             if !state.available.fits(&sum) {
-                return Err(state
-                    .available
-                    .shortfall(&sum)
-                    .unwrap_or_else(|| "not enough free resources".into()));
+                return Err(ReserveError::Shortfall(
+                    state
+                        .available
+                        .shortfall(&sum)
+                        .unwrap_or_else(|| "not enough free resources".into()),
+                ));
             }
             state.available.take(&sum);
             for (index, bundle) in bundles {
@@ -598,7 +620,7 @@ impl Shared {
             return;
         }
         if let Err(why) = GpuShares::validate(spec.request.gpu_milli()) {
-            self.fail_now(&spec, ErrorKind::InvalidArgument, why);
+            self.fail_now(&spec, ErrorKind::InvalidArgument, why.to_string());
             return;
         }
         if let Some(Arg::Invalid(message)) = spec.args.iter().find(|a| matches!(a, Arg::Invalid(_)))

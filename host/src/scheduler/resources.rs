@@ -19,20 +19,45 @@ pub struct ResourceSet {
     pub custom: BTreeMap<String, u64>,
 }
 
+/// A resource request that is not well formed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ResourceError {
+    /// An amount that is negative or not finite.
+    #[error("resource amounts must be finite and non-negative, got {0}")]
+    BadAmount(f64),
+    /// `memory` that is not a byte count.
+    #[error("memory must be a byte count, got {0}")]
+    BadMemory(f64),
+    /// More than one GPU, but not a whole number of them.
+    #[error("num_gpus above 1 must be a whole number, got {0}")]
+    FractionalGpus(f64),
+    /// GPUs named as a custom resource.
+    #[error("request GPUs with num_gpus, not as the `{0}` resource")]
+    GpuByName(String),
+    /// GPUs in a placement-group bundle.
+    #[error("bundles cannot hold GPUs yet")]
+    GpuInBundle,
+    /// A placement-group bundle that holds nothing.
+    #[error("a bundle must hold some resource")]
+    EmptyBundle,
+}
+
 /// Converts a user-facing amount to thousandths; negative and non-finite
 /// amounts are errors.
-pub fn to_milli(amount: f64) -> Result<u64, String> {
+pub fn to_milli(amount: f64) -> Result<u64, ResourceError> {
     if !amount.is_finite() || amount < 0.0 {
-        return Err(format!(
-            "resource amounts must be finite and non-negative, got {amount}"
-        ));
+        return Err(ResourceError::BadAmount(amount));
     }
     Ok((amount * MILLI).round() as u64)
 }
 
 impl ResourceSet {
     /// A set with `cpus` CPUs, `memory` bytes and the given custom amounts.
-    pub fn new(cpus: f64, memory: u64, custom: &BTreeMap<String, f64>) -> Result<Self, String> {
+    pub fn new(
+        cpus: f64,
+        memory: u64,
+        custom: &BTreeMap<String, f64>,
+    ) -> Result<Self, ResourceError> {
         let mut set = ResourceSet {
             cpu_milli: to_milli(cpus)?,
             memory,
@@ -140,12 +165,9 @@ impl GpuShares {
 
     /// Checks the shape of a request: a fraction of one device, or a whole
     /// number of devices.
-    pub fn validate(milli: u64) -> Result<(), String> {
+    pub fn validate(milli: u64) -> Result<(), ResourceError> {
         if milli > MILLI as u64 && !milli.is_multiple_of(MILLI as u64) {
-            return Err(format!(
-                "num_gpus above 1 must be a whole number, got {}",
-                milli as f64 / MILLI
-            ));
+            return Err(ResourceError::FractionalGpus(milli as f64 / MILLI));
         }
         Ok(())
     }
@@ -274,9 +296,13 @@ mod tests {
         assert!(GpuShares::validate(250).is_ok());
         assert!(GpuShares::validate(1000).is_ok());
         assert!(GpuShares::validate(3000).is_ok());
+        assert_eq!(
+            GpuShares::validate(1500),
+            Err(ResourceError::FractionalGpus(1.5))
+        );
         assert!(
-            GpuShares::validate(1500)
-                .unwrap_err()
+            ResourceError::FractionalGpus(1.5)
+                .to_string()
                 .contains("whole number")
         );
     }
@@ -294,7 +320,7 @@ mod tests {
 
     #[test]
     fn bad_amounts_are_rejected() {
-        assert!(to_milli(-1.0).is_err());
+        assert_eq!(to_milli(-1.0), Err(ResourceError::BadAmount(-1.0)));
         assert!(to_milli(f64::NAN).is_err());
         assert!(to_milli(f64::INFINITY).is_err());
     }

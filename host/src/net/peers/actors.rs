@@ -2,7 +2,7 @@
 //! them there, sending them calls in order, killing them.
 
 use super::{AWAIT_NODE_VERDICT, AWAIT_RESTART, Caller, Peer, Peers, outcome};
-use crate::cluster::{ActorCreate, ActorPlacement, RemoteActors};
+use crate::cluster::{ActorCreate, ActorPlacement, NodeLeft, RemoteActors};
 use crate::ids::{ActorId, ObjectId, OwnerId};
 use crate::objects::Object;
 use crate::scheduler::SchedulingStrategy;
@@ -215,10 +215,15 @@ impl RemoteActors for Peers {
         }
     }
 
-    fn create_actor(&self, node_id: &str, id: ActorId, create: ActorCreate) -> Result<(), String> {
+    fn create_actor(
+        &self,
+        node_id: &str,
+        id: ActorId,
+        create: ActorCreate,
+    ) -> Result<(), NodeLeft> {
         let peer = self
             .peer(node_id)
-            .ok_or_else(|| format!("node {node_id:?} left the cluster"))?;
+            .ok_or_else(|| NodeLeft(node_id.to_string()))?;
         let seq = self.next_seq(id);
         let request = crate::net::calls::create_actor_request(id, seq, self.epoch, &create);
         let mut client = peer.client();

@@ -10,7 +10,7 @@
 
 mod actors;
 
-use super::{CHUNK_BYTES, MAX_NODE_MESSAGE, resources_from_proto};
+use super::{CHUNK_BYTES, MAX_NODE_MESSAGE, NetError, resources_from_proto};
 use crate::cluster::{HomeNode, LogLine, LogSource};
 use crate::ids::{ActorId, ObjectId, OwnerId};
 use crate::objects::Object;
@@ -58,7 +58,7 @@ impl NodeCredentials {
     /// this node's certificate, whose own certificate must be from the
     /// cluster CA and name that node (the head's: its host). Connects on
     /// first use.
-    pub fn channel(&self, node_id: &str, address: &str) -> Result<Channel, String> {
+    pub fn channel(&self, node_id: &str, address: &str) -> Result<Channel, NetError> {
         let server_name = if node_id == super::HEAD_NODE_ID {
             host_of(address)
         } else {
@@ -69,7 +69,7 @@ impl NodeCredentials {
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .domain_name(server_name);
         Ok(Endpoint::from_shared(format!("https://{address}"))
-            .map_err(|e| format!("bad address {address:?}: {e}"))?
+            .map_err(|e| NetError::Transport(format!("bad address {address:?}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .initial_stream_window_size(super::STREAM_WINDOW)
             .initial_connection_window_size(super::CONNECTION_WINDOW)
@@ -80,7 +80,7 @@ impl NodeCredentials {
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
             .tls_config(tls)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| NetError::Transport(e.to_string()))?
             .connect_lazy())
     }
 }

@@ -174,7 +174,7 @@ pub(super) fn add_cluster_calls(linker: &mut Linker<TaskState>) -> anyhow::Resul
                 let host = caller.data().host.clone();
                 lending(&host, || host.named_put(&name, Bytes::from(value), tier))
                     .await
-                    .map_err(|e| violation("named_put", e))?;
+                    .map_err(|e| violation("named_put", e.to_string()))?;
                 Ok(status::OK)
             })
         },
@@ -232,7 +232,10 @@ pub(super) fn add_cluster_calls(linker: &mut Linker<TaskState>) -> anyhow::Resul
                 }
                 let host = caller.data().host.clone();
                 let get = lending(&host, || host.named_get(&name));
-                match get.await.map_err(|e| violation("named_get", e))? {
+                match get
+                    .await
+                    .map_err(|e| violation("named_get", e.to_string()))?
+                {
                     Some(value) => {
                         stage("named_get", &mut caller, out_len, value)?;
                         Ok(status::OK)
@@ -256,7 +259,9 @@ pub(super) fn add_cluster_calls(linker: &mut Linker<TaskState>) -> anyhow::Resul
                 }
                 let host = caller.data().host.clone();
                 let delete = lending(&host, || host.named_delete(&name));
-                let existed = delete.await.map_err(|e| violation("named_delete", e))?;
+                let existed = delete
+                    .await
+                    .map_err(|e| violation("named_delete", e.to_string()))?;
                 Ok(if existed {
                     status::OK
                 } else {
@@ -281,7 +286,9 @@ pub(super) fn add_cluster_calls(linker: &mut Linker<TaskState>) -> anyhow::Resul
                 }
                 let host = caller.data().host.clone();
                 let list = lending(&host, || host.named_list(&prefix));
-                let names = list.await.map_err(|e| violation("named_list", e))?;
+                let names = list
+                    .await
+                    .map_err(|e| violation("named_list", e.to_string()))?;
                 let encoded = prism_abi::encode_value(&names)
                     .map_err(|e| violation("named_list", e.to_string()))?;
                 stage("named_list", &mut caller, out_len, Bytes::from(encoded))?;
