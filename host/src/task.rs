@@ -17,8 +17,8 @@ pub type JobEnv = Option<Arc<Vec<(String, String)>>>;
 /// that placed it.
 #[derive(Debug)]
 pub struct JobTicket {
-    /// The job's namespace (`<tenant>/<namespace>`).
-    pub namespace: String,
+    /// The job's namespace.
+    pub namespace: crate::security::tenants::NamespaceRef,
     /// Its tenant, and what its guests may do.
     pub grant: Arc<JobGrant>,
     /// Environment variables its guests see.

@@ -46,7 +46,7 @@ pub struct ActorRecord {
     /// Its class (the struct's name).
     pub class: String,
     /// The namespace of its name (and of its named objects and state).
-    pub namespace: String,
+    pub namespace: crate::security::tenants::NamespaceRef,
     /// Its name, if it has one.
     pub name: Option<String>,
     /// The owner it ends with (the job, or actor, that created it);
@@ -78,7 +78,7 @@ impl ActorRecord {
     pub fn new(
         id: ActorId,
         class: String,
-        namespace: String,
+        namespace: crate::security::tenants::NamespaceRef,
         name: Option<String>,
         owner: Option<OwnerId>,
         ctor_args: Vec<Arg>,
@@ -175,7 +175,7 @@ impl ActorManager {
     pub fn register(&self, record: Arc<ActorRecord>) -> Result<(), NameTaken> {
         let mut registry = self.lock();
         if let Some(name) = &record.name {
-            let key = (record.namespace.clone(), name.clone());
+            let key = (record.namespace.key().to_string(), name.clone());
             if registry.names.contains_key(&key) {
                 return Err(NameTaken(name.clone()));
             }
@@ -190,7 +190,8 @@ impl ActorManager {
         self.lock().actors.get(&id).cloned()
     }
 
-    /// The live actor named `name` in `namespace`.
+    /// The live actor named `name` in the namespace whose key is
+    /// `namespace` ([`NamespaceRef::key`](crate::security::tenants::NamespaceRef::key)).
     pub fn by_name(&self, namespace: &str, name: &str) -> Option<Arc<ActorRecord>> {
         let registry = self.lock();
         let id = registry
@@ -286,7 +287,7 @@ impl ActorManager {
             }
         }
         if let Some(name) = &record.name {
-            let key = (record.namespace.clone(), name.clone());
+            let key = (record.namespace.key().to_string(), name.clone());
             if registry.names.get(&key) == Some(&record.id) {
                 registry.names.remove(&key);
             }
@@ -636,7 +637,7 @@ mod tests {
         ActorRecord::new(
             ActorId::random(),
             "Counter".into(),
-            "ns".into(),
+            crate::security::tenants::NamespaceRef::new("acme", "ns"),
             name.map(str::to_string),
             None,
             Vec::new(),
@@ -655,12 +656,13 @@ mod tests {
         let (b, _rx_b) = record(Some("c"));
         manager.register(a.clone()).unwrap();
         assert!(manager.register(b.clone()).is_err());
-        assert_eq!(manager.by_name("ns", "c").unwrap().id, a.id);
-        assert!(manager.by_name("other", "c").is_none());
+        assert_eq!(manager.by_name("acme/ns", "c").unwrap().id, a.id);
+        assert!(manager.by_name("acme/other", "c").is_none());
+        assert!(manager.by_name("zeta/ns", "c").is_none());
         manager.mark_dead(&a, WireError::new(ErrorKind::ActorDied, "killed"));
-        assert!(manager.by_name("ns", "c").is_none());
+        assert!(manager.by_name("acme/ns", "c").is_none());
         manager.register(b.clone()).unwrap();
-        assert_eq!(manager.by_name("ns", "c").unwrap().id, b.id);
+        assert_eq!(manager.by_name("acme/ns", "c").unwrap().id, b.id);
     }
 
     #[test]

@@ -153,7 +153,7 @@ impl Admin for ApiHandle {
             .cluster
             .node()
             .named_objects()
-            .purge(&format!("{tenant}/"))
+            .purge(&crate::security::tenants::tenant_prefix(&tenant))
         {
             Ok(n) => tracing::info!(%tenant, purged = n, "tenant deleted"),
             Err(e) => tracing::error!(%tenant, "purging the tenant's named objects failed: {e}"),

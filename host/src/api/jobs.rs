@@ -5,7 +5,7 @@ use super::convert::{self, json_args};
 use super::{ApiHandle, LogStream, now_ms, refused, tenancy_status};
 use crate::head::{JobMeta, JobSubmission};
 use crate::ids::ModuleHash;
-use crate::security::tenants::scoped;
+use crate::security::tenants::NamespaceRef;
 use crate::security::{Action, Resource};
 use bytes::Bytes;
 use prism_proto::v1::jobs_server::Jobs;
@@ -353,7 +353,7 @@ impl Jobs for ApiHandle {
         let args = json_args(&r.args_json)?;
         let node = self.0.cluster.node();
         let actor = node
-            .find_named_actor(&scoped(&claims.tenant, namespace), &r.name)
+            .find_named_actor(NamespaceRef::new(&claims.tenant, namespace).key(), &r.name)
             .await
             .ok_or_else(|| {
                 Status::not_found(format!(

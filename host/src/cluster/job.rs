@@ -51,7 +51,7 @@ pub struct JobSpec {
     /// The MessagePack-encoded arguments, in order.
     pub args: Vec<Bytes>,
     /// The namespace for its named actors and named objects.
-    pub namespace: String,
+    pub namespace: crate::security::tenants::NamespaceRef,
     /// How it runs: environment variables and the driver's resources.
     pub options: JobOptions,
 }

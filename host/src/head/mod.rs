@@ -47,6 +47,7 @@ use crate::cluster::{ClusterError, HeadService, JobOptions, JobOutcome, JobSpec,
 use crate::ids::{JobId, ModuleHash};
 use crate::meta::MetaError;
 use crate::runtime::BoxFuture;
+use crate::security::tenants::NamespaceRef;
 use crate::sync::MutexExt;
 use bytes::Bytes;
 use jobs::JobTable;
@@ -188,7 +189,7 @@ impl Head {
     pub async fn submit_job(&self, job: JobSubmission) -> Result<JobId, SubmitError> {
         let id = JobId::random();
         let module = job.meta.module;
-        let namespace = crate::security::tenants::scoped(&job.meta.tenant, &job.meta.namespace);
+        let namespace = NamespaceRef::new(&job.meta.tenant, &job.meta.namespace);
         let entry = job.meta.entry.clone();
         let node = {
             let mut members = self.members.locked();

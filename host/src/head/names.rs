@@ -128,7 +128,7 @@ impl ActorNames {
 impl ActorNames {
     /// Frees every name `id` holds in a namespace of `tenant`.
     pub fn release_actor_now(&self, tenant: &str, id: ActorId) {
-        let prefix = format!("{tenant}/");
+        let prefix = crate::security::tenants::tenant_prefix(tenant);
         let id = id.to_string();
         self.release_where(|key, a| a.id == id && key.starts_with(&prefix));
     }

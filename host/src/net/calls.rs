@@ -10,6 +10,7 @@ use super::{resources_from_proto, resources_to_proto};
 use crate::cluster::{ActorCreate, RemoteCall};
 use crate::ids::{ActorId, ModuleHash, ObjectId, OwnerId};
 use crate::scheduler::{BundleRef, TaskSpec};
+use crate::security::tenants::NamespaceRef;
 use crate::task::{Arg, JobEnv, JobTicket};
 use bytes::Bytes;
 use prism_proto::v1 as pb;
@@ -27,7 +28,7 @@ pub(super) fn execute_request(
     pb::ExecuteTaskRequest {
         job_id: spec.owner.as_u64(),
         module_hash: format!("{:?}", spec.module),
-        namespace: ticket.namespace.clone(),
+        namespace: ticket.namespace.key().to_string(),
         function: spec.function.clone(),
         args: args_to_proto(&spec.args),
         request: Some(resources_to_proto(&spec.request)),
@@ -81,7 +82,7 @@ pub(super) fn create_actor_request(
         seq,
         job_id: create.owner.as_u64(),
         module_hash: format!("{:?}", create.module),
-        namespace: create.ticket.namespace.clone(),
+        namespace: create.ticket.namespace.key().to_string(),
         class: create.class.clone(),
         args: args_to_proto(&create.args),
         options: create.options.encode(),
@@ -139,7 +140,7 @@ fn ticket_from_proto(
     grant: Option<pb::JobGrant>,
 ) -> Result<Arc<JobTicket>, Status> {
     Ok(Arc::new(JobTicket {
-        namespace,
+        namespace: NamespaceRef::parse(&namespace),
         grant: grant_from_proto(grant)?,
         env: env_from_proto(env),
     }))
@@ -205,7 +206,7 @@ mod tests {
 
     fn ticket() -> JobTicket {
         JobTicket {
-            namespace: "acme/prod".into(),
+            namespace: NamespaceRef::new("acme", "prod"),
             grant: JobGrant::local(),
             env: Some(Arc::new(vec![
                 ("A".to_string(), "1".to_string()),

@@ -48,7 +48,7 @@ impl Node {
         let actor_grant = if namespace == job.ticket.namespace {
             job.ticket.grant.clone()
         } else {
-            let name = crate::security::tenants::namespace_of(&namespace);
+            let name = namespace.namespace();
             let mut grant = job.ticket.grant.in_namespace(name).ok_or_else(|| {
                 ActorCreateError::Invalid(format!("there is no namespace {name:?}"))
             })?;
@@ -57,7 +57,7 @@ impl Node {
             Arc::new(grant)
         };
         if let Some(name) = &options.name
-            && let Some(existing) = self.actors.by_name(&namespace, name)
+            && let Some(existing) = self.actors.by_name(namespace.key(), name)
         {
             if options.get_if_exists && existing.class == class {
                 return Ok(existing.id);
@@ -111,7 +111,7 @@ impl Node {
         let directory = self.directory.as_ref().filter(|_| !placed);
         if let (Some(name), Some(directory)) = (&options.name, directory) {
             let claim = directory
-                .claim(&namespace, name, id, class, options.detached)
+                .claim(namespace.key(), name, id, class, options.detached)
                 .await
                 .map_err(|e| ActorCreateError::Invalid(e.to_string()))?;
             if let NameClaim::Existing {
@@ -127,7 +127,7 @@ impl Node {
         }
         let release = |directory: Option<&Arc<dyn ActorDirectory>>| {
             if let (Some(name), Some(directory)) = (&options.name, directory) {
-                directory.release(&namespace, name, id);
+                directory.release(namespace.key(), name, id);
             }
         };
         if let Some((remote, node_id, id)) = elsewhere {
@@ -161,7 +161,7 @@ impl Node {
                     NamedElsewhere {
                         job: (!options.detached).then_some(job.id),
                         tenant: job.ticket.grant.tenant.clone(),
-                        namespace: namespace.clone(),
+                        namespace: namespace.key().to_string(),
                         name: name.clone(),
                     },
                 );
@@ -338,7 +338,7 @@ impl ActorEnv for Node {
     fn load_state(&self, record: &ActorRecord) -> Option<Vec<u8>> {
         match self
             .meta
-            .get_actor_state(&record.namespace, &record.state_key())
+            .get_actor_state(record.namespace.key(), &record.state_key())
         {
             Ok(state) => state,
             Err(e) => {
@@ -349,9 +349,9 @@ impl ActorEnv for Node {
     }
 
     fn save_state(&self, record: &ActorRecord, state: &[u8]) {
-        if let Err(e) = self
-            .meta
-            .put_actor_state(&record.namespace, &record.state_key(), state)
+        if let Err(e) =
+            self.meta
+                .put_actor_state(record.namespace.key(), &record.state_key(), state)
         {
             tracing::warn!(actor = %record.id, error = %e, "saving actor state failed");
         }
@@ -370,7 +370,7 @@ impl ActorEnv for Node {
             placement.remove_owned(record.objects_owner);
         }
         if let (Some(name), Some(directory)) = (&record.name, self.directory.as_ref()) {
-            directory.release(&record.namespace, name, record.id);
+            directory.release(record.namespace.key(), name, record.id);
         }
         // What the actor created dies with it, as a job's does.
         for actor in self.actors.owned_by(record.objects_owner) {

@@ -9,7 +9,7 @@ use crate::objects::{Lookup, Object, Watch};
 use crate::runtime::{ActorCreateError, BoxFuture, GuestHost, PutError};
 use crate::scheduler::SlotHandle;
 use crate::scheduler::resources::ResourceSet;
-use crate::security::tenants::scoped;
+use crate::security::tenants::NamespaceRef;
 use crate::sync::MutexExt;
 use crate::task::Arg;
 use bytes::Bytes;
@@ -246,9 +246,9 @@ impl GuestHost for TaskHost {
         let namespace = if namespace.is_empty() {
             self.job.ticket.namespace.clone()
         } else {
-            scoped(&self.job.ticket.grant.tenant, namespace)
+            NamespaceRef::new(&self.job.ticket.grant.tenant, namespace)
         };
-        let namespace = namespace.as_str();
+        let namespace = namespace.key();
         let local = self
             .node
             .actors
@@ -322,7 +322,7 @@ impl GuestHost for TaskHost {
                         (self.node.actors.get(actor), self.node.directory.as_ref())
                         && let Some(name) = &record.name
                     {
-                        directory.release(&record.namespace, name, actor);
+                        directory.release(record.namespace.key(), name, actor);
                     }
                 }
             }
@@ -403,25 +403,25 @@ impl GuestHost for TaskHost {
     ) -> BoxFuture<'static, Result<(), NamedError>> {
         self.node
             .named_store()
-            .put(&self.job.ticket.namespace, name, value, tier)
+            .put(self.job.ticket.namespace.key(), name, value, tier)
     }
 
     fn named_get(&self, name: &str) -> BoxFuture<'static, Result<Option<Bytes>, NamedError>> {
         self.node
             .named_store()
-            .get(&self.job.ticket.namespace, name)
+            .get(self.job.ticket.namespace.key(), name)
     }
 
     fn named_delete(&self, name: &str) -> BoxFuture<'static, Result<bool, NamedError>> {
         self.node
             .named_store()
-            .delete(&self.job.ticket.namespace, name)
+            .delete(self.job.ticket.namespace.key(), name)
     }
 
     fn named_list(&self, prefix: &str) -> BoxFuture<'static, Result<Vec<String>, NamedError>> {
         self.node
             .named_store()
-            .list(&self.job.ticket.namespace, prefix)
+            .list(self.job.ticket.namespace.key(), prefix)
     }
 
     fn permissions(&self) -> crate::security::GuestPermissions {

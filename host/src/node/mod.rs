@@ -50,7 +50,7 @@ use crate::scheduler::remote::Remote;
 use crate::scheduler::resources::{ResourceError, ResourceSet};
 use crate::scheduler::{Scheduler, TaskExecutor, TaskRun};
 use crate::security::JobGrant;
-use crate::security::tenants::{scoped, tenant_of};
+use crate::security::tenants::NamespaceRef;
 use crate::sync::MutexExt;
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
@@ -346,7 +346,7 @@ impl Node {
     fn actor_visible(&self, actor: ActorId, tenant: &str) -> bool {
         self.actors
             .get(actor)
-            .is_none_or(|record| tenant_of(&record.namespace) == tenant)
+            .is_none_or(|record| record.namespace.tenant() == tenant)
     }
 
     /// What each tenant uses on this node, for the other nodes' quotas.
@@ -608,10 +608,13 @@ impl NodeService for Node {
 /// The scoped namespace an actor lives in: the one its options name, in
 /// the creating job's tenant, or else the job's. A guest cannot name a
 /// namespace of another tenant: every name it gives is put under its own.
-fn actor_namespace(job_namespace: &str, options: &prism_abi::ActorOptions) -> String {
+fn actor_namespace(
+    job_namespace: &NamespaceRef,
+    options: &prism_abi::ActorOptions,
+) -> NamespaceRef {
     match options.namespace.as_deref().filter(|ns| !ns.is_empty()) {
-        Some(ns) => scoped(tenant_of(job_namespace), ns),
-        None => job_namespace.to_string(),
+        Some(ns) => NamespaceRef::new(job_namespace.tenant(), ns),
+        None => job_namespace.clone(),
     }
 }
 

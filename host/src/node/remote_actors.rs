@@ -8,7 +8,6 @@ use crate::ids::{ActorId, ObjectId, OwnerId};
 use crate::objects::Object;
 use crate::runtime::ActorCreateError;
 use crate::scheduler::resources::ResourceSet;
-use crate::security::tenants::tenant_of;
 use crate::sync::MutexExt;
 use crate::task::Arg;
 use bytes::Bytes;
@@ -45,7 +44,7 @@ impl Node {
     ) {
         let mut args = args;
         match self.actors.get(actor) {
-            Some(record) if tenant_of(&record.namespace) != tenant => {
+            Some(record) if record.namespace.tenant() != tenant => {
                 let _ = self
                     .objects
                     .complete(return_id, Object::Error(Arc::new(no_such_actor(actor))));
@@ -137,10 +136,10 @@ impl Node {
         let namespace = actor_namespace(&entry.create.ticket.namespace, &entry.create.options);
         if let (Some(name), Some(directory)) = (&entry.create.options.name, self.directory.as_ref())
         {
-            directory.release(&namespace, name, old);
+            directory.release(namespace.key(), name, old);
             if let Ok(NameClaim::Existing { .. }) = directory
                 .claim(
-                    &namespace,
+                    namespace.key(),
                     name,
                     new,
                     &entry.create.class,
@@ -218,7 +217,7 @@ impl Node {
                 break None;
             }
         };
-        let Some(record) = record.filter(|r| tenant_of(&r.namespace) == call.tenant) else {
+        let Some(record) = record.filter(|r| r.namespace.tenant() == call.tenant) else {
             enqueued();
             return (Err(no_such_actor(call.actor)), Vec::new());
         };
@@ -306,7 +305,7 @@ impl Node {
                 failed.insert(id, (context.ticket.grant.tenant.clone(), error.clone()));
                 drop(failed);
                 if let (Some(name), Some(directory)) = (&options_name, self.directory.as_ref()) {
-                    directory.release(&options_namespace, name, id);
+                    directory.release(options_namespace.key(), name, id);
                 }
                 self.actor_registered.send_modify(|n| *n += 1);
                 Err(error)

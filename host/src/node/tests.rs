@@ -84,15 +84,18 @@ fn assert_refused(result: Result<Bytes, prism_abi::WireError>, why: &str) {
 
 #[test]
 fn a_guest_names_namespaces_only_inside_its_own_tenant() {
+    let prod = crate::security::tenants::NamespaceRef::new("acme", "prod");
     let mut options = prism_abi::ActorOptions::default();
-    assert_eq!(actor_namespace("acme/prod", &options), "acme/prod");
+    assert_eq!(actor_namespace(&prod, &options).key(), "acme/prod");
     options.namespace = Some(String::new());
-    assert_eq!(actor_namespace("acme/prod", &options), "acme/prod");
+    assert_eq!(actor_namespace(&prod, &options).key(), "acme/prod");
     options.namespace = Some("dev".into());
-    assert_eq!(actor_namespace("acme/prod", &options), "acme/dev");
+    assert_eq!(actor_namespace(&prod, &options).key(), "acme/dev");
     // Another tenant's namespace, written out, stays under this tenant.
     options.namespace = Some("zeta/prod".into());
-    assert!(actor_namespace("acme/prod", &options).starts_with("acme/"));
+    let written_out = actor_namespace(&prod, &options);
+    assert_eq!(written_out.tenant(), "acme");
+    assert!(written_out.key().starts_with("acme/"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

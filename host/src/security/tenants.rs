@@ -284,6 +284,62 @@ impl JobGrant {
     }
 }
 
+/// A namespace of a tenant, as work carries it: the tenant, the
+/// namespace, and the key under which its names live (see [`scoped`]).
+/// Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct NamespaceRef {
+    key: Arc<str>,
+    /// Where the tenant ends in `key` (the `/`).
+    split: usize,
+}
+
+impl NamespaceRef {
+    /// `namespace` of `tenant`.
+    pub fn new(tenant: &str, namespace: &str) -> Self {
+        NamespaceRef {
+            key: Arc::from(scoped(tenant, namespace)),
+            split: tenant.len(),
+        }
+    }
+
+    /// The namespace a key names (a key without a tenant is the default
+    /// tenant's). Tenant names hold no `/`, so the first one splits.
+    pub fn parse(key: &str) -> Self {
+        match key.split_once('/') {
+            Some((tenant, namespace)) => NamespaceRef::new(tenant, namespace),
+            None => NamespaceRef::new(DEFAULT_TENANT, key),
+        }
+    }
+
+    /// Its tenant.
+    pub fn tenant(&self) -> &str {
+        &self.key[..self.split]
+    }
+
+    /// The namespace's own name.
+    pub fn namespace(&self) -> &str {
+        &self.key[self.split + 1..]
+    }
+
+    /// `<tenant>/<namespace>`: where its names live.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl std::fmt::Display for NamespaceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
+impl std::fmt::Debug for NamespaceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 /// The key of a namespace inside the cluster: `<tenant>/<namespace>`.
 /// Every name a guest or client gives (named actors, named objects,
 /// persistent actor state) lives under such a key, so two tenants'
@@ -292,20 +348,10 @@ pub fn scoped(tenant: &str, namespace: &str) -> String {
     format!("{tenant}/{namespace}")
 }
 
-/// The tenant part of a scoped namespace key ([`scoped`]).
-pub fn tenant_of(scoped_namespace: &str) -> &str {
-    scoped_namespace
-        .split_once('/')
-        .map(|(t, _)| t)
-        .unwrap_or(DEFAULT_TENANT)
-}
-
-/// The namespace part of a scoped namespace key ([`scoped`]).
-pub fn namespace_of(scoped_namespace: &str) -> &str {
-    scoped_namespace
-        .split_once('/')
-        .map(|(_, n)| n)
-        .unwrap_or(scoped_namespace)
+/// The prefix every key of `tenant`'s namespaces starts with
+/// (`<tenant>/`), to find or purge all of them.
+pub fn tenant_prefix(tenant: &str) -> String {
+    format!("{tenant}/")
 }
 
 /// The record a deleted tenant's name keeps.
@@ -581,7 +627,7 @@ impl Tenancy {
 
     /// A tenant's namespaces.
     pub fn namespaces(&self, tenant: &str) -> Vec<NamespaceRecord> {
-        let prefix = format!("{tenant}/");
+        let prefix = tenant_prefix(tenant);
         self.read()
             .namespaces
             .iter()
@@ -728,11 +774,17 @@ mod tests {
 
     #[test]
     fn scoped_keys_split_back() {
-        let key = scoped("acme", "ml");
-        assert_eq!((tenant_of(&key), namespace_of(&key)), ("acme", "ml"));
+        let key = NamespaceRef::parse(&scoped("acme", "ml"));
+        assert_eq!((key.tenant(), key.namespace()), ("acme", "ml"));
+        assert!(key.key().starts_with(&tenant_prefix("acme")));
         // A namespace a guest makes up cannot leave its tenant.
         let sneaky = scoped("acme", "other/ml");
-        assert_eq!(tenant_of(&sneaky), "acme");
+        let parsed = NamespaceRef::parse(&sneaky);
+        assert_eq!((parsed.tenant(), parsed.namespace()), ("acme", "other/ml"));
+        assert_eq!(parsed, NamespaceRef::new("acme", "other/ml"));
+        assert_eq!(parsed.key(), sneaky);
+        let bare = NamespaceRef::parse("ml");
+        assert_eq!((bare.tenant(), bare.namespace()), (DEFAULT_TENANT, "ml"));
     }
 
     #[test]
