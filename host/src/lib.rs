@@ -5,19 +5,21 @@
 //! WebAssembly instance. Data flows one way through the modules below:
 //!
 //! ```text
-//! cli ─► api ─► security ─► cluster (head) ─► node ─► scheduler ─► runtime ─► objects
-//!                                               ▲                    │
-//!                                               └──── GuestHost ◄────┘  (guest requests)
+//! cli ─► api ─► security ─► head ─► node ─► scheduler ─► runtime ─► objects
+//!                                    ▲                      │
+//!                                    └──── GuestHost ◄──────┘  (guest requests)
 //! ```
 //!
 //! - [`cli`]: the `prism` command: embedded runs, the demo, benchmarks,
 //!   the head and worker processes, and the API client commands.
-//! - [`api`]: the head process's gRPC services and its composition root
-//!   ([`api::serve`]), job admission and records.
+//! - [`api`]: the head process's gRPC services: handlers only.
 //! - [`security`]: certificates, tokens, tenants, Cedar policies, audit.
-//! - [`cluster`]: the head (modules, jobs) and the service traits that
-//!   join it to nodes; [`cluster::EmbeddedCluster`] runs both in one
-//!   process.
+//! - [`head`]: the control plane: the job table and its archive,
+//!   admission of jobs, member nodes, actor names, the head process's
+//!   composition root; [`head::EmbeddedCluster`] runs a head and a node
+//!   in one process.
+//! - [`cluster`]: what head and nodes share: the service traits between
+//!   them, jobs on their way ([`cluster::job`]), placement groups.
 //! - [`node`]: the data plane of one process: runs jobs' drivers, hosts
 //!   guests ([`runtime::GuestHost`]) and actors, runs attempts other
 //!   nodes place here.
@@ -27,8 +29,8 @@
 //! - [`objects`]: the per-node object store with spilling, and named objects.
 //! - [`gpu`]: GPU discovery and guests' kernels through wgpu.
 //! - [`meta`]: durable metadata (redb).
-//! - [`net`]: joining nodes into a cluster and their calls to each other
-//!   (mutual TLS): placement on other nodes, object transfer, heartbeats.
+//! - [`net`]: transport between nodes (mutual TLS): the client of the
+//!   other nodes (`Peers`), the `Worker` service, the worker process.
 //! - [`sync`]: the one way locks are taken, and `BoxFuture`.
 //! - [`ids`], [`task`], [`config`], [`telemetry`]: identifiers, call
 //!   descriptions, node configuration, process logging.

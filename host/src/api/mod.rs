@@ -1,13 +1,20 @@
-//! The head's API: gRPC (tonic) over TLS only, every call authenticated
-//! with a bearer token (see `docs/api.md` and `proto/prism/v1/prism.proto`).
+//! The head's gRPC services: handlers only — authenticate, call the head
+//! (`crate::head`), map its answer to a status. TLS only, every client call
+//! authenticated with a bearer token (see `docs/api.md` and
+//! `proto/prism/v1/prism.proto`).
 //!
-//! [`serve`] starts an embedded cluster (head and one node in this process)
-//! and serves the `Jobs`, `Admin` and `Cluster` services on it. Each
-//! request passes [`Access`] first: the token's signature, expiry, issuer,
-//! audience, revocation and tenant are checked, the tenant's Cedar
-//! policies decide the action, and every decision is logged (`audit`
-//! target). Everything a request names is looked up in the caller's
-//! tenant only: another tenant's job, module or actor is not found.
+//! [`serve`] starts a head process (`head::HeadProcess`) and serves the
+//! `Jobs`, `Admin` and `Cluster` services to clients and `NodeControl` and
+//! `Worker` to nodes. Each client request passes [`Access`] first: the
+//! token's signature, expiry, issuer, audience, revocation and tenant are
+//! checked, the tenant's Cedar policies decide the action, and every
+//! decision is logged (`audit` target). Everything a request names is
+//! looked up in the caller's tenant only: another tenant's job, module or
+//! actor is not found.
+//!
+//! Files: `mod.rs` (shared state, `Cluster`), `jobs.rs` (`Jobs`),
+//! `admin.rs` (`Admin`), `node_control.rs` (`NodeControl`), `convert.rs`
+//! (JSON in and out, the head's errors as statuses), `serve.rs`.
 
 mod admin;
 mod convert;
@@ -15,14 +22,13 @@ mod jobs;
 mod node_control;
 mod serve;
 
-pub use crate::head::{JobLimits, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_JSON_BYTES};
+pub use crate::head::{HeadOptions, JobLimits, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_JSON_BYTES};
 pub use admin::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
 pub use convert::MAX_ARGS_JSON_BYTES;
 use serve::Verified;
 pub use serve::serve;
 
 use crate::cluster::JobOutcome;
-use crate::config::NodeConfig;
 use crate::head::EmbeddedCluster;
 use crate::head::Membership;
 use crate::ids::JobId;
@@ -34,7 +40,6 @@ use crate::security::{
 use prism_proto::v1::cluster_server::Cluster;
 use prism_proto::v1::{JobInfo, JobResult, LogLine, NodeInfo, StatusReply, StatusRequest};
 use prism_proto::v1::{JoinTokenReply, JoinTokenRequest};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,45 +48,6 @@ use tonic::{Request, Response, Status};
 
 /// Lifetime of a join token when the request names none (1 hour).
 pub const DEFAULT_JOIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// How the head runs: where it listens and how it watches its nodes.
-#[derive(Clone, Debug)]
-pub struct HeadOptions {
-    /// Where to serve (default 127.0.0.1:7443).
-    pub listen: SocketAddr,
-    /// Where nodes reach the head (default: the bound address).
-    pub advertise: Option<String>,
-    /// How often worker nodes report (default 1 s).
-    pub heartbeat_interval: std::time::Duration,
-    /// Silence after which a node is declared dead (default 10 s).
-    pub node_timeout: std::time::Duration,
-    /// The head's own node.
-    pub node: NodeConfig,
-    /// Where every authorization decision is appended, one JSON object
-    /// per line (default: `<state-dir>/audit.log`).
-    pub audit_log: Option<std::path::PathBuf>,
-    /// After the shutdown signal, how long calls in flight (result waits,
-    /// log streams) may take before the head exits anyway (default 10 s).
-    pub shutdown_grace: std::time::Duration,
-    /// Per-tenant bounds on live and ended jobs (see [`JobLimits`]).
-    pub job_limits: JobLimits,
-}
-
-impl HeadOptions {
-    /// The defaults, serving on `listen` with `node`.
-    pub fn new(listen: SocketAddr, node: NodeConfig) -> Self {
-        HeadOptions {
-            listen,
-            advertise: None,
-            heartbeat_interval: std::time::Duration::from_secs(1),
-            node_timeout: std::time::Duration::from_secs(10),
-            node,
-            audit_log: None,
-            shutdown_grace: std::time::Duration::from_secs(10),
-            job_limits: JobLimits::default(),
-        }
-    }
-}
 
 /// Largest module accepted by `UploadModule` (64 MiB).
 pub const MAX_MODULE_BYTES: usize = 64 << 20;
@@ -92,9 +58,9 @@ pub enum ApiError {
     /// The state directory is not a cluster's (run `prism init`).
     #[error(transparent)]
     Security(#[from] SecurityError),
-    /// The embedded node could not start.
+    /// The head could not start.
     #[error(transparent)]
-    Cluster(#[from] crate::cluster::ClusterError),
+    Head(#[from] crate::head::HeadError),
     /// The head's metadata store (`head.redb`) failed.
     #[error(transparent)]
     Meta(#[from] MetaError),

@@ -1,29 +1,21 @@
-//! The head's composition root: [`serve`] builds the head (state, node,
-//! membership, services) and serves the API over TLS until shutdown, with
-//! the bearer-token check that runs before any request body is decoded.
+//! [`serve`]: binds the head's port, starts the head
+//! ([`HeadProcess::start`]) and serves the API and the node services over
+//! TLS until shutdown, with the bearer-token check that runs before any
+//! request body is decoded.
 
 use super::node_control::NodeControlService;
-use super::{Api, ApiError, ApiHandle, HeadOptions, MAX_MODULE_BYTES};
-use crate::cluster::HomeNode;
-use crate::cluster::placement::PlacementGroups;
-use crate::head::{
-    ActorNames, Archive, ClusterHosts, EmbeddedCluster, Head, Membership, MembershipConfig,
-};
-use crate::meta::HeadStore;
-use crate::net::peers::{NodeCredentials, Peers};
+use super::{Api, ApiError, ApiHandle, MAX_MODULE_BYTES};
+use crate::head::{HeadOptions, HeadProcess};
+use crate::net::MAX_NODE_MESSAGE;
 use crate::net::worker_service::WorkerService;
-use crate::net::{HEAD_NODE_ID, HEAD_NODE_TAG, MAX_NODE_MESSAGE};
-use crate::node::{ClusterLinks, NodeLinks};
 use crate::security::access::AuditLog;
-use crate::security::{
-    Access, Claims, ClusterFiles, NodeAuthority, Policies, Tenancy, TokenAuthority,
-};
+use crate::security::{Access, Claims, ClusterFiles, Policies, Tenancy, TokenAuthority};
 use prism_proto::v1::cluster_server::ClusterServer;
 use prism_proto::v1::jobs_server::JobsServer;
 use prism_proto::v1::node_control_server::NodeControlServer;
 use prism_proto::v1::worker_server::WorkerServer;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
@@ -70,13 +62,6 @@ pub async fn serve(
     let files = ClusterFiles::new(state_dir);
     let authority = TokenAuthority::load(&files)?;
     let policies = Policies::new()?;
-    let node_authority = NodeAuthority::load(&files)?;
-    let credentials = NodeCredentials {
-        ca_pem: files.read(&files.ca_cert())?,
-        cert_pem: files.read(&files.head_cert())?,
-        key_pem: files.read(&files.head_key())?,
-    };
-    let identity = Identity::from_pem(&credentials.cert_pem, &credentials.key_pem);
     let listen = options.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -89,65 +74,14 @@ pub async fn serve(
         None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
         None => bound.to_string(),
     };
-    // Each job's whole log, one file per job (bounded per job).
-    let log_dir = state_dir.join("logs");
-    std::fs::create_dir_all(&log_dir)
-        .map_err(|e| ApiError::Transport(format!("{}: {e}", log_dir.display())))?;
-    let mut node_config = options.node.clone();
-    node_config.job_log_dir = Some(log_dir.clone());
-    let store = Arc::new(HeadStore::open(&state_dir.join("head.redb"))?);
-    let head = Head::with_archive(
-        Archive::new(store.clone(), log_dir.clone()),
-        options.job_limits,
-    )?;
-    let names = ActorNames::load(store.clone())?;
-    // The head's node reaches the workers through `peers`, names actors
-    // in `names` and makes placement groups across every node.
-    let mut wired = None;
-    // Every id the head's node mints says it lives there.
-    let cluster =
-        EmbeddedCluster::start_linked(head, node_config, HEAD_NODE_TAG, |node, objects| {
-            let home: Weak<dyn HomeNode> = node.clone();
-            let peers = Peers::new(
-                HEAD_NODE_ID,
-                HEAD_NODE_TAG,
-                home,
-                objects.clone(),
-                credentials.clone(),
-            );
-            let hosts = ClusterHosts::new(node.clone(), peers.clone());
-            let placement = PlacementGroups::new(hosts.clone());
-            wired = Some((peers.clone(), hosts, placement.clone()));
-            NodeLinks {
-                placement: Arc::new(placement),
-                cluster: Some(ClusterLinks {
-                    peers,
-                    directory: names.clone(),
-                    named: None,
-                }),
-            }
-        })?;
-    let (peers, hosts, placement) =
-        wired.ok_or_else(|| ApiError::Transport("the head's node did not start".into()))?;
+    let HeadProcess {
+        cluster,
+        membership,
+        store,
+        credentials,
+    } = HeadProcess::start(state_dir, &options, &address)?;
     let head_node = cluster.node().clone();
-    let membership = Membership::new(
-        MembershipConfig {
-            head_address: address.clone(),
-            heartbeat_interval: options.heartbeat_interval,
-            node_timeout: options.node_timeout,
-        },
-        store.clone(),
-        node_authority,
-        cluster.head().clone(),
-        head_node.clone(),
-        peers,
-        names,
-    )?;
-    hosts.attach(&membership);
-    membership.set_placement(placement.clone());
-    placement.record_in(membership.clone());
-    tokio::spawn(membership.clone().watch_nodes());
-    let tenancy = Arc::new(Tenancy::load(store.clone())?);
+    let tenancy = Arc::new(Tenancy::load(store)?);
     let audit_path = options
         .audit_log
         .clone()
@@ -167,6 +101,7 @@ pub async fn serve(
         membership: membership.clone(),
         address,
     }));
+    let identity = Identity::from_pem(&credentials.cert_pem, &credentials.key_pem);
     // Clients authenticate with tokens, nodes with certificates from the
     // cluster CA: a certificate is optional on this port, but one that is
     // presented must verify, and node calls check that there was one.

@@ -22,6 +22,8 @@
 //! - `names.rs`: the directory of actor names ([`ActorNames`]).
 //! - `embedded.rs`: [`EmbeddedCluster`], a head and one node in one
 //!   process.
+//! - `process.rs`: the composition root of a head process
+//!   ([`HeadProcess::start`], [`HeadOptions`]).
 
 mod archive;
 mod embedded;
@@ -30,6 +32,7 @@ mod hosts;
 mod jobs;
 mod membership;
 mod names;
+mod process;
 mod records;
 
 pub use archive::Archive;
@@ -39,6 +42,7 @@ pub use hosts::ClusterHosts;
 pub use jobs::{JobMeta, JobStatus, TooManyJobs};
 pub use membership::{Joined, Membership, MembershipConfig, MembershipError};
 pub use names::ActorNames;
+pub use process::{HeadError, HeadOptions, HeadProcess};
 pub(crate) use records::{JobDetails, result_json};
 pub use records::{MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_JSON_BYTES};
 

@@ -1,23 +1,25 @@
-//! The network between nodes: how a multi-node cluster is joined and how
-//! its nodes work together, all over gRPC with mutual TLS.
+//! Transport between nodes, all over gRPC with mutual TLS: the client of
+//! the other nodes, the `Worker` service, the worker process. The head's
+//! side of membership (joins, heartbeats, dead nodes) is
+//! `head::Membership`, served by `api/node_control.rs`.
 //!
-//! - [`registry`]: the head's table of nodes. It admits nodes (`Join`:
-//!   one-time token, certificate request signed by the cluster CA), takes
-//!   their heartbeats, declares a node dead when its heartbeats stop, and
-//!   answers every heartbeat with the cluster view.
 //! - [`peers`]: one node's view of the others. It implements the
 //!   scheduler's [`Remote`](crate::scheduler::remote::Remote): places tasks
 //!   on other nodes, runs attempts there, and pulls objects from the node
 //!   whose tag their id carries; and the node's
 //!   [`RemoteActors`](crate::cluster::RemoteActors) (`peers/actors.rs`).
-//! - [`placement`]: placement groups across nodes: the head reserves
-//!   bundles on every live node, a worker's guests ask the head.
+//!   It reaches its own node only through
+//!   [`HomeNode`](crate::cluster::HomeNode) and its object store.
+//! - [`placement`]: a worker's guests create placement groups through the
+//!   head (`RemotePlacement`).
 //! - `calls.rs`: task attempts and actor creations on the wire, both
 //!   ways, in one place.
 //! - [`grant`]: a job's grant to and from its protobuf message.
 //! - [`worker_service`]: the `Worker` service every node serves (the
 //!   head's node too): run an attempt, stream an object, end a job.
-//! - [`worker`]: the worker process, `prism start --join`.
+//! - [`worker`]: the worker process, `prism start --join`: joins, starts
+//!   its node with the head's directory, named objects and placement as
+//!   its links, heartbeats.
 //!
 //! Between nodes there is no bearer token: a node proves who it is with
 //! its certificate, and the head reads its id from that certificate.
