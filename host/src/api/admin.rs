@@ -4,7 +4,7 @@
 //! tenant, which the default policies give its tenant-admins.
 
 use super::{ApiHandle, tenancy_status};
-use crate::security::tenants::{Capabilities, NamespaceRecord, Quotas, TenantRecord};
+use crate::security::tenants::{Capabilities, NamespaceRecord, Quotas, TenantId, TenantRecord};
 use crate::security::{Action, Claims, Resource, Role};
 use prism_proto::v1::admin_server::Admin;
 use prism_proto::v1::{
@@ -60,12 +60,12 @@ impl ApiHandle {
         &self,
         request: &Request<T>,
         named: &str,
-    ) -> Result<(Claims, String), Status> {
+    ) -> Result<(Claims, TenantId), Status> {
         let claims = self.0.authenticate(request, "ManageTenant")?;
         let tenant = if named.is_empty() {
             claims.tenant.clone()
         } else {
-            named.to_string()
+            TenantId::new(named)
         };
         if self.0.access.tenancy().tenant(&tenant).is_none() {
             // Before the policy decision, a non-admin learns nothing about
@@ -352,7 +352,7 @@ impl Admin for ApiHandle {
             .store_policies(&tenant, &text)
             .map_err(tenancy_status)?;
         Ok(Response::new(PolicyReply {
-            tenant: tenant.clone(),
+            tenant: tenant.to_string(),
             policies: self
                 .0
                 .access
@@ -374,7 +374,7 @@ impl Admin for ApiHandle {
                 .policies()
                 .tenant_text(&tenant)
                 .unwrap_or_default(),
-            tenant,
+            tenant: tenant.to_string(),
         }))
     }
 }

@@ -362,7 +362,12 @@ impl Jobs for ApiHandle {
                 ))
             })?;
         let value = node
-            .call_actor_for_client(actor, &r.method, args, &claims.tenant)
+            .call_actor_for_client(
+                actor,
+                &r.method,
+                args,
+                &crate::security::tenants::TenantId::new(&claims.tenant),
+            )
             .await
             .map_err(|e| Status::aborted(format!("{}: {}", e.kind, e.message)))?;
         let value_json = convert::result_json(&value)?;

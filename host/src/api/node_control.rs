@@ -161,7 +161,11 @@ impl NodeControl for NodeControlService {
             .placement()
             .ok_or_else(|| Status::unavailable("placement groups are not ready"))?;
         let created = placement
-            .create(crate::ids::OwnerId::from_u64(r.job_id), &r.tenant, spec)
+            .create(
+                crate::ids::OwnerId::from_u64(r.job_id),
+                &crate::security::tenants::TenantId::new(&r.tenant),
+                spec,
+            )
             .await;
         Ok(Response::new(match created {
             Ok(info) => pb::CreatePlacementGroupReply {

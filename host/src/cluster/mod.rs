@@ -144,11 +144,11 @@ pub trait RemoteActors: Send + Sync + 'static {
         args: Vec<crate::task::Arg>,
         return_id: crate::ids::ObjectId,
         owner: crate::ids::OwnerId,
-        tenant: &str,
+        tenant: &crate::security::tenants::TenantId,
     );
     /// Kills an actor of `tenant` on another node (another tenant's is
     /// left alone).
-    fn kill_actor(&self, actor: crate::ids::ActorId, tenant: &str);
+    fn kill_actor(&self, actor: crate::ids::ActorId, tenant: &crate::security::tenants::TenantId);
 }
 
 /// The other nodes of a multi-node cluster, as one node uses them: for
@@ -183,7 +183,7 @@ pub trait HomeNode: Send + Sync + 'static {
         method: String,
         args: Vec<crate::task::Arg>,
         return_id: crate::ids::ObjectId,
-        tenant: &str,
+        tenant: &crate::security::tenants::TenantId,
     );
 }
 
@@ -233,7 +233,7 @@ pub trait ActorDirectory: Send + Sync + 'static {
     fn release(&self, namespace: &str, name: &str, id: crate::ids::ActorId);
     /// Frees whatever name actor `id` holds in a namespace of `tenant`
     /// (a node that kills an actor it did not create knows no name).
-    fn release_actor(&self, tenant: &str, id: crate::ids::ActorId);
+    fn release_actor(&self, tenant: &crate::security::tenants::TenantId, id: crate::ids::ActorId);
     /// Records that actor `old` was restarted on another node as `new`.
     fn record_move(&self, old: crate::ids::ActorId, new: crate::ids::ActorId);
     /// Where actor `id` was restarted, if it was (following every move).

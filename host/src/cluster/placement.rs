@@ -57,7 +57,7 @@ pub trait PlacementService: Send + Sync + 'static {
     fn create(
         &self,
         owner: OwnerId,
-        tenant: &str,
+        tenant: &crate::security::tenants::TenantId,
         spec: PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<PlacementGroupInfo, WireError>>;
     /// Removes a group (harmless if it is gone).
@@ -321,7 +321,7 @@ impl PlacementService for Arc<PlacementGroups> {
     fn create(
         &self,
         owner: OwnerId,
-        tenant: &str,
+        tenant: &crate::security::tenants::TenantId,
         spec: PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<PlacementGroupInfo, WireError>> {
         // On its own task: a guest cancelled while it waits must not leave
@@ -535,7 +535,11 @@ mod tests {
         });
         let groups = PlacementGroups::new(fine.clone());
         let info = groups
-            .create(OwnerId::random(), "default", spec.clone())
+            .create(
+                OwnerId::random(),
+                &crate::security::tenants::TenantId::new("default"),
+                spec.clone(),
+            )
             .await
             .unwrap();
         assert_eq!(info.nodes, vec!["a".to_string(), "b".to_string()]);
@@ -551,7 +555,11 @@ mod tests {
         });
         let groups = PlacementGroups::with_timeout(busy.clone(), Duration::from_millis(300));
         let error = groups
-            .create(OwnerId::random(), "default", spec)
+            .create(
+                OwnerId::random(),
+                &crate::security::tenants::TenantId::new("default"),
+                spec,
+            )
             .await
             .unwrap_err();
         assert_eq!(error.kind, ErrorKind::Unschedulable);

@@ -119,7 +119,7 @@ impl EmbeddedCluster {
             meta: JobMeta {
                 module: hash,
                 entry: entry.to_string(),
-                tenant: crate::security::DEFAULT_TENANT.to_string(),
+                tenant: crate::security::tenants::TenantId::new(crate::security::DEFAULT_TENANT),
                 namespace: namespace.to_string(),
                 submitted_by: String::new(),
                 submitted_at_ms: 0,

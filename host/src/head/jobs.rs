@@ -15,6 +15,7 @@ use super::history::JobHistory;
 use super::records::{self, MAX_ERROR_MESSAGE_BYTES};
 use crate::cluster::JobOutcome;
 use crate::ids::{JobId, ModuleHash};
+use crate::security::tenants::TenantId;
 use prism_proto::v1::{JobInfo, JobState};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -42,7 +43,7 @@ pub struct JobMeta {
     /// Its driver's name.
     pub entry: String,
     /// Its tenant.
-    pub tenant: String,
+    pub tenant: TenantId,
     /// Its namespace in that tenant.
     pub namespace: String,
     /// The subject of the token that submitted it (empty: the embedded
@@ -83,7 +84,7 @@ impl LiveJob {
             module_hash: format!("{:?}", meta.module),
             entry: meta.entry.clone(),
             namespace: meta.namespace.clone(),
-            tenant: meta.tenant.clone(),
+            tenant: meta.tenant.to_string(),
             submitted_by: meta.submitted_by.clone(),
             submitted_at_ms: meta.submitted_at_ms,
             ..Default::default()
@@ -328,7 +329,7 @@ mod tests {
         JobMeta {
             module: ModuleHash::of(b"m"),
             entry: "main".into(),
-            tenant: tenant.into(),
+            tenant: TenantId::new(tenant),
             namespace: "default".into(),
             submitted_by: "someone".into(),
             submitted_at_ms: 1_000,

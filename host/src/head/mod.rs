@@ -209,7 +209,7 @@ impl Head {
         };
         {
             let _admission = self.admission.lock().await;
-            let tenant = job.meta.tenant.clone();
+            let tenant = job.meta.tenant.to_string();
             self.jobs
                 .locked()
                 .admit(id, job.meta, job.live_limit)

@@ -197,7 +197,7 @@ impl ActorDirectory for ActorNames {
         self.release_now(namespace, name, id)
     }
 
-    fn release_actor(&self, tenant: &str, id: ActorId) {
+    fn release_actor(&self, tenant: &crate::security::tenants::TenantId, id: ActorId) {
         self.release_actor_now(tenant, id)
     }
 

@@ -86,7 +86,7 @@ fn submission(module: ModuleHash, tenant: &str, live_limit: u64) -> JobSubmissio
         meta: JobMeta {
             module,
             entry: "main".into(),
-            tenant: tenant.into(),
+            tenant: crate::security::tenants::TenantId::new(tenant),
             namespace: "default".into(),
             submitted_by: "someone".into(),
             submitted_at_ms: 7,

@@ -5,7 +5,7 @@
 //! node checks what a grant could carry that the head would never issue
 //! (a missing grant, a NaN quota or weight) and refuses the call.
 
-use crate::security::tenants::{Capabilities, GuestPermissions, JobGrant, Quotas};
+use crate::security::tenants::{Capabilities, GuestPermissions, JobGrant, Quotas, TenantId};
 use prism_proto::v1 as pb;
 use std::sync::Arc;
 use tonic::Status;
@@ -13,7 +13,7 @@ use tonic::Status;
 /// `grant` as it crosses the wire.
 pub fn grant_to_proto(grant: &JobGrant) -> pb::JobGrant {
     pb::JobGrant {
-        tenant: grant.tenant.clone(),
+        tenant: grant.tenant.to_string(),
         weight: grant.weight,
         quotas: Some(quotas_to_proto(&grant.quotas)),
         capabilities: grant.capabilities.as_ref().map(capabilities_to_proto),
@@ -42,7 +42,7 @@ pub fn grant_from_proto(grant: Option<pb::JobGrant>) -> Result<Arc<JobGrant>, St
         .check()
         .map_err(|e| Status::invalid_argument(format!("grant: {e}")))?;
     Ok(Arc::new(JobGrant {
-        tenant: grant.tenant,
+        tenant: TenantId::new(&grant.tenant),
         weight: grant.weight,
         quotas,
         capabilities: grant.capabilities.map(capabilities_from_proto),
@@ -143,7 +143,7 @@ mod tests {
             read_directory: true,
         };
         JobGrant {
-            tenant: "acme".into(),
+            tenant: TenantId::new("acme"),
             weight: 2.5,
             quotas: Quotas {
                 cpus: Some(1.5),

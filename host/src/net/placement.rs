@@ -27,7 +27,7 @@ impl PlacementService for RemotePlacement {
     fn create(
         &self,
         owner: OwnerId,
-        tenant: &str,
+        tenant: &crate::security::tenants::TenantId,
         spec: PlacementGroupSpec,
     ) -> BoxFuture<'static, Result<PlacementGroupInfo, WireError>> {
         let mut client = self.client.clone();

@@ -219,7 +219,7 @@ impl ActorDirectory for RemoteDirectory {
         });
     }
 
-    fn release_actor(&self, tenant: &str, id: ActorId) {
+    fn release_actor(&self, tenant: &crate::security::tenants::TenantId, id: ActorId) {
         self.send_release(pb::ReleaseActorNameRequest {
             actor_id: id.as_bytes().to_vec(),
             tenant: tenant.to_string(),

@@ -159,7 +159,7 @@ impl Worker for WorkerService {
             actor,
             method: r.method,
             args: args_from_proto(r.args)?,
-            tenant: r.tenant,
+            tenant: crate::security::tenants::TenantId::new(&r.tenant),
         };
         self.turns.wait(actor, &caller, r.seq).await;
         let turns = self.turns.clone();
@@ -180,7 +180,10 @@ impl Worker for WorkerService {
         let actor = actor_id(&request.get_ref().actor_id)?;
         let seq = request.get_ref().seq;
         self.turns.wait(actor, &caller, seq).await;
-        self.node.kill_actor(actor, &request.get_ref().tenant);
+        self.node.kill_actor(
+            actor,
+            &crate::security::tenants::TenantId::new(&request.get_ref().tenant),
+        );
         self.turns.done(actor, &caller, seq);
         Ok(Response::new(pb::KillActorReply {}))
     }
@@ -193,7 +196,10 @@ impl Worker for WorkerService {
     ) -> Result<Response<Self::FetchObjectStream>, Status> {
         peer_identity(&request)?;
         let id = object_id(&request.get_ref().object_id)?;
-        if !self.node.object_of_tenant(id, &request.get_ref().tenant) {
+        if !self.node.object_of_tenant(
+            id,
+            &crate::security::tenants::TenantId::new(&request.get_ref().tenant),
+        ) {
             // Exactly as an object that does not exist.
             return Err(Status::not_found(format!("no object {id} here")));
         }
@@ -211,7 +217,10 @@ impl Worker for WorkerService {
             }
         };
         // It may have appeared (as another tenant's) while we waited.
-        if !self.node.object_of_tenant(id, &request.get_ref().tenant) {
+        if !self.node.object_of_tenant(
+            id,
+            &crate::security::tenants::TenantId::new(&request.get_ref().tenant),
+        ) {
             return Err(Status::not_found(format!("no object {id} here")));
         }
         let messages: Vec<Result<pb::ObjectChunk, Status>> = match object {
@@ -256,9 +265,11 @@ impl Worker for WorkerService {
             .iter()
             .map(|raw| object_id(raw))
             .collect::<Result<Vec<_>, _>>()?;
-        let freed = self
-            .node
-            .free_objects(OwnerId::from_u64(r.job_id), &r.tenant, &ids);
+        let freed = self.node.free_objects(
+            OwnerId::from_u64(r.job_id),
+            &crate::security::tenants::TenantId::new(&r.tenant),
+            &ids,
+        );
         Ok(Response::new(pb::FreeObjectsReply {
             freed: freed as u32,
         }))

@@ -293,7 +293,7 @@ impl GuestHost for TaskHost {
                 let named = {
                     let mut named = self.node.named_elsewhere.locked();
                     match named.get(&actor) {
-                        Some(n) if n.tenant == self.job.ticket.grant.tenant => named.remove(&actor),
+                        Some(n) if self.job.ticket.grant.tenant == n.tenant => named.remove(&actor),
                         _ => None,
                     }
                 };

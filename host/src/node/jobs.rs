@@ -20,7 +20,7 @@ impl Node {
     /// Compiled for `tenant` only (see `runtime::modules`).
     pub(super) async fn load_module(
         &self,
-        tenant: &str,
+        tenant: &crate::security::tenants::TenantId,
         hash: crate::ids::ModuleHash,
     ) -> Result<Arc<LoadedModule>, WireError> {
         if let Some(m) = self.runtime.modules().get_for(tenant, hash) {

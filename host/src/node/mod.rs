@@ -50,7 +50,7 @@ use crate::scheduler::remote::Remote;
 use crate::scheduler::resources::{ResourceError, ResourceSet};
 use crate::scheduler::{Scheduler, TaskExecutor, TaskRun};
 use crate::security::JobGrant;
-use crate::security::tenants::NamespaceRef;
+use crate::security::tenants::{NamespaceRef, TenantId};
 use crate::sync::MutexExt;
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
@@ -101,7 +101,7 @@ pub struct Node {
     moved: Mutex<HashMap<ActorId, ActorId>>,
     /// Actors other nodes placed here whose creation failed, and why.
     /// (the actor's tenant, why).
-    failed_actors: Mutex<HashMap<ActorId, (String, WireError)>>,
+    failed_actors: Mutex<HashMap<ActorId, (TenantId, WireError)>>,
     /// Owners (jobs, actors) on other nodes that ran tasks here.
     remote_jobs: Mutex<std::collections::HashSet<OwnerId>>,
     /// What each tenant uses here.
@@ -324,7 +324,7 @@ impl Node {
     }
 
     /// The tenant of an owner (job or actor) this node knows.
-    pub fn job_tenant(&self, id: OwnerId) -> Option<String> {
+    pub fn job_tenant(&self, id: OwnerId) -> Option<TenantId> {
         self.job(id).map(|j| j.ticket.grant.tenant.clone())
     }
 
@@ -343,10 +343,10 @@ impl Node {
 
     /// Whether an actor of this node is `tenant`'s (unknown ids are
     /// answered as dead actors by the actor manager anyway).
-    fn actor_visible(&self, actor: ActorId, tenant: &str) -> bool {
+    fn actor_visible(&self, actor: ActorId, tenant: &TenantId) -> bool {
         self.actors
             .get(actor)
-            .is_none_or(|record| record.namespace.tenant() == tenant)
+            .is_none_or(|record| record.namespace.tenant() == tenant.as_str())
     }
 
     /// What each tenant uses on this node, for the other nodes' quotas.
@@ -361,7 +361,7 @@ impl Node {
     }
 
     /// A tenant's usage on this node, if it ran anything here.
-    pub fn tenant_account(&self, tenant: &str) -> Option<Arc<TenantAccount>> {
+    pub fn tenant_account(&self, tenant: &TenantId) -> Option<Arc<TenantAccount>> {
         self.accounts.tenant(tenant)
     }
 
@@ -384,12 +384,12 @@ impl Node {
     /// Whether object `id` here belongs to a job of `tenant` (for another
     /// node pulling it). An object whose owner this node does not know is
     /// nobody's.
-    pub fn object_of_tenant(&self, id: ObjectId, tenant: &str) -> bool {
+    pub fn object_of_tenant(&self, id: ObjectId, tenant: &TenantId) -> bool {
         match self.objects.owner(id) {
             None => true, // not here: answered as not found
             Some(owner) => self
                 .job(owner)
-                .is_some_and(|j| j.ticket.grant.tenant == tenant),
+                .is_some_and(|j| j.ticket.grant.tenant == *tenant),
         }
     }
 
@@ -409,7 +409,7 @@ impl Node {
     }
 
     /// Pulls `id` here if it lives on another node (see [`Remote::fetch`]).
-    fn fetch_remote(&self, id: ObjectId, owner: OwnerId, tenant: &str) {
+    fn fetch_remote(&self, id: ObjectId, owner: OwnerId, tenant: &TenantId) {
         if let Some(remote) = &self.remote {
             remote.fetch(id, owner, tenant);
         }
@@ -438,8 +438,8 @@ impl Node {
     /// this node's store, giving their bytes back to its quota; returns
     /// how many. Nothing is freed for a job unknown here or of another
     /// tenant.
-    pub fn free_objects(&self, job: OwnerId, tenant: &str, ids: &[ObjectId]) -> usize {
-        let Some(context) = self.job(job).filter(|c| c.ticket.grant.tenant == tenant) else {
+    pub fn free_objects(&self, job: OwnerId, tenant: &TenantId, ids: &[ObjectId]) -> usize {
+        let Some(context) = self.job(job).filter(|c| c.ticket.grant.tenant == *tenant) else {
             return 0;
         };
         let mut freed = 0;
@@ -563,7 +563,7 @@ impl crate::cluster::HomeNode for Node {
         method: String,
         args: Vec<Arg>,
         return_id: ObjectId,
-        tenant: &str,
+        tenant: &TenantId,
     ) {
         Node::call_local_actor(self, actor, method, args, return_id, tenant);
     }

@@ -40,11 +40,11 @@ impl Node {
         method: String,
         args: Vec<Arg>,
         return_id: ObjectId,
-        tenant: &str,
+        tenant: &crate::security::tenants::TenantId,
     ) {
         let mut args = args;
         match self.actors.get(actor) {
-            Some(record) if record.namespace.tenant() != tenant => {
+            Some(record) if record.namespace.tenant() != tenant.as_str() => {
                 let _ = self
                     .objects
                     .complete(return_id, Object::Error(Arc::new(no_such_actor(actor))));
@@ -217,7 +217,7 @@ impl Node {
                 break None;
             }
         };
-        let Some(record) = record.filter(|r| r.namespace.tenant() == call.tenant) else {
+        let Some(record) = record.filter(|r| r.namespace.tenant() == call.tenant.as_str()) else {
             enqueued();
             return (Err(no_such_actor(call.actor)), Vec::new());
         };
@@ -331,7 +331,7 @@ impl Node {
         actor: ActorId,
         method: &str,
         args: Vec<Bytes>,
-        tenant: &str,
+        tenant: &crate::security::tenants::TenantId,
     ) -> Result<Bytes, WireError> {
         // The call's objects belong to a job of their own, freed after.
         let actor = self.current_actor(actor);
@@ -372,7 +372,7 @@ impl Node {
     }
 
     /// Kills an actor of this node for another node, if it is `tenant`'s.
-    pub fn kill_actor(&self, id: ActorId, tenant: &str) {
+    pub fn kill_actor(&self, id: ActorId, tenant: &crate::security::tenants::TenantId) {
         if self.actor_visible(id, tenant) {
             self.actors.kill(id);
         }
@@ -398,14 +398,14 @@ pub struct RemoteActorCall {
     /// Its arguments; references are pulled from where they live.
     pub args: Vec<Arg>,
     /// The caller's tenant: another tenant's actor answers as a dead one.
-    pub tenant: String,
+    pub tenant: crate::security::tenants::TenantId,
 }
 
 /// A named actor this node created on another node.
 pub(super) struct NamedElsewhere {
     /// Its job, unless it is detached (it then outlives the job).
     pub(super) job: Option<OwnerId>,
-    pub(super) tenant: String,
+    pub(super) tenant: crate::security::tenants::TenantId,
     pub(super) namespace: String,
     pub(super) name: String,
 }

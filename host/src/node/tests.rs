@@ -39,7 +39,7 @@ async fn run_with(
         meta: crate::head::JobMeta {
             module: hash,
             entry: entry.to_string(),
-            tenant: crate::security::DEFAULT_TENANT.to_string(),
+            tenant: crate::security::tenants::TenantId::new(crate::security::DEFAULT_TENANT),
             namespace: crate::cluster::DEFAULT_NAMESPACE.to_string(),
             submitted_by: String::new(),
             submitted_at_ms: 0,

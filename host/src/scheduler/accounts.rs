@@ -8,6 +8,7 @@
 //! admitted is ever taken back.
 
 use super::resources::ResourceSet;
+use crate::security::tenants::TenantId;
 use crate::security::{JobGrant, Quotas};
 use crate::sync::{MutexExt, RwLockExt};
 use std::collections::HashMap;
@@ -61,7 +62,7 @@ pub struct QuotaExceeded {
 
 /// What one tenant uses on this node.
 pub struct TenantAccount {
-    name: String,
+    name: TenantId,
     /// Fair-share weight, as f64 bits.
     weight: AtomicU64,
     quotas: RwLock<Quotas>,
@@ -158,7 +159,7 @@ impl TenantAccount {
     }
 
     /// The tenant's name.
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &TenantId {
         &self.name
     }
 
@@ -233,7 +234,7 @@ impl TenantAccount {
     pub fn exceeds(&self, shape: &ResourceSet) -> Option<QuotaExceeded> {
         let q = self.quotas();
         let over = |what: &str, asked: String, limit: String| QuotaExceeded {
-            tenant: self.name.clone(),
+            tenant: self.name.to_string(),
             what: format!("may hold {limit} {what}; a single request asks for {asked}"),
         };
         if let Some(cpus) = q.cpus
@@ -300,7 +301,7 @@ impl TenantAccount {
         let memory = held.1.saturating_add(other.memory);
         let gpu = held.2.saturating_add(other.gpu_milli);
         let over = |what: &str, used: String, limit: String| QuotaExceeded {
-            tenant: self.name.clone(),
+            tenant: self.name.to_string(),
             what: format!("holds {used} of {limit} {what}"),
         };
         if let Some(c) = q.cpus
@@ -475,7 +476,7 @@ impl JobAccount {
 /// The node's accounts, one per tenant seen.
 #[derive(Default)]
 pub struct Accounts {
-    tenants: Mutex<HashMap<String, Arc<TenantAccount>>>,
+    tenants: Mutex<HashMap<TenantId, Arc<TenantAccount>>>,
     /// The latest report of what tenants use on other nodes.
     elsewhere: Mutex<HashMap<String, Usage>>,
 }
@@ -493,7 +494,7 @@ impl Accounts {
                 }
                 None => {
                     let t = Arc::new(TenantAccount::new(grant));
-                    if let Some(other) = self.elsewhere.locked().get(&grant.tenant) {
+                    if let Some(other) = self.elsewhere.locked().get(grant.tenant.as_str()) {
                         *t.elsewhere.locked() = *other;
                     }
                     tenants.insert(grant.tenant.clone(), t.clone());
@@ -512,7 +513,7 @@ impl Accounts {
         self.tenants
             .locked()
             .iter()
-            .map(|(name, t)| (name.clone(), t.usage()))
+            .map(|(name, t)| (name.to_string(), t.usage()))
             .filter(|(_, u)| !u.is_zero())
             .collect()
     }
@@ -521,7 +522,7 @@ impl Accounts {
     /// (a tenant missing from it uses nothing there).
     pub fn set_elsewhere(&self, usage: HashMap<String, Usage>) {
         for (name, t) in self.tenants.locked().iter() {
-            *t.elsewhere.locked() = usage.get(name).copied().unwrap_or_default();
+            *t.elsewhere.locked() = usage.get(name.as_str()).copied().unwrap_or_default();
         }
         *self.elsewhere.locked() = usage;
     }
@@ -539,7 +540,7 @@ mod tests {
 
     fn grant(tenant: &str, weight: f64, quotas: Quotas) -> JobGrant {
         JobGrant {
-            tenant: tenant.into(),
+            tenant: TenantId::new(tenant),
             weight,
             quotas,
             capabilities: None,

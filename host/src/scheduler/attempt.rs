@@ -9,6 +9,7 @@ use super::{
 };
 use crate::ids::{ObjectId, TaskId};
 use crate::objects::Object;
+use crate::security::tenants::TenantId;
 use crate::task::Arg;
 use bytes::Bytes;
 use prism_abi::{ErrorKind, WireError};
@@ -71,13 +72,16 @@ impl Shared {
             // Arguments that live on other nodes are pulled here first
             // (a task placed elsewhere pulls them there instead).
             let mut pulled = false;
+            let no_tenant;
+            let tenant = match entry.spec.account.as_ref() {
+                Some(account) => account.tenant().name(),
+                None => {
+                    no_tenant = TenantId::new("");
+                    &no_tenant
+                }
+            };
             for arg in &entry.spec.args {
                 if let Arg::Ref(id) = arg {
-                    let tenant = entry
-                        .spec
-                        .account
-                        .as_ref()
-                        .map_or("", |a| a.tenant().name());
                     remote.fetch(*id, entry.spec.owner, tenant);
                     pulled = true;
                 }

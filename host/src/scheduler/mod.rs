@@ -177,7 +177,7 @@ pub struct SchedulerStats {
 type QueueKey = (SchedulingStrategy, Option<BundleRef>, Option<String>);
 
 fn tenant_of(spec: &TaskSpec) -> Option<&str> {
-    spec.account.as_ref().map(|a| a.tenant().name())
+    spec.account.as_ref().map(|a| a.tenant().name().as_str())
 }
 
 /// How trying the front of one queue went.

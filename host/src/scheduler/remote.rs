@@ -76,10 +76,15 @@ pub trait Remote: Send + Sync + 'static {
     /// If `id` lives on another node and is not here, registers it here as
     /// pending (owned by `owner`) and starts pulling it. Concurrent calls
     /// for one id pull it once.
-    fn fetch(&self, id: ObjectId, owner: OwnerId, tenant: &str);
+    fn fetch(&self, id: ObjectId, owner: OwnerId, tenant: &crate::security::tenants::TenantId);
     /// Tells every other node that `job` ended: they free what it owns.
     fn end_job(&self, job: OwnerId);
     /// Asks every other node to free its ready copies of `ids` owned by
     /// `job` of `tenant`; resolves when each answered or gave up.
-    fn free(&self, job: OwnerId, tenant: &str, ids: &[ObjectId]) -> BoxFuture<'static, ()>;
+    fn free(
+        &self,
+        job: OwnerId,
+        tenant: &crate::security::tenants::TenantId,
+        ids: &[ObjectId],
+    ) -> BoxFuture<'static, ()>;
 }

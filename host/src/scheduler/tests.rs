@@ -60,7 +60,7 @@ fn spec(account: &Arc<JobAccount>, function: &str) -> TaskSpec {
 
 fn grant(tenant: &str, quotas: Quotas) -> JobGrant {
     JobGrant {
-        tenant: tenant.into(),
+        tenant: crate::security::tenants::TenantId::new(tenant),
         weight: 1.0,
         quotas,
         capabilities: None,

@@ -8,7 +8,7 @@
 
 use super::policy::{Action, Policies, Principal, Resource};
 use super::tenants::{
-    Capabilities, GuestPermissions, JobGrant, NamespaceRecord, Tenancy, TenancyError,
+    Capabilities, GuestPermissions, JobGrant, NamespaceRecord, Tenancy, TenancyError, TenantId,
 };
 use super::{Claims, Role, TokenAuthority, TokenError};
 use crate::sync::MutexExt;
@@ -225,7 +225,7 @@ impl Access {
 
     /// The tenant a request acts in: the one it names, or the caller's.
     /// Only a cluster-admin may name another.
-    pub fn acting_tenant(&self, claims: &Claims, named: &str) -> Result<String, AccessError> {
+    pub fn acting_tenant(&self, claims: &Claims, named: &str) -> Result<TenantId, AccessError> {
         if named.is_empty() || named == claims.tenant {
             return Ok(claims.tenant.clone());
         }
@@ -238,7 +238,7 @@ impl Access {
         if self.tenancy.tenant(named).is_none() {
             return Err(AccessError::NotFound(format!("no tenant {named}")));
         }
-        Ok(named.to_string())
+        Ok(TenantId::new(named))
     }
 
     /// A namespace of `tenant`, or not found.
@@ -277,7 +277,7 @@ impl Access {
             .collect();
         let capabilities: Capabilities = namespace.capabilities.clone();
         Ok(JobGrant {
-            tenant: tenant.to_string(),
+            tenant: TenantId::new(tenant),
             weight: record.weight,
             quotas: record.quotas,
             capabilities: Some(capabilities),
@@ -370,7 +370,7 @@ mod tests {
             .tokens()
             .claims_for("ada", Role::Developer, Duration::from_secs(60));
         let dev = Claims {
-            tenant: "acme".into(),
+            tenant: TenantId::new("acme"),
             ..dev
         };
         let ns = access.namespace("acme", "default").unwrap();

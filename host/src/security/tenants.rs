@@ -228,7 +228,7 @@ impl GuestPermissions {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobGrant {
     /// The job's tenant.
-    pub tenant: String,
+    pub tenant: TenantId,
     /// The tenant's fair-share weight.
     pub weight: f64,
     /// The tenant's quotas.
@@ -271,7 +271,7 @@ impl JobGrant {
         LOCAL
             .get_or_init(|| {
                 Arc::new(JobGrant {
-                    tenant: DEFAULT_TENANT.to_string(),
+                    tenant: TenantId::new(DEFAULT_TENANT),
                     weight: 1.0,
                     quotas: Quotas::default(),
                     capabilities: None,
@@ -281,6 +281,99 @@ impl JobGrant {
                 })
             })
             .clone()
+    }
+}
+
+/// A tenant's name, as work and tokens carry it. Names are checked
+/// ([`check_name`]) when a tenant is created; a grant or token names only
+/// tenants that exist. Cheap to clone; reads as the name (`Deref<str>`),
+/// so it prints and compares like one, but a plain string is not a
+/// tenant: functions that act for a tenant take a `&TenantId`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+impl TenantId {
+    /// The tenant named `name`.
+    pub fn new(name: &str) -> Self {
+        TenantId(Arc::from(name))
+    }
+
+    /// Its name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TenantId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for TenantId {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for TenantId {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for TenantId {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<TenantId> for str {
+    fn eq(&self, other: &TenantId) -> bool {
+        self == &*other.0
+    }
+}
+
+impl PartialEq<TenantId> for &str {
+    fn eq(&self, other: &TenantId) -> bool {
+        *self == &*other.0
+    }
+}
+
+impl PartialEq<TenantId> for String {
+    fn eq(&self, other: &TenantId) -> bool {
+        **self == *other.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for TenantId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|name| TenantId::new(&name))
     }
 }
 
@@ -785,6 +878,20 @@ mod tests {
         assert_eq!(parsed.key(), sneaky);
         let bare = NamespaceRef::parse("ml");
         assert_eq!((bare.tenant(), bare.namespace()), (DEFAULT_TENANT, "ml"));
+    }
+
+    #[test]
+    fn a_tenant_id_reads_and_travels_as_its_name() {
+        let acme = TenantId::new("acme");
+        assert_eq!(acme, "acme");
+        assert!("acme" == acme && String::from("acme") == acme);
+        assert_eq!(acme.to_string(), "acme");
+        let json = serde_json::to_string(&acme).unwrap();
+        assert_eq!(json, "\"acme\"");
+        assert_eq!(serde_json::from_str::<TenantId>(&json).unwrap(), acme);
+        let mut by_tenant = std::collections::HashMap::new();
+        by_tenant.insert(acme.clone(), 1);
+        assert_eq!(by_tenant.get("acme"), Some(&1));
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub struct Claims {
     /// The tenant it acts for (tokens from before tenants existed carry
     /// none and belong to the default tenant).
     #[serde(default = "default_tenant")]
-    pub tenant: String,
+    pub tenant: super::tenants::TenantId,
     /// Its id, by which it can be revoked (`prism token revoke`).
     #[serde(default)]
     pub jti: String,
@@ -81,8 +81,8 @@ pub enum TokenError {
     Invalid,
 }
 
-fn default_tenant() -> String {
-    super::tenants::DEFAULT_TENANT.to_string()
+fn default_tenant() -> super::tenants::TenantId {
+    super::tenants::TenantId::new(super::tenants::DEFAULT_TENANT)
 }
 
 /// A new random token id.
@@ -165,7 +165,7 @@ impl TokenAuthority {
         ttl: Duration,
     ) -> Result<String, SecurityError> {
         let mut claims = self.claims_for(subject, role, ttl);
-        claims.tenant = tenant.to_string();
+        claims.tenant = super::tenants::TenantId::new(tenant);
         self.issue_claims(&claims)
     }
 

@@ -56,7 +56,7 @@ impl Peers {
             method: method.clone(),
             args: crate::net::calls::args_to_proto(&args),
             epoch: self.epoch,
-            tenant: tenant.clone(),
+            tenant: tenant.to_string(),
         });
         tokio::spawn(async move {
             let reply = match (&peer, request) {
@@ -248,7 +248,7 @@ impl RemoteActors for Peers {
         args: Vec<Arg>,
         return_id: ObjectId,
         owner: OwnerId,
-        tenant: &str,
+        tenant: &crate::security::tenants::TenantId,
     ) {
         self.objects.create_pending(return_id, owner);
         self.send_actor_call(
@@ -258,13 +258,13 @@ impl RemoteActors for Peers {
             return_id,
             Caller {
                 owner,
-                tenant: tenant.to_string(),
+                tenant: tenant.clone(),
             },
             true,
         );
     }
 
-    fn kill_actor(&self, actor: ActorId, tenant: &str) {
+    fn kill_actor(&self, actor: ActorId, tenant: &crate::security::tenants::TenantId) {
         let Some(peer) = self.actor_host(actor) else {
             return;
         };

@@ -601,7 +601,7 @@ impl Remote for Peers {
         })
     }
 
-    fn fetch(&self, id: ObjectId, owner: OwnerId, tenant: &str) {
+    fn fetch(&self, id: ObjectId, owner: OwnerId, tenant: &crate::security::tenants::TenantId) {
         let tag = id.node_tag();
         if tag == 0 || tag == self.local_tag {
             return;
@@ -647,7 +647,12 @@ impl Remote for Peers {
         tokio::spawn(me.pull(peer.id.clone(), client, id, tenant));
     }
 
-    fn free(&self, job: OwnerId, tenant: &str, ids: &[ObjectId]) -> BoxFuture<'static, ()> {
+    fn free(
+        &self,
+        job: OwnerId,
+        tenant: &crate::security::tenants::TenantId,
+        ids: &[ObjectId],
+    ) -> BoxFuture<'static, ()> {
         let request = pb::FreeObjectsRequest {
             job_id: job.as_u64(),
             tenant: tenant.to_string(),
@@ -684,7 +689,7 @@ impl Remote for Peers {
 /// Who an actor call is for: the job owning its result, and its tenant.
 struct Caller {
     owner: OwnerId,
-    tenant: String,
+    tenant: crate::security::tenants::TenantId,
 }
 
 /// How long `free` waits for each other node (5 s).
