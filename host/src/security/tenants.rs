@@ -884,7 +884,8 @@ mod tests {
     fn a_tenant_id_reads_and_travels_as_its_name() {
         let acme = TenantId::new("acme");
         assert_eq!(acme, "acme");
-        assert!("acme" == acme && String::from("acme") == acme);
+        let name: String = acme.to_string();
+        assert!("acme" == acme && name == acme);
         assert_eq!(acme.to_string(), "acme");
         let json = serde_json::to_string(&acme).unwrap();
         assert_eq!(json, "\"acme\"");
