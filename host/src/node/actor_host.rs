@@ -4,7 +4,7 @@
 use super::{NamedElsewhere, Node, Relocatable, TaskHost, actor_namespace, gpu_denied};
 use crate::actors::{self, ActorEnv, ActorRecord};
 use crate::cluster::job::{JobContext, LogSource};
-use crate::cluster::{ActorCreate, ActorDirectory, ActorPlacement, NameClaim};
+use crate::cluster::{ActorCreate, ActorPlacement, NameClaim};
 use crate::ids::ActorId;
 use crate::objects::ObjectStore;
 use crate::runtime::{
@@ -106,6 +106,8 @@ impl Node {
             }
         }
         let id = elsewhere.as_ref().map_or(id, |(_, _, id)| *id);
+        // Whatever is taken from here on is given back if creation fails.
+        let mut rollback = Rollback::default();
         // A name is the cluster's: claimed at the head before the actor
         // exists anywhere.
         let directory = self.directory.as_ref().filter(|_| !placed);
@@ -124,12 +126,9 @@ impl Node {
                 }
                 return Err(ActorCreateError::NameTaken(name.clone()));
             }
+            let (key, name) = (namespace.key().to_string(), name.clone());
+            rollback.push(move || directory.release(&key, &name, id));
         }
-        let release = |directory: Option<&Arc<dyn ActorDirectory>>| {
-            if let (Some(name), Some(directory)) = (&options.name, directory) {
-                directory.release(namespace.key(), name, id);
-            }
-        };
         if let Some((remote, node_id, id)) = elsewhere {
             let create = ActorCreate {
                 owner: job.id,
@@ -139,33 +138,11 @@ impl Node {
                 args,
                 options: options.clone(),
             };
-            let restarts = options.max_restarts.unwrap_or(0);
-            if restarts != 0 {
-                self.relocatable.locked().insert(
-                    id,
-                    Relocatable {
-                        node_id: node_id.clone(),
-                        create: create.clone(),
-                        request: request.clone(),
-                        restarts_left: restarts,
-                    },
-                );
-            }
-            if let Err(why) = remote.create_actor(&node_id, id, create) {
-                release(directory);
-                return Err(ActorCreateError::Invalid(why.to_string()));
-            }
-            if let Some(name) = &options.name {
-                self.named_elsewhere.locked().insert(
-                    id,
-                    NamedElsewhere {
-                        job: (!options.detached).then_some(job.id),
-                        tenant: job.ticket.grant.tenant.clone(),
-                        namespace: namespace.key().to_string(),
-                        name: name.clone(),
-                    },
-                );
-            }
+            remote
+                .create_actor(&node_id, id, create.clone())
+                .map_err(|why| ActorCreateError::Invalid(why.to_string()))?;
+            rollback.done();
+            self.created_elsewhere(job, &namespace, id, node_id, create, request);
             return Ok(id);
         }
         let (record, mailbox) = ActorRecord::new(
@@ -209,22 +186,26 @@ impl Node {
             })
         };
         let account = self.accounts.open_job(&job.ticket.grant);
-        if let Err(over) = account.tenant().admit_actor() {
-            release(directory);
-            return Err(ActorCreateError::Quota(over.to_string()));
-        }
+        let tenant = account.tenant().clone();
+        tenant
+            .admit_actor()
+            .map_err(|over| ActorCreateError::Quota(over.to_string()))?;
+        rollback.push({
+            let tenant = tenant.clone();
+            move || tenant.actor_done()
+        });
         // What it holds for its life counts against the tenant's quotas.
-        if let Err(over) = account.tenant().admit_hold(&record.hold) {
-            account.tenant().actor_done();
-            release(directory);
-            return Err(ActorCreateError::Quota(over.to_string()));
-        }
-        if let Err(taken) = self.actors.register(record.clone()) {
-            account.tenant().actor_done();
-            account.tenant().unhold(&record.hold);
-            release(directory);
-            return Err(ActorCreateError::NameTaken(taken.0));
-        }
+        tenant
+            .admit_hold(&record.hold)
+            .map_err(|over| ActorCreateError::Quota(over.to_string()))?;
+        rollback.push({
+            let hold = record.hold.clone();
+            move || tenant.unhold(&hold)
+        });
+        self.actors
+            .register(record.clone())
+            .map_err(|taken| ActorCreateError::NameTaken(taken.0))?;
+        rollback.done();
         self.actor_registered.send_modify(|n| *n += 1);
         let context = Arc::new(JobContext {
             id: record.objects_owner,
@@ -261,6 +242,72 @@ impl Node {
             }
         }
         Ok(id)
+    }
+
+    /// Records an actor this node created on node `node_id`: how to make
+    /// it again if that node dies (if it may restart), and its name, so
+    /// that a kill here frees the name at once.
+    fn created_elsewhere(
+        &self,
+        job: &JobContext,
+        namespace: &crate::security::tenants::NamespaceRef,
+        id: ActorId,
+        node_id: String,
+        create: ActorCreate,
+        request: crate::scheduler::resources::ResourceSet,
+    ) {
+        let name = create.options.name.clone();
+        let detached = create.options.detached;
+        let restarts = create.options.max_restarts.unwrap_or(0);
+        if restarts != 0 {
+            self.relocatable.locked().insert(
+                id,
+                Relocatable {
+                    node_id,
+                    create,
+                    request,
+                    restarts_left: restarts,
+                },
+            );
+        }
+        if let Some(name) = name {
+            self.named_elsewhere.locked().insert(
+                id,
+                NamedElsewhere {
+                    job: (!detached).then_some(job.id),
+                    tenant: job.ticket.grant.tenant.clone(),
+                    namespace: namespace.key().to_string(),
+                    name,
+                },
+            );
+        }
+    }
+}
+
+/// What a creation took (a name, quota), given back in reverse order if
+/// the creation fails: every step pushed runs when the guard is dropped,
+/// unless [`Rollback::done`] was called.
+#[derive(Default)]
+struct Rollback<'a> {
+    steps: Vec<Box<dyn FnOnce() + Send + 'a>>,
+}
+
+impl<'a> Rollback<'a> {
+    fn push(&mut self, step: impl FnOnce() + Send + 'a) {
+        self.steps.push(Box::new(step));
+    }
+
+    /// The creation succeeded: nothing is given back.
+    fn done(&mut self) {
+        self.steps.clear();
+    }
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        while let Some(step) = self.steps.pop() {
+            step();
+        }
     }
 }
 
@@ -385,5 +432,29 @@ impl ActorEnv for Node {
         }
         self.release_groups_of(record.objects_owner);
         self.close_job_context(record.objects_owner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rollback;
+    use std::sync::Mutex;
+
+    #[test]
+    fn a_rollback_undoes_in_reverse_unless_done() {
+        let undone = Mutex::new(Vec::new());
+        {
+            let mut rollback = Rollback::default();
+            rollback.push(|| undone.lock().unwrap().push("name"));
+            rollback.push(|| undone.lock().unwrap().push("quota"));
+        }
+        assert_eq!(*undone.lock().unwrap(), vec!["quota", "name"]);
+        undone.lock().unwrap().clear();
+        {
+            let mut rollback = Rollback::default();
+            rollback.push(|| undone.lock().unwrap().push("name"));
+            rollback.done();
+        }
+        assert!(undone.lock().unwrap().is_empty());
     }
 }
