@@ -529,14 +529,19 @@ impl Membership {
     }
 }
 
-impl crate::cluster::placement::GroupRecords for Membership {
+/// The live placement groups as `head.redb` keeps them (the nodes that
+/// hold their bundles), so that a restarted head frees what an earlier run
+/// reserved (see [`Membership::new`]).
+pub struct GroupLog(pub Arc<HeadStore>);
+
+impl crate::cluster::placement::GroupRecords for GroupLog {
     fn created(&self, id: &str, nodes: &[String]) {
         let record = GroupRecord {
             nodes: nodes.to_vec(),
         };
         match serde_json::to_vec(&record) {
             Ok(bytes) => {
-                if let Err(e) = self.store.put_group(id, &bytes) {
+                if let Err(e) = self.0.put_group(id, &bytes) {
                     tracing::warn!("could not record placement group {id}: {e}");
                 }
             }
@@ -545,8 +550,150 @@ impl crate::cluster::placement::GroupRecords for Membership {
     }
 
     fn removed(&self, id: &str) {
-        if let Err(e) = self.store.delete_group(id) {
+        if let Err(e) = self.0.delete_group(id) {
             tracing::warn!("could not forget placement group {id}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::{HeadOptions, HeadProcess};
+    use crate::security::node_key_and_request;
+
+    /// A head process on a fresh state directory; membership with a 1 s
+    /// heartbeat and a 10 s node timeout.
+    fn head(dir: &std::path::Path) -> HeadProcess {
+        crate::security::init(dir, &["127.0.0.1".into()]).expect("init");
+        let node = crate::config::NodeConfig {
+            cpus: 1.0,
+            data_dir: Some(dir.join("data")),
+            ..Default::default()
+        };
+        let options = HeadOptions::new("127.0.0.1:0".parse().unwrap(), node);
+        HeadProcess::start(dir, &options, "127.0.0.1:7443").expect("the head starts")
+    }
+
+    fn beat(node_id: &str) -> pb::HeartbeatRequest {
+        pb::HeartbeatRequest {
+            node_id: node_id.to_string(),
+            address: "10.0.0.2:7444".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_join_token_admits_one_node_which_reports_only_for_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let process = head(dir.path());
+        let members = &process.membership;
+        let (token, _) = members.create_join_token(Duration::from_secs(60)).unwrap();
+        let (_, csr) = node_key_and_request().unwrap();
+        assert!(matches!(
+            members.join(&token, "", &csr),
+            Err(MembershipError::Invalid(_))
+        ));
+        // The refusal above spent nothing: the address is checked first.
+        let joined = members.join(&token, "10.0.0.2:7444", &csr).unwrap();
+        assert!(joined.node_id.starts_with("node-"));
+        assert_eq!(joined.tag, HEAD_NODE_TAG + 1);
+        assert!(joined.cert_pem.contains("BEGIN CERTIFICATE"));
+        // A token admits one node.
+        assert!(matches!(
+            members.join(&token, "10.0.0.3:7444", &csr),
+            Err(MembershipError::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            members.join("made-up", "10.0.0.3:7444", &csr),
+            Err(MembershipError::Unauthenticated(_))
+        ));
+
+        // Not alive until it reports; only for itself.
+        let state = |id: &str| {
+            members
+                .statuses()
+                .into_iter()
+                .find(|n| n.node_id == id)
+                .map(|n| n.state)
+        };
+        assert_eq!(state(&joined.node_id).as_deref(), Some("dead"));
+        assert!(matches!(
+            members.heartbeat("node-other", beat(&joined.node_id)),
+            Err(MembershipError::NotYours(_))
+        ));
+        assert!(matches!(
+            members.heartbeat("node-gone", beat("node-gone")),
+            Err(MembershipError::UnknownNode(_))
+        ));
+        let view = members
+            .heartbeat(&joined.node_id, beat(&joined.node_id))
+            .unwrap();
+        assert!(
+            view.nodes
+                .iter()
+                .any(|n| n.node_id == joined.node_id && n.alive)
+        );
+        assert!(view.nodes.iter().any(|n| n.node_id == HEAD_NODE_ID));
+        assert_eq!(state(&joined.node_id).as_deref(), Some("alive"));
+
+        assert!(matches!(
+            members.leave("node-other", &joined.node_id),
+            Err(MembershipError::NotYours(_))
+        ));
+        members.leave(&joined.node_id, &joined.node_id).unwrap();
+        assert_eq!(state(&joined.node_id).as_deref(), Some("dead"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_join_token_is_refused_and_members_outlive_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let node_id = {
+            let process = head(dir.path());
+            let members = &process.membership;
+            let (_, csr) = node_key_and_request().unwrap();
+            let (expired, _) = members.create_join_token(Duration::ZERO).unwrap();
+            // Expiry is in whole seconds: let it pass.
+            std::thread::sleep(Duration::from_millis(1100));
+            assert!(matches!(
+                members.join(&expired, "10.0.0.2:7444", &csr),
+                Err(MembershipError::Unauthenticated(m)) if m.contains("expired")
+            ));
+            let (token, _) = members.create_join_token(Duration::from_secs(60)).unwrap();
+            let joined = members.join(&token, "10.0.0.2:7444", &csr).unwrap();
+            let HeadProcess {
+                cluster,
+                membership,
+                store,
+                ..
+            } = process;
+            drop((membership, store));
+            assert!(cluster.shutdown(Duration::from_secs(5)).await);
+            joined.node_id
+        };
+        // A restarted head knows the node (alive until the node timeout
+        // says otherwise) and gives the next node a new tag.
+        let process = HeadProcess::start(
+            dir.path(),
+            &HeadOptions::new(
+                "127.0.0.1:0".parse().unwrap(),
+                crate::config::NodeConfig {
+                    cpus: 1.0,
+                    data_dir: Some(dir.path().join("data")),
+                    ..Default::default()
+                },
+            ),
+            "127.0.0.1:7443",
+        )
+        .unwrap();
+        let members = &process.membership;
+        let known = members.statuses();
+        assert_eq!(known.len(), 1);
+        assert_eq!(known[0].node_id, node_id);
+        assert_eq!(known[0].state, "alive");
+        let (token, _) = members.create_join_token(Duration::from_secs(60)).unwrap();
+        let (_, csr) = node_key_and_request().unwrap();
+        let next = members.join(&token, "10.0.0.3:7444", &csr).unwrap();
+        assert_eq!(next.tag, HEAD_NODE_TAG + 2);
     }
 }

@@ -40,7 +40,7 @@ pub use embedded::EmbeddedCluster;
 pub use history::JobLimits;
 pub use hosts::ClusterHosts;
 pub use jobs::{JobMeta, JobStatus, TooManyJobs};
-pub use membership::{Joined, Membership, MembershipConfig, MembershipError};
+pub use membership::{GroupLog, Joined, Membership, MembershipConfig, MembershipError};
 pub use names::ActorNames;
 pub use process::{HeadError, HeadOptions, HeadProcess};
 pub(crate) use records::{JobDetails, result_json};

@@ -4,8 +4,8 @@
 //! head's directory, placing groups across every node) and the
 //! membership that watches the workers. The API (`api::serve`) serves it.
 
-use super::MembershipConfig;
 use super::{ActorNames, Archive, ClusterHosts, EmbeddedCluster, Head, JobLimits, Membership};
+use super::{GroupLog, MembershipConfig};
 use crate::cluster::placement::PlacementGroups;
 use crate::cluster::{ClusterError, HomeNode};
 use crate::config::NodeConfig;
@@ -164,7 +164,7 @@ impl HeadProcess {
         // `head.redb`; nodes ask for them through the membership.
         hosts.attach(&membership);
         membership.set_placement(placement.clone());
-        placement.record_in(membership.clone());
+        placement.record_in(Arc::new(GroupLog(store.clone())));
         tokio::spawn(membership.clone().watch_nodes());
         Ok(HeadProcess {
             cluster,
