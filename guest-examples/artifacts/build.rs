@@ -28,6 +28,7 @@ const GUESTS: &[&str] = &[
     "gpu-saxpy",
     "gpu-matmul",
     "gpu-inference",
+    "converter",
 ];
 
 fn main() {

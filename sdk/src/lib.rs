@@ -51,6 +51,7 @@ pub mod __private;
 mod actor;
 mod blob;
 pub mod gpu;
+pub mod http;
 mod named;
 mod placement;
 mod pool;

@@ -178,6 +178,7 @@ fn demo_runs_every_example_and_checks_it() {
         "gpu-saxpy",
         "gpu-matmul",
         "gpu-inference",
+        "converter",
     ] {
         assert!(
             stdout

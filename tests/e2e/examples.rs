@@ -139,3 +139,55 @@ async fn many_models_are_stored_by_name_and_served_by_a_later_job() {
     assert_eq!(predicted["matches_direct"], true, "{predicted}");
     assert_eq!(run_ok(&c, guests::MANY_MODELS, "cleanup", "[]").await, 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_converter_answers_http_requests_as_tasks() {
+    let c = cluster(2.0);
+    let v = run_ok(&c, guests::CONVERTER, "main", "[]").await;
+    let answers: Vec<(u64, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a[0].as_u64().unwrap(), a[1].as_str().unwrap().to_string()))
+        .collect();
+    let expect = |i: usize, status: u64, body: &str| {
+        assert_eq!(answers[i].0, status, "request {i}: {answers:?}");
+        assert!(answers[i].1.contains(body), "request {i}: {answers:?}");
+    };
+    expect(0, 200, r#"{"Fahrenheit temperature":212.0}"#);
+    expect(1, 200, r#"{"Celsius temperature":37.77777777777778}"#);
+    expect(2, 200, r#"{"Unknown conversion code":"CC"}"#);
+    expect(3, 400, "query parameter `temp`=\"hot\"");
+    expect(4, 200, r#"{"Fahrenheit temperature":212.0}"#);
+    expect(5, 200, r#"{"Celsius temperature":100.0}"#);
+    expect(6, 404, "not found");
+    expect(7, 405, "method POST is not allowed here");
+
+    // The host's side of the contract: a request encoded with
+    // prism_abi::http reaches the handler, and its answer decodes.
+    let request = prism_abi::http::HttpRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        query: vec![
+            ("temp".into(), "100.0".into()),
+            ("type".into(), "CF".into()),
+        ],
+        headers: vec![("accept".into(), "application/json".into())],
+        body: Vec::new(),
+    };
+    let arg = prism_abi::encode_value(&request).unwrap();
+    let outcome = c
+        .run(guests::CONVERTER, "converter", vec![arg.into()])
+        .await
+        .unwrap();
+    let response: prism_abi::http::HttpResponse =
+        rmp_serde::from_slice(&outcome.result.unwrap()).unwrap();
+    assert_eq!(response.status, 200);
+    assert!(response.status_is_valid());
+    assert!(
+        response
+            .headers
+            .contains(&("content-type".into(), "application/json".into()))
+    );
+    assert_eq!(response.body, br#"{"Fahrenheit temperature":212.0}"#);
+}

@@ -268,7 +268,47 @@ fn cpu_examples() -> Vec<Example> {
             ],
             needs_gpu: false,
         },
+        Example {
+            name: "converter",
+            module: prism_guests::CONVERTER,
+            stages: main_stage("[]", check_converter),
+            needs_gpu: false,
+        },
     ]
+}
+
+/// What each request of the converter's driver must answer: (status, a
+/// piece of the body).
+const EXPECTED_CONVERSIONS: &[(u64, &str)] = &[
+    (200, r#"{"Fahrenheit temperature":212.0}"#),
+    (200, r#"{"Celsius temperature":37.77777777777778}"#),
+    (200, r#"{"Unknown conversion code":"CC"}"#),
+    (400, "query parameter `temp`"),
+    (200, r#"{"Fahrenheit temperature":212.0}"#),
+    (200, r#"{"Celsius temperature":100.0}"#),
+    (404, "not found"),
+    (405, "not allowed"),
+];
+
+fn check_converter(v: &Value) -> Result<String, String> {
+    let answers = v.as_array().ok_or("expected a list of answers")?;
+    if answers.len() != EXPECTED_CONVERSIONS.len() {
+        return Err(format!(
+            "{} answers, expected {}",
+            answers.len(),
+            EXPECTED_CONVERSIONS.len()
+        ));
+    }
+    for (i, (answer, (status, body))) in answers.iter().zip(EXPECTED_CONVERSIONS).enumerate() {
+        let got = (answer[0].as_u64(), answer[1].as_str().unwrap_or(""));
+        if got.0 != Some(*status) || !got.1.contains(body) {
+            return Err(format!("request {i} answered {} {:?}", answer[0], got.1));
+        }
+    }
+    Ok(format!(
+        "{} HTTP requests answered by handler tasks: 100 °C = 212 °F, 400 on a bad query, 404/405 from the router",
+        answers.len()
+    ))
 }
 
 /// The error kind each failure case must produce (`None`: must succeed).

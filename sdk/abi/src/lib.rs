@@ -95,6 +95,7 @@ pub mod status {
 }
 
 pub mod gpu;
+pub mod http;
 
 /// Storage tiers of named objects (`prism_v1.named_put`).
 pub mod tier {
