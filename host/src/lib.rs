@@ -14,6 +14,7 @@
 //!   the head and worker processes, and the API client commands.
 //! - [`api`]: the head process's gRPC services: handlers only.
 //! - [`security`]: certificates, tokens, tenants, Cedar policies, audit.
+//! - [`serve`]: serving over HTTP, host side (so far the route table).
 //! - [`head`]: the control plane: the job table and its archive,
 //!   admission of jobs, member nodes, actor names, the head process's
 //!   composition root; [`head::EmbeddedCluster`] runs a head and a node
@@ -51,6 +52,7 @@ pub mod objects;
 pub mod runtime;
 pub mod scheduler;
 pub mod security;
+pub mod serve;
 pub mod sync;
 pub mod task;
 pub mod telemetry;
