@@ -145,13 +145,13 @@ impl Jobs for ApiHandle {
         };
         let id = match head.submit_job(submission).await {
             Ok(id) => id,
-            Err(e @ crate::head::SubmitError::TooManyJobs { .. }) => {
+            Err(e @ crate::head::SubmitError::TooManyJobs { count, .. }) => {
                 self.0.access.audit(serde_json::json!({
                     "subject": claims.sub,
                     "tenant": tenant,
                     "action": "SubmitJob",
                     "decision": "deny",
-                    "reason": e.to_string(),
+                    "reason": format!("quota exceeded: {} of {} jobs", count.running, count.limit),
                 }));
                 return Err(convert::submit_status(e));
             }
@@ -268,6 +268,10 @@ impl Jobs for ApiHandle {
             }
             if head.job_outcome(id).is_some() {
                 break;
+            }
+            if !head.has_job(id) {
+                // A node refused to start it: it is gone.
+                return Err(Status::not_found(format!("no job {id}")));
             }
             if head.is_archived(id) {
                 return self.0.ended_logs(id).map(Response::new);

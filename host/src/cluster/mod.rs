@@ -206,9 +206,12 @@ pub enum DirectoryError {
     /// `head.redb` did not take it.
     #[error("could not record the actor's name: {0}")]
     Unrecorded(String),
-    /// The head could not be reached, or answered nonsense.
+    /// The head could not be reached.
     #[error("the head could not record the actor's name: {0}")]
     Head(String),
+    /// The head refused the name without saying who holds it.
+    #[error("the head answered without a holder")]
+    NoHolder,
 }
 
 /// The cluster-wide names of actors, kept by the head (in `head.redb`, so

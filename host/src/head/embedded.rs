@@ -128,11 +128,10 @@ impl EmbeddedCluster {
             options: JobOptions::default(),
             live_limit: u64::MAX,
         };
-        let id = self.head.submit_job(job).await.map_err(|e| match e {
+        self.head.submit_and_wait(job).await.map_err(|e| match e {
             SubmitError::Cluster(e) => e,
             // No bound is set here.
             SubmitError::TooManyJobs { .. } => ClusterError::Startup(e.to_string()),
-        })?;
-        self.head.wait_job(id).await
+        })
     }
 }

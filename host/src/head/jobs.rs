@@ -266,17 +266,21 @@ impl JobTable {
         self.jobs.contains_key(&id)
     }
 
-    /// Marks a live job as stopped by request; returns whether the job
-    /// is known (live or ended).
-    pub fn request_stop(&mut self, id: JobId) -> bool {
-        match self.jobs.get_mut(&id) {
-            Some(JobEntry::Live(job)) => {
+    /// Marks a live job as stopped by request; returns whether it is
+    /// live (`None`: unknown; `Some(false)`: ended and archived).
+    pub fn request_stop(&mut self, id: JobId) -> Option<bool> {
+        match self.jobs.get_mut(&id)? {
+            JobEntry::Live(job) => {
                 job.stop_requested = true;
-                true
+                Some(true)
             }
-            Some(JobEntry::Ended(_)) => true,
-            None => false,
+            JobEntry::Ended(_) => Some(false),
         }
+    }
+
+    /// Whether a stop was requested for a live job.
+    pub fn stop_requested(&self, id: JobId) -> bool {
+        matches!(self.jobs.get(&id), Some(JobEntry::Live(job)) if job.stop_requested)
     }
 
     /// Marks every live job stopped by request; returns them.
@@ -383,7 +387,8 @@ mod tests {
         jobs.admit(id, meta("t"), 5).unwrap();
         jobs.started(id);
         assert_eq!(jobs.status(id), Some(JobStatus::Running));
-        assert!(jobs.request_stop(id));
+        assert_eq!(jobs.request_stop(id), Some(true));
+        assert!(jobs.stop_requested(id));
         let mut rx = jobs.subscribe(id).unwrap();
         let cancelled = WireError::new(ErrorKind::Cancelled, "stopped");
         let info = jobs.finished(outcome(id, Err(cancelled))).unwrap();
@@ -400,8 +405,9 @@ mod tests {
         assert_eq!(jobs.info(id), Some(info));
         assert_eq!(jobs.status(id), Some(JobStatus::Failed));
         assert_eq!(jobs.scope(id), Some(("t".into(), "default".into())));
-        assert!(jobs.request_stop(id));
-        assert!(!jobs.request_stop(JobId::random()));
+        assert_eq!(jobs.request_stop(id), Some(false));
+        assert!(!jobs.stop_requested(id));
+        assert_eq!(jobs.request_stop(JobId::random()), None);
     }
 
     #[test]

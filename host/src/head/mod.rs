@@ -191,6 +191,25 @@ impl Head {
     /// starts it on a node (round robin); returns its id once the node
     /// accepted it.
     pub async fn submit_job(&self, job: JobSubmission) -> Result<JobId, SubmitError> {
+        self.submit(job).await.map(|(id, _)| id)
+    }
+
+    /// Like [`Head::submit_job`], and waits for the job's outcome (which
+    /// an archiving head would otherwise have archived by the time a
+    /// late waiter asks).
+    pub async fn submit_and_wait(&self, job: JobSubmission) -> Result<JobOutcome, SubmitError> {
+        let (id, mut outcome) = self.submit(job).await?;
+        let ended = outcome
+            .wait_for(|o| o.is_some())
+            .await
+            .map_err(|_| ClusterError::JobNotFound(id))?;
+        Ok(ended.clone().ok_or(ClusterError::JobNotFound(id))?)
+    }
+
+    async fn submit(
+        &self,
+        job: JobSubmission,
+    ) -> Result<(JobId, tokio::sync::watch::Receiver<Option<JobOutcome>>), SubmitError> {
         let id = JobId::random();
         let module = job.meta.module;
         let namespace = NamespaceRef::new(&job.meta.tenant, &job.meta.namespace);
@@ -207,14 +226,14 @@ impl Head {
             members.next_node += 1;
             node
         };
-        {
+        let outcome = {
             let _admission = self.admission.lock().await;
             let tenant = job.meta.tenant.to_string();
-            self.jobs
-                .locked()
-                .admit(id, job.meta, job.live_limit)
+            let mut jobs = self.jobs.locked();
+            jobs.admit(id, job.meta, job.live_limit)
                 .map_err(|count| SubmitError::TooManyJobs { tenant, count })?;
-        }
+            jobs.subscribe(id).ok_or(ClusterError::JobNotFound(id))?
+        };
         // Recorded before it can end, so its final record comes last.
         let info = self.jobs.locked().info(id);
         if let (Some(archive), Some(info)) = (&self.archive, info) {
@@ -235,8 +254,17 @@ impl Head {
             }
             return Err(e.into());
         }
-        self.jobs.locked().started(id);
-        Ok(id)
+        let stop_requested = {
+            let mut jobs = self.jobs.locked();
+            jobs.started(id);
+            jobs.stop_requested(id)
+        };
+        // Stopped while the node was taking it: the stop that went out
+        // then may have found nothing to cancel yet.
+        if stop_requested {
+            node.stop_job(id).await;
+        }
+        Ok((id, outcome))
     }
 
     /// Runs `f` unless `tenant` has live jobs (then returns how many),
@@ -247,10 +275,11 @@ impl Head {
         f: impl FnOnce() -> T,
     ) -> Result<T, u64> {
         let _admission = self.admission.lock().await;
-        match self.jobs.locked().live(tenant) {
-            0 => Ok(f()),
-            running => Err(running),
+        let running = self.jobs.locked().live(tenant);
+        if running > 0 {
+            return Err(running);
         }
+        Ok(f())
     }
 
     /// A job's status.
@@ -305,8 +334,11 @@ impl Head {
     /// ends with a `cancelled` error, recorded as stopped. Returns whether
     /// the job exists.
     pub async fn stop_job(&self, id: JobId) -> bool {
-        if !self.jobs.locked().request_stop(id) {
-            return false;
+        match self.jobs.locked().request_stop(id) {
+            None => return false,
+            // Ended: nothing runs anywhere.
+            Some(false) => return true,
+            Some(true) => {}
         }
         let nodes = self.members.locked().nodes.clone();
         for node in nodes {

@@ -53,6 +53,35 @@ impl NodeService for RefusingNode {
     }
 }
 
+/// A node that ends every job it is given at once, before answering.
+struct FinishingNode {
+    head: std::sync::Weak<Head>,
+    stopped: Mutex<Vec<JobId>>,
+}
+
+impl NodeService for FinishingNode {
+    fn start_job(&self, spec: JobSpec) -> BoxFuture<'static, Result<(), ClusterError>> {
+        let head = self.head.upgrade();
+        Box::pin(async move {
+            if let Some(head) = head {
+                // `5` as MessagePack.
+                head.job_finished(outcome(spec.id, Ok(Bytes::from_static(b"\x05"))))
+                    .await;
+            }
+            Ok(())
+        })
+    }
+
+    fn stop_job(&self, job: JobId) -> BoxFuture<'static, ()> {
+        self.stopped.locked().push(job);
+        Box::pin(async {})
+    }
+
+    fn status(&self) -> BoxFuture<'static, NodeStatus> {
+        RecordingNode::default().status()
+    }
+}
+
 fn outcome(id: JobId, result: Result<Bytes, WireError>) -> JobOutcome {
     JobOutcome {
         id,
@@ -247,4 +276,31 @@ async fn an_archived_job_keeps_its_record_result_and_place_across_a_restart() {
     assert_eq!(died.state, JobState::Failed as i32);
     assert_eq!(died.error_kind, "worker_died");
     assert_eq!(head.job_ids().len(), 3);
+}
+
+#[tokio::test]
+async fn a_job_that_ends_at_once_on_an_archiving_head_still_hands_over_its_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(HeadStore::open(&dir.path().join("head.redb")).unwrap());
+    let head = Head::with_archive(
+        Archive::new(store, dir.path().join("logs")),
+        JobLimits::default(),
+    )
+    .unwrap();
+    let node = Arc::new(FinishingNode {
+        head: Arc::downgrade(&head),
+        stopped: Mutex::default(),
+    });
+    head.attach_node(node.clone());
+    let module = head.upload_module(Bytes::from_static(b"m"));
+    let ended = head
+        .submit_and_wait(submission(module, "default", 10))
+        .await
+        .unwrap();
+    assert_eq!(ended.result.unwrap(), Bytes::from_static(b"\x05"));
+    assert!(head.is_archived(ended.id));
+    // Stopping an ended job asks no node anything.
+    assert!(head.stop_job(ended.id).await);
+    assert!(node.stopped.locked().is_empty());
+    head.detach_nodes();
 }

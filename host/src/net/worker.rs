@@ -162,8 +162,7 @@ impl ActorDirectory for RemoteDirectory {
             if reply.claimed {
                 return Ok(NameClaim::Claimed);
             }
-            let (id, class) = named(reply)
-                .ok_or_else(|| DirectoryError::Head("it answered without a holder".into()))?;
+            let (id, class) = named(reply).ok_or(DirectoryError::NoHolder)?;
             Ok(NameClaim::Existing { id, class })
         })
     }

@@ -138,11 +138,38 @@ impl Node {
                 args,
                 options: options.clone(),
             };
+            // Known before the request goes out: that node may die before
+            // it answers, and the actor is restarted from this record.
+            let restarts = options.max_restarts.unwrap_or(0);
+            if restarts != 0 {
+                self.relocatable.locked().insert(
+                    id,
+                    Relocatable {
+                        node_id: node_id.clone(),
+                        create: create.clone(),
+                        request: request.clone(),
+                        restarts_left: restarts,
+                    },
+                );
+                rollback.push(move || {
+                    self.relocatable.locked().remove(&id);
+                });
+            }
             remote
-                .create_actor(&node_id, id, create.clone())
+                .create_actor(&node_id, id, create)
                 .map_err(|why| ActorCreateError::Invalid(why.to_string()))?;
             rollback.done();
-            self.created_elsewhere(job, &namespace, id, node_id, create, request);
+            if let Some(name) = &options.name {
+                self.named_elsewhere.locked().insert(
+                    id,
+                    NamedElsewhere {
+                        job: (!options.detached).then_some(job.id),
+                        tenant: job.ticket.grant.tenant.clone(),
+                        namespace: namespace.key().to_string(),
+                        name: name.clone(),
+                    },
+                );
+            }
             return Ok(id);
         }
         let (record, mailbox) = ActorRecord::new(
@@ -202,6 +229,9 @@ impl Node {
             let hold = record.hold.clone();
             move || tenant.unhold(&hold)
         });
+        let Some(node) = self.me.upgrade() else {
+            return Err(ActorCreateError::Invalid("the node is stopping".into()));
+        };
         self.actors
             .register(record.clone())
             .map_err(|taken| ActorCreateError::NameTaken(taken.0))?;
@@ -228,9 +258,6 @@ impl Node {
                 self.fetch_remote(*object, record.objects_owner, &job.ticket.grant.tenant);
             }
         }
-        let Some(node) = self.me.upgrade() else {
-            return Err(ActorCreateError::Invalid("the node is stopping".into()));
-        };
         let manager = self.actors.clone();
         let id = record.id;
         match stillborn {
@@ -242,45 +269,6 @@ impl Node {
             }
         }
         Ok(id)
-    }
-
-    /// Records an actor this node created on node `node_id`: how to make
-    /// it again if that node dies (if it may restart), and its name, so
-    /// that a kill here frees the name at once.
-    fn created_elsewhere(
-        &self,
-        job: &JobContext,
-        namespace: &crate::security::tenants::NamespaceRef,
-        id: ActorId,
-        node_id: String,
-        create: ActorCreate,
-        request: crate::scheduler::resources::ResourceSet,
-    ) {
-        let name = create.options.name.clone();
-        let detached = create.options.detached;
-        let restarts = create.options.max_restarts.unwrap_or(0);
-        if restarts != 0 {
-            self.relocatable.locked().insert(
-                id,
-                Relocatable {
-                    node_id,
-                    create,
-                    request,
-                    restarts_left: restarts,
-                },
-            );
-        }
-        if let Some(name) = name {
-            self.named_elsewhere.locked().insert(
-                id,
-                NamedElsewhere {
-                    job: (!detached).then_some(job.id),
-                    tenant: job.ticket.grant.tenant.clone(),
-                    namespace: namespace.key().to_string(),
-                    name,
-                },
-            );
-        }
     }
 }
 

@@ -108,7 +108,7 @@ impl NamedObjects {
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum NamedError {
     /// This node's store (`meta.redb`) failed.
-    #[error("named objects: {0}")]
+    #[error("{0}")]
     Store(String),
     /// The head, which keeps a cluster's named objects, failed or could
     /// not be reached.
