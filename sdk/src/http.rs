@@ -255,10 +255,19 @@ impl Router {
         self.route("POST", path, handler)
     }
 
-    /// The response of the route `request` names.
+    /// The response of the route `request` names. A `HEAD` goes to the
+    /// `GET` route of its path (unless it has a `HEAD` route of its own)
+    /// and answers without a body.
     pub fn handle(&self, request: &Request) -> Response {
-        let path = normalize(&request.path);
         let method = request.method.to_ascii_uppercase();
+        if method == "HEAD" && !self.has(&method, &request.path) {
+            let mut get = request.clone();
+            get.method = "GET".to_string();
+            let mut response = self.handle(&get);
+            response.body.clear();
+            return response;
+        }
+        let path = normalize(&request.path);
         let mut allowed: Vec<&str> = Vec::new();
         for (route_method, route_path, handler) in &self.routes {
             if *route_path != path {
@@ -277,6 +286,15 @@ impl Router {
         Response::text(&format!("method {method} is not allowed here"))
             .with_status(405)
             .with_header("allow", &allowed.join(", "))
+    }
+}
+
+impl Router {
+    fn has(&self, method: &str, path: &str) -> bool {
+        let path = normalize(path);
+        self.routes
+            .iter()
+            .any(|(m, p, _)| m == method && *p == path)
     }
 }
 
@@ -384,6 +402,15 @@ mod tests {
         let refused = router.handle(&Request::post("/fc", Vec::new()));
         assert_eq!(refused.status(), 405);
         assert_eq!(refused.header("allow"), Some("GET, PUT"));
+        // HEAD answers as GET, without the body.
+        let head = router.handle(&Request::new("HEAD", "/cf"));
+        assert_eq!(head.status(), 200);
+        assert!(head.body.is_empty());
+        assert_eq!(
+            head.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(router.handle(&Request::new("HEAD", "/xx")).status(), 404);
         assert_eq!(respond(|| Err(Response::not_found())).status(), 404);
     }
 }

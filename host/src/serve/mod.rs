@@ -6,4 +6,4 @@
 
 mod routes;
 
-pub use routes::{Route, RouteError, RouteTable};
+pub use routes::{Route, RouteError, RouteTable, clean_path};

@@ -77,6 +77,22 @@ fn normalize(prefix: &str) -> Result<String, RouteError> {
     Ok(format!("/{}", segments.join("/")))
 }
 
+/// `path` without empty segments, or `None` if it does not start with `/`
+/// or holds a `.` or `..` segment.
+pub fn clean_path(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut segments = Vec::new();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        if segment == "." || segment == ".." {
+            return None;
+        }
+        segments.push(segment);
+    }
+    Some(format!("/{}", segments.join("/")))
+}
+
 /// Whether `path` is `prefix` or below it, on a segment boundary; the
 /// rest of the path (`/` when nothing is left).
 fn below<'p>(prefix: &str, path: &'p str) -> Option<&'p str> {
@@ -144,11 +160,16 @@ impl RouteTable {
         before - self.routes.len()
     }
 
-    /// The route `path` goes to, and the path below its prefix.
-    pub fn resolve<'p>(&self, path: &'p str) -> Option<(&Route, &'p str)> {
+    /// The route a request for `path` (already percent-decoded) goes to,
+    /// and the path below its prefix. Empty segments are dropped (`//a`
+    /// is `/a`); a path with `.` or `..` segments, or not starting with
+    /// `/`, goes nowhere (the ingress answers 400): it must not reach one
+    /// tenant's route while naming another's.
+    pub fn resolve(&self, path: &str) -> Option<(&Route, String)> {
+        let path = clean_path(path)?;
         self.routes
             .values()
-            .filter_map(|route| below(&route.prefix, path).map(|rest| (route, rest)))
+            .filter_map(|route| below(&route.prefix, &path).map(|rest| (route, rest.to_string())))
             .max_by_key(|(route, _)| route.prefix.len())
     }
 
@@ -184,11 +205,17 @@ mod tests {
             .add(route("acme", "/Converter/v2", "converter2"))
             .unwrap();
         let (to, rest) = table.resolve("/Converter").unwrap();
-        assert_eq!((to.deployment.as_str(), rest), ("converter", "/"));
+        assert_eq!((to.deployment.as_str(), rest.as_str()), ("converter", "/"));
         let (to, rest) = table.resolve("/Converter/cf").unwrap();
-        assert_eq!((to.deployment.as_str(), rest), ("converter", "/cf"));
+        assert_eq!(
+            (to.deployment.as_str(), rest.as_str()),
+            ("converter", "/cf")
+        );
         let (to, rest) = table.resolve("/Converter/v2/fc").unwrap();
-        assert_eq!((to.deployment.as_str(), rest), ("converter2", "/fc"));
+        assert_eq!(
+            (to.deployment.as_str(), rest.as_str()),
+            ("converter2", "/fc")
+        );
         assert!(table.resolve("/Converterx").is_none());
         assert!(table.resolve("/other").is_none());
     }
@@ -210,11 +237,19 @@ mod tests {
         table.add(route("zeta", "/shopping", "zeta-shop")).unwrap();
         assert_eq!(table.resolve("/shop/cart").unwrap().0.tenant, "acme");
         assert_eq!(table.resolve("/shopping").unwrap().0.tenant, "zeta");
+        // A path that names acme's route through zeta's goes nowhere;
+        // empty segments do not hide acme's route.
+        assert!(table.resolve("/shopping/../shop/cart").is_none());
+        assert!(table.resolve("/shopping/./x").is_none());
+        assert!(table.resolve("shop").is_none());
+        let (to, rest) = table.resolve("//shop//cart/").unwrap();
+        assert_eq!((to.tenant.as_str(), rest.as_str()), ("acme", "/cart"));
         // A tenant alone may take the root; then nobody else fits.
         let mut alone = RouteTable::new();
         alone.add(route("acme", "/", "all")).unwrap();
         assert!(alone.add(route("zeta", "/x", "x")).is_err());
         assert_eq!(alone.resolve("/anything/here").unwrap().1, "/anything/here");
+        assert_eq!(alone.resolve("/").unwrap().1, "/");
     }
 
     #[test]
