@@ -163,9 +163,9 @@ async fn the_converter_answers_http_requests_as_tasks() {
     expect(6, 404, "not found");
     expect(7, 405, "method POST is not allowed here");
 
-    // The host's side of the contract: a request encoded with
-    // prism_abi::http reaches the handler, and its answer decodes.
-    let request = prism_abi::http::HttpRequest {
+    // As the host calls it: a request encoded with prism_abi::http
+    // reaches the handler as an argument, and its answer decodes.
+    let request = prism_abi::http::Request {
         method: "GET".into(),
         path: "/".into(),
         query: vec![
@@ -180,7 +180,7 @@ async fn the_converter_answers_http_requests_as_tasks() {
         .run(guests::CONVERTER, "converter", vec![arg.into()])
         .await
         .unwrap();
-    let response: prism_abi::http::HttpResponse =
+    let response: prism_abi::http::Response =
         rmp_serde::from_slice(&outcome.result.unwrap()).unwrap();
     assert_eq!(response.status, 200);
     assert!(response.status_is_valid());
