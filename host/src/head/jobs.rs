@@ -208,19 +208,13 @@ impl JobTable {
         Some(job.info(id))
     }
 
-    /// Keeps only the record of an ended job (its outcome is on disk);
-    /// returns the jobs of its tenant past the history bounds, now
-    /// forgotten here too.
+    /// Keeps only the record of an ended job (its outcome is on disk; the
+    /// job may have ended in an earlier run of the head); returns the jobs
+    /// of its tenant past the history bounds, now forgotten here too.
     pub fn archive(&mut self, id: JobId, info: JobInfo, disk_bytes: u64) -> Vec<JobId> {
         let tenant = info.tenant.clone();
         self.jobs.insert(id, JobEntry::Ended(info));
         self.remember(&tenant, id, disk_bytes)
-    }
-
-    /// Adds a job that ended in an earlier run of the head; returns the
-    /// jobs past the history bounds, forgotten.
-    pub fn restore(&mut self, id: JobId, info: JobInfo, disk_bytes: u64) -> Vec<JobId> {
-        self.archive(id, info, disk_bytes)
     }
 
     fn remember(&mut self, tenant: &str, id: JobId, disk_bytes: u64) -> Vec<JobId> {
@@ -229,16 +223,6 @@ impl JobTable {
             self.jobs.remove(old);
         }
         forget
-    }
-
-    pub fn status(&self, id: JobId) -> Option<JobStatus> {
-        match self.jobs.get(&id)? {
-            JobEntry::Live(job) => Some(job.status),
-            JobEntry::Ended(info) if info.state == JobState::Succeeded as i32 => {
-                Some(JobStatus::Succeeded)
-            }
-            JobEntry::Ended(_) => Some(JobStatus::Failed),
-        }
     }
 
     /// The outcome of a live job that has ended.
@@ -386,7 +370,7 @@ mod tests {
         let id = JobId::random();
         jobs.admit(id, meta("t"), 5).unwrap();
         jobs.started(id);
-        assert_eq!(jobs.status(id), Some(JobStatus::Running));
+        assert_eq!(jobs.info(id).unwrap().state, JobState::Running as i32);
         assert_eq!(jobs.request_stop(id), Some(true));
         assert!(jobs.stop_requested(id));
         let mut rx = jobs.subscribe(id).unwrap();
@@ -403,7 +387,6 @@ mod tests {
         assert!(jobs.is_archived(id));
         assert!(jobs.outcome(id).is_none() && jobs.subscribe(id).is_none());
         assert_eq!(jobs.info(id), Some(info));
-        assert_eq!(jobs.status(id), Some(JobStatus::Failed));
         assert_eq!(jobs.scope(id), Some(("t".into(), "default".into())));
         assert_eq!(jobs.request_stop(id), Some(false));
         assert!(!jobs.stop_requested(id));
@@ -414,7 +397,7 @@ mod tests {
     fn ended_jobs_past_the_history_are_forgotten_per_tenant() {
         let mut jobs = table(2);
         let quiet = JobId::random();
-        jobs.restore(quiet, JobInfo::default(), 1);
+        jobs.archive(quiet, JobInfo::default(), 1);
         let loud: Vec<JobId> = (0..3).map(|_| JobId::random()).collect();
         let info = |tenant: &str| JobInfo {
             tenant: tenant.into(),

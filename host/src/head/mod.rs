@@ -139,7 +139,7 @@ impl Head {
         {
             let mut jobs = head.jobs.locked();
             for job in archive.load_ended()? {
-                forget.extend(jobs.restore(job.id, job.info, job.disk_bytes));
+                forget.extend(jobs.archive(job.id, job.info, job.disk_bytes));
             }
         }
         head.forget_archived(&forget);
@@ -282,11 +282,6 @@ impl Head {
         Ok(f())
     }
 
-    /// A job's status.
-    pub fn job_status(&self, id: JobId) -> Option<JobStatus> {
-        self.jobs.locked().status(id)
-    }
-
     /// A job's outcome if it has ended and is not archived (never waits).
     pub fn job_outcome(&self, id: JobId) -> Option<JobOutcome> {
         self.jobs.locked().outcome(id)
@@ -315,11 +310,6 @@ impl Head {
     /// Every job the head knows.
     pub fn job_ids(&self) -> Vec<JobId> {
         self.jobs.locked().ids()
-    }
-
-    /// Jobs of `tenant` that are pending or running.
-    pub fn live_jobs(&self, tenant: &str) -> u64 {
-        self.jobs.locked().live(tenant)
     }
 
     /// What an archived job left (result, log tail).
