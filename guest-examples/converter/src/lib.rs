@@ -7,6 +7,9 @@
 //! - `converter_routes`: one sub-path per conversion, `GET /cf?temp=…` and
 //!   `GET /fc?temp=…`, through a `Router` (404 elsewhere, 405 for another
 //!   method).
+//! - `ConverterReplica`: the same converter as a class deployment: each
+//!   replica is an actor that answers `call(request)` in order and counts
+//!   what it answered (`x-requests` header).
 //! - `main`: a driver that calls both handlers as tasks and checks them.
 
 use prism::http::{Request, Response, Router, respond};
@@ -45,6 +48,29 @@ fn converter_routes(req: Request) -> Response {
         .get("/cf", |req| with_code(req, "CF"))
         .get("/fc", |req| with_code(req, "FC"))
         .handle(&req)
+}
+
+/// The converter as a class deployment's replica.
+#[prism::actor]
+pub struct ConverterReplica {
+    answered: u64,
+}
+
+#[prism::actor]
+impl ConverterReplica {
+    fn new() -> Self {
+        ConverterReplica { answered: 0 }
+    }
+
+    /// `GET ?temp=<number>&type=CF|FC`, as `converter`.
+    fn call(&mut self, req: Request) -> Response {
+        self.answered += 1;
+        let answer = respond(|| {
+            let temp: f64 = req.query_as("temp")?;
+            Ok(convert(temp, req.query("type").unwrap_or_default()))
+        });
+        answer.with_header("x-requests", &self.answered.to_string())
+    }
 }
 
 /// Calls both handlers as tasks, as a client of the deployment would, and

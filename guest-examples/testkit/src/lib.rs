@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 mod cluster;
 mod gpu;
 mod hostile;
+mod http;
 mod tenancy;
 
 /// a + b.

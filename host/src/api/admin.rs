@@ -147,6 +147,11 @@ impl Admin for ApiHandle {
             })?
             .map_err(tenancy_status)?;
         self.0.access.policies().remove_tenant(&tenant);
+        // Its applications stop serving (their routes go first).
+        self.0
+            .apps
+            .delete_tenant(&crate::security::tenants::TenantId::new(&tenant))
+            .await;
         // The cluster's named objects live on the head's node.
         match self
             .0

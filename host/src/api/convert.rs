@@ -24,6 +24,29 @@ pub(super) fn result_json(bytes: &[u8]) -> Result<String, Status> {
         .ok_or_else(too_large)
 }
 
+/// Checks that `tenant` may run `module`: stored, and uploaded by the
+/// tenant (a cluster-admin acting in another tenant may run what it
+/// uploaded itself; the module is then that tenant's too).
+pub(super) fn module_owned(
+    api: &super::Api,
+    claims: &crate::security::Claims,
+    tenant: &crate::security::tenants::TenantId,
+    module: crate::ids::ModuleHash,
+) -> Result<(), Status> {
+    let tenancy = api.access.tenancy();
+    let key = format!("{module:?}");
+    let owned = tenancy.has_module(tenant, &key)
+        || (*tenant != claims.tenant && tenancy.has_module(&claims.tenant, &key));
+    if !api.cluster.head().has_module(module) || !owned {
+        return Err(Status::not_found(format!(
+            "no module {module:?}; upload it first"
+        )));
+    }
+    tenancy
+        .add_module(tenant, &key)
+        .map_err(super::tenancy_status)
+}
+
 /// A failure of `head.redb`.
 pub(super) fn head_store(e: MetaError) -> Status {
     Status::internal(format!("head.redb: {e}"))

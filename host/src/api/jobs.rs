@@ -114,20 +114,9 @@ impl Jobs for ApiHandle {
             r.entry
         };
         let head = self.0.cluster.head();
-        let tenancy = self.0.access.tenancy();
-        let key = format!("{module:?}");
-        // A cluster-admin acting in another tenant may run what it
-        // uploaded itself; the module is then that tenant's too.
-        let owned = tenancy.has_module(&tenant, &key)
-            || (tenant != claims.tenant && tenancy.has_module(&claims.tenant, &key));
-        if !head.has_module(module) || !owned {
-            return Err(Status::not_found(format!(
-                "no module {module:?}; upload it first"
-            )));
-        }
+        convert::module_owned(&self.0, &claims, &tenant, module)?;
         // Parsed only once the cheap checks passed; bounded in size.
         let args = json_args(&r.args_json)?;
-        tenancy.add_module(&tenant, &key).map_err(tenancy_status)?;
         // The head's own bound applies whatever the quota says.
         let live_bound = self.0.job_limits.live_per_tenant;
         let submission = JobSubmission {

@@ -13,10 +13,11 @@
 //! actor is not found.
 //!
 //! Files: `mod.rs` (shared state, `Cluster`), `jobs.rs` (`Jobs`),
-//! `admin.rs` (`Admin`), `node_control.rs` (`NodeControl`), `convert.rs`
+//! `apps.rs` (`Serve`: served applications), `admin.rs` (`Admin`), `node_control.rs` (`NodeControl`), `convert.rs`
 //! (JSON in and out, the head's errors as statuses), `serve.rs`.
 
 mod admin;
+mod apps;
 mod convert;
 mod jobs;
 mod node_control;
@@ -98,7 +99,9 @@ fn tenancy_status(e: TenancyError) -> Status {
 /// The services' shared state.
 pub struct Api {
     cluster: EmbeddedCluster,
-    access: Access,
+    access: Arc<Access>,
+    /// The served applications.
+    apps: Arc<crate::serve::Apps>,
     job_limits: JobLimits,
     membership: Arc<Membership>,
     /// Where the head's node is reached, for status output.

@@ -50,13 +50,14 @@ fn require_node_certificate(request: Request<()>) -> Result<Request<()>, Status>
     }
 }
 
-/// Serves the API for the cluster in `state_dir` on `listen` until
-/// `shutdown` resolves. Calls `ready` with the bound address once it
-/// accepts connections. Must run inside a multi-threaded tokio runtime.
+/// Serves the API for the cluster in `state_dir` on `listen` (and served
+/// applications on `http_listen`, if set) until `shutdown` resolves.
+/// Calls `ready` with the bound addresses (API, ingress) once they accept
+/// connections. Must run inside a multi-threaded tokio runtime.
 pub async fn serve(
     state_dir: &std::path::Path,
     options: HeadOptions,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(SocketAddr, Option<SocketAddr>),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
     let files = ClusterFiles::new(state_dir);
@@ -81,22 +82,46 @@ pub async fn serve(
         credentials,
     } = HeadProcess::start(state_dir, &options, &address)?;
     let head_node = cluster.node().clone();
+    let apps = crate::serve::Apps::new(head_node.clone());
     let tenancy = Arc::new(Tenancy::load(store)?);
     let audit_path = options
         .audit_log
         .clone()
         .unwrap_or_else(|| state_dir.join("audit.log"));
+    let access = Arc::new(Access::new(
+        authority,
+        tenancy,
+        policies,
+        Some(
+            AuditLog::open(&audit_path)
+                .map_err(|e| ApiError::Transport(format!("{}: {e}", audit_path.display())))?,
+        ),
+    )?);
+    // The HTTPS ingress of served applications, with the head's
+    // certificate.
+    let (http_bound, ingress_stop) = match options.http_listen {
+        Some(http_listen) => {
+            let listener = tokio::net::TcpListener::bind(http_listen)
+                .await
+                .map_err(|e| ApiError::Transport(format!("cannot listen on {http_listen}: {e}")))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| ApiError::Transport(e.to_string()))?;
+            let tls = crate::serve::Ingress::tls(&credentials.cert_pem, &credentials.key_pem)
+                .map_err(|e| ApiError::Transport(e.to_string()))?;
+            let ingress = crate::serve::Ingress::new(apps.clone(), Some(access.clone()));
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(ingress.serve(listener, tls, async move {
+                let _ = stop_rx.await;
+            }));
+            (Some(bound), Some(stop_tx))
+        }
+        None => (None, None),
+    };
     let api = ApiHandle(Arc::new(Api {
         cluster,
-        access: Access::new(
-            authority,
-            tenancy,
-            policies,
-            Some(
-                AuditLog::open(&audit_path)
-                    .map_err(|e| ApiError::Transport(format!("{}: {e}", audit_path.display())))?,
-            ),
-        )?,
+        access,
+        apps: apps.clone(),
         job_limits: options.job_limits,
         membership: membership.clone(),
         address,
@@ -122,6 +147,12 @@ pub async fn serve(
             check.clone(),
         ))
         .add_service(ClusterServer::with_interceptor(api.clone(), check.clone()))
+        .add_service(
+            prism_proto::v1::serve_server::ServeServer::with_interceptor(
+                api.clone(),
+                check.clone(),
+            ),
+        )
         .add_service(prism_proto::v1::admin_server::AdminServer::with_interceptor(api, check))
         // NodeControl takes Join from callers without a certificate, so
         // what it reads is bounded like the API (64 MiB); the Worker
@@ -137,7 +168,7 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_NODE_MESSAGE),
             require_node_certificate,
         ));
-    ready(bound);
+    ready(bound, http_bound);
     // On shutdown: stop accepting, stop the running jobs (their records
     // end as stopped, and their waiters get answers), and give calls in
     // flight the grace, no more.
@@ -145,6 +176,10 @@ pub async fn serve(
     let stop = async move {
         shutdown.await;
         let _ = begun_tx.send(());
+        if let Some(stop) = ingress_stop {
+            let _ = stop.send(());
+        }
+        stopping.apps.stop_all().await;
         stopping.cluster.head().stop_all_jobs().await;
     };
     crate::net::serve_with_grace(

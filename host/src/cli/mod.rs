@@ -38,6 +38,7 @@ mod admin;
 mod bench;
 mod demo;
 mod output;
+mod serve;
 mod service;
 
 pub use output::{escape_json, escape_terminal};
@@ -98,6 +99,9 @@ enum Command {
     Node(service::NodeCommandArgs),
     /// Call named actors on a running cluster.
     Actor(service::ActorArgs),
+    /// Deploy, inspect and delete applications served over HTTPS; `serve
+    /// run` runs one locally.
+    Serve(serve::ServeArgs),
 }
 
 /// Options of the embedded node.
@@ -385,6 +389,7 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Job(args) => service::job(args),
         Command::Node(args) => service::node(args),
         Command::Actor(args) => service::actor(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }
 

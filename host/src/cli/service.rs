@@ -41,6 +41,11 @@ pub(super) struct StartArgs {
     /// head, 127.0.0.1:0, any free port, for a worker).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Where the head serves applications over HTTPS (HTTP/1.1 and
+    /// HTTP/2, the head's certificate), e.g. 0.0.0.0:8443 (default: not
+    /// served). Head only.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
     /// Where other nodes reach this one, `host:port` (default: the bound
     /// address). For the head, the host must be a name of its certificate
     /// (`prism init --san`); a worker's certificate names the node
@@ -304,6 +309,7 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     options.heartbeat_interval = Duration::from_millis(args.heartbeat_ms.max(10));
     options.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
     options.audit_log = args.audit_log.clone();
+    options.http_listen = args.http_listen;
     options.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
     options.job_limits = crate::api::JobLimits {
         live_per_tenant: args.tenant_live_jobs.max(1),
@@ -315,10 +321,15 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
         crate::api::serve(
             &args.dir,
             options,
-            |bound| {
+            |bound, http| {
                 // Tests and scripts wait for this line. A service whose
                 // stdout was closed keeps serving.
-                let _ = outln!("prism head listening on https://{bound}");
+                let _ = match http {
+                    Some(http) => outln!(
+                        "prism head listening on https://{bound}, serving HTTP on https://{http}"
+                    ),
+                    None => outln!("prism head listening on https://{bound}"),
+                };
             },
             shutdown,
         )

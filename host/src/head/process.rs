@@ -40,6 +40,9 @@ pub struct HeadOptions {
     pub shutdown_grace: Duration,
     /// Per-tenant bounds on live and ended jobs (see [`JobLimits`]).
     pub job_limits: JobLimits,
+    /// Where the HTTPS ingress of served applications listens (default:
+    /// none, no ingress).
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl HeadOptions {
@@ -54,6 +57,7 @@ impl HeadOptions {
             audit_log: None,
             shutdown_grace: Duration::from_secs(10),
             job_limits: JobLimits::default(),
+            http_listen: None,
         }
     }
 }

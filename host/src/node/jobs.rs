@@ -79,21 +79,53 @@ impl Node {
             None => Default::default(),
         };
         let owner = OwnerId::of_job(spec.id);
+        let ticket = Arc::new(JobTicket {
+            namespace: spec.namespace.clone(),
+            grant,
+            env: (!env.is_empty()).then(|| Arc::new(env.clone())),
+        });
+        let context = self.open_local_context(owner, module, ticket, log);
+        let result = self.drive(&spec, &context).await;
+        self.end_local_owner(owner, &context);
+        tracing::debug!(job = %spec.id, "job ended");
+        JobOutcome {
+            id: spec.id,
+            result,
+            logs: {
+                context.log.flush();
+                Arc::new(context.log.lines())
+            },
+            duration: started.elapsed(),
+        }
+    }
+
+    /// Opens the context of an owner that lives on this node (a job whose
+    /// driver runs here, a served application).
+    pub(super) fn open_local_context(
+        &self,
+        owner: OwnerId,
+        module: Arc<LoadedModule>,
+        ticket: Arc<JobTicket>,
+        log: crate::cluster::job::JobLog,
+    ) -> Arc<JobContext> {
+        let grant = &ticket.grant;
         let context = Arc::new(JobContext {
             id: owner,
             module,
             log: Arc::new(log),
-            account: self.accounts.open_job(&grant),
-            sandbox: crate::cluster::job::sandbox_of(&grant),
+            account: self.accounts.open_job(grant),
+            sandbox: crate::cluster::job::sandbox_of(grant),
             tenant: Arc::from(grant.tenant.as_str()),
-            ticket: Arc::new(JobTicket {
-                namespace: spec.namespace.clone(),
-                grant,
-                env: (!env.is_empty()).then(|| Arc::new(env.clone())),
-            }),
+            ticket: ticket.clone(),
         });
         self.jobs.locked().insert(owner, context.clone());
-        let result = self.drive(&spec, &context).await;
+        context
+    }
+
+    /// Ends an owner whose context this node opened (a job's driver ran
+    /// here, or a served application lived here): kills its actors,
+    /// cancels its tasks here and elsewhere, and frees what it holds.
+    pub(super) fn end_local_owner(&self, owner: OwnerId, context: &JobContext) {
         for actor in self.actors.owned_by(owner) {
             self.actors.kill(actor);
         }
@@ -113,17 +145,8 @@ impl Node {
         if let Some(remote) = self.remote.as_ref() {
             remote.end_job(owner);
         }
-        tracing::debug!(job = %spec.id, freed, "job ended");
+        tracing::debug!(%owner, freed, "owner ended");
         self.close_job_context(owner);
-        JobOutcome {
-            id: spec.id,
-            result,
-            logs: {
-                context.log.flush();
-                Arc::new(context.log.lines())
-            },
-            duration: started.elapsed(),
-        }
     }
 
     pub(super) async fn drive(

@@ -19,6 +19,7 @@
 //! | `remote_actors.rs` | actors on other nodes: calls, creation, names, relocation when their node dies |
 //! | `remote_jobs.rs` | attempts other nodes place here, and the job contexts kept for them |
 //! | `groups.rs` | placement groups held against their tenants |
+//! | `serving.rs` | served applications: their context, requests as tasks, replicas as actors |
 
 mod actor_host;
 mod groups;
@@ -26,11 +27,13 @@ mod guest_host;
 mod jobs;
 mod remote_actors;
 mod remote_jobs;
+mod serving;
 #[cfg(test)]
 mod tests;
 
 pub use remote_actors::RemoteActorCall;
 pub use remote_jobs::RemoteCall;
+pub use serving::ServiceContext;
 
 use crate::actors::ActorManager;
 use crate::cluster::job::{JobContext, JobSpec, LogSource};

@@ -64,6 +64,13 @@ pub enum Action {
     UseGpu,
     /// Guest capability: the namespace's preopened directory.
     ReadDirectory,
+    /// Deploy or delete a served application in a namespace.
+    DeployApp,
+    /// Call a served application's route in a namespace (HTTP).
+    InvokeRoute,
+    /// Deploy an application with a public route (no token needed to
+    /// call it) into a namespace.
+    PublishRoute,
     /// Manage a tenant.
     ManageTenant,
     /// Manage the cluster.
@@ -98,6 +105,9 @@ impl Action {
             Action::GetObject => "GetObject",
             Action::UseGpu => "UseGpu",
             Action::ReadDirectory => "ReadDirectory",
+            Action::DeployApp => "DeployApp",
+            Action::InvokeRoute => "InvokeRoute",
+            Action::PublishRoute => "PublishRoute",
             Action::ManageTenant => "ManageTenant",
             Action::ManageCluster => "ManageCluster",
         }
@@ -636,7 +646,7 @@ mod tests {
     const GPU_ML_ONLY: &str = include_str!("../../../policies/examples/gpu-ml-only.cedar");
     const DATA_READER: &str = include_str!("../../../policies/examples/data-reader.cedar");
 
-    const ALL: [Action; 14] = [
+    const ALL: [Action; 17] = [
         Action::SubmitJob,
         Action::UploadModule,
         Action::ReadJob,
@@ -649,6 +659,9 @@ mod tests {
         Action::GetObject,
         Action::UseGpu,
         Action::ReadDirectory,
+        Action::DeployApp,
+        Action::InvokeRoute,
+        Action::PublishRoute,
         Action::ManageTenant,
         Action::ManageCluster,
     ];
@@ -728,12 +741,21 @@ mod tests {
             Action::CallActor,
             Action::PutObject,
             Action::GetObject,
+            Action::DeployApp,
+            Action::InvokeRoute,
         ] {
             assert!(
                 allowed(&p, dev, action, ns("acme", "default")),
                 "{action:?}"
             );
         }
+        // Routes of another tenant: denied.
+        assert!(!allowed(
+            &p,
+            dev,
+            Action::InvokeRoute,
+            ns("globex", "default")
+        ));
         let upload = p.decide(dev, Action::UploadModule, Resource::Tenant("acme"));
         assert!(upload.allowed);
         assert_eq!(upload.policies, vec!["developer-upload".to_string()]);
@@ -757,6 +779,20 @@ mod tests {
             &p,
             dev,
             Action::ReadDirectory,
+            ns("acme", "default")
+        ));
+        // Public routes are the tenant's to allow.
+        assert!(!allowed(
+            &p,
+            dev,
+            Action::PublishRoute,
+            ns("acme", "default")
+        ));
+        let admin = user("acme", "ada", Role::TenantAdmin);
+        assert!(allowed(
+            &p,
+            admin,
+            Action::PublishRoute,
             ns("acme", "default")
         ));
         assert!(!allowed(

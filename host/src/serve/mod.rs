@@ -1,9 +1,25 @@
-//! Serving over HTTP, host side. Built so far: the route table
-//! ([`RouteTable`]), which decides which deployment a request's path goes
-//! to and keeps tenants from capturing each other's traffic. The HTTPS
-//! ingress, deployments and replicas are not built yet (see
-//! `docs/serve.md`).
+//! Serving over HTTP, host side: applications of function and class
+//! deployments (`apps.rs`, `deployment.rs`), their replicas and the
+//! choice among them (`replicas.rs`), the route table that decides which
+//! deployment a path goes to and keeps tenants from capturing each
+//! other's traffic (`routes.rs`), who may call a route (`auth.rs`), the
+//! HTTPS ingress (`ingress.rs`), an HTTPS client for the bench and tests
+//! (`client.rs`), and the application configuration (`config.rs`). See
+//! `docs/serve.md`.
 
+mod apps;
+mod auth;
+pub mod client;
+mod config;
+mod deployment;
+mod ingress;
+mod replicas;
 mod routes;
 
+pub use apps::{App, Apps, ServeError, Target};
+pub use auth::{AuthRefusal, DECISION_TTL, RouteAccess};
+pub use config::{AppConfig, ConfigError, DeploymentConfig, DeploymentKind};
+pub use deployment::{Answer, Counters, Deployment};
+pub use ingress::{Ingress, IngressError, MAX_HEADER_BYTES};
+pub use replicas::{Replica, ReplicaSet};
 pub use routes::{Route, RouteError, RouteTable, clean_path};

@@ -48,13 +48,13 @@ pub enum RouteError {
 }
 
 /// Every route of the cluster.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct RouteTable {
     routes: BTreeMap<String, Route>,
 }
 
 /// `prefix` normalized, or why it cannot be one.
-fn normalize(prefix: &str) -> Result<String, RouteError> {
+pub(super) fn normalize(prefix: &str) -> Result<String, RouteError> {
     let invalid = |why| RouteError::Invalid(prefix.to_string(), why);
     if !prefix.starts_with('/') {
         return Err(invalid("it must start with /"));

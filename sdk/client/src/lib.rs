@@ -11,6 +11,8 @@
 use prism_proto::v1::admin_client::AdminClient;
 use prism_proto::v1::cluster_client::ClusterClient;
 use prism_proto::v1::jobs_client::JobsClient;
+use prism_proto::v1::serve_client::ServeClient;
+use prism_proto::v1::{AppInfo, AppRequest, DeployRequest, ListAppsRequest};
 use prism_proto::v1::{
     IssueTokenReply, IssueTokenRequest, ListTenantsRequest, NamespaceInfo, NamespaceRequest,
     PolicyReply, PolicyRequest, RevokeTokenReply, RevokeTokenRequest, TenantInfo, TenantRequest,
@@ -193,6 +195,7 @@ pub struct Client {
     jobs: JobsClient<Authed>,
     cluster: ClusterClient<Authed>,
     admin: AdminClient<Authed>,
+    serve: ServeClient<Authed>,
 }
 
 impl Client {
@@ -232,6 +235,7 @@ impl Client {
                 .max_decoding_message_size(MAX_REPLY_BYTES)
                 .max_encoding_message_size(MAX_REPLY_BYTES),
             cluster: ClusterClient::with_interceptor(channel.clone(), auth.clone()),
+            serve: ServeClient::with_interceptor(channel.clone(), auth.clone()),
             admin: AdminClient::with_interceptor(channel, auth),
         })
     }
@@ -546,6 +550,58 @@ impl Client {
             .create_join_token(JoinTokenRequest { ttl_secs })
             .await?
             .into_inner())
+    }
+
+    /// Deploys (or replaces) an application: its configuration as JSON
+    /// and an uploaded module's hash.
+    pub async fn deploy_app(
+        &mut self,
+        config_json: &str,
+        module_hash: &str,
+    ) -> Result<AppInfo, ClientError> {
+        Ok(self
+            .serve
+            .deploy(DeployRequest {
+                config_json: config_json.into(),
+                module_hash: module_hash.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// One application of the token's tenant, with its replicas' load.
+    pub async fn app(&mut self, name: &str) -> Result<AppInfo, ClientError> {
+        Ok(self
+            .serve
+            .get_app(AppRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// The token's tenant's applications.
+    pub async fn apps(&mut self) -> Result<Vec<AppInfo>, ClientError> {
+        Ok(self
+            .serve
+            .list_apps(ListAppsRequest::default())
+            .await?
+            .into_inner()
+            .apps)
+    }
+
+    /// Deletes an application: routes first, then its replicas once its
+    /// requests in flight are answered.
+    pub async fn delete_app(&mut self, name: &str) -> Result<(), ClientError> {
+        self.serve
+            .delete_app(AppRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
     }
 }
 

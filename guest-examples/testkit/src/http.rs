@@ -1,0 +1,90 @@
+//! HTTP handlers for the serving tests: each misbehaves in one way (or
+//! answers what it saw), so the tests can check the ingress's answer.
+
+use prism::http::{Request, Response};
+use serde::Serialize;
+use std::time::Duration;
+
+/// What [`http_echo`] saw.
+#[derive(Serialize)]
+struct Seen<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a [(String, String)],
+    headers: Vec<&'a str>,
+    body_len: usize,
+    saw_authorization: bool,
+}
+
+/// Answers 200 with what it got: method, path, query, the headers'
+/// names, the body's length, and whether it saw an `authorization`
+/// header (it must not).
+#[prism::task]
+fn http_echo(req: Request) -> Response {
+    Response::json(&Seen {
+        method: &req.method,
+        path: &req.path,
+        query: &req.query,
+        headers: req.headers.iter().map(|(n, _)| n.as_str()).collect(),
+        body_len: req.body.len(),
+        saw_authorization: req.header("authorization").is_some(),
+    })
+}
+
+/// Panics: the request answers 500 with an error id.
+#[prism::task]
+fn http_panic(_req: Request) -> Response {
+    panic!("this handler always panics")
+}
+
+/// Never answers: the request answers 504.
+#[prism::task]
+fn http_spin(_req: Request) -> Response {
+    let mut x: u64 = 0;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+/// Sleeps `?ms=` milliseconds, then answers 200 (to fill replicas).
+#[prism::task]
+fn http_sleep(req: Request) -> Response {
+    let ms: u64 = req.query_as("ms").unwrap_or(100);
+    std::thread::sleep(Duration::from_millis(ms));
+    Response::text("slept")
+}
+
+/// Answers a status no HTTP response has.
+#[prism::task]
+fn http_bad_status(_req: Request) -> Response {
+    Response::new(1000)
+}
+
+/// Returns something that is not a response at all.
+#[prism::task]
+fn http_not_a_response(_req: Request) -> u64 {
+    7
+}
+
+/// A stateful replica: counts its requests; `?trap=1` traps it (it
+/// restarts with a fresh count).
+#[prism::actor]
+pub struct CountingReplica {
+    count: u64,
+}
+
+#[prism::actor]
+impl CountingReplica {
+    fn new(start: u64) -> Self {
+        CountingReplica { count: start }
+    }
+
+    fn call(&mut self, req: Request) -> Response {
+        if req.query("trap").is_some() {
+            #[cfg(target_arch = "wasm32")]
+            core::arch::wasm32::unreachable();
+        }
+        self.count += 1;
+        Response::json(&std::collections::BTreeMap::from([("count", self.count)]))
+    }
+}

@@ -1,0 +1,174 @@
+//! Served applications on this node: the context an application's
+//! handlers run in (like a job's, without a driver), requests to function
+//! deployments run as tasks of that context, and class-deployment
+//! replicas, which are actors it owns. `serve::Apps` drives these.
+
+use super::Node;
+use crate::cluster::job::JobContext;
+use crate::ids::{ActorId, ModuleHash, OwnerId};
+use crate::objects::Object;
+use crate::runtime::ActorCreateError;
+use crate::sync::MutexExt;
+use crate::task::{Arg, EntryKind, JobTicket};
+use bytes::Bytes;
+use prism_abi::{ErrorKind, WireError};
+use std::sync::Arc;
+
+/// An application's context on the node that serves it.
+#[derive(Clone)]
+pub struct ServiceContext(Arc<JobContext>);
+
+impl ServiceContext {
+    /// The owner of everything the application's handlers make.
+    pub fn owner(&self) -> OwnerId {
+        self.0.id
+    }
+
+    /// Whether the module exports a task named `function`.
+    pub fn has_task(&self, function: &str) -> bool {
+        self.0.module.entry(EntryKind::Task, function).is_some()
+    }
+
+    /// Whether the module exports an actor class named `class`.
+    pub fn has_class(&self, class: &str) -> bool {
+        self.0.module.exports().actors.contains_key(class)
+    }
+
+    /// The task and actor class names the module exports (for errors).
+    pub fn exports(&self) -> (Vec<String>, Vec<String>) {
+        let exports = self.0.module.exports();
+        let mut tasks: Vec<String> = exports.tasks.iter().cloned().collect();
+        tasks.sort();
+        let mut classes: Vec<String> = exports.actors.keys().cloned().collect();
+        classes.sort();
+        (tasks, classes)
+    }
+
+    /// The last lines its guests wrote (bounded like a job's log).
+    pub fn log_lines(&self) -> Vec<crate::cluster::job::LogLine> {
+        self.0.log.lines()
+    }
+}
+
+impl Node {
+    /// Opens the context of a served application: its module, loaded for
+    /// its tenant, and the ticket (namespace, grant, environment) its
+    /// handlers run with. `owner` must be new.
+    pub async fn open_service(
+        &self,
+        owner: OwnerId,
+        module: ModuleHash,
+        ticket: Arc<JobTicket>,
+    ) -> Result<ServiceContext, WireError> {
+        let module = self.load_module(&ticket.grant.tenant, module).await?;
+        Ok(ServiceContext(self.open_local_context(
+            owner,
+            module,
+            ticket,
+            Default::default(),
+        )))
+    }
+
+    /// Closes an application's context: its replicas die, its requests
+    /// in flight are cancelled, what it holds is freed.
+    pub fn close_service(&self, service: &ServiceContext) {
+        let owner = service.owner();
+        if self.jobs.locked().contains_key(&owner) {
+            self.end_local_owner(owner, &service.0);
+        }
+    }
+
+    /// Runs task `function` of `service` on `request` (one encoded
+    /// argument) and returns its encoded value. The task runs as any
+    /// task of the application would: on a warm instance, on any node,
+    /// under the tenant's quotas, within `options.timeout_ms`.
+    pub async fn call_service_task(
+        &self,
+        service: &ServiceContext,
+        function: &str,
+        request: Bytes,
+        options: prism_abi::TaskOptions,
+    ) -> Result<Bytes, WireError> {
+        let context = &service.0;
+        let return_id = self.objects.new_object_id();
+        let mut spec = self.task_spec(
+            context,
+            function,
+            vec![Arg::Value(request)],
+            options,
+            return_id,
+        )?;
+        context
+            .account
+            .tenant()
+            .admit_task()
+            .map_err(|e| WireError::new(ErrorKind::QuotaExceeded, e.to_string()))?;
+        spec.admitted = true;
+        self.scheduler.submit(spec);
+        let result = self
+            .result_of(return_id, (ErrorKind::Cancelled, "the application stopped"))
+            .await;
+        self.objects.free(context.id, return_id);
+        result
+    }
+
+    /// Creates a replica of a class deployment: an actor of `class`
+    /// owned by `service`, given `args` (each one encoded argument).
+    pub async fn create_service_actor(
+        &self,
+        service: &ServiceContext,
+        class: &str,
+        args: Vec<Bytes>,
+        options: prism_abi::ActorOptions,
+    ) -> Result<ActorId, ActorCreateError> {
+        let args = args.into_iter().map(Arg::Value).collect();
+        self.create_actor(&service.0, class, args, options).await
+    }
+
+    /// Calls `method` of a replica `actor` of `service` with `args` and
+    /// returns its encoded value.
+    pub async fn call_service_actor(
+        &self,
+        service: &ServiceContext,
+        actor: ActorId,
+        method: &str,
+        args: Vec<Bytes>,
+    ) -> Result<Bytes, WireError> {
+        let context = &service.0;
+        let actor = self.current_actor(actor);
+        let return_id = self.objects.new_object_id();
+        let args = self.by_reference(context.id, args.into_iter().map(Arg::Value).collect())?;
+        match self.actor_elsewhere(actor) {
+            Some(remote) => remote.call_actor(
+                actor,
+                method,
+                args,
+                return_id,
+                context.id,
+                &context.ticket.grant.tenant,
+            ),
+            None => {
+                self.objects.create_pending(return_id, context.id);
+                if let Err(error) = self.actors.call(actor, method.to_string(), args, return_id) {
+                    let _ = self
+                        .objects
+                        .complete(return_id, Object::Error(Arc::new(error)));
+                }
+            }
+        }
+        let result = self
+            .result_of(return_id, (ErrorKind::ActorDied, "the replica has stopped"))
+            .await;
+        self.objects.free(context.id, return_id);
+        result
+    }
+
+    /// Stops a replica (it is not restarted).
+    pub fn kill_service_actor(&self, service: &ServiceContext, actor: ActorId) {
+        let actor = self.current_actor(actor);
+        match self.actor_elsewhere(actor) {
+            Some(remote) => remote.kill_actor(actor, &service.0.ticket.grant.tenant),
+            None => self.actors.kill(actor),
+        }
+    }
+}

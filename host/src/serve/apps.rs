@@ -1,0 +1,358 @@
+//! Served applications: deploying one (its context on the head's node,
+//! its replicas, its routes), redeploying it without failing a request,
+//! deleting it, and the route table requests are resolved against.
+
+use super::config::{AppConfig, DeploymentKind};
+use super::deployment::Deployment;
+use super::replicas::{Replica, ReplicaSet};
+use super::routes::{Route, RouteError, RouteTable};
+use crate::ids::{ModuleHash, OwnerId};
+use crate::node::{Node, ServiceContext};
+use crate::security::JobGrant;
+use crate::security::tenants::{NamespaceRef, TenantId};
+use crate::sync::RwLockExt;
+use crate::task::JobTicket;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why an application was not deployed or found.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration or module does not make an application.
+    #[error("{0}")]
+    Invalid(String),
+    /// A route is taken, or overlaps another tenant's.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// No such application in the tenant.
+    #[error("no app {0}")]
+    NotFound(String),
+    /// The tenant's quotas do not leave room for its replicas.
+    #[error("{0}")]
+    Quota(String),
+    /// A replica could not be created.
+    #[error("{0}")]
+    Replica(String),
+}
+
+/// A deployed application.
+pub struct App {
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its configuration, validated.
+    pub config: AppConfig,
+    /// Its module's digest.
+    pub module: ModuleHash,
+    /// When it was deployed (Unix ms).
+    pub deployed_at_ms: u64,
+    /// Its deployments, in configuration order.
+    pub deployments: Vec<Arc<Deployment>>,
+    service: ServiceContext,
+}
+
+#[derive(Default)]
+struct State {
+    routes: RouteTable,
+    /// Route prefix → the deployment it leads to.
+    targets: HashMap<String, Arc<Deployment>>,
+    apps: BTreeMap<(TenantId, String), Arc<App>>,
+}
+
+/// Every application of the cluster, served from the head's node.
+pub struct Apps {
+    node: Arc<Node>,
+    state: RwLock<State>,
+}
+
+/// What a request's path resolved to.
+pub struct Target {
+    /// The deployment.
+    pub deployment: Arc<Deployment>,
+    /// The path below its prefix.
+    pub path: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn routes_of(tenant: &TenantId, config: &AppConfig) -> Vec<Route> {
+    config
+        .deployments
+        .iter()
+        .map(|d| Route {
+            prefix: d.prefix(),
+            tenant: tenant.clone(),
+            namespace: config.namespace.clone(),
+            deployment: format!("{}/{}", config.name, d.name),
+        })
+        .collect()
+}
+
+impl State {
+    /// Swaps `old`'s routes for `new`'s (either may be absent); on a
+    /// refusal the table is as it was.
+    fn swap_routes(&mut self, old: Option<&App>, new: Option<&App>) -> Result<(), RouteError> {
+        let mut table = self.routes.clone();
+        if let Some(old) = old {
+            for route in routes_of(&old.tenant, &old.config) {
+                table.remove(&old.tenant, &route.prefix);
+            }
+        }
+        if let Some(new) = new {
+            for route in routes_of(&new.tenant, &new.config) {
+                table.add(route)?;
+            }
+        }
+        self.routes = table;
+        if let Some(old) = old {
+            for d in &old.deployments {
+                self.targets.remove(&d.config.prefix());
+            }
+        }
+        if let Some(new) = new {
+            for d in &new.deployments {
+                self.targets.insert(d.config.prefix(), d.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Apps {
+    /// No applications, served from `node`.
+    pub fn new(node: Arc<Node>) -> Arc<Apps> {
+        Arc::new(Apps {
+            node,
+            state: RwLock::new(State::default()),
+        })
+    }
+
+    /// The deployment a request for `path` goes to, or `None`.
+    pub fn resolve(&self, path: &str) -> Option<Target> {
+        let state = self.state.read_locked();
+        let (route, rest) = state.routes.resolve(path)?;
+        let deployment = state.targets.get(&route.prefix)?.clone();
+        Some(Target {
+            deployment,
+            path: rest,
+        })
+    }
+
+    /// Deploys `config` (validated) with `module` in `namespace` of its
+    /// tenant, its handlers running with `grant`. An application of the
+    /// same name is replaced once the new one is up: requests in flight
+    /// finish on the old replicas, new ones go to the new, none fails.
+    pub async fn deploy(
+        &self,
+        namespace: NamespaceRef,
+        grant: Arc<JobGrant>,
+        config: AppConfig,
+        module: ModuleHash,
+    ) -> Result<Arc<App>, ServeError> {
+        let tenant = grant.tenant.clone();
+        let key = (tenant.clone(), config.name.clone());
+        // Refuse a taken route before starting anything.
+        {
+            let state = self.state.read_locked();
+            let mut table = state.routes.clone();
+            if let Some(old) = state.apps.get(&key) {
+                for route in routes_of(&old.tenant, &old.config) {
+                    table.remove(&tenant, &route.prefix);
+                }
+            }
+            for route in routes_of(&tenant, &config) {
+                table.add(route)?;
+            }
+        }
+        let ticket = Arc::new(JobTicket {
+            namespace,
+            grant,
+            env: None,
+        });
+        let service = self
+            .node
+            .open_service(OwnerId::random(), module, ticket)
+            .await
+            .map_err(|e| ServeError::Invalid(format!("module: {}", e.message)))?;
+        let app = match self.start(&tenant, &config, module, &service).await {
+            Ok(app) => Arc::new(app),
+            Err(error) => {
+                self.node.close_service(&service);
+                return Err(error);
+            }
+        };
+        let old = {
+            let mut state = self.state.write_locked();
+            let old = state.apps.get(&key).cloned();
+            if let Err(error) = state.swap_routes(old.as_deref(), Some(&app)) {
+                drop(state);
+                self.node.close_service(&service);
+                return Err(error.into());
+            }
+            state.apps.insert(key, app.clone());
+            old
+        };
+        if let Some(old) = old {
+            tracing::info!(tenant = %tenant, app = %config.name, "app redeployed");
+            self.retire(old).await;
+        } else {
+            tracing::info!(tenant = %tenant, app = %config.name, "app deployed");
+        }
+        Ok(app)
+    }
+
+    /// Makes the deployments of an application and their replicas.
+    async fn start(
+        &self,
+        tenant: &TenantId,
+        config: &AppConfig,
+        module: ModuleHash,
+        service: &ServiceContext,
+    ) -> Result<App, ServeError> {
+        let (tasks, classes) = service.exports();
+        let mut deployments = Vec::new();
+        for d in &config.deployments {
+            let kind = d.kind().map_err(ServeError::Invalid)?;
+            let replicas = match &kind {
+                DeploymentKind::Function(function) => {
+                    if !service.has_task(function) {
+                        return Err(ServeError::Invalid(format!(
+                            "deployment {}: the module exports no task {function:?} (tasks: {tasks:?})",
+                            d.name
+                        )));
+                    }
+                    (0..d.num_replicas)
+                        .map(|i| Replica::function(format!("{}-{i}", d.name)))
+                        .collect()
+                }
+                DeploymentKind::Class { class, .. } => {
+                    if !service.has_class(class) {
+                        return Err(ServeError::Invalid(format!(
+                            "deployment {}: the module exports no actor class {class:?} (classes: {classes:?})",
+                            d.name
+                        )));
+                    }
+                    let mut replicas = Vec::new();
+                    for _ in 0..d.num_replicas {
+                        let actor = Deployment::create_replica(&self.node, service, d).await?;
+                        replicas.push(Replica::class(actor));
+                    }
+                    replicas
+                }
+            };
+            let class = matches!(kind, DeploymentKind::Class { .. });
+            deployments.push(Arc::new(Deployment::new(
+                config,
+                d.clone(),
+                kind,
+                tenant.clone(),
+                ReplicaSet::new(
+                    replicas,
+                    d.max_ongoing_requests,
+                    d.max_queued_requests,
+                    class,
+                ),
+                self.node.clone(),
+                service.clone(),
+            )));
+        }
+        Ok(App {
+            tenant: tenant.clone(),
+            config: config.clone(),
+            module,
+            deployed_at_ms: now_ms(),
+            deployments,
+            service: service.clone(),
+        })
+    }
+
+    /// Deletes `tenant`'s application `name`: its routes go at once, its
+    /// requests in flight finish, then its replicas stop.
+    pub async fn delete(&self, tenant: &TenantId, name: &str) -> Result<(), ServeError> {
+        let app = {
+            let mut state = self.state.write_locked();
+            let key = (tenant.clone(), name.to_string());
+            let app = state
+                .apps
+                .remove(&key)
+                .ok_or_else(|| ServeError::NotFound(name.to_string()))?;
+            state.swap_routes(Some(&app), None)?;
+            app
+        };
+        tracing::info!(tenant = %tenant, app = name, "app deleted");
+        self.retire(app).await;
+        Ok(())
+    }
+
+    /// Deletes every application of `tenant` (the tenant was deleted).
+    pub async fn delete_tenant(&self, tenant: &TenantId) {
+        for name in self.names(tenant) {
+            let _ = self.delete(tenant, &name).await;
+        }
+    }
+
+    /// Waits (up to the longest request timeout) for an application's
+    /// requests in flight, then closes it.
+    async fn retire(&self, app: Arc<App>) {
+        let longest = app
+            .config
+            .deployments
+            .iter()
+            .map(|d| d.request_timeout_ms)
+            .max()
+            .unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(longest);
+        while app.deployments.iter().any(|d| d.busy()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for d in &app.deployments {
+            d.stop();
+        }
+        self.node.close_service(&app.service);
+    }
+
+    /// `tenant`'s application `name`.
+    pub fn get(&self, tenant: &TenantId, name: &str) -> Option<Arc<App>> {
+        let key = (tenant.clone(), name.to_string());
+        self.state.read_locked().apps.get(&key).cloned()
+    }
+
+    /// `tenant`'s applications, by name.
+    pub fn list(&self, tenant: &TenantId) -> Vec<Arc<App>> {
+        self.state
+            .read_locked()
+            .apps
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, app)| app.clone())
+            .collect()
+    }
+
+    fn names(&self, tenant: &TenantId) -> Vec<String> {
+        self.list(tenant)
+            .iter()
+            .map(|a| a.config.name.clone())
+            .collect()
+    }
+
+    /// Stops every application (the head is shutting down).
+    pub async fn stop_all(&self) {
+        let apps: Vec<Arc<App>> = {
+            let mut state = self.state.write_locked();
+            let apps = std::mem::take(&mut state.apps);
+            state.routes = RouteTable::new();
+            state.targets.clear();
+            apps.into_values().collect()
+        };
+        for app in apps {
+            for d in &app.deployments {
+                d.stop();
+            }
+            self.node.close_service(&app.service);
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! An application's configuration: what `prism serve deploy app.yaml`
+//! reads (YAML) and sends to the head (as JSON of the same shape), and
+//! the head validates before it starts anything.
+//!
+//! ```yaml
+//! name: converter
+//! module: converter.wasm        # relative to the file
+//! deployments:
+//!   - name: Converter
+//!     class: ConverterReplica   # or `function: converter`
+//!     route_prefix: /Converter
+//!     num_replicas: 3
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Most deployments in one application.
+pub const MAX_DEPLOYMENTS: usize = 32;
+/// Most replicas of one deployment.
+pub const MAX_REPLICAS: u32 = 256;
+/// Largest request body a deployment may accept (16 MiB).
+pub const MAX_BODY_LIMIT: u64 = 16 << 20;
+/// Longest request timeout (10 minutes).
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 600_000;
+/// Most requests one replica may run at once, or queue per deployment.
+pub const MAX_CONCURRENCY: u32 = 10_000;
+/// Largest `user_config` and `init_args`, as JSON (64 KiB each).
+pub const MAX_USER_JSON: usize = 64 << 10;
+
+/// An application: a module and its deployments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Its name, unique in its tenant (letters, digits, `-`, `_`).
+    pub name: String,
+    /// The namespace it runs in (default `default`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The wasm module: a path (relative to the config file) in the file
+    /// the CLI reads; the head gets the uploaded module's digest.
+    pub module: String,
+    /// Its deployments.
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+/// One deployment: a function or a class, its replicas and its route.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Its name, unique in the application.
+    pub name: String,
+    /// A function deployment: the task export that answers each request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// A class deployment: the actor class each replica is an instance
+    /// of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// A class deployment's method that answers requests (default
+    /// `call`).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// A class deployment's constructor arguments, as JSON values
+    /// (default none).
+    #[serde(default)]
+    pub init_args: Vec<serde_json::Value>,
+    /// The path prefix it answers under (default `/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_prefix: Option<String>,
+    /// How many replicas (default 1).
+    #[serde(default = "one")]
+    pub num_replicas: u32,
+    /// Requests one replica runs at once (default 5, as Ray Serve's
+    /// `max_ongoing_requests`; a class replica runs them in order).
+    #[serde(default = "five")]
+    pub max_ongoing_requests: u32,
+    /// Requests that wait for a replica when every one is busy (default
+    /// 100); past that the ingress answers 503 with `retry-after`.
+    #[serde(default = "hundred")]
+    pub max_queued_requests: u32,
+    /// From arrival to answer, at most (default 30 000 ms); past it the
+    /// ingress answers 504 and the request's task is cancelled.
+    #[serde(default = "thirty_seconds")]
+    pub request_timeout_ms: u64,
+    /// Largest request body (default 1 MiB, at most 16 MiB); a larger
+    /// one is answered 413 before it is read.
+    #[serde(default = "one_mebibyte")]
+    pub max_body_bytes: u64,
+    /// Whether requests need no token (default false). Deploying a
+    /// public route needs Cedar action `PublishRoute`.
+    #[serde(default)]
+    pub public: bool,
+    /// CPUs per request (function) or per replica (class). Default: 1
+    /// per request; a class replica holds none unless it asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_cpus: Option<f64>,
+    /// Memory per request or replica, bytes (default: the namespace's
+    /// per-task limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// GPU share per request or replica (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_gpus: Option<f64>,
+    /// Custom resources per request or replica (default none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, f64>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+fn default_method() -> String {
+    "call".into()
+}
+fn one() -> u32 {
+    1
+}
+fn five() -> u32 {
+    5
+}
+fn hundred() -> u32 {
+    100
+}
+fn thirty_seconds() -> u64 {
+    30_000
+}
+fn one_mebibyte() -> u64 {
+    1 << 20
+}
+
+/// What kind of deployment, and what answers its requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeploymentKind {
+    /// Each request is a task of this export.
+    Function(String),
+    /// Each replica is an actor of this class; requests call `method`.
+    Class {
+        /// The actor class.
+        class: String,
+        /// The method that answers requests.
+        method: String,
+    },
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl AppConfig {
+    /// Reads a YAML configuration (unknown keys are refused).
+    pub fn from_yaml(text: &str) -> Result<AppConfig, ConfigError> {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError(format!("app config: {e}")))
+    }
+
+    /// Reads the JSON form the API carries.
+    pub fn from_json(text: &str) -> Result<AppConfig, ConfigError> {
+        if text.len() > 1 << 20 {
+            return Err(ConfigError("the app config is larger than 1 MiB".into()));
+        }
+        serde_json::from_str(text).map_err(|e| ConfigError(format!("app config: {e}")))
+    }
+
+    /// Checks names, bounds and routes; fills default route prefixes.
+    pub fn validate(mut self) -> Result<AppConfig, ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if !valid_name(&self.name) {
+            return bad(format!(
+                "app name {:?}: 1 to 64 letters, digits, - or _",
+                self.name
+            ));
+        }
+        if self.deployments.is_empty() {
+            return bad("an app needs at least one deployment".into());
+        }
+        if self.deployments.len() > MAX_DEPLOYMENTS {
+            return bad(format!("an app has at most {MAX_DEPLOYMENTS} deployments"));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut prefixes = std::collections::HashSet::new();
+        for d in &mut self.deployments {
+            let name = d.name.clone();
+            let here = |m: &str| ConfigError(format!("deployment {name}: {m}"));
+            if !valid_name(&d.name) {
+                return Err(here("names are 1 to 64 letters, digits, - or _"));
+            }
+            if !names.insert(d.name.clone()) {
+                return Err(here("two deployments have this name"));
+            }
+            d.kind().map_err(|m| here(&m))?;
+            if d.num_replicas == 0 || d.num_replicas > MAX_REPLICAS {
+                return Err(here(&format!("num_replicas is 1 to {MAX_REPLICAS}")));
+            }
+            if d.max_ongoing_requests == 0 || d.max_ongoing_requests > MAX_CONCURRENCY {
+                return Err(here(&format!(
+                    "max_ongoing_requests is 1 to {MAX_CONCURRENCY}"
+                )));
+            }
+            if d.max_queued_requests > MAX_CONCURRENCY {
+                return Err(here(&format!(
+                    "max_queued_requests is at most {MAX_CONCURRENCY}"
+                )));
+            }
+            if d.request_timeout_ms == 0 || d.request_timeout_ms > MAX_REQUEST_TIMEOUT_MS {
+                return Err(here(&format!(
+                    "request_timeout_ms is 1 to {MAX_REQUEST_TIMEOUT_MS}"
+                )));
+            }
+            if d.max_body_bytes > MAX_BODY_LIMIT {
+                return Err(here(&format!("max_body_bytes is at most {MAX_BODY_LIMIT}")));
+            }
+            if serde_json::to_string(&d.init_args).map_or(true, |s| s.len() > MAX_USER_JSON) {
+                return Err(here("init_args are larger than 64 KiB"));
+            }
+            let prefix = d
+                .route_prefix
+                .clone()
+                .unwrap_or_else(|| format!("/{}", d.name));
+            let prefix = super::routes::normalize(&prefix).map_err(|e| here(&e.to_string()))?;
+            if !prefixes.insert(prefix.clone()) {
+                return Err(here(&format!(
+                    "route {prefix} is taken by another deployment"
+                )));
+            }
+            d.route_prefix = Some(prefix);
+        }
+        Ok(self)
+    }
+}
+
+impl DeploymentConfig {
+    /// Its kind: exactly one of `function` and `class` is set.
+    pub fn kind(&self) -> Result<DeploymentKind, String> {
+        match (&self.function, &self.class) {
+            (Some(function), None) => Ok(DeploymentKind::Function(function.clone())),
+            (None, Some(class)) => Ok(DeploymentKind::Class {
+                class: class.clone(),
+                method: self.method.clone(),
+            }),
+            _ => Err("set exactly one of `function` and `class`".into()),
+        }
+    }
+
+    /// The route prefix (filled by [`AppConfig::validate`]).
+    pub fn prefix(&self) -> String {
+        self.route_prefix
+            .clone()
+            .unwrap_or_else(|| format!("/{}", self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "
+name: converter
+module: converter.wasm
+deployments:
+  - name: Converter
+    class: ConverterReplica
+    num_replicas: 3
+  - name: routes
+    function: converter_routes
+    route_prefix: /converter/
+    max_ongoing_requests: 2
+";
+
+    #[test]
+    fn yaml_reads_with_defaults_and_routes() {
+        let app = AppConfig::from_yaml(APP).unwrap().validate().unwrap();
+        assert_eq!(app.namespace, "default");
+        let class = &app.deployments[0];
+        assert_eq!(
+            class.kind().unwrap(),
+            DeploymentKind::Class {
+                class: "ConverterReplica".into(),
+                method: "call".into()
+            }
+        );
+        assert_eq!(class.prefix(), "/Converter");
+        assert_eq!(class.num_replicas, 3);
+        assert_eq!(class.max_ongoing_requests, 5);
+        assert_eq!(class.max_queued_requests, 100);
+        assert_eq!(class.request_timeout_ms, 30_000);
+        assert_eq!(class.max_body_bytes, 1 << 20);
+        let function = &app.deployments[1];
+        assert_eq!(function.prefix(), "/converter");
+        assert_eq!(
+            function.kind().unwrap(),
+            DeploymentKind::Function("converter_routes".into())
+        );
+        // The JSON form the API carries reads back the same.
+        let json = serde_json::to_string(&app).unwrap();
+        assert_eq!(AppConfig::from_json(&json).unwrap(), app);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_saying_why() {
+        let refused = |yaml: &str, says: &str| {
+            let error = AppConfig::from_yaml(yaml)
+                .and_then(AppConfig::validate)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(says), "{error:?} should say {says:?}");
+        };
+        let one = |extra: &str| {
+            format!("name: a\nmodule: m.wasm\ndeployments:\n  - name: d\n    function: f\n{extra}")
+        };
+        refused(&one("    colour: red\n"), "colour");
+        refused(&one("    num_replicas: 0\n"), "num_replicas");
+        refused(&one("    max_body_bytes: 99999999999\n"), "max_body_bytes");
+        refused(&one("    route_prefix: /../x\n"), "route prefix");
+        refused(&one("    class: C\n"), "exactly one");
+        refused(&one("    request_timeout_ms: 0\n"), "request_timeout_ms");
+        refused("name: a b\nmodule: m\ndeployments: []\n", "app name");
+        refused("name: a\nmodule: m\ndeployments: []\n", "at least one");
+        refused(
+            "name: a\nmodule: m\ndeployments:\n  - {name: d, function: f}\n  - {name: d, function: g}\n",
+            "two deployments",
+        );
+        refused(
+            "name: a\nmodule: m\ndeployments:\n  - {name: d, function: f, route_prefix: /x}\n  - {name: e, function: g, route_prefix: /x/}\n",
+            "taken",
+        );
+        // Not YAML at all.
+        refused("{{{{", "app config");
+    }
+}

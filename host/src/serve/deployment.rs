@@ -1,0 +1,304 @@
+//! One deployment: its replicas and how a request reaches one of them
+//! and comes back as a response, with the refusals (503, 504) and
+//! failures (500 with an error id the head's log carries) on the way.
+//! A class replica whose actor died or hung is replaced.
+
+use super::config::{AppConfig, DeploymentConfig, DeploymentKind};
+use super::replicas::{Refusal, Replica, ReplicaSet};
+use crate::ids::ActorId;
+use crate::node::{Node, ServiceContext};
+use crate::security::tenants::TenantId;
+use bytes::Bytes;
+use prism_abi::ErrorKind;
+use prism_abi::http::{Request, Response};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a deployment's requests came to.
+#[derive(Default)]
+pub struct Counters {
+    /// Answered by a handler (any status it chose).
+    pub answered: AtomicU64,
+    /// Refused with 503: every replica and the queue were full.
+    pub overloaded: AtomicU64,
+    /// Answered 504: no answer within the request timeout.
+    pub timed_out: AtomicU64,
+    /// Answered 500: the handler trapped, panicked or answered garbage.
+    pub failed: AtomicU64,
+}
+
+/// A deployment of an application.
+pub struct Deployment {
+    /// Its application's name.
+    pub app: String,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its configuration.
+    pub config: DeploymentConfig,
+    /// What answers its requests.
+    pub kind: DeploymentKind,
+    /// Its replicas.
+    pub replicas: ReplicaSet,
+    /// What its requests came to.
+    pub counters: Counters,
+    node: Arc<Node>,
+    service: ServiceContext,
+    stopped: AtomicBool,
+}
+
+/// A handler's answer, and which replica gave it.
+pub struct Answer {
+    /// The response.
+    pub response: Response,
+    /// The replica's id (`None`: refused before reaching one).
+    pub replica: Option<String>,
+}
+
+fn error_response(status: u16, message: &str) -> Response {
+    Response::json(&serde_json::json!({ "error": message })).with_status(status)
+}
+
+/// A fresh id for a failed request, to find it in the logs.
+fn error_id() -> String {
+    hex::encode(&crate::ids::ObjectId::random().as_bytes()[8..])
+}
+
+impl Deployment {
+    /// A deployment of `app`.
+    pub fn new(
+        app: &AppConfig,
+        config: DeploymentConfig,
+        kind: DeploymentKind,
+        tenant: TenantId,
+        replicas: ReplicaSet,
+        node: Arc<Node>,
+        service: ServiceContext,
+    ) -> Deployment {
+        Deployment {
+            app: app.name.clone(),
+            tenant,
+            namespace: app.namespace.clone(),
+            config,
+            kind,
+            replicas,
+            counters: Counters::default(),
+            node,
+            service,
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// Creates one class replica: an actor that restarts in place when a
+    /// call traps (the call answers 500; the next request gets a fresh
+    /// instance).
+    pub async fn create_replica(
+        node: &Node,
+        service: &ServiceContext,
+        config: &DeploymentConfig,
+    ) -> Result<ActorId, super::apps::ServeError> {
+        let DeploymentKind::Class { class, .. } =
+            config.kind().map_err(super::apps::ServeError::Invalid)?
+        else {
+            return Err(super::apps::ServeError::Invalid(
+                "a function deployment has no actors".into(),
+            ));
+        };
+        let args = config
+            .init_args
+            .iter()
+            .map(crate::values::json_to_msgpack)
+            .collect();
+        let options = prism_abi::ActorOptions {
+            num_cpus: config.num_cpus,
+            memory: config.memory,
+            num_gpus: config.num_gpus,
+            resources: config.resources.clone(),
+            max_restarts: Some(-1),
+            ..Default::default()
+        };
+        node.create_service_actor(service, &class, args, options)
+            .await
+            .map_err(|e| match e {
+                crate::runtime::ActorCreateError::Quota(m) => super::apps::ServeError::Quota(m),
+                other => {
+                    super::apps::ServeError::Replica(format!("deployment {}: {other}", config.name))
+                }
+            })
+    }
+
+    /// Whether requests are running or waiting.
+    pub fn busy(&self) -> bool {
+        self.replicas.ongoing() > 0 || self.replicas.queued() > 0
+    }
+
+    /// No more replacements: the application is going away.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    /// Answers `request` with one of the replicas.
+    pub async fn call(self: &Arc<Self>, request: Request) -> Answer {
+        let timeout = Duration::from_millis(self.config.request_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let slot = match self.replicas.acquire(deadline).await {
+            Ok(slot) => slot,
+            Err(Refusal::Overloaded) => {
+                self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
+                return Answer {
+                    response: error_response(503, "every replica is busy; retry later")
+                        .with_header("retry-after", "1"),
+                    replica: None,
+                };
+            }
+            Err(Refusal::TimedOut) => {
+                self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                return Answer {
+                    response: error_response(504, "no replica was free within the timeout"),
+                    replica: None,
+                };
+            }
+        };
+        let replica = slot.replica;
+        let encoded = match prism_abi::encode_value(&request) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) => {
+                return Answer {
+                    response: error_response(400, &format!("the request cannot be encoded: {e}")),
+                    replica: None,
+                };
+            }
+        };
+        let called = match &self.kind {
+            DeploymentKind::Function(function) => {
+                let options = prism_abi::TaskOptions {
+                    num_cpus: self.config.num_cpus,
+                    memory: self.config.memory,
+                    num_gpus: self.config.num_gpus,
+                    resources: self.config.resources.clone(),
+                    // A request is not retried: its handler may not be
+                    // idempotent.
+                    max_retries: Some(0),
+                    timeout_ms: Some(self.config.request_timeout_ms),
+                    ..Default::default()
+                };
+                let call = self
+                    .node
+                    .call_service_task(&self.service, function, encoded, options);
+                tokio::time::timeout_at(deadline, call).await
+            }
+            DeploymentKind::Class { method, .. } => {
+                let Some(actor) = replica.actor() else {
+                    return self.failed(replica, "the replica is being replaced");
+                };
+                let call =
+                    self.node
+                        .call_service_actor(&self.service, actor, method, vec![encoded]);
+                let called = tokio::time::timeout_at(deadline, call).await;
+                let hung = called.is_err();
+                let died = matches!(&called, Ok(Err(e)) if e.kind == ErrorKind::ActorDied);
+                if hung || died {
+                    self.replace(replica, actor);
+                }
+                called
+            }
+        };
+        let answer = match called {
+            Err(_) => {
+                self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                error_response(504, "the handler did not answer within the timeout")
+            }
+            Ok(Err(e)) if e.kind == ErrorKind::DeadlineExceeded => {
+                self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                error_response(504, "the handler did not answer within the timeout")
+            }
+            Ok(Err(e)) if e.kind == ErrorKind::QuotaExceeded => {
+                self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
+                error_response(503, &e.message).with_header("retry-after", "1")
+            }
+            Ok(Err(e)) => return self.failed(replica, &format!("{}: {}", e.kind, e.message)),
+            Ok(Ok(bytes)) => match rmp_serde::from_slice::<Response>(&bytes) {
+                Ok(response) if response.status_is_valid() => {
+                    self.counters.answered.fetch_add(1, Ordering::Relaxed);
+                    response
+                }
+                Ok(response) => {
+                    return self.failed(
+                        replica,
+                        &format!("the handler answered status {}", response.status),
+                    );
+                }
+                Err(e) => {
+                    return self.failed(
+                        replica,
+                        &format!("the handler did not return a prism::http::Response: {e}"),
+                    );
+                }
+            },
+        };
+        replica.served.fetch_add(1, Ordering::Relaxed);
+        Answer {
+            response: answer,
+            replica: Some(replica.id.clone()),
+        }
+    }
+
+    /// A 500 whose error id the head's log carries with the cause.
+    fn failed(&self, replica: &Replica, cause: &str) -> Answer {
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        let id = error_id();
+        tracing::warn!(
+            error_id = %id,
+            tenant = %self.tenant,
+            app = %self.app,
+            deployment = %self.config.name,
+            replica = %replica.id,
+            "request failed: {cause}"
+        );
+        let response = Response::json(&serde_json::json!({
+            "error": "the handler failed",
+            "error_id": id,
+        }))
+        .with_status(500)
+        .with_header("x-prism-error-id", &id);
+        Answer {
+            response,
+            replica: Some(replica.id.clone()),
+        }
+    }
+
+    /// Replaces a class replica whose actor died or hung: the old actor
+    /// is killed, a new one takes its place (requests go to the other
+    /// replicas meanwhile).
+    fn replace(self: &Arc<Self>, replica: &Replica, actor: ActorId) {
+        if replica.actor() != Some(actor) || self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        replica.take_actor();
+        self.node.kill_service_actor(&self.service, actor);
+        let me = self.clone();
+        let id = replica.id.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(50);
+            while !me.stopped.load(Ordering::Acquire) {
+                match Self::create_replica(&me.node, &me.service, &me.config).await {
+                    Ok(fresh) => {
+                        if let Some(r) = me.replicas.replicas().iter().find(|r| r.id == id) {
+                            r.set_actor(fresh);
+                        }
+                        tracing::info!(app = %me.app, deployment = %me.config.name, replica = %id, "replica replaced");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(app = %me.app, deployment = %me.config.name, "replacing a replica failed: {e}");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+}

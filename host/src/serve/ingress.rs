@@ -1,0 +1,279 @@
+//! The HTTPS ingress: hyper's HTTP/1.1 and HTTP/2 (chosen by ALPN) over
+//! rustls, with the head's certificate. A request goes through, in order:
+//! its path (percent-decoded; `.`/`..` segments: 400), its route (none:
+//! 404), the caller's token and the `InvokeRoute` decision (401, 403;
+//! skipped for a public route), its body (over the deployment's limit:
+//! 413, before it is read when `content-length` says so), then a replica
+//! of the deployment (503, 504, 500 on the way; see `deployment.rs`).
+//! Every answer names the replica that gave it (`x-prism-replica`).
+
+use super::apps::Apps;
+use super::auth::{AuthRefusal, RouteAccess};
+use super::routes::clean_path;
+use crate::security::Access;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+
+/// Largest request head (request line and headers), 64 KiB; a larger
+/// one is refused by hyper (431 on HTTP/1.1).
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+/// Most connections open at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 10_000;
+/// A TLS handshake or a request head slower than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the ingress could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    /// The certificate or key is unusable.
+    #[error("ingress TLS: {0}")]
+    Tls(String),
+}
+
+/// The ingress of every served application.
+pub struct Ingress {
+    apps: Arc<Apps>,
+    /// `None`: every route is open (`prism serve run`, one user on an
+    /// embedded cluster).
+    access: Option<RouteAccess>,
+}
+
+type HttpResponse = hyper::Response<Full<Bytes>>;
+
+fn plain(status: u16, message: &str) -> HttpResponse {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Query parameters, decoded (`+` is a space).
+fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let s = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) => (decode(name), decode(value)),
+            None => (decode(pair), String::new()),
+        })
+        .collect()
+}
+
+impl Ingress {
+    /// An ingress for `apps`, checking callers with `access` (`None`:
+    /// no checks, for one user on an embedded cluster).
+    pub fn new(apps: Arc<Apps>, access: Option<Arc<Access>>) -> Arc<Ingress> {
+        Arc::new(Ingress {
+            apps,
+            access: access.map(RouteAccess::new),
+        })
+    }
+
+    /// A TLS acceptor with the certificate chain and key (PEM), offering
+    /// HTTP/2 and HTTP/1.1.
+    pub fn tls(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, IngressError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| IngressError::Tls(format!("certificate: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| IngressError::Tls(format!("key: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| IngressError::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| IngressError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: TlsAcceptor,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        tokio::pin!(shutdown);
+        loop {
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                return;
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => return,
+            };
+            let Ok((tcp, _peer)) = accepted else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let tls = tls.clone();
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await
+                else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |request| {
+                    let me = me.clone();
+                    async move { Ok::<_, Infallible>(me.handle(request).await) }
+                });
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HANDSHAKE_TIMEOUT)
+                    .max_buf_size(MAX_HEADER_BYTES);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(256)
+                    .max_header_list_size(MAX_HEADER_BYTES as u32);
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    /// Answers one request.
+    async fn handle(&self, request: hyper::Request<Incoming>) -> HttpResponse {
+        let (parts, body) = request.into_parts();
+        let Ok(path) = percent_encoding::percent_decode_str(parts.uri.path()).decode_utf8() else {
+            return plain(400, "the path is not UTF-8");
+        };
+        if clean_path(&path).is_none() {
+            return plain(400, "the path may not hold . or .. segments");
+        }
+        let Some(target) = self.apps.resolve(&path) else {
+            return plain(404, "no route");
+        };
+        let deployment = target.deployment;
+        if let Some(access) = self.access.as_ref().filter(|_| !deployment.config.public) {
+            let authorization = parts
+                .headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match access.check(authorization, &deployment.tenant, &deployment.namespace) {
+                Ok(()) => {}
+                Err(AuthRefusal::Unauthenticated(why)) => {
+                    let mut response = plain(401, &why);
+                    response.headers_mut().insert(
+                        hyper::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer"),
+                    );
+                    return response;
+                }
+                Err(AuthRefusal::Denied(why)) => return plain(403, &why),
+            }
+        }
+        let limit = deployment.config.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return plain(413, &format!("the body is larger than {limit} bytes"));
+        }
+        let body = match Limited::new(body, limit as usize).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return plain(413, &format!("the body is larger than {limit} bytes"));
+            }
+            Err(e) => return plain(400, &format!("the body could not be read: {e}")),
+        };
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != hyper::header::AUTHORIZATION)
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let request = prism_abi::http::Request {
+            method: parts.method.as_str().to_string(),
+            path: target.path,
+            query: parse_query(parts.uri.query()),
+            headers,
+            body: body.to_vec(),
+        };
+        let answer = deployment.call(request).await;
+        let mut response = hyper::Response::new(Full::new(Bytes::from(answer.response.body)));
+        *response.status_mut() = hyper::StatusCode::from_u16(answer.response.status)
+            .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        for (name, value) in &answer.response.headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) else {
+                continue;
+            };
+            if name == hyper::header::CONTENT_LENGTH
+                || name == hyper::header::TRANSFER_ENCODING
+                || name == hyper::header::CONNECTION
+            {
+                continue;
+            }
+            headers.append(name, value);
+        }
+        if let Some(replica) = answer.replica
+            && let Ok(value) = HeaderValue::from_str(&replica)
+        {
+            headers.insert(HeaderName::from_static("x-prism-replica"), value);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode_with_plus_and_percent() {
+        assert_eq!(
+            parse_query(Some("temp=100.0&type=CF&q=a+b%20c&flag&=x&%ZZ=1")),
+            vec![
+                ("temp".into(), "100.0".into()),
+                ("type".into(), "CF".into()),
+                ("q".into(), "a b c".into()),
+                ("flag".into(), String::new()),
+                (String::new(), "x".into()),
+                ("%ZZ".into(), "1".into()),
+            ]
+        );
+        assert!(parse_query(None).is_empty());
+    }
+}
