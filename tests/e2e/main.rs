@@ -16,4 +16,5 @@ mod hardening;
 mod modules;
 mod sdk;
 mod service;
+mod serving;
 mod tenancy;

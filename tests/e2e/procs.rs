@@ -12,6 +12,20 @@ pub struct Process {
     pub child: Child,
     /// `https://host:port` from its first line.
     pub address: String,
+    /// Its first line.
+    pub line: String,
+}
+
+impl Process {
+    /// `host:port` of a head's HTTPS ingress (`--http-listen`), from its
+    /// first line.
+    pub fn http_address(&self) -> String {
+        self.line
+            .split("serving HTTP on https://")
+            .nth(1)
+            .map(|rest| rest.trim().to_string())
+            .expect("the head serves HTTP")
+    }
 }
 
 /// A head process.
@@ -109,7 +123,11 @@ fn spawn(args: &[&str], prefix: &str) -> Result<Process, String> {
         .nth(1)
         .map(|rest| format!("https://{}", rest.split(',').next().unwrap_or(rest).trim()))
         .unwrap_or_default();
-    Ok(Process { child, address })
+    Ok(Process {
+        child,
+        address,
+        line,
+    })
 }
 
 /// `prism start --head --dir DIR --listen 127.0.0.1:0 --cpus 2`.
