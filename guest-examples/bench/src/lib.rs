@@ -28,6 +28,31 @@ impl Sink {
     }
 }
 
+/// Answers an HTTP request with an empty 200: the unit of per-request
+/// serving overhead (a function deployment).
+#[prism::task]
+fn http_noop(_req: prism::http::Request) -> prism::http::Response {
+    prism::http::Response::new(200)
+}
+
+/// The same as a class deployment's replica.
+#[prism::actor]
+pub struct HttpNoop {
+    requests: u64,
+}
+
+#[prism::actor]
+impl HttpNoop {
+    fn new() -> Self {
+        HttpNoop { requests: 0 }
+    }
+
+    fn call(&mut self, _req: prism::http::Request) -> prism::http::Response {
+        self.requests += 1;
+        prism::http::Response::new(200)
+    }
+}
+
 /// A timing: how many operations in how many seconds.
 #[derive(serde::Serialize)]
 struct Timing {

@@ -106,10 +106,45 @@ const TARGETS: &[Target] = &[
         target: 20.0,
         higher_is_better: false,
     },
+    Target {
+        figure: "serve_fn_c1_p50_us",
+        target: 300.0,
+        higher_is_better: false,
+    },
+    Target {
+        figure: "serve_fn_c64_per_s",
+        target: 20_000.0,
+        higher_is_better: true,
+    },
+    Target {
+        figure: "serve_fn_c64_p99_ms",
+        target: 10.0,
+        higher_is_better: false,
+    },
+    Target {
+        figure: "serve_class_c1_p50_us",
+        target: 300.0,
+        higher_is_better: false,
+    },
+    Target {
+        figure: "serve_class_c64_per_s",
+        target: 20_000.0,
+        higher_is_better: true,
+    },
+    Target {
+        figure: "serve_class_c64_p99_ms",
+        target: 10.0,
+        higher_is_better: false,
+    },
 ];
 
 /// Runs every workload; prints the table or JSON. Returns 0.
-pub(super) fn bench(mut config: NodeConfig, quick: bool, as_json: bool) -> anyhow::Result<i32> {
+pub(super) fn bench(
+    mut config: NodeConfig,
+    quick: bool,
+    as_json: bool,
+    serve_only: bool,
+) -> anyhow::Result<i32> {
     let sizes = if quick { QUICK } else { FULL };
     // 100 MB values are encoded and decoded inside the guest: give drivers
     // room for a few copies, and the pool room for the idle actors.
@@ -125,6 +160,9 @@ pub(super) fn bench(mut config: NodeConfig, quick: bool, as_json: bool) -> anyho
     let started = Instant::now();
     super::tokio_runtime()?.block_on(async {
         let cluster = EmbeddedCluster::start(config.clone())?;
+        if serve_only {
+            return super::bench_serve::figures(&cluster, quick, &mut figures).await;
+        }
         let module = prism_guests::BENCH;
         // Compile once, outside any timing.
         driver(&cluster, module, "ready", "[]").await?;
@@ -250,9 +288,12 @@ pub(super) fn bench(mut config: NodeConfig, quick: bool, as_json: bool) -> anyho
                 instantiate_median_us(&config, sizes.instantiations).await?
             )),
         );
+        super::bench_serve::figures(&cluster, quick, &mut figures).await?;
         anyhow::Ok(())
     })?;
-    figures.insert("cold_start_ms".into(), json!(round2(cold_start_ms()?)));
+    if !serve_only {
+        figures.insert("cold_start_ms".into(), json!(round2(cold_start_ms()?)));
+    }
     report(figures, cpus, quick, as_json, started.elapsed())?;
     Ok(0)
 }
@@ -271,7 +312,7 @@ async fn driver(
     }
 }
 
-fn round2(x: f64) -> f64 {
+pub(super) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 

@@ -36,6 +36,7 @@ macro_rules! errln {
 
 mod admin;
 mod bench;
+mod bench_serve;
 mod demo;
 mod output;
 mod serve;
@@ -243,6 +244,9 @@ struct BenchArgs {
     /// Print one JSON object of figures instead of a table.
     #[arg(long)]
     json: bool,
+    /// Only the serving figures (HTTPS requests to deployments).
+    #[arg(long)]
+    serve_only: bool,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -375,7 +379,9 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run(args),
         Command::Inspect(args) => inspect(args),
         Command::Demo(args) => demo::demo(args.node.config()?),
-        Command::Bench(args) => bench::bench(args.node.config()?, args.quick, args.json),
+        Command::Bench(args) => {
+            bench::bench(args.node.config()?, args.quick, args.json, args.serve_only)
+        }
         Command::Status(args) if args.client.given() => {
             service::remote_status(&args.client, args.json)
         }

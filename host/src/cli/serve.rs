@@ -163,14 +163,10 @@ fn run_local(path: &Path, http_listen: SocketAddr, node: &NodeArgs) -> anyhow::R
             .await
             .map_err(|e| anyhow::anyhow!("deploy: {e}"))?;
         // A certificate for this run only: clients trust it by its file.
-        let key = rcgen::KeyPair::generate()?;
-        let params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
-        let cert = params.self_signed(&key)?;
+        let (tls, cert) = throwaway_tls()?;
         let dir = tempfile::tempdir()?;
         let cert_path = dir.path().join("serve-cert.pem");
-        std::fs::write(&cert_path, cert.pem())?;
-        let tls = Ingress::tls(cert.pem().as_bytes(), key.serialize_pem().as_bytes())?;
+        std::fs::write(&cert_path, &cert)?;
         let listener = tokio::net::TcpListener::bind(http_listen)
             .await
             .with_context(|| format!("cannot listen on {http_listen}"))?;
@@ -193,4 +189,15 @@ fn run_local(path: &Path, http_listen: SocketAddr, node: &NodeArgs) -> anyhow::R
         cluster.shutdown(std::time::Duration::from_secs(5)).await;
         Ok(0)
     })
+}
+
+/// A TLS acceptor with a fresh self-signed certificate for `localhost`
+/// and `127.0.0.1`, and that certificate (PEM) for clients to trust.
+pub(super) fn throwaway_tls() -> anyhow::Result<(tokio_rustls::TlsAcceptor, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    let cert = params.self_signed(&key)?;
+    let tls = Ingress::tls(cert.pem().as_bytes(), key.serialize_pem().as_bytes())?;
+    Ok((tls, cert.pem()))
 }

@@ -1,0 +1,148 @@
+//! The serving figures of `prism bench`: a load generator (keep-alive
+//! HTTPS connections, a fixed count of requests each) against no-op
+//! function and class deployments behind the ingress, on the same
+//! embedded cluster: requests/s and latency at concurrency 1 and 64, and
+//! the first request to a deployment scaled to zero.
+
+use crate::head::EmbeddedCluster;
+use crate::serve::client::HttpsClient;
+use crate::serve::{AppConfig, Apps, Ingress};
+use serde_json::{Map, Value, json};
+use std::time::Instant;
+
+/// What one load run measured.
+struct Load {
+    per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// `total` requests for `path` over `concurrency` connections, each
+/// sending its share one after another.
+async fn load(
+    address: &str,
+    ca: &[u8],
+    path: &str,
+    concurrency: usize,
+    total: usize,
+) -> anyhow::Result<Load> {
+    let mut clients = Vec::new();
+    for _ in 0..concurrency {
+        let mut client = HttpsClient::connect(address, ca, false).await?;
+        // Warm the connection, the replicas and their instances.
+        for _ in 0..5 {
+            client.get(path, None).await?;
+        }
+        clients.push(client);
+    }
+    let each = total / concurrency;
+    let started = Instant::now();
+    let runs: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let path = path.to_string();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(each);
+                for _ in 0..each {
+                    let sent = Instant::now();
+                    let response = client.get(&path, None).await?;
+                    anyhow::ensure!(
+                        response.status == 200,
+                        "{path}: status {} ({})",
+                        response.status,
+                        response.text()
+                    );
+                    latencies.push(sent.elapsed().as_micros() as u64);
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(total);
+    for run in runs {
+        latencies.extend(run.await??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(Load {
+        per_s: latencies.len() as f64 / seconds,
+        p50_us: at(0.50) as f64,
+        p99_us: at(0.99) as f64,
+    })
+}
+
+/// Deploys the bench's no-op deployments, serves them, loads them.
+pub(super) async fn figures(
+    cluster: &EmbeddedCluster,
+    quick: bool,
+    figures: &mut Map<String, Value>,
+) -> anyhow::Result<()> {
+    let module = cluster
+        .head()
+        .upload_module(bytes::Bytes::from_static(prism_guests::BENCH));
+    let apps = Apps::new(cluster.node().clone());
+    let config = AppConfig::from_json(
+        &json!({
+            "name": "bench",
+            "module": "bench.wasm",
+            "deployments": [
+                {"name": "fn", "function": "http_noop", "num_replicas": 2,
+                 "max_ongoing_requests": 64, "max_queued_requests": 1000},
+                {"name": "class", "class": "HttpNoop", "num_replicas": 2,
+                 "max_ongoing_requests": 64, "max_queued_requests": 1000}
+            ]
+        })
+        .to_string(),
+    )?
+    .validate()?;
+    let grant = crate::security::JobGrant::local();
+    let namespace = crate::security::tenants::NamespaceRef::new(&grant.tenant, "default");
+    apps.deploy(namespace, grant, config, module)
+        .await
+        .map_err(|e| anyhow::anyhow!("deploy: {e}"))?;
+    let (tls, ca) = super::serve::throwaway_tls()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?.to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ingress = Ingress::new(apps.clone(), None);
+    let served = tokio::spawn(ingress.serve(listener, tls, async move {
+        let _ = stop_rx.await;
+    }));
+    let (c1, c64) = if quick {
+        (1_000, 10_000)
+    } else {
+        (5_000, 50_000)
+    };
+    for (name, path) in [("fn", "/fn"), ("class", "/class")] {
+        let one = load(&address, ca.as_bytes(), path, 1, c1).await?;
+        figures.insert(format!("serve_{name}_c1_per_s"), json!(one.per_s.round()));
+        figures.insert(format!("serve_{name}_c1_p50_us"), json!(one.p50_us));
+        let many = load(&address, ca.as_bytes(), path, 64, c64).await?;
+        figures.insert(format!("serve_{name}_c64_per_s"), json!(many.per_s.round()));
+        figures.insert(
+            format!("serve_{name}_c64_p99_ms"),
+            json!(super::bench::round2(many.p99_us / 1000.0)),
+        );
+    }
+    // Every request was answered by a handler, none refused on the way.
+    let app = apps
+        .get(&crate::security::JobGrant::local().tenant, "bench")
+        .ok_or_else(|| anyhow::anyhow!("the bench app vanished"))?;
+    for d in &app.deployments {
+        let answered = d
+            .counters
+            .answered
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let sent = (c1 + 5) + (c64 / 64) * 64 + 64 * 5;
+        anyhow::ensure!(
+            answered as usize == sent,
+            "deployment {}: {answered} of {sent} requests answered by the handler",
+            d.config.name
+        );
+    }
+    let _ = stop_tx.send(());
+    let _ = served.await;
+    apps.stop_all().await;
+    Ok(())
+}
