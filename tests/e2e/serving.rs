@@ -564,3 +564,83 @@ async fn a_redeploy_under_load_fails_no_request() {
     let now = dev.app("conv").await.unwrap();
     assert_eq!(now.deployments[0].replicas.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_scale_with_load_and_down_to_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let head = head(&files);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    admin.create_tenant("acme", 1.0, "").await.unwrap();
+    let (mut dev, token) = member(&mut admin, &head, &files, "acme", "developer").await;
+    let policy = json!({"min_replicas": 0, "max_replicas": 3, "target_ongoing_requests": 1,
+                        "upscale_delay_ms": 0, "downscale_delay_ms": 300});
+    let app = deploy(
+        &mut dev,
+        prism_guests::TESTKIT,
+        json!({"name": "elastic", "module": "m", "deployments": [
+            {"name": "slow", "function": "http_sleep", "max_ongoing_requests": 1,
+             "autoscaling": policy},
+            {"name": "counter", "class": "CountingReplica", "init_args": [0],
+             "autoscaling": policy}
+        ]}),
+    )
+    .await
+    .unwrap();
+    // Both start at zero replicas.
+    assert!(app.deployments.iter().all(|d| d.replicas.is_empty()));
+    let replicas = |app: &prism_client::v1::AppInfo, name: &str| {
+        app.deployments
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap()
+            .replicas
+            .iter()
+            .filter(|r| r.up)
+            .count()
+    };
+    // A request to a class deployment at zero starts a replica.
+    let mut h = https(&head, &files, true).await;
+    let r = h.get("/counter", Some(&token)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json_of(&r)["count"], 1);
+    assert_eq!(replicas(&dev.app("elastic").await.unwrap(), "counter"), 1);
+    // Six slow requests at once on replicas that take one each: the
+    // function deployment grows to its maximum, and every request is
+    // answered.
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let address = head.http_address();
+            let ca = std::fs::read(files.ca_cert()).unwrap();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let mut c = HttpsClient::connect(&address, &ca, false).await.unwrap();
+                c.get("/slow?ms=700", Some(&token)).await.unwrap().status
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(replicas(&dev.app("elastic").await.unwrap(), "slow"));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(peak, 3);
+    // Idle past the downscale delay: both back to zero.
+    let mut idle = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = dev.app("elastic").await.unwrap();
+        if now.deployments.iter().all(|d| d.replicas.is_empty()) {
+            idle = true;
+            break;
+        }
+    }
+    assert!(idle, "{:?}", dev.app("elastic").await.unwrap());
+    // And from zero again: a fresh replica (its count starts over).
+    let r = h.get("/counter", Some(&token)).await.unwrap();
+    assert_eq!(json_of(&r)["count"], 1);
+    assert_eq!(h.get("/slow?ms=1", Some(&token)).await.unwrap().status, 200);
+}

@@ -63,7 +63,7 @@ fn app_info(app: &App) -> AppInfo {
                             id: r.id.clone(),
                             ongoing: r.ongoing(),
                             served: r.served.load(Ordering::Relaxed),
-                            up: kind == "function" || r.actor().is_some(),
+                            up: !r.draining() && (kind == "function" || r.actor().is_some()),
                         })
                         .collect(),
                     queued: d.replicas.queued() as u64,

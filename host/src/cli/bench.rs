@@ -136,6 +136,16 @@ const TARGETS: &[Target] = &[
         target: 10.0,
         higher_is_better: false,
     },
+    Target {
+        figure: "serve_cold_start_fn_ms",
+        target: 50.0,
+        higher_is_better: false,
+    },
+    Target {
+        figure: "serve_cold_start_class_ms",
+        target: 50.0,
+        higher_is_better: false,
+    },
 ];
 
 /// Runs every workload; prints the table or JSON. Returns 0.

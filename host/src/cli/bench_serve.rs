@@ -72,6 +72,48 @@ async fn load(
     })
 }
 
+/// A deployment that scales to zero as soon as it is idle.
+static ZERO: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
+    || json!({"min_replicas": 0, "max_replicas": 1, "upscale_delay_ms": 0, "downscale_delay_ms": 0}),
+);
+
+/// The median time of the first request to `path` (a deployment at zero
+/// replicas) over `rounds`, waiting for it to return to zero in between.
+async fn cold_start_ms(
+    apps: &Apps,
+    address: &str,
+    ca: &[u8],
+    deployment: &str,
+    rounds: usize,
+) -> anyhow::Result<f64> {
+    let tenant = crate::security::JobGrant::local().tenant.clone();
+    let mut client = HttpsClient::connect(address, ca, false).await?;
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        // Wait for zero replicas.
+        loop {
+            let app = apps
+                .get(&tenant, "bench")
+                .ok_or_else(|| anyhow::anyhow!("the bench app vanished"))?;
+            let d = app
+                .deployments
+                .iter()
+                .find(|d| d.config.name == deployment)
+                .ok_or_else(|| anyhow::anyhow!("no deployment {deployment}"))?;
+            if d.replicas.replicas().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let sent = Instant::now();
+        let response = client.get(&format!("/{deployment}"), None).await?;
+        anyhow::ensure!(response.status == 200, "{deployment}: {}", response.status);
+        times.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
 /// Deploys the bench's no-op deployments, serves them, loads them.
 pub(super) async fn figures(
     cluster: &EmbeddedCluster,
@@ -90,7 +132,9 @@ pub(super) async fn figures(
                 {"name": "fn", "function": "http_noop", "num_replicas": 2,
                  "max_ongoing_requests": 64, "max_queued_requests": 1000},
                 {"name": "class", "class": "HttpNoop", "num_replicas": 2,
-                 "max_ongoing_requests": 64, "max_queued_requests": 1000}
+                 "max_ongoing_requests": 64, "max_queued_requests": 1000},
+                {"name": "cold-fn", "function": "http_noop", "autoscaling": ZERO.clone()},
+                {"name": "cold-class", "class": "HttpNoop", "autoscaling": ZERO.clone()}
             ]
         })
         .to_string(),
@@ -125,11 +169,23 @@ pub(super) async fn figures(
             json!(super::bench::round2(many.p99_us / 1000.0)),
         );
     }
+    let rounds = if quick { 5 } else { 11 };
+    for (figure, deployment) in [
+        ("serve_cold_start_fn_ms", "cold-fn"),
+        ("serve_cold_start_class_ms", "cold-class"),
+    ] {
+        let ms = cold_start_ms(&apps, &address, ca.as_bytes(), deployment, rounds).await?;
+        figures.insert(figure.into(), json!(super::bench::round2(ms)));
+    }
     // Every request was answered by a handler, none refused on the way.
     let app = apps
         .get(&crate::security::JobGrant::local().tenant, "bench")
         .ok_or_else(|| anyhow::anyhow!("the bench app vanished"))?;
-    for d in &app.deployments {
+    for d in app
+        .deployments
+        .iter()
+        .filter(|d| !d.config.name.starts_with("cold"))
+    {
         let answered = d
             .counters
             .answered

@@ -163,6 +163,12 @@ impl Node {
         result
     }
 
+    /// Drops the idle warm instances of `service` here (its function
+    /// deployments scaled to zero); how many.
+    pub fn drop_service_instances(&self, service: &ServiceContext) -> usize {
+        self.runtime.forget_job(service.owner().as_u64())
+    }
+
     /// Stops a replica (it is not restarted).
     pub fn kill_service_actor(&self, service: &ServiceContext, actor: ActorId) {
         let actor = self.current_actor(actor);

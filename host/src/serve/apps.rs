@@ -196,6 +196,9 @@ impl Apps {
             state.apps.insert(key, app.clone());
             old
         };
+        for d in &app.deployments {
+            d.start_autoscaler();
+        }
         if let Some(old) = old {
             tracing::info!(tenant = %tenant, app = %config.name, "app redeployed");
             self.retire(old).await;
@@ -225,7 +228,7 @@ impl Apps {
                             d.name
                         )));
                     }
-                    (0..d.num_replicas)
+                    (0..d.initial_replicas())
                         .map(|i| Replica::function(format!("{}-{i}", d.name)))
                         .collect()
                 }
@@ -237,7 +240,7 @@ impl Apps {
                         )));
                     }
                     let mut replicas = Vec::new();
-                    for _ in 0..d.num_replicas {
+                    for _ in 0..d.initial_replicas() {
                         let actor = Deployment::create_replica(&self.node, service, d).await?;
                         replicas.push(Replica::class(actor));
                     }

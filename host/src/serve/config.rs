@@ -68,9 +68,12 @@ pub struct DeploymentConfig {
     /// The path prefix it answers under (default `/<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_prefix: Option<String>,
-    /// How many replicas (default 1).
-    #[serde(default = "one")]
-    pub num_replicas: u32,
+    /// How many replicas (default 1); not with `autoscaling`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_replicas: Option<u32>,
+    /// Replicas by load instead of a fixed number (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingConfig>,
     /// Requests one replica runs at once (default 5, as Ray Serve's
     /// `max_ongoing_requests`; a class replica runs them in order).
     #[serde(default = "five")]
@@ -105,6 +108,42 @@ pub struct DeploymentConfig {
     /// Custom resources per request or replica (default none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, f64>,
+}
+
+/// How a deployment scales with its load: it wants
+/// `ceil((running + queued requests) / target_ongoing_requests)` replicas,
+/// within `[min_replicas, max_replicas]`, and moves there once that has
+/// held for the delay. A request to a deployment at zero replicas starts
+/// one at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalingConfig {
+    /// Fewest replicas (default 1; 0 scales to zero when idle).
+    #[serde(default = "one")]
+    pub min_replicas: u32,
+    /// Most replicas (required, at least 1).
+    pub max_replicas: u32,
+    /// Requests (running and queued) each replica should have (default 2).
+    #[serde(default = "two")]
+    pub target_ongoing_requests: f64,
+    /// How long more replicas must be wanted before they start (default
+    /// 1000 ms; a wasm replica starts in milliseconds).
+    #[serde(default = "one_second")]
+    pub upscale_delay_ms: u64,
+    /// How long fewer replicas must be wanted before some leave (default
+    /// 60 000 ms).
+    #[serde(default = "one_minute")]
+    pub downscale_delay_ms: u64,
+}
+
+fn two() -> f64 {
+    2.0
+}
+fn one_second() -> u64 {
+    1_000
+}
+fn one_minute() -> u64 {
+    60_000
 }
 
 fn default_namespace() -> String {
@@ -197,8 +236,32 @@ impl AppConfig {
                 return Err(here("two deployments have this name"));
             }
             d.kind().map_err(|m| here(&m))?;
-            if d.num_replicas == 0 || d.num_replicas > MAX_REPLICAS {
-                return Err(here(&format!("num_replicas is 1 to {MAX_REPLICAS}")));
+            match (&d.num_replicas, &d.autoscaling) {
+                (Some(_), Some(_)) => {
+                    return Err(here("set num_replicas or autoscaling, not both"));
+                }
+                (Some(n), None) if *n == 0 || *n > MAX_REPLICAS => {
+                    return Err(here(&format!("num_replicas is 1 to {MAX_REPLICAS}")));
+                }
+                (_, Some(a)) => {
+                    if a.max_replicas == 0
+                        || a.max_replicas > MAX_REPLICAS
+                        || a.min_replicas > a.max_replicas
+                    {
+                        return Err(here(&format!(
+                            "autoscaling needs 0 <= min_replicas <= max_replicas, 1 <= max_replicas <= {MAX_REPLICAS}"
+                        )));
+                    }
+                    if !(a.target_ongoing_requests.is_finite() && a.target_ongoing_requests > 0.0) {
+                        return Err(here("autoscaling.target_ongoing_requests must be positive"));
+                    }
+                    if a.min_replicas == 0 && d.max_queued_requests == 0 {
+                        return Err(here(
+                            "a deployment that scales to zero needs max_queued_requests >= 1",
+                        ));
+                    }
+                }
+                _ => {}
             }
             if d.max_ongoing_requests == 0 || d.max_ongoing_requests > MAX_CONCURRENCY {
                 return Err(here(&format!(
@@ -250,6 +313,15 @@ impl DeploymentConfig {
         }
     }
 
+    /// The replicas it starts with: `num_replicas` (default 1), or the
+    /// autoscaling minimum.
+    pub fn initial_replicas(&self) -> u32 {
+        match &self.autoscaling {
+            Some(a) => a.min_replicas,
+            None => self.num_replicas.unwrap_or(1),
+        }
+    }
+
     /// The route prefix (filled by [`AppConfig::validate`]).
     pub fn prefix(&self) -> String {
         self.route_prefix
@@ -288,7 +360,7 @@ deployments:
             }
         );
         assert_eq!(class.prefix(), "/Converter");
-        assert_eq!(class.num_replicas, 3);
+        assert_eq!(class.initial_replicas(), 3);
         assert_eq!(class.max_ongoing_requests, 5);
         assert_eq!(class.max_queued_requests, 100);
         assert_eq!(class.request_timeout_ms, 30_000);
@@ -302,6 +374,18 @@ deployments:
         // The JSON form the API carries reads back the same.
         let json = serde_json::to_string(&app).unwrap();
         assert_eq!(AppConfig::from_json(&json).unwrap(), app);
+    }
+
+    #[test]
+    fn autoscaling_starts_at_its_minimum_with_documented_defaults() {
+        let yaml = "name: a\nmodule: m\ndeployments:\n  - name: d\n    function: f\n    autoscaling: {min_replicas: 0, max_replicas: 4}\n";
+        let app = AppConfig::from_yaml(yaml).unwrap().validate().unwrap();
+        let d = &app.deployments[0];
+        assert_eq!(d.initial_replicas(), 0);
+        let a = d.autoscaling.as_ref().unwrap();
+        assert_eq!(a.target_ongoing_requests, 2.0);
+        assert_eq!(a.upscale_delay_ms, 1_000);
+        assert_eq!(a.downscale_delay_ms, 60_000);
     }
 
     #[test]
@@ -322,6 +406,24 @@ deployments:
         refused(&one("    route_prefix: /../x\n"), "route prefix");
         refused(&one("    class: C\n"), "exactly one");
         refused(&one("    request_timeout_ms: 0\n"), "request_timeout_ms");
+        refused(
+            &one("    num_replicas: 2\n    autoscaling: {max_replicas: 3}\n"),
+            "not both",
+        );
+        refused(
+            &one("    autoscaling: {min_replicas: 4, max_replicas: 3}\n"),
+            "min_replicas",
+        );
+        refused(
+            &one("    autoscaling: {max_replicas: 3, target_ongoing_requests: 0}\n"),
+            "positive",
+        );
+        refused(
+            &one(
+                "    max_queued_requests: 0\n    autoscaling: {min_replicas: 0, max_replicas: 3}\n",
+            ),
+            "scales to zero",
+        );
         refused("name: a b\nmodule: m\ndeployments: []\n", "app name");
         refused("name: a\nmodule: m\ndeployments: []\n", "at least one");
         refused(

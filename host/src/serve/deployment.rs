@@ -45,9 +45,11 @@ pub struct Deployment {
     pub replicas: ReplicaSet,
     /// What its requests came to.
     pub counters: Counters,
-    node: Arc<Node>,
-    service: ServiceContext,
-    stopped: AtomicBool,
+    pub(super) node: Arc<Node>,
+    pub(super) service: ServiceContext,
+    pub(super) stopped: AtomicBool,
+    /// The number of the next function replica (its id's suffix).
+    pub(super) next_replica: AtomicU64,
 }
 
 /// A handler's answer, and which replica gave it.
@@ -82,10 +84,11 @@ impl Deployment {
             app: app.name.clone(),
             tenant,
             namespace: app.namespace.clone(),
-            config,
             kind,
             replicas,
             counters: Counters::default(),
+            next_replica: AtomicU64::new(u64::from(config.initial_replicas())),
+            config,
             node,
             service,
             stopped: AtomicBool::new(false),
@@ -162,7 +165,7 @@ impl Deployment {
                 };
             }
         };
-        let replica = slot.replica;
+        let replica = &slot.replica;
         let encoded = match prism_abi::encode_value(&request) {
             Ok(bytes) => Bytes::from(bytes),
             Err(e) => {
@@ -273,23 +276,21 @@ impl Deployment {
     /// Replaces a class replica whose actor died or hung: the old actor
     /// is killed, a new one takes its place (requests go to the other
     /// replicas meanwhile).
-    fn replace(self: &Arc<Self>, replica: &Replica, actor: ActorId) {
+    fn replace(self: &Arc<Self>, replica: &Arc<Replica>, actor: ActorId) {
         if replica.actor() != Some(actor) || self.stopped.load(Ordering::Acquire) {
             return;
         }
         replica.take_actor();
         self.node.kill_service_actor(&self.service, actor);
         let me = self.clone();
-        let id = replica.id.clone();
+        let replica = replica.clone();
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(50);
-            while !me.stopped.load(Ordering::Acquire) {
+            while !me.stopped.load(Ordering::Acquire) && !replica.draining() {
                 match Self::create_replica(&me.node, &me.service, &me.config).await {
                     Ok(fresh) => {
-                        if let Some(r) = me.replicas.replicas().iter().find(|r| r.id == id) {
-                            r.set_actor(fresh);
-                        }
-                        tracing::info!(app = %me.app, deployment = %me.config.name, replica = %id, "replica replaced");
+                        replica.set_actor(fresh);
+                        tracing::info!(app = %me.app, deployment = %me.config.name, replica = %replica.id, "replica replaced");
                         return;
                     }
                     Err(e) => {

@@ -1,6 +1,6 @@
 //! Serving over HTTP, host side: applications of function and class
 //! deployments (`apps.rs`, `deployment.rs`), their replicas and the
-//! choice among them (`replicas.rs`), the route table that decides which
+//! choice among them (`replicas.rs`), autoscaling (`autoscale.rs`), the route table that decides which
 //! deployment a path goes to and keeps tenants from capturing each
 //! other's traffic (`routes.rs`), who may call a route (`auth.rs`), the
 //! HTTPS ingress (`ingress.rs`), an HTTPS client for the bench and tests
@@ -9,6 +9,7 @@
 
 mod apps;
 mod auth;
+mod autoscale;
 pub mod client;
 mod config;
 mod deployment;
@@ -18,7 +19,7 @@ mod routes;
 
 pub use apps::{App, Apps, ServeError, Target};
 pub use auth::{AuthRefusal, DECISION_TTL, RouteAccess};
-pub use config::{AppConfig, ConfigError, DeploymentConfig, DeploymentKind};
+pub use config::{AppConfig, AutoscalingConfig, ConfigError, DeploymentConfig, DeploymentKind};
 pub use deployment::{Answer, Counters, Deployment};
 pub use ingress::{Ingress, IngressError, MAX_HEADER_BYTES};
 pub use replicas::{Replica, ReplicaSet};

@@ -1,12 +1,14 @@
 //! A deployment's replicas and the choice among them: the least loaded
 //! replica that has room (ties broken round robin, so an idle deployment
 //! spreads requests over every replica), a bounded queue when every
-//! replica is full, and 503 past it.
+//! replica is full, and 503 past it. Replicas come and go while requests
+//! run (autoscaling): one being drained takes no new request and leaves
+//! once its last one is answered.
 
 use crate::ids::ActorId;
-use crate::sync::MutexExt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{MutexExt, RwLockExt};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -21,6 +23,8 @@ pub struct Replica {
     ongoing: AtomicU32,
     /// Requests it answered.
     pub served: AtomicU64,
+    /// It takes no new requests: it is leaving.
+    draining: AtomicBool,
 }
 
 impl Replica {
@@ -31,6 +35,7 @@ impl Replica {
             actor: Mutex::new(None),
             ongoing: AtomicU32::new(0),
             served: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -60,6 +65,11 @@ impl Replica {
     pub fn ongoing(&self) -> u32 {
         self.ongoing.load(Ordering::Relaxed)
     }
+
+    /// Whether it is leaving.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
 }
 
 /// The last 12 hex digits of an actor id (the first ones name its node).
@@ -78,7 +88,7 @@ pub enum Refusal {
 
 /// The replicas of a deployment and their load.
 pub struct ReplicaSet {
-    replicas: Vec<Replica>,
+    replicas: RwLock<Vec<Arc<Replica>>>,
     /// Requests one replica runs at once.
     max_ongoing: u32,
     /// Requests that may wait for a replica.
@@ -89,13 +99,16 @@ pub struct ReplicaSet {
     freed: Notify,
     /// Class replicas: only replicas with an actor take requests.
     needs_actor: bool,
+    /// Signalled when a request finds no replica at all (a deployment
+    /// scaled to zero must start one).
+    pub demand: Notify,
 }
 
 /// A request's hold on a replica, released on drop.
 pub struct Slot<'a> {
     set: &'a ReplicaSet,
     /// The replica.
-    pub replica: &'a Replica,
+    pub replica: Arc<Replica>,
 }
 
 impl Drop for Slot<'_> {
@@ -109,19 +122,57 @@ impl ReplicaSet {
     /// A set of `replicas`.
     pub fn new(replicas: Vec<Replica>, max_ongoing: u32, max_queued: u32, class: bool) -> Self {
         ReplicaSet {
-            replicas,
+            replicas: RwLock::new(replicas.into_iter().map(Arc::new).collect()),
             max_ongoing,
             max_queued: max_queued as usize,
             queued: AtomicUsize::new(0),
             cursor: AtomicUsize::new(0),
             freed: Notify::new(),
             needs_actor: class,
+            demand: Notify::new(),
         }
     }
 
-    /// The replicas.
-    pub fn replicas(&self) -> &[Replica] {
-        &self.replicas
+    /// The replicas, draining ones included.
+    pub fn replicas(&self) -> Vec<Arc<Replica>> {
+        self.replicas.read_locked().clone()
+    }
+
+    /// Replicas that take requests (not draining).
+    pub fn active(&self) -> usize {
+        self.replicas
+            .read_locked()
+            .iter()
+            .filter(|r| !r.draining())
+            .count()
+    }
+
+    /// Adds a replica; waiting requests may take it at once.
+    pub fn add(&self, replica: Replica) {
+        self.replicas.write_locked().push(Arc::new(replica));
+        self.freed.notify_waiters();
+    }
+
+    /// Starts draining the least loaded active replica; returns it.
+    pub fn drain_one(&self) -> Option<Arc<Replica>> {
+        let replicas = self.replicas.read_locked();
+        let replica = replicas
+            .iter()
+            .filter(|r| !r.draining())
+            .min_by_key(|r| r.ongoing())?;
+        replica.draining.store(true, Ordering::Release);
+        Some(replica.clone())
+    }
+
+    /// Removes the drained replicas that run nothing any more; returns
+    /// them (their actors are the caller's to stop).
+    pub fn remove_drained(&self) -> Vec<Arc<Replica>> {
+        let mut replicas = self.replicas.write_locked();
+        let (gone, kept): (Vec<_>, Vec<_>) = replicas
+            .drain(..)
+            .partition(|r| r.draining() && r.ongoing() == 0);
+        *replicas = kept;
+        gone
     }
 
     /// Requests waiting for a replica now.
@@ -131,7 +182,11 @@ impl ReplicaSet {
 
     /// Requests running now, over every replica.
     pub fn ongoing(&self) -> u32 {
-        self.replicas.iter().map(Replica::ongoing).sum()
+        self.replicas
+            .read_locked()
+            .iter()
+            .map(|r| r.ongoing())
+            .sum()
     }
 
     /// A replica for a request: at once if one has room, else after
@@ -139,6 +194,9 @@ impl ReplicaSet {
     pub async fn acquire(&self, deadline: Instant) -> Result<Slot<'_>, Refusal> {
         if let Some(slot) = self.try_acquire() {
             return Ok(slot);
+        }
+        if self.active() == 0 {
+            self.demand.notify_one();
         }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
             self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -170,16 +228,17 @@ impl ReplicaSet {
     /// The least loaded replica with room, scanning from the round-robin
     /// cursor so that ties rotate.
     fn try_acquire(&self) -> Option<Slot<'_>> {
-        let n = self.replicas.len();
+        let replicas = self.replicas.read_locked();
+        let n = replicas.len();
         if n == 0 {
             return None;
         }
         loop {
             let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-            let mut best: Option<(&Replica, u32)> = None;
+            let mut best: Option<(&Arc<Replica>, u32)> = None;
             for i in 0..n {
-                let replica = &self.replicas[(start + i) % n];
-                if self.needs_actor && replica.actor().is_none() {
+                let replica = &replicas[(start + i) % n];
+                if replica.draining() || (self.needs_actor && replica.actor().is_none()) {
                     continue;
                 }
                 let load = replica.ongoing();
@@ -193,7 +252,10 @@ impl ReplicaSet {
                 .compare_exchange(load, load + 1, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                return Some(Slot { set: self, replica });
+                return Some(Slot {
+                    set: self,
+                    replica: replica.clone(),
+                });
             }
         }
     }
@@ -262,6 +324,36 @@ mod tests {
             Some(Refusal::TimedOut)
         );
         assert_eq!(set.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn drained_replicas_finish_their_requests_then_leave() {
+        let set = set(2, 5, 5);
+        let held = set.acquire(soon()).await.unwrap();
+        let busy = held.replica.id.clone();
+        // The idle one drains first and leaves at once.
+        let idle = set.drain_one().unwrap();
+        assert_ne!(idle.id, busy);
+        assert_eq!(set.remove_drained().len(), 1);
+        // The busy one drains: no new request, but it stays until done.
+        assert_eq!(set.drain_one().unwrap().id, busy);
+        assert_eq!(set.active(), 0);
+        assert!(set.remove_drained().is_empty());
+        // A request now finds no replica: it asks for one and waits.
+        let waiting = set.acquire(Instant::now() + Duration::from_secs(5));
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), waiting.as_mut())
+                .await
+                .is_err()
+        );
+        tokio::time::timeout(Duration::from_secs(1), set.demand.notified())
+            .await
+            .unwrap();
+        drop(held);
+        assert_eq!(set.remove_drained().len(), 1);
+        set.add(Replica::function("fresh".into()));
+        assert_eq!(waiting.await.unwrap().replica.id, "fresh");
     }
 
     #[tokio::test]
