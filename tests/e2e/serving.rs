@@ -502,6 +502,41 @@ async fn failing_handlers_answer_typed_statuses_beside_a_healthy_tenant() {
     assert_eq!(by_name("slow").overloaded, 1);
     assert_eq!(by_name("slow").answered, 2);
     assert_eq!(by_name("counter").failed, 1);
+
+    // A requests/s quota: the flooding tenant gets 429 past its rate,
+    // the other tenant none.
+    admin
+        .set_quotas("bad", r#"{"requests_per_second": 3}"#, 1.0)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut limited = 0;
+    let flood = std::time::Instant::now();
+    for _ in 0..10 {
+        let r = h.get("/bad/counter", Some(&bad_token)).await.unwrap();
+        if r.status == 429 {
+            assert_eq!(r.header("retry-after"), Some("1"));
+            limited += 1;
+        } else {
+            assert_eq!(r.status, 200);
+        }
+        healthy(good_h.get(good_path, Some(&good_token)).await.unwrap());
+    }
+    // A full bucket (3) plus what refilled meanwhile, no more.
+    let admitted = 10 - limited;
+    let allowed = 3.0 + 3.0 * flood.elapsed().as_secs_f64();
+    assert!(limited > 0, "none of 10 limited");
+    assert!(
+        admitted >= 3 && f64::from(admitted as u32) <= allowed + 1.0,
+        "{admitted} admitted, {allowed:.1} allowed"
+    );
+    let chaos = bad.app("chaos").await.unwrap();
+    let counter = chaos
+        .deployments
+        .iter()
+        .find(|d| d.name == "counter")
+        .unwrap();
+    assert_eq!(counter.rate_limited, limited);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

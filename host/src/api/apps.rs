@@ -71,6 +71,7 @@ fn app_info(app: &App) -> AppInfo {
                     overloaded: c.overloaded.load(Ordering::Relaxed),
                     timed_out: c.timed_out.load(Ordering::Relaxed),
                     failed: c.failed.load(Ordering::Relaxed),
+                    rate_limited: c.rate_limited.load(Ordering::Relaxed),
                 }
             })
             .collect(),

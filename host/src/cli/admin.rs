@@ -35,6 +35,9 @@ pub(super) struct QuotaArgs {
     /// Jobs running at once.
     #[arg(long)]
     jobs: Option<u64>,
+    /// HTTP requests per second to the tenant's served routes.
+    #[arg(long)]
+    requests_per_second: Option<f64>,
 }
 
 impl QuotaArgs {
@@ -47,6 +50,7 @@ impl QuotaArgs {
             actors: self.actors,
             queued_tasks: self.queued_tasks,
             jobs: self.jobs,
+            requests_per_second: self.requests_per_second,
         })?)
     }
 }

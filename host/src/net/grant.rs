@@ -77,6 +77,9 @@ fn quotas_from_proto(q: pb::GrantQuotas) -> Quotas {
         actors: q.actors,
         queued_tasks: q.queued_tasks,
         jobs: q.jobs,
+        // Enforced by the head's ingress from the tenancy records; work
+        // on nodes never needs it.
+        requests_per_second: None,
     }
 }
 
@@ -153,6 +156,7 @@ mod tests {
                 actors: Some(8),
                 queued_tasks: None,
                 jobs: Some(3),
+                requests_per_second: None,
             },
             capabilities: Some(Capabilities {
                 max_task_memory: Some(1 << 20),

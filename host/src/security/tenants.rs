@@ -78,12 +78,20 @@ pub struct Quotas {
     pub queued_tasks: Option<u64>,
     /// Jobs running at once.
     pub jobs: Option<u64>,
+    /// HTTP requests per second to its served applications' routes, all
+    /// together (bursts of up to one second's worth); past it the
+    /// ingress answers 429.
+    pub requests_per_second: Option<f64>,
 }
 
 impl Quotas {
     /// Checks that every figure is sensible (no negative or NaN counts).
     pub fn check(&self) -> Result<(), TenancyError> {
-        for (name, value) in [("cpus", self.cpus), ("gpus", self.gpus)] {
+        for (name, value) in [
+            ("cpus", self.cpus),
+            ("gpus", self.gpus),
+            ("requests_per_second", self.requests_per_second),
+        ] {
             if let Some(v) = value
                 && !(v.is_finite() && v >= 0.0)
             {

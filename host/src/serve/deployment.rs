@@ -27,6 +27,8 @@ pub struct Counters {
     pub timed_out: AtomicU64,
     /// Answered 500: the handler trapped, panicked or answered garbage.
     pub failed: AtomicU64,
+    /// Refused with 429: over the tenant's requests/s quota.
+    pub rate_limited: AtomicU64,
 }
 
 /// A deployment of an application.

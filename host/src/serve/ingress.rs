@@ -2,13 +2,15 @@
 //! rustls, with the head's certificate. A request goes through, in order:
 //! its path (percent-decoded; `.`/`..` segments: 400), its route (none:
 //! 404), the caller's token and the `InvokeRoute` decision (401, 403;
-//! skipped for a public route), its body (over the deployment's limit:
+//! skipped for a public route), the tenant's requests/s quota (429),
+//! its body (over the deployment's limit:
 //! 413, before it is read when `content-length` says so), then a replica
 //! of the deployment (503, 504, 500 on the way; see `deployment.rs`).
 //! Every answer names the replica that gave it (`x-prism-replica`).
 
 use super::apps::Apps;
 use super::auth::{AuthRefusal, RouteAccess};
+use super::ratelimit::RateLimits;
 use super::routes::clean_path;
 use crate::security::Access;
 use bytes::Bytes;
@@ -45,6 +47,8 @@ pub struct Ingress {
     /// `None`: every route is open (`prism serve run`, one user on an
     /// embedded cluster).
     access: Option<RouteAccess>,
+    /// Each tenant's requests/s quota (with `access`).
+    limits: Option<RateLimits>,
 }
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -86,6 +90,9 @@ impl Ingress {
     pub fn new(apps: Arc<Apps>, access: Option<Arc<Access>>) -> Arc<Ingress> {
         Arc::new(Ingress {
             apps,
+            limits: access
+                .as_ref()
+                .map(|a| RateLimits::new(a.tenancy().clone())),
             access: access.map(RouteAccess::new),
         })
     }
@@ -193,6 +200,19 @@ impl Ingress {
                 }
                 Err(AuthRefusal::Denied(why)) => return plain(403, &why),
             }
+        }
+        if let Some(limits) = &self.limits
+            && !limits.admit(&deployment.tenant)
+        {
+            deployment
+                .counters
+                .rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut response = plain(429, "the tenant's requests_per_second quota is exceeded");
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
         }
         let limit = deployment.config.max_body_bytes;
         let declared = parts

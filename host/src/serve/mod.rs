@@ -2,7 +2,8 @@
 //! deployments (`apps.rs`, `deployment.rs`), their replicas and the
 //! choice among them (`replicas.rs`), autoscaling (`autoscale.rs`), the route table that decides which
 //! deployment a path goes to and keeps tenants from capturing each
-//! other's traffic (`routes.rs`), who may call a route (`auth.rs`), the
+//! other's traffic (`routes.rs`), who may call a route (`auth.rs`), each tenant's request rate
+//! (`ratelimit.rs`), the
 //! HTTPS ingress (`ingress.rs`), an HTTPS client for the bench and tests
 //! (`client.rs`), and the application configuration (`config.rs`). See
 //! `docs/serve.md`.
@@ -14,6 +15,7 @@ pub mod client;
 mod config;
 mod deployment;
 mod ingress;
+mod ratelimit;
 mod replicas;
 mod routes;
 
