@@ -679,3 +679,55 @@ async fn deployments_scale_with_load_and_down_to_zero() {
     assert_eq!(json_of(&r)["count"], 1);
     assert_eq!(h.get("/slow?ms=1", Some(&token)).await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applications_come_back_when_a_killed_head_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let mut first = head(&files);
+    let mut admin = client(&first, &files, &admin_token(&files)).await;
+    admin.create_tenant("acme", 1.0, "").await.unwrap();
+    let (mut dev, token) = member(&mut admin, &first, &files, "acme", "developer").await;
+    let converter = json!({"name": "conv", "module": "m", "deployments": [
+        {"name": "Converter", "class": "ConverterReplica", "num_replicas": 2}]});
+    deploy(&mut dev, prism_guests::CONVERTER, converter)
+        .await
+        .unwrap();
+    let gone = json!({"name": "gone", "module": "m", "deployments": [
+        {"name": "echo", "function": "http_echo", "route_prefix": "/gone"}]});
+    deploy(&mut dev, prism_guests::TESTKIT, gone).await.unwrap();
+    dev.delete_app("gone").await.unwrap();
+    let mut h = https(&first, &files, false).await;
+    assert_eq!(
+        h.get("/Converter?temp=0&type=CF", Some(&token))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // kill -9, and a new head on the same state directory.
+    first.kill();
+    let second = head(&files);
+    let mut dev = client(&second, &files, &token).await;
+    let mut h = https(&second, &files, true).await;
+    let mut answered = None;
+    for _ in 0..100 {
+        let r = h
+            .get("/Converter?temp=0&type=CF", Some(&token))
+            .await
+            .unwrap();
+        if r.status == 200 {
+            answered = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 404, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = answered.expect("the app came back");
+    assert_eq!(r.text(), r#"{"Fahrenheit temperature":32.0}"#);
+    let apps = dev.apps().await.unwrap();
+    assert_eq!(apps.len(), 1, "the deleted app stays deleted");
+    assert_eq!(apps[0].deployments[0].replicas.len(), 2);
+    assert_eq!(h.get("/gone", Some(&token)).await.unwrap().status, 404);
+}

@@ -6,7 +6,7 @@ use super::{ApiHandle, refused};
 use crate::ids::ModuleHash;
 use crate::security::tenants::{NamespaceRef, TenantId};
 use crate::security::{Action, Resource};
-use crate::serve::{App, AppConfig, DeploymentKind, ServeError};
+use crate::serve::{App, AppConfig, AppRecord, Deployer, DeploymentKind, ServeError};
 use prism_proto::v1::serve_server::Serve;
 use prism_proto::v1::{
     AppInfo, AppRequest, DeleteReply, DeployRequest, DeploymentInfo, ListAppsReply,
@@ -78,6 +78,63 @@ fn app_info(app: &App) -> AppInfo {
     }
 }
 
+impl super::Api {
+    /// Deploys again every application recorded in `head.redb` (the head
+    /// restarted), each with a grant made from its deployer's subject and
+    /// role under the policies in force now. One that cannot come back
+    /// (its tenant or namespace is gone, the policies no longer permit
+    /// it, its module is missing) is dropped with an error in the log.
+    pub(super) async fn restore_apps(&self) {
+        for record in self.apps.records() {
+            let name = record.config.name.clone();
+            match self.restore_app(record.clone()).await {
+                Ok(()) => tracing::info!(tenant = %record.tenant, app = %name, "app restored"),
+                Err(why) => {
+                    tracing::error!(tenant = %record.tenant, app = %name, "app not restored: {why}");
+                    self.apps.forget_record(&record.tenant, &name);
+                }
+            }
+        }
+    }
+
+    async fn restore_app(&self, record: AppRecord) -> Result<(), String> {
+        let mut claims = self.access.tokens().claims_for(
+            &record.deployer.subject,
+            record.deployer.role,
+            std::time::Duration::from_secs(60),
+        );
+        claims.tenant = TenantId::new(&record.tenant);
+        let namespace = self
+            .access
+            .namespace(&record.tenant, &record.config.namespace)
+            .map_err(|e| e.to_string())?;
+        let resource = Resource::Namespace {
+            tenant: &record.tenant,
+            name: &record.config.namespace,
+        };
+        self.access
+            .authorize(&claims, Action::DeployApp, resource)
+            .map_err(|e| e.to_string())?;
+        if record.config.deployments.iter().any(|d| d.public) {
+            self.access
+                .authorize(&claims, Action::PublishRoute, resource)
+                .map_err(|e| e.to_string())?;
+        }
+        let grant = self
+            .access
+            .job_grant(&claims, &record.tenant, &namespace)
+            .map_err(|e| e.to_string())?;
+        let module = ModuleHash::parse(&record.module)
+            .ok_or_else(|| format!("malformed module hash {:?}", record.module))?;
+        let namespace = NamespaceRef::new(&claims.tenant, &record.config.namespace);
+        self.apps
+            .deploy(namespace, Arc::new(grant), record.config, module, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl ApiHandle {
     /// Authenticates and finds the tenant a serving call acts in.
     fn serving_tenant<T>(
@@ -138,7 +195,16 @@ impl Serve for ApiHandle {
         let app = self
             .0
             .apps
-            .deploy(namespace, Arc::new(grant), config, module)
+            .deploy(
+                namespace,
+                Arc::new(grant),
+                config,
+                module,
+                Some(&Deployer {
+                    subject: claims.sub.clone(),
+                    role: claims.role,
+                }),
+            )
             .await
             .map_err(serve_status)?;
         Ok(Response::new(app_info(&app)))

@@ -82,7 +82,7 @@ pub async fn serve(
         credentials,
     } = HeadProcess::start(state_dir, &options, &address)?;
     let head_node = cluster.node().clone();
-    let apps = crate::serve::Apps::new(head_node.clone());
+    let apps = crate::serve::Apps::recorded_in(head_node.clone(), store.clone());
     let tenancy = Arc::new(Tenancy::load(store)?);
     let audit_path = options
         .audit_log
@@ -126,6 +126,11 @@ pub async fn serve(
         membership: membership.clone(),
         address,
     }));
+    // The applications deployed before the head stopped come back.
+    tokio::spawn({
+        let api = api.0.clone();
+        async move { api.restore_apps().await }
+    });
     let identity = Identity::from_pem(&credentials.cert_pem, &credentials.key_pem);
     // Clients authenticate with tokens, nodes with certificates from the
     // cluster CA: a certificate is optional on this port, but one that is

@@ -142,7 +142,7 @@ pub(super) async fn figures(
     .validate()?;
     let grant = crate::security::JobGrant::local();
     let namespace = crate::security::tenants::NamespaceRef::new(&grant.tenant, "default");
-    apps.deploy(namespace, grant, config, module)
+    apps.deploy(namespace, grant, config, module, None)
         .await
         .map_err(|e| anyhow::anyhow!("deploy: {e}"))?;
     let (tls, ca) = super::serve::throwaway_tls()?;

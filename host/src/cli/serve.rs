@@ -159,7 +159,7 @@ fn run_local(path: &Path, http_listen: SocketAddr, node: &NodeArgs) -> anyhow::R
         let namespace =
             crate::security::tenants::NamespaceRef::new(&grant.tenant, &config.namespace);
         let app = apps
-            .deploy(namespace, grant, config, module)
+            .deploy(namespace, grant, config, module, None)
             .await
             .map_err(|e| anyhow::anyhow!("deploy: {e}"))?;
         // A certificate for this run only: clients trust it by its file.

@@ -34,6 +34,9 @@ const REVOKED_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("revok
 const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
 /// Which tenant uploaded which module: empty values by "<tenant>/<hash>".
 const MODULE_OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("module_owners");
+/// Served applications by "<tenant>/<app>": what `serve::Apps` redeploys
+/// when the head starts.
+const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 
 /// The tables of tenancy records, for [`HeadStore::put_record`] and friends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +51,8 @@ pub enum Records {
     Policies,
     /// "<tenant>/<module hash>" for modules a tenant uploaded.
     ModuleOwners,
+    /// Served applications by "<tenant>/<app>".
+    Apps,
 }
 
 impl Records {
@@ -58,6 +63,7 @@ impl Records {
             Records::RevokedTokens => REVOKED_TOKENS,
             Records::Policies => POLICIES,
             Records::ModuleOwners => MODULE_OWNERS,
+            Records::Apps => APPS,
         }
     }
 }
@@ -84,6 +90,7 @@ impl HeadStore {
                 Records::RevokedTokens,
                 Records::Policies,
                 Records::ModuleOwners,
+                Records::Apps,
             ] {
                 txn.open_table(records.table())?;
             }

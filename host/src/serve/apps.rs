@@ -7,11 +7,13 @@ use super::deployment::Deployment;
 use super::replicas::{Replica, ReplicaSet};
 use super::routes::{Route, RouteError, RouteTable};
 use crate::ids::{ModuleHash, OwnerId};
+use crate::meta::{HeadStore, Records};
 use crate::node::{Node, ServiceContext};
-use crate::security::JobGrant;
 use crate::security::tenants::{NamespaceRef, TenantId};
+use crate::security::{JobGrant, Role};
 use crate::sync::RwLockExt;
 use crate::task::JobTicket;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +36,29 @@ pub enum ServeError {
     /// A replica could not be created.
     #[error("{0}")]
     Replica(String),
+}
+
+/// Who deployed an application: a head that restarts makes its grant
+/// again from these (and the policies then in force).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deployer {
+    /// The token's subject.
+    pub subject: String,
+    /// The token's role.
+    pub role: Role,
+}
+
+/// An application as `head.redb` keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// Its tenant.
+    pub tenant: String,
+    /// Its configuration, validated.
+    pub config: AppConfig,
+    /// Its module's digest ("sha256:<hex>").
+    pub module: String,
+    /// Who deployed it.
+    pub deployer: Deployer,
 }
 
 /// A deployed application.
@@ -63,6 +88,8 @@ struct State {
 pub struct Apps {
     node: Arc<Node>,
     state: RwLock<State>,
+    /// Where deployed applications are recorded (a head process).
+    store: Option<Arc<HeadStore>>,
 }
 
 /// What a request's path resolved to.
@@ -128,7 +155,70 @@ impl Apps {
         Arc::new(Apps {
             node,
             state: RwLock::new(State::default()),
+            store: None,
         })
+    }
+
+    /// No applications yet, served from `node`; deployed ones are
+    /// recorded in `store` (see [`Apps::records`]).
+    pub fn recorded_in(node: Arc<Node>, store: Arc<HeadStore>) -> Arc<Apps> {
+        Arc::new(Apps {
+            node,
+            state: RwLock::new(State::default()),
+            store: Some(store),
+        })
+    }
+
+    /// The applications recorded as deployed (a head restarting deploys
+    /// them again). Unreadable records are skipped with a warning.
+    pub fn records(&self) -> Vec<AppRecord> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        match store.records(Records::Apps) {
+            Ok(records) => records
+                .into_iter()
+                .filter_map(|(key, value)| {
+                    serde_json::from_slice(&value)
+                        .map_err(|e| tracing::warn!(app = %key, "unreadable app record: {e}"))
+                        .ok()
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!("reading the app records: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Forgets the record of `tenant`'s application `name`.
+    pub fn forget_record(&self, tenant: &str, name: &str) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.delete_records(Records::Apps, &format!("{tenant}/{name}"), None)
+        {
+            tracing::error!(%tenant, app = name, "deleting the app record: {e}");
+        }
+    }
+
+    fn record(&self, app: &App, deployer: &Deployer) {
+        let Some(store) = &self.store else { return };
+        let record = AppRecord {
+            tenant: app.tenant.to_string(),
+            config: app.config.clone(),
+            module: format!("{:?}", app.module),
+            deployer: deployer.clone(),
+        };
+        let key = format!("{}/{}", app.tenant, app.config.name);
+        let written = serde_json::to_vec(&record)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                store
+                    .put_record(Records::Apps, &key, &bytes)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            tracing::error!(app = %key, "recording the app: {e}");
+        }
     }
 
     /// The deployment a request for `path` goes to, or `None`.
@@ -152,6 +242,7 @@ impl Apps {
         grant: Arc<JobGrant>,
         config: AppConfig,
         module: ModuleHash,
+        deployer: Option<&Deployer>,
     ) -> Result<Arc<App>, ServeError> {
         let tenant = grant.tenant.clone();
         let key = (tenant.clone(), config.name.clone());
@@ -198,6 +289,9 @@ impl Apps {
         };
         for d in &app.deployments {
             d.start_autoscaler();
+        }
+        if let Some(deployer) = deployer {
+            self.record(&app, deployer);
         }
         if let Some(old) = old {
             tracing::info!(tenant = %tenant, app = %config.name, "app redeployed");
@@ -286,6 +380,7 @@ impl Apps {
             state.swap_routes(Some(&app), None)?;
             app
         };
+        self.forget_record(tenant, name);
         tracing::info!(tenant = %tenant, app = name, "app deleted");
         self.retire(app).await;
         Ok(())
@@ -342,7 +437,8 @@ impl Apps {
             .collect()
     }
 
-    /// Stops every application (the head is shutting down).
+    /// Stops every application (the head is shutting down; their
+    /// records stay).
     pub async fn stop_all(&self) {
         let apps: Vec<Arc<App>> = {
             let mut state = self.state.write_locked();

@@ -19,7 +19,7 @@ mod ratelimit;
 mod replicas;
 mod routes;
 
-pub use apps::{App, Apps, ServeError, Target};
+pub use apps::{App, AppRecord, Apps, Deployer, ServeError, Target};
 pub use auth::{AuthRefusal, DECISION_TTL, RouteAccess};
 pub use config::{AppConfig, AutoscalingConfig, ConfigError, DeploymentConfig, DeploymentKind};
 pub use deployment::{Answer, Counters, Deployment};
