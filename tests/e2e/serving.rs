@@ -731,3 +731,86 @@ async fn applications_come_back_when_a_killed_head_restarts() {
     assert_eq!(apps[0].deployments[0].replicas.len(), 2);
     assert_eq!(h.get("/gone", Some(&token)).await.unwrap().status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_split_moves_to_one_version_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let head = head(&files);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    admin.create_tenant("acme", 1.0, "").await.unwrap();
+    let (mut dev, token) = member(&mut admin, &head, &files, "acme", "developer").await;
+    // Two versions of the converter (a class and a function), reached
+    // only through the split.
+    let app = |v1: u32, v2: u32| {
+        json!({"name": "canary", "module": "m", "deployments": [
+            {"name": "Converter", "route_prefix": "/Converter", "split": {"v1": v1, "v2": v2}},
+            {"name": "v1", "class": "ConverterReplica", "internal": true},
+            {"name": "v2", "function": "converter", "internal": true}
+        ]})
+    };
+    let deployed = deploy(&mut dev, prism_guests::CONVERTER, app(30, 70))
+        .await
+        .unwrap();
+    assert_eq!(deployed.deployments[0].kind, "split");
+    assert_eq!(deployed.deployments[0].handler, "v1:30,v2:70");
+    assert_eq!(deployed.deployments[1].route_prefix, "");
+    let mut h = https(&head, &files, true).await;
+    // Internal deployments have no route.
+    assert_eq!(
+        h.get("/v1?temp=0&type=CF", Some(&token))
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    let mut by_version = std::collections::HashMap::new();
+    for _ in 0..10 {
+        let r = h
+            .get("/Converter?temp=100&type=CF", Some(&token))
+            .await
+            .unwrap();
+        assert_eq!(r.text(), r#"{"Fahrenheit temperature":212.0}"#);
+        *by_version
+            .entry(r.header("x-prism-deployment").unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(by_version["v1"], 3, "{by_version:?}");
+    assert_eq!(by_version["v2"], 7, "{by_version:?}");
+
+    // A client keeps sending while the split moves to 100/0.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let address = head.http_address();
+    let ca = std::fs::read(files.ca_cert()).unwrap();
+    let load = tokio::spawn({
+        let token = token.clone();
+        async move {
+            let mut c = HttpsClient::connect(&address, &ca, false).await.unwrap();
+            let mut statuses = Vec::new();
+            while stop_rx.try_recv().is_err() {
+                let r = c
+                    .get("/Converter?temp=0&type=CF", Some(&token))
+                    .await
+                    .unwrap();
+                statuses.push(r.status);
+            }
+            statuses
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    deploy(&mut dev, prism_guests::CONVERTER, app(100, 0))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_tx.send(()).unwrap();
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() > 10);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    for _ in 0..5 {
+        let r = h
+            .get("/Converter?temp=0&type=CF", Some(&token))
+            .await
+            .unwrap();
+        assert_eq!(r.header("x-prism-deployment"), Some("v1"));
+    }
+}

@@ -44,6 +44,13 @@ fn app_info(app: &App) -> AppInfo {
             .map(|d| {
                 let (kind, handler) = match &d.kind {
                     DeploymentKind::Function(f) => ("function", f.clone()),
+                    DeploymentKind::Split(ways) => (
+                        "split",
+                        ways.iter()
+                            .map(|(to, w)| format!("{to}:{w}"))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
                     DeploymentKind::Class { class, method } => {
                         ("class", format!("{class}.{method}"))
                     }
@@ -53,7 +60,7 @@ fn app_info(app: &App) -> AppInfo {
                     name: d.config.name.clone(),
                     kind: kind.into(),
                     handler,
-                    route_prefix: d.config.prefix(),
+                    route_prefix: d.config.prefix().unwrap_or_default(),
                     public: d.config.public,
                     replicas: d
                         .replicas

@@ -177,7 +177,9 @@ fn run_local(path: &Path, http_listen: SocketAddr, node: &NodeArgs) -> anyhow::R
             cert_path.display()
         )?;
         for d in &app.deployments {
-            outln!("  https://{bound}{} → {}", d.config.prefix(), d.config.name)?;
+            if let Some(prefix) = d.config.prefix() {
+                outln!("  https://{bound}{prefix} → {}", d.config.name)?;
+            }
         }
         let ingress = Ingress::new(apps.clone(), None);
         ingress

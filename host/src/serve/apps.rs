@@ -110,11 +110,13 @@ fn routes_of(tenant: &TenantId, config: &AppConfig) -> Vec<Route> {
     config
         .deployments
         .iter()
-        .map(|d| Route {
-            prefix: d.prefix(),
-            tenant: tenant.clone(),
-            namespace: config.namespace.clone(),
-            deployment: format!("{}/{}", config.name, d.name),
+        .filter_map(|d| {
+            Some(Route {
+                prefix: d.prefix()?,
+                tenant: tenant.clone(),
+                namespace: config.namespace.clone(),
+                deployment: format!("{}/{}", config.name, d.name),
+            })
         })
         .collect()
 }
@@ -136,13 +138,15 @@ impl State {
         }
         self.routes = table;
         if let Some(old) = old {
-            for d in &old.deployments {
-                self.targets.remove(&d.config.prefix());
+            for prefix in old.deployments.iter().filter_map(|d| d.config.prefix()) {
+                self.targets.remove(&prefix);
             }
         }
         if let Some(new) = new {
             for d in &new.deployments {
-                self.targets.insert(d.config.prefix(), d.clone());
+                if let Some(prefix) = d.config.prefix() {
+                    self.targets.insert(prefix, d.clone());
+                }
             }
         }
         Ok(())
@@ -225,7 +229,17 @@ impl Apps {
     pub fn resolve(&self, path: &str) -> Option<Target> {
         let state = self.state.read_locked();
         let (route, rest) = state.routes.resolve(path)?;
-        let deployment = state.targets.get(&route.prefix)?.clone();
+        let mut deployment = state.targets.get(&route.prefix)?.clone();
+        if let Some(way) = deployment.pick_way() {
+            let key = (deployment.tenant.clone(), deployment.app.clone());
+            deployment = state
+                .apps
+                .get(&key)?
+                .deployments
+                .iter()
+                .find(|d| d.config.name == way)?
+                .clone();
+        }
         Some(Target {
             deployment,
             path: rest,
@@ -340,6 +354,8 @@ impl Apps {
                     }
                     replicas
                 }
+                // Its targets are checked by the config's validation.
+                DeploymentKind::Split(_) => Vec::new(),
             };
             let class = matches!(kind, DeploymentKind::Class { .. });
             deployments.push(Arc::new(Deployment::new(

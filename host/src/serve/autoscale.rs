@@ -95,6 +95,9 @@ impl Deployment {
             DeploymentKind::Class { .. } => {
                 Replica::class(Self::create_replica(&self.node, &self.service, &self.config).await?)
             }
+            DeploymentKind::Split(_) => {
+                return Err(ServeError::Invalid("a split has no replicas".into()));
+            }
         };
         self.replicas.add(replica);
         Ok(())

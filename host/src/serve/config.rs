@@ -65,9 +65,17 @@ pub struct DeploymentConfig {
     /// (default none).
     #[serde(default)]
     pub init_args: Vec<serde_json::Value>,
+    /// A split deployment: its requests go to these other deployments of
+    /// the application, in proportion to the weights (a canary: `{v1: 70,
+    /// v2: 30}`; a weight may be 0).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub split: BTreeMap<String, u32>,
     /// The path prefix it answers under (default `/<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_prefix: Option<String>,
+    /// No route of its own: reached only through a split (default false).
+    #[serde(default)]
+    pub internal: bool,
     /// How many replicas (default 1); not with `autoscaling`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_replicas: Option<u32>,
@@ -180,6 +188,8 @@ pub enum DeploymentKind {
         /// The method that answers requests.
         method: String,
     },
+    /// Requests go to other deployments of the application, by weight.
+    Split(Vec<(String, u32)>),
 }
 
 /// Why a configuration was refused.
@@ -284,6 +294,12 @@ impl AppConfig {
             if serde_json::to_string(&d.init_args).map_or(true, |s| s.len() > MAX_USER_JSON) {
                 return Err(here("init_args are larger than 64 KiB"));
             }
+            if d.internal {
+                if d.route_prefix.is_some() {
+                    return Err(here("an internal deployment has no route_prefix"));
+                }
+                continue;
+            }
             let prefix = d
                 .route_prefix
                 .clone()
@@ -296,20 +312,47 @@ impl AppConfig {
             }
             d.route_prefix = Some(prefix);
         }
+        // A split leads to deployments with replicas of the same app.
+        for d in &self.deployments {
+            if d.split.is_empty() {
+                continue;
+            }
+            let here = |m: String| ConfigError(format!("deployment {}: {m}", d.name));
+            if d.num_replicas.is_some() || d.autoscaling.is_some() {
+                return Err(here("a split has no replicas of its own".into()));
+            }
+            if d.split.values().all(|w| *w == 0) {
+                return Err(here("a split needs a weight above 0".into()));
+            }
+            for target in d.split.keys() {
+                match self.deployments.iter().find(|t| t.name == *target) {
+                    None => return Err(here(format!("split to {target}: no such deployment"))),
+                    Some(t) if !t.split.is_empty() => {
+                        return Err(here(format!(
+                            "split to {target}: a split cannot lead to a split"
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         Ok(self)
     }
 }
 
 impl DeploymentConfig {
-    /// Its kind: exactly one of `function` and `class` is set.
+    /// Its kind: exactly one of `function`, `class` and `split` is set.
     pub fn kind(&self) -> Result<DeploymentKind, String> {
-        match (&self.function, &self.class) {
-            (Some(function), None) => Ok(DeploymentKind::Function(function.clone())),
-            (None, Some(class)) => Ok(DeploymentKind::Class {
+        match (&self.function, &self.class, self.split.is_empty()) {
+            (Some(function), None, true) => Ok(DeploymentKind::Function(function.clone())),
+            (None, Some(class), true) => Ok(DeploymentKind::Class {
                 class: class.clone(),
                 method: self.method.clone(),
             }),
-            _ => Err("set exactly one of `function` and `class`".into()),
+            (None, None, false) => Ok(DeploymentKind::Split(
+                self.split.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            )),
+            _ => Err("set exactly one of `function`, `class` and `split`".into()),
         }
     }
 
@@ -322,11 +365,17 @@ impl DeploymentConfig {
         }
     }
 
-    /// The route prefix (filled by [`AppConfig::validate`]).
-    pub fn prefix(&self) -> String {
-        self.route_prefix
-            .clone()
-            .unwrap_or_else(|| format!("/{}", self.name))
+    /// The route prefix (filled by [`AppConfig::validate`]); `None` for
+    /// an internal deployment.
+    pub fn prefix(&self) -> Option<String> {
+        if self.internal {
+            return None;
+        }
+        Some(
+            self.route_prefix
+                .clone()
+                .unwrap_or_else(|| format!("/{}", self.name)),
+        )
     }
 }
 
@@ -359,14 +408,14 @@ deployments:
                 method: "call".into()
             }
         );
-        assert_eq!(class.prefix(), "/Converter");
+        assert_eq!(class.prefix().as_deref(), Some("/Converter"));
         assert_eq!(class.initial_replicas(), 3);
         assert_eq!(class.max_ongoing_requests, 5);
         assert_eq!(class.max_queued_requests, 100);
         assert_eq!(class.request_timeout_ms, 30_000);
         assert_eq!(class.max_body_bytes, 1 << 20);
         let function = &app.deployments[1];
-        assert_eq!(function.prefix(), "/converter");
+        assert_eq!(function.prefix().as_deref(), Some("/converter"));
         assert_eq!(
             function.kind().unwrap(),
             DeploymentKind::Function("converter_routes".into())
@@ -405,6 +454,22 @@ deployments:
         refused(&one("    max_body_bytes: 99999999999\n"), "max_body_bytes");
         refused(&one("    route_prefix: /../x\n"), "route prefix");
         refused(&one("    class: C\n"), "exactly one");
+        refused(
+            "name: a\nmodule: m\ndeployments:\n  - {name: s, split: {nope: 1}}\n",
+            "no such deployment",
+        );
+        refused(
+            "name: a\nmodule: m\ndeployments:\n  - {name: s, split: {v: 0}}\n  - {name: v, function: f}\n",
+            "weight above 0",
+        );
+        refused(
+            "name: a\nmodule: m\ndeployments:\n  - {name: s, split: {t: 1}}\n  - {name: t, split: {s: 1}}\n",
+            "cannot lead to a split",
+        );
+        refused(
+            "name: a\nmodule: m\ndeployments:\n  - {name: v, function: f, internal: true, route_prefix: /v}\n",
+            "internal",
+        );
         refused(&one("    request_timeout_ms: 0\n"), "request_timeout_ms");
         refused(
             &one("    num_replicas: 2\n    autoscaling: {max_replicas: 3}\n"),

@@ -8,11 +8,12 @@ use super::replicas::{Refusal, Replica, ReplicaSet};
 use crate::ids::ActorId;
 use crate::node::{Node, ServiceContext};
 use crate::security::tenants::TenantId;
+use crate::sync::MutexExt;
 use bytes::Bytes;
 use prism_abi::ErrorKind;
 use prism_abi::http::{Request, Response};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -52,6 +53,8 @@ pub struct Deployment {
     pub(super) stopped: AtomicBool,
     /// The number of the next function replica (its id's suffix).
     pub(super) next_replica: AtomicU64,
+    /// A split's running weights (smooth weighted round robin).
+    split_weights: Mutex<Vec<i64>>,
 }
 
 /// A handler's answer, and which replica gave it.
@@ -64,6 +67,21 @@ pub struct Answer {
 
 fn error_response(status: u16, message: &str) -> Response {
     Response::json(&serde_json::json!({ "error": message })).with_status(status)
+}
+
+/// Smooth weighted round robin: the index of the next way, given each
+/// way's running weight in `current` (updated).
+fn smooth_pick(ways: &[(String, u32)], current: &mut [i64]) -> usize {
+    let total: i64 = ways.iter().map(|(_, w)| i64::from(*w)).sum();
+    let mut best = 0;
+    for (i, (_, weight)) in ways.iter().enumerate() {
+        current[i] += i64::from(*weight);
+        if current[i] > current[best] {
+            best = i;
+        }
+    }
+    current[best] -= total;
+    best
 }
 
 /// A fresh id for a failed request, to find it in the logs.
@@ -82,6 +100,10 @@ impl Deployment {
         node: Arc<Node>,
         service: ServiceContext,
     ) -> Deployment {
+        let split_weights = match &kind {
+            DeploymentKind::Split(ways) => vec![0; ways.len()],
+            _ => Vec::new(),
+        };
         Deployment {
             app: app.name.clone(),
             tenant,
@@ -91,6 +113,7 @@ impl Deployment {
             counters: Counters::default(),
             next_replica: AtomicU64::new(u64::from(config.initial_replicas())),
             config,
+            split_weights: Mutex::new(split_weights),
             node,
             service,
             stopped: AtomicBool::new(false),
@@ -135,6 +158,18 @@ impl Deployment {
             })
     }
 
+    /// For a split, the deployment the next request goes to: each gets
+    /// its weight's share, spread evenly (smooth weighted round robin, so
+    /// 70/30 sends 7 of every 10 consecutive requests one way). `None`
+    /// for other kinds.
+    pub fn pick_way(&self) -> Option<String> {
+        let DeploymentKind::Split(ways) = &self.kind else {
+            return None;
+        };
+        let best = smooth_pick(ways, &mut self.split_weights.locked());
+        Some(ways[best].0.clone())
+    }
+
     /// Whether requests are running or waiting.
     pub fn busy(&self) -> bool {
         self.replicas.ongoing() > 0 || self.replicas.queued() > 0
@@ -147,6 +182,9 @@ impl Deployment {
 
     /// Answers `request` with one of the replicas.
     pub async fn call(self: &Arc<Self>, request: Request) -> Answer {
+        if matches!(self.kind, DeploymentKind::Split(_)) {
+            return Self::not_callable();
+        }
         let timeout = Duration::from_millis(self.config.request_timeout_ms);
         let deadline = Instant::now() + timeout;
         let slot = match self.replicas.acquire(deadline).await {
@@ -195,6 +233,7 @@ impl Deployment {
                     .call_service_task(&self.service, function, encoded, options);
                 tokio::time::timeout_at(deadline, call).await
             }
+            DeploymentKind::Split(_) => return Self::not_callable(),
             DeploymentKind::Class { method, .. } => {
                 let Some(actor) = replica.actor() else {
                     return self.failed(replica, "the replica is being replaced");
@@ -251,6 +290,15 @@ impl Deployment {
         }
     }
 
+    /// A split's requests go to its targets (`Apps::resolve`), never to
+    /// the split itself.
+    fn not_callable() -> Answer {
+        Answer {
+            response: error_response(500, "a split deployment has no replicas to call"),
+            replica: None,
+        }
+    }
+
     /// A 500 whose error id the head's log carries with the cause.
     fn failed(&self, replica: &Replica, cause: &str) -> Answer {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -303,5 +351,24 @@ impl Deployment {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_sends_each_way_its_share_spread_evenly() {
+        let ways = vec![("v1".to_string(), 30), ("v2".to_string(), 70)];
+        let mut current = vec![0; 2];
+        let picks: Vec<usize> = (0..10).map(|_| smooth_pick(&ways, &mut current)).collect();
+        assert_eq!(picks.iter().filter(|i| **i == 0).count(), 3);
+        // Never three of v1 in a row, nor more than three of v2.
+        assert!(!picks.windows(2).any(|w| w == [0, 0]), "{picks:?}");
+        // A zero weight gets nothing.
+        let ways = vec![("v1".to_string(), 100), ("v2".to_string(), 0)];
+        let mut current = vec![0; 2];
+        assert!((0..50).all(|_| smooth_pick(&ways, &mut current) == 0));
     }
 }

@@ -6,7 +6,8 @@
 //! its body (over the deployment's limit:
 //! 413, before it is read when `content-length` says so), then a replica
 //! of the deployment (503, 504, 500 on the way; see `deployment.rs`).
-//! Every answer names the replica that gave it (`x-prism-replica`).
+//! Every answer names the deployment and the replica that gave it
+//! (`x-prism-deployment`, `x-prism-replica`).
 
 use super::apps::Apps;
 use super::auth::{AuthRefusal, RouteAccess};
@@ -272,6 +273,9 @@ impl Ingress {
             && let Ok(value) = HeaderValue::from_str(&replica)
         {
             headers.insert(HeaderName::from_static("x-prism-replica"), value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&deployment.config.name) {
+            headers.insert(HeaderName::from_static("x-prism-deployment"), value);
         }
         response
     }
