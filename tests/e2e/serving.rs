@@ -814,3 +814,77 @@ async fn a_canary_split_moves_to_one_version_without_a_failed_request() {
         assert_eq!(r.header("x-prism-deployment"), Some("v1"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_deployments_answer_requests_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let head = head(&files);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    admin.create_tenant("acme", 1.0, "").await.unwrap();
+    let (mut dev, token) = member(&mut admin, &head, &files, "acme", "developer").await;
+    deploy(
+        &mut dev,
+        prism_guests::CONVERTER,
+        json!({"name": "batched", "module": "m", "deployments": [
+            {"name": "batch", "function": "converter_batch",
+             "batch": {"max_batch_size": 4, "batch_wait_timeout_ms": 300}}]}),
+    )
+    .await
+    .unwrap();
+    deploy(
+        &mut dev,
+        prism_guests::TESTKIT,
+        json!({"name": "short", "module": "m", "deployments": [
+            {"name": "short", "function": "http_batch_short", "batch": {}}]}),
+    )
+    .await
+    .unwrap();
+    let send = |path: &'static str, n: usize| {
+        let address = head.http_address();
+        let ca = std::fs::read(files.ca_cert()).unwrap();
+        let token = token.clone();
+        async move {
+            let calls: Vec<_> = (0..n)
+                .map(|i| {
+                    let (address, ca, token) = (address.clone(), ca.clone(), token.clone());
+                    tokio::spawn(async move {
+                        let mut c = HttpsClient::connect(&address, &ca, false).await.unwrap();
+                        let target = format!("{path}?temp={i}&type=CF");
+                        c.get(&target, Some(&token)).await.unwrap()
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for call in calls {
+                out.push(call.await.unwrap());
+            }
+            out
+        }
+    };
+    // Four at once fill one batch; each gets its own answer.
+    let answers = send("/batch", 4).await;
+    for (i, r) in answers.iter().enumerate() {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let fahrenheit = i as f64 * 9.0 / 5.0 + 32.0;
+        assert_eq!(json_of(r)["Fahrenheit temperature"], fahrenheit);
+        assert_eq!(r.header("x-batch-size"), Some("4"));
+    }
+    // One alone waits for the batch timeout, then goes by itself.
+    let started = std::time::Instant::now();
+    let alone = send("/batch", 1).await;
+    assert_eq!(alone[0].header("x-batch-size"), Some("1"));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // A handler answering fewer responses than requests fails them all.
+    let short = send("/short", 3).await;
+    let ids: HashSet<_> = short
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 500);
+            r.header("x-prism-error-id").unwrap().to_string()
+        })
+        .collect();
+    assert!(!ids.is_empty());
+    let status = dev.app("batched").await.unwrap();
+    assert_eq!(status.deployments[0].answered, 5);
+}

@@ -7,6 +7,8 @@
 //! - `converter_routes`: one sub-path per conversion, `GET /cf?temp=…` and
 //!   `GET /fc?temp=…`, through a `Router` (404 elsewhere, 405 for another
 //!   method).
+//! - `converter_batch`: the same for a batched deployment (a `Vec` of
+//!   requests in, a `Vec` of responses out).
 //! - `ConverterReplica`: the same converter as a class deployment: each
 //!   replica is an actor that answers `call(request)` in order and counts
 //!   what it answered (`x-requests` header).
@@ -48,6 +50,26 @@ fn converter_routes(req: Request) -> Response {
         .get("/cf", |req| with_code(req, "CF"))
         .get("/fc", |req| with_code(req, "FC"))
         .handle(&req)
+}
+
+/// `converter` for a batched deployment: the host gathers requests and
+/// sends them together; each answer says how many shared its batch
+/// (`x-batch-size`).
+#[prism::task]
+fn converter_batch(requests: Vec<Request>) -> Vec<Response> {
+    let size = requests.len().to_string();
+    requests
+        .into_iter()
+        .map(|req| {
+            respond(|| {
+                Ok(convert(
+                    req.query_as("temp")?,
+                    req.query("type").unwrap_or_default(),
+                ))
+            })
+            .with_header("x-batch-size", &size)
+        })
+        .collect()
 }
 
 /// The converter as a class deployment's replica.

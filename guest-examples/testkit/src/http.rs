@@ -66,6 +66,15 @@ fn http_not_a_response(_req: Request) -> u64 {
     7
 }
 
+/// A batch handler that drops the last answer: every request of the
+/// batch answers 500.
+#[prism::task]
+fn http_batch_short(requests: Vec<Request>) -> Vec<Response> {
+    let mut answers: Vec<Response> = requests.iter().map(|_| Response::text("ok")).collect();
+    answers.pop();
+    answers
+}
+
 /// A stateful replica: counts its requests; `?trap=1` traps it (it
 /// restarts with a fresh count).
 #[prism::actor]

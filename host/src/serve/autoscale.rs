@@ -48,7 +48,8 @@ impl Deployment {
             }
             self.retire_drained();
             let active = self.replicas.active() as u32;
-            let load = self.replicas.ongoing() + self.replicas.queued() as u32;
+            let load =
+                self.replicas.ongoing() + (self.replicas.queued() + self.batch_waiting()) as u32;
             let mut want = desired(&policy, load);
             if active == 0 && load > 0 {
                 want = want.max(1);

@@ -82,6 +82,11 @@ pub struct DeploymentConfig {
     /// Replicas by load instead of a fixed number (default: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingConfig>,
+    /// Requests answered in batches (default: one at a time): the handler
+    /// takes a `Vec<Request>` and returns a `Vec<Response>` of the same
+    /// length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchConfig>,
     /// Requests one replica runs at once (default 5, as Ray Serve's
     /// `max_ongoing_requests`; a class replica runs them in order).
     #[serde(default = "five")]
@@ -142,6 +147,27 @@ pub struct AutoscalingConfig {
     /// 60 000 ms).
     #[serde(default = "one_minute")]
     pub downscale_delay_ms: u64,
+}
+
+/// How requests are gathered into batches: a batch goes to a replica
+/// when it holds `max_batch_size` requests, or `batch_wait_timeout_ms`
+/// after its first one arrived (as Ray Serve's `@serve.batch`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most requests in one batch (default 10, at most 1000).
+    #[serde(default = "ten")]
+    pub max_batch_size: u32,
+    /// Longest wait for a batch to fill (default 10 ms, at most 10 000).
+    #[serde(default = "ten_u64")]
+    pub batch_wait_timeout_ms: u64,
+}
+
+fn ten() -> u32 {
+    10
+}
+fn ten_u64() -> u64 {
+    10
 }
 
 fn two() -> f64 {
@@ -314,12 +340,22 @@ impl AppConfig {
         }
         // A split leads to deployments with replicas of the same app.
         for d in &self.deployments {
+            let here = |m: String| ConfigError(format!("deployment {}: {m}", d.name));
+            if let Some(batch) = &d.batch
+                && (batch.max_batch_size == 0
+                    || batch.max_batch_size > 1000
+                    || batch.batch_wait_timeout_ms > 10_000)
+            {
+                return Err(here(
+                    "batch: max_batch_size is 1 to 1000, batch_wait_timeout_ms at most 10000"
+                        .into(),
+                ));
+            }
             if d.split.is_empty() {
                 continue;
             }
-            let here = |m: String| ConfigError(format!("deployment {}: {m}", d.name));
-            if d.num_replicas.is_some() || d.autoscaling.is_some() {
-                return Err(here("a split has no replicas of its own".into()));
+            if d.num_replicas.is_some() || d.autoscaling.is_some() || d.batch.is_some() {
+                return Err(here("a split has no replicas or batches of its own".into()));
             }
             if d.split.values().all(|w| *w == 0) {
                 return Err(here("a split needs a weight above 0".into()));
@@ -469,6 +505,11 @@ deployments:
         refused(
             "name: a\nmodule: m\ndeployments:\n  - {name: v, function: f, internal: true, route_prefix: /v}\n",
             "internal",
+        );
+        refused(&one("    batch: {max_batch_size: 0}\n"), "batch");
+        refused(
+            "name: a\nmodule: m\ndeployments:\n  - {name: s, split: {v: 1}, batch: {}}\n  - {name: v, function: f}\n",
+            "no replicas or batches",
         );
         refused(&one("    request_timeout_ms: 0\n"), "request_timeout_ms");
         refused(

@@ -55,9 +55,23 @@ pub struct Deployment {
     pub(super) next_replica: AtomicU64,
     /// A split's running weights (smooth weighted round robin).
     split_weights: Mutex<Vec<i64>>,
+    /// Where a batching deployment's requests wait to be gathered
+    /// (started with the first request).
+    pub(super) batcher: std::sync::OnceLock<tokio::sync::mpsc::Sender<super::batch::Waiting>>,
+}
+
+/// Why a replica gave no value.
+pub(super) enum Failure {
+    /// Not within the request timeout: 504.
+    TimedOut,
+    /// The tenant's quota is full: 503.
+    Overloaded(String),
+    /// The handler trapped, panicked, or the replica is gone: 500.
+    Failed(String),
 }
 
 /// A handler's answer, and which replica gave it.
+#[derive(Clone)]
 pub struct Answer {
     /// The response.
     pub response: Response,
@@ -114,6 +128,7 @@ impl Deployment {
             next_replica: AtomicU64::new(u64::from(config.initial_replicas())),
             config,
             split_weights: Mutex::new(split_weights),
+            batcher: std::sync::OnceLock::new(),
             node,
             service,
             stopped: AtomicBool::new(false),
@@ -172,7 +187,7 @@ impl Deployment {
 
     /// Whether requests are running or waiting.
     pub fn busy(&self) -> bool {
-        self.replicas.ongoing() > 0 || self.replicas.queued() > 0
+        self.replicas.ongoing() > 0 || self.replicas.queued() > 0 || self.batch_waiting() > 0
     }
 
     /// No more replacements: the application is going away.
@@ -180,33 +195,22 @@ impl Deployment {
         self.stopped.store(true, Ordering::Release);
     }
 
-    /// Answers `request` with one of the replicas.
+    /// Answers `request` with one of the replicas (in a batch, if the
+    /// deployment batches).
     pub async fn call(self: &Arc<Self>, request: Request) -> Answer {
         if matches!(self.kind, DeploymentKind::Split(_)) {
             return Self::not_callable();
         }
-        let timeout = Duration::from_millis(self.config.request_timeout_ms);
-        let deadline = Instant::now() + timeout;
-        let slot = match self.replicas.acquire(deadline).await {
+        if self.config.batch.is_some() {
+            return self.call_batched(request).await;
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
+        let slot = match self.slot(deadline, 1).await {
             Ok(slot) => slot,
-            Err(Refusal::Overloaded) => {
-                self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
-                return Answer {
-                    response: error_response(503, "every replica is busy; retry later")
-                        .with_header("retry-after", "1"),
-                    replica: None,
-                };
-            }
-            Err(Refusal::TimedOut) => {
-                self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
-                return Answer {
-                    response: error_response(504, "no replica was free within the timeout"),
-                    replica: None,
-                };
-            }
+            Err(answer) => return answer,
         };
         let replica = &slot.replica;
-        let encoded = match prism_abi::encode_value(&request) {
+        let input = match prism_abi::encode_value(&request) {
             Ok(bytes) => Bytes::from(bytes),
             Err(e) => {
                 return Answer {
@@ -215,6 +219,70 @@ impl Deployment {
                 };
             }
         };
+        let output = match self.invoke(replica, input, deadline).await {
+            Ok(output) => output,
+            Err(failure) => return self.failure(Some(replica), failure, 1),
+        };
+        match rmp_serde::from_slice::<Response>(&output) {
+            Ok(response) if response.status_is_valid() => self
+                .answered(replica, vec![response])
+                .pop()
+                .unwrap_or_else(|| Self::not_callable()),
+            Ok(response) => self.failure(
+                Some(replica),
+                Failure::Failed(format!("the handler answered status {}", response.status)),
+                1,
+            ),
+            Err(e) => self.failure(
+                Some(replica),
+                Failure::Failed(format!(
+                    "the handler did not return a prism::http::Response: {e}"
+                )),
+                1,
+            ),
+        }
+    }
+
+    /// A replica for `requests` requests (one call), or the refusal
+    /// each of them gets.
+    pub(super) async fn slot(
+        &self,
+        deadline: Instant,
+        requests: u64,
+    ) -> Result<super::replicas::Slot<'_>, Answer> {
+        match self.replicas.acquire(deadline).await {
+            Ok(slot) => Ok(slot),
+            Err(Refusal::Overloaded) => {
+                self.counters
+                    .overloaded
+                    .fetch_add(requests, Ordering::Relaxed);
+                Err(Answer {
+                    response: error_response(503, "every replica is busy; retry later")
+                        .with_header("retry-after", "1"),
+                    replica: None,
+                })
+            }
+            Err(Refusal::TimedOut) => {
+                self.counters
+                    .timed_out
+                    .fetch_add(requests, Ordering::Relaxed);
+                Err(Answer {
+                    response: error_response(504, "no replica was free within the timeout"),
+                    replica: None,
+                })
+            }
+        }
+    }
+
+    /// Calls the handler on `replica` with one encoded argument; its
+    /// encoded value, or why there is none. A class replica that hangs
+    /// past the deadline or died is replaced.
+    pub(super) async fn invoke(
+        self: &Arc<Self>,
+        replica: &Arc<Replica>,
+        input: Bytes,
+        deadline: Instant,
+    ) -> Result<Bytes, Failure> {
         let called = match &self.kind {
             DeploymentKind::Function(function) => {
                 let options = prism_abi::TaskOptions {
@@ -230,17 +298,19 @@ impl Deployment {
                 };
                 let call = self
                     .node
-                    .call_service_task(&self.service, function, encoded, options);
+                    .call_service_task(&self.service, function, input, options);
                 tokio::time::timeout_at(deadline, call).await
             }
-            DeploymentKind::Split(_) => return Self::not_callable(),
+            DeploymentKind::Split(_) => {
+                return Err(Failure::Failed("a split has no replicas".into()));
+            }
             DeploymentKind::Class { method, .. } => {
                 let Some(actor) = replica.actor() else {
-                    return self.failed(replica, "the replica is being replaced");
+                    return Err(Failure::Failed("the replica is being replaced".into()));
                 };
-                let call =
-                    self.node
-                        .call_service_actor(&self.service, actor, method, vec![encoded]);
+                let call = self
+                    .node
+                    .call_service_actor(&self.service, actor, method, vec![input]);
                 let called = tokio::time::timeout_at(deadline, call).await;
                 let hung = called.is_err();
                 let died = matches!(&called, Ok(Err(e)) if e.kind == ErrorKind::ActorDied);
@@ -250,43 +320,75 @@ impl Deployment {
                 called
             }
         };
-        let answer = match called {
-            Err(_) => {
-                self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+        match called {
+            Err(_) => Err(Failure::TimedOut),
+            Ok(Err(e)) if e.kind == ErrorKind::DeadlineExceeded => Err(Failure::TimedOut),
+            Ok(Err(e)) if e.kind == ErrorKind::QuotaExceeded => Err(Failure::Overloaded(e.message)),
+            Ok(Err(e)) => Err(Failure::Failed(format!("{}: {}", e.kind, e.message))),
+            Ok(Ok(bytes)) => Ok(bytes),
+        }
+    }
+
+    /// Counts `responses` as answered by `replica`.
+    pub(super) fn answered(&self, replica: &Replica, responses: Vec<Response>) -> Vec<Answer> {
+        let n = responses.len() as u64;
+        self.counters.answered.fetch_add(n, Ordering::Relaxed);
+        replica.served.fetch_add(n, Ordering::Relaxed);
+        responses
+            .into_iter()
+            .map(|response| Answer {
+                response,
+                replica: Some(replica.id.clone()),
+            })
+            .collect()
+    }
+
+    /// The answer each of `requests` requests gets for `failure`: 504,
+    /// 503, or 500 with an error id that the head's log carries with the
+    /// cause.
+    pub(super) fn failure(
+        &self,
+        replica: Option<&Replica>,
+        failure: Failure,
+        requests: u64,
+    ) -> Answer {
+        let replica_id = replica.map(|r| r.id.clone());
+        let response = match failure {
+            Failure::TimedOut => {
+                self.counters
+                    .timed_out
+                    .fetch_add(requests, Ordering::Relaxed);
                 error_response(504, "the handler did not answer within the timeout")
             }
-            Ok(Err(e)) if e.kind == ErrorKind::DeadlineExceeded => {
-                self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
-                error_response(504, "the handler did not answer within the timeout")
+            Failure::Overloaded(why) => {
+                self.counters
+                    .overloaded
+                    .fetch_add(requests, Ordering::Relaxed);
+                error_response(503, &why).with_header("retry-after", "1")
             }
-            Ok(Err(e)) if e.kind == ErrorKind::QuotaExceeded => {
-                self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
-                error_response(503, &e.message).with_header("retry-after", "1")
+            Failure::Failed(cause) => {
+                self.counters.failed.fetch_add(requests, Ordering::Relaxed);
+                let id = error_id();
+                tracing::warn!(
+                    error_id = %id,
+                    tenant = %self.tenant,
+                    app = %self.app,
+                    deployment = %self.config.name,
+                    replica = replica_id.as_deref().unwrap_or("-"),
+                    requests,
+                    "request failed: {cause}"
+                );
+                Response::json(&serde_json::json!({
+                    "error": "the handler failed",
+                    "error_id": id,
+                }))
+                .with_status(500)
+                .with_header("x-prism-error-id", &id)
             }
-            Ok(Err(e)) => return self.failed(replica, &format!("{}: {}", e.kind, e.message)),
-            Ok(Ok(bytes)) => match rmp_serde::from_slice::<Response>(&bytes) {
-                Ok(response) if response.status_is_valid() => {
-                    self.counters.answered.fetch_add(1, Ordering::Relaxed);
-                    response
-                }
-                Ok(response) => {
-                    return self.failed(
-                        replica,
-                        &format!("the handler answered status {}", response.status),
-                    );
-                }
-                Err(e) => {
-                    return self.failed(
-                        replica,
-                        &format!("the handler did not return a prism::http::Response: {e}"),
-                    );
-                }
-            },
         };
-        replica.served.fetch_add(1, Ordering::Relaxed);
         Answer {
-            response: answer,
-            replica: Some(replica.id.clone()),
+            response,
+            replica: replica_id,
         }
     }
 
@@ -296,30 +398,6 @@ impl Deployment {
         Answer {
             response: error_response(500, "a split deployment has no replicas to call"),
             replica: None,
-        }
-    }
-
-    /// A 500 whose error id the head's log carries with the cause.
-    fn failed(&self, replica: &Replica, cause: &str) -> Answer {
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
-        let id = error_id();
-        tracing::warn!(
-            error_id = %id,
-            tenant = %self.tenant,
-            app = %self.app,
-            deployment = %self.config.name,
-            replica = %replica.id,
-            "request failed: {cause}"
-        );
-        let response = Response::json(&serde_json::json!({
-            "error": "the handler failed",
-            "error_id": id,
-        }))
-        .with_status(500)
-        .with_header("x-prism-error-id", &id);
-        Answer {
-            response,
-            replica: Some(replica.id.clone()),
         }
     }
 

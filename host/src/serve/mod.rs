@@ -1,6 +1,6 @@
 //! Serving over HTTP, host side: applications of function and class
 //! deployments (`apps.rs`, `deployment.rs`), their replicas and the
-//! choice among them (`replicas.rs`), autoscaling (`autoscale.rs`), the route table that decides which
+//! choice among them (`replicas.rs`), autoscaling (`autoscale.rs`), request batching (`batch.rs`), the route table that decides which
 //! deployment a path goes to and keeps tenants from capturing each
 //! other's traffic (`routes.rs`), who may call a route (`auth.rs`), each tenant's request rate
 //! (`ratelimit.rs`), the
@@ -11,6 +11,7 @@
 mod apps;
 mod auth;
 mod autoscale;
+mod batch;
 pub mod client;
 mod config;
 mod deployment;
@@ -21,7 +22,9 @@ mod routes;
 
 pub use apps::{App, AppRecord, Apps, Deployer, ServeError, Target};
 pub use auth::{AuthRefusal, DECISION_TTL, RouteAccess};
-pub use config::{AppConfig, AutoscalingConfig, ConfigError, DeploymentConfig, DeploymentKind};
+pub use config::{
+    AppConfig, AutoscalingConfig, BatchConfig, ConfigError, DeploymentConfig, DeploymentKind,
+};
 pub use deployment::{Answer, Counters, Deployment};
 pub use ingress::{Ingress, IngressError, MAX_HEADER_BYTES};
 pub use replicas::{Replica, ReplicaSet};
