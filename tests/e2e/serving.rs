@@ -888,3 +888,57 @@ async fn batched_deployments_answer_requests_together() {
     let status = dev.app("batched").await.unwrap();
     assert_eq!(status.deployments[0].answered, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_config_reaches_running_replicas_and_sick_ones_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let head = head(&files);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    admin.create_tenant("acme", 1.0, "").await.unwrap();
+    let (mut dev, token) = member(&mut admin, &head, &files, "acme", "developer").await;
+    let app = |step: u64| {
+        json!({"name": "hooks", "module": "m", "deployments": [
+            {"name": "counter", "class": "CountingReplica", "init_args": [0],
+             "user_config": {"step": step}, "health_check_period_ms": 100,
+             "health_check_timeout_ms": 1000}]})
+    };
+    deploy(&mut dev, prism_guests::TESTKIT, app(2))
+        .await
+        .unwrap();
+    let mut h = https(&head, &files, true).await;
+    /// The count a counter replica answered, and which replica.
+    async fn count_of(h: &mut HttpsClient, path: &str, token: &str) -> (u64, String) {
+        let r = h.get(path, Some(token)).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        (
+            json_of(&r)["count"].as_u64().unwrap(),
+            r.header("x-prism-replica").unwrap().to_string(),
+        )
+    }
+    // reconfigure ran before the first request: steps of 2.
+    let (count, replica) = count_of(&mut h, "/counter", &token).await;
+    assert_eq!(count, 2);
+    assert_eq!(count_of(&mut h, "/counter", &token).await.0, 4);
+    // A redeploy that changes only user_config: same replica, same
+    // count, the new step.
+    deploy(&mut dev, prism_guests::TESTKIT, app(10))
+        .await
+        .unwrap();
+    let (count, same) = count_of(&mut h, "/counter", &token).await;
+    assert_eq!((count, &same), (14, &replica));
+    // A replica whose health check fails is replaced within periods.
+    count_of(&mut h, "/counter?sick=1", &token).await;
+    let mut replaced = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let status = dev.app("hooks").await.unwrap();
+        if status.deployments[0].unhealthy >= 1 && status.deployments[0].replicas[0].up {
+            replaced = Some(status);
+            break;
+        }
+    }
+    assert!(replaced.is_some(), "the sick replica was not replaced");
+    // The replacement starts over, with the current step.
+    assert_eq!(count_of(&mut h, "/counter", &token).await.0, 10);
+}

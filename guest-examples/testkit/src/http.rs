@@ -75,17 +75,30 @@ fn http_batch_short(requests: Vec<Request>) -> Vec<Response> {
     answers
 }
 
-/// A stateful replica: counts its requests; `?trap=1` traps it (it
-/// restarts with a fresh count).
+/// What a `CountingReplica` counts by (its user config).
+#[derive(serde::Deserialize)]
+pub struct Step {
+    step: u64,
+}
+
+/// A stateful replica: counts its requests by its configured step
+/// (default 1); `?trap=1` traps it (it restarts with a fresh count);
+/// `?sick=1` makes its health check fail from then on.
 #[prism::actor]
 pub struct CountingReplica {
     count: u64,
+    step: u64,
+    sick: bool,
 }
 
 #[prism::actor]
 impl CountingReplica {
     fn new(start: u64) -> Self {
-        CountingReplica { count: start }
+        CountingReplica {
+            count: start,
+            step: 1,
+            sick: false,
+        }
     }
 
     fn call(&mut self, req: Request) -> Response {
@@ -93,7 +106,23 @@ impl CountingReplica {
             #[cfg(target_arch = "wasm32")]
             core::arch::wasm32::unreachable();
         }
-        self.count += 1;
+        if req.query("sick").is_some() {
+            self.sick = true;
+        }
+        self.count += self.step;
         Response::json(&std::collections::BTreeMap::from([("count", self.count)]))
+    }
+
+    /// Takes a new step without losing the count.
+    fn reconfigure(&mut self, config: Step) {
+        self.step = config.step;
+    }
+
+    fn check_health(&self) -> Result<(), String> {
+        if self.sick {
+            Err("told to be sick".into())
+        } else {
+            Ok(())
+        }
     }
 }

@@ -79,6 +79,7 @@ fn app_info(app: &App) -> AppInfo {
                     timed_out: c.timed_out.load(Ordering::Relaxed),
                     failed: c.failed.load(Ordering::Relaxed),
                     rate_limited: c.rate_limited.load(Ordering::Relaxed),
+                    unhealthy: c.unhealthy.load(Ordering::Relaxed),
                 }
             })
             .collect(),

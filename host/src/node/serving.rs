@@ -34,6 +34,16 @@ impl ServiceContext {
         self.0.module.exports().actors.contains_key(class)
     }
 
+    /// Whether actor class `class` has a method `method`.
+    pub fn class_has_method(&self, class: &str, method: &str) -> bool {
+        self.0
+            .module
+            .exports()
+            .actors
+            .get(class)
+            .is_some_and(|c| c.methods.iter().any(|m| m == method))
+    }
+
     /// The task and actor class names the module exports (for errors).
     pub fn exports(&self) -> (Vec<String>, Vec<String>) {
         let exports = self.0.module.exports();

@@ -273,6 +273,12 @@ impl Apps {
                 table.add(route)?;
             }
         }
+        if let Some(app) = self
+            .reconfigure_in_place(&tenant, &config, module, deployer)
+            .await
+        {
+            return Ok(app);
+        }
         let ticket = Arc::new(JobTicket {
             namespace,
             grant,
@@ -303,6 +309,7 @@ impl Apps {
         };
         for d in &app.deployments {
             d.start_autoscaler();
+            d.start_health_checks();
         }
         if let Some(deployer) = deployer {
             self.record(&app, deployer);
@@ -314,6 +321,51 @@ impl Apps {
             tracing::info!(tenant = %tenant, app = %config.name, "app deployed");
         }
         Ok(app)
+    }
+
+    /// A redeploy of the same module whose configuration changes only in
+    /// `user_config`: the running replicas get the new configs through
+    /// `reconfigure` and keep their state. `None` if it changes more.
+    async fn reconfigure_in_place(
+        &self,
+        tenant: &TenantId,
+        config: &AppConfig,
+        module: ModuleHash,
+        deployer: Option<&Deployer>,
+    ) -> Option<Arc<App>> {
+        let old = self.get(tenant, &config.name)?;
+        let bare = |c: &AppConfig| AppConfig {
+            module: String::new(),
+            deployments: c
+                .deployments
+                .iter()
+                .map(|d| d.without_user_config())
+                .collect(),
+            ..c.clone()
+        };
+        if old.module != module || bare(&old.config) != bare(config) || old.config == *config {
+            return None;
+        }
+        for (deployment, new) in old.deployments.iter().zip(&config.deployments) {
+            deployment.reconfigure_all(new.user_config.clone()).await;
+        }
+        let app = Arc::new(App {
+            tenant: tenant.clone(),
+            config: config.clone(),
+            module,
+            deployed_at_ms: now_ms(),
+            deployments: old.deployments.clone(),
+            service: old.service.clone(),
+        });
+        self.state
+            .write_locked()
+            .apps
+            .insert((tenant.clone(), config.name.clone()), app.clone());
+        if let Some(deployer) = deployer {
+            self.record(&app, deployer);
+        }
+        tracing::info!(tenant = %tenant, app = %config.name, "app reconfigured in place");
+        Some(app)
     }
 
     /// Makes the deployments of an application and their replicas.
@@ -349,7 +401,13 @@ impl Apps {
                     }
                     let mut replicas = Vec::new();
                     for _ in 0..d.initial_replicas() {
-                        let actor = Deployment::create_replica(&self.node, service, d).await?;
+                        let actor = Deployment::create_replica(
+                            &self.node,
+                            service,
+                            d,
+                            d.user_config.as_ref(),
+                        )
+                        .await?;
                         replicas.push(Replica::class(actor));
                     }
                     replicas

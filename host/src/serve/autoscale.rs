@@ -94,7 +94,15 @@ impl Deployment {
                 Replica::function(format!("{}-{n}", self.config.name))
             }
             DeploymentKind::Class { .. } => {
-                Replica::class(Self::create_replica(&self.node, &self.service, &self.config).await?)
+                let user_config = self.current_user_config();
+                let actor = Self::create_replica(
+                    &self.node,
+                    &self.service,
+                    &self.config,
+                    user_config.as_ref(),
+                )
+                .await?;
+                Replica::class(actor)
             }
             DeploymentKind::Split(_) => {
                 return Err(ServeError::Invalid("a split has no replicas".into()));

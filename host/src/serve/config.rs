@@ -118,6 +118,19 @@ pub struct DeploymentConfig {
     /// GPU share per request or replica (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_gpus: Option<f64>,
+    /// Given to each class replica's `reconfigure` method (if its class
+    /// has one) before it takes requests, and again to running replicas
+    /// when a redeploy changes only this (default: none, no call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_config: Option<serde_json::Value>,
+    /// How often a class replica's `check_health` method (if its class
+    /// has one) is called (default 10 000 ms); an error or no answer
+    /// within `health_check_timeout_ms` (default 30 000) replaces it.
+    #[serde(default = "ten_seconds")]
+    pub health_check_period_ms: u64,
+    /// See `health_check_period_ms`.
+    #[serde(default = "thirty_seconds")]
+    pub health_check_timeout_ms: u64,
     /// Custom resources per request or replica (default none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, f64>,
@@ -194,6 +207,9 @@ fn five() -> u32 {
 }
 fn hundred() -> u32 {
     100
+}
+fn ten_seconds() -> u64 {
+    10_000
 }
 fn thirty_seconds() -> u64 {
     30_000
@@ -320,6 +336,14 @@ impl AppConfig {
             if serde_json::to_string(&d.init_args).map_or(true, |s| s.len() > MAX_USER_JSON) {
                 return Err(here("init_args are larger than 64 KiB"));
             }
+            if serde_json::to_string(&d.user_config).map_or(true, |s| s.len() > MAX_USER_JSON) {
+                return Err(here("user_config is larger than 64 KiB"));
+            }
+            if d.health_check_period_ms < 10 || d.health_check_timeout_ms < 10 {
+                return Err(here(
+                    "health checks are at least 10 ms apart and wait at least 10 ms",
+                ));
+            }
             if d.internal {
                 if d.route_prefix.is_some() {
                     return Err(here("an internal deployment has no route_prefix"));
@@ -389,6 +413,15 @@ impl DeploymentConfig {
                 self.split.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             )),
             _ => Err("set exactly one of `function`, `class` and `split`".into()),
+        }
+    }
+
+    /// It, without its `user_config`: two configs that differ only there
+    /// can be reconfigured in place.
+    pub fn without_user_config(&self) -> DeploymentConfig {
+        DeploymentConfig {
+            user_config: None,
+            ..self.clone()
         }
     }
 

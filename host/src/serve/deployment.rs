@@ -3,6 +3,7 @@
 //! failures (500 with an error id the head's log carries) on the way.
 //! A class replica whose actor died or hung is replaced.
 
+use super::apps::ServeError;
 use super::config::{AppConfig, DeploymentConfig, DeploymentKind};
 use super::replicas::{Refusal, Replica, ReplicaSet};
 use crate::ids::ActorId;
@@ -30,6 +31,8 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Refused with 429: over the tenant's requests/s quota.
     pub rate_limited: AtomicU64,
+    /// Replicas replaced after a failed health check.
+    pub unhealthy: AtomicU64,
 }
 
 /// A deployment of an application.
@@ -55,6 +58,9 @@ pub struct Deployment {
     pub(super) next_replica: AtomicU64,
     /// A split's running weights (smooth weighted round robin).
     split_weights: Mutex<Vec<i64>>,
+    /// What class replicas' `reconfigure` gets (changed in place by a
+    /// redeploy that changes only this).
+    pub(super) user_config: std::sync::RwLock<Option<serde_json::Value>>,
     /// Where a batching deployment's requests wait to be gathered
     /// (started with the first request).
     pub(super) batcher: std::sync::OnceLock<tokio::sync::mpsc::Sender<super::batch::Waiting>>,
@@ -126,6 +132,7 @@ impl Deployment {
             replicas,
             counters: Counters::default(),
             next_replica: AtomicU64::new(u64::from(config.initial_replicas())),
+            user_config: std::sync::RwLock::new(config.user_config.clone()),
             config,
             split_weights: Mutex::new(split_weights),
             batcher: std::sync::OnceLock::new(),
@@ -137,16 +144,17 @@ impl Deployment {
 
     /// Creates one class replica: an actor that restarts in place when a
     /// call traps (the call answers 500; the next request gets a fresh
-    /// instance).
+    /// instance), given `user_config` through its `reconfigure` method
+    /// (if its class has one) before it takes requests.
     pub async fn create_replica(
         node: &Node,
         service: &ServiceContext,
         config: &DeploymentConfig,
-    ) -> Result<ActorId, super::apps::ServeError> {
-        let DeploymentKind::Class { class, .. } =
-            config.kind().map_err(super::apps::ServeError::Invalid)?
+        user_config: Option<&serde_json::Value>,
+    ) -> Result<ActorId, ServeError> {
+        let DeploymentKind::Class { class, .. } = config.kind().map_err(ServeError::Invalid)?
         else {
-            return Err(super::apps::ServeError::Invalid(
+            return Err(ServeError::Invalid(
                 "a function deployment has no actors".into(),
             ));
         };
@@ -163,14 +171,24 @@ impl Deployment {
             max_restarts: Some(-1),
             ..Default::default()
         };
-        node.create_service_actor(service, &class, args, options)
+        let actor = node
+            .create_service_actor(service, &class, args, options)
             .await
             .map_err(|e| match e {
-                crate::runtime::ActorCreateError::Quota(m) => super::apps::ServeError::Quota(m),
-                other => {
-                    super::apps::ServeError::Replica(format!("deployment {}: {other}", config.name))
-                }
-            })
+                crate::runtime::ActorCreateError::Quota(m) => ServeError::Quota(m),
+                other => ServeError::Replica(format!("deployment {}: {other}", config.name)),
+            })?;
+        if let Some(user_config) = user_config
+            && let Err(e) =
+                super::hooks::reconfigure(node, service, &class, actor, user_config).await
+        {
+            node.kill_service_actor(service, actor);
+            return Err(ServeError::Replica(format!(
+                "deployment {}: reconfigure failed: {e}",
+                config.name
+            )));
+        }
+        Ok(actor)
     }
 
     /// For a split, the deployment the next request goes to: each gets
@@ -404,7 +422,7 @@ impl Deployment {
     /// Replaces a class replica whose actor died or hung: the old actor
     /// is killed, a new one takes its place (requests go to the other
     /// replicas meanwhile).
-    fn replace(self: &Arc<Self>, replica: &Arc<Replica>, actor: ActorId) {
+    pub(super) fn replace(self: &Arc<Self>, replica: &Arc<Replica>, actor: ActorId) {
         if replica.actor() != Some(actor) || self.stopped.load(Ordering::Acquire) {
             return;
         }
@@ -415,7 +433,10 @@ impl Deployment {
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(50);
             while !me.stopped.load(Ordering::Acquire) && !replica.draining() {
-                match Self::create_replica(&me.node, &me.service, &me.config).await {
+                let user_config = me.current_user_config();
+                match Self::create_replica(&me.node, &me.service, &me.config, user_config.as_ref())
+                    .await
+                {
                     Ok(fresh) => {
                         replica.set_actor(fresh);
                         tracing::info!(app = %me.app, deployment = %me.config.name, replica = %replica.id, "replica replaced");

@@ -1,6 +1,7 @@
 //! Serving over HTTP, host side: applications of function and class
 //! deployments (`apps.rs`, `deployment.rs`), their replicas and the
-//! choice among them (`replicas.rs`), autoscaling (`autoscale.rs`), request batching (`batch.rs`), the route table that decides which
+//! choice among them (`replicas.rs`), autoscaling (`autoscale.rs`), request batching (`batch.rs`), a class's
+//! `reconfigure` and `check_health` hooks (`hooks.rs`), the route table that decides which
 //! deployment a path goes to and keeps tenants from capturing each
 //! other's traffic (`routes.rs`), who may call a route (`auth.rs`), each tenant's request rate
 //! (`ratelimit.rs`), the
@@ -15,6 +16,7 @@ mod batch;
 pub mod client;
 mod config;
 mod deployment;
+mod hooks;
 mod ingress;
 mod ratelimit;
 mod replicas;
