@@ -179,6 +179,7 @@ fn demo_runs_every_example_and_checks_it() {
         "gpu-matmul",
         "gpu-inference",
         "converter",
+        "serve/converter",
     ] {
         assert!(
             stdout

@@ -399,6 +399,18 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
                 outln!("{label:<24} {ms:>7.1} ms  {mark:<6} {text}")?;
             }
         }
+        // The converter as a served application, over HTTPS.
+        let serving = std::time::Instant::now();
+        let (mark, text) = match super::demo_serve::serve_converter(&cluster).await {
+            Ok(text) => ("ok", text),
+            Err(text) => {
+                failed += 1;
+                ("FAILED", text)
+            }
+        };
+        let ms = serving.elapsed().as_secs_f64() * 1e3;
+        let text = escape_terminal(&text);
+        outln!("{:<24} {ms:>7.1} ms  {mark:<6} {text}", "serve/converter")?;
         outln!("\ntotal {:.2} s", started.elapsed().as_secs_f64())?;
         Ok(if failed == 0 { 0 } else { 1 })
     })

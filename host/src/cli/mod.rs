@@ -38,6 +38,7 @@ mod admin;
 mod bench;
 mod bench_serve;
 mod demo;
+mod demo_serve;
 mod output;
 mod serve;
 mod service;
