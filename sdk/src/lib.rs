@@ -55,6 +55,7 @@ pub mod http;
 mod named;
 mod placement;
 mod pool;
+pub mod serve;
 mod sys;
 
 /// Result type of every SDK call.

@@ -58,6 +58,15 @@ mod imp {
             args_len: usize,
             out_id: *mut u8,
         ) -> i32;
+        pub fn serve_call(
+            app_ptr: *const u8,
+            app_len: usize,
+            deployment_ptr: *const u8,
+            deployment_len: usize,
+            request_ptr: *const u8,
+            request_len: usize,
+            out_id: *mut u8,
+        ) -> i32;
         pub fn actor_lookup(
             ns_ptr: *const u8,
             ns_len: usize,
@@ -94,6 +103,21 @@ pub fn actor_create(class: &str, args: &[u8], opts: &[u8], out_id: &mut [u8; 16]
             args.len(),
             opts.as_ptr(),
             opts.len(),
+            out_id.as_mut_ptr(),
+        )
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn serve_call(app: &str, deployment: &str, request: &[u8], out_id: &mut [u8; 16]) -> i32 {
+    unsafe {
+        imp::serve_call(
+            app.as_ptr(),
+            app.len(),
+            deployment.as_ptr(),
+            deployment.len(),
+            request.as_ptr(),
+            request.len(),
             out_id.as_mut_ptr(),
         )
     }
@@ -427,6 +451,14 @@ mod native {
         NOT_IN_GUEST
     }
     pub fn actor_call(_id: &[u8; 16], _method: &str, _args: &[u8], _out_id: &mut [u8; 16]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn serve_call(
+        _app: &str,
+        _deployment: &str,
+        _request: &[u8],
+        _out_id: &mut [u8; 16],
+    ) -> i32 {
         NOT_IN_GUEST
     }
     pub fn actor_lookup(

@@ -942,3 +942,109 @@ async fn user_config_reaches_running_replicas_and_sick_ones_are_replaced() {
     // The replacement starts over, with the current step.
     assert_eq!(count_of(&mut h, "/counter", &token).await.0, 10);
 }
+
+/// The converter app as `guest-examples/converter/app.yaml` has it,
+/// with its consensus handler.
+fn converter_app() -> Value {
+    json!({"name": "converter", "module": "m", "deployments": [
+        {"name": "Converter", "class": "ConverterReplica", "num_replicas": 3},
+        {"name": "consensus", "function": "converter_consensus"}
+    ]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_call_deployments_through_handles_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    // The head runs only drivers: replicas, handler tasks and the tasks
+    // that call handles all run on the worker.
+    let head = start_head_with(
+        files.dir(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--cpus",
+            "0",
+            "--no-gpus",
+        ],
+    );
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    let join = admin.create_join_token(60).await.unwrap().token;
+    let _worker = super::procs::start_worker(
+        &dir.path().join("w0"),
+        &head.address,
+        &files.ca_cert(),
+        &join,
+        &["--cpus", "2", "--no-gpus"],
+    )
+    .expect("the worker joins");
+    for _ in 0..100 {
+        let nodes = admin.status().await.unwrap().nodes;
+        if nodes.iter().filter(|n| n.state == "alive").count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin.create_tenant("acme", 1.0, "").await.unwrap();
+    let (mut dev, token) = member(&mut admin, &head, &files, "acme", "developer").await;
+    let app = deploy(&mut dev, prism_guests::CONVERTER, converter_app())
+        .await
+        .unwrap();
+    // Requests enter at the head and reach replicas on the worker.
+    let mut h = https(&head, &files, true).await;
+    let mut replicas = HashSet::new();
+    for _ in 0..3 {
+        let r = h
+            .get("/Converter?temp=100&type=CF", Some(&token))
+            .await
+            .unwrap();
+        assert_eq!(r.text(), r#"{"Fahrenheit temperature":212.0}"#);
+        replicas.insert(r.header("x-prism-replica").unwrap().to_string());
+    }
+    assert_eq!(replicas.len(), 3);
+    // A handler composed through handles, over HTTPS.
+    let r = h
+        .get("/consensus?temp=-40&type=CF", Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), r#"{"Fahrenheit temperature":-40.0}"#);
+    assert!(["2", "3"].contains(&r.header("x-agreed").unwrap()));
+    // A driver (head) and its tasks (worker) call through handles.
+    let job = dev
+        .submit(&app.module_hash, "through_handles", "[]", "")
+        .await
+        .unwrap();
+    let result = dev.result(&job.id, true).await.unwrap();
+    let answers: Vec<String> =
+        serde_json::from_str(&result.value_json).unwrap_or_else(|e| panic!("{e}: {result:?}"));
+    assert_eq!(answers[0], r#"{"Fahrenheit temperature":212.0}"#);
+    assert_eq!(answers[1], r#"{"Fahrenheit temperature":32.0}"#);
+    assert_eq!(answers[2], r#"{"Fahrenheit temperature":98.6}"#);
+    assert!(
+        answers[3].starts_with(r#"{"Fahrenheit temperature":-40.0} agreed by "#),
+        "{answers:?}"
+    );
+    assert_eq!(answers[4], "missing: invalid_argument");
+    // Another tenant's guests cannot reach acme's app by its name.
+    admin.create_tenant("zeta", 1.0, "").await.unwrap();
+    let (mut zeta, _) = member(&mut admin, &head, &files, "zeta", "developer").await;
+    let hash = zeta
+        .upload_module(prism_guests::CONVERTER.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let job = zeta
+        .submit(&hash, "through_handles", "[]", "")
+        .await
+        .unwrap();
+    let result = zeta.result(&job.id, true).await.unwrap();
+    let info = result.job.unwrap();
+    assert!(
+        info.error_message
+            .contains("(invalid_argument): no deployment Converter in an app converter"),
+        "{info:?}"
+    );
+}

@@ -12,7 +12,10 @@
 //! - `ConverterReplica`: the same converter as a class deployment: each
 //!   replica is an actor that answers `call(request)` in order and counts
 //!   what it answered (`x-requests` header).
-//! - `main`: a driver that calls both handlers as tasks and checks them.
+//! - `converter_consensus`: a handler composed of the `Converter`
+//!   deployment through handles (three asks, two must agree in 500 ms).
+//! - `main`: a driver that calls both handlers as tasks and checks them;
+//!   `through_handles`: a driver that calls the deployed app by handles.
 
 use prism::http::{Request, Response, Router, respond};
 use std::collections::BTreeMap;
@@ -93,6 +96,79 @@ impl ConverterReplica {
         });
         answer.with_header("x-requests", &self.answered.to_string())
     }
+}
+
+/// A handler composed of another deployment: asks the `Converter`
+/// deployment of the `converter` app three times at once (three
+/// replicas) and answers with the first value two of them agree on
+/// within 500 ms, and how many answered in time (`x-agreed`).
+#[prism::task]
+fn converter_consensus(req: Request) -> Response {
+    let converter = prism::serve::handle("converter", "Converter");
+    let asked: Result<Vec<_>, _> = (0..3).map(|_| converter.remote(&req)).collect();
+    let Ok(asked) = asked else {
+        return Response::text("the Converter deployment could not be called").with_status(502);
+    };
+    let Ok((ready, _late)) = prism::wait(&asked, 2, Some(std::time::Duration::from_millis(500)))
+    else {
+        return Response::text("waiting for the answers failed").with_status(502);
+    };
+    let answers: Vec<Response> = ready.iter().filter_map(|r| prism::get(r).ok()).collect();
+    match answers.first() {
+        Some(first) if answers.iter().all(|a| a.body == first.body) => first
+            .clone()
+            .with_header("x-agreed", &answers.len().to_string()),
+        Some(_) => Response::text("the replicas disagree").with_status(502),
+        None => Response::text("no replica answered within 500 ms").with_status(504),
+    }
+}
+
+/// A task that calls the `converter` app's `Converter` deployment
+/// through a handle (on whichever node it runs).
+#[prism::task]
+fn ask_converter(temp: f64) -> Result<String, prism::Error> {
+    let request = Request::get("/")
+        .with_query("temp", &temp.to_string())
+        .with_query("type", "CF");
+    let response = prism::serve::handle("converter", "Converter").call(&request)?;
+    Ok(response.text_body().unwrap_or_default().to_string())
+}
+
+/// A driver that calls deployments through handles: directly, through
+/// tasks, and through the composed `converter_consensus` handler.
+#[prism::main]
+fn through_handles() -> Result<Vec<String>, prism::Error> {
+    let mut out = Vec::new();
+    let direct = prism::serve::handle("converter", "Converter").call(
+        &Request::get("/")
+            .with_query("temp", "100")
+            .with_query("type", "CF"),
+    )?;
+    out.push(direct.text_body().unwrap_or_default().to_string());
+    let tasks: Vec<_> = [0.0, 37.0].into_iter().map(ask_converter::remote).collect();
+    for task in &tasks {
+        out.push(prism::get(task)?);
+    }
+    let composed = prism::serve::handle("converter", "consensus").call(
+        &Request::get("/")
+            .with_query("temp", "-40")
+            .with_query("type", "CF"),
+    )?;
+    out.push(format!(
+        "{} agreed by {}",
+        composed.text_body().unwrap_or_default(),
+        composed.header("x-agreed").unwrap_or("?")
+    ));
+    // A deployment that does not exist is an error, not a hang.
+    let missing = prism::serve::handle("converter", "nope").call(&Request::get("/"));
+    out.push(match missing {
+        Ok(r) => format!("unexpected answer {}", r.status()),
+        Err(e) => format!(
+            "missing: {}",
+            e.kind().map(|k| k.to_string()).unwrap_or_default()
+        ),
+    });
+    Ok(out)
 }
 
 /// Calls both handlers as tasks, as a client of the deployment would, and

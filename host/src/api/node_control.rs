@@ -24,9 +24,13 @@ fn membership_status(e: MembershipError) -> Status {
     }
 }
 
-/// The `NodeControl` service over the head's [`Membership`].
+/// The `NodeControl` service over the head's [`Membership`] and its
+/// served applications.
 #[derive(Clone)]
-pub struct NodeControlService(pub Arc<Membership>);
+pub struct NodeControlService(
+    pub Arc<Membership>,
+    pub Arc<dyn crate::cluster::DeploymentCalls>,
+);
 
 #[tonic::async_trait]
 impl NodeControl for NodeControlService {
@@ -208,6 +212,26 @@ impl NodeControl for NodeControlService {
             .put(&r.namespace, &r.name, r.value.into(), tier)
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::NamedReply::default()))
+    }
+
+    async fn call_deployment(
+        &self,
+        request: Request<pb::CallDeploymentRequest>,
+    ) -> Result<Response<pb::ExecuteTaskReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let tenant = crate::security::tenants::TenantId::new(&r.tenant);
+        let outcome = self
+            .1
+            .call_deployment(&tenant, &r.app, &r.deployment, r.request.into())
+            .await;
+        Ok(Response::new(pb::ExecuteTaskReply {
+            outcome: Some(match outcome {
+                Ok(value) => pb::execute_task_reply::Outcome::Value(value),
+                Err(error) => pb::execute_task_reply::Outcome::Error(error.encode().into()),
+            }),
+            logs: Vec::new(),
+        }))
     }
 
     async fn named_get(

@@ -163,7 +163,7 @@ pub async fn serve(
         // what it reads is bounded like the API (64 MiB); the Worker
         // service checks the certificate before it reads a message.
         .add_service(
-            NodeControlServer::new(NodeControlService(membership))
+            NodeControlServer::new(NodeControlService(membership, apps))
                 .max_decoding_message_size(MAX_MODULE_BYTES)
                 .max_encoding_message_size(MAX_NODE_MESSAGE),
         )

@@ -158,6 +158,23 @@ pub trait OtherNodes: crate::scheduler::remote::Remote + RemoteActors {}
 
 impl<T: crate::scheduler::remote::Remote + RemoteActors> OtherNodes for T {}
 
+/// Where a guest's calls to served deployments go (`prism::serve`
+/// handles): the head's applications (`serve::Apps`) on the head's node,
+/// the head over `NodeControl` on a worker.
+pub trait DeploymentCalls: Send + Sync + 'static {
+    /// Answers `request` (an encoded `prism_abi::http::Request`) with
+    /// deployment `deployment` of `tenant`'s application `app`, as the
+    /// ingress would (replicas, queue, batching, timeout); the encoded
+    /// `Response`, or why there is none.
+    fn call_deployment(
+        &self,
+        tenant: &crate::security::tenants::TenantId,
+        app: &str,
+        deployment: &str,
+        request: bytes::Bytes,
+    ) -> BoxFuture<'static, Result<bytes::Bytes, prism_abi::WireError>>;
+}
+
 /// What a node's client of the other nodes asks of, or tells, its own
 /// node (the node implements it; the client holds it weakly). Objects
 /// the client pulls go to the node's store directly.

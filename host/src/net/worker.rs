@@ -241,6 +241,37 @@ impl RemoteDirectory {
     }
 }
 
+/// The head's served applications, over `NodeControl`.
+struct RemoteDeployments {
+    client: NodeControlClient<Channel>,
+}
+
+impl crate::cluster::DeploymentCalls for RemoteDeployments {
+    fn call_deployment(
+        &self,
+        tenant: &crate::security::tenants::TenantId,
+        app: &str,
+        deployment: &str,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, prism_abi::WireError>> {
+        let mut client = self.client.clone();
+        let request = pb::CallDeploymentRequest {
+            tenant: tenant.to_string(),
+            app: app.to_string(),
+            deployment: deployment.to_string(),
+            request: request.to_vec(),
+        };
+        Box::pin(async move {
+            let reply = client
+                .call_deployment(request)
+                .await
+                .map_err(|status| super::unreachable(super::HEAD_NODE_ID, &status))?
+                .into_inner();
+            super::peers::reply_outcome(reply.outcome, super::HEAD_NODE_ID)
+        })
+    }
+}
+
 /// The head's named objects, over `NodeControl`.
 struct RemoteNamed {
     client: NodeControlClient<Channel>,
@@ -457,6 +488,10 @@ pub async fn run_worker(
         },
     )?;
     let peers = peers.ok_or_else(|| NetError::State("the node did not start".into()))?;
+    // Guests here call served deployments through the head.
+    node.route_deployment_calls(Arc::new(RemoteDeployments {
+        client: control.clone(),
+    }));
     if options.node.gpu.enabled {
         // Other nodes place GPU tasks here only once the GPUs are offered.
         let found = node.clone();

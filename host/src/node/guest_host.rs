@@ -63,6 +63,18 @@ impl GuestHost for TaskHost {
         }
     }
 
+    fn serve_call(&self, app: &str, deployment: &str, request: Bytes) -> ObjectId {
+        if !self.job.ticket.grant.permissions.call_task {
+            let return_id = self.node.objects.new_object_id();
+            return self.failed(
+                return_id,
+                denied("call served deployments (action CallTask)"),
+            );
+        }
+        self.node
+            .call_deployment_for(&self.job, app, deployment, request)
+    }
+
     fn put(&self, bytes: Bytes) -> Result<ObjectId, PutError> {
         if !self.job.ticket.grant.permissions.put_object {
             return Err(PutError::Denied);

@@ -61,6 +61,46 @@ impl ServiceContext {
 }
 
 impl Node {
+    /// Sends guests' calls to served deployments to `calls` (the head's
+    /// applications, or the head). Set once; later calls are ignored.
+    pub fn route_deployment_calls(&self, calls: Arc<dyn crate::cluster::DeploymentCalls>) {
+        let _ = self.deployments.set(calls);
+    }
+
+    /// Calls a served deployment for a guest of `job`: the result (an
+    /// encoded `Response`, or the error) completes a new object of the
+    /// job, whose id is returned at once.
+    pub(super) fn call_deployment_for(
+        &self,
+        job: &JobContext,
+        app: &str,
+        deployment: &str,
+        request: Bytes,
+    ) -> crate::ids::ObjectId {
+        let return_id = self.objects.new_object_id();
+        self.objects.create_pending(return_id, job.id);
+        let Some(calls) = self.deployments.get().cloned() else {
+            let error = WireError::new(
+                ErrorKind::Unschedulable,
+                "this node reaches no served applications",
+            );
+            let _ = self
+                .objects
+                .complete(return_id, Object::Error(Arc::new(error)));
+            return return_id;
+        };
+        let answer = calls.call_deployment(&job.ticket.grant.tenant, app, deployment, request);
+        let objects = self.objects.clone();
+        tokio::spawn(async move {
+            let object = match answer.await {
+                Ok(bytes) => Object::Value(bytes),
+                Err(error) => Object::Error(Arc::new(error)),
+            };
+            let _ = objects.complete(return_id, object);
+        });
+        return_id
+    }
+
     /// Opens the context of a served application: its module, loaded for
     /// its tenant, and the ticket (namespace, grant, environment) its
     /// handlers run with. `owner` must be new.

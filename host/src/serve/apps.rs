@@ -154,23 +154,26 @@ impl State {
 }
 
 impl Apps {
-    /// No applications, served from `node`.
+    /// No applications, served from `node`, whose guests' deployment
+    /// handles reach them.
     pub fn new(node: Arc<Node>) -> Arc<Apps> {
-        Arc::new(Apps {
-            node,
-            state: RwLock::new(State::default()),
-            store: None,
-        })
+        Apps::with_store(node, None)
     }
 
     /// No applications yet, served from `node`; deployed ones are
     /// recorded in `store` (see [`Apps::records`]).
     pub fn recorded_in(node: Arc<Node>, store: Arc<HeadStore>) -> Arc<Apps> {
-        Arc::new(Apps {
-            node,
+        Apps::with_store(node, Some(store))
+    }
+
+    fn with_store(node: Arc<Node>, store: Option<Arc<HeadStore>>) -> Arc<Apps> {
+        let apps = Arc::new(Apps {
+            node: node.clone(),
             state: RwLock::new(State::default()),
-            store: Some(store),
-        })
+            store,
+        });
+        node.route_deployment_calls(Arc::new(AppsLink(Arc::downgrade(&apps))));
+        apps
     }
 
     /// The applications recorded as deployed (a head restarting deploys
@@ -527,5 +530,81 @@ impl Apps {
             }
             self.node.close_service(&app.service);
         }
+    }
+}
+
+/// The node's way to its applications (weak: the applications hold the
+/// node).
+struct AppsLink(std::sync::Weak<Apps>);
+
+impl crate::cluster::DeploymentCalls for AppsLink {
+    fn call_deployment(
+        &self,
+        tenant: &TenantId,
+        app: &str,
+        deployment: &str,
+        request: bytes::Bytes,
+    ) -> crate::sync::BoxFuture<'static, Result<bytes::Bytes, prism_abi::WireError>> {
+        match self.0.upgrade() {
+            Some(apps) => apps.call_deployment(tenant, app, deployment, request),
+            None => Box::pin(async {
+                Err(prism_abi::WireError::new(
+                    prism_abi::ErrorKind::Cancelled,
+                    "the served applications stopped",
+                ))
+            }),
+        }
+    }
+}
+
+impl crate::cluster::DeploymentCalls for Apps {
+    fn call_deployment(
+        &self,
+        tenant: &TenantId,
+        app: &str,
+        deployment: &str,
+        request: bytes::Bytes,
+    ) -> crate::sync::BoxFuture<'static, Result<bytes::Bytes, prism_abi::WireError>> {
+        // A split chooses its way here as at the ingress.
+        let target = self.get(tenant, app).and_then(|app| {
+            let find = |name: &str| {
+                app.deployments
+                    .iter()
+                    .find(|d| d.config.name == name)
+                    .cloned()
+            };
+            let target = find(deployment)?;
+            match target.pick_way() {
+                Some(way) => find(&way),
+                None => Some(target),
+            }
+        });
+        let (app, deployment) = (app.to_string(), deployment.to_string());
+        Box::pin(async move {
+            use prism_abi::{ErrorKind, WireError};
+            let Some(target) = target else {
+                return Err(WireError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("no deployment {deployment} in an app {app} of this tenant"),
+                ));
+            };
+            let request: prism_abi::http::Request =
+                rmp_serde::from_slice(&request).map_err(|e| {
+                    WireError::new(
+                        ErrorKind::InvalidArgument,
+                        format!("not a prism::http::Request: {e}"),
+                    )
+                })?;
+            let limit = target.config.max_body_bytes;
+            let response = if request.body.len() as u64 > limit {
+                prism_abi::http::Response::text(&format!("the body is larger than {limit} bytes"))
+                    .with_status(413)
+            } else {
+                target.call(request).await.response
+            };
+            prism_abi::encode_value(&response)
+                .map(bytes::Bytes::from)
+                .map_err(|e| WireError::new(ErrorKind::System, e.to_string()))
+        })
     }
 }

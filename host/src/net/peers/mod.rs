@@ -456,7 +456,15 @@ fn outcome(
                 .collect(),
         );
     }
-    match reply.outcome {
+    reply_outcome(reply.outcome, peer)
+}
+
+/// A call's value or error as `peer` sent it.
+pub(crate) fn reply_outcome(
+    outcome: Option<pb::execute_task_reply::Outcome>,
+    peer: &str,
+) -> Result<Bytes, WireError> {
+    match outcome {
         Some(pb::execute_task_reply::Outcome::Value(value)) => Ok(value),
         Some(pb::execute_task_reply::Outcome::Error(error)) => Err(WireError::decode(&error)
             .unwrap_or_else(|e| {

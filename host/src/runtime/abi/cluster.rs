@@ -90,6 +90,34 @@ pub(super) fn add_cluster_calls(linker: &mut Linker<TaskState>) -> anyhow::Resul
         },
     )?;
 
+    linker.func_wrap(
+        m,
+        "serve_call",
+        |mut caller: Caller<'_, TaskState>,
+         app_ptr: i32,
+         app_len: i32,
+         deployment_ptr: i32,
+         deployment_len: i32,
+         request_ptr: i32,
+         request_len: i32,
+         out_id: i32|
+         -> anyhow::Result<i32> {
+            let app = read_str("serve_call", &caller, app_ptr, app_len)?;
+            let deployment = read_str("serve_call", &caller, deployment_ptr, deployment_len)?;
+            let request = read("serve_call", &caller, request_ptr, request_len)?;
+            write("serve_call", &mut caller, out_id, &[0u8; OBJECT_ID_LEN])?;
+            let (Some(app), Some(deployment)) = (app, deployment) else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            let id = caller
+                .data()
+                .host
+                .serve_call(&app, &deployment, Bytes::from(request));
+            write("serve_call", &mut caller, out_id, id.as_bytes())?;
+            Ok(status::OK)
+        },
+    )?;
+
     linker.func_wrap_async(
         m,
         "actor_lookup",

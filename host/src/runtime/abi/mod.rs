@@ -55,6 +55,7 @@ const FUNCTIONS: &[&str] = &[
     "named_list",
     "pg_create",
     "pg_remove",
+    "serve_call",
 ];
 
 /// Whether `prism_v1` has a function of this name.
