@@ -180,6 +180,7 @@ fn demo_runs_every_example_and_checks_it() {
         "gpu-inference",
         "converter",
         "serve/converter",
+        "serve/gpu-inference",
     ] {
         assert!(
             stdout

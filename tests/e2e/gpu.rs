@@ -194,3 +194,59 @@ async fn gpus_can_be_disabled_and_then_nothing_is_offered() {
     let v = run_ok(&c, TESTKIT, "gpu_impossible", "[]").await;
     assert_eq!(v[0][0], "unschedulable", "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inference_actor_serves_predictions_over_https_from_gpu_replicas() {
+    use prism_host::serve::client::HttpsClient;
+    use prism_host::serve::{AppConfig, Apps, Ingress};
+    let c = gpu_cluster(2.0, 64 << 20);
+    // The shipped config: two replicas, a quarter GPU each.
+    let config = AppConfig::from_yaml(include_str!("../../guest-examples/gpu-inference/app.yaml"))
+        .and_then(AppConfig::validate)
+        .unwrap();
+    let module = c
+        .head()
+        .upload_module(bytes::Bytes::from_static(GPU_INFERENCE));
+    let apps = Apps::new(c.node().clone());
+    let grant = prism_host::security::JobGrant::local();
+    let namespace = prism_host::security::tenants::NamespaceRef::new(&grant.tenant, "default");
+    apps.deploy(namespace, grant, config, module, None)
+        .await
+        .unwrap();
+    let (tls, ca) = Ingress::self_signed().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(Ingress::new(apps.clone(), None).serve(listener, tls, std::future::pending()));
+    let mut client = HttpsClient::connect(&address, ca.as_bytes(), true)
+        .await
+        .unwrap();
+    let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+    let body = serde_json::json!({ "x": x }).to_string();
+    let mut replicas = std::collections::HashSet::new();
+    let mut first: Option<Value> = None;
+    for _ in 0..4 {
+        let r = client
+            .send("POST", "/mlp", &[], body.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["y"].as_array().unwrap().len(), 10, "{v}");
+        assert!(v["class"].as_u64().unwrap() < 10);
+        // Every replica has the same weights: the same answer.
+        match &first {
+            Some(f) => assert_eq!(f, &v),
+            None => first = Some(v),
+        }
+        replicas.insert(r.header("x-prism-replica").unwrap().to_string());
+    }
+    assert_eq!(replicas.len(), 2);
+    // A malformed input is the handler's 400, not a failure.
+    let r = client
+        .send("POST", "/mlp", &[], r#"{"x": [1.0, 2.0]}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("expected 64 inputs"), "{}", r.text());
+    apps.stop_all().await;
+}

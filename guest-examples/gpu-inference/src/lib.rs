@@ -152,10 +152,39 @@ impl Mlp {
         Ok(self.output.read_all()?)
     }
 
+    /// As a class deployment's replica: `POST {"x": [64 floats]}` →
+    /// `{"y": [10 floats], "class": argmax}`; a malformed body is a 400.
+    fn call(&mut self, req: prism::http::Request) -> prism::http::Response {
+        #[derive(serde::Deserialize)]
+        struct Input {
+            x: Vec<f32>,
+        }
+        #[derive(serde::Serialize)]
+        struct Output {
+            y: Vec<f32>,
+            class: usize,
+        }
+        prism::http::respond(|| {
+            let input: Input = req.json()?;
+            let y = self
+                .predict(input.x)
+                .map_err(|e| prism::http::Response::bad_request(&e.to_string()))?;
+            let class = argmax(&y);
+            Ok(prism::http::Response::json(&Output { y, class }))
+        })
+    }
+
     /// (weight uploads, predictions served).
     fn counters(&self) -> (u32, u32) {
         (self.uploads, self.served)
     }
+}
+
+/// The index of the largest value (0 for none).
+fn argmax(values: &[f32]) -> usize {
+    (0..values.len())
+        .max_by(|&a, &b| values[a].total_cmp(&values[b]))
+        .unwrap_or(0)
 }
 
 /// What the driver reports.
@@ -186,9 +215,7 @@ fn main(n: Option<u32>) -> prism::Result<Report> {
     }
     let (weight_uploads, served) = prism::get(&model.counters().remote())?;
     let first = &outputs[0];
-    let first_prediction_class = (0..first.len())
-        .max_by(|&a, &b| first[a].total_cmp(&first[b]))
-        .unwrap_or(0);
+    let first_prediction_class = argmax(first);
     Ok(Report {
         predictions: outputs.len(),
         weight_uploads,

@@ -411,6 +411,21 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
         let ms = serving.elapsed().as_secs_f64() * 1e3;
         let text = escape_terminal(&text);
         outln!("{:<24} {ms:>7.1} ms  {mark:<6} {text}", "serve/converter")?;
+        if gpus.is_empty() {
+            outln!("{:<24} {:>10}  {:<6} the node has no GPU", "serve/gpu-inference", "-", "skip")?;
+        } else {
+            let serving = std::time::Instant::now();
+            let (mark, text) = match super::demo_serve::serve_model(&cluster).await {
+                Ok(text) => ("ok", text),
+                Err(text) => {
+                    failed += 1;
+                    ("FAILED", text)
+                }
+            };
+            let ms = serving.elapsed().as_secs_f64() * 1e3;
+            let text = escape_terminal(&text);
+            outln!("{:<24} {ms:>7.1} ms  {mark:<6} {text}", "serve/gpu-inference")?;
+        }
         outln!("\ntotal {:.2} s", started.elapsed().as_secs_f64())?;
         Ok(if failed == 0 { 0 } else { 1 })
     })

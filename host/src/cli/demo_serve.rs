@@ -8,25 +8,55 @@ use crate::serve::client::HttpsClient;
 use crate::serve::{AppConfig, Apps, Ingress};
 use std::collections::BTreeSet;
 
-/// The shipped application config.
+/// The shipped application configs.
 const APP_YAML: &str = include_str!("../../../guest-examples/converter/app.yaml");
+const MLP_YAML: &str = include_str!("../../../guest-examples/gpu-inference/app.yaml");
 
 /// Deploys the converter, sends it requests, checks the answers; a
 /// summary, or what went wrong.
 pub(super) async fn serve_converter(cluster: &EmbeddedCluster) -> Result<String, String> {
-    let config = AppConfig::from_yaml(APP_YAML)
+    serve(
+        cluster,
+        APP_YAML,
+        prism_guests::CONVERTER,
+        converter_requests,
+    )
+    .await
+}
+
+/// Deploys the GPU model (two replicas on a quarter GPU each) and asks
+/// it for predictions.
+pub(super) async fn serve_model(cluster: &EmbeddedCluster) -> Result<String, String> {
+    serve(
+        cluster,
+        MLP_YAML,
+        prism_guests::GPU_INFERENCE,
+        model_requests,
+    )
+    .await
+}
+
+/// Deploys `yaml` with `module` behind an ingress, runs `requests`
+/// against it, and stops it.
+async fn serve<F: std::future::Future<Output = Result<String, String>>>(
+    cluster: &EmbeddedCluster,
+    yaml: &str,
+    module: &'static [u8],
+    requests: impl FnOnce(String, String) -> F,
+) -> Result<String, String> {
+    let config = AppConfig::from_yaml(yaml)
         .and_then(AppConfig::validate)
         .map_err(|e| e.to_string())?;
     let module = cluster
         .head()
-        .upload_module(bytes::Bytes::from_static(prism_guests::CONVERTER));
+        .upload_module(bytes::Bytes::from_static(module));
     let apps = Apps::new(cluster.node().clone());
     let grant = crate::security::JobGrant::local();
     let namespace = crate::security::tenants::NamespaceRef::new(&grant.tenant, &config.namespace);
     apps.deploy(namespace, grant, config, module, None)
         .await
         .map_err(|e| format!("deploy: {e}"))?;
-    let (tls, ca) = super::serve::throwaway_tls().map_err(|e| e.to_string())?;
+    let (tls, ca) = Ingress::self_signed().map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
@@ -40,14 +70,44 @@ pub(super) async fn serve_converter(cluster: &EmbeddedCluster) -> Result<String,
             let _ = stop_rx.await;
         }),
     );
-    let checked = requests(&address, ca.as_bytes()).await;
+    let checked = requests(address, ca).await;
     let _ = stop_tx.send(());
     let _ = served.await;
     apps.stop_all().await;
     checked
 }
 
-async fn requests(address: &str, ca: &[u8]) -> Result<String, String> {
+async fn model_requests(address: String, ca: String) -> Result<String, String> {
+    let mut client = HttpsClient::connect(&address, ca.as_bytes(), true)
+        .await
+        .map_err(|e| e.to_string())?;
+    let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+    let body = serde_json::json!({ "x": x }).to_string();
+    let mut replicas = BTreeSet::new();
+    let mut classes = BTreeSet::new();
+    for _ in 0..4 {
+        let r = client
+            .send("POST", "/mlp", &[], body.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .map_err(|e| format!("/mlp answered {} {}: {e}", r.status, r.text()))?;
+        classes.insert(v["class"].to_string());
+        replicas.insert(r.header("x-prism-replica").unwrap_or("?").to_string());
+    }
+    if classes.len() != 1 || replicas.len() != 2 {
+        return Err(format!(
+            "classes {classes:?} from replicas {replicas:?}: expected one class from two replicas"
+        ));
+    }
+    Ok(format!(
+        "HTTPS: 4 predictions (class {}) from 2 replicas on ¼ GPU each",
+        classes.into_iter().next().unwrap_or_default()
+    ))
+}
+
+async fn converter_requests(address: String, ca: String) -> Result<String, String> {
+    let (address, ca) = (address.as_str(), ca.as_bytes());
     let mut client = HttpsClient::connect(address, ca, true)
         .await
         .map_err(|e| e.to_string())?;

@@ -196,10 +196,5 @@ fn run_local(path: &Path, http_listen: SocketAddr, node: &NodeArgs) -> anyhow::R
 /// A TLS acceptor with a fresh self-signed certificate for `localhost`
 /// and `127.0.0.1`, and that certificate (PEM) for clients to trust.
 pub(super) fn throwaway_tls() -> anyhow::Result<(tokio_rustls::TlsAcceptor, String)> {
-    let key = rcgen::KeyPair::generate()?;
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
-    let cert = params.self_signed(&key)?;
-    let tls = Ingress::tls(cert.pem().as_bytes(), key.serialize_pem().as_bytes())?;
-    Ok((tls, cert.pem()))
+    Ok(Ingress::self_signed()?)
 }

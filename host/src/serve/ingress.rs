@@ -119,6 +119,21 @@ impl Ingress {
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
+    /// A TLS acceptor with a fresh self-signed certificate for
+    /// `localhost` and `127.0.0.1` (one run of `prism serve run`, the
+    /// demo, the bench, tests), and that certificate (PEM) for clients to
+    /// trust.
+    pub fn self_signed() -> Result<(TlsAcceptor, String), IngressError> {
+        let tls = |e: rcgen::Error| IngressError::Tls(e.to_string());
+        let key = rcgen::KeyPair::generate().map_err(tls)?;
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .map_err(tls)?;
+        let cert = params.self_signed(&key).map_err(tls)?;
+        let acceptor = Ingress::tls(cert.pem().as_bytes(), key.serialize_pem().as_bytes())?;
+        Ok((acceptor, cert.pem()))
+    }
+
     /// Serves on `listener` until `shutdown` resolves.
     pub async fn serve(
         self: Arc<Self>,
