@@ -1048,3 +1048,116 @@ async fn guests_call_deployments_through_handles_on_every_node() {
         "{info:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_bounds_buffered_bodies_and_apps_per_tenant() {
+    use prism_host::serve::{AppConfig, Apps, Ingress, MAX_APPS_PER_TENANT};
+    let c = prism_host::head::EmbeddedCluster::start(super::support::config(2.0))
+        .expect("cluster starts");
+    let module = c
+        .head()
+        .upload_module(bytes::Bytes::from_static(prism_guests::TESTKIT));
+    let apps = Apps::new(c.node().clone());
+    let grant = prism_host::security::JobGrant::local();
+    let namespace = || prism_host::security::tenants::NamespaceRef::new(&grant.tenant, "default");
+    let app = |name: &str, prefix: &str, function: &str| {
+        AppConfig::from_json(
+            &json!({"name": name, "module": "m", "deployments": [
+                {"name": "d", "function": function, "route_prefix": prefix,
+                 "max_body_bytes": 2000}]})
+            .to_string(),
+        )
+        .and_then(AppConfig::validate)
+        .unwrap()
+    };
+    apps.deploy(
+        namespace(),
+        grant.clone(),
+        app("slow", "/slow", "http_sleep"),
+        module,
+        None,
+    )
+    .await
+    .unwrap();
+    // Room for one 2000-byte body at a time.
+    let (tls, ca) = Ingress::self_signed().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let ingress = Ingress::with_body_budget(apps.clone(), None, 3000);
+    tokio::spawn(ingress.serve(listener, tls, std::future::pending()));
+    let first = tokio::spawn({
+        let (address, ca) = (address.clone(), ca.clone());
+        async move {
+            let mut c = HttpsClient::connect(&address, ca.as_bytes(), false)
+                .await
+                .unwrap();
+            c.send("POST", "/slow?ms=600", &[], vec![1u8; 2000])
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = HttpsClient::connect(&address, ca.as_bytes(), false)
+        .await
+        .unwrap();
+    let r = second
+        .send("POST", "/slow?ms=1", &[], vec![2u8; 2000])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // A small body still fits beside the first; the first is answered.
+    let r = second
+        .send("POST", "/slow?ms=1", &[], vec![3u8; 500])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(first.await.unwrap().status, 200);
+    // Once it is answered, its room is free again.
+    let r = second
+        .send("POST", "/slow?ms=1", &[], vec![2u8; 2000])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A tenant has at most MAX_APPS_PER_TENANT applications.
+    for i in 1..MAX_APPS_PER_TENANT {
+        let name = format!("a{i}");
+        apps.deploy(
+            namespace(),
+            grant.clone(),
+            app(&name, &format!("/{name}"), "http_echo"),
+            module,
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let Err(refused) = apps
+        .deploy(
+            namespace(),
+            grant.clone(),
+            app("one-more", "/one-more", "http_echo"),
+            module,
+            None,
+        )
+        .await
+    else {
+        panic!("one app too many was deployed");
+    };
+    assert!(
+        matches!(refused, prism_host::serve::ServeError::Quota(_)),
+        "{refused}"
+    );
+    // Redeploying one it has is fine.
+    apps.deploy(
+        namespace(),
+        grant.clone(),
+        app("a1", "/a1", "http_echo"),
+        module,
+        None,
+    )
+    .await
+    .unwrap();
+    apps.stop_all().await;
+}

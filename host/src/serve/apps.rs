@@ -38,6 +38,9 @@ pub enum ServeError {
     Replica(String),
 }
 
+/// Most applications one tenant may have deployed at once.
+pub const MAX_APPS_PER_TENANT: usize = 100;
+
 /// Who deployed an application: a head that restarts makes its grant
 /// again from these (and the policies then in force).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -263,9 +266,16 @@ impl Apps {
     ) -> Result<Arc<App>, ServeError> {
         let tenant = grant.tenant.clone();
         let key = (tenant.clone(), config.name.clone());
-        // Refuse a taken route before starting anything.
+        // Refuse a taken route, or one app too many, before starting
+        // anything.
         {
             let state = self.state.read_locked();
+            let has = state.apps.keys().filter(|(t, _)| *t == tenant).count();
+            if !state.apps.contains_key(&key) && has >= MAX_APPS_PER_TENANT {
+                return Err(ServeError::Quota(format!(
+                    "quota exceeded: a tenant has at most {MAX_APPS_PER_TENANT} applications"
+                )));
+            }
             let mut table = state.routes.clone();
             if let Some(old) = state.apps.get(&key) {
                 for route in routes_of(&old.tenant, &old.config) {

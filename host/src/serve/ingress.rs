@@ -33,6 +33,10 @@ pub const MAX_HEADER_BYTES: usize = 64 << 10;
 const MAX_CONNECTIONS: usize = 10_000;
 /// A TLS handshake or a request head slower than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request bodies held in memory at once, over every request (256 MiB):
+/// a request whose body does not fit (by its deployment's limit, or its
+/// `content-length` if smaller) is answered 503 without being read.
+pub const MAX_BUFFERED_BODY_BYTES: usize = 256 << 20;
 
 /// Why the ingress could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,8 @@ pub struct Ingress {
     access: Option<RouteAccess>,
     /// Each tenant's requests/s quota (with `access`).
     limits: Option<RateLimits>,
+    /// Bytes of request bodies held now ([`MAX_BUFFERED_BODY_BYTES`]).
+    bodies: Arc<tokio::sync::Semaphore>,
 }
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -89,12 +95,23 @@ impl Ingress {
     /// An ingress for `apps`, checking callers with `access` (`None`:
     /// no checks, for one user on an embedded cluster).
     pub fn new(apps: Arc<Apps>, access: Option<Arc<Access>>) -> Arc<Ingress> {
+        Ingress::with_body_budget(apps, access, MAX_BUFFERED_BODY_BYTES)
+    }
+
+    /// [`Ingress::new`] holding at most `body_budget` bytes of request
+    /// bodies at once (tests use a small one).
+    pub fn with_body_budget(
+        apps: Arc<Apps>,
+        access: Option<Arc<Access>>,
+        body_budget: usize,
+    ) -> Arc<Ingress> {
         Arc::new(Ingress {
             apps,
             limits: access
                 .as_ref()
                 .map(|a| RateLimits::new(a.tenancy().clone())),
             access: access.map(RouteAccess::new),
+            bodies: Arc::new(tokio::sync::Semaphore::new(body_budget)),
         })
     }
 
@@ -239,7 +256,19 @@ impl Ingress {
         if declared.is_some_and(|n| n > limit) {
             return plain(413, &format!("the body is larger than {limit} bytes"));
         }
-        let body = match Limited::new(body, limit as usize).collect().await {
+        // Room for the body among every request's, or 503 unread.
+        let reserve = declared.map_or(limit, |n| n.min(limit)).max(1) as u32;
+        let Ok(_held) = self.bodies.clone().try_acquire_many_owned(reserve) else {
+            let mut response = plain(
+                503,
+                "the ingress holds too many request bodies; retry later",
+            );
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        };
+        let body = match Limited::new(body, reserve as usize).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return plain(413, &format!("the body is larger than {limit} bytes"));

@@ -22,12 +22,12 @@ mod ratelimit;
 mod replicas;
 mod routes;
 
-pub use apps::{App, AppRecord, Apps, Deployer, ServeError, Target};
+pub use apps::{App, AppRecord, Apps, Deployer, MAX_APPS_PER_TENANT, ServeError, Target};
 pub use auth::{AuthRefusal, DECISION_TTL, RouteAccess};
 pub use config::{
     AppConfig, AutoscalingConfig, BatchConfig, ConfigError, DeploymentConfig, DeploymentKind,
 };
 pub use deployment::{Answer, Counters, Deployment};
-pub use ingress::{Ingress, IngressError, MAX_HEADER_BYTES};
+pub use ingress::{Ingress, IngressError, MAX_BUFFERED_BODY_BYTES, MAX_HEADER_BYTES};
 pub use replicas::{Replica, ReplicaSet};
 pub use routes::{Route, RouteError, RouteTable, clean_path};
