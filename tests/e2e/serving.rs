@@ -1079,11 +1079,12 @@ async fn the_ingress_bounds_buffered_bodies_and_apps_per_tenant() {
     )
     .await
     .unwrap();
-    // Room for one 2000-byte body at a time.
+    // A budget of 10,000 bytes: a tenant's share is 2,500, room for one
+    // 2,000-byte body at a time.
     let (tls, ca) = Ingress::self_signed().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let ingress = Ingress::with_body_budget(apps.clone(), None, 3000);
+    let ingress = Ingress::with_body_budget(apps.clone(), None, 10_000);
     tokio::spawn(ingress.serve(listener, tls, std::future::pending()));
     let first = tokio::spawn({
         let (address, ca) = (address.clone(), ca.clone());

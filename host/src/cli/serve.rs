@@ -19,6 +19,8 @@ pub(super) struct ServeArgs {
     client: ClientArgs,
 }
 
+// `Run` carries the embedded node's options; the enum is parsed once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum ServeCommand {
     /// Deploy an application from its config file (YAML): upload its
@@ -63,6 +65,11 @@ fn read_app(path: &Path) -> anyhow::Result<(AppConfig, Vec<u8>)> {
     let config = AppConfig::from_yaml(&text)
         .and_then(AppConfig::validate)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    anyhow::ensure!(
+        !config.module.is_empty(),
+        "{}: `module` names the application's wasm file",
+        path.display()
+    );
     let module = path
         .parent()
         .unwrap_or_else(|| Path::new("."))
@@ -82,16 +89,22 @@ fn print_app(app: &AppInfo) -> anyhow::Result<()> {
     )?;
     for d in &app.deployments {
         outln!(
-            "  {} {} {} → {}{}: answered {}, 503 {}, 504 {}, 500 {}, queued {}",
+            "  {} {} {} → {}{}: answered {}, 503 {}, 504 {}, 500 {}, 429 {}, unhealthy {}, queued {}",
             d.name,
             d.kind,
             d.handler,
-            d.route_prefix,
+            if d.route_prefix.is_empty() {
+                "(internal)"
+            } else {
+                &d.route_prefix
+            },
             if d.public { " (public)" } else { "" },
             d.answered,
             d.overloaded,
             d.timed_out,
             d.failed,
+            d.rate_limited,
+            d.unhealthy,
             d.queued
         )?;
         for r in &d.replicas {

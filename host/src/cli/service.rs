@@ -246,6 +246,11 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     {
         anyhow::bail!("--advertise must name a host and port, e.g. node1.example:7000");
     }
+    if args.join.is_some() && args.http_listen.is_some() {
+        anyhow::bail!(
+            "--http-listen is the head's: requests enter at the head (an ingress on every node is not built yet)"
+        );
+    }
     if let Some(head) = &args.join {
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let ca_path = args

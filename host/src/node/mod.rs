@@ -109,9 +109,9 @@ pub struct Node {
     remote_jobs: Mutex<std::collections::HashSet<OwnerId>>,
     /// What each tenant uses here.
     accounts: Accounts,
-    /// Where guests' calls to served deployments go (set once, when the
-    /// applications exist: after the node starts).
-    deployments: OnceLock<Arc<dyn crate::cluster::DeploymentCalls>>,
+    /// Where guests' calls to served deployments go (set when the
+    /// applications exist, after the node starts).
+    deployments: std::sync::RwLock<Option<Arc<dyn crate::cluster::DeploymentCalls>>>,
     /// Placement groups guests here made, counted against their tenants:
     /// group → (owning job, tenant, the bundles' total).
     held_groups: Mutex<HashMap<String, HeldGroup>>,
@@ -230,7 +230,7 @@ impl Node {
                 remote_jobs: Mutex::new(Default::default()),
                 accounts: Accounts::default(),
                 held_groups: Mutex::new(HashMap::new()),
-                deployments: OnceLock::new(),
+                deployments: std::sync::RwLock::new(None),
                 config,
                 _temp_dir: temp_dir,
             }

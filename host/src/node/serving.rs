@@ -8,7 +8,7 @@ use crate::cluster::job::JobContext;
 use crate::ids::{ActorId, ModuleHash, OwnerId};
 use crate::objects::Object;
 use crate::runtime::ActorCreateError;
-use crate::sync::MutexExt;
+use crate::sync::{MutexExt, RwLockExt};
 use crate::task::{Arg, EntryKind, JobTicket};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, WireError};
@@ -47,7 +47,7 @@ impl ServiceContext {
     /// The task and actor class names the module exports (for errors).
     pub fn exports(&self) -> (Vec<String>, Vec<String>) {
         let exports = self.0.module.exports();
-        let mut tasks: Vec<String> = exports.tasks.iter().cloned().collect();
+        let mut tasks: Vec<String> = exports.tasks.to_vec();
         tasks.sort();
         let mut classes: Vec<String> = exports.actors.keys().cloned().collect();
         classes.sort();
@@ -62,9 +62,9 @@ impl ServiceContext {
 
 impl Node {
     /// Sends guests' calls to served deployments to `calls` (the head's
-    /// applications, or the head). Set once; later calls are ignored.
+    /// applications, or the head), instead of where they went before.
     pub fn route_deployment_calls(&self, calls: Arc<dyn crate::cluster::DeploymentCalls>) {
-        let _ = self.deployments.set(calls);
+        *self.deployments.write_locked() = Some(calls);
     }
 
     /// Calls a served deployment for a guest of `job`: the result (an
@@ -79,7 +79,7 @@ impl Node {
     ) -> crate::ids::ObjectId {
         let return_id = self.objects.new_object_id();
         self.objects.create_pending(return_id, job.id);
-        let Some(calls) = self.deployments.get().cloned() else {
+        let Some(calls) = self.deployments.read_locked().clone() else {
             let error = WireError::new(
                 ErrorKind::Unschedulable,
                 "this node reaches no served applications",

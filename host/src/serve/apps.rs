@@ -97,7 +97,10 @@ pub struct Apps {
 
 /// What a request's path resolved to.
 pub struct Target {
-    /// The deployment.
+    /// The deployment the route names (a split, or the deployment
+    /// itself): whose `public` setting applies.
+    pub routed: Arc<Deployment>,
+    /// The deployment that answers.
     pub deployment: Arc<Deployment>,
     /// The path below its prefix.
     pub path: String,
@@ -235,7 +238,8 @@ impl Apps {
     pub fn resolve(&self, path: &str) -> Option<Target> {
         let state = self.state.read_locked();
         let (route, rest) = state.routes.resolve(path)?;
-        let mut deployment = state.targets.get(&route.prefix)?.clone();
+        let routed = state.targets.get(&route.prefix)?.clone();
+        let mut deployment = routed.clone();
         if let Some(way) = deployment.pick_way() {
             let key = (deployment.tenant.clone(), deployment.app.clone());
             deployment = state
@@ -247,6 +251,7 @@ impl Apps {
                 .clone();
         }
         Some(Target {
+            routed,
             deployment,
             path: rest,
         })

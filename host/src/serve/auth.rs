@@ -29,11 +29,14 @@ pub enum AuthRefusal {
     Denied(String),
 }
 
+/// Decisions by (token id, tenant, namespace): allowed, and when decided.
+type Decisions = HashMap<(String, TenantId, String), (bool, Instant)>;
+
 /// Route access checks with their caches.
 pub struct RouteAccess {
     access: Arc<Access>,
     tokens: Mutex<HashMap<String, (Arc<Claims>, Instant)>>,
-    decisions: Mutex<HashMap<(String, TenantId, String), (bool, Instant)>>,
+    decisions: Mutex<Decisions>,
 }
 
 fn unix_now() -> u64 {

@@ -38,7 +38,9 @@ pub struct AppConfig {
     #[serde(default = "default_namespace")]
     pub namespace: String,
     /// The wasm module: a path (relative to the config file) in the file
-    /// the CLI reads; the head gets the uploaded module's digest.
+    /// the CLI reads (required there); the API takes the uploaded
+    /// module's digest instead, so there it may be left out.
+    #[serde(default)]
     pub module: String,
     /// Its deployments.
     pub deployments: Vec<DeploymentConfig>,

@@ -245,7 +245,7 @@ impl Deployment {
             Ok(response) if response.status_is_valid() => self
                 .answered(replica, vec![response])
                 .pop()
-                .unwrap_or_else(|| Self::not_callable()),
+                .unwrap_or_else(Self::not_callable),
             Ok(response) => self.failure(
                 Some(replica),
                 Failure::Failed(format!("the handler answered status {}", response.status)),

@@ -1,5 +1,6 @@
-//! The HTTPS ingress: hyper's HTTP/1.1 and HTTP/2 (chosen by ALPN) over
-//! rustls, with the head's certificate. A request goes through, in order:
+//! The HTTPS ingress: hyper's HTTP/1.1 and HTTP/2 over rustls (both
+//! offered by ALPN; hyper tells them apart by the client's first bytes),
+//! with the head's certificate. A request goes through, in order:
 //! its path (percent-decoded; `.`/`..` segments: 400), its route (none:
 //! 404), the caller's token and the `InvokeRoute` decision (401, 403;
 //! skipped for a public route), the tenant's requests/s quota (429),
@@ -14,6 +15,8 @@ use super::auth::{AuthRefusal, RouteAccess};
 use super::ratelimit::RateLimits;
 use super::routes::clean_path;
 use crate::security::Access;
+use crate::security::tenants::TenantId;
+use crate::sync::MutexExt;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -33,9 +36,13 @@ pub const MAX_HEADER_BYTES: usize = 64 << 10;
 const MAX_CONNECTIONS: usize = 10_000;
 /// A TLS handshake or a request head slower than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Request bodies held in memory at once, over every request (256 MiB):
-/// a request whose body does not fit (by its deployment's limit, or its
-/// `content-length` if smaller) is answered 503 without being read.
+/// How often an HTTP/2 connection is pinged.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Request bodies held in memory at once, over every request (256 MiB;
+/// one tenant's at most a quarter): a request whose body does not fit
+/// (by its deployment's limit, or its known length if smaller) is
+/// answered 503 without being read. A body that does not arrive within
+/// 10 s is answered 408.
 pub const MAX_BUFFERED_BODY_BYTES: usize = 256 << 20;
 
 /// Why the ingress could not start.
@@ -56,6 +63,11 @@ pub struct Ingress {
     limits: Option<RateLimits>,
     /// Bytes of request bodies held now ([`MAX_BUFFERED_BODY_BYTES`]).
     bodies: Arc<tokio::sync::Semaphore>,
+    /// Each tenant's share of `bodies`: a quarter, so one tenant's slow
+    /// handlers cannot hold every other tenant's requests out.
+    tenant_bodies:
+        std::sync::Mutex<std::collections::HashMap<TenantId, Arc<tokio::sync::Semaphore>>>,
+    body_budget: usize,
 }
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -112,6 +124,8 @@ impl Ingress {
                 .map(|a| RateLimits::new(a.tenancy().clone())),
             access: access.map(RouteAccess::new),
             bodies: Arc::new(tokio::sync::Semaphore::new(body_budget)),
+            tenant_bodies: Default::default(),
+            body_budget,
         })
     }
 
@@ -149,6 +163,20 @@ impl Ingress {
         let cert = params.self_signed(&key).map_err(tls)?;
         let acceptor = Ingress::tls(cert.pem().as_bytes(), key.serialize_pem().as_bytes())?;
         Ok((acceptor, cert.pem()))
+    }
+
+    /// `tenant`'s share of the body budget.
+    fn tenant_share(&self, tenant: &TenantId) -> Arc<tokio::sync::Semaphore> {
+        let full = (self.body_budget / 4).max(1);
+        let mut shares = self.tenant_bodies.locked();
+        if shares.len() > 10_000 {
+            // Forget the idle ones (none of their permits is held).
+            shares.retain(|_, s| s.available_permits() < full);
+        }
+        shares
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(full)))
+            .clone()
     }
 
     /// Serves on `listener` until `shutdown` resolves.
@@ -195,7 +223,10 @@ impl Ingress {
                     .http2()
                     .timer(TokioTimer::new())
                     .max_concurrent_streams(256)
-                    .max_header_list_size(MAX_HEADER_BYTES as u32);
+                    .max_header_list_size(MAX_HEADER_BYTES as u32)
+                    // A peer that stops answering pings is dropped.
+                    .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+                    .keep_alive_timeout(HANDSHAKE_TIMEOUT);
                 let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -216,7 +247,8 @@ impl Ingress {
             return plain(404, "no route");
         };
         let deployment = target.deployment;
-        if let Some(access) = self.access.as_ref().filter(|_| !deployment.config.public) {
+        let public = target.routed.config.public;
+        if let Some(access) = self.access.as_ref().filter(|_| !public) {
             let authorization = parts
                 .headers
                 .get(hyper::header::AUTHORIZATION)
@@ -247,7 +279,10 @@ impl Ingress {
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
             return response;
         }
-        let limit = deployment.config.max_body_bytes;
+        let limit = deployment
+            .config
+            .max_body_bytes
+            .min(target.routed.config.max_body_bytes);
         let declared = parts
             .headers
             .get(hyper::header::CONTENT_LENGTH)
@@ -256,9 +291,16 @@ impl Ingress {
         if declared.is_some_and(|n| n > limit) {
             return plain(413, &format!("the body is larger than {limit} bytes"));
         }
-        // Room for the body among every request's, or 503 unread.
-        let reserve = declared.map_or(limit, |n| n.min(limit)).max(1) as u32;
-        let Ok(_held) = self.bodies.clone().try_acquire_many_owned(reserve) else {
+        // Room for the body among every request's, and within its
+        // tenant's share, or 503 unread. A body known to be empty (a GET)
+        // or short takes only its size.
+        let size = hyper::body::Body::size_hint(&body).exact().or(declared);
+        let reserve = size.map_or(limit, |n| n.min(limit)).max(1) as u32;
+        let share = self.tenant_share(&deployment.tenant);
+        let (Ok(_held), Ok(_tenant_held)) = (
+            self.bodies.clone().try_acquire_many_owned(reserve),
+            share.try_acquire_many_owned(reserve),
+        ) else {
             let mut response = plain(
                 503,
                 "the ingress holds too many request bodies; retry later",
@@ -268,7 +310,11 @@ impl Ingress {
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
             return response;
         };
-        let body = match Limited::new(body, reserve as usize).collect().await {
+        let reading = Limited::new(body, reserve as usize).collect();
+        let Ok(read) = tokio::time::timeout(HANDSHAKE_TIMEOUT, reading).await else {
+            return plain(408, "the body did not arrive within 10 s");
+        };
+        let body = match read {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return plain(413, &format!("the body is larger than {limit} bytes"));
