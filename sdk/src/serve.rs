@@ -15,9 +15,17 @@
 //! would (its replicas, queue, batching, splits, timeout and body limit),
 //! without a token: the caller's tenant is its own. Failures the ingress
 //! would answer with a status (503, 504, 500) are responses here too.
+//!
+//! A class deployment's replicas also take method calls, like actors:
+//! `handle.method::<u64>("count").arg(5).remote()?` calls `count(5)` on
+//! the least loaded replica. Arguments are values (an `ObjectRef` is
+//! refused: a replica cannot borrow the caller's objects); failures are
+//! errors on `get` (`deadline_exceeded` past the deployment's timeout,
+//! `unschedulable` when every replica and the queue are full).
 
 use crate::http::{Request, Response};
-use crate::{Error, ObjectId, ObjectRef, Result, sys};
+use crate::{Error, IntoArg, ObjectId, ObjectRef, Result, sys};
+use std::marker::PhantomData;
 
 /// A deployment of one of the caller's tenant's applications.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,6 +55,17 @@ impl DeploymentHandle {
         Ok(ObjectRef::from_id(ObjectId(id)))
     }
 
+    /// A call of method `method` of one of a class deployment's replicas
+    /// (the least loaded with room), returning `T`.
+    pub fn method<T>(&self, method: &str) -> DeploymentMethodCall<T> {
+        DeploymentMethodCall {
+            handle: self.clone(),
+            method: method.to_string(),
+            args: Vec::new(),
+            _type: PhantomData,
+        }
+    }
+
     /// Sends `request` and waits for the response.
     pub fn call(&self, request: &Request) -> Result<Response> {
         crate::get(&self.remote(request)?)
@@ -60,5 +79,38 @@ impl DeploymentHandle {
     /// The deployment's name.
     pub fn deployment(&self) -> &str {
         &self.deployment
+    }
+}
+
+/// A method call to a class deployment being prepared; `remote` sends it.
+#[must_use = "a call does nothing until `remote` is called"]
+pub struct DeploymentMethodCall<T> {
+    handle: DeploymentHandle,
+    method: String,
+    args: Vec<u8>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> DeploymentMethodCall<T> {
+    /// Appends an argument (a value).
+    pub fn arg<A>(mut self, value: impl IntoArg<A>) -> Self {
+        value.append_to(&mut self.args);
+        self
+    }
+
+    /// Sends the call; returns a ref to its value at once.
+    pub fn remote(self) -> Result<ObjectRef<T>> {
+        let mut id = [0u8; 16];
+        let code = sys::serve_call_method(
+            &self.handle.app,
+            &self.handle.deployment,
+            &self.method,
+            &self.args,
+            &mut id,
+        );
+        if code != prism_abi::status::OK {
+            return Err(Error::from_status(code));
+        }
+        Ok(ObjectRef::from_id(ObjectId(id)))
     }
 }

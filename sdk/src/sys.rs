@@ -67,6 +67,17 @@ mod imp {
             request_len: usize,
             out_id: *mut u8,
         ) -> i32;
+        pub fn serve_call_method(
+            app_ptr: *const u8,
+            app_len: usize,
+            deployment_ptr: *const u8,
+            deployment_len: usize,
+            method_ptr: *const u8,
+            method_len: usize,
+            args_ptr: *const u8,
+            args_len: usize,
+            out_id: *mut u8,
+        ) -> i32;
         pub fn actor_lookup(
             ns_ptr: *const u8,
             ns_len: usize,
@@ -118,6 +129,29 @@ pub fn serve_call(app: &str, deployment: &str, request: &[u8], out_id: &mut [u8;
             deployment.len(),
             request.as_ptr(),
             request.len(),
+            out_id.as_mut_ptr(),
+        )
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn serve_call_method(
+    app: &str,
+    deployment: &str,
+    method: &str,
+    args: &[u8],
+    out_id: &mut [u8; 16],
+) -> i32 {
+    unsafe {
+        imp::serve_call_method(
+            app.as_ptr(),
+            app.len(),
+            deployment.as_ptr(),
+            deployment.len(),
+            method.as_ptr(),
+            method.len(),
+            args.as_ptr(),
+            args.len(),
             out_id.as_mut_ptr(),
         )
     }
@@ -457,6 +491,15 @@ mod native {
         _app: &str,
         _deployment: &str,
         _request: &[u8],
+        _out_id: &mut [u8; 16],
+    ) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn serve_call_method(
+        _app: &str,
+        _deployment: &str,
+        _method: &str,
+        _args: &[u8],
         _out_id: &mut [u8; 16],
     ) -> i32 {
         NOT_IN_GUEST

@@ -113,6 +113,12 @@ impl CountingReplica {
         Response::json(&std::collections::BTreeMap::from([("count", self.count)]))
     }
 
+    /// Adds `n` to the count (a method handles call directly).
+    fn add(&mut self, n: u64) -> u64 {
+        self.count += n;
+        self.count
+    }
+
     /// Takes a new step without losing the count.
     fn reconfigure(&mut self, config: Step) {
         self.step = config.step;
@@ -125,4 +131,38 @@ impl CountingReplica {
             Ok(())
         }
     }
+}
+
+/// Calls methods of deployment `deployment` of app `app` through a
+/// handle: `add(5)` twice, a method of a function deployment (`echo` of
+/// app `app`, if any), and an `ObjectRef` argument (refused). Reports
+/// what each gave.
+#[prism::main]
+fn deployment_methods(app: String, deployment: String) -> prism::Result<Vec<String>> {
+    let handle = prism::serve::handle(&app, &deployment);
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let added = handle.method::<u64>("add").arg(5u64).remote()?;
+        out.push(prism::get(&added)?.to_string());
+    }
+    let missing = handle.method::<u64>("no_such_method").remote()?;
+    out.push(match prism::get(&missing) {
+        Ok(v) => format!("unexpected {v}"),
+        Err(e) => e.kind().map(|k| k.to_string()).unwrap_or_default(),
+    });
+    let function = prism::serve::handle(&app, "echo")
+        .method::<u64>("add")
+        .remote()?;
+    out.push(match prism::get(&function) {
+        Ok(v) => format!("unexpected {v}"),
+        Err(e) => e.kind().map(|k| k.to_string()).unwrap_or_default(),
+    });
+    let object = prism::put(&5u64)?;
+    out.push(
+        match handle.method::<u64>("add").arg::<u64>(object).remote() {
+            Ok(_) => "unexpected: an ObjectRef argument was sent".to_string(),
+            Err(e) => format!("refused: {e}"),
+        },
+    );
+    Ok(out)
 }

@@ -221,9 +221,17 @@ impl NodeControl for NodeControlService {
         peer_identity(&request)?;
         let r = request.into_inner();
         let tenant = crate::security::tenants::TenantId::new(&r.tenant);
+        let call = if r.method.is_empty() {
+            crate::cluster::DeploymentCall::Request(r.request.into())
+        } else {
+            crate::cluster::DeploymentCall::Method {
+                method: r.method,
+                args: r.args.into_iter().map(Into::into).collect(),
+            }
+        };
         let outcome = self
             .1
-            .call_deployment(&tenant, &r.app, &r.deployment, r.request.into())
+            .call_deployment(&tenant, &r.app, &r.deployment, call)
             .await;
         Ok(Response::new(pb::ExecuteTaskReply {
             outcome: Some(match outcome {

@@ -162,17 +162,31 @@ impl<T: crate::scheduler::remote::Remote + RemoteActors> OtherNodes for T {}
 /// handles): the head's applications (`serve::Apps`) on the head's node,
 /// the head over `NodeControl` on a worker.
 pub trait DeploymentCalls: Send + Sync + 'static {
-    /// Answers `request` (an encoded `prism_abi::http::Request`) with
-    /// deployment `deployment` of `tenant`'s application `app`, as the
-    /// ingress would (replicas, queue, batching, timeout); the encoded
-    /// `Response`, or why there is none.
+    /// Makes `call` to deployment `deployment` of `tenant`'s application
+    /// `app`; its encoded value (for a request, the encoded `Response`),
+    /// or why there is none.
     fn call_deployment(
         &self,
         tenant: &crate::security::tenants::TenantId,
         app: &str,
         deployment: &str,
-        request: bytes::Bytes,
+        call: DeploymentCall,
     ) -> BoxFuture<'static, Result<bytes::Bytes, prism_abi::WireError>>;
+}
+
+/// What a guest asks of a deployment.
+#[derive(Clone, Debug)]
+pub enum DeploymentCall {
+    /// An encoded `prism_abi::http::Request`, answered as the ingress
+    /// would (replicas, queue, batching, split, timeout, body limit).
+    Request(bytes::Bytes),
+    /// A method of a class deployment's replica, with encoded values.
+    Method {
+        /// The method.
+        method: String,
+        /// Its arguments.
+        args: Vec<bytes::Bytes>,
+    },
 }
 
 /// What a node's client of the other nodes asks of, or tells, its own

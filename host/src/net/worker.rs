@@ -252,15 +252,22 @@ impl crate::cluster::DeploymentCalls for RemoteDeployments {
         tenant: &crate::security::tenants::TenantId,
         app: &str,
         deployment: &str,
-        request: Bytes,
+        call: crate::cluster::DeploymentCall,
     ) -> BoxFuture<'static, Result<Bytes, prism_abi::WireError>> {
         let mut client = self.client.clone();
-        let request = pb::CallDeploymentRequest {
+        let mut request = pb::CallDeploymentRequest {
             tenant: tenant.to_string(),
             app: app.to_string(),
             deployment: deployment.to_string(),
-            request: request.to_vec(),
+            ..Default::default()
         };
+        match call {
+            crate::cluster::DeploymentCall::Request(bytes) => request.request = bytes.to_vec(),
+            crate::cluster::DeploymentCall::Method { method, args } => {
+                request.method = method;
+                request.args = args.into_iter().map(|a| a.to_vec()).collect();
+            }
+        }
         Box::pin(async move {
             let reply = client
                 .call_deployment(request)

@@ -63,7 +63,12 @@ impl GuestHost for TaskHost {
         }
     }
 
-    fn serve_call(&self, app: &str, deployment: &str, request: Bytes) -> ObjectId {
+    fn serve_call(
+        &self,
+        app: &str,
+        deployment: &str,
+        call: crate::cluster::DeploymentCall,
+    ) -> ObjectId {
         if !self.job.ticket.grant.permissions.call_task {
             let return_id = self.node.objects.new_object_id();
             return self.failed(
@@ -72,7 +77,7 @@ impl GuestHost for TaskHost {
             );
         }
         self.node
-            .call_deployment_for(&self.job, app, deployment, request)
+            .call_deployment_for(&self.job, app, deployment, call)
     }
 
     fn put(&self, bytes: Bytes) -> Result<ObjectId, PutError> {

@@ -68,14 +68,14 @@ impl Node {
     }
 
     /// Calls a served deployment for a guest of `job`: the result (an
-    /// encoded `Response`, or the error) completes a new object of the
-    /// job, whose id is returned at once.
+    /// encoded value — for a request, the `Response` — or the error)
+    /// completes a new object of the job, whose id is returned at once.
     pub(super) fn call_deployment_for(
         &self,
         job: &JobContext,
         app: &str,
         deployment: &str,
-        request: Bytes,
+        call: crate::cluster::DeploymentCall,
     ) -> crate::ids::ObjectId {
         let return_id = self.objects.new_object_id();
         self.objects.create_pending(return_id, job.id);
@@ -89,7 +89,7 @@ impl Node {
                 .complete(return_id, Object::Error(Arc::new(error)));
             return return_id;
         };
-        let answer = calls.call_deployment(&job.ticket.grant.tenant, app, deployment, request);
+        let answer = calls.call_deployment(&job.ticket.grant.tenant, app, deployment, call);
         let objects = self.objects.clone();
         tokio::spawn(async move {
             let object = match answer.await {

@@ -141,10 +141,16 @@ pub trait GuestHost: Send + Sync + 'static {
         &self,
         prefix: &str,
     ) -> BoxFuture<'static, Result<Vec<String>, crate::objects::named::NamedError>>;
-    /// Sends `request` (an encoded HTTP request) to deployment
-    /// `deployment` of the caller's tenant's application `app`; returns
-    /// the id of the object its response (or error) will complete.
-    fn serve_call(&self, app: &str, deployment: &str, request: Bytes) -> ObjectId;
+    /// Makes `call` (an encoded HTTP request, or a method call) to
+    /// deployment `deployment` of the caller's tenant's application
+    /// `app`; returns the id of the object its value (or error) will
+    /// complete.
+    fn serve_call(
+        &self,
+        app: &str,
+        deployment: &str,
+        call: crate::cluster::DeploymentCall,
+    ) -> ObjectId;
     /// What the caller's job may do (checked by the ABI before calls
     /// that answer a denial with a status code). Default: everything.
     fn permissions(&self) -> crate::security::GuestPermissions {

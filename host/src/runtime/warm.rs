@@ -232,7 +232,7 @@ impl GuestHost for NoServices {
     fn submit(&self, _: &str, _: Vec<Arg>, _: prism_abi::TaskOptions) -> ObjectId {
         ObjectId::random()
     }
-    fn serve_call(&self, _: &str, _: &str, _: Bytes) -> ObjectId {
+    fn serve_call(&self, _: &str, _: &str, _: crate::cluster::DeploymentCall) -> ObjectId {
         ObjectId::random()
     }
     fn put(&self, _: Bytes) -> Result<ObjectId, PutError> {

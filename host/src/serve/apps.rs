@@ -558,10 +558,10 @@ impl crate::cluster::DeploymentCalls for AppsLink {
         tenant: &TenantId,
         app: &str,
         deployment: &str,
-        request: bytes::Bytes,
+        call: crate::cluster::DeploymentCall,
     ) -> crate::sync::BoxFuture<'static, Result<bytes::Bytes, prism_abi::WireError>> {
         match self.0.upgrade() {
-            Some(apps) => apps.call_deployment(tenant, app, deployment, request),
+            Some(apps) => apps.call_deployment(tenant, app, deployment, call),
             None => Box::pin(async {
                 Err(prism_abi::WireError::new(
                     prism_abi::ErrorKind::Cancelled,
@@ -578,7 +578,7 @@ impl crate::cluster::DeploymentCalls for Apps {
         tenant: &TenantId,
         app: &str,
         deployment: &str,
-        request: bytes::Bytes,
+        call: crate::cluster::DeploymentCall,
     ) -> crate::sync::BoxFuture<'static, Result<bytes::Bytes, prism_abi::WireError>> {
         // A split chooses its way here as at the ingress.
         let target = self.get(tenant, app).and_then(|app| {
@@ -602,6 +602,12 @@ impl crate::cluster::DeploymentCalls for Apps {
                     ErrorKind::InvalidArgument,
                     format!("no deployment {deployment} in an app {app} of this tenant"),
                 ));
+            };
+            let request = match call {
+                crate::cluster::DeploymentCall::Method { method, args } => {
+                    return target.call_method(&method, args).await;
+                }
+                crate::cluster::DeploymentCall::Request(request) => request,
             };
             let request: prism_abi::http::Request =
                 rmp_serde::from_slice(&request).map_err(|e| {

@@ -323,19 +323,13 @@ impl Deployment {
                 return Err(Failure::Failed("a split has no replicas".into()));
             }
             DeploymentKind::Class { method, .. } => {
-                let Some(actor) = replica.actor() else {
-                    return Err(Failure::Failed("the replica is being replaced".into()));
-                };
-                let call = self
-                    .node
-                    .call_service_actor(&self.service, actor, method, vec![input]);
-                let called = tokio::time::timeout_at(deadline, call).await;
-                let hung = called.is_err();
-                let died = matches!(&called, Ok(Err(e)) if e.kind == ErrorKind::ActorDied);
-                if hung || died {
-                    self.replace(replica, actor);
+                match self
+                    .call_replica(replica, method, vec![input], deadline)
+                    .await
+                {
+                    Some(called) => called,
+                    None => return Err(Failure::Failed("the replica is being replaced".into())),
                 }
-                called
             }
         };
         match called {
@@ -344,6 +338,80 @@ impl Deployment {
             Ok(Err(e)) if e.kind == ErrorKind::QuotaExceeded => Err(Failure::Overloaded(e.message)),
             Ok(Err(e)) => Err(Failure::Failed(format!("{}: {}", e.kind, e.message))),
             Ok(Ok(bytes)) => Ok(bytes),
+        }
+    }
+
+    /// Calls `method` of a class replica's actor with `args` until
+    /// `deadline`; replaces the replica if it hung or died. `None` if the
+    /// replica has no actor now (it is being replaced).
+    async fn call_replica(
+        self: &Arc<Self>,
+        replica: &Arc<Replica>,
+        method: &str,
+        args: Vec<Bytes>,
+        deadline: Instant,
+    ) -> Option<Result<Result<Bytes, prism_abi::WireError>, tokio::time::error::Elapsed>> {
+        let actor = replica.actor()?;
+        let call = self
+            .node
+            .call_service_actor(&self.service, actor, method, args);
+        let called = tokio::time::timeout_at(deadline, call).await;
+        let hung = called.is_err();
+        let died = matches!(&called, Ok(Err(e)) if e.kind == ErrorKind::ActorDied);
+        if hung || died {
+            self.replace(replica, actor);
+        }
+        Some(called)
+    }
+
+    /// Calls `method` of one of a class deployment's replicas (the least
+    /// loaded with room) with `args` (encoded values), for a handle: its
+    /// encoded value, or why there is none, as a task error.
+    pub async fn call_method(
+        self: &Arc<Self>,
+        method: &str,
+        args: Vec<Bytes>,
+    ) -> Result<Bytes, prism_abi::WireError> {
+        use prism_abi::WireError;
+        if !matches!(self.kind, DeploymentKind::Class { .. }) {
+            return Err(WireError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "deployment {} is not a class deployment: it has no methods to call",
+                    self.config.name
+                ),
+            ));
+        }
+        let timeout = Duration::from_millis(self.config.request_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let slot = self.replicas.acquire(deadline).await.map_err(|refusal| {
+            let (kind, why) = match refusal {
+                Refusal::Overloaded => (
+                    ErrorKind::Unschedulable,
+                    "every replica and the queue are full",
+                ),
+                Refusal::TimedOut => (
+                    ErrorKind::DeadlineExceeded,
+                    "no replica was free within the timeout",
+                ),
+            };
+            WireError::new(kind, format!("deployment {}: {why}", self.config.name))
+        })?;
+        let replica = &slot.replica;
+        match self.call_replica(replica, method, args, deadline).await {
+            Some(Ok(Ok(value))) => {
+                replica.served.fetch_add(1, Ordering::Relaxed);
+                Ok(value)
+            }
+            Some(Ok(Err(error))) => Err(error),
+            Some(Err(_)) => Err(WireError::new(
+                ErrorKind::DeadlineExceeded,
+                format!("no answer within {timeout:?}"),
+            )),
+            None => Err(WireError::new(
+                ErrorKind::ActorDied,
+                "the replica is being replaced",
+            )),
         }
     }
 

@@ -372,9 +372,10 @@ async fn user_config_reaches_running_replicas_and_sick_ones_are_replaced() {
         json!({"name": "hooks", "module": "m", "deployments": [
             {"name": "counter", "class": "CountingReplica", "init_args": [0],
              "user_config": {"step": step}, "health_check_period_ms": 100,
-             "health_check_timeout_ms": 1000}]})
+             "health_check_timeout_ms": 1000},
+            {"name": "echo", "function": "http_echo"}]})
     };
-    deploy(&mut dev, prism_guests::TESTKIT, app(2))
+    let first = deploy(&mut dev, prism_guests::TESTKIT, app(2))
         .await
         .unwrap();
     let mut h = https(&head, &files, true).await;
@@ -391,13 +392,32 @@ async fn user_config_reaches_running_replicas_and_sick_ones_are_replaced() {
     let (count, replica) = count_of(&mut h, "/counter", &token).await;
     assert_eq!(count, 2);
     assert_eq!(count_of(&mut h, "/counter", &token).await.0, 4);
+    // A guest calls the replica's methods through a handle (one replica:
+    // the same count).
+    let job = dev
+        .submit(
+            &first.module_hash,
+            "deployment_methods",
+            r#"["hooks", "counter"]"#,
+            "",
+        )
+        .await
+        .unwrap();
+    let result = dev.result(&job.id, true).await.unwrap();
+    let said: Vec<String> =
+        serde_json::from_str(&result.value_json).unwrap_or_else(|e| panic!("{e}: {result:?}"));
+    assert_eq!(said[..2], ["9", "14"], "{said:?}");
+    assert_eq!(said[2], "function_not_found", "{said:?}");
+    assert_eq!(said[3], "invalid_argument", "{said:?}");
+    assert!(said[4].starts_with("refused: invalid argument"), "{said:?}");
+    assert_eq!(count_of(&mut h, "/counter", &token).await.0, 16);
     // A redeploy that changes only user_config: same replica, same
     // count, the new step.
     deploy(&mut dev, prism_guests::TESTKIT, app(10))
         .await
         .unwrap();
     let (count, same) = count_of(&mut h, "/counter", &token).await;
-    assert_eq!((count, &same), (14, &replica));
+    assert_eq!((count, &same), (26, &replica));
     // A replica whose health check fails is replaced within periods.
     count_of(&mut h, "/counter?sick=1", &token).await;
     let mut replaced = None;

@@ -109,11 +109,53 @@ pub(super) fn add_cluster_calls(linker: &mut Linker<TaskState>) -> anyhow::Resul
             let (Some(app), Some(deployment)) = (app, deployment) else {
                 return Ok(status::INVALID_ARGUMENT);
             };
-            let id = caller
-                .data()
-                .host
-                .serve_call(&app, &deployment, Bytes::from(request));
+            let call = crate::cluster::DeploymentCall::Request(Bytes::from(request));
+            let id = caller.data().host.serve_call(&app, &deployment, call);
             write("serve_call", &mut caller, out_id, id.as_bytes())?;
+            Ok(status::OK)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "serve_call_method",
+        |mut caller: Caller<'_, TaskState>,
+         app_ptr: i32,
+         app_len: i32,
+         deployment_ptr: i32,
+         deployment_len: i32,
+         method_ptr: i32,
+         method_len: i32,
+         args_ptr: i32,
+         args_len: i32,
+         out_id: i32|
+         -> anyhow::Result<i32> {
+            let call = "serve_call_method";
+            let app = read_str(call, &caller, app_ptr, app_len)?;
+            let deployment = read_str(call, &caller, deployment_ptr, deployment_len)?;
+            let method = read_str(call, &caller, method_ptr, method_len)?;
+            let args = read(call, &caller, args_ptr, args_len)?;
+            write(call, &mut caller, out_id, &[0u8; OBJECT_ID_LEN])?;
+            let (Some(app), Some(deployment), Some(method), Some(args)) =
+                (app, deployment, method, decode_args(&args))
+            else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            // Values only: a deployment's replica lives outside the
+            // caller's job and cannot borrow its objects.
+            let mut values = Vec::with_capacity(args.len());
+            for arg in args {
+                match arg {
+                    crate::task::Arg::Value(bytes) => values.push(bytes),
+                    _ => return Ok(status::INVALID_ARGUMENT),
+                }
+            }
+            let call_of = crate::cluster::DeploymentCall::Method {
+                method,
+                args: values,
+            };
+            let id = caller.data().host.serve_call(&app, &deployment, call_of);
+            write(call, &mut caller, out_id, id.as_bytes())?;
             Ok(status::OK)
         },
     )?;

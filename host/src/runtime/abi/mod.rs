@@ -56,6 +56,7 @@ const FUNCTIONS: &[&str] = &[
     "pg_create",
     "pg_remove",
     "serve_call",
+    "serve_call_method",
 ];
 
 /// Whether `prism_v1` has a function of this name.
