@@ -541,3 +541,155 @@ async fn failing_handlers_answer_typed_statuses_beside_a_healthy_tenant() {
         .unwrap();
     assert_eq!(counter.rate_limited, limited);
 }
+
+/// `prism ARGS` against `head` with `token`: (exit code, stdout, stderr).
+fn prism(
+    head: &HeadProcess,
+    files: &ClusterFiles,
+    token: &str,
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(args)
+        .env("PRISM_ADDRESS", &head.address)
+        .env("PRISM_CA", files.ca_cert())
+        .env("PRISM_TOKEN", token)
+        .env_remove("PRISM_CONFIG")
+        .output()
+        .expect("prism runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_deploys_lists_and_deletes_apps_and_public_routes_need_publish_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = init(&dir.path().join("state"));
+    let head = head(&files);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    admin.create_tenant("acme", 1.0, "").await.unwrap();
+    let (_, dev_token) = member(&mut admin, &head, &files, "acme", "developer").await;
+    let (_, boss_token) = member(&mut admin, &head, &files, "acme", "tenant-admin").await;
+    // A config file beside a copy of the module, as a user has them.
+    std::fs::write(dir.path().join("converter.wasm"), prism_guests::CONVERTER).unwrap();
+    let yaml = dir.path().join("app.yaml");
+    std::fs::write(
+        &yaml,
+        "name: conv\nmodule: converter.wasm\ndeployments:\n  - name: Converter\n    class: ConverterReplica\n    num_replicas: 2\n",
+    )
+    .unwrap();
+    let yaml = yaml.to_str().unwrap();
+    let (code, out, err) = prism(&head, &files, &dev_token, &["serve", "deploy", yaml]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("app conv (tenant acme"), "{out}");
+    assert_eq!(out.matches("replica ").count(), 2, "{out}");
+    let mut h = https(&head, &files, false).await;
+    let r = h
+        .get("/Converter?temp=0&type=CF", Some(&dev_token))
+        .await
+        .unwrap();
+    assert_eq!(r.text(), r#"{"Fahrenheit temperature":32.0}"#);
+    let (code, out, _) = prism(&head, &files, &dev_token, &["serve", "status", "conv"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("answered 1"), "{out}");
+    let (code, out, _) = prism(&head, &files, &dev_token, &["serve", "list"]);
+    assert_eq!((code, out.as_str()), (0, "conv\tdefault\t/Converter"));
+    // A bad file is refused before anything is sent, saying why.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "name: x\nmodule: converter.wasm\ndeployments: []\n").unwrap();
+    let (code, _, err) = prism(
+        &head,
+        &files,
+        &dev_token,
+        &["serve", "deploy", bad.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("at least one deployment"), "{err}");
+
+    // A public route: refused to the developer, deployed by the
+    // tenant-admin, then answered without a token.
+    let public = dir.path().join("public.yaml");
+    std::fs::write(
+        &public,
+        "name: open\nmodule: converter.wasm\ndeployments:\n  - name: open\n    function: converter\n    public: true\n",
+    )
+    .unwrap();
+    let public = public.to_str().unwrap();
+    let (code, _, err) = prism(&head, &files, &dev_token, &["serve", "deploy", public]);
+    assert_ne!(code, 0);
+    assert!(err.contains("PublishRoute"), "{err}");
+    let (code, _, err) = prism(&head, &files, &boss_token, &["serve", "deploy", public]);
+    assert_eq!(code, 0, "{err}");
+    let r = h.get("/open?temp=100&type=CF", None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The private route still needs a token.
+    assert_eq!(
+        h.get("/Converter?temp=0&type=CF", None)
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+
+    let (code, out, _) = prism(&head, &files, &dev_token, &["serve", "delete", "conv"]);
+    assert_eq!((code, out.as_str()), (0, "deleted app conv"));
+    let (code, _, err) = prism(&head, &files, &dev_token, &["serve", "status", "conv"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no app conv"), "{err}");
+}
+
+#[test]
+fn serve_run_serves_an_app_locally_without_tokens() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("converter.wasm"), prism_guests::CONVERTER).unwrap();
+    let yaml = dir.path().join("app.yaml");
+    std::fs::write(
+        &yaml,
+        "name: conv\nmodule: converter.wasm\ndeployments:\n  - name: c\n    function: converter\n    route_prefix: /\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args([
+            "serve",
+            "run",
+            yaml.to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
+            "--cpus",
+            "1",
+            "--no-gpus",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prism runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "prism serve: app conv on https://ADDR (certificate PATH)"
+    let address = line
+        .split("https://")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("first line {line:?}"))
+        .to_string();
+    let cert = line
+        .split("(certificate ")
+        .nth(1)
+        .map(|rest| rest.trim().trim_end_matches(')').to_string())
+        .unwrap_or_else(|| panic!("first line {line:?}"));
+    let ca = std::fs::read(&cert).unwrap();
+    let answer = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = HttpsClient::connect(&address, &ca, true).await.unwrap();
+        c.get("/?temp=100&type=CF", None).await.unwrap()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.text(), r#"{"Fahrenheit temperature":212.0}"#);
+}
