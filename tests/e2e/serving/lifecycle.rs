@@ -612,6 +612,32 @@ async fn the_ingress_bounds_buffered_bodies_and_apps_per_tenant() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 
+    // A request head over 64 KiB is refused (431 on HTTP/1.1).
+    let big = format!(
+        "GET /slow?ms=1 HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let refused = raw_exchange(&address, &ca, big.as_bytes()).await;
+    assert!(refused.starts_with("HTTP/1.1 431"), "{refused:?}");
+    // A body that does not arrive: 408 after 10 s, the room freed.
+    let stalled = raw_exchange(
+        &address,
+        &ca,
+        b"POST /slow?ms=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc",
+    )
+    .await;
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled:?}");
+    // (`second` sat idle past the 10 s wait for a next request head, and
+    // was closed: a new connection.)
+    let mut second = HttpsClient::connect(&address, ca.as_bytes(), false)
+        .await
+        .unwrap();
+    let r = second
+        .send("POST", "/slow?ms=1", &[], vec![2u8; 2000])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
     // A tenant has at most MAX_APPS_PER_TENANT applications.
     for i in 1..MAX_APPS_PER_TENANT {
         let name = format!("a{i}");
@@ -652,4 +678,37 @@ async fn the_ingress_bounds_buffered_bodies_and_apps_per_tenant() {
     .await
     .unwrap();
     apps.stop_all().await;
+}
+
+/// Writes `bytes` on a fresh TLS connection to `address` and returns the
+/// start of what comes back (within 20 s): for requests no well-behaved
+/// HTTP client sends.
+async fn raw_exchange(address: &str, ca: &str, bytes: &[u8]) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(bytes).await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut answer))
+        .await
+        .expect("an answer within 20 s")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&answer[..n]).to_string()
 }
