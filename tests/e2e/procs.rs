@@ -209,3 +209,26 @@ pub async fn log_lines(client: &prism_client::Client, id: &str, prefixes: &[&str
     }
     found.into_iter().flatten().collect()
 }
+
+/// `prism ARGS` as a client of `head` with `token` (address, CA and
+/// token from the environment): (exit code, stdout, stderr), trimmed.
+pub fn prism_cli(
+    head: &Process,
+    files: &ClusterFiles,
+    token: &str,
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(args)
+        .env("PRISM_ADDRESS", &head.address)
+        .env("PRISM_CA", files.ca_cert())
+        .env("PRISM_TOKEN", token)
+        .env_remove("PRISM_CONFIG")
+        .output()
+        .expect("prism runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}

@@ -3,7 +3,7 @@
 //! capabilities, and a hostile guest that tries everything against
 //! another tenant while that tenant's work goes on.
 
-use super::procs::{HeadProcess, admin_token, client, init, log_lines, start_head_with};
+use super::procs::{HeadProcess, admin_token, client, init, log_lines, prism_cli, start_head_with};
 use prism_client::v1::{JobState, SubmitJobRequest};
 use prism_client::{Client, ClientError};
 use prism_host::security::ClusterFiles;
@@ -475,28 +475,6 @@ async fn fair_sharing_starts_a_small_tenant_while_another_floods_the_node() {
     assert_eq!(total, (0..300).sum::<u64>().to_string());
 }
 
-/// `prism ARGS` against `head` with `token`: (exit code, stdout, stderr).
-fn cli(
-    head: &HeadProcess,
-    files: &ClusterFiles,
-    token: &str,
-    args: &[&str],
-) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
-        .args(args)
-        .env("PRISM_ADDRESS", &head.address)
-        .env("PRISM_CA", files.ca_cert())
-        .env("PRISM_TOKEN", token)
-        .env_remove("PRISM_CONFIG")
-        .output()
-        .expect("prism runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_manages_tenants_namespaces_tokens_and_policies() {
     let dir = tempfile::tempdir().unwrap();
@@ -504,7 +482,7 @@ async fn the_cli_manages_tenants_namespaces_tokens_and_policies() {
     let head = head(&files);
     let admin = admin_token(&files);
     let ok = |args: &[&str], token: &str| {
-        let (code, out, err) = cli(&head, &files, token, args);
+        let (code, out, err) = prism_cli(&head, &files, token, args);
         assert_eq!(code, 0, "{args:?}: {err}");
         out
     };
@@ -556,7 +534,7 @@ async fn the_cli_manages_tenants_namespaces_tokens_and_policies() {
         "permit(principal, action, resource) when { principal.age > 3 };",
     )
     .unwrap();
-    let (code, _, err) = cli(
+    let (code, _, err) = prism_cli(
         &head,
         &files,
         &bob,
@@ -592,7 +570,7 @@ async fn the_cli_manages_tenants_namespaces_tokens_and_policies() {
 
     // The cluster-admin revokes it; the audit log says who did.
     assert!(ok(&["token", "revoke", &ada], &admin).starts_with("revoked token "));
-    let (code, _, err) = cli(&head, &files, &ada, &["job", "list"]);
+    let (code, _, err) = prism_cli(&head, &files, &ada, &["job", "list"]);
     assert_eq!(
         (code, err.as_str()),
         (2, "error: unauthenticated: token revoked")
@@ -606,7 +584,7 @@ async fn the_cli_manages_tenants_namespaces_tokens_and_policies() {
     assert_eq!(revoked["subject"], "admin", "{revoked}");
 
     // Quotas are the cluster-admin's; a tenant-admin is refused.
-    let (code, _, err) = cli(
+    let (code, _, err) = prism_cli(
         &head,
         &files,
         &bob,
@@ -617,7 +595,7 @@ async fn the_cli_manages_tenants_namespaces_tokens_and_policies() {
     ok(&["tenant", "delete", "acme"], &admin);
     assert_eq!(ok(&["tenant", "list"], &admin).lines().count(), 1);
     // Offline signing checks the tenant's name.
-    let (code, _, err) = cli(
+    let (code, _, err) = prism_cli(
         &head,
         &files,
         &admin,

@@ -363,7 +363,7 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
             started.elapsed().as_secs_f64() * 1e3
         )?;
         outln!("{:<24} {:>10}  {:<6} result", "example", "time", "check")?;
-        let mut failed = 0;
+        let mut failed: u32 = 0;
         for example in examples() {
             if example.needs_gpu && gpus.is_empty() {
                 outln!(
@@ -399,32 +399,20 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
                 outln!("{label:<24} {ms:>7.1} ms  {mark:<6} {text}")?;
             }
         }
-        // The converter as a served application, over HTTPS.
-        let serving = std::time::Instant::now();
-        let (mark, text) = match super::demo_serve::serve_converter(&cluster).await {
-            Ok(text) => ("ok", text),
-            Err(text) => {
-                failed += 1;
-                ("FAILED", text)
-            }
-        };
-        let ms = serving.elapsed().as_secs_f64() * 1e3;
-        let text = escape_terminal(&text);
-        outln!("{:<24} {ms:>7.1} ms  {mark:<6} {text}", "serve/converter")?;
+        // The served applications, over HTTPS.
+        failed += super::demo_serve::report(
+            "serve/converter",
+            super::demo_serve::serve_converter(&cluster),
+        )
+        .await?;
         if gpus.is_empty() {
             outln!("{:<24} {:>10}  {:<6} the node has no GPU", "serve/gpu-inference", "-", "skip")?;
         } else {
-            let serving = std::time::Instant::now();
-            let (mark, text) = match super::demo_serve::serve_model(&cluster).await {
-                Ok(text) => ("ok", text),
-                Err(text) => {
-                    failed += 1;
-                    ("FAILED", text)
-                }
-            };
-            let ms = serving.elapsed().as_secs_f64() * 1e3;
-            let text = escape_terminal(&text);
-            outln!("{:<24} {ms:>7.1} ms  {mark:<6} {text}", "serve/gpu-inference")?;
+            failed += super::demo_serve::report(
+                "serve/gpu-inference",
+                super::demo_serve::serve_model(&cluster),
+            )
+            .await?;
         }
         outln!("\ntotal {:.2} s", started.elapsed().as_secs_f64())?;
         Ok(if failed == 0 { 0 } else { 1 })

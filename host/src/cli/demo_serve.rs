@@ -14,6 +14,23 @@ use std::sync::Arc;
 const APP_YAML: &str = include_str!("../../../guest-examples/converter/app.yaml");
 const MLP_YAML: &str = include_str!("../../../guest-examples/gpu-inference/app.yaml");
 
+/// Runs one serving step and prints its line; 1 if it failed, else 0.
+pub(super) async fn report(
+    label: &str,
+    step: impl std::future::Future<Output = Result<String, String>>,
+) -> anyhow::Result<u32> {
+    let started = std::time::Instant::now();
+    let (mark, text, failed) = match step.await {
+        Ok(text) => ("ok", text, 0),
+        Err(text) => ("FAILED", text, 1),
+    };
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    // The text quotes handlers' answers.
+    let text = super::output::escape_terminal(&text);
+    outln!("{label:<24} {ms:>7.1} ms  {mark:<6} {text}")?;
+    Ok(failed)
+}
+
 /// Deploys the converter, sends it requests, checks the answers; a
 /// summary, or what went wrong.
 pub(super) async fn serve_converter(cluster: &EmbeddedCluster) -> Result<String, String> {

@@ -5,7 +5,7 @@
 
 mod lifecycle;
 
-use super::procs::{HeadProcess, admin_token, client, init, start_head_with};
+use super::procs::{HeadProcess, admin_token, client, init, prism_cli, start_head_with};
 use prism_client::{Client, ClientError};
 use prism_host::security::ClusterFiles;
 use prism_host::serve::client::{ClientResponse, HttpsClient};
@@ -542,28 +542,6 @@ async fn failing_handlers_answer_typed_statuses_beside_a_healthy_tenant() {
     assert_eq!(counter.rate_limited, limited);
 }
 
-/// `prism ARGS` against `head` with `token`: (exit code, stdout, stderr).
-fn prism(
-    head: &HeadProcess,
-    files: &ClusterFiles,
-    token: &str,
-    args: &[&str],
-) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
-        .args(args)
-        .env("PRISM_ADDRESS", &head.address)
-        .env("PRISM_CA", files.ca_cert())
-        .env("PRISM_TOKEN", token)
-        .env_remove("PRISM_CONFIG")
-        .output()
-        .expect("prism runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_deploys_lists_and_deletes_apps_and_public_routes_need_publish_route() {
     let dir = tempfile::tempdir().unwrap();
@@ -582,7 +560,7 @@ async fn the_cli_deploys_lists_and_deletes_apps_and_public_routes_need_publish_r
     )
     .unwrap();
     let yaml = yaml.to_str().unwrap();
-    let (code, out, err) = prism(&head, &files, &dev_token, &["serve", "deploy", yaml]);
+    let (code, out, err) = prism_cli(&head, &files, &dev_token, &["serve", "deploy", yaml]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("app conv (tenant acme"), "{out}");
     assert_eq!(out.matches("replica ").count(), 2, "{out}");
@@ -592,15 +570,15 @@ async fn the_cli_deploys_lists_and_deletes_apps_and_public_routes_need_publish_r
         .await
         .unwrap();
     assert_eq!(r.text(), r#"{"Fahrenheit temperature":32.0}"#);
-    let (code, out, _) = prism(&head, &files, &dev_token, &["serve", "status", "conv"]);
+    let (code, out, _) = prism_cli(&head, &files, &dev_token, &["serve", "status", "conv"]);
     assert_eq!(code, 0);
     assert!(out.contains("answered 1"), "{out}");
-    let (code, out, _) = prism(&head, &files, &dev_token, &["serve", "list"]);
+    let (code, out, _) = prism_cli(&head, &files, &dev_token, &["serve", "list"]);
     assert_eq!((code, out.as_str()), (0, "conv\tdefault\t/Converter"));
     // A bad file is refused before anything is sent, saying why.
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "name: x\nmodule: converter.wasm\ndeployments: []\n").unwrap();
-    let (code, _, err) = prism(
+    let (code, _, err) = prism_cli(
         &head,
         &files,
         &dev_token,
@@ -618,10 +596,10 @@ async fn the_cli_deploys_lists_and_deletes_apps_and_public_routes_need_publish_r
     )
     .unwrap();
     let public = public.to_str().unwrap();
-    let (code, _, err) = prism(&head, &files, &dev_token, &["serve", "deploy", public]);
+    let (code, _, err) = prism_cli(&head, &files, &dev_token, &["serve", "deploy", public]);
     assert_ne!(code, 0);
     assert!(err.contains("PublishRoute"), "{err}");
-    let (code, _, err) = prism(&head, &files, &boss_token, &["serve", "deploy", public]);
+    let (code, _, err) = prism_cli(&head, &files, &boss_token, &["serve", "deploy", public]);
     assert_eq!(code, 0, "{err}");
     let r = h.get("/open?temp=100&type=CF", None).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
@@ -634,9 +612,9 @@ async fn the_cli_deploys_lists_and_deletes_apps_and_public_routes_need_publish_r
         401
     );
 
-    let (code, out, _) = prism(&head, &files, &dev_token, &["serve", "delete", "conv"]);
+    let (code, out, _) = prism_cli(&head, &files, &dev_token, &["serve", "delete", "conv"]);
     assert_eq!((code, out.as_str()), (0, "deleted app conv"));
-    let (code, _, err) = prism(&head, &files, &dev_token, &["serve", "status", "conv"]);
+    let (code, _, err) = prism_cli(&head, &files, &dev_token, &["serve", "status", "conv"]);
     assert_ne!(code, 0);
     assert!(err.contains("no app conv"), "{err}");
 }
