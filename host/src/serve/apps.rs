@@ -317,10 +317,22 @@ impl Apps {
         let old = {
             let mut state = self.state.write_locked();
             let old = state.apps.get(&key).cloned();
-            if let Err(error) = state.swap_routes(old.as_deref(), Some(&app)) {
+            // Checked again: another deploy may have come first.
+            let has = state.apps.keys().filter(|(t, _)| *t == tenant).count();
+            let refused = if old.is_none() && has >= MAX_APPS_PER_TENANT {
+                Some(ServeError::Quota(format!(
+                    "quota exceeded: a tenant has at most {MAX_APPS_PER_TENANT} applications"
+                )))
+            } else {
+                state
+                    .swap_routes(old.as_deref(), Some(&app))
+                    .err()
+                    .map(ServeError::from)
+            };
+            if let Some(error) = refused {
                 drop(state);
                 self.node.close_service(&service);
-                return Err(error.into());
+                return Err(error);
             }
             state.apps.insert(key, app.clone());
             old
@@ -334,7 +346,9 @@ impl Apps {
         }
         if let Some(old) = old {
             tracing::info!(tenant = %tenant, app = %config.name, "app redeployed");
-            self.retire(old).await;
+            // The new version serves now; the old one finishes its
+            // requests in the background.
+            tokio::spawn(retire(self.node.clone(), old));
         } else {
             tracing::info!(tenant = %tenant, app = %config.name, "app deployed");
         }
@@ -474,7 +488,7 @@ impl Apps {
         };
         self.forget_record(tenant, name);
         tracing::info!(tenant = %tenant, app = name, "app deleted");
-        self.retire(app).await;
+        retire(self.node.clone(), app).await;
         Ok(())
     }
 
@@ -483,26 +497,6 @@ impl Apps {
         for name in self.names(tenant) {
             let _ = self.delete(tenant, &name).await;
         }
-    }
-
-    /// Waits (up to the longest request timeout) for an application's
-    /// requests in flight, then closes it.
-    async fn retire(&self, app: Arc<App>) {
-        let longest = app
-            .config
-            .deployments
-            .iter()
-            .map(|d| d.request_timeout_ms)
-            .max()
-            .unwrap_or(0);
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(longest);
-        while app.deployments.iter().any(|d| d.busy()) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        for d in &app.deployments {
-            d.stop();
-        }
-        self.node.close_service(&app.service);
     }
 
     /// `tenant`'s application `name`.
@@ -546,6 +540,26 @@ impl Apps {
             self.node.close_service(&app.service);
         }
     }
+}
+
+/// Waits (up to the longest request timeout) for an application's
+/// requests in flight, then closes it.
+async fn retire(node: Arc<Node>, app: Arc<App>) {
+    let longest = app
+        .config
+        .deployments
+        .iter()
+        .map(|d| d.request_timeout_ms)
+        .max()
+        .unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(longest);
+    while app.deployments.iter().any(|d| d.busy()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for d in &app.deployments {
+        d.stop();
+    }
+    node.close_service(&app.service);
 }
 
 /// The node's way to its applications (weak: the applications hold the
