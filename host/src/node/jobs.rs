@@ -85,7 +85,12 @@ impl Node {
             env: (!env.is_empty()).then(|| Arc::new(env.clone())),
         });
         let context = self.open_local_context(owner, module, ticket, log);
-        let result = self.drive(&spec, &context).await;
+        let result = if self.job_stopped(owner) {
+            // Stopped while its module was loading: the driver never starts.
+            Err(WireError::new(ErrorKind::Cancelled, "the job was stopped"))
+        } else {
+            self.drive(&spec, &context).await
+        };
         self.end_local_owner(owner, &context);
         tracing::debug!(job = %spec.id, "job ended");
         JobOutcome {
@@ -205,11 +210,25 @@ impl Node {
             admitted: false,
         };
         self.scheduler.submit(driver);
+        if self.job_stopped(context.id) {
+            // Stopped while it was starting: the stop's own cancel may
+            // have come before this submission.
+            self.scheduler.cancel_job(context.id);
+        }
         self.result_of(
             return_id,
             (ErrorKind::System, "the driver's result vanished"),
         )
         .await
+    }
+
+    /// Whether the head asked to stop job `owner` (which runs here).
+    fn job_stopped(&self, owner: OwnerId) -> bool {
+        self.starting_jobs
+            .locked()
+            .get(&owner)
+            .copied()
+            .unwrap_or(false)
     }
 
     /// Waits for object `id` and returns its value or error; `gone` is the

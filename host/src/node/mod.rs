@@ -109,6 +109,10 @@ pub struct Node {
     remote_jobs: Mutex<std::collections::HashSet<OwnerId>>,
     /// What each tenant uses here.
     accounts: Accounts,
+    /// Jobs the head started here that have not ended, and whether the
+    /// head asked to stop them: a stop that comes while the job's module
+    /// is still loading keeps its driver from starting at all.
+    starting_jobs: Mutex<HashMap<OwnerId, bool>>,
     /// Where guests' calls to served deployments go (set when the
     /// applications exist, after the node starts).
     deployments: std::sync::RwLock<Option<Arc<dyn crate::cluster::DeploymentCalls>>>,
@@ -231,6 +235,7 @@ impl Node {
                 accounts: Accounts::default(),
                 held_groups: Mutex::new(HashMap::new()),
                 deployments: std::sync::RwLock::new(None),
+                starting_jobs: Mutex::new(HashMap::new()),
                 config,
                 _temp_dir: temp_dir,
             }
@@ -582,8 +587,11 @@ impl NodeService for Node {
         Box::pin(async move {
             let node = node.ok_or(ClusterError::NodeStopped)?;
             let head = node.head.clone();
+            let owner = OwnerId::of_job(spec.id);
+            node.starting_jobs.locked().insert(owner, false);
             tokio::spawn(async move {
-                let outcome = node.run_job(spec).await;
+                let outcome = node.clone().run_job(spec).await;
+                node.starting_jobs.locked().remove(&owner);
                 head.job_finished(outcome).await;
             });
             Ok(())
@@ -591,7 +599,14 @@ impl NodeService for Node {
     }
 
     fn stop_job(&self, job: crate::ids::JobId) -> BoxFuture<'static, ()> {
-        let cancelled = self.scheduler.cancel_job(OwnerId::of_job(job));
+        let owner = OwnerId::of_job(job);
+        // First marked, then cancelled: a driver submitted after the mark
+        // cancels itself (see `Node::drive`), one submitted before is
+        // cancelled here.
+        if let Some(stopped) = self.starting_jobs.locked().get_mut(&owner) {
+            *stopped = true;
+        }
+        let cancelled = self.scheduler.cancel_job(owner);
         tracing::debug!(%job, cancelled, "job stopped");
         Box::pin(async {})
     }

@@ -144,3 +144,88 @@ async fn a_job_without_put_object_is_refused_a_put_with_a_typed_error() {
     assert_refused(result, "permission denied");
     assert!(cluster.shutdown(std::time::Duration::from_secs(10)).await);
 }
+
+/// A head whose modules arrive only when the test says so, and which
+/// hands over the outcomes of the jobs it hears about.
+struct SlowModules {
+    wasm: Bytes,
+    release: Arc<tokio::sync::Notify>,
+    outcomes: tokio::sync::mpsc::UnboundedSender<crate::cluster::JobOutcome>,
+}
+
+impl crate::cluster::HeadService for SlowModules {
+    fn module(
+        &self,
+        _hash: crate::ids::ModuleHash,
+    ) -> crate::sync::BoxFuture<'static, Result<Bytes, crate::cluster::ClusterError>> {
+        let (wasm, release) = (self.wasm.clone(), self.release.clone());
+        Box::pin(async move {
+            release.notified().await;
+            Ok(wasm)
+        })
+    }
+
+    fn job_finished(
+        &self,
+        outcome: crate::cluster::JobOutcome,
+    ) -> crate::sync::BoxFuture<'static, ()> {
+        let _ = self.outcomes.send(outcome);
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stopped_while_its_module_loads_never_runs_its_driver() {
+    use crate::cluster::{NodeService, placement};
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+    let head = Arc::new(SlowModules {
+        wasm: Bytes::from_static(prism_guests::TESTKIT),
+        release: release.clone(),
+        outcomes: tx,
+    });
+    let config = NodeConfig {
+        cpus: 2.0,
+        ..NodeConfig::default()
+    };
+    let node = super::Node::start(config, head, 0, |node, _| super::NodeLinks {
+        placement: Arc::new(placement::PlacementGroups::new(placement::LocalHosts::new(
+            node.clone(),
+            "head",
+        ))),
+        cluster: None,
+    })
+    .expect("the node starts");
+    let spec = |id| crate::cluster::job::JobSpec {
+        id,
+        module: crate::ids::ModuleHash::of(prism_guests::TESTKIT),
+        entry: "add".into(),
+        args: args(&[1, 2]),
+        namespace: crate::security::tenants::NamespaceRef::new(
+            &crate::security::tenants::TenantId::new(crate::security::DEFAULT_TENANT),
+            crate::cluster::DEFAULT_NAMESPACE,
+        ),
+        options: JobOptions::default(),
+    };
+    // Stopped while the module is on its way: the driver never runs.
+    let stopped = crate::ids::JobId::random();
+    node.start_job(spec(stopped)).await.unwrap();
+    node.stop_job(stopped).await;
+    release.notify_one();
+    let outcome = outcomes.recv().await.unwrap();
+    assert_eq!(outcome.id, stopped);
+    let error = outcome.result.unwrap_err();
+    assert_eq!(error.kind, prism_abi::ErrorKind::Cancelled, "{error:?}");
+    // A job that is not stopped runs (and a stop of a job this node never
+    // saw is ignored).
+    node.stop_job(crate::ids::JobId::random()).await;
+    let runs = crate::ids::JobId::random();
+    node.start_job(spec(runs)).await.unwrap();
+    release.notify_one();
+    let outcome = outcomes.recv().await.unwrap();
+    assert_eq!(outcome.id, runs);
+    let value: u64 = rmp_serde::from_slice(&outcome.result.unwrap()).unwrap();
+    assert_eq!(value, 3);
+    // Nothing is kept of either.
+    assert!(node.starting_jobs.locked().is_empty());
+}
