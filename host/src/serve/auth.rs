@@ -3,7 +3,10 @@
 //! route's namespace. Verifying a signature and evaluating policies on
 //! every request would cost more than most handlers, so both are cached
 //! for a short time ([`DECISION_TTL`]); revocation is checked on every
-//! request.
+//! request. Refused tokens are audited in summary, one line per
+//! [`AUDIT_EVERY`] at most, so a flood of bad tokens cannot grow the
+//! audit log faster; policy decisions are audited each time they are
+//! made (once per token and namespace per TTL).
 
 use crate::security::policy::{Action, Resource};
 use crate::security::tenants::TenantId;
@@ -32,9 +35,21 @@ pub enum AuthRefusal {
 /// Decisions by (token id, tenant, namespace): allowed, and when decided.
 type Decisions = HashMap<(String, TenantId, String), (bool, Instant)>;
 
+/// How often refused tokens are written to the audit log, in summary.
+pub const AUDIT_EVERY: Duration = Duration::from_secs(1);
+
+/// Tokens refused since the last audit line.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    first_reason: String,
+    since: Option<Instant>,
+}
+
 /// Route access checks with their caches.
 pub struct RouteAccess {
     access: Arc<Access>,
+    refusals: Mutex<Refusals>,
     tokens: Mutex<HashMap<String, (Arc<Claims>, Instant)>>,
     decisions: Mutex<Decisions>,
 }
@@ -50,6 +65,7 @@ impl RouteAccess {
     pub fn new(access: Arc<Access>) -> RouteAccess {
         RouteAccess {
             access,
+            refusals: Mutex::default(),
             tokens: Mutex::new(HashMap::new()),
             decisions: Mutex::new(HashMap::new()),
         }
@@ -118,17 +134,51 @@ impl RouteAccess {
         {
             return Ok(claims.clone());
         }
-        let claims = Arc::new(
-            self.access
-                .authenticate(Some(token), "InvokeRoute")
-                .map_err(|e| AuthRefusal::Unauthenticated(e.to_string()))?,
-        );
+        let claims = match self.access.check_token(Some(token)) {
+            Ok(claims) => Arc::new(claims),
+            Err(e) => {
+                let why = e.to_string();
+                self.refused(&why);
+                return Err(AuthRefusal::Unauthenticated(why));
+            }
+        };
         let mut tokens = self.tokens.locked();
         if tokens.len() >= CACHE_ENTRIES {
             tokens.clear();
         }
         tokens.insert(token.to_string(), (claims.clone(), now));
         Ok(claims)
+    }
+}
+
+impl RouteAccess {
+    /// Counts a refused token; at most once per [`AUDIT_EVERY`] the audit
+    /// log gets one line for all of them since the last (a flood of bad
+    /// tokens cannot grow it faster).
+    fn refused(&self, why: &str) {
+        let mut summary = self.refusals.locked();
+        summary.count += 1;
+        if summary.first_reason.is_empty() {
+            summary.first_reason = why.chars().take(200).collect();
+        }
+        let now = Instant::now();
+        if summary
+            .since
+            .is_none_or(|since| now.duration_since(since) >= AUDIT_EVERY)
+        {
+            tracing::info!(target: "audit", action = "InvokeRoute", decision = "deny", refused = summary.count, reason = %summary.first_reason);
+            self.access.audit(serde_json::json!({
+                "action": "InvokeRoute",
+                "decision": "deny",
+                "refused": summary.count,
+                "reason": summary.first_reason,
+            }));
+            *summary = Refusals {
+                count: 0,
+                first_reason: String::new(),
+                since: Some(now),
+            };
+        }
     }
 }
 
@@ -139,4 +189,84 @@ fn denied(claims: &Claims, tenant: &TenantId, namespace: &str) -> AuthRefusal {
         claims.role.name(),
         claims.tenant
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::HeadStore;
+    use crate::security::access::AuditLog;
+    use crate::security::{Policies, Role, Tenancy, TokenAuthority};
+
+    fn setup(dir: &std::path::Path) -> (Arc<Access>, TokenAuthority) {
+        let files = crate::security::init(&dir.join("state"), &[])
+            .unwrap()
+            .files;
+        let store = Arc::new(HeadStore::open(&dir.join("head.redb")).unwrap());
+        let tenancy = Arc::new(Tenancy::load(store).unwrap());
+        tenancy
+            .create_tenant("acme", 1.0, Default::default())
+            .unwrap();
+        tenancy
+            .create_tenant("zeta", 1.0, Default::default())
+            .unwrap();
+        let access = Access::new(
+            TokenAuthority::load(&files).unwrap(),
+            tenancy,
+            Policies::new().unwrap(),
+            Some(AuditLog::open(&dir.join("audit.log")).unwrap()),
+        )
+        .unwrap();
+        (Arc::new(access), TokenAuthority::load(&files).unwrap())
+    }
+
+    fn token(tokens: &TokenAuthority, tenant: &str, role: Role) -> String {
+        tokens
+            .issue_for(tenant, "someone", role, Duration::from_secs(600))
+            .unwrap()
+    }
+
+    #[test]
+    fn tokens_and_decisions_and_a_flood_of_bad_tokens_in_the_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (access, tokens) = setup(dir.path());
+        let routes = RouteAccess::new(access.clone());
+        let acme = TenantId::new("acme");
+        let dev = format!("Bearer {}", token(&tokens, "acme", Role::Developer));
+        let viewer = format!("Bearer {}", token(&tokens, "acme", Role::Viewer));
+        let stranger = format!("Bearer {}", token(&tokens, "zeta", Role::Developer));
+        assert_eq!(routes.check(Some(&dev), &acme, "default"), Ok(()));
+        assert_eq!(routes.check(Some(&dev), &acme, "default"), Ok(()));
+        assert!(matches!(
+            routes.check(Some(&viewer), &acme, "default"),
+            Err(AuthRefusal::Denied(_))
+        ));
+        assert!(matches!(
+            routes.check(Some(&stranger), &acme, "default"),
+            Err(AuthRefusal::Denied(_))
+        ));
+        assert!(matches!(
+            routes.check(None, &acme, "default"),
+            Err(AuthRefusal::Unauthenticated(_))
+        ));
+        // A thousand forged tokens: refused, and at most a line or two in
+        // the audit log for all of them.
+        for i in 0..1000 {
+            let forged = format!("Bearer eyJhbGciOiJFZERTQSJ9.e30.{i}");
+            assert!(matches!(
+                routes.check(Some(&forged), &acme, "default"),
+                Err(AuthRefusal::Unauthenticated(_))
+            ));
+        }
+        let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        let refusals = log.lines().filter(|l| l.contains("\"refused\"")).count();
+        assert!((1..=2).contains(&refusals), "{refusals} lines:\n{log}");
+        // The developer's decision was made once (cached), the viewer's and
+        // the stranger's once each.
+        let decisions = log
+            .lines()
+            .filter(|l| l.contains("\"InvokeRoute\"") && l.contains("\"policies\""))
+            .count();
+        assert_eq!(decisions, 3, "{log}");
+    }
 }
