@@ -30,6 +30,9 @@ pub enum AuthRefusal {
     Unauthenticated(String),
     /// The policies do not permit it: 403.
     Denied(String),
+    /// The route is another tenant's: 404, as if it did not exist (a
+    /// tenant learns nothing of another's routes).
+    Foreign,
 }
 
 /// Decisions by (token id, tenant, namespace): allowed, and when decided.
@@ -79,6 +82,13 @@ impl RouteAccess {
         tenant: &TenantId,
         namespace: &str,
     ) -> Result<(), AuthRefusal> {
+        let claims = self.authenticate(authorization)?;
+        self.decide(&claims, tenant, namespace)
+    }
+
+    /// The claims of the token in `authorization` (the header's value):
+    /// valid and not revoked.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Arc<Claims>, AuthRefusal> {
         let token = authorization
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
@@ -94,16 +104,30 @@ impl RouteAccess {
         if self.access.tenancy().is_revoked(&claims.jti) {
             return Err(AuthRefusal::Unauthenticated("token revoked".into()));
         }
+        Ok(claims)
+    }
+
+    /// Whether the holder of `claims` may invoke a route of `namespace`
+    /// in `tenant` (Cedar's `InvokeRoute`, cached per [`DECISION_TTL`]).
+    pub fn decide(
+        &self,
+        claims: &Claims,
+        tenant: &TenantId,
+        namespace: &str,
+    ) -> Result<(), AuthRefusal> {
+        let refusal = || {
+            if claims.tenant != *tenant && claims.role != crate::security::Role::ClusterAdmin {
+                AuthRefusal::Foreign
+            } else {
+                denied(claims, tenant, namespace)
+            }
+        };
         let key = (claims.jti.clone(), tenant.clone(), namespace.to_string());
         let now = Instant::now();
         if let Some((allowed, at)) = self.decisions.locked().get(&key)
             && now.duration_since(*at) < DECISION_TTL
         {
-            return if *allowed {
-                Ok(())
-            } else {
-                Err(denied(&claims, tenant, namespace))
-            };
+            return if *allowed { Ok(()) } else { Err(refusal()) };
         }
         let resource = Resource::Namespace {
             tenant: tenant.as_str(),
@@ -111,18 +135,14 @@ impl RouteAccess {
         };
         let allowed = self
             .access
-            .authorize(&claims, Action::InvokeRoute, resource)
+            .authorize(claims, Action::InvokeRoute, resource)
             .is_ok();
         let mut decisions = self.decisions.locked();
         if decisions.len() >= CACHE_ENTRIES {
             decisions.clear();
         }
         decisions.insert(key, (allowed, now));
-        if allowed {
-            Ok(())
-        } else {
-            Err(denied(&claims, tenant, namespace))
-        }
+        if allowed { Ok(()) } else { Err(refusal()) }
     }
 
     /// The claims of a valid token, verified at most once per TTL.
@@ -241,10 +261,11 @@ mod tests {
             routes.check(Some(&viewer), &acme, "default"),
             Err(AuthRefusal::Denied(_))
         ));
-        assert!(matches!(
+        // Another tenant's route: as if it did not exist.
+        assert_eq!(
             routes.check(Some(&stranger), &acme, "default"),
-            Err(AuthRefusal::Denied(_))
-        ));
+            Err(AuthRefusal::Foreign)
+        );
         assert!(matches!(
             routes.check(None, &acme, "default"),
             Err(AuthRefusal::Unauthenticated(_))

@@ -1,9 +1,10 @@
 //! The HTTPS ingress: hyper's HTTP/1.1 and HTTP/2 over rustls (both
 //! offered by ALPN; hyper tells them apart by the client's first bytes),
 //! with the head's certificate. A request goes through, in order:
-//! its path (percent-decoded; `.`/`..` segments: 400), its route (none:
-//! 404), the caller's token and the `InvokeRoute` decision (401, 403;
-//! skipped for a public route), the tenant's requests/s quota (429),
+//! its path (percent-decoded; `.`/`..` segments: 400), the caller's token
+//! (401 for any path but a public route's, so no route is revealed to a
+//! caller without one), its route (none, or another tenant's: 404), the
+//! `InvokeRoute` decision (403; skipped for a public route), the tenant's requests/s quota (429),
 //! its body (over the deployment's limit:
 //! 413, before it is read when `content-length` says so), then a replica
 //! of the deployment (503, 504, 500 on the way; see `deployment.rs`).
@@ -82,6 +83,22 @@ fn plain(status: u16, message: &str) -> HttpResponse {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// The answer to a caller the route's access refused.
+fn refused(refusal: AuthRefusal) -> HttpResponse {
+    match refusal {
+        AuthRefusal::Unauthenticated(why) => {
+            let mut response = plain(401, &why);
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+        AuthRefusal::Denied(why) => plain(403, &why),
+        AuthRefusal::Foreign => plain(404, "no route"),
+    }
 }
 
 /// Query parameters, decoded (`+` is a space).
@@ -243,28 +260,32 @@ impl Ingress {
         if clean_path(&path).is_none() {
             return plain(400, "the path may not hold . or .. segments");
         }
-        let Some(target) = self.apps.resolve(&path) else {
+        // A caller without a valid token learns nothing of the routes: it
+        // gets 401 for every path but a public route's; one with a token
+        // gets 404 for another tenant's route, as for no route.
+        let target = self.apps.resolve(&path);
+        let public = target.as_ref().is_some_and(|t| t.routed.config.public);
+        let checked = match self.access.as_ref().filter(|_| !public) {
+            Some(access) => {
+                let authorization = parts
+                    .headers
+                    .get(hyper::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                match access.authenticate(authorization) {
+                    Ok(claims) => Some((access, claims)),
+                    Err(refusal) => return refused(refusal),
+                }
+            }
+            None => None,
+        };
+        let Some(target) = target else {
             return plain(404, "no route");
         };
         let deployment = target.deployment;
-        let public = target.routed.config.public;
-        if let Some(access) = self.access.as_ref().filter(|_| !public) {
-            let authorization = parts
-                .headers
-                .get(hyper::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            match access.check(authorization, &deployment.tenant, &deployment.namespace) {
-                Ok(()) => {}
-                Err(AuthRefusal::Unauthenticated(why)) => {
-                    let mut response = plain(401, &why);
-                    response.headers_mut().insert(
-                        hyper::header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Bearer"),
-                    );
-                    return response;
-                }
-                Err(AuthRefusal::Denied(why)) => return plain(403, &why),
-            }
+        if let Some((access, claims)) = checked
+            && let Err(refusal) = access.decide(&claims, &deployment.tenant, &deployment.namespace)
+        {
+            return refused(refusal);
         }
         if let Some(limits) = &self.limits
             && !limits.admit(&deployment.tenant)

@@ -271,8 +271,16 @@ async fn routes_belong_to_their_tenant_and_refuse_strangers() {
         h.get("/acme/api/x", Some(&forged)).await.unwrap().status,
         401
     );
+    // Another tenant's token: as if the route did not exist, the same
+    // answer as for a path no route has.
     let r = h.get("/acme/api/x", Some(&zeta_token)).await.unwrap();
-    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.status, 404, "{}", r.text());
+    let none = h.get("/no/such/route", Some(&zeta_token)).await.unwrap();
+    assert_eq!((none.status, none.text()), (r.status, r.text()));
+    // Without a valid token nothing tells a route from no route.
+    for path in ["/acme/api/x", "/no/such/route"] {
+        assert_eq!(h.get(path, None).await.unwrap().status, 401, "{path}");
+    }
     assert_eq!(
         h.get("/acme/api/x", Some(&viewer_token))
             .await
