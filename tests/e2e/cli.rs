@@ -30,6 +30,42 @@ fn run_prints_the_drivers_result_as_json() {
 }
 
 #[test]
+fn run_shows_the_job_log_as_it_is_written() {
+    use std::io::{BufRead, BufReader};
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args([
+            "run",
+            prism_guests::TESTKIT_PATH,
+            "--entry",
+            "print_then_sleep",
+            "--args",
+            "[2000]",
+            "--cpus",
+            "1",
+        ])
+        .env("PRISM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("prism runs");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let seen_after = started.elapsed();
+    assert!(line.contains("line from before the sleep"), "{line:?}");
+    let out = child.wait_with_output().unwrap();
+    let ended_after = started.elapsed();
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).trim(), "2000");
+    // The task's line came while the driver slept its 2 s, not at the end.
+    assert!(
+        ended_after - seen_after >= std::time::Duration::from_millis(1500),
+        "line after {seen_after:?}, end after {ended_after:?}"
+    );
+}
+
+#[test]
 fn run_prints_the_job_log_to_stderr_unless_quiet() {
     let out = prism(&["run", prism_guests::TESTKIT_PATH, "--entry", "chatty"]);
     assert!(out.status.success());

@@ -17,6 +17,16 @@ fn add(a: u64, b: u64) -> u64 {
     a + b
 }
 
+/// A task prints a line and ends, then the driver sleeps `ms`
+/// milliseconds: `prism run` shows the task's line while the driver
+/// still sleeps.
+#[prism::main]
+fn print_then_sleep(ms: u64) -> prism::Result<u64> {
+    prism::get(&chatter::remote("before the sleep".to_string()))?;
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(ms)
+}
+
 /// Sleeps `ms` milliseconds (a WASI clock sleep), then returns `value`.
 #[prism::task]
 fn sleep_then(ms: u64, value: u64) -> u64 {

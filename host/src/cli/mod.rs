@@ -45,7 +45,6 @@ mod service;
 
 pub use output::{escape_json, escape_terminal};
 
-use crate::cluster::JobOutcome;
 use crate::config::NodeConfig;
 use crate::head::EmbeddedCluster;
 use crate::telemetry::{self, LogFormat};
@@ -425,11 +424,25 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
     let config = args.node.config()?;
     tokio_runtime()?.block_on(async {
         let cluster = EmbeddedCluster::start(config)?;
-        let outcome = cluster
-            .run_in(&args.namespace, &module, &args.entry, job_args)
+        let id = cluster
+            .submit_in(&args.namespace, &module, &args.entry, job_args)
             .await?;
-        if !args.quiet {
-            print_logs(&outcome);
+        // The job's log on stderr as it is written, not when it ends.
+        let (printed, outcome) = if args.quiet {
+            (usize::MAX, cluster.head().wait_job(id).await?)
+        } else {
+            let (printed, outcome) =
+                tokio::join!(follow_log(&cluster, id), cluster.head().wait_job(id));
+            (printed, outcome?)
+        };
+        // A job that ended before its log could be followed: its lines now.
+        if printed == 0 {
+            for line in outcome.logs.iter() {
+                errln!(
+                    "{}",
+                    log_line(&line.function, line.source.as_str(), &line.text)
+                );
+            }
         }
         if args.stats {
             let statuses = cluster.head().node_statuses().await;
@@ -454,13 +467,41 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
     })
 }
 
-/// A job's log on stderr, one escaped line per log line.
-fn print_logs(outcome: &JobOutcome) {
-    for line in outcome.logs.iter() {
-        errln!(
-            "{}",
-            log_line(&line.function, line.source.as_str(), &line.text)
-        );
+/// Prints job `id`'s log on stderr as lines arrive, one escaped line per
+/// log line, until the job ends; how many lines it printed (0 if the job
+/// ended before its log could be followed).
+async fn follow_log(cluster: &EmbeddedCluster, id: crate::ids::JobId) -> usize {
+    let ended = || cluster.head().job_outcome(id).is_some();
+    // The log exists once the driver starts (after its module loads).
+    let log = loop {
+        if let Some(log) = cluster.node().job_log(id) {
+            break log;
+        }
+        if ended() {
+            return 0;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    };
+    let mut appended = log.appended();
+    let mut cursor = 0;
+    let mut printed = 0;
+    loop {
+        // Whether it had ended before this read: then this read is the last.
+        let last = ended();
+        let (lines, next) = log.since(cursor);
+        for line in &lines {
+            errln!(
+                "{}",
+                log_line(&line.function, line.source.as_str(), &line.text)
+            );
+        }
+        printed += lines.len();
+        cursor = next;
+        if last {
+            return printed;
+        }
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(50), appended.changed()).await;
     }
 }
 

@@ -114,8 +114,36 @@ impl EmbeddedCluster {
         entry: &str,
         args: Vec<Bytes>,
     ) -> Result<JobOutcome, ClusterError> {
+        self.head
+            .submit_and_wait(self.submission(namespace, module, entry, args))
+            .await
+            .map_err(submit_error)
+    }
+
+    /// Starts `entry` of `module` in `namespace` and returns its id at once
+    /// (follow it with [`Head::wait_job`] and the node's `job_log`).
+    pub async fn submit_in(
+        &self,
+        namespace: &str,
+        module: &[u8],
+        entry: &str,
+        args: Vec<Bytes>,
+    ) -> Result<crate::ids::JobId, ClusterError> {
+        self.head
+            .submit_job(self.submission(namespace, module, entry, args))
+            .await
+            .map_err(submit_error)
+    }
+
+    fn submission(
+        &self,
+        namespace: &str,
+        module: &[u8],
+        entry: &str,
+        args: Vec<Bytes>,
+    ) -> JobSubmission {
         let hash = self.head.upload_module(Bytes::copy_from_slice(module));
-        let job = JobSubmission {
+        JobSubmission {
             meta: JobMeta {
                 module: hash,
                 entry: entry.to_string(),
@@ -127,11 +155,14 @@ impl EmbeddedCluster {
             args,
             options: JobOptions::default(),
             live_limit: u64::MAX,
-        };
-        self.head.submit_and_wait(job).await.map_err(|e| match e {
-            SubmitError::Cluster(e) => e,
-            // No bound is set here.
-            SubmitError::TooManyJobs { .. } => ClusterError::Startup(e.to_string()),
-        })
+        }
+    }
+}
+
+fn submit_error(e: SubmitError) -> ClusterError {
+    match e {
+        SubmitError::Cluster(e) => e,
+        // No bound is set here.
+        SubmitError::TooManyJobs { .. } => ClusterError::Startup(e.to_string()),
     }
 }
