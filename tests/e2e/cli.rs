@@ -50,15 +50,23 @@ fn run_shows_the_job_log_as_it_is_written() {
         .spawn()
         .expect("prism runs");
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("line from before the sleep"))
+    {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{lines:?}");
+        lines.push(line);
+    }
     let seen_after = started.elapsed();
-    assert!(line.contains("line from before the sleep"), "{line:?}");
+    // The driver's own line first, while it still runs.
+    assert!(lines[0].contains("printed before the sleep"), "{lines:?}");
     let out = child.wait_with_output().unwrap();
     let ended_after = started.elapsed();
     assert!(out.status.success());
     assert_eq!(text(&out.stdout).trim(), "2000");
-    // The task's line came while the driver slept its 2 s, not at the end.
+    // Both lines came while the driver slept its 2 s, not at the end.
     assert!(
         ended_after - seen_after >= std::time::Duration::from_millis(1500),
         "line after {seen_after:?}, end after {ended_after:?}"

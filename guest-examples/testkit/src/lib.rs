@@ -17,11 +17,12 @@ fn add(a: u64, b: u64) -> u64 {
     a + b
 }
 
-/// A task prints a line and ends, then the driver sleeps `ms`
-/// milliseconds: `prism run` shows the task's line while the driver
-/// still sleeps.
+/// The driver prints a line, a task prints one and ends, then the
+/// driver sleeps `ms` milliseconds: `prism run` shows both lines while
+/// the driver still sleeps.
 #[prism::main]
 fn print_then_sleep(ms: u64) -> prism::Result<u64> {
+    println!("printed before the sleep");
     prism::get(&chatter::remote("before the sleep".to_string()))?;
     std::thread::sleep(Duration::from_millis(ms));
     Ok(ms)

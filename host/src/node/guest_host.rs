@@ -163,6 +163,15 @@ impl GuestHost for TaskHost {
         self.slot.unblock()
     }
 
+    fn output(&self, stderr: bool, lines: &[u8]) {
+        let source = if stderr {
+            LogSource::Stderr
+        } else {
+            LogSource::Stdout
+        };
+        self.job.log.push_output(source, &self.function, lines);
+    }
+
     fn log(&self, level: i32, line: &str) {
         tracing::debug!(job = %self.job.id, function = %self.function, level, "{line}");
         self.job.log.push(LogSource::Guest, &self.function, line);

@@ -141,6 +141,12 @@ pub trait GuestHost: Send + Sync + 'static {
         &self,
         prefix: &str,
     ) -> BoxFuture<'static, Result<Vec<String>, crate::objects::named::NamedError>>;
+    /// Complete lines the running guest wrote to its stdout (or, with
+    /// `stderr`, its stderr), while the call runs; what is left at its end
+    /// comes in the outcome. Default: dropped (a host that keeps no log).
+    fn output(&self, stderr: bool, lines: &[u8]) {
+        let _ = (stderr, lines);
+    }
     /// Makes `call` (an encoded HTTP request, or a method call) to
     /// deployment `deployment` of the caller's tenant's application
     /// `app`; returns the id of the object its value (or error) will
@@ -477,6 +483,7 @@ impl Runtime {
         .map_err(|e| {
             InvocationOutcome::failed(ErrorKind::System, format!("WASI setup failed: {e:#}"))
         })?;
+        captured.forward_to(Some(host.clone()));
         let memory_limit = setup.memory_limit.min(self.config.max_task_memory) as usize;
         let state = TaskState {
             wasi,
@@ -620,6 +627,7 @@ impl Instance {
     /// Makes `host` serve the next call, capped at `memory_limit` bytes of
     /// linear memory.
     fn rebind(&mut self, host: Arc<dyn GuestHost>, memory_limit: usize) {
+        self.captured.forward_to(Some(host.clone()));
         let state = self.store.data_mut();
         state.host = host;
         state.limiter.set_memory_limit(memory_limit);
@@ -629,6 +637,7 @@ impl Instance {
     /// Lets go of everything of the last call while the instance is idle:
     /// its host, its input and the bytes it had staged.
     fn detach(&mut self, host: Arc<dyn GuestHost>) {
+        self.captured.forward_to(None);
         let state = self.store.data_mut();
         state.host = host;
         state.input = Bytes::new();

@@ -62,21 +62,38 @@ pub(crate) fn provides(module: &str) -> bool {
     matches!(module, "wasi_snapshot_preview1" | "wasi_unstable")
 }
 
-/// A byte buffer that keeps at most `limit` bytes and remembers how many it
-/// dropped.
-#[derive(Debug)]
+/// One output stream of a guest: accepts at most `limit` bytes per call
+/// (remembering how many it dropped), hands each complete line to the
+/// call's host as it is written (so a job's log shows it while the call
+/// runs), and keeps the rest (a last line without its newline) for the
+/// end of the call.
 pub(crate) struct CappedBuffer {
     bytes: Vec<u8>,
     limit: usize,
+    accepted: usize,
     dropped: usize,
+    stderr: bool,
+    /// Where the call running now sends complete lines (`None`: keep
+    /// everything).
+    sink: Option<OutputSink>,
 }
+
+/// Takes complete lines of output: (stderr, lines).
+type OutputSink = Arc<dyn Fn(bool, &[u8]) + Send + Sync>;
 
 impl Write for CappedBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let room = self.limit.saturating_sub(self.bytes.len());
+        let room = self.limit.saturating_sub(self.accepted);
         let keep = room.min(buf.len());
         self.bytes.extend_from_slice(&buf[..keep]);
+        self.accepted += keep;
         self.dropped += buf.len() - keep;
+        if let Some(sink) = &self.sink
+            && let Some(end) = self.bytes.iter().rposition(|b| *b == b'\n')
+        {
+            let lines: Vec<u8> = self.bytes.drain(..=end).collect();
+            sink(self.stderr, &lines);
+        }
         Ok(buf.len())
     }
 
@@ -93,16 +110,28 @@ pub(crate) struct CapturedOutput {
 }
 
 impl CapturedOutput {
-    /// Takes what was written: (stdout, stderr, bytes dropped over the cap).
+    /// Takes what was written and not yet handed to a host: (stdout,
+    /// stderr, bytes dropped over the cap); the next call starts afresh.
     pub(crate) fn take(&self) -> (Vec<u8>, Vec<u8>, usize) {
         let take = |b: &Arc<RwLock<CappedBuffer>>| {
             let mut b = b.write_locked();
             let dropped = std::mem::take(&mut b.dropped);
+            b.accepted = 0;
             (std::mem::take(&mut b.bytes), dropped)
         };
         let (out, d1) = take(&self.stdout);
         let (err, d2) = take(&self.stderr);
         (out, err, d1 + d2)
+    }
+
+    /// Hands complete lines to `host` as they are written (`None`: keep
+    /// them for [`CapturedOutput::take`]).
+    pub(crate) fn forward_to(&self, host: Option<Arc<dyn super::GuestHost>>) {
+        let sink = host.map(|host| -> OutputSink {
+            Arc::new(move |stderr: bool, lines: &[u8]| host.output(stderr, lines))
+        });
+        self.stdout.write_locked().sink = sink.clone();
+        self.stderr.write_locked().sink = sink;
     }
 }
 
@@ -115,16 +144,19 @@ pub(crate) fn task_context(
     sandbox: &Sandbox,
     lender: Option<Arc<dyn super::GuestHost>>,
 ) -> anyhow::Result<(WasiCtx, CapturedOutput)> {
-    let buffer = || {
+    let buffer = |stderr| {
         Arc::new(RwLock::new(CappedBuffer {
             bytes: Vec::new(),
             limit: max_output,
+            accepted: 0,
             dropped: 0,
+            stderr,
+            sink: None,
         }))
     };
     let captured = CapturedOutput {
-        stdout: buffer(),
-        stderr: buffer(),
+        stdout: buffer(false),
+        stderr: buffer(true),
     };
     let clocks = match sandbox.clock_resolution {
         None => wasi_common::tokio::clocks_ctx(),
@@ -421,15 +453,42 @@ impl WasiFile for ReadOnlyFile {
 mod tests {
     use super::*;
 
+    fn buffer(limit: usize) -> CappedBuffer {
+        CappedBuffer {
+            bytes: Vec::new(),
+            limit,
+            accepted: 0,
+            dropped: 0,
+            stderr: false,
+            sink: None,
+        }
+    }
+
     #[test]
     fn capped_buffer_keeps_the_prefix_and_counts_the_rest() {
-        let mut b = CappedBuffer {
-            bytes: Vec::new(),
-            limit: 4,
-            dropped: 0,
-        };
+        let mut b = buffer(4);
         b.write_all(b"abcdef").unwrap();
         assert_eq!(b.bytes, b"abcd");
+        assert_eq!(b.dropped, 2);
+    }
+
+    #[test]
+    fn complete_lines_go_to_the_host_as_written_and_the_cap_holds() {
+        let host: Arc<std::sync::Mutex<Vec<(bool, Vec<u8>)>>> = Default::default();
+        let mut b = buffer(12);
+        b.stderr = true;
+        let seen = host.clone();
+        b.sink = Some(Arc::new(move |stderr: bool, lines: &[u8]| {
+            seen.lock().unwrap().push((stderr, lines.to_vec()))
+        }));
+        b.write_all(b"one\ntw").unwrap();
+        assert_eq!(*host.lock().unwrap(), vec![(true, b"one\n".to_vec())]);
+        assert_eq!(b.bytes, b"tw");
+        b.write_all(b"o\nthree\n").unwrap();
+        // 12 bytes accepted per call: "one\ntwo\nthre" , the rest dropped.
+        assert_eq!(host.lock().unwrap().len(), 2);
+        assert_eq!(host.lock().unwrap()[1].1, b"two\n".to_vec());
+        assert_eq!(b.bytes, b"thre");
         assert_eq!(b.dropped, 2);
     }
 }
