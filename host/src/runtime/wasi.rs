@@ -474,7 +474,9 @@ mod tests {
 
     #[test]
     fn complete_lines_go_to_the_host_as_written_and_the_cap_holds() {
-        let host: Arc<std::sync::Mutex<Vec<(bool, Vec<u8>)>>> = Default::default();
+        /// What the sink was handed: (stderr, lines), in order.
+        type Seen = Arc<std::sync::Mutex<Vec<(bool, Vec<u8>)>>>;
+        let host: Seen = Default::default();
         let mut b = buffer(12);
         b.stderr = true;
         let seen = host.clone();
