@@ -53,11 +53,6 @@ impl ServiceContext {
         classes.sort();
         (tasks, classes)
     }
-
-    /// The last lines its guests wrote (bounded like a job's log).
-    pub fn log_lines(&self) -> Vec<crate::cluster::job::LogLine> {
-        self.0.log.lines()
-    }
 }
 
 impl Node {

@@ -85,13 +85,16 @@ impl Write for CappedBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let room = self.limit.saturating_sub(self.accepted);
         let keep = room.min(buf.len());
+        let held = self.bytes.len();
         self.bytes.extend_from_slice(&buf[..keep]);
         self.accepted += keep;
         self.dropped += buf.len() - keep;
+        // Only the bytes just written can end a line: what was held before
+        // has none (a guest writing byte by byte costs no rescans).
         if let Some(sink) = &self.sink
-            && let Some(end) = self.bytes.iter().rposition(|b| *b == b'\n')
+            && let Some(end) = buf[..keep].iter().rposition(|b| *b == b'\n')
         {
-            let lines: Vec<u8> = self.bytes.drain(..=end).collect();
+            let lines: Vec<u8> = self.bytes.drain(..=held + end).collect();
             sink(self.stderr, &lines);
         }
         Ok(buf.len())
@@ -492,5 +495,13 @@ mod tests {
         assert_eq!(host.lock().unwrap()[1].1, b"two\n".to_vec());
         assert_eq!(b.bytes, b"thre");
         assert_eq!(b.dropped, 2);
+        // Byte by byte: the line goes when its newline comes, whole.
+        b.bytes.clear();
+        b.accepted = 0;
+        for byte in b"four\n" {
+            b.write_all(&[*byte]).unwrap();
+        }
+        assert_eq!(host.lock().unwrap()[2].1, b"four\n".to_vec());
+        assert!(b.bytes.is_empty());
     }
 }

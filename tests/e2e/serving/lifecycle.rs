@@ -4,7 +4,9 @@
 //! bounds.
 
 use super::{deploy, head, https, json_of, member};
+use crate::procs::HeadProcess;
 use crate::procs::{admin_token, client, init, start_head_with};
+use prism_host::security::ClusterFiles;
 use prism_host::serve::client::HttpsClient;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -27,26 +29,7 @@ async fn a_redeploy_under_load_fails_no_request() {
         .unwrap();
     // A client sends requests, one after another, while the app is
     // redeployed twice.
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let head_http = head.http_address();
-    let ca = std::fs::read(files.ca_cert()).unwrap();
-    let load = tokio::spawn({
-        let token = token.clone();
-        async move {
-            let mut c = HttpsClient::connect(&head_http, &ca, true).await.unwrap();
-            let mut statuses = Vec::new();
-            let mut replicas = HashSet::new();
-            while stop_rx.try_recv().is_err() {
-                let r = c
-                    .get("/Converter?temp=0&type=CF", Some(&token))
-                    .await
-                    .unwrap();
-                statuses.push(r.status);
-                replicas.insert(r.header("x-prism-replica").unwrap_or_default().to_string());
-            }
-            (statuses, replicas)
-        }
-    });
+    let load = keep_calling(&head, &files, &token, "/Converter?temp=0&type=CF");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = deploy(&mut dev, prism_guests::CONVERTER, app(3))
         .await
@@ -56,8 +39,9 @@ async fn a_redeploy_under_load_fails_no_request() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop_tx.send(()).unwrap();
-    let (statuses, replicas) = load.await.unwrap();
+    let answers = load.stop().await;
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    let replicas: HashSet<&String> = answers.iter().map(|(_, replica)| replica).collect();
     assert!(statuses.len() > 20, "{}", statuses.len());
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     // Requests reached replicas of every version: 1, then 3, then 2.
@@ -250,31 +234,13 @@ async fn a_canary_split_moves_to_one_version_without_a_failed_request() {
     assert_eq!(by_version["v2"], 7, "{by_version:?}");
 
     // A client keeps sending while the split moves to 100/0.
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let address = head.http_address();
-    let ca = std::fs::read(files.ca_cert()).unwrap();
-    let load = tokio::spawn({
-        let token = token.clone();
-        async move {
-            let mut c = HttpsClient::connect(&address, &ca, false).await.unwrap();
-            let mut statuses = Vec::new();
-            while stop_rx.try_recv().is_err() {
-                let r = c
-                    .get("/Converter?temp=0&type=CF", Some(&token))
-                    .await
-                    .unwrap();
-                statuses.push(r.status);
-            }
-            statuses
-        }
-    });
+    let load = keep_calling(&head, &files, &token, "/Converter?temp=0&type=CF");
     tokio::time::sleep(Duration::from_millis(200)).await;
     deploy(&mut dev, prism_guests::CONVERTER, app(100, 0))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop_tx.send(()).unwrap();
-    let statuses = load.await.unwrap();
+    let statuses: Vec<u16> = load.stop().await.iter().map(|(s, _)| *s).collect();
     assert!(statuses.len() > 10);
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     for _ in 0..5 {
@@ -711,4 +677,37 @@ async fn raw_exchange(address: &str, ca: &str, bytes: &[u8]) -> String {
         .expect("an answer within 20 s")
         .unwrap_or(0);
     String::from_utf8_lossy(&answer[..n]).to_string()
+}
+
+/// A client calling `path` with `token`, one request after another, until
+/// it is stopped.
+struct Load {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<(u16, String)>>,
+}
+
+fn keep_calling(head: &HeadProcess, files: &ClusterFiles, token: &str, path: &'static str) -> Load {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let address = head.http_address();
+    let ca = std::fs::read(files.ca_cert()).unwrap();
+    let token = token.to_string();
+    let task = tokio::spawn(async move {
+        let mut c = HttpsClient::connect(&address, &ca, true).await.unwrap();
+        let mut answers = Vec::new();
+        while stopped.try_recv().is_err() {
+            let r = c.get(path, Some(&token)).await.unwrap();
+            let replica = r.header("x-prism-replica").unwrap_or_default().to_string();
+            answers.push((r.status, replica));
+        }
+        answers
+    });
+    Load { stop, task }
+}
+
+impl Load {
+    /// Stops the client; every answer it got: (status, replica).
+    async fn stop(self) -> Vec<(u16, String)> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap()
+    }
 }
