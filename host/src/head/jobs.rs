@@ -70,12 +70,11 @@ impl LiveJob {
             (JobStatus::Pending, _) => JobState::Pending,
             (JobStatus::Running, _) => JobState::Running,
             (JobStatus::Succeeded, _) => JobState::Succeeded,
-            (JobStatus::Failed, Some(o))
-                if self.stop_requested
-                    && matches!(&o.result, Err(e) if e.kind == prism_abi::ErrorKind::Cancelled) =>
-            {
-                JobState::Stopped
-            }
+            // Stopping cancels the job's work, and its driver may end
+            // with any error a cancelled subtask gave it before its own
+            // cancellation lands: a job that fails after a stop request
+            // was stopped (its error is kept).
+            (JobStatus::Failed, Some(_)) if self.stop_requested => JobState::Stopped,
             (JobStatus::Failed, _) => JobState::Failed,
         };
         let mut info = JobInfo {
@@ -391,6 +390,27 @@ mod tests {
         assert_eq!(jobs.request_stop(id), Some(false));
         assert!(!jobs.stop_requested(id));
         assert_eq!(jobs.request_stop(JobId::random()), None);
+    }
+
+    #[test]
+    fn a_job_failing_after_a_stop_request_reads_stopped_and_keeps_its_error() {
+        let mut jobs = table(10);
+        let id = JobId::random();
+        jobs.admit(id, meta("t"), 5).unwrap();
+        jobs.started(id);
+        jobs.request_stop(id);
+        let failed = WireError::new(ErrorKind::Application, "task failed (cancelled)");
+        let info = jobs.finished(outcome(id, Err(failed))).unwrap();
+        assert_eq!(info.state, JobState::Stopped as i32);
+        assert_eq!(info.error_kind, "application");
+
+        // Without a stop request, the same error is a failure.
+        let other = JobId::random();
+        jobs.admit(other, meta("t"), 5).unwrap();
+        jobs.started(other);
+        let failed = WireError::new(ErrorKind::Application, "boom");
+        let info = jobs.finished(outcome(other, Err(failed))).unwrap();
+        assert_eq!(info.state, JobState::Failed as i32);
     }
 
     #[test]
