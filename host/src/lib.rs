@@ -14,7 +14,9 @@
 //!   the head and worker processes, and the API client commands.
 //! - [`api`]: the head process's gRPC services: handlers only.
 //! - [`security`]: certificates, tokens, tenants, Cedar policies, audit.
-//! - [`serve`]: serving over HTTP, host side (so far the route table).
+//! - [`serve`]: serving over HTTP: applications, deployments, replicas,
+//!   the HTTPS ingress (on the head, and on nodes through a copy of the
+//!   applications).
 //! - [`head`]: the control plane: the job table and its archive,
 //!   admission of jobs, member nodes, actor names, the head process's
 //!   composition root; [`head::EmbeddedCluster`] runs a head and a node
@@ -36,6 +38,11 @@
 //! - [`ids`], [`task`], [`config`], [`telemetry`]: identifiers, call
 //!   descriptions, node configuration, process logging.
 //! - [`values`]: JSON ⇄ MessagePack at the edge.
+
+// The API's futures hold the served applications, which hold nodes
+// (and their GPU state): proving them `Send + Sync` goes deeper than the
+// default limit.
+#![recursion_limit = "256"]
 
 pub mod actors;
 pub mod api;

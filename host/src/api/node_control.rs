@@ -3,7 +3,7 @@
 //! named objects), each caller known by its certificate.
 
 use crate::cluster::placement::PlacementService;
-use crate::cluster::{HeadService, NameClaim};
+use crate::cluster::{DeploymentCalls, HeadService, NameClaim};
 use crate::head::{Membership, MembershipError};
 use crate::ids::ModuleHash;
 use crate::net::{actor_id, peer_identity};
@@ -27,10 +27,14 @@ fn membership_status(e: MembershipError) -> Status {
 /// The `NodeControl` service over the head's [`Membership`] and its
 /// served applications.
 #[derive(Clone)]
-pub struct NodeControlService(
-    pub Arc<Membership>,
-    pub Arc<dyn crate::cluster::DeploymentCalls>,
-);
+pub struct NodeControlService {
+    /// The member nodes.
+    pub membership: Arc<Membership>,
+    /// The served applications.
+    pub apps: Arc<crate::serve::Apps>,
+    /// Route checks and request rates for nodes' ingresses.
+    pub gate: Arc<crate::serve::HeadGate>,
+}
 
 #[tonic::async_trait]
 impl NodeControl for NodeControlService {
@@ -40,7 +44,7 @@ impl NodeControl for NodeControlService {
     ) -> Result<Response<pb::JoinReply>, Status> {
         let r = request.into_inner();
         let joined = self
-            .0
+            .membership
             .join(&r.join_token, &r.advertise, &r.csr_pem)
             .map_err(membership_status)?;
         Ok(Response::new(pb::JoinReply {
@@ -56,7 +60,7 @@ impl NodeControl for NodeControlService {
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveReply>, Status> {
         let caller = peer_identity(&request)?;
-        self.0
+        self.membership
             .leave(&caller, &request.get_ref().node_id)
             .map_err(membership_status)?;
         Ok(Response::new(pb::LeaveReply {}))
@@ -68,7 +72,7 @@ impl NodeControl for NodeControlService {
     ) -> Result<Response<pb::ClusterView>, Status> {
         let caller = peer_identity(&request)?;
         let view = self
-            .0
+            .membership
             .heartbeat(&caller, request.into_inner())
             .map_err(membership_status)?;
         Ok(Response::new(view))
@@ -82,7 +86,7 @@ impl NodeControl for NodeControlService {
         let hash = ModuleHash::parse(&request.get_ref().hash)
             .ok_or_else(|| Status::invalid_argument("malformed module hash"))?;
         let wasm = self
-            .0
+            .membership
             .head()
             .module(hash)
             .await
@@ -100,7 +104,7 @@ impl NodeControl for NodeControlService {
         let r = request.into_inner();
         let id = actor_id(&r.actor_id)?;
         let claim = self
-            .0
+            .membership
             .names()
             .claim_now(&r.namespace, &r.name, id, &r.class, r.detached)
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -123,7 +127,7 @@ impl NodeControl for NodeControlService {
     ) -> Result<Response<pb::ActorNameReply>, Status> {
         peer_identity(&request)?;
         let r = request.get_ref();
-        let found = self.0.names().lookup_now(&r.namespace, &r.name);
+        let found = self.membership.names().lookup_now(&r.namespace, &r.name);
         Ok(Response::new(match found {
             Some((id, class)) => pb::ActorNameReply {
                 claimed: false,
@@ -145,9 +149,11 @@ impl NodeControl for NodeControlService {
             if r.tenant.is_empty() {
                 return Err(Status::invalid_argument("a name or a tenant is required"));
             }
-            self.0.names().release_actor_now(&r.tenant, id);
+            self.membership.names().release_actor_now(&r.tenant, id);
         } else {
-            self.0.names().release_now(&r.namespace, &r.name, id);
+            self.membership
+                .names()
+                .release_now(&r.namespace, &r.name, id);
         }
         Ok(Response::new(pb::ReleaseActorNameReply {}))
     }
@@ -161,7 +167,7 @@ impl NodeControl for NodeControlService {
         let spec = rmp_serde::from_slice(&r.spec)
             .map_err(|e| Status::invalid_argument(format!("placement group spec: {e}")))?;
         let placement = self
-            .0
+            .membership
             .placement()
             .ok_or_else(|| Status::unavailable("placement groups are not ready"))?;
         let created = placement
@@ -189,7 +195,7 @@ impl NodeControl for NodeControlService {
         request: Request<pb::RemovePlacementGroupRequest>,
     ) -> Result<Response<pb::RemovePlacementGroupReply>, Status> {
         peer_identity(&request)?;
-        if let Some(placement) = self.0.placement() {
+        if let Some(placement) = self.membership.placement() {
             placement.remove(&request.get_ref().group);
         }
         Ok(Response::new(pb::RemovePlacementGroupReply {}))
@@ -206,7 +212,7 @@ impl NodeControl for NodeControlService {
         } else {
             Tier::Memory
         };
-        self.0
+        self.membership
             .head_node()
             .named_objects()
             .put(&r.namespace, &r.name, r.value.into(), tier)
@@ -230,7 +236,7 @@ impl NodeControl for NodeControlService {
             }
         };
         let outcome = self
-            .1
+            .apps
             .call_deployment(&tenant, &r.app, &r.deployment, call)
             .await;
         Ok(Response::new(pb::ExecuteTaskReply {
@@ -249,7 +255,7 @@ impl NodeControl for NodeControlService {
         peer_identity(&request)?;
         let r = request.get_ref();
         let value = self
-            .0
+            .membership
             .head_node()
             .named_objects()
             .get(&r.namespace, &r.name)
@@ -268,7 +274,7 @@ impl NodeControl for NodeControlService {
         peer_identity(&request)?;
         let r = request.get_ref();
         let found = self
-            .0
+            .membership
             .head_node()
             .named_objects()
             .delete(&r.namespace, &r.name)
@@ -286,7 +292,7 @@ impl NodeControl for NodeControlService {
         peer_identity(&request)?;
         let r = request.get_ref();
         let names = self
-            .0
+            .membership
             .head_node()
             .named_objects()
             .list(&r.namespace, &r.name)
@@ -303,7 +309,7 @@ impl NodeControl for NodeControlService {
     ) -> Result<Response<pb::ActorMovedReply>, Status> {
         peer_identity(&request)?;
         let r = request.get_ref();
-        self.0
+        self.membership
             .names()
             .record_move_now(actor_id(&r.actor_id)?, actor_id(&r.new_id)?);
         Ok(Response::new(pb::ActorMovedReply::default()))
@@ -315,11 +321,90 @@ impl NodeControl for NodeControlService {
     ) -> Result<Response<pb::ActorMovedReply>, Status> {
         peer_identity(&request)?;
         let moved = self
-            .0
+            .membership
             .names()
             .resolve_move_now(actor_id(&request.get_ref().actor_id)?);
         Ok(Response::new(pb::ActorMovedReply {
             new_id: moved.map(|id| id.as_bytes().to_vec()).unwrap_or_default(),
+        }))
+    }
+
+    async fn serve_sync(
+        &self,
+        request: Request<pb::ServeSyncRequest>,
+    ) -> Result<Response<pb::ServeSyncReply>, Status> {
+        let node = peer_identity(&request)?;
+        let r = request.into_inner();
+        let loads: Vec<_> = r
+            .loads
+            .into_iter()
+            .take(crate::net::serving::MAX_REPORTED_LOADS)
+            .map(crate::net::serving::load_from_proto)
+            .collect();
+        self.apps.report_loads(&node, &loads);
+        let apps: Vec<pb::ServedApp> = self
+            .apps
+            .view()
+            .iter()
+            .map(crate::net::serving::app_view_to_proto)
+            .collect();
+        let version = crate::net::serving::view_version(&apps);
+        let changed = version != r.known_version;
+        Ok(Response::new(pb::ServeSyncReply {
+            version,
+            changed,
+            apps: if changed { apps } else { Vec::new() },
+        }))
+    }
+
+    async fn check_route(
+        &self,
+        request: Request<pb::CheckRouteRequest>,
+    ) -> Result<Response<pb::CheckRouteReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let authorization = Some(r.authorization.as_str()).filter(|a| !a.is_empty());
+        let tenant = crate::security::tenants::TenantId::new(&r.tenant);
+        let route = Some((&tenant, r.namespace.as_str())).filter(|_| !r.tenant.is_empty());
+        use crate::serve::AuthRefusal;
+        let reply = match self.gate.check_now(authorization, route) {
+            Ok(claims) => pb::CheckRouteReply {
+                verdict: pb::RouteVerdict::Allowed as i32,
+                message: String::new(),
+                expires_in_s: claims.exp.saturating_sub(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                ),
+            },
+            Err(refusal) => {
+                let (verdict, message) = match refusal {
+                    AuthRefusal::Unauthenticated(m) => (pb::RouteVerdict::Unauthenticated, m),
+                    AuthRefusal::Denied(m) => (pb::RouteVerdict::Denied, m),
+                    AuthRefusal::Foreign => (pb::RouteVerdict::Foreign, String::new()),
+                    AuthRefusal::Unavailable(m) => return Err(Status::unavailable(m)),
+                };
+                pb::CheckRouteReply {
+                    verdict: verdict as i32,
+                    message,
+                    expires_in_s: 0,
+                }
+            }
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn lease_requests(
+        &self,
+        request: Request<pb::LeaseRequestsRequest>,
+    ) -> Result<Response<pb::LeaseRequestsReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let tenant = crate::security::tenants::TenantId::new(&r.tenant);
+        let taken = self.gate.limits.take(&tenant, r.wanted);
+        Ok(Response::new(pb::LeaseRequestsReply {
+            granted: taken.unwrap_or(0),
+            unlimited: taken.is_none(),
         }))
     }
 }

@@ -97,6 +97,9 @@ pub async fn serve(
                 .map_err(|e| ApiError::Transport(format!("{}: {e}", audit_path.display())))?,
         ),
     )?);
+    // Who may call a route: the head's ingress and other nodes' (through
+    // NodeControl) ask the same checks.
+    let gate = crate::serve::HeadGate::new(access.clone());
     // The HTTPS ingress of served applications, with the head's
     // certificate.
     let (http_bound, ingress_stop) = match options.http_listen {
@@ -107,9 +110,20 @@ pub async fn serve(
             let bound = listener
                 .local_addr()
                 .map_err(|e| ApiError::Transport(e.to_string()))?;
-            let tls = crate::serve::Ingress::tls(&credentials.cert_pem, &credentials.key_pem)
+            let (cert, key) = match &options.http_tls {
+                Some((cert, key)) => (cert.as_slice(), key.as_slice()),
+                None => (
+                    credentials.cert_pem.as_slice(),
+                    credentials.key_pem.as_slice(),
+                ),
+            };
+            let tls = crate::serve::Ingress::tls(cert, key)
                 .map_err(|e| ApiError::Transport(e.to_string()))?;
-            let ingress = crate::serve::Ingress::new(apps.clone(), Some(access.clone()));
+            let ingress = crate::serve::Ingress::with_body_budget(
+                crate::serve::Routes::Head(apps.clone()),
+                Some(gate.clone()),
+                crate::serve::MAX_BUFFERED_BODY_BYTES,
+            );
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(ingress.serve(listener, tls, async move {
                 let _ = stop_rx.await;
@@ -163,9 +177,13 @@ pub async fn serve(
         // what it reads is bounded like the API (64 MiB); the Worker
         // service checks the certificate before it reads a message.
         .add_service(
-            NodeControlServer::new(NodeControlService(membership, apps))
-                .max_decoding_message_size(MAX_MODULE_BYTES)
-                .max_encoding_message_size(MAX_NODE_MESSAGE),
+            NodeControlServer::new(NodeControlService {
+                membership,
+                apps,
+                gate,
+            })
+            .max_decoding_message_size(MAX_MODULE_BYTES)
+            .max_encoding_message_size(MAX_NODE_MESSAGE),
         )
         .add_service(tonic::service::interceptor::InterceptedService::new(
             WorkerServer::new(WorkerService::new(head_node))

@@ -41,11 +41,20 @@ pub(super) struct StartArgs {
     /// head, 127.0.0.1:0, any free port, for a worker).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Where the head serves applications over HTTPS (HTTP/1.1 and
-    /// HTTP/2, the head's certificate), e.g. 0.0.0.0:8443 (default: not
-    /// served). Head only.
+    /// Where this node serves the cluster's applications over HTTPS
+    /// (HTTP/1.1 and HTTP/2), e.g. 0.0.0.0:8443 (default: not served). A
+    /// worker's ingress routes straight to replicas on any node.
     #[arg(long)]
     http_listen: Option<SocketAddr>,
+    /// The ingress's certificate chain (PEM), with --http-key (default:
+    /// the head's certificate on the head, the node's certificate —
+    /// valid for `<node id>.node.prism` under the cluster CA — on a
+    /// worker).
+    #[arg(long, requires = "http_key")]
+    http_cert: Option<PathBuf>,
+    /// The ingress certificate's private key (PEM), with --http-cert.
+    #[arg(long, requires = "http_cert")]
+    http_key: Option<PathBuf>,
     /// Where other nodes reach this one, `host:port` (default: the bound
     /// address). For the head, the host must be a name of its certificate
     /// (`prism init --san`); a worker's certificate names the node
@@ -237,6 +246,20 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The ingress certificate and key the flags name, read.
+fn http_tls(args: &StartArgs) -> anyhow::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let (Some(cert), Some(key)) = (&args.http_cert, &args.http_key) else {
+        return Ok(None);
+    };
+    if args.http_listen.is_none() {
+        anyhow::bail!("--http-cert and --http-key need --http-listen");
+    }
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (cert, key) = (read(cert)?, read(key)?);
+    crate::serve::Ingress::tls(&cert, &key)?;
+    Ok(Some((cert, key)))
+}
+
 pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     let config = args.node.config()?;
     if args
@@ -245,11 +268,6 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
         .is_some_and(|a| a.trim().is_empty())
     {
         anyhow::bail!("--advertise must name a host and port, e.g. node1.example:7000");
-    }
-    if args.join.is_some() && args.http_listen.is_some() {
-        anyhow::bail!(
-            "--http-listen is the head's: requests enter at the head (an ingress on every node is not built yet)"
-        );
     }
     if let Some(head) = &args.join {
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
@@ -279,18 +297,26 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
             advertise: args.advertise.clone(),
             node: config,
             shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+            http_listen: args.http_listen,
+            http_tls: http_tls(&args)?,
         };
         super::tokio_runtime()?.block_on(async {
             let shutdown = shutdown_signal();
             crate::net::worker::run_worker(
                 options,
-                |id, bound| {
+                |id, bound, http| {
                     // Tests and scripts wait for this line. A service
                     // whose stdout was closed keeps serving.
-                    let _ = outln!(
-                        "prism worker {id} listening on https://{bound}, joined {}",
-                        escape_terminal(head)
-                    );
+                    let _ = match http {
+                        Some(http) => outln!(
+                            "prism worker {id} listening on https://{bound}, joined {}, serving HTTP on https://{http}",
+                            escape_terminal(head)
+                        ),
+                        None => outln!(
+                            "prism worker {id} listening on https://{bound}, joined {}",
+                            escape_terminal(head)
+                        ),
+                    };
                 },
                 shutdown,
             )
@@ -315,6 +341,7 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     options.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
     options.audit_log = args.audit_log.clone();
     options.http_listen = args.http_listen;
+    options.http_tls = http_tls(&args)?;
     options.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
     options.job_limits = crate::api::JobLimits {
         live_per_tenant: args.tenant_live_jobs.max(1),

@@ -43,6 +43,9 @@ pub struct HeadOptions {
     /// Where the HTTPS ingress of served applications listens (default:
     /// none, no ingress).
     pub http_listen: Option<SocketAddr>,
+    /// The ingress's certificate chain and key (PEM); default: the
+    /// head's certificate.
+    pub http_tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl HeadOptions {
@@ -58,6 +61,7 @@ impl HeadOptions {
             shutdown_grace: Duration::from_secs(10),
             job_limits: JobLimits::default(),
             http_listen: None,
+            http_tls: None,
         }
     }
 }

@@ -28,6 +28,7 @@ mod calls;
 pub mod grant;
 pub mod peers;
 pub mod placement;
+pub mod serving;
 pub mod worker;
 pub mod worker_service;
 

@@ -59,6 +59,13 @@ pub struct WorkerOptions {
     /// After `shutdown`, how long calls in flight may take to finish
     /// before the worker exits anyway (default 10 s).
     pub shutdown_grace: Duration,
+    /// Where to serve the cluster's HTTP applications (default: not
+    /// served).
+    pub http_listen: Option<SocketAddr>,
+    /// The ingress's certificate chain and key (PEM); default: the
+    /// node's certificate (valid for `<node id>.node.prism`, from the
+    /// cluster CA).
+    pub http_tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// What `node.json` holds.
@@ -363,7 +370,7 @@ impl NamedStore for RemoteNamed {
 /// serves on.
 pub async fn run_worker(
     options: WorkerOptions,
-    ready: impl FnOnce(&str, SocketAddr),
+    ready: impl FnOnce(&str, SocketAddr, Option<SocketAddr>),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), NetError> {
     std::fs::create_dir_all(&options.dir).map_err(|e| state_error(&options.dir, e))?;
@@ -523,6 +530,40 @@ pub async fn run_worker(
                 .max_decoding_message_size(MAX_NODE_MESSAGE)
                 .max_encoding_message_size(MAX_NODE_MESSAGE),
         );
+    // The node's own HTTPS ingress, routing to replicas on any node.
+    let http = match options.http_listen {
+        Some(http_listen) => {
+            let listener = tokio::net::TcpListener::bind(http_listen)
+                .await
+                .map_err(|e| NetError::Transport(format!("cannot listen on {http_listen}: {e}")))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| NetError::Transport(e.to_string()))?;
+            let (cert, key) = options
+                .http_tls
+                .clone()
+                .unwrap_or_else(|| (credentials.cert_pem.clone(), credentials.key_pem.clone()));
+            let tls = crate::serve::Ingress::tls(&cert, &key)
+                .map_err(|e| NetError::State(e.to_string()))?;
+            let mirror = crate::serve::Mirror::new(node.clone());
+            let sync = tokio::spawn(super::serving::sync_served_apps(
+                control.clone(),
+                mirror.clone(),
+            ));
+            let gate = super::serving::RemoteGate::new(control.clone());
+            let ingress = crate::serve::Ingress::with_body_budget(
+                crate::serve::Routes::Node(mirror.clone()),
+                Some(gate),
+                crate::serve::MAX_BUFFERED_BODY_BYTES,
+            );
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(ingress.serve(listener, tls, async move {
+                let _ = stop_rx.await;
+            }));
+            Some((bound, mirror, sync, stop_tx))
+        }
+        None => None,
+    };
     let leave_client = control.clone();
     let beat = tokio::spawn(heartbeat(
         control,
@@ -532,7 +573,7 @@ pub async fn run_worker(
         advertise.clone(),
         Duration::from_millis(identity.heartbeat_interval_ms),
     ));
-    ready(&identity.node_id, bound);
+    ready(&identity.node_id, bound, http.as_ref().map(|h| h.0));
     // On shutdown: stop beating, tell the head this node leaves (so its
     // tasks move now rather than after the node timeout), then let calls
     // in flight finish within the grace.
@@ -561,6 +602,11 @@ pub async fn run_worker(
     )
     .await;
     beat.abort();
+    if let Some((_, mirror, sync, stop)) = http {
+        let _ = stop.send(());
+        sync.abort();
+        mirror.stop_all();
+    }
     node.actors().kill_all();
     served.map_err(|e| NetError::Transport(e.to_string()))
 }

@@ -94,28 +94,39 @@ impl Node {
         &self,
         call: &RemoteCall,
     ) -> Result<Arc<JobContext>, WireError> {
-        if let Some(context) = self.job(call.owner) {
+        self.remote_context(call.owner, call.module, &call.ticket)
+            .await
+    }
+
+    /// The context of `owner`, whose driver (or application) lives on
+    /// another node, made here with `module` and `ticket` if it is not
+    /// yet.
+    pub(super) async fn remote_context(
+        &self,
+        owner: OwnerId,
+        module: crate::ids::ModuleHash,
+        ticket: &Arc<JobTicket>,
+    ) -> Result<Arc<JobContext>, WireError> {
+        if let Some(context) = self.job(owner) {
             return Ok(context);
         }
-        let module = self
-            .load_module(&call.ticket.grant.tenant, call.module)
-            .await?;
+        let module = self.load_module(&ticket.grant.tenant, module).await?;
         let mut jobs = self.jobs.locked();
         let context = jobs
-            .entry(call.owner)
+            .entry(owner)
             .or_insert_with(|| {
                 Arc::new(JobContext {
-                    id: call.owner,
+                    id: owner,
                     module,
                     log: Default::default(),
-                    account: self.accounts.open_job(&call.ticket.grant),
-                    sandbox: crate::cluster::job::sandbox_of(&call.ticket.grant),
-                    tenant: Arc::from(call.ticket.grant.tenant.as_str()),
-                    ticket: call.ticket.clone(),
+                    account: self.accounts.open_job(&ticket.grant),
+                    sandbox: crate::cluster::job::sandbox_of(&ticket.grant),
+                    tenant: Arc::from(ticket.grant.tenant.as_str()),
+                    ticket: ticket.clone(),
                 })
             })
             .clone();
-        self.remote_jobs.locked().insert(call.owner);
+        self.remote_jobs.locked().insert(owner);
         Ok(context)
     }
 

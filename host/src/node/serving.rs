@@ -24,6 +24,16 @@ impl ServiceContext {
         self.0.id
     }
 
+    /// What its handlers run with: namespace, grant, environment.
+    pub fn ticket(&self) -> Arc<JobTicket> {
+        self.0.ticket.clone()
+    }
+
+    /// Its module's digest.
+    pub fn module(&self) -> ModuleHash {
+        self.0.module.hash()
+    }
+
     /// Whether the module exports a task named `function`.
     pub fn has_task(&self, function: &str) -> bool {
         self.0.module.entry(EntryKind::Task, function).is_some()
@@ -112,6 +122,22 @@ impl Node {
             ticket,
             Default::default(),
         )))
+    }
+
+    /// Opens here the context of an application another node (the head)
+    /// serves, for this node's ingress: its requests run here under the
+    /// application's owner, module and ticket, as its tasks placed here
+    /// would. The head ends it on every node when it closes the
+    /// application (`EndJob`).
+    pub async fn open_remote_service(
+        &self,
+        owner: OwnerId,
+        module: ModuleHash,
+        ticket: Arc<JobTicket>,
+    ) -> Result<ServiceContext, WireError> {
+        Ok(ServiceContext(
+            self.remote_context(owner, module, &ticket).await?,
+        ))
     }
 
     /// Closes an application's context: its replicas die, its requests

@@ -11,11 +11,12 @@ use crate::meta::{HeadStore, Records};
 use crate::node::{Node, ServiceContext};
 use crate::security::tenants::{NamespaceRef, TenantId};
 use crate::security::{JobGrant, Role};
-use crate::sync::RwLockExt;
+use crate::sync::{MutexExt, RwLockExt};
 use crate::task::JobTicket;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why an application was not deployed or found.
@@ -76,23 +77,28 @@ pub struct App {
     pub deployed_at_ms: u64,
     /// Its deployments, in configuration order.
     pub deployments: Vec<Arc<Deployment>>,
-    service: ServiceContext,
+    pub(super) service: ServiceContext,
 }
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     routes: RouteTable,
     /// Route prefix → the deployment it leads to.
     targets: HashMap<String, Arc<Deployment>>,
-    apps: BTreeMap<(TenantId, String), Arc<App>>,
+    pub(super) apps: BTreeMap<(TenantId, String), Arc<App>>,
 }
 
 /// Every application of the cluster, served from the head's node.
 pub struct Apps {
     node: Arc<Node>,
-    state: RwLock<State>,
+    pub(super) state: RwLock<State>,
     /// Where deployed applications are recorded (a head process).
     store: Option<Arc<HeadStore>>,
+    /// Versions replaced or deleted whose requests still run.
+    pub(super) retiring: Arc<Mutex<Vec<Arc<App>>>>,
+    /// Whether another node's ingress has synced (so a retiring version
+    /// first gives those ingresses time to move to the new one).
+    pub(super) mirrored: Arc<AtomicBool>,
 }
 
 /// What a request's path resolved to.
@@ -106,13 +112,36 @@ pub struct Target {
     pub path: String,
 }
 
+/// The deployment a request for `path` goes to through `routes` and
+/// `targets` (route prefix → deployment); a split picks its way, found
+/// with `find(tenant, app, deployment)`.
+pub(super) fn resolve_in(
+    routes: &RouteTable,
+    targets: &HashMap<String, Arc<Deployment>>,
+    path: &str,
+    find: impl Fn(&TenantId, &str, &str) -> Option<Arc<Deployment>>,
+) -> Option<Target> {
+    let (route, rest) = routes.resolve(path)?;
+    let routed = targets.get(&route.prefix)?.clone();
+    let mut deployment = routed.clone();
+    if let Some(way) = deployment.pick_way() {
+        deployment = find(&deployment.tenant, &deployment.app, &way)?;
+    }
+    Some(Target {
+        routed,
+        deployment,
+        path: rest,
+    })
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn routes_of(tenant: &TenantId, config: &AppConfig) -> Vec<Route> {
+/// The routes `config` asks for, as `tenant`'s.
+pub(super) fn routes_of(tenant: &TenantId, config: &AppConfig) -> Vec<Route> {
     config
         .deployments
         .iter()
@@ -177,6 +206,8 @@ impl Apps {
             node: node.clone(),
             state: RwLock::new(State::default()),
             store,
+            retiring: Arc::default(),
+            mirrored: Arc::default(),
         });
         node.route_deployment_calls(Arc::new(AppsLink(Arc::downgrade(&apps))));
         apps
@@ -237,23 +268,14 @@ impl Apps {
     /// The deployment a request for `path` goes to, or `None`.
     pub fn resolve(&self, path: &str) -> Option<Target> {
         let state = self.state.read_locked();
-        let (route, rest) = state.routes.resolve(path)?;
-        let routed = state.targets.get(&route.prefix)?.clone();
-        let mut deployment = routed.clone();
-        if let Some(way) = deployment.pick_way() {
-            let key = (deployment.tenant.clone(), deployment.app.clone());
-            deployment = state
+        resolve_in(&state.routes, &state.targets, path, |tenant, app, name| {
+            state
                 .apps
-                .get(&key)?
+                .get(&(tenant.clone(), app.to_string()))?
                 .deployments
                 .iter()
-                .find(|d| d.config.name == way)?
-                .clone();
-        }
-        Some(Target {
-            routed,
-            deployment,
-            path: rest,
+                .find(|d| d.config.name == name)
+                .cloned()
         })
     }
 
@@ -348,7 +370,12 @@ impl Apps {
             tracing::info!(tenant = %tenant, app = %config.name, "app redeployed");
             // The new version serves now; the old one finishes its
             // requests in the background.
-            tokio::spawn(retire(self.node.clone(), old));
+            tokio::spawn(retire(
+                self.node.clone(),
+                old,
+                self.retiring.clone(),
+                self.mirrored.load(Ordering::Acquire),
+            ));
         } else {
             tracing::info!(tenant = %tenant, app = %config.name, "app deployed");
         }
@@ -488,7 +515,13 @@ impl Apps {
         };
         self.forget_record(tenant, name);
         tracing::info!(tenant = %tenant, app = name, "app deleted");
-        retire(self.node.clone(), app).await;
+        retire(
+            self.node.clone(),
+            app,
+            self.retiring.clone(),
+            self.mirrored.load(Ordering::Acquire),
+        )
+        .await;
         Ok(())
     }
 
@@ -543,8 +576,19 @@ impl Apps {
 }
 
 /// Waits (up to the longest request timeout) for an application's
-/// requests in flight, then closes it.
-async fn retire(node: Arc<Node>, app: Arc<App>) {
+/// requests in flight — at the head and, when other nodes serve HTTP
+/// (`mirrored`), at their ingresses, which first get time to move to the
+/// new routes — then closes it.
+async fn retire(
+    node: Arc<Node>,
+    app: Arc<App>,
+    retiring: Arc<Mutex<Vec<Arc<App>>>>,
+    mirrored: bool,
+) {
+    retiring.locked().push(app.clone());
+    if mirrored {
+        tokio::time::sleep(2 * super::mirror::SYNC_INTERVAL).await;
+    }
     let longest = app
         .config
         .deployments
@@ -559,6 +603,7 @@ async fn retire(node: Arc<Node>, app: Arc<App>) {
     for d in &app.deployments {
         d.stop();
     }
+    retiring.locked().retain(|a| !Arc::ptr_eq(a, &app));
     node.close_service(&app.service);
 }
 

@@ -11,7 +11,7 @@
 use crate::security::policy::{Action, Resource};
 use crate::security::tenants::TenantId;
 use crate::security::{Access, Claims};
-use crate::sync::MutexExt;
+use crate::sync::{BoxFuture, MutexExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +24,7 @@ pub const DECISION_TTL: Duration = Duration::from_secs(10);
 const CACHE_ENTRIES: usize = 10_000;
 
 /// Why a request may not call a route.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthRefusal {
     /// No valid token: 401.
     Unauthenticated(String),
@@ -33,6 +33,90 @@ pub enum AuthRefusal {
     /// The route is another tenant's: 404, as if it did not exist (a
     /// tenant learns nothing of another's routes).
     Foreign,
+    /// The check could not be made now (a node's ingress cannot reach
+    /// the head): 503.
+    Unavailable(String),
+}
+
+/// Whether a request of a tenant fits its requests/s quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// It fits.
+    Admitted,
+    /// The tenant is over its rate: 429.
+    OverRate,
+    /// The quota could not be consulted (a node's ingress cannot reach
+    /// the head): 503.
+    Unavailable,
+}
+
+/// Who may call a route and how fast, as an ingress asks: the head's own
+/// checks ([`HeadGate`]) or, on another node, the head's answers cached
+/// there.
+pub trait RouteGate: Send + Sync {
+    /// Whether the holder of `authorization` (the header's value) may
+    /// invoke a route of `route` = (tenant, namespace); with no route,
+    /// whether the token is valid at all.
+    fn check<'a>(
+        &'a self,
+        authorization: Option<&'a str>,
+        route: Option<(&'a TenantId, &'a str)>,
+    ) -> BoxFuture<'a, Result<(), AuthRefusal>>;
+
+    /// Takes one request of `tenant`'s requests/s quota.
+    fn admit<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, Admission>;
+}
+
+/// The head's checks: its tokens, revocations and policies, and each
+/// tenant's request rate (which other nodes' ingresses lease from).
+pub struct HeadGate {
+    /// Token and policy checks.
+    pub access: RouteAccess,
+    /// Each tenant's requests/s.
+    pub limits: super::ratelimit::RateLimits,
+}
+
+impl HeadGate {
+    /// Checks with `access`.
+    pub fn new(access: Arc<Access>) -> Arc<HeadGate> {
+        Arc::new(HeadGate {
+            limits: super::ratelimit::RateLimits::new(access.tenancy().clone()),
+            access: RouteAccess::new(access),
+        })
+    }
+
+    /// [`RouteGate::check`], at once.
+    pub fn check_now(
+        &self,
+        authorization: Option<&str>,
+        route: Option<(&TenantId, &str)>,
+    ) -> Result<Arc<Claims>, AuthRefusal> {
+        let claims = self.access.authenticate(authorization)?;
+        if let Some((tenant, namespace)) = route {
+            self.access.decide(&claims, tenant, namespace)?;
+        }
+        Ok(claims)
+    }
+}
+
+impl RouteGate for HeadGate {
+    fn check<'a>(
+        &'a self,
+        authorization: Option<&'a str>,
+        route: Option<(&'a TenantId, &'a str)>,
+    ) -> BoxFuture<'a, Result<(), AuthRefusal>> {
+        let checked = self.check_now(authorization, route).map(|_| ());
+        Box::pin(std::future::ready(checked))
+    }
+
+    fn admit<'a>(&'a self, tenant: &'a TenantId) -> BoxFuture<'a, Admission> {
+        let admitted = if self.limits.admit(tenant) {
+            Admission::Admitted
+        } else {
+            Admission::OverRate
+        };
+        Box::pin(std::future::ready(admitted))
+    }
 }
 
 /// Decisions by (token id, tenant, namespace): allowed, and when decided.

@@ -2,7 +2,9 @@
 //! that looks at its load every [`TICK`] (and at once when a request
 //! finds no replica), wants `ceil(load / target_ongoing_requests)`
 //! replicas within `[min, max]`, and moves there once that has held for
-//! the policy's delay. A deployment at zero replicas starts one without
+//! the policy's delay. The load is the head's ingress's and handles'
+//! requests running and waiting, plus what other nodes' ingresses report
+//! (`mirror.rs`). A deployment at zero replicas starts one without
 //! delay. Leaving replicas are drained: they take no new request and stop
 //! once their last one is answered. A function deployment at zero drops
 //! its warm instances, so the next request is a real cold start.
@@ -48,8 +50,9 @@ impl Deployment {
             }
             self.retire_drained();
             let active = self.replicas.active() as u32;
-            let load =
-                self.replicas.ongoing() + (self.replicas.queued() + self.batch_waiting()) as u32;
+            let load = self.replicas.ongoing()
+                + (self.replicas.queued() + self.batch_waiting()) as u32
+                + self.remote_load();
             let mut want = desired(&policy, load);
             if active == 0 && load > 0 {
                 want = want.max(1);

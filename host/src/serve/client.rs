@@ -60,6 +60,22 @@ impl HttpsClient {
     /// certificate against `ca_pem` for the name `host`; `http2` picks
     /// HTTP/2 (else HTTP/1.1) by ALPN.
     pub async fn connect(address: &str, ca_pem: &[u8], http2: bool) -> Result<Self, ClientError> {
+        let host = address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_matches(['[', ']']);
+        Self::connect_named(address, host, ca_pem, http2).await
+    }
+
+    /// [`HttpsClient::connect`], verifying the certificate for
+    /// `server_name` instead of the address's host (a worker's ingress
+    /// presents its node certificate, `<node id>.node.prism`).
+    pub async fn connect_named(
+        address: &str,
+        server_name: &str,
+        ca_pem: &[u8],
+        http2: bool,
+    ) -> Result<Self, ClientError> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, ServerName};
         let mut roots = rustls::RootCertStore::empty();
@@ -77,11 +93,7 @@ impl HttpsClient {
         } else {
             b"http/1.1".to_vec()
         }];
-        let host = address
-            .rsplit_once(':')
-            .map_or(address, |(host, _)| host)
-            .trim_matches(['[', ']']);
-        let name = ServerName::try_from(host.to_string()).map_err(err)?;
+        let name = ServerName::try_from(server_name.to_string()).map_err(err)?;
         let tcp = tokio::net::TcpStream::connect(address).await.map_err(err)?;
         tcp.set_nodelay(true).map_err(err)?;
         let tls = TlsConnector::from(Arc::new(config))

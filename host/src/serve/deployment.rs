@@ -64,7 +64,16 @@ pub struct Deployment {
     /// Where a batching deployment's requests wait to be gathered
     /// (started with the first request).
     pub(super) batcher: std::sync::OnceLock<tokio::sync::mpsc::Sender<super::batch::Waiting>>,
+    /// A copy on a node's ingress of the head's deployment: it calls the
+    /// replicas the head publishes and never makes or replaces one.
+    pub(super) mirror: bool,
+    /// The load other nodes' ingresses put on it (head side): requests
+    /// running and waiting there, by node, and when they said so.
+    pub(super) remote_loads: Mutex<std::collections::HashMap<String, (u32, Instant)>>,
 }
+
+/// How long a node's report of its ingress's load counts.
+pub(super) const REMOTE_LOAD_TTL: Duration = Duration::from_secs(1);
 
 /// Why a replica gave no value.
 pub(super) enum Failure {
@@ -139,7 +148,24 @@ impl Deployment {
             node,
             service,
             stopped: AtomicBool::new(false),
+            mirror: false,
+            remote_loads: Mutex::default(),
         }
+    }
+
+    /// This deployment as a copy on a node's ingress (see `mirror`).
+    pub(super) fn into_mirror(mut self) -> Deployment {
+        self.mirror = true;
+        self
+    }
+
+    /// Requests other nodes' ingresses run or hold for it now (head
+    /// side; reports older than [`REMOTE_LOAD_TTL`] are forgotten).
+    pub(super) fn remote_load(&self) -> u32 {
+        let now = Instant::now();
+        let mut loads = self.remote_loads.locked();
+        loads.retain(|_, (_, at)| now.duration_since(*at) < REMOTE_LOAD_TTL);
+        loads.values().map(|(load, _)| *load).sum()
     }
 
     /// Creates one class replica: an actor that restarts in place when a
@@ -205,7 +231,10 @@ impl Deployment {
 
     /// Whether requests are running or waiting.
     pub fn busy(&self) -> bool {
-        self.replicas.ongoing() > 0 || self.replicas.queued() > 0 || self.batch_waiting() > 0
+        self.replicas.ongoing() > 0
+            || self.replicas.queued() > 0
+            || self.batch_waiting() > 0
+            || self.remote_load() > 0
     }
 
     /// No more replacements: the application is going away.
@@ -491,7 +520,8 @@ impl Deployment {
     /// is killed, a new one takes its place (requests go to the other
     /// replicas meanwhile).
     pub(super) fn replace(self: &Arc<Self>, replica: &Arc<Replica>, actor: ActorId) {
-        if replica.actor() != Some(actor) || self.stopped.load(Ordering::Acquire) {
+        // A mirror's replicas are the head's to replace.
+        if self.mirror || replica.actor() != Some(actor) || self.stopped.load(Ordering::Acquire) {
             return;
         }
         replica.take_actor();

@@ -11,9 +11,9 @@
 //! Every answer names the deployment and the replica that gave it
 //! (`x-prism-deployment`, `x-prism-replica`).
 
-use super::apps::Apps;
-use super::auth::{AuthRefusal, RouteAccess};
-use super::ratelimit::RateLimits;
+use super::apps::{Apps, Target};
+use super::auth::{Admission, AuthRefusal, HeadGate, RouteGate};
+use super::mirror::Mirror;
 use super::routes::clean_path;
 use crate::security::Access;
 use crate::security::tenants::TenantId;
@@ -54,14 +54,30 @@ pub enum IngressError {
     Tls(String),
 }
 
+/// Where an ingress finds the deployment of a path.
+pub enum Routes {
+    /// The head's applications.
+    Head(Arc<Apps>),
+    /// A node's copy of them.
+    Node(Arc<Mirror>),
+}
+
+impl Routes {
+    fn resolve(&self, path: &str) -> Option<Target> {
+        match self {
+            Routes::Head(apps) => apps.resolve(path),
+            Routes::Node(mirror) => mirror.resolve(path),
+        }
+    }
+}
+
 /// The ingress of every served application.
 pub struct Ingress {
-    apps: Arc<Apps>,
-    /// `None`: every route is open (`prism serve run`, one user on an
-    /// embedded cluster).
-    access: Option<RouteAccess>,
-    /// Each tenant's requests/s quota (with `access`).
-    limits: Option<RateLimits>,
+    routes: Routes,
+    /// Who may call a route, and each tenant's requests/s quota. `None`:
+    /// every route is open (`prism serve run`, one user on an embedded
+    /// cluster).
+    gate: Option<Arc<dyn RouteGate>>,
     /// Bytes of request bodies held now ([`MAX_BUFFERED_BODY_BYTES`]).
     bodies: Arc<tokio::sync::Semaphore>,
     /// Each tenant's share of `bodies`: a quarter, so one tenant's slow
@@ -98,7 +114,17 @@ fn refused(refusal: AuthRefusal) -> HttpResponse {
         }
         AuthRefusal::Denied(why) => plain(403, &why),
         AuthRefusal::Foreign => plain(404, "no route"),
+        AuthRefusal::Unavailable(why) => retry_later(503, &why),
     }
+}
+
+/// `status` with `retry-after: 1`.
+fn retry_later(status: u16, message: &str) -> HttpResponse {
+    let mut response = plain(status, message);
+    response
+        .headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Query parameters, decoded (`+` is a space).
@@ -124,22 +150,21 @@ impl Ingress {
     /// An ingress for `apps`, checking callers with `access` (`None`:
     /// no checks, for one user on an embedded cluster).
     pub fn new(apps: Arc<Apps>, access: Option<Arc<Access>>) -> Arc<Ingress> {
-        Ingress::with_body_budget(apps, access, MAX_BUFFERED_BODY_BYTES)
+        let gate = access.map(|a| HeadGate::new(a) as Arc<dyn RouteGate>);
+        Ingress::with_body_budget(Routes::Head(apps), gate, MAX_BUFFERED_BODY_BYTES)
     }
 
-    /// [`Ingress::new`] holding at most `body_budget` bytes of request
-    /// bodies at once (tests use a small one).
+    /// An ingress for `routes`, checking callers with `gate` (`None`: no
+    /// checks), holding at most `body_budget` bytes of request bodies at
+    /// once ([`MAX_BUFFERED_BODY_BYTES`]; tests use a small one).
     pub fn with_body_budget(
-        apps: Arc<Apps>,
-        access: Option<Arc<Access>>,
+        routes: Routes,
+        gate: Option<Arc<dyn RouteGate>>,
         body_budget: usize,
     ) -> Arc<Ingress> {
         Arc::new(Ingress {
-            apps,
-            limits: access
-                .as_ref()
-                .map(|a| RateLimits::new(a.tenancy().clone())),
-            access: access.map(RouteAccess::new),
+            routes,
+            gate,
             bodies: Arc::new(tokio::sync::Semaphore::new(body_budget)),
             tenant_bodies: Default::default(),
             body_budget,
@@ -263,42 +288,38 @@ impl Ingress {
         // A caller without a valid token learns nothing of the routes: it
         // gets 401 for every path but a public route's; one with a token
         // gets 404 for another tenant's route, as for no route.
-        let target = self.apps.resolve(&path);
+        let target = self.routes.resolve(&path);
         let public = target.as_ref().is_some_and(|t| t.routed.config.public);
-        let checked = match self.access.as_ref().filter(|_| !public) {
-            Some(access) => {
-                let authorization = parts
-                    .headers
-                    .get(hyper::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                match access.authenticate(authorization) {
-                    Ok(claims) => Some((access, claims)),
-                    Err(refusal) => return refused(refusal),
-                }
+        if let Some(gate) = self.gate.as_ref().filter(|_| !public) {
+            let authorization = parts
+                .headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let route = target
+                .as_ref()
+                .map(|t| (&t.deployment.tenant, t.deployment.namespace.as_str()));
+            if let Err(refusal) = gate.check(authorization, route).await {
+                return refused(refusal);
             }
-            None => None,
-        };
+        }
         let Some(target) = target else {
             return plain(404, "no route");
         };
         let deployment = target.deployment;
-        if let Some((access, claims)) = checked
-            && let Err(refusal) = access.decide(&claims, &deployment.tenant, &deployment.namespace)
-        {
-            return refused(refusal);
-        }
-        if let Some(limits) = &self.limits
-            && !limits.admit(&deployment.tenant)
-        {
-            deployment
-                .counters
-                .rate_limited
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut response = plain(429, "the tenant's requests_per_second quota is exceeded");
-            response
-                .headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+        if let Some(gate) = &self.gate {
+            match gate.admit(&deployment.tenant).await {
+                Admission::Admitted => {}
+                Admission::OverRate => {
+                    deployment
+                        .counters
+                        .rate_limited
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return retry_later(429, "the tenant's requests_per_second quota is exceeded");
+                }
+                Admission::Unavailable => {
+                    return retry_later(503, "the request rate cannot be checked now; retry later");
+                }
+            }
         }
         let limit = deployment
             .config
@@ -322,14 +343,10 @@ impl Ingress {
             self.bodies.clone().try_acquire_many_owned(reserve),
             share.try_acquire_many_owned(reserve),
         ) else {
-            let mut response = plain(
+            return retry_later(
                 503,
                 "the ingress holds too many request bodies; retry later",
             );
-            response
-                .headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
         };
         let reading = Limited::new(body, reserve as usize).collect();
         let Ok(read) = tokio::time::timeout(HANDSHAKE_TIMEOUT, reading).await else {

@@ -6,7 +6,9 @@
 //! other's traffic (`routes.rs`), who may call a route (`auth.rs`), each tenant's request rate
 //! (`ratelimit.rs`), the
 //! HTTPS ingress (`ingress.rs`), an HTTPS client for the bench and tests
-//! (`client.rs`), and the application configuration (`config.rs`). See
+//! (`client.rs`), the application configuration (`config.rs`), and the
+//! copy of the applications a node's own ingress routes with
+//! (`mirror.rs`). See
 //! `docs/serve.md`.
 
 mod apps;
@@ -18,16 +20,18 @@ mod config;
 mod deployment;
 mod hooks;
 mod ingress;
+mod mirror;
 mod ratelimit;
 mod replicas;
 mod routes;
 
 pub use apps::{App, AppRecord, Apps, Deployer, MAX_APPS_PER_TENANT, ServeError, Target};
-pub use auth::{AuthRefusal, DECISION_TTL, RouteAccess};
+pub use auth::{Admission, AuthRefusal, DECISION_TTL, HeadGate, RouteAccess, RouteGate};
 pub use config::{
     AppConfig, AutoscalingConfig, BatchConfig, ConfigError, DeploymentConfig, DeploymentKind,
 };
 pub use deployment::{Answer, Counters, Deployment};
-pub use ingress::{Ingress, IngressError, MAX_BUFFERED_BODY_BYTES, MAX_HEADER_BYTES};
+pub use ingress::{Ingress, IngressError, MAX_BUFFERED_BODY_BYTES, MAX_HEADER_BYTES, Routes};
+pub use mirror::{AppView, DeploymentLoad, FAST_SYNC_INTERVAL, Mirror, SYNC_INTERVAL};
 pub use replicas::{Replica, ReplicaSet};
 pub use routes::{Route, RouteError, RouteTable, clean_path};

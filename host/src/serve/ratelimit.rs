@@ -37,6 +37,12 @@ impl RateLimits {
 
     /// Takes one request of `tenant`'s; `false` when it is over its rate.
     pub fn admit(&self, tenant: &TenantId) -> bool {
+        self.take(tenant, 1).is_none_or(|n| n == 1)
+    }
+
+    /// Takes up to `wanted` requests of `tenant`'s (for another node's
+    /// ingress): how many it got, `None` when the tenant has no rate.
+    pub fn take(&self, tenant: &TenantId, wanted: u32) -> Option<u32> {
         let now = Instant::now();
         let mut buckets = self.buckets.locked();
         let bucket = buckets.entry(tenant.clone()).or_insert_with(|| Bucket {
@@ -58,17 +64,12 @@ impl RateLimits {
             bucket.rate = rate;
             bucket.read_at = now;
         }
-        let Some(rate) = bucket.rate else {
-            return true;
-        };
+        let rate = bucket.rate?;
         let elapsed = now.duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(rate.max(1.0));
         bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        let granted = bucket.tokens.floor().min(f64::from(wanted)).max(0.0);
+        bucket.tokens -= granted;
+        Some(granted as u32)
     }
 }

@@ -175,6 +175,33 @@ impl ReplicaSet {
         gone
     }
 
+    /// Makes the set the replicas `wanted` (id, and a class replica's
+    /// actor) as another node publishes them: new ones join, changed
+    /// actors are taken, missing ones drain (requests on them finish).
+    /// Drained replicas that run nothing are dropped.
+    pub fn sync(&self, wanted: &[(String, Option<ActorId>)]) {
+        let mut replicas = self.replicas.write_locked();
+        replicas.retain(|r| !(r.draining() && r.ongoing() == 0));
+        for replica in replicas.iter() {
+            match wanted.iter().find(|(id, _)| *id == replica.id) {
+                Some((_, actor)) => {
+                    *replica.actor.locked() = *actor;
+                    replica.draining.store(false, Ordering::Release);
+                }
+                None => replica.draining.store(true, Ordering::Release),
+            }
+        }
+        for (id, actor) in wanted {
+            if !replicas.iter().any(|r| r.id == *id) {
+                let replica = Replica::function(id.clone());
+                *replica.actor.locked() = *actor;
+                replicas.push(Arc::new(replica));
+            }
+        }
+        drop(replicas);
+        self.freed.notify_waiters();
+    }
+
     /// Requests waiting for a replica now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
@@ -366,5 +393,38 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(set.acquire(soon()).await.unwrap().replica.id, b_id);
         }
+    }
+
+    #[tokio::test]
+    async fn a_synced_set_follows_the_published_replicas() {
+        let set = ReplicaSet::new(Vec::new(), 1, 4, true);
+        let actor = ActorId::random_with_tag(1);
+        // A request waits for the first replica to be published.
+        let waiting = set.acquire(Instant::now() + Duration::from_secs(5));
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), waiting.as_mut())
+                .await
+                .is_err()
+        );
+        set.sync(&[("a".into(), Some(actor))]);
+        let held = waiting.await.unwrap();
+        assert_eq!(held.replica.actor(), Some(actor));
+        // "a" is replaced by "b": "a" drains until its request ends.
+        let other = ActorId::random_with_tag(2);
+        set.sync(&[("b".into(), Some(other))]);
+        assert_eq!(set.active(), 1);
+        assert_eq!(set.replicas().len(), 2);
+        assert_eq!(set.acquire(soon()).await.unwrap().replica.id, "b");
+        drop(held);
+        set.sync(&[("b".into(), None)]);
+        assert_eq!(set.replicas().len(), 1);
+        // A replica being replaced (no actor) takes nothing.
+        assert_eq!(
+            set.acquire(Instant::now() + Duration::from_millis(20))
+                .await
+                .err(),
+            Some(Refusal::TimedOut)
+        );
     }
 }

@@ -508,7 +508,7 @@ async fn guests_call_deployments_through_handles_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ingress_bounds_buffered_bodies_and_apps_per_tenant() {
-    use prism_host::serve::{AppConfig, Apps, Ingress, MAX_APPS_PER_TENANT};
+    use prism_host::serve::{AppConfig, Apps, Ingress, MAX_APPS_PER_TENANT, Routes};
     let c = prism_host::head::EmbeddedCluster::start(crate::support::config(2.0))
         .expect("cluster starts");
     let module = c
@@ -541,7 +541,7 @@ async fn the_ingress_bounds_buffered_bodies_and_apps_per_tenant() {
     let (tls, ca) = Ingress::self_signed().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let ingress = Ingress::with_body_budget(apps.clone(), None, 10_000);
+    let ingress = Ingress::with_body_budget(Routes::Head(apps.clone()), None, 10_000);
     tokio::spawn(ingress.serve(listener, tls, std::future::pending()));
     let first = tokio::spawn({
         let (address, ca) = (address.clone(), ca.clone());

@@ -1,9 +1,11 @@
 //! Served applications on a real head: deployed through the API, called
 //! over real HTTPS (HTTP/1.1 and HTTP/2) with tenants' tokens, beside a
-//! hostile tenant and handlers that misbehave. `lifecycle.rs`: redeploys,
+//! hostile tenant and handlers that misbehave. `nodes.rs`: the ingress on
+//! a worker node. `lifecycle.rs`: redeploys,
 //! autoscaling, restarts, splits, batching, hooks, handles and bounds.
 
 mod lifecycle;
+mod nodes;
 
 use super::procs::{HeadProcess, admin_token, client, init, prism_cli, start_head_with};
 use prism_client::{Client, ClientError};
