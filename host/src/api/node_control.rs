@@ -341,7 +341,10 @@ impl NodeControl for NodeControlService {
             .take(crate::net::serving::MAX_REPORTED_LOADS)
             .map(crate::net::serving::load_from_proto)
             .collect();
-        self.apps.report_loads(&node, &loads);
+        let woken = self.apps.report_loads(&node, &loads);
+        if !woken.is_empty() {
+            crate::serve::Apps::first_replicas(&woken).await;
+        }
         let apps: Vec<pb::ServedApp> = self
             .apps
             .view()

@@ -148,13 +148,26 @@ const TARGETS: &[Target] = &[
     },
 ];
 
-/// Runs every workload; prints the table or JSON. Returns 0.
+/// Which figures a bench run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Only {
+    /// Every workload.
+    Everything,
+    /// The serving figures on the embedded cluster.
+    Serve,
+    /// The serving figures on a head and a worker process.
+    ServeNodes,
+}
+
+/// Runs every workload (or those `only` names); prints the table or
+/// JSON. Returns 0.
 pub(super) fn bench(
     mut config: NodeConfig,
     quick: bool,
     as_json: bool,
-    serve_only: bool,
+    only: Only,
 ) -> anyhow::Result<i32> {
+    let serve_only = only == Only::Serve;
     let sizes = if quick { QUICK } else { FULL };
     // 100 MB values are encoded and decoded inside the guest: give drivers
     // room for a few copies, and the pool room for the idle actors.
@@ -169,6 +182,9 @@ pub(super) fn bench(
     let mut figures = Map::new();
     let started = Instant::now();
     super::tokio_runtime()?.block_on(async {
+        if only == Only::ServeNodes {
+            return super::bench_nodes::figures(quick, &mut figures).await;
+        }
         let cluster = EmbeddedCluster::start(config.clone())?;
         if serve_only {
             return super::bench_serve::figures(&cluster, quick, &mut figures).await;
@@ -301,7 +317,7 @@ pub(super) fn bench(
         super::bench_serve::figures(&cluster, quick, &mut figures).await?;
         anyhow::Ok(())
     })?;
-    if !serve_only {
+    if only == Only::Everything {
         figures.insert("cold_start_ms".into(), json!(round2(cold_start_ms()?)));
     }
     report(figures, cpus, quick, as_json, started.elapsed())?;

@@ -11,27 +11,55 @@ use serde_json::{Map, Value, json};
 use std::time::Instant;
 
 /// What one load run measured.
-struct Load {
-    per_s: f64,
-    p50_us: f64,
-    p99_us: f64,
+pub(super) struct Load {
+    pub per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// An ingress to load: its address, the name its certificate is valid
+/// for, the CA that signed it, and the token requests carry.
+pub(super) struct Endpoint {
+    pub address: String,
+    pub name: String,
+    pub ca: Vec<u8>,
+    pub token: Option<String>,
+}
+
+impl Endpoint {
+    /// The ingress at `address` with a certificate for its host, no
+    /// token.
+    fn local(address: &str, ca: &[u8]) -> Endpoint {
+        Endpoint {
+            address: address.to_string(),
+            name: address
+                .rsplit_once(':')
+                .map_or(address, |(host, _)| host)
+                .to_string(),
+            ca: ca.to_vec(),
+            token: None,
+        }
+    }
+
+    pub(super) async fn connect(&self) -> anyhow::Result<HttpsClient> {
+        Ok(HttpsClient::connect_named(&self.address, &self.name, &self.ca, false).await?)
+    }
 }
 
 /// `total` requests for `path` over `concurrency` connections, each
 /// sending its share one after another.
-async fn load(
-    address: &str,
-    ca: &[u8],
+pub(super) async fn load(
+    endpoint: &Endpoint,
     path: &str,
     concurrency: usize,
     total: usize,
 ) -> anyhow::Result<Load> {
     let mut clients = Vec::new();
     for _ in 0..concurrency {
-        let mut client = HttpsClient::connect(address, ca, false).await?;
+        let mut client = endpoint.connect().await?;
         // Warm the connection, the replicas and their instances.
         for _ in 0..5 {
-            client.get(path, None).await?;
+            client.get(path, endpoint.token.as_deref()).await?;
         }
         clients.push(client);
     }
@@ -41,11 +69,12 @@ async fn load(
         .into_iter()
         .map(|mut client| {
             let path = path.to_string();
+            let token = endpoint.token.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(each);
                 for _ in 0..each {
                     let sent = Instant::now();
-                    let response = client.get(&path, None).await?;
+                    let response = client.get(&path, token.as_deref()).await?;
                     anyhow::ensure!(
                         response.status == 200,
                         "{path}: status {} ({})",
@@ -73,7 +102,7 @@ async fn load(
 }
 
 /// A deployment that scales to zero as soon as it is idle.
-static ZERO: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
+pub(super) static ZERO: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
     || json!({"min_replicas": 0, "max_replicas": 1, "upscale_delay_ms": 0, "downscale_delay_ms": 0}),
 );
 
@@ -87,7 +116,7 @@ async fn cold_start_ms(
     rounds: usize,
 ) -> anyhow::Result<f64> {
     let tenant = crate::security::JobGrant::local().tenant.clone();
-    let mut client = HttpsClient::connect(address, ca, false).await?;
+    let mut client = Endpoint::local(address, ca).connect().await?;
     let mut times = Vec::new();
     for _ in 0..rounds {
         // Wait for zero replicas.
@@ -114,6 +143,23 @@ async fn cold_start_ms(
     Ok(times[times.len() / 2])
 }
 
+/// The bench's application: no-op function and class deployments, two
+/// replicas each, and two that scale to zero.
+pub(super) fn bench_app() -> Value {
+    json!({
+        "name": "bench",
+        "module": "bench.wasm",
+        "deployments": [
+            {"name": "fn", "function": "http_noop", "num_replicas": 2,
+             "max_ongoing_requests": 64, "max_queued_requests": 1000},
+            {"name": "class", "class": "HttpNoop", "num_replicas": 2,
+             "max_ongoing_requests": 64, "max_queued_requests": 1000},
+            {"name": "cold-fn", "function": "http_noop", "autoscaling": ZERO.clone()},
+            {"name": "cold-class", "class": "HttpNoop", "autoscaling": ZERO.clone()}
+        ]
+    })
+}
+
 /// Deploys the bench's no-op deployments, serves them, loads them.
 pub(super) async fn figures(
     cluster: &EmbeddedCluster,
@@ -124,22 +170,7 @@ pub(super) async fn figures(
         .head()
         .upload_module(bytes::Bytes::from_static(prism_guests::BENCH));
     let apps = Apps::new(cluster.node().clone());
-    let config = AppConfig::from_json(
-        &json!({
-            "name": "bench",
-            "module": "bench.wasm",
-            "deployments": [
-                {"name": "fn", "function": "http_noop", "num_replicas": 2,
-                 "max_ongoing_requests": 64, "max_queued_requests": 1000},
-                {"name": "class", "class": "HttpNoop", "num_replicas": 2,
-                 "max_ongoing_requests": 64, "max_queued_requests": 1000},
-                {"name": "cold-fn", "function": "http_noop", "autoscaling": ZERO.clone()},
-                {"name": "cold-class", "class": "HttpNoop", "autoscaling": ZERO.clone()}
-            ]
-        })
-        .to_string(),
-    )?
-    .validate()?;
+    let config = AppConfig::from_json(&bench_app().to_string())?.validate()?;
     let grant = crate::security::JobGrant::local();
     let namespace = crate::security::tenants::NamespaceRef::new(&grant.tenant, "default");
     apps.deploy(namespace, grant, config, module, None)
@@ -158,11 +189,12 @@ pub(super) async fn figures(
     } else {
         (5_000, 50_000)
     };
+    let endpoint = Endpoint::local(&address, ca.as_bytes());
     for (name, path) in [("fn", "/fn"), ("class", "/class")] {
-        let one = load(&address, ca.as_bytes(), path, 1, c1).await?;
+        let one = load(&endpoint, path, 1, c1).await?;
         figures.insert(format!("serve_{name}_c1_per_s"), json!(one.per_s.round()));
         figures.insert(format!("serve_{name}_c1_p50_us"), json!(one.p50_us));
-        let many = load(&address, ca.as_bytes(), path, 64, c64).await?;
+        let many = load(&endpoint, path, 64, c64).await?;
         figures.insert(format!("serve_{name}_c64_per_s"), json!(many.per_s.round()));
         figures.insert(
             format!("serve_{name}_c64_p99_ms"),

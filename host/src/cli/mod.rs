@@ -36,6 +36,7 @@ macro_rules! errln {
 
 mod admin;
 mod bench;
+mod bench_nodes;
 mod bench_serve;
 mod demo;
 mod demo_serve;
@@ -247,6 +248,11 @@ struct BenchArgs {
     /// Only the serving figures (HTTPS requests to deployments).
     #[arg(long)]
     serve_only: bool,
+    /// Only the serving figures on a real two-process cluster (a head
+    /// and a worker on this machine, each with its ingress, tokens on
+    /// every request), through the worker's ingress and the head's.
+    #[arg(long, conflicts_with = "serve_only")]
+    serve_nodes: bool,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -380,7 +386,14 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(args) => inspect(args),
         Command::Demo(args) => demo::demo(args.node.config()?),
         Command::Bench(args) => {
-            bench::bench(args.node.config()?, args.quick, args.json, args.serve_only)
+            let only = if args.serve_nodes {
+                bench::Only::ServeNodes
+            } else if args.serve_only {
+                bench::Only::Serve
+            } else {
+                bench::Only::Everything
+            };
+            bench::bench(args.node.config()?, args.quick, args.json, only)
         }
         Command::Status(args) if args.client.given() => {
             service::remote_status(&args.client, args.json)

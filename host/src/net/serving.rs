@@ -19,6 +19,8 @@ use tonic::transport::Channel;
 
 /// Most deployment loads one sync may report (more are ignored).
 pub const MAX_REPORTED_LOADS: usize = 10_000;
+/// Most busy replicas one load may list.
+const MAX_BUSY_REPLICAS: usize = 1_000;
 /// Most cached route checks on a node (the cache is cleared when full).
 const CHECK_CACHE_ENTRIES: usize = 10_000;
 /// Route checks a node's ingress has in flight to the head at once.
@@ -120,6 +122,7 @@ pub fn load_to_proto(load: &DeploymentLoad) -> pb::DeploymentLoad {
         deployment: load.deployment.clone(),
         ongoing: load.ongoing,
         queued: load.queued,
+        busy: load.busy.clone(),
     }
 }
 
@@ -131,6 +134,7 @@ pub fn load_from_proto(load: pb::DeploymentLoad) -> DeploymentLoad {
         deployment: load.deployment,
         ongoing: load.ongoing,
         queued: load.queued,
+        busy: load.busy.into_iter().take(MAX_BUSY_REPLICAS).collect(),
     }
 }
 
@@ -443,6 +447,7 @@ mod tests {
             deployment: "Converter".into(),
             ongoing: 3,
             queued: 2,
+            busy: vec!["a1b2".into()],
         };
         assert_eq!(load_from_proto(load_to_proto(&load)), load);
         // A version is never 0 (a node's "none yet").

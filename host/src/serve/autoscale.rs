@@ -117,7 +117,12 @@ impl Deployment {
 
     /// Stops the drained replicas that have answered their last request.
     fn retire_drained(&self) {
-        let gone = self.replicas.remove_drained();
+        // Nodes' ingresses learn of a drained replica within a sync, and
+        // say which replicas their requests still run on.
+        let gone = self.replicas.remove_drained(|r| {
+            self.is_mirrored()
+                && (r.drained_for() < 2 * super::mirror::SYNC_INTERVAL || self.remote_busy(&r.id))
+        });
         if gone.is_empty() {
             return;
         }

@@ -67,9 +67,18 @@ pub struct Deployment {
     /// A copy on a node's ingress of the head's deployment: it calls the
     /// replicas the head publishes and never makes or replaces one.
     pub(super) mirror: bool,
-    /// The load other nodes' ingresses put on it (head side): requests
-    /// running and waiting there, by node, and when they said so.
-    pub(super) remote_loads: Mutex<std::collections::HashMap<String, (u32, Instant)>>,
+    /// The load other nodes' ingresses put on it (head side), by node.
+    pub(super) remote_loads: Mutex<std::collections::HashMap<String, RemoteLoad>>,
+}
+
+/// What a node's ingress said of its requests to a deployment.
+pub(super) struct RemoteLoad {
+    /// Requests running and waiting there.
+    pub load: u32,
+    /// The replicas they run on.
+    pub busy: Vec<String>,
+    /// When it said so.
+    pub at: Instant,
 }
 
 /// How long a node's report of its ingress's load counts.
@@ -164,8 +173,23 @@ impl Deployment {
     pub(super) fn remote_load(&self) -> u32 {
         let now = Instant::now();
         let mut loads = self.remote_loads.locked();
-        loads.retain(|_, (_, at)| now.duration_since(*at) < REMOTE_LOAD_TTL);
-        loads.values().map(|(load, _)| *load).sum()
+        loads.retain(|_, l| now.duration_since(l.at) < REMOTE_LOAD_TTL);
+        loads.values().map(|l| l.load).sum()
+    }
+
+    /// Whether other nodes' ingresses serve it (head side).
+    pub(super) fn is_mirrored(&self) -> bool {
+        !self.remote_loads.locked().is_empty()
+    }
+
+    /// Whether another node's ingress has requests running on replica
+    /// `id` (head side).
+    pub(super) fn remote_busy(&self, id: &str) -> bool {
+        let now = Instant::now();
+        self.remote_loads
+            .locked()
+            .values()
+            .any(|l| now.duration_since(l.at) < REMOTE_LOAD_TTL && l.busy.iter().any(|b| b == id))
     }
 
     /// Creates one class replica: an actor that restarts in place when a

@@ -16,7 +16,7 @@
 
 use super::apps::{Apps, Target, resolve_in, routes_of};
 use super::config::AppConfig;
-use super::deployment::{Deployment, REMOTE_LOAD_TTL};
+use super::deployment::{Deployment, REMOTE_LOAD_TTL, RemoteLoad};
 use super::replicas::ReplicaSet;
 use super::routes::RouteTable;
 use crate::ids::{ActorId, ModuleHash, OwnerId};
@@ -73,6 +73,8 @@ pub struct DeploymentLoad {
     pub ongoing: u32,
     /// Requests waiting for a replica (or a batch).
     pub queued: u32,
+    /// The replicas requests run on.
+    pub busy: Vec<String>,
 }
 
 impl Apps {
@@ -109,8 +111,9 @@ impl Apps {
     /// Takes node `node`'s report of the load its ingress puts on each
     /// deployment (current and retiring versions): the autoscalers count
     /// it, and a deployment at zero replicas with requests waiting there
-    /// starts one.
-    pub fn report_loads(&self, node: &str, loads: &[DeploymentLoad]) {
+    /// starts one (those are returned).
+    pub fn report_loads(&self, node: &str, loads: &[DeploymentLoad]) -> Vec<Arc<Deployment>> {
+        let mut woken = Vec::new();
         self.mirrored.store(true, Ordering::Release);
         let now = Instant::now();
         let retiring = self.retiring.locked().clone();
@@ -129,13 +132,27 @@ impl Apps {
             if d.tenant != load.tenant {
                 continue;
             }
-            let total = load.ongoing.saturating_add(load.queued);
-            d.remote_loads
-                .locked()
-                .insert(node.to_string(), (total, now));
+            let remote = RemoteLoad {
+                load: load.ongoing.saturating_add(load.queued),
+                busy: load.busy.clone(),
+                at: now,
+            };
+            d.remote_loads.locked().insert(node.to_string(), remote);
             if load.queued > 0 && d.replicas.active() == 0 {
                 d.replicas.demand.notify_one();
+                woken.push((*d).clone());
             }
+        }
+        woken
+    }
+
+    /// Waits (up to [`FAST_SYNC_INTERVAL`] × 5) for `woken` deployments
+    /// to have a replica, so that the node that asked for one gets it in
+    /// the same sync.
+    pub async fn first_replicas(woken: &[Arc<Deployment>]) {
+        let deadline = Instant::now() + FAST_SYNC_INTERVAL * 5;
+        while woken.iter().any(|d| d.replicas.active() == 0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
@@ -217,6 +234,13 @@ impl Mirror {
                     deployment: d.config.name.clone(),
                     ongoing: d.replicas.ongoing(),
                     queued: (d.replicas.queued() + d.batch_waiting()) as u32,
+                    busy: d
+                        .replicas
+                        .replicas()
+                        .iter()
+                        .filter(|r| r.ongoing() > 0)
+                        .map(|r| r.id.clone())
+                        .collect(),
                 })
             })
             .collect()

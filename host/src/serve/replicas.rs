@@ -25,6 +25,8 @@ pub struct Replica {
     pub served: AtomicU64,
     /// It takes no new requests: it is leaving.
     draining: AtomicBool,
+    /// When it started draining.
+    drained_at: Mutex<Option<Instant>>,
 }
 
 impl Replica {
@@ -36,6 +38,7 @@ impl Replica {
             ongoing: AtomicU32::new(0),
             served: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            drained_at: Mutex::new(None),
         }
     }
 
@@ -69,6 +72,13 @@ impl Replica {
     /// Whether it is leaving.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// How long it has been draining (zero if it is not).
+    pub fn drained_for(&self) -> std::time::Duration {
+        self.drained_at
+            .locked()
+            .map_or(std::time::Duration::ZERO, |at| at.elapsed())
     }
 }
 
@@ -161,16 +171,18 @@ impl ReplicaSet {
             .filter(|r| !r.draining())
             .min_by_key(|r| r.ongoing())?;
         replica.draining.store(true, Ordering::Release);
+        *replica.drained_at.locked() = Some(Instant::now());
         Some(replica.clone())
     }
 
-    /// Removes the drained replicas that run nothing any more; returns
-    /// them (their actors are the caller's to stop).
-    pub fn remove_drained(&self) -> Vec<Arc<Replica>> {
+    /// Removes the drained replicas that run nothing any more, but those
+    /// `keep` keeps (other nodes may still call them); returns them
+    /// (their actors are the caller's to stop).
+    pub fn remove_drained(&self, keep: impl Fn(&Replica) -> bool) -> Vec<Arc<Replica>> {
         let mut replicas = self.replicas.write_locked();
         let (gone, kept): (Vec<_>, Vec<_>) = replicas
             .drain(..)
-            .partition(|r| r.draining() && r.ongoing() == 0);
+            .partition(|r| r.draining() && r.ongoing() == 0 && !keep(r));
         *replicas = kept;
         gone
     }
@@ -222,10 +234,13 @@ impl ReplicaSet {
         if let Some(slot) = self.try_acquire() {
             return Ok(slot);
         }
+        // Counted as waiting before it asks for a replica, so that whoever
+        // answers the demand sees it.
+        let full = self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued;
         if self.active() == 0 {
             self.demand.notify_one();
         }
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+        if full {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::Overloaded);
         }
@@ -361,11 +376,11 @@ mod tests {
         // The idle one drains first and leaves at once.
         let idle = set.drain_one().unwrap();
         assert_ne!(idle.id, busy);
-        assert_eq!(set.remove_drained().len(), 1);
+        assert_eq!(set.remove_drained(|_| false).len(), 1);
         // The busy one drains: no new request, but it stays until done.
         assert_eq!(set.drain_one().unwrap().id, busy);
         assert_eq!(set.active(), 0);
-        assert!(set.remove_drained().is_empty());
+        assert!(set.remove_drained(|_| false).is_empty());
         // A request now finds no replica: it asks for one and waits.
         let waiting = set.acquire(Instant::now() + Duration::from_secs(5));
         tokio::pin!(waiting);
@@ -378,7 +393,7 @@ mod tests {
             .await
             .unwrap();
         drop(held);
-        assert_eq!(set.remove_drained().len(), 1);
+        assert_eq!(set.remove_drained(|_| false).len(), 1);
         set.add(Replica::function("fresh".into()));
         assert_eq!(waiting.await.unwrap().replica.id, "fresh");
     }

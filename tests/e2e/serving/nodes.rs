@@ -208,7 +208,7 @@ async fn a_workers_ingress_routes_to_replicas_on_any_node_with_the_heads_checks(
                 let mut i = 0u32;
                 while started.elapsed() < Duration::from_millis(1500) {
                     i += 1;
-                    let token = if i % 3 == 0 {
+                    let token = if i.is_multiple_of(3) {
                         format!("eyJhbGciOiJFZERTQSJ9.e30.{i}")
                     } else {
                         stranger.clone()
