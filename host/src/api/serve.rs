@@ -207,7 +207,10 @@ pub async fn serve(
     };
     crate::net::serve_with_grace(
         server.serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // A listener of our own gets no socket options from the
+            // builder: without TCP_NODELAY a small reply can wait 40 ms
+            // for the peer's delayed ACK.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             stop,
         ),
         begun_rx,
