@@ -13,6 +13,7 @@ use crate::meta::{HeadStore, MetaError};
 use prism_proto::v1::{JobInfo, JobState};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A job that ended in this run of the head or an earlier one, as its
 /// record says.
@@ -21,18 +22,27 @@ pub(crate) struct EndedJob {
     pub info: JobInfo,
     /// Bytes it keeps on the head's disk (details and log file).
     pub disk_bytes: u64,
+    /// When it ended among the others (0: not known).
+    end_order: u64,
 }
 
 /// `head.redb` and the job log directory.
 pub struct Archive {
     store: Arc<HeadStore>,
     log_dir: PathBuf,
+    /// The last `end_order` given ([`Archive::load_ended`] starts it past
+    /// every recorded one).
+    end_order: AtomicU64,
 }
 
 impl Archive {
     /// The archive in `store`, with job logs in `log_dir`.
     pub fn new(store: Arc<HeadStore>, log_dir: PathBuf) -> Self {
-        Archive { store, log_dir }
+        Archive {
+            store,
+            log_dir,
+            end_order: AtomicU64::new(0),
+        }
     }
 
     /// The store (for the head's other tables: names, nodes, tenants).
@@ -51,12 +61,17 @@ impl Archive {
     }
 
     /// Writes a job's record (details apart).
-    pub(crate) fn write_record(&self, id: JobId, info: &JobInfo, disk_bytes: u64) {
+    pub(crate) fn write_record(&self, id: JobId, info: &JobInfo) {
+        self.put_record(id, info, 0, 0);
+    }
+
+    fn put_record(&self, id: JobId, info: &JobInfo, disk_bytes: u64, end_order: u64) {
         let record = StoredJob {
             info: info.clone(),
             value_json: String::new(),
             logs: Vec::new(),
             disk_bytes,
+            end_order,
         };
         match serde_json::to_vec(&record) {
             Ok(bytes) => {
@@ -81,7 +96,8 @@ impl Archive {
             }
             Err(e) => tracing::error!("could not encode the result of {id}: {e}"),
         }
-        self.write_record(id, info, disk_bytes);
+        let end_order = self.end_order.fetch_add(1, Ordering::Relaxed) + 1;
+        self.put_record(id, info, disk_bytes, end_order);
         disk_bytes
     }
 
@@ -152,13 +168,66 @@ impl Archive {
             {
                 store.put_job(&id, &bytes)?;
             }
+            self.end_order
+                .fetch_max(record.end_order, Ordering::Relaxed);
             ended.push(EndedJob {
+                end_order: record.end_order,
                 id: job_id,
                 info: record.info,
                 disk_bytes: record.disk_bytes,
             });
         }
-        ended.sort_by_key(|job| (job.info.ended_at_ms.max(job.info.submitted_at_ms), job.id));
+        // Jobs that ended before the order was kept, or ended with the
+        // head, first, by time.
+        ended.sort_by_key(|job| {
+            (
+                job.end_order,
+                job.info.ended_at_ms.max(job.info.submitted_at_ms),
+                job.id,
+            )
+        });
         Ok(ended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(id: JobId) -> JobInfo {
+        JobInfo {
+            id: id.to_string(),
+            state: JobState::Succeeded as i32,
+            submitted_at_ms: 1_000,
+            ended_at_ms: 2_000,
+            ..JobInfo::default()
+        }
+    }
+
+    #[test]
+    fn jobs_that_end_in_the_same_millisecond_reload_in_the_order_they_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.redb");
+        let ids: Vec<JobId> = (0..20).map(|_| JobId::random()).collect();
+        {
+            let store = Arc::new(HeadStore::open(&path).unwrap());
+            let archive = Archive::new(store, dir.path().join("logs"));
+            for id in &ids[..10] {
+                archive.write_end(*id, &ended(*id), &JobDetails::default());
+            }
+        }
+        // A second run carries on after the first's order.
+        {
+            let store = Arc::new(HeadStore::open(&path).unwrap());
+            let archive = Archive::new(store, dir.path().join("logs"));
+            assert_eq!(archive.load_ended().unwrap().len(), 10);
+            for id in &ids[10..] {
+                archive.write_end(*id, &ended(*id), &JobDetails::default());
+            }
+        }
+        let store = Arc::new(HeadStore::open(&path).unwrap());
+        let archive = Archive::new(store, dir.path().join("logs"));
+        let order: Vec<JobId> = archive.load_ended().unwrap().iter().map(|j| j.id).collect();
+        assert_eq!(order, ids);
     }
 }

@@ -237,7 +237,7 @@ impl Head {
         // Recorded before it can end, so its final record comes last.
         let info = self.jobs.locked().info(id);
         if let (Some(archive), Some(info)) = (&self.archive, info) {
-            archive.write_record(id, &info, 0);
+            archive.write_record(id, &info);
         }
         let spec = JobSpec {
             id,

@@ -40,6 +40,11 @@ pub(crate) struct StoredJob {
     /// file), counted against its tenant's history (0: not known yet).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub(crate) disk_bytes: u64,
+    /// The order in which jobs ended, across runs of the head (0: not
+    /// ended, or ended before the order was kept). Milliseconds cannot
+    /// tell two jobs that ended in the same one apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) end_order: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -109,6 +114,7 @@ mod tests {
             value_json: String::new(),
             logs: Vec::new(),
             disk_bytes: 0,
+            end_order: 0,
         })
         .unwrap();
         assert!(!new.contains("logs"), "{new}");

@@ -184,8 +184,11 @@ pub async fn sync_served_apps(mut control: NodeControlClient<Channel>, mirror: A
                         .into_iter()
                         .filter_map(app_view_from_proto)
                         .collect();
-                    mirror.apply(apps).await;
-                    known = reply.version;
+                    // An application that could not open here (its module
+                    // did not load) is tried again at the next sync.
+                    if mirror.apply(apps).await {
+                        known = reply.version;
+                    }
                 }
             }
             Ok(Err(status)) if !failing => {
@@ -224,11 +227,13 @@ struct Lease {
 
 /// A check's answer, and until when it may be reused.
 type CachedCheck = (Result<(), AuthRefusal>, Instant);
+/// (digest of the `authorization` header, tenant, namespace).
+type CheckKey = ([u8; 32], String, String);
 
 /// Route checks and request rates from the head, cached on a node.
 pub struct RemoteGate {
     control: NodeControlClient<Channel>,
-    checks: Mutex<HashMap<(String, String, String), CachedCheck>>,
+    checks: Mutex<HashMap<CheckKey, CachedCheck>>,
     in_flight: tokio::sync::Semaphore,
     leases: Mutex<HashMap<TenantId, Lease>>,
     /// Whether to ask the head for leases at all.
@@ -308,14 +313,20 @@ impl RemoteGate {
         let (tenant, namespace) = route.map_or((String::new(), String::new()), |(t, n)| {
             (t.to_string(), n.to_string())
         });
-        let key = (authorization.to_string(), tenant, namespace);
+        // Keyed by a digest: a header may be 64 KiB, and refusals are
+        // cached too.
+        let digest: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(authorization.as_bytes()).into()
+        };
+        let key = (digest, tenant, namespace);
         let now = Instant::now();
         if let Some((answer, until)) = self.checks.locked().get(&key)
             && now < *until
         {
             return answer.clone();
         }
-        let (answer, ttl) = self.ask(&key.0, &key.1, &key.2).await?;
+        let (answer, ttl) = self.ask(authorization, &key.1, &key.2).await?;
         let mut checks = self.checks.locked();
         if checks.len() >= CHECK_CACHE_ENTRIES {
             checks.clear();

@@ -248,8 +248,10 @@ impl Mirror {
 
     /// Makes the copy `apps`, as the head published them: new versions
     /// open here, replicas follow, routes swap in one step, and versions
-    /// that went away retire ([`Mirror::retire_idle`]).
-    pub async fn apply(&self, apps: Vec<AppView>) {
+    /// that went away retire ([`Mirror::retire_idle`]). Whether every
+    /// application could open here.
+    pub async fn apply(&self, apps: Vec<AppView>) -> bool {
+        let mut complete = true;
         let mut fresh: HashMap<(TenantId, String), MirroredApp> = HashMap::new();
         let mut kept = Vec::new();
         for view in apps {
@@ -284,6 +286,7 @@ impl Mirror {
                             Ok(service) => service,
                             Err(e) => {
                                 tracing::warn!(tenant = %view.tenant, app = %view.config.name, "cannot serve the app here: {}", e.message);
+                                complete = false;
                                 continue;
                             }
                         },
@@ -339,6 +342,7 @@ impl Mirror {
                 retiring.push(app);
             }
         }
+        complete
     }
 
     /// Forgets the versions that went away once their requests here have

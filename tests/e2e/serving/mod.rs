@@ -655,10 +655,11 @@ fn serve_run_serves_an_app_locally_without_tokens() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("prism runs");
+    // The reader lives until the end: closing the pipe early would make
+    // the server's next banner line fail and end it.
+    let mut banner = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    banner.read_line(&mut line).unwrap();
     // "prism serve: app conv on https://ADDR (certificate PATH)"
     let address = line
         .split("https://")
@@ -678,6 +679,7 @@ fn serve_run_serves_an_app_locally_without_tokens() {
     });
     let _ = child.kill();
     let _ = child.wait();
+    drop(banner);
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.text(), r#"{"Fahrenheit temperature":212.0}"#);
 }
