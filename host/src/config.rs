@@ -38,6 +38,28 @@ pub struct NodeConfig {
     /// Bytes of one job's log file; past it one note says so and later
     /// lines are kept in the in-memory tail only. Default 64 MiB.
     pub job_log_max_bytes: u64,
+    /// What the node records for `/metrics`.
+    pub metrics: MetricsConfig,
+}
+
+/// What a node records for `/metrics` (see `docs/observability.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Record the built-in task, actor call and instance series. Default
+    /// true (the bench turns it off to measure its cost).
+    pub enabled: bool,
+    /// Guest metric series one tenant may hold on the node; an update
+    /// past it is refused with a typed error. Default 1,000.
+    pub guest_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            guest_series: crate::metrics::guest::DEFAULT_MAX_SERIES,
+        }
+    }
 }
 
 /// GPUs offered to guests (see `host/src/gpu`).
@@ -80,6 +102,7 @@ impl Default for NodeConfig {
             gpu: GpuConfig::default(),
             job_log_dir: None,
             job_log_max_bytes: 64 << 20,
+            metrics: MetricsConfig::default(),
         }
     }
 }

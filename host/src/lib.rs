@@ -53,6 +53,7 @@ pub mod gpu;
 pub mod head;
 pub mod ids;
 pub mod meta;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod objects;

@@ -52,6 +52,7 @@ mod actor;
 mod blob;
 pub mod gpu;
 pub mod http;
+pub mod metrics;
 mod named;
 mod placement;
 mod pool;

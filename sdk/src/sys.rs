@@ -41,6 +41,7 @@ mod imp {
         pub fn log(level: i32, ptr: *const u8, len: usize);
         pub fn attempt() -> i32;
         pub fn store_stats(out: *mut u8);
+        pub fn metric(ptr: *const u8, len: usize) -> i32;
         pub fn actor_create(
             class_ptr: *const u8,
             class_len: usize,
@@ -433,6 +434,11 @@ pub fn store_stats(out: &mut [u8; prism_abi::STORE_STATS_LEN]) -> i32 {
     0
 }
 
+#[cfg(target_arch = "wasm32")]
+pub fn metric(update: &[u8]) -> i32 {
+    unsafe { imp::metric(update.as_ptr(), update.len()) }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use super::NOT_IN_GUEST;
@@ -479,6 +485,9 @@ mod native {
         0
     }
     pub fn store_stats(_out: &mut [u8; prism_abi::STORE_STATS_LEN]) -> i32 {
+        NOT_IN_GUEST
+    }
+    pub fn metric(_update: &[u8]) -> i32 {
         NOT_IN_GUEST
     }
     pub fn actor_create(_class: &str, _args: &[u8], _opts: &[u8], _out_id: &mut [u8; 16]) -> i32 {

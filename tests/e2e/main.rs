@@ -3,6 +3,9 @@
 //!
 //! Each test reads like a specification: its name states the behaviour.
 
+// Proving the tests' futures `Send` walks deep types (the GPU stack's).
+#![recursion_limit = "256"]
+
 mod procs;
 mod support;
 
@@ -13,6 +16,7 @@ mod density;
 mod examples;
 mod gpu;
 mod hardening;
+mod metrics;
 mod modules;
 mod sdk;
 mod service;

@@ -23,8 +23,18 @@ impl Process {
         self.line
             .split("serving HTTP on https://")
             .nth(1)
-            .map(|rest| rest.trim().to_string())
+            .map(|rest| rest.split(',').next().unwrap_or(rest).trim().to_string())
             .expect("the head serves HTTP")
+    }
+
+    /// `host:port` of its `/metrics` (`--metrics-listen`), from its
+    /// first line.
+    pub fn metrics_address(&self) -> String {
+        self.line
+            .split("metrics on https://")
+            .nth(1)
+            .map(|rest| rest.split(',').next().unwrap_or(rest).trim().to_string())
+            .expect("the process serves metrics")
     }
 }
 

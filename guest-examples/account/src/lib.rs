@@ -1,7 +1,9 @@
 //! The bank account: a persistent actor with typed errors. Its state is
 //! saved to the host's durable store after every successful call, so a
 //! re-created account under the same name continues where the killed one
-//! stopped.
+//! stopped. It counts refused withdrawals and exposes its balance as
+//! metrics (`prism::metrics`), served on the node's `/metrics` as
+//! `prism_guest_failed_withdrawals_total` and `prism_guest_account_balance`.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -67,14 +69,17 @@ impl Account {
         }
         self.balance += amount;
         self.operations += 1;
+        self.report_balance();
         Ok(self.balance)
     }
 
     fn withdraw(&mut self, amount: i64) -> Result<i64, AccountError> {
         if amount <= 0 {
+            refused("negative_amount");
             return Err(AccountError::NegativeAmount(amount));
         }
         if self.balance - amount < self.minimum {
+            refused("overdraft");
             return Err(AccountError::Overdraft {
                 balance: self.balance,
                 requested: amount,
@@ -83,12 +88,62 @@ impl Account {
         }
         self.balance -= amount;
         self.operations += 1;
+        self.report_balance();
         Ok(self.balance)
     }
 
     fn balance(&self) -> (i64, u64) {
         (self.balance, self.operations)
     }
+}
+
+impl Account {
+    /// The balance as a gauge. A metric that cannot be recorded (the
+    /// tenant holds its most series) does not fail the operation.
+    fn report_balance(&self) {
+        let _ = prism::metrics::gauge("account_balance").set(self.balance as f64);
+    }
+}
+
+/// Counts a refused withdrawal by reason.
+fn refused(reason: &str) {
+    let _ = prism::metrics::counter("failed_withdrawals")
+        .label("reason", reason)
+        .inc();
+}
+
+/// What [`metric_flood`] saw.
+#[derive(Serialize)]
+struct Flood {
+    /// Series recorded.
+    recorded: u32,
+    /// The first refusal, if any.
+    refused: Option<String>,
+}
+
+/// Records `n` counters with distinct labels: past the tenant's series
+/// cap the host refuses them with a typed error.
+#[prism::main]
+fn metric_flood(n: u32) -> prism::Result<Flood> {
+    let mut recorded = 0;
+    for i in 0..n {
+        match prism::metrics::counter("flood")
+            .label("i", &i.to_string())
+            .inc()
+        {
+            Ok(()) => recorded += 1,
+            Err(e) => {
+                return Ok(Flood {
+                    recorded,
+                    refused: Some(format!("{e:?}")),
+                });
+            }
+        }
+    }
+    Ok(Flood {
+        recorded,
+        refused: None,
+    })
 }
 
 /// What the driver returns.

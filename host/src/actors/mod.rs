@@ -26,6 +26,7 @@
 //! The supervisor reaches the rest of the node only through [`ActorEnv`].
 
 use crate::ids::{ActorId, ObjectId, OwnerId};
+use crate::metrics::calls::CallSeries;
 use crate::objects::{Object, ObjectStore};
 use crate::runtime::{BoxFuture, CancelToken, Instance, Invocation, InvocationOutcome};
 use crate::scheduler::resources::ResourceSet;
@@ -137,6 +138,8 @@ pub enum ActorMsg {
         args: Vec<Arg>,
         /// Where its result goes.
         return_id: ObjectId,
+        /// When it was sent.
+        sent: std::time::Instant,
     },
     /// Stop now, without restart.
     Kill,
@@ -223,6 +226,7 @@ impl ActorManager {
                 method,
                 args,
                 return_id,
+                sent: std::time::Instant::now(),
             })
             .map_err(|_| {
                 record.death_reason().unwrap_or_else(|| {
@@ -320,7 +324,14 @@ pub trait ActorEnv: Send + Sync + 'static {
     fn call_timeout(&self, record: &ActorRecord) -> Duration;
     /// The actor is dead: release what the node keeps for it.
     fn ended(&self, record: &ActorRecord);
+    /// The series of calls of `method` of `record`'s class, if metrics
+    /// are on.
+    fn call_series(&self, record: &ActorRecord, method: &str) -> Option<Arc<CallSeries>>;
 }
+
+/// Most methods one actor keeps looked-up series of (a guest calling
+/// made-up method names gets them looked up each time).
+const MAX_METHOD_SERIES: usize = 64;
 
 /// Runs an actor from creation to death.
 pub async fn supervise<E: ActorEnv>(
@@ -408,6 +419,8 @@ async fn serve<E: ActorEnv>(
     mailbox: &mut mpsc::UnboundedReceiver<ActorMsg>,
 ) -> WireError {
     let mut restarts: u32 = 0;
+    // Each method's series, looked up once per actor.
+    let mut series_by_method: HashMap<String, Option<Arc<CallSeries>>> = HashMap::new();
     while let Some(msg) = mailbox.recv().await {
         if let Some(death) = record.death_reason() {
             if let ActorMsg::Call { return_id, .. } = msg {
@@ -415,13 +428,24 @@ async fn serve<E: ActorEnv>(
             }
             return death;
         }
-        let (method, args, return_id) = match msg {
+        let (method, args, return_id, sent) = match msg {
             ActorMsg::Kill => return WireError::new(ErrorKind::ActorDied, "the actor was killed"),
             ActorMsg::Call {
                 method,
                 args,
                 return_id,
-            } => (method, args, return_id),
+                sent,
+            } => (method, args, return_id, sent),
+        };
+        let series = match series_by_method.get(&method) {
+            Some(series) => series.clone(),
+            None => {
+                let series = env.call_series(record, &method);
+                if series_by_method.len() < MAX_METHOD_SERIES {
+                    series_by_method.insert(method.clone(), series.clone());
+                }
+                series
+            }
         };
         args_ready(env.objects(), &args).await;
         let input = match resolve_args(env.objects(), &args) {
@@ -439,6 +463,10 @@ async fn serve<E: ActorEnv>(
             complete(env.objects(), return_id, Err(death.clone()));
             return death;
         };
+        let started = std::time::Instant::now();
+        if let Some(series) = &series {
+            series.queue_wait.observe(started - sent);
+        }
         let mut attempt = 0;
         let (result, exit) = loop {
             let call = invocation(
@@ -506,6 +534,11 @@ async fn serve<E: ActorEnv>(
                 }
             }
         };
+        if let Some(series) = &series {
+            series.run.observe(started.elapsed());
+            series.end_to_end.observe(sent.elapsed());
+            series.ended(result.as_ref().map(|_| ()).map_err(|e| e.kind));
+        }
         complete(env.objects(), return_id, result);
         if exit {
             return WireError::new(ErrorKind::ActorDied, "the actor exited");
@@ -544,6 +577,8 @@ fn invocation<E: ActorEnv>(
         sandbox: Default::default(),
         // An actor keeps its own instance.
         reuse: None,
+        // Counted when the actor's instance is made.
+        metrics: None,
     }
 }
 

@@ -397,6 +397,48 @@ impl NodeControl for NodeControlService {
         Ok(Response::new(reply))
     }
 
+    async fn check_metrics(
+        &self,
+        request: Request<pb::CheckMetricsRequest>,
+    ) -> Result<Response<pb::CheckMetricsReply>, Status> {
+        peer_identity(&request)?;
+        let r = request.into_inner();
+        let authorization = Some(r.authorization.as_str()).filter(|a| !a.is_empty());
+        let gate = crate::metrics::http::HeadMetricsGate::new(self.gate.clone());
+        use crate::metrics::Scope;
+        use crate::serve::AuthRefusal;
+        let reply = match gate.scope_now(authorization) {
+            Ok((scope, exp)) => pb::CheckMetricsReply {
+                verdict: pb::RouteVerdict::Allowed as i32,
+                message: String::new(),
+                all: scope == Scope::All,
+                tenant: match scope {
+                    Scope::All => String::new(),
+                    Scope::Tenant(t) => t.to_string(),
+                },
+                expires_in_s: exp.saturating_sub(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                ),
+            },
+            Err(refusal) => {
+                let (verdict, message) = match refusal {
+                    AuthRefusal::Unauthenticated(m) => (pb::RouteVerdict::Unauthenticated, m),
+                    AuthRefusal::Denied(m) => (pb::RouteVerdict::Denied, m),
+                    AuthRefusal::Foreign => (pb::RouteVerdict::Denied, String::new()),
+                    AuthRefusal::Unavailable(m) => return Err(Status::unavailable(m)),
+                };
+                pb::CheckMetricsReply {
+                    verdict: verdict as i32,
+                    message,
+                    ..Default::default()
+                }
+            }
+        };
+        Ok(Response::new(reply))
+    }
+
     async fn lease_requests(
         &self,
         request: Request<pb::LeaseRequestsRequest>,

@@ -57,7 +57,7 @@ fn require_node_certificate(request: Request<()>) -> Result<Request<()>, Status>
 pub async fn serve(
     state_dir: &std::path::Path,
     options: HeadOptions,
-    ready: impl FnOnce(SocketAddr, Option<SocketAddr>),
+    ready: impl FnOnce(SocketAddr, Option<SocketAddr>, Option<SocketAddr>),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
     let files = ClusterFiles::new(state_dir);
@@ -132,6 +132,33 @@ pub async fn serve(
         }
         None => (None, None),
     };
+    // `/metrics`, with the ingress's certificate.
+    let (metrics_bound, metrics_stop) = match options.metrics_listen {
+        Some(listen) => {
+            let (cert, key) = match &options.http_tls {
+                Some((cert, key)) => (cert.as_slice(), key.as_slice()),
+                None => (
+                    credentials.cert_pem.as_slice(),
+                    credentials.key_pem.as_slice(),
+                ),
+            };
+            let tls = crate::serve::Ingress::tls(cert, key)
+                .map_err(|e| ApiError::Transport(e.to_string()))?;
+            let endpoint = crate::metrics::http::MetricsEndpoint::new(
+                head_node.metrics().clone(),
+                Arc::new(HeadGauges {
+                    membership: membership.clone(),
+                }),
+                crate::metrics::http::HeadMetricsGate::new(gate.clone()),
+            );
+            let (bound, stop) = endpoint
+                .start(listen, tls)
+                .await
+                .map_err(|e| ApiError::Transport(format!("cannot listen on {listen}: {e}")))?;
+            (Some(bound), Some(stop))
+        }
+        None => (None, None),
+    };
     let api = ApiHandle(Arc::new(Api {
         cluster,
         access,
@@ -191,7 +218,7 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_NODE_MESSAGE),
             require_node_certificate,
         ));
-    ready(bound, http_bound);
+    ready(bound, http_bound, metrics_bound);
     // On shutdown: stop accepting, stop the running jobs (their records
     // end as stopped, and their waiters get answers), and give calls in
     // flight the grace, no more.
@@ -202,6 +229,7 @@ pub async fn serve(
         if let Some(stop) = ingress_stop {
             let _ = stop.send(());
         }
+        drop(metrics_stop);
         stopping.apps.stop_all().await;
         stopping.cluster.head().stop_all_jobs().await;
     };
@@ -218,4 +246,17 @@ pub async fn serve(
     )
     .await
     .map_err(|e| ApiError::Transport(e.to_string()))
+}
+
+/// The head's gauges: its node's, and the nodes alive.
+struct HeadGauges {
+    membership: Arc<crate::head::Membership>,
+}
+
+impl crate::metrics::GaugeSource for HeadGauges {
+    fn gauges(&self) -> crate::metrics::NodeGauges {
+        let mut gauges = self.membership.head_node().metric_gauges();
+        gauges.nodes_alive = Some(self.membership.alive());
+        gauges
+    }
 }

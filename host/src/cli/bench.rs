@@ -407,6 +407,7 @@ async fn instantiate_median_us(config: &NodeConfig, n: usize) -> anyhow::Result<
             sandbox: Default::default(),
             // The figure is a fresh instance's cost.
             reuse: None,
+            metrics: None,
         };
         let start = Instant::now();
         let outcome = runtime

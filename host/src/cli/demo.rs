@@ -399,6 +399,11 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
                 outln!("{label:<24} {ms:>7.1} ms  {mark:<6} {text}")?;
             }
         }
+        // What the node's `/metrics` shows after the examples.
+        failed += super::demo_serve::report("metrics", async {
+            check_metrics(&cluster)
+        })
+        .await?;
         // The served applications, over HTTPS.
         failed += super::demo_serve::report(
             "serve/converter",
@@ -417,4 +422,36 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
         outln!("\ntotal {:.2} s", started.elapsed().as_secs_f64())?;
         Ok(if failed == 0 { 0 } else { 1 })
     })
+}
+
+/// Checks what the embedded node would serve on `/metrics` to a cluster
+/// admin after the examples ran: the built-in task and actor call
+/// series, and the account actor's own metrics.
+fn check_metrics(cluster: &EmbeddedCluster) -> Result<String, String> {
+    let node = cluster.node();
+    let text = node
+        .metrics()
+        .render(&crate::metrics::Scope::All, node.metric_gauges());
+    let value = |prefix: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let tasks =
+        value("prism_tasks_total{tenant=\"default\",function=\"count_inside\",outcome=\"ok\"}");
+    let overdrafts = value("prism_guest_failed_withdrawals_total{job=")
+        .filter(|_| text.contains("reason=\"overdraft\""));
+    let balance = value("prism_guest_account_balance{");
+    let summary = format!(
+        "{} series lines; pi's count_inside tasks ok: {}; failed_withdrawals: {}; account_balance: {}",
+        text.lines().filter(|l| !l.starts_with('#')).count(),
+        tasks.map_or("missing".into(), |v| v.to_string()),
+        overdrafts.map_or("missing".into(), |v| v.to_string()),
+        balance.map_or("missing".into(), |v| v.to_string()),
+    );
+    match (tasks, overdrafts, balance) {
+        (Some(t), Some(_), Some(b)) if t >= 100.0 && b == 1300.0 => Ok(summary),
+        _ => Err(summary),
+    }
 }

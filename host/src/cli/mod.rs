@@ -156,6 +156,14 @@ struct NodeArgs {
     /// 536870912, 512 MiB).
     #[arg(long)]
     gpu_memory_per_instance: Option<u64>,
+    /// Guest metric series one tenant may hold on this node; an update
+    /// past it is refused (default: 1000).
+    #[arg(long)]
+    guest_metric_series: Option<usize>,
+    /// Record none of the built-in task, actor call and instance series
+    /// (`prism bench --no-metrics` measures their cost; default: recorded).
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 impl NodeArgs {
@@ -201,6 +209,10 @@ impl NodeArgs {
         if let Some(bytes) = self.gpu_memory_per_instance {
             config.gpu.memory_per_instance = bytes;
         }
+        if let Some(n) = self.guest_metric_series {
+            config.metrics.guest_series = n;
+        }
+        config.metrics.enabled = !self.no_metrics;
         Ok(config)
     }
 }

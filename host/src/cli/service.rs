@@ -55,6 +55,11 @@ pub(super) struct StartArgs {
     /// The ingress certificate's private key (PEM), with --http-cert.
     #[arg(long, requires = "http_cert")]
     http_key: Option<PathBuf>,
+    /// Where this node serves `/metrics` (Prometheus text) over HTTPS,
+    /// e.g. 0.0.0.0:9464, with the ingress's certificate; scrapes need a
+    /// bearer token (default: not served).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Where other nodes reach this one, `host:port` (default: the bound
     /// address). For the head, the host must be a name of its certificate
     /// (`prism init --san`); a worker's certificate names the node
@@ -246,13 +251,26 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The end of a node's first line: `, serving HTTP on https://…` and
+/// `, metrics on https://…` for what it serves.
+fn also_serving(http: Option<SocketAddr>, metrics: Option<SocketAddr>) -> String {
+    let mut out = String::new();
+    if let Some(http) = http {
+        out.push_str(&format!(", serving HTTP on https://{http}"));
+    }
+    if let Some(metrics) = metrics {
+        out.push_str(&format!(", metrics on https://{metrics}"));
+    }
+    out
+}
+
 /// The ingress certificate and key the flags name, read.
 fn http_tls(args: &StartArgs) -> anyhow::Result<Option<(Vec<u8>, Vec<u8>)>> {
     let (Some(cert), Some(key)) = (&args.http_cert, &args.http_key) else {
         return Ok(None);
     };
-    if args.http_listen.is_none() {
-        anyhow::bail!("--http-cert and --http-key need --http-listen");
+    if args.http_listen.is_none() && args.metrics_listen.is_none() {
+        anyhow::bail!("--http-cert and --http-key need --http-listen or --metrics-listen");
     }
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let (cert, key) = (read(cert)?, read(key)?);
@@ -299,24 +317,20 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
             shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
             http_listen: args.http_listen,
             http_tls: http_tls(&args)?,
+            metrics_listen: args.metrics_listen,
         };
         super::tokio_runtime()?.block_on(async {
             let shutdown = shutdown_signal();
             crate::net::worker::run_worker(
                 options,
-                |id, bound, http| {
+                |id, bound, http, metrics| {
                     // Tests and scripts wait for this line. A service
                     // whose stdout was closed keeps serving.
-                    let _ = match http {
-                        Some(http) => outln!(
-                            "prism worker {id} listening on https://{bound}, joined {}, serving HTTP on https://{http}",
-                            escape_terminal(head)
-                        ),
-                        None => outln!(
-                            "prism worker {id} listening on https://{bound}, joined {}",
-                            escape_terminal(head)
-                        ),
-                    };
+                    let _ = outln!(
+                        "prism worker {id} listening on https://{bound}, joined {}{}",
+                        escape_terminal(head),
+                        also_serving(http, metrics)
+                    );
                 },
                 shutdown,
             )
@@ -342,6 +356,7 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     options.audit_log = args.audit_log.clone();
     options.http_listen = args.http_listen;
     options.http_tls = http_tls(&args)?;
+    options.metrics_listen = args.metrics_listen;
     options.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
     options.job_limits = crate::api::JobLimits {
         live_per_tenant: args.tenant_live_jobs.max(1),
@@ -353,15 +368,13 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
         crate::api::serve(
             &args.dir,
             options,
-            |bound, http| {
+            |bound, http, metrics| {
                 // Tests and scripts wait for this line. A service whose
                 // stdout was closed keeps serving.
-                let _ = match http {
-                    Some(http) => outln!(
-                        "prism head listening on https://{bound}, serving HTTP on https://{http}"
-                    ),
-                    None => outln!("prism head listening on https://{bound}"),
-                };
+                let _ = outln!(
+                    "prism head listening on https://{bound}{}",
+                    also_serving(http, metrics)
+                );
             },
             shutdown,
         )

@@ -333,6 +333,10 @@ impl Membership {
                 "a node may only report for itself".into(),
             ));
         }
+        self.head_node
+            .metrics()
+            .heartbeats
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut came_back = false;
         let changed_address = {
             let mut nodes = self.lock();
@@ -366,6 +370,11 @@ impl Membership {
             self.release_stale_groups(caller);
         }
         Ok(view)
+    }
+
+    /// Nodes alive, the head's own included.
+    pub fn alive(&self) -> u64 {
+        1 + self.lock().values().filter(|e| e.alive).count() as u64
     }
 
     /// The cluster view: the head's node and every known node.
@@ -474,6 +483,11 @@ impl Membership {
             for (id, _) in &died {
                 tracing::warn!(node = %id, "no heartbeat for {:?}: node declared dead", membership.config.node_timeout);
             }
+            membership
+                .head_node
+                .metrics()
+                .node_deaths
+                .fetch_add(died.len() as u64, std::sync::atomic::Ordering::Relaxed);
             membership.buried(&died);
             membership.peers.update(&membership.view());
         }

@@ -46,6 +46,9 @@ pub struct HeadOptions {
     /// The ingress's certificate chain and key (PEM); default: the
     /// head's certificate.
     pub http_tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where `/metrics` is served over HTTPS, with the ingress's
+    /// certificate (default: none, not served).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl HeadOptions {
@@ -62,6 +65,7 @@ impl HeadOptions {
             job_limits: JobLimits::default(),
             http_listen: None,
             http_tls: None,
+            metrics_listen: None,
         }
     }
 }

@@ -26,6 +26,7 @@
 
 mod calls;
 pub mod grant;
+pub mod metrics;
 pub mod peers;
 pub mod placement;
 pub mod serving;

@@ -66,6 +66,9 @@ pub struct WorkerOptions {
     /// node's certificate (valid for `<node id>.node.prism`, from the
     /// cluster CA).
     pub http_tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where to serve `/metrics` over HTTPS, with the ingress's
+    /// certificate (default: not served).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// What `node.json` holds.
@@ -370,7 +373,7 @@ impl NamedStore for RemoteNamed {
 /// serves on.
 pub async fn run_worker(
     options: WorkerOptions,
-    ready: impl FnOnce(&str, SocketAddr, Option<SocketAddr>),
+    ready: impl FnOnce(&str, SocketAddr, Option<SocketAddr>, Option<SocketAddr>),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), NetError> {
     std::fs::create_dir_all(&options.dir).map_err(|e| state_error(&options.dir, e))?;
@@ -564,6 +567,29 @@ pub async fn run_worker(
         }
         None => None,
     };
+    // `/metrics`, answering tokens through the head.
+    let metrics = match options.metrics_listen {
+        Some(listen) => {
+            let (cert, key) = options
+                .http_tls
+                .clone()
+                .unwrap_or_else(|| (credentials.cert_pem.clone(), credentials.key_pem.clone()));
+            let tls = crate::serve::Ingress::tls(&cert, &key)
+                .map_err(|e| NetError::State(e.to_string()))?;
+            let gauges: Arc<dyn crate::metrics::GaugeSource> = node.clone();
+            let endpoint = crate::metrics::http::MetricsEndpoint::new(
+                node.metrics().clone(),
+                gauges,
+                Arc::new(super::metrics::RemoteMetricsGate::new(control.clone())),
+            );
+            let started = endpoint
+                .start(listen, tls)
+                .await
+                .map_err(|e| NetError::Transport(format!("cannot listen on {listen}: {e}")))?;
+            Some(started)
+        }
+        None => None,
+    };
     let leave_client = control.clone();
     let beat = tokio::spawn(heartbeat(
         control,
@@ -573,7 +599,12 @@ pub async fn run_worker(
         advertise.clone(),
         Duration::from_millis(identity.heartbeat_interval_ms),
     ));
-    ready(&identity.node_id, bound, http.as_ref().map(|h| h.0));
+    ready(
+        &identity.node_id,
+        bound,
+        http.as_ref().map(|h| h.0),
+        metrics.as_ref().map(|m| m.0),
+    );
     // On shutdown: stop beating, tell the head this node leaves (so its
     // tasks move now rather than after the node timeout), then let calls
     // in flight finish within the grace.

@@ -300,6 +300,20 @@ impl Drop for Rollback<'_> {
 }
 
 impl ActorEnv for Node {
+    fn call_series(
+        &self,
+        record: &ActorRecord,
+        method: &str,
+    ) -> Option<Arc<crate::metrics::calls::CallSeries>> {
+        let tenant = crate::security::tenants::TenantId::new(record.namespace.tenant());
+        let metrics = self.metrics.tenant(&tenant)?;
+        Some(
+            metrics
+                .actor_calls
+                .get(&format!("{}.{method}", record.class)),
+        )
+    }
+
     fn objects(&self) -> &ObjectStore {
         &self.objects
     }
@@ -347,15 +361,22 @@ impl ActorEnv for Node {
                 sandbox: job.sandbox.clone(),
                 lend_sleeps: false,
             };
+            let metrics = job.account.tenant().metrics().cloned();
             let host = Arc::new(TaskHost {
                 node: node.clone(),
                 job,
                 slot,
                 function: record.class.clone(),
             });
-            node.runtime
+            let making = std::time::Instant::now();
+            let made = node
+                .runtime
                 .instantiate(module, host, setup, &Arc::new(CancelToken::default()))
-                .await
+                .await;
+            if let (Ok(_), Some(metrics)) = (&made, metrics) {
+                metrics.instance(Some(making.elapsed()));
+            }
+            made
         })
     }
 

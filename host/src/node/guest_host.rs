@@ -37,6 +37,19 @@ impl TaskHost {
 }
 
 impl GuestHost for TaskHost {
+    fn metric(
+        &self,
+        update: &prism_abi::metrics::MetricUpdate,
+    ) -> Result<(), crate::metrics::GuestMetricError> {
+        let job = self.job.id.to_string();
+        let origin = crate::metrics::Origin {
+            tenant: self.job.account.tenant().name(),
+            namespace: self.job.ticket.namespace.namespace(),
+            job: &job,
+        };
+        self.node.metrics.guest.record(origin, update)
+    }
+
     fn submit(&self, function: &str, args: Vec<Arg>, options: prism_abi::TaskOptions) -> ObjectId {
         let return_id = self.node.objects.new_object_id();
         let args = self.node.scrub_refs(&self.job, args, true);

@@ -109,6 +109,8 @@ pub struct Node {
     remote_jobs: Mutex<std::collections::HashSet<OwnerId>>,
     /// What each tenant uses here.
     accounts: Accounts,
+    /// The node's metrics (`/metrics`).
+    metrics: Arc<crate::metrics::NodeMetrics>,
     /// Jobs the head started here that have not ended, and whether the
     /// head asked to stop them: a stop that comes while the job's module
     /// is still loading keeps its driver from starting at all.
@@ -183,6 +185,8 @@ impl Node {
             .map_err(|e| ClusterError::Startup(e.to_string()))?;
         let total = ResourceSet::new(config.cpus, config.memory, &config.resources)
             .map_err(|e| ClusterError::Startup(e.to_string()))?;
+        let metrics =
+            crate::metrics::NodeMetrics::new(config.metrics.enabled, config.metrics.guest_series);
         Ok(Arc::new_cyclic(|me: &Weak<Node>| {
             let links = links(me, &objects);
             let (remote, remote_actors, directory, named_remote) = match links.cluster {
@@ -232,7 +236,8 @@ impl Node {
                 named_elsewhere: Mutex::new(HashMap::new()),
                 moved: Mutex::new(HashMap::new()),
                 remote_jobs: Mutex::new(Default::default()),
-                accounts: Accounts::default(),
+                accounts: Accounts::new(metrics.clone()),
+                metrics,
                 held_groups: Mutex::new(HashMap::new()),
                 deployments: std::sync::RwLock::new(None),
                 starting_jobs: Mutex::new(HashMap::new()),
@@ -245,6 +250,11 @@ impl Node {
     /// The node's object store.
     pub fn objects(&self) -> &Arc<ObjectStore> {
         &self.objects
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::NodeMetrics> {
+        &self.metrics
     }
 
     /// The node's scheduler.
@@ -283,6 +293,43 @@ impl Node {
     /// The GPUs the node offers, indexed as guests see them.
     pub fn gpu_adapters(&self) -> Vec<AdapterSummary> {
         self.gpus().adapters()
+    }
+
+    /// What the node holds and uses now, for `/metrics`.
+    pub fn metric_gauges(&self) -> crate::metrics::NodeGauges {
+        let (total, available) = (self.scheduler.total(), self.scheduler.available());
+        let mut resources = vec![
+            (
+                "cpus".to_string(),
+                total.cpu_milli as f64 / 1000.0,
+                available.cpu_milli as f64 / 1000.0,
+            ),
+            (
+                "memory_bytes".to_string(),
+                total.memory as f64,
+                available.memory as f64,
+            ),
+        ];
+        for (name, milli) in &total.custom {
+            let free = available.custom.get(name).copied().unwrap_or(0);
+            resources.push((name.clone(), *milli as f64 / 1000.0, free as f64 / 1000.0));
+        }
+        let stats = self.scheduler.stats();
+        let gpu = self
+            .gpus
+            .get()
+            .filter(|g| g.count() > 0)
+            .map(|g| g.usage())
+            .map(|u| (u.live_buffers, u.live_bytes));
+        crate::metrics::NodeGauges {
+            resources,
+            pending_tasks: stats.pending as u64,
+            running_tasks: stats.running as u64,
+            store: self.objects.stats(),
+            gpu,
+            tenants: self.accounts.all().iter().map(|t| t.gauges()).collect(),
+            nodes_alive: None,
+        }
     }
 
     /// GPU buffers alive in this node's instances.
@@ -517,6 +564,7 @@ impl TaskExecutor for Node {
                     tenant: job.tenant.clone(),
                     max_calls: run.spec.max_calls,
                 }),
+                metrics: job.account.tenant().metrics().cloned(),
             };
             let gpu = node.gpu_context(run.slot.gpus());
             let outcome = node.runtime.invoke(module, call, host, gpu).await;
@@ -663,4 +711,10 @@ fn no_such_actor(actor: ActorId) -> WireError {
         ErrorKind::ActorDied,
         format!("no actor with id {actor} exists (or it died long ago)"),
     )
+}
+
+impl crate::metrics::GaugeSource for Node {
+    fn gauges(&self) -> crate::metrics::NodeGauges {
+        self.metric_gauges()
+    }
 }

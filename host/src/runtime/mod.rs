@@ -157,6 +157,15 @@ pub trait GuestHost: Send + Sync + 'static {
         deployment: &str,
         call: crate::cluster::DeploymentCall,
     ) -> ObjectId;
+    /// Records a guest metric update for the caller's tenant, namespace
+    /// and job. Default: dropped (a host that keeps no metrics).
+    fn metric(
+        &self,
+        update: &prism_abi::metrics::MetricUpdate,
+    ) -> Result<(), crate::metrics::GuestMetricError> {
+        let _ = update;
+        Ok(())
+    }
     /// What the caller's job may do (checked by the ABI before calls
     /// that answer a denial with a status code). Default: everything.
     fn permissions(&self) -> crate::security::GuestPermissions {
@@ -260,6 +269,9 @@ pub struct Invocation {
     /// it, and keep its own for the next (none: a fresh instance, dropped
     /// after the call). See [`Reuse`].
     pub reuse: Option<Reuse>,
+    /// Where the instance it takes is counted (fresh or warm, and how
+    /// long making a fresh one took); `None`: nowhere.
+    pub metrics: Option<Arc<crate::metrics::TenantMetrics>>,
 }
 
 /// What a call produced.
@@ -388,6 +400,9 @@ impl Runtime {
                 self.warm
                     .take(reuse, module.hash(), &call.function, memory_limit)
         {
+            if let Some(metrics) = &call.metrics {
+                metrics.instance(None);
+            }
             instance.rebind(host, memory_limit);
             let function = call.function.clone();
             let outcome = instance.call(call).await;
@@ -406,8 +421,12 @@ impl Runtime {
             sandbox: call.sandbox.clone(),
             lend_sleeps: call.entry == EntryKind::Main,
         };
+        let making = std::time::Instant::now();
         match self.instantiate(module, host, setup, &call.cancel).await {
             Ok(mut instance) => {
+                if let Some(metrics) = &call.metrics {
+                    metrics.instance(Some(making.elapsed()));
+                }
                 let function = call.function.clone();
                 let outcome = instance.call(call).await;
                 if let Some(reuse) = &reuse {

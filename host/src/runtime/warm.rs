@@ -350,6 +350,7 @@ mod tests {
             env: None,
             sandbox: Default::default(),
             reuse,
+            metrics: None,
         };
         let outcome: InvocationOutcome = runtime
             .invoke(module, call, Arc::new(NoServices), GpuContext::none())

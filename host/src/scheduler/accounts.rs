@@ -8,6 +8,7 @@
 //! admitted is ever taken back.
 
 use super::resources::ResourceSet;
+use crate::metrics::{NodeMetrics, TenantGauges, TenantMetrics};
 use crate::security::tenants::TenantId;
 use crate::security::{JobGrant, Quotas};
 use crate::sync::{MutexExt, RwLockExt};
@@ -81,6 +82,8 @@ pub struct TenantAccount {
     elsewhere: Mutex<Usage>,
     /// The revision of the quotas and weight held ([`JobGrant`]).
     revision: AtomicU64,
+    /// Its series on this node (`None` with metrics off).
+    metrics: Option<Arc<TenantMetrics>>,
 }
 
 /// Counts task starts on this node, for [`TenantAccount::last_served`].
@@ -125,8 +128,9 @@ fn milli(value: f64) -> u64 {
 }
 
 impl TenantAccount {
-    fn new(grant: &JobGrant) -> Self {
+    fn new(grant: &JobGrant, metrics: Option<Arc<TenantMetrics>>) -> Self {
         TenantAccount {
+            metrics,
             name: grant.tenant.clone(),
             weight: AtomicU64::new(grant.weight.to_bits()),
             quotas: RwLock::new(grant.quotas),
@@ -139,6 +143,11 @@ impl TenantAccount {
             elsewhere: Mutex::new(Usage::default()),
             revision: AtomicU64::new(grant.quota_revision),
         }
+    }
+
+    /// Its metrics on this node (`None` with metrics off).
+    pub fn metrics(&self) -> Option<&Arc<TenantMetrics>> {
+        self.metrics.as_ref()
     }
 
     fn elsewhere(&self) -> Usage {
@@ -164,8 +173,36 @@ impl TenantAccount {
     }
 
     /// The quotas in force (a copy: read per task, so no allocation).
-    fn quotas(&self) -> Quotas {
+    /// Its quotas (cluster-wide), as the newest grant gave them.
+    pub fn quotas(&self) -> Quotas {
         *self.quotas.read_locked()
+    }
+
+    /// Its gauges for `/metrics`: what it uses here against its quotas.
+    pub fn gauges(&self) -> TenantGauges {
+        let used = self.usage();
+        let q = self.quotas();
+        let count = |n: u64| n as f64;
+        TenantGauges {
+            tenant: self.name.clone(),
+            queued_tasks: used.queued_tasks,
+            usage: vec![
+                ("cpus", used.cpu_milli as f64 / 1000.0, q.cpus),
+                ("memory_bytes", count(used.memory), q.memory.map(count)),
+                ("gpus", used.gpu_milli as f64 / 1000.0, q.gpus),
+                (
+                    "object_store_bytes",
+                    count(used.object_bytes),
+                    q.object_store_bytes.map(count),
+                ),
+                ("actors", count(used.actors), q.actors.map(count)),
+                (
+                    "queued_tasks",
+                    count(used.queued_tasks),
+                    q.queued_tasks.map(count),
+                ),
+            ],
+        }
     }
 
     /// Takes the grant's quotas and weight unless those held are newer (a
@@ -474,14 +511,39 @@ impl JobAccount {
 }
 
 /// The node's accounts, one per tenant seen.
-#[derive(Default)]
 pub struct Accounts {
     tenants: Mutex<HashMap<TenantId, Arc<TenantAccount>>>,
     /// The latest report of what tenants use on other nodes.
     elsewhere: Mutex<HashMap<String, Usage>>,
+    metrics: Arc<NodeMetrics>,
+}
+
+impl Default for Accounts {
+    fn default() -> Self {
+        Accounts::new(NodeMetrics::new(
+            true,
+            crate::metrics::guest::DEFAULT_MAX_SERIES,
+        ))
+    }
 }
 
 impl Accounts {
+    /// No accounts yet; tenants' series go to `metrics`.
+    pub fn new(metrics: Arc<NodeMetrics>) -> Accounts {
+        Accounts {
+            tenants: Mutex::default(),
+            elsewhere: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// Every tenant's account here, sorted by tenant.
+    pub fn all(&self) -> Vec<Arc<TenantAccount>> {
+        let mut all: Vec<_> = self.tenants.locked().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// A new job's account under its tenant's (whose weight and quotas
     /// the grant updates: the newest grant carries the newest figures).
     pub fn open_job(&self, grant: &JobGrant) -> Arc<JobAccount> {
@@ -493,7 +555,10 @@ impl Accounts {
                     t.clone()
                 }
                 None => {
-                    let t = Arc::new(TenantAccount::new(grant));
+                    let t = Arc::new(TenantAccount::new(
+                        grant,
+                        self.metrics.tenant(&grant.tenant),
+                    ));
                     if let Some(other) = self.elsewhere.locked().get(grant.tenant.as_str()) {
                         *t.elsewhere.locked() = *other;
                     }

@@ -116,7 +116,16 @@ impl Shared {
                     slot: slot.clone(),
                 };
                 self.executed.fetch_add(1, Ordering::Relaxed);
-                executor.execute(run).await
+                match &entry.series {
+                    Some(series) => {
+                        let started = std::time::Instant::now();
+                        series.queue_wait.observe(started - entry.submitted);
+                        let result = executor.execute(run).await;
+                        series.run.observe(started.elapsed());
+                        result
+                    }
+                    None => executor.execute(run).await,
+                }
             }
         };
         slot.release();
@@ -172,6 +181,10 @@ impl Shared {
 
     pub(super) fn finish(&self, entry: &TaskEntry, result: Result<Bytes, WireError>) {
         self.lock().tasks.remove(&entry.spec.return_id);
+        if let Some(series) = &entry.series {
+            series.end_to_end.observe(entry.submitted.elapsed());
+            series.ended(result.as_ref().map(|_| ()).map_err(|e| e.kind));
+        }
         if let Some(account) = &entry.spec.account {
             if entry.spec.admitted {
                 account.tenant().task_done();

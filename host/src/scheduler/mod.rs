@@ -45,6 +45,7 @@ mod slot;
 mod state;
 
 use crate::ids::{ModuleHash, ObjectId, OwnerId, TaskId};
+use crate::metrics::calls::CallSeries;
 use crate::objects::{Lookup, Object, ObjectStore, Watch};
 use crate::runtime::{BoxFuture, CancelToken};
 use crate::sync::{MutexExt, RwLockExt};
@@ -58,7 +59,7 @@ use resources::{GpuAssignment, GpuShares, ResourceSet};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub use slot::{Lease, SlotHandle, Turn};
@@ -223,6 +224,11 @@ struct TaskEntry {
     /// For a turn ([`Scheduler::turn`]) rather than a task: where its
     /// CPU goes when the queue reaches it.
     turn: Option<Mutex<Option<oneshot::Sender<GpuAssignment>>>>,
+    /// When it was submitted here.
+    submitted: Instant,
+    /// Its function's series (`None` for turns, tasks of no tenant, and
+    /// with metrics off).
+    series: Option<Arc<CallSeries>>,
 }
 
 impl TaskEntry {
@@ -483,6 +489,8 @@ impl Scheduler {
                 attempt: AtomicU32::new(0),
                 phase: AtomicU8::new(WAITING_ARGS),
                 turn: Some(Mutex::new(Some(tx))),
+                submitted: Instant::now(),
+                series: None,
             });
             self.shared.enqueue(entry.clone(), WAITING_ARGS);
             PendingTurn {
@@ -656,7 +664,14 @@ impl Shared {
             })
             .collect();
         let first_attempt = spec.first_attempt;
+        let series = spec
+            .account
+            .as_ref()
+            .and_then(|a| a.tenant().metrics())
+            .map(|m| m.tasks.get(&spec.function));
         let entry = Arc::new(TaskEntry {
+            submitted: Instant::now(),
+            series,
             shape: self.run_shape(&spec),
             spec: Arc::new(spec),
             cancel: Arc::new(CancelToken::default()),
@@ -712,6 +727,9 @@ impl Shared {
             && let Some(account) = &spec.account
         {
             account.tenant().task_done();
+        }
+        if let Some(metrics) = spec.account.as_ref().and_then(|a| a.tenant().metrics()) {
+            metrics.tasks.get(&spec.function).ended(Err(kind));
         }
         let error = Arc::new(WireError::new(kind, message));
         let _ = self.objects.complete(spec.return_id, Object::Error(error));

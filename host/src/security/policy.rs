@@ -71,6 +71,8 @@ pub enum Action {
     /// Deploy an application with a public route (no token needed to
     /// call it) into a namespace.
     PublishRoute,
+    /// Read a tenant's metrics (`/metrics`).
+    ReadMetrics,
     /// Manage a tenant.
     ManageTenant,
     /// Manage the cluster.
@@ -108,6 +110,7 @@ impl Action {
             Action::DeployApp => "DeployApp",
             Action::InvokeRoute => "InvokeRoute",
             Action::PublishRoute => "PublishRoute",
+            Action::ReadMetrics => "ReadMetrics",
             Action::ManageTenant => "ManageTenant",
             Action::ManageCluster => "ManageCluster",
         }
@@ -646,7 +649,7 @@ mod tests {
     const GPU_ML_ONLY: &str = include_str!("../../../policies/examples/gpu-ml-only.cedar");
     const DATA_READER: &str = include_str!("../../../policies/examples/data-reader.cedar");
 
-    const ALL: [Action; 17] = [
+    const ALL: [Action; 18] = [
         Action::SubmitJob,
         Action::UploadModule,
         Action::ReadJob,
@@ -662,6 +665,7 @@ mod tests {
         Action::DeployApp,
         Action::InvokeRoute,
         Action::PublishRoute,
+        Action::ReadMetrics,
         Action::ManageTenant,
         Action::ManageCluster,
     ];
@@ -685,7 +689,9 @@ mod tests {
     /// The resource kind each action applies to, in `tenant`.
     fn resource_for(action: Action, tenant: &str) -> Resource<'_> {
         match action {
-            Action::UploadModule | Action::ManageTenant => Resource::Tenant(tenant),
+            Action::UploadModule | Action::ManageTenant | Action::ReadMetrics => {
+                Resource::Tenant(tenant)
+            }
             Action::ManageCluster => Resource::Cluster,
             _ => ns(tenant, "default"),
         }
@@ -802,6 +808,22 @@ mod tests {
             Resource::Tenant("acme")
         ));
         assert!(!allowed(&p, dev, Action::ManageCluster, Resource::Cluster));
+    }
+
+    #[test]
+    fn every_member_reads_its_own_tenants_metrics_only() {
+        let p = policies();
+        for role in [Role::TenantAdmin, Role::Developer, Role::Viewer] {
+            let who = user("acme", "m", role);
+            assert!(
+                allowed(&p, who, Action::ReadMetrics, Resource::Tenant("acme")),
+                "{role:?}"
+            );
+            assert!(
+                !allowed(&p, who, Action::ReadMetrics, Resource::Tenant("globex")),
+                "{role:?}"
+            );
+        }
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct Target {
     pub deployment: Arc<Deployment>,
     /// The path below its prefix.
     pub path: String,
+    /// Keeps `deployment` from being retired while the request is in
+    /// the ingress.
+    pub entered: super::deployment::Entered,
 }
 
 /// The deployment a request for `path` goes to through `routes` and
@@ -128,6 +131,7 @@ pub(super) fn resolve_in(
         deployment = find(&deployment.tenant, &deployment.app, &way)?;
     }
     Some(Target {
+        entered: super::deployment::Entered::new(&deployment),
         routed,
         deployment,
         path: rest,
@@ -653,9 +657,11 @@ impl crate::cluster::DeploymentCalls for Apps {
                 None => Some(target),
             }
         });
+        let entered = target.as_ref().map(super::deployment::Entered::new);
         let (app, deployment) = (app.to_string(), deployment.to_string());
         Box::pin(async move {
             use prism_abi::{ErrorKind, WireError};
+            let _entered = entered;
             let Some(target) = target else {
                 return Err(WireError::new(
                     ErrorKind::InvalidArgument,

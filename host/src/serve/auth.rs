@@ -158,6 +158,11 @@ impl RouteAccess {
         }
     }
 
+    /// The checks' access (tokens, policies, tenancy).
+    pub fn access(&self) -> &Arc<Access> {
+        &self.access
+    }
+
     /// Whether the holder of `authorization` (the header's value) may
     /// invoke a route of `namespace` in `tenant`.
     pub fn check(

@@ -69,6 +69,28 @@ pub struct Deployment {
     pub(super) mirror: bool,
     /// The load other nodes' ingresses put on it (head side), by node.
     pub(super) remote_loads: Mutex<std::collections::HashMap<String, RemoteLoad>>,
+    /// Requests an ingress routed here that have not been answered yet
+    /// (reading their body, waiting for a replica, running): a retired
+    /// version stays until they end.
+    pub(super) entered: AtomicU64,
+}
+
+/// A request routed to a deployment, until it is answered
+/// ([`Deployment::entered`]).
+pub struct Entered(Arc<Deployment>);
+
+impl Entered {
+    /// Counts a request routed to `deployment`.
+    pub(super) fn new(deployment: &Arc<Deployment>) -> Entered {
+        deployment.entered.fetch_add(1, Ordering::AcqRel);
+        Entered(deployment.clone())
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.entered.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What a node's ingress said of its requests to a deployment.
@@ -159,6 +181,7 @@ impl Deployment {
             stopped: AtomicBool::new(false),
             mirror: false,
             remote_loads: Mutex::default(),
+            entered: AtomicU64::new(0),
         }
     }
 
@@ -255,7 +278,8 @@ impl Deployment {
 
     /// Whether requests are running or waiting.
     pub fn busy(&self) -> bool {
-        self.replicas.ongoing() > 0
+        self.entered.load(Ordering::Acquire) > 0
+            || self.replicas.ongoing() > 0
             || self.replicas.queued() > 0
             || self.batch_waiting() > 0
             || self.remote_load() > 0

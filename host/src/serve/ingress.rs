@@ -87,9 +87,70 @@ pub struct Ingress {
     body_budget: usize,
 }
 
-type HttpResponse = hyper::Response<Full<Bytes>>;
+/// An answer of [`serve_https`]'s handlers.
+pub type HttpResponse = hyper::Response<Full<Bytes>>;
 
-fn plain(status: u16, message: &str) -> HttpResponse {
+/// Serves HTTPS (HTTP/1.1 and HTTP/2) on `listener` with `handle` until
+/// `shutdown` resolves, with the ingress's bounds: at most 10,000
+/// connections, 10 s for a TLS handshake and each request head, request
+/// heads of at most 64 KiB, HTTP/2 pings every 30 s.
+pub async fn serve_https<H, F>(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    shutdown: impl std::future::Future<Output = ()>,
+    handle: H,
+) where
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = HttpResponse> + Send + 'static,
+{
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => return,
+        };
+        let Ok((tcp, _peer)) = accepted else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let tls = tls.clone();
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let answer = handle(request);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .max_header_list_size(MAX_HEADER_BYTES as u32)
+                // A peer that stops answering pings is dropped.
+                .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+                .keep_alive_timeout(HANDSHAKE_TIMEOUT);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+pub(crate) fn plain(status: u16, message: &str) -> HttpResponse {
     let body = serde_json::json!({ "error": message }).to_string();
     let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() =
@@ -228,52 +289,11 @@ impl Ingress {
         tls: TlsAcceptor,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        tokio::pin!(shutdown);
-        loop {
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                return;
-            };
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = &mut shutdown => return,
-            };
-            let Ok((tcp, _peer)) = accepted else {
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let tls = tls.clone();
+        serve_https(listener, tls, shutdown, move |request| {
             let me = self.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await
-                else {
-                    return;
-                };
-                let service = hyper::service::service_fn(move |request| {
-                    let me = me.clone();
-                    async move { Ok::<_, Infallible>(me.handle(request).await) }
-                });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HANDSHAKE_TIMEOUT)
-                    .max_buf_size(MAX_HEADER_BYTES);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .max_concurrent_streams(256)
-                    .max_header_list_size(MAX_HEADER_BYTES as u32)
-                    // A peer that stops answering pings is dropped.
-                    .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
-                    .keep_alive_timeout(HANDSHAKE_TIMEOUT);
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+            async move { me.handle(request).await }
+        })
+        .await;
     }
 
     /// Answers one request.

@@ -96,6 +96,7 @@ pub mod status {
 
 pub mod gpu;
 pub mod http;
+pub mod metrics;
 
 /// Storage tiers of named objects (`prism_v1.named_put`).
 pub mod tier {
@@ -174,6 +175,27 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 17] = [
+        ErrorKind::Application,
+        ErrorKind::Panic,
+        ErrorKind::Trap,
+        ErrorKind::MemoryLimitExceeded,
+        ErrorKind::DeadlineExceeded,
+        ErrorKind::Cancelled,
+        ErrorKind::Unschedulable,
+        ErrorKind::InvalidModule,
+        ErrorKind::FunctionNotFound,
+        ErrorKind::InvalidArgument,
+        ErrorKind::ObjectNotFound,
+        ErrorKind::WorkerDied,
+        ErrorKind::ActorDied,
+        ErrorKind::System,
+        ErrorKind::ObjectLost,
+        ErrorKind::PermissionDenied,
+        ErrorKind::QuotaExceeded,
+    ];
+
     /// Whether a failure of this kind is retried (within `max_retries`).
     pub fn is_retryable(self) -> bool {
         matches!(

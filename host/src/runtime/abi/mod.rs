@@ -57,6 +57,7 @@ const FUNCTIONS: &[&str] = &[
     "pg_remove",
     "serve_call",
     "serve_call_method",
+    "metric",
 ];
 
 /// Whether `prism_v1` has a function of this name.
@@ -595,6 +596,26 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
                 .host
                 .log(level, &String::from_utf8_lossy(&bytes));
             Ok(())
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        "metric",
+        |caller: Caller<'_, TaskState>, ptr: i32, len: i32| -> anyhow::Result<i32> {
+            use crate::metrics::GuestMetricError;
+            if !(0..=prism_abi::metrics::MAX_METRIC_UPDATE_LEN as i32).contains(&len) {
+                return Ok(status::INVALID_ARGUMENT);
+            }
+            let bytes = read("metric", &caller, ptr, len)?;
+            let Ok(update) = prism_abi::metrics::MetricUpdate::decode(&bytes) else {
+                return Ok(status::INVALID_ARGUMENT);
+            };
+            Ok(match caller.data().host.metric(&update) {
+                Ok(()) => status::OK,
+                Err(GuestMetricError::TooManySeries { .. }) => status::QUOTA_EXCEEDED,
+                Err(_) => status::INVALID_ARGUMENT,
+            })
         },
     )?;
 
