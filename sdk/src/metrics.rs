@@ -1,7 +1,7 @@
 //! Metrics from guest code: counters, gauges and histograms that the
 //! node serves on `/metrics` next to its own, as
 //! `prism_guest_<name>` with the labels given here plus `tenant`,
-//! `namespace` and `job`, which the host sets (a guest cannot).
+//! `namespace` and `job_id`, which the host sets (a guest cannot).
 //!
 //! ```no_run
 //! use prism::metrics;
@@ -16,8 +16,8 @@
 //! ```
 //!
 //! Names are `[a-zA-Z_][a-zA-Z0-9_]*` (at most 128 bytes); at most 8
-//! labels, names like metric names (not `tenant`, `namespace`, `job`,
-//! `le`, `quantile`, nor starting with `__`), values at most 256 bytes.
+//! labels, names like metric names (not `tenant`, `namespace`, `job_id`,
+//! `job`, `instance`, `le`, `quantile`, nor starting with `__`), values at most 256 bytes.
 //! A name keeps the kind of its first update within a tenant. A tenant
 //! holds a bounded number of series per node (1,000 by default): an
 //! update that would add one more fails with [`Error::QuotaExceeded`]

@@ -440,7 +440,7 @@ fn check_metrics(cluster: &EmbeddedCluster) -> Result<String, String> {
     };
     let tasks =
         value("prism_tasks_total{tenant=\"default\",function=\"count_inside\",outcome=\"ok\"}");
-    let overdrafts = value("prism_guest_failed_withdrawals_total{job=")
+    let overdrafts = value("prism_guest_failed_withdrawals_total{job_id=")
         .filter(|_| text.contains("reason=\"overdraft\""));
     let balance = value("prism_guest_account_balance{");
     let summary = format!(

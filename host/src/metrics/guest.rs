@@ -228,7 +228,7 @@ fn checked_labels(origin: Origin<'_>, update: &MetricUpdate) -> Result<Labels, G
         )));
     }
     let mut labels: Labels = vec![
-        ("job".to_string(), origin.job.to_string()),
+        ("job_id".to_string(), origin.job.to_string()),
         ("namespace".to_string(), origin.namespace.to_string()),
         ("tenant".to_string(), origin.tenant.to_string()),
     ];
@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(families[1].series[0].1, GuestValue::Counter(3.0));
         let labels = &families[1].series[0].0;
         assert!(labels.contains(&("tenant".into(), "acme".into())));
-        assert!(labels.contains(&("job".into(), "j1".into())));
+        assert!(labels.contains(&("job_id".into(), "j1".into())));
         assert!(labels.contains(&("why".into(), "funds".into())));
         let GuestValue::Histogram { counts, sum } = &families[2].series[0].1 else {
             panic!("not a histogram");
@@ -333,6 +333,8 @@ mod tests {
         for labels in [
             &[("tenant", "other")][..],
             &[("job", "x")],
+            &[("job_id", "x")],
+            &[("instance", "x")],
             &[("le", "1")],
             &[("__name__", "x")],
             &[("a-b", "x")],

@@ -30,6 +30,13 @@ const BOUNDS_NS: [u64; 21] = [
     60_000_000_000,
 ];
 
+/// The same bounds in seconds, as written in the text format (a bound
+/// computed from nanoseconds would print as 0.005000000000000001).
+const BOUNDS_S: [f64; BOUNDS_NS.len()] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// Counts of durations by bucket, and their sum.
 pub struct Histogram {
     /// One per bound, then `+Inf`; not cumulative.
@@ -69,9 +76,9 @@ impl Histogram {
 
     /// Its current counts.
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let buckets: Vec<(f64, u64)> = BOUNDS_NS
+        let buckets: Vec<(f64, u64)> = BOUNDS_S
             .iter()
-            .map(|ns| *ns as f64 / 1e9)
+            .copied()
             .chain(std::iter::once(f64::INFINITY))
             .zip(self.counts.iter().map(|c| c.load(Ordering::Relaxed)))
             .collect();
@@ -86,6 +93,13 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bounds_in_seconds_are_the_bounds_in_nanoseconds() {
+        for (ns, s) in BOUNDS_NS.iter().zip(BOUNDS_S) {
+            assert!((*ns as f64 / 1e9 - s).abs() < 1e-12, "{ns} {s}");
+        }
+    }
 
     #[test]
     fn durations_land_in_the_first_bucket_that_holds_them() {

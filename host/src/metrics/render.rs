@@ -499,9 +499,12 @@ mod tests {
             )
         );
         assert!(text.contains("outcome=\"panic\"} 1"));
-        assert!(text.contains(
-            "prism_task_run_seconds_bucket{tenant=\"acme\",function=\"resize\",le=\"0.005\"} 1"
-        ));
+        assert!(
+            text.contains(
+                "prism_task_run_seconds_bucket{le=\"0.005\",tenant=\"acme\",function=\"resize\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.contains("prism_instances_total{tenant=\"acme\",kind=\"fresh\"} 1"));
         assert!(text.contains("prism_tenant_queued_tasks{tenant=\"acme\"} 4"));
         assert!(text.contains("prism_tenant_quota{tenant=\"acme\",resource=\"cpus\"} 1.0"));

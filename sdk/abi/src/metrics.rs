@@ -13,8 +13,19 @@ pub const MAX_METRIC_LABELS: usize = 8;
 pub const MAX_LABEL_NAME_LEN: usize = 64;
 /// Longest label value, in bytes.
 pub const MAX_LABEL_VALUE_LEN: usize = 256;
-/// Label names the host sets on every guest series; a guest may not.
-pub const RESERVED_LABELS: [&str; 5] = ["tenant", "namespace", "job", "le", "quantile"];
+/// Label names the host sets on every guest series (`tenant`,
+/// `namespace`, `job_id`), that Prometheus sets on every target (`job`,
+/// `instance`), or that the format gives a meaning (`le`, `quantile`); a
+/// guest may use none of them.
+pub const RESERVED_LABELS: [&str; 7] = [
+    "tenant",
+    "namespace",
+    "job_id",
+    "job",
+    "instance",
+    "le",
+    "quantile",
+];
 /// Upper bounds of a guest histogram's buckets (`+Inf` follows), as
 /// Prometheus' client libraries default to.
 pub const HISTOGRAM_BOUNDS: [f64; 11] = [
