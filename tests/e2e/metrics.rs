@@ -154,11 +154,23 @@ async fn metrics_are_served_per_tenant_over_https_with_the_heads_checks() {
     assert_eq!(status, 200);
     assert!(!zeta_text.contains("tenant=\"acme\""), "{zeta_text}");
 
-    // A cluster admin sees every tenant and the nodes.
+    // A call with a forged token is refused (UNAUTHENTICATED, 16).
+    let mut forger = client(&head, &files, "not-a-token").await;
+    assert!(forger.list().await.is_err());
+
+    // A cluster admin sees every tenant, the nodes and the API calls.
     let (status, all) = scrape(&mut at_head, Some(&admin_secret)).await;
     assert_eq!(status, 200);
     assert!(all.contains("tenant=\"acme\"") && all.contains("tenant=\"zeta\""));
     assert!(all.contains("prism_nodes_alive 2.0"), "{all}");
+    assert!(
+        all.contains("prism_api_calls_total{method=\"/prism.v1.Jobs/SubmitJob\",code=\"0\"} 4"),
+        "{all}"
+    );
+    assert!(
+        all.contains("prism_api_calls_total{method=\"/prism.v1.Jobs/ListJobs\",code=\"16\"} 1"),
+        "{all}"
+    );
     assert!(all.contains("prism_node_heartbeats_total"), "{all}");
     assert!(
         all.contains("prism_node_resources{resource=\"cpus\"} 2.0"),

@@ -20,6 +20,7 @@ mod admin;
 mod apps;
 mod convert;
 mod jobs;
+mod metered;
 mod node_control;
 mod serve;
 

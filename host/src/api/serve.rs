@@ -182,12 +182,14 @@ pub async fn serve(
         .client_auth_optional(true);
     let check = TokenCheck(api.0.clone());
     let stopping = api.0.clone();
+    let metered = super::metered::layer(head_node.metrics().clone());
     let server = Server::builder()
         .initial_stream_window_size(crate::net::STREAM_WINDOW)
         .initial_connection_window_size(crate::net::CONNECTION_WINDOW)
         .tls_config(tls)
         .map_err(|e| ApiError::Transport(e.to_string()))?
         .tcp_nodelay(true)
+        .layer(metered)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             JobsServer::new(api.clone()).max_decoding_message_size(MAX_MODULE_BYTES),
             check.clone(),
