@@ -17,11 +17,12 @@ async fn scrape(c: &mut HttpsClient, token: Option<&str>) -> (u16, String) {
 
 /// Runs `entry(args)` of the account module as `c`; its JSON result.
 async fn run_account(c: &mut Client, entry: &str, args: &str) -> serde_json::Value {
-    let hash = c
-        .upload_module(prism_guests::ACCOUNT.to_vec())
-        .await
-        .unwrap()
-        .hash;
+    run(c, prism_guests::ACCOUNT, entry, args).await
+}
+
+/// Runs `entry(args)` of `module` as `c`; its JSON result.
+async fn run(c: &mut Client, module: &[u8], entry: &str, args: &str) -> serde_json::Value {
+    let hash = c.upload_module(module.to_vec()).await.unwrap().hash;
     let job = c.submit(&hash, entry, args, "default").await.unwrap();
     let result = c.result(&job.id, true).await.unwrap();
     serde_json::from_str(&result.value_json).unwrap_or_else(|_| panic!("{entry}: {:?}", result.job))
@@ -61,6 +62,8 @@ async fn metrics_are_served_per_tenant_over_https_with_the_heads_checks() {
             "--no-gpus",
             "--metrics-listen",
             "127.0.0.1:0",
+            "--guest-metric-series",
+            "20",
         ],
     )
     .expect("the worker joins");
@@ -98,6 +101,8 @@ async fn metrics_are_served_per_tenant_over_https_with_the_heads_checks() {
     // The other tenant still records.
     let again = run_account(&mut zeta_client, "metric_flood", "[3]").await;
     assert_eq!(again["recorded"], 3, "{again}");
+    // 60 tasks spread over both nodes.
+    run(&mut acme_client, prism_guests::PI, "main", "[60, 200000]").await;
 
     let ca = std::fs::read(files.ca_cert()).unwrap();
     let mut at_head = HttpsClient::connect(&head.metrics_address(), &ca, false)
@@ -134,6 +139,13 @@ async fn metrics_are_served_per_tenant_over_https_with_the_heads_checks() {
         acme_text.contains("prism_tasks_total{tenant=\"acme\""),
         "{acme_text}"
     );
+    // Each task is counted once, where it was submitted, wherever it ran.
+    let counted: f64 = acme_text
+        .lines()
+        .filter(|l| l.starts_with("prism_tasks_total{tenant=\"acme\",function=\"count_inside\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, 60.0, "{acme_text}");
     assert!(acme_text.contains("prism_actor_calls_total{tenant=\"acme\",method=\"Account.withdraw\",outcome=\"application\"}"), "{acme_text}");
     assert!(
         acme_text.contains("prism_guest_failed_withdrawals_total{"),
@@ -164,7 +176,7 @@ async fn metrics_are_served_per_tenant_over_https_with_the_heads_checks() {
     assert!(all.contains("tenant=\"acme\"") && all.contains("tenant=\"zeta\""));
     assert!(all.contains("prism_nodes_alive 2.0"), "{all}");
     assert!(
-        all.contains("prism_api_calls_total{method=\"/prism.v1.Jobs/SubmitJob\",code=\"0\"} 4"),
+        all.contains("prism_api_calls_total{method=\"/prism.v1.Jobs/SubmitJob\",code=\"0\"} 5"),
         "{all}"
     );
     assert!(

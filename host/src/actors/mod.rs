@@ -451,7 +451,7 @@ async fn serve<E: ActorEnv>(
         let input = match resolve_args(env.objects(), &args) {
             Ok(input) => input,
             Err(e) => {
-                complete(env.objects(), return_id, Err(e));
+                fail_call(env.objects(), return_id, &series, sent, e);
                 continue;
             }
         };
@@ -460,7 +460,7 @@ async fn serve<E: ActorEnv>(
             let death = record
                 .death_reason()
                 .unwrap_or_else(|| WireError::new(ErrorKind::ActorDied, "the actor was killed"));
-            complete(env.objects(), return_id, Err(death.clone()));
+            fail_call(env.objects(), return_id, &series, sent, death.clone());
             return death;
         };
         let started = std::time::Instant::now();
@@ -491,13 +491,13 @@ async fn serve<E: ActorEnv>(
                 Err(e) if !instance.is_dead() => break (Err(e), exit),
                 Err(mut e) => {
                     if let Some(death) = record.death_reason() {
-                        complete(env.objects(), return_id, Err(death.clone()));
+                        fail_call(env.objects(), return_id, &series, sent, death.clone());
                         return death;
                     }
                     let allowed = record.max_restarts < 0 || restarts < record.max_restarts as u32;
                     if !allowed {
                         e.message = format!("{} (the actor died: no restarts left)", e.message);
-                        complete(env.objects(), return_id, Err(e.clone()));
+                        fail_call(env.objects(), return_id, &series, sent, e.clone());
                         return WireError::new(
                             ErrorKind::ActorDied,
                             format!(
@@ -514,7 +514,7 @@ async fn serve<E: ActorEnv>(
                                 "{} (restarting the actor failed: {})",
                                 e.message, restart.message
                             );
-                            complete(env.objects(), return_id, Err(e));
+                            fail_call(env.objects(), return_id, &series, sent, e);
                             return WireError::new(
                                 ErrorKind::ActorDied,
                                 format!("restarting the actor failed: {}", restart.message),
@@ -545,6 +545,21 @@ async fn serve<E: ActorEnv>(
         }
     }
     WireError::new(ErrorKind::ActorDied, "the node stopped")
+}
+
+/// Completes a call that failed before it could return, counting it.
+fn fail_call(
+    objects: &ObjectStore,
+    return_id: ObjectId,
+    series: &Option<Arc<CallSeries>>,
+    sent: std::time::Instant,
+    error: WireError,
+) {
+    if let Some(series) = series {
+        series.end_to_end.observe(sent.elapsed());
+        series.ended(Err(error.kind));
+    }
+    complete(objects, return_id, Err(error));
 }
 
 /// The actor's turn to run code, or `None` if it is killed first.

@@ -34,7 +34,7 @@ pub const OUTCOMES: usize = ErrorKind::ALL.len() + 1;
 fn outcome_index(result: Result<(), ErrorKind>) -> usize {
     match result {
         Ok(()) => 0,
-        Err(kind) => 1 + ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0),
+        Err(kind) => 1 + kind.index(),
     }
 }
 

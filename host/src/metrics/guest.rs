@@ -12,10 +12,14 @@ use prism_abi::metrics::{
     MAX_METRIC_NAME_LEN, MetricKind, MetricOp, MetricUpdate, RESERVED_LABELS, is_valid_name,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Default of `--guest-metric-series`: series per tenant per node.
 pub const DEFAULT_MAX_SERIES: usize = 1_000;
+/// How long a job's series stay after its work on the node ended, so
+/// that scrapes see their last values (four scrapes at 15 s).
+pub const ENDED_JOB_GRACE: Duration = Duration::from_secs(60);
 
 /// Why an update was refused; nothing was recorded.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -83,13 +87,44 @@ pub type Labels = Vec<(String, String)>;
 #[derive(Default)]
 struct TenantSeries {
     kinds: HashMap<String, MetricKind>,
-    series: BTreeMap<(String, Labels), GuestValue>,
+    /// By (name, labels), with the job that recorded them.
+    series: BTreeMap<(String, Labels), (GuestValue, String)>,
+    /// Jobs whose work here ended, and when.
+    ended: HashMap<String, Instant>,
+}
+
+impl TenantSeries {
+    /// Drops the series of jobs that ended more than `grace` ago, and
+    /// the kinds of names left without a series.
+    fn purge(&mut self, grace: Duration) {
+        if self.ended.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let gone: Vec<String> = self
+            .ended
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) >= grace)
+            .map(|(job, _)| job.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        self.series.retain(|_, (_, job)| !gone.contains(job));
+        for job in &gone {
+            self.ended.remove(job);
+        }
+        let names: std::collections::HashSet<&String> =
+            self.series.keys().map(|(name, _)| name).collect();
+        self.kinds.retain(|name, _| names.contains(name));
+    }
 }
 
 /// Every tenant's guest series on this node.
 pub struct GuestMetrics {
     max_series: usize,
-    tenants: Mutex<HashMap<TenantId, TenantSeries>>,
+    grace: Duration,
+    tenants: Mutex<HashMap<TenantId, Arc<Mutex<TenantSeries>>>>,
 }
 
 /// One metric of one tenant, for rendering.
@@ -106,9 +141,37 @@ pub struct GuestFamily {
 impl GuestMetrics {
     /// At most `max_series` series per tenant.
     pub fn new(max_series: usize) -> GuestMetrics {
+        GuestMetrics::with_grace(max_series, ENDED_JOB_GRACE)
+    }
+
+    /// [`GuestMetrics::new`], keeping ended jobs' series for `grace`.
+    pub fn with_grace(max_series: usize, grace: Duration) -> GuestMetrics {
         GuestMetrics {
             max_series,
+            grace,
             tenants: Mutex::default(),
+        }
+    }
+
+    /// `tenant`'s series (made on first use); each tenant has its own
+    /// lock, so one tenant's updates never wait for another's.
+    fn tenant(&self, tenant: &TenantId) -> Arc<Mutex<TenantSeries>> {
+        self.tenants
+            .locked()
+            .entry(tenant.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Job `job` of `tenant` ended its work on this node: its series go
+    /// after [`ENDED_JOB_GRACE`].
+    pub fn job_ended(&self, tenant: &TenantId, job: &str) {
+        let Some(series) = self.tenants.locked().get(tenant).cloned() else {
+            return;
+        };
+        let mut series = series.locked();
+        if series.series.values().any(|(_, j)| j == job) {
+            series.ended.insert(job.to_string(), Instant::now());
         }
     }
 
@@ -125,8 +188,8 @@ impl GuestMetrics {
         if !valid {
             return Err(GuestMetricError::InvalidValue(update.value));
         }
-        let mut tenants = self.tenants.locked();
-        let tenant = tenants.entry(origin.tenant.clone()).or_default();
+        let tenant = self.tenant(origin.tenant);
+        let mut tenant = tenant.locked();
         if let Some(existing) = tenant.kinds.get(&update.name)
             && *existing != kind
         {
@@ -138,18 +201,24 @@ impl GuestMetrics {
         }
         let key = (update.name.clone(), labels);
         if !tenant.series.contains_key(&key) && tenant.series.len() >= self.max_series {
-            return Err(GuestMetricError::TooManySeries {
-                limit: self.max_series,
-            });
+            tenant.purge(self.grace);
+            if tenant.series.len() >= self.max_series {
+                return Err(GuestMetricError::TooManySeries {
+                    limit: self.max_series,
+                });
+            }
         }
         tenant.kinds.entry(update.name.clone()).or_insert(kind);
-        let value = tenant.series.entry(key).or_insert_with(|| match kind {
-            MetricKind::Counter => GuestValue::Counter(0.0),
-            MetricKind::Gauge => GuestValue::Gauge(0.0),
-            MetricKind::Histogram => GuestValue::Histogram {
-                counts: vec![0; HISTOGRAM_BOUNDS.len() + 1],
-                sum: 0.0,
-            },
+        let (value, _) = tenant.series.entry(key).or_insert_with(|| {
+            let value = match kind {
+                MetricKind::Counter => GuestValue::Counter(0.0),
+                MetricKind::Gauge => GuestValue::Gauge(0.0),
+                MetricKind::Histogram => GuestValue::Histogram {
+                    counts: vec![0; HISTOGRAM_BOUNDS.len() + 1],
+                    sum: 0.0,
+                },
+            };
+            (value, origin.job.to_string())
         });
         match (value, update.op) {
             (GuestValue::Counter(total), MetricOp::CounterAdd) => *total += update.value,
@@ -168,52 +237,47 @@ impl GuestMetrics {
         Ok(())
     }
 
-    /// The metrics of `tenant` (every tenant's with `None`), by tenant
-    /// then name.
+    /// The metrics of `tenant` (every tenant's with `None`), one family
+    /// per (name, kind) with every tenant's series of it, sorted by name
+    /// and kind.
     pub fn families(&self, tenant: Option<&TenantId>) -> Vec<GuestFamily> {
-        let tenants = self.tenants.locked();
-        let mut names: Vec<&TenantId> = tenants
-            .keys()
-            .filter(|t| tenant.is_none_or(|wanted| *t == wanted))
+        let tenants: Vec<Arc<Mutex<TenantSeries>>> = self
+            .tenants
+            .locked()
+            .iter()
+            .filter(|(t, _)| tenant.is_none_or(|wanted| *t == wanted))
+            .map(|(_, s)| s.clone())
             .collect();
-        names.sort();
-        let mut families: Vec<GuestFamily> = Vec::new();
-        for name in names {
-            let Some(series) = tenants.get(name) else {
-                continue;
-            };
-            for ((metric, labels), value) in &series.series {
+        let mut families: BTreeMap<(String, MetricKind), Vec<(Labels, GuestValue)>> =
+            BTreeMap::new();
+        for series in tenants {
+            let mut series = series.locked();
+            series.purge(self.grace);
+            for ((metric, labels), (value, _)) in &series.series {
                 let kind = series
                     .kinds
                     .get(metric)
                     .copied()
                     .unwrap_or(MetricKind::Gauge);
-                match families.last_mut() {
-                    Some(f) if f.name == *metric && f.kind == kind => {
-                        f.series.push((labels.clone(), value.clone()));
-                    }
-                    _ => families.push(GuestFamily {
-                        name: metric.clone(),
-                        kind,
-                        series: vec![(labels.clone(), value.clone())],
-                    }),
-                }
+                families
+                    .entry((metric.clone(), kind))
+                    .or_default()
+                    .push((labels.clone(), value.clone()));
             }
         }
         families
+            .into_iter()
+            .map(|((name, kind), mut series)| {
+                series.sort_by(|a, b| a.0.cmp(&b.0));
+                GuestFamily { name, kind, series }
+            })
+            .collect()
     }
 
     /// How many series `tenant` holds here.
     pub fn series_of(&self, tenant: &TenantId) -> usize {
-        self.tenants
-            .locked()
-            .get(tenant)
-            .map_or(0, |t| t.series.len())
-    }
-
-    /// Forgets a tenant's series (the tenant was deleted).
-    pub fn forget(&self, tenant: &TenantId) {
-        self.tenants.locked().remove(tenant);
+        let series = self.tenants.locked().get(tenant).cloned();
+        series.map_or(0, |t| t.locked().series.len())
     }
 }
 
@@ -380,6 +444,34 @@ mod tests {
             .unwrap();
         assert_eq!(m.families(Some(&b))[0].kind, MetricKind::Gauge);
         assert_eq!(m.families(None).len(), 2);
+    }
+
+    #[test]
+    fn an_ended_jobs_series_leave_after_the_grace_and_free_the_cap() {
+        let m = GuestMetrics::with_grace(2, Duration::ZERO);
+        let t = TenantId::new("a");
+        let job = |job: &'static str| Origin {
+            tenant: &t,
+            namespace: "ns",
+            job,
+        };
+        m.record(job("j1"), &update(MetricOp::CounterAdd, "c", &[], 1.0))
+            .unwrap();
+        m.record(job("j2"), &update(MetricOp::GaugeSet, "g", &[], 1.0))
+            .unwrap();
+        let full = m.record(job("j3"), &update(MetricOp::CounterAdd, "c", &[], 1.0));
+        assert_eq!(full, Err(GuestMetricError::TooManySeries { limit: 2 }));
+        m.job_ended(&t, "j1");
+        m.record(job("j3"), &update(MetricOp::CounterAdd, "c", &[], 1.0))
+            .unwrap();
+        let names: Vec<String> = m.families(None).into_iter().map(|f| f.name).collect();
+        assert_eq!(names, ["c", "g"]);
+        assert_eq!(m.series_of(&t), 2);
+        // A name whose series all left may take another kind.
+        m.job_ended(&t, "j2");
+        m.families(None);
+        m.record(job("j3"), &update(MetricOp::CounterAdd, "g", &[], 1.0))
+            .unwrap();
     }
 
     #[test]

@@ -153,7 +153,12 @@ impl MetricsEndpoint {
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
             return answer;
         };
-        let text = self.metrics.render(&scope, self.gauges.gauges());
+        // HEAD gets the headers only: nothing is rendered.
+        let text = if request.method() == hyper::Method::HEAD {
+            String::new()
+        } else {
+            self.metrics.render(&scope, self.gauges.gauges())
+        };
         let mut answer = hyper::Response::new(Full::new(Bytes::from(text)));
         answer.headers_mut().insert(
             hyper::header::CONTENT_TYPE,

@@ -15,6 +15,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
 use std::fmt::Error;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -269,51 +270,60 @@ impl View {
         };
         let families = self.metrics.guest.families(tenant);
         // A name two tenants use with different kinds would be two
-        // families of one name, which Prometheus refuses: such names get
-        // their kind appended.
-        let clash = |name: &str, kind: MetricKind| {
-            families.iter().any(|f| f.name == name && f.kind != kind)
-        };
-        let mut i = 0;
-        while i < families.len() {
-            let (name, kind) = (&families[i].name, families[i].kind);
-            let full = if clash(name, kind) {
-                format!("prism_guest_{name}_{}", kind.as_str())
+        // families of one name, which Prometheus refuses: such a name
+        // gets its kind appended (again, should that clash too).
+        let mut named: BTreeMap<String, MetricKind> = BTreeMap::new();
+        let mut exposed: Vec<String> = Vec::with_capacity(families.len());
+        for f in &families {
+            let clash = families
+                .iter()
+                .any(|other| other.name == f.name && other.kind != f.kind);
+            let mut full = if clash {
+                format!("prism_guest_{}_{}", f.name, f.kind.as_str())
             } else {
-                format!("prism_guest_{name}")
+                format!("prism_guest_{}", f.name)
+            };
+            while named.get(&full).is_some_and(|kind| *kind != f.kind) {
+                full = format!("{full}_{}", f.kind.as_str());
+            }
+            named.insert(full.clone(), f.kind);
+            exposed.push(full);
+        }
+        // One descriptor per exposed name: families that share one (same
+        // kind) are written under it together.
+        let mut by_name: BTreeMap<&str, Vec<&super::guest::GuestFamily>> = BTreeMap::new();
+        for (f, full) in families.iter().zip(&exposed) {
+            by_name.entry(full.as_str()).or_default().push(f);
+        }
+        for (full, group) in by_name {
+            let Some(kind) = group.first().map(|f| f.kind) else {
+                continue;
             };
             let metric_type = match kind {
                 MetricKind::Counter => MetricType::Counter,
                 MetricKind::Gauge => MetricType::Gauge,
                 MetricKind::Histogram => MetricType::Histogram,
             };
-            let mut m = e.encode_descriptor(&full, "A guest's metric", None, metric_type)?;
-            // Every tenant's series of this (name, kind).
-            while let Some(f) = families
-                .get(i)
-                .filter(|f| f.name == *name && f.kind == kind)
-            {
-                for (labels, value) in &f.series {
-                    let l: Labels = labels.iter().map(|(k, v)| (k.clone(), escape(v))).collect();
-                    match value {
-                        GuestValue::Counter(v) => m
-                            .encode_family(&l)?
-                            .encode_counter::<NoLabelSet, f64, f64>(v, None)?,
-                        GuestValue::Gauge(v) => gauge(&mut m, &l, *v)?,
-                        GuestValue::Histogram { counts, sum } => {
-                            let buckets: Vec<(f64, u64)> = HISTOGRAM_BOUNDS
-                                .iter()
-                                .copied()
-                                .chain(std::iter::once(f64::MAX))
-                                .zip(counts.iter().copied())
-                                .collect();
-                            let count = counts.iter().sum();
-                            m.encode_family(&l)?
-                                .encode_histogram::<NoLabelSet>(*sum, count, &buckets, None)?;
-                        }
+            let mut m = e.encode_descriptor(full, "A guest's metric", None, metric_type)?;
+            for (labels, value) in group.iter().flat_map(|f| &f.series) {
+                let l: Labels = labels.iter().map(|(k, v)| (k.clone(), escape(v))).collect();
+                match value {
+                    GuestValue::Counter(v) => m
+                        .encode_family(&l)?
+                        .encode_counter::<NoLabelSet, f64, f64>(v, None)?,
+                    GuestValue::Gauge(v) => gauge(&mut m, &l, *v)?,
+                    GuestValue::Histogram { counts, sum } => {
+                        let buckets: Vec<(f64, u64)> = HISTOGRAM_BOUNDS
+                            .iter()
+                            .copied()
+                            .chain(std::iter::once(f64::MAX))
+                            .zip(counts.iter().copied())
+                            .collect();
+                        let count = counts.iter().sum();
+                        m.encode_family(&l)?
+                            .encode_histogram::<NoLabelSet>(*sum, count, &buckets, None)?;
                     }
                 }
-                i += 1;
             }
         }
         Ok(())
@@ -562,6 +572,46 @@ mod tests {
         assert!(all.contains("# TYPE prism_guest_x_gauge gauge"), "{all}");
         let b = m.render(&Scope::Tenant(TenantId::new("b")), NodeGauges::default());
         assert!(b.contains("# TYPE prism_guest_x gauge"), "{b}");
+    }
+
+    #[test]
+    fn every_name_is_one_family_whatever_tenants_use_it() {
+        let m = NodeMetrics::new(true, 10);
+        let record = |tenant: &str, name: &str, op: MetricOp| {
+            let t = TenantId::new(tenant);
+            let origin = Origin {
+                tenant: &t,
+                namespace: "ns",
+                job: "j",
+            };
+            let update = MetricUpdate {
+                op,
+                name: name.into(),
+                labels: vec![],
+                value: 1.0,
+            };
+            m.guest.record(origin, &update).unwrap();
+        };
+        record("a", "x", MetricOp::CounterAdd);
+        record("a", "y", MetricOp::CounterAdd);
+        record("b", "x", MetricOp::CounterAdd);
+        // Renamed for a clash, onto a name another tenant uses.
+        record("c", "z", MetricOp::CounterAdd);
+        record("d", "z", MetricOp::GaugeSet);
+        record("e", "z_gauge", MetricOp::CounterAdd);
+        let all = m.render(&Scope::All, NodeGauges::default());
+        let types: Vec<&str> = all.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        let mut unique = types.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(types.len(), unique.len(), "{all}");
+        assert!(all.contains("prism_guest_x_total{job_id=\"j\",namespace=\"ns\",tenant=\"a\"} 1"));
+        assert!(all.contains("prism_guest_x_total{job_id=\"j\",namespace=\"ns\",tenant=\"b\"} 1"));
+        assert!(all.contains("# TYPE prism_guest_z_gauge gauge"), "{all}");
+        assert!(
+            all.contains("# TYPE prism_guest_z_gauge_counter counter"),
+            "{all}"
+        );
     }
 
     #[test]

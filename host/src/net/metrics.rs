@@ -15,8 +15,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// Most tokens whose answers are kept (the cache is cleared when full).
+/// Most tokens whose answers are kept (expired ones leave first; the
+/// cache is cleared if all are current).
 const CACHED_TOKENS: usize = 10_000;
+/// Checks asked of the head at once; more wait (a flood of made-up
+/// tokens costs the head at most this many calls at a time).
+const ASKS_AT_ONCE: usize = 16;
 
 /// An answer, and until when it may be reused.
 type Answer = (Result<Scope, AuthRefusal>, Instant);
@@ -25,6 +29,7 @@ type Answer = (Result<Scope, AuthRefusal>, Instant);
 pub struct RemoteMetricsGate {
     control: NodeControlClient<Channel>,
     answers: Mutex<HashMap<[u8; 32], Answer>>,
+    asking: tokio::sync::Semaphore,
 }
 
 impl RemoteMetricsGate {
@@ -33,6 +38,7 @@ impl RemoteMetricsGate {
         RemoteMetricsGate {
             control,
             answers: Mutex::default(),
+            asking: tokio::sync::Semaphore::new(ASKS_AT_ONCE),
         }
     }
 
@@ -40,6 +46,11 @@ impl RemoteMetricsGate {
         &self,
         authorization: &str,
     ) -> Result<(Result<Scope, AuthRefusal>, Duration), AuthRefusal> {
+        let _permit = self
+            .asking
+            .acquire()
+            .await
+            .map_err(|e| AuthRefusal::Unavailable(e.to_string()))?;
         let request = pb::CheckMetricsRequest {
             authorization: authorization.to_string(),
         };
@@ -67,10 +78,10 @@ impl RemoteMetricsGate {
                 } else {
                     Scope::Tenant(TenantId::new(&reply.tenant))
                 };
-                (
-                    Ok(scope),
-                    DECISION_TTL.min(Duration::from_secs(reply.expires_in_s)),
-                )
+                // Whole seconds, rounded down at the head: one less keeps
+                // the answer from outliving the token.
+                let left = Duration::from_secs(reply.expires_in_s.saturating_sub(1));
+                (Ok(scope), DECISION_TTL.min(left))
             }
             pb::RouteVerdict::Unauthenticated => (
                 Err(AuthRefusal::Unauthenticated(reply.message)),
@@ -105,7 +116,10 @@ impl MetricsGate for RemoteMetricsGate {
             let (answer, ttl) = self.ask(authorization).await?;
             let mut answers = self.answers.locked();
             if answers.len() >= CACHED_TOKENS {
-                answers.clear();
+                answers.retain(|_, (_, until)| now < *until);
+                if answers.len() >= CACHED_TOKENS {
+                    answers.clear();
+                }
             }
             answers.insert(digest, (answer.clone(), now + ttl));
             answer

@@ -146,6 +146,9 @@ impl Node {
             .retain(|_, n| n.job != Some(owner));
         let freed = self.objects.free_owner(owner);
         context.account.free_all();
+        self.metrics
+            .guest
+            .job_ended(context.account.tenant().name(), &owner.to_string());
         self.release_groups_of(owner);
         if let Some(remote) = self.remote.as_ref() {
             remote.end_job(owner);
@@ -204,6 +207,7 @@ impl Node {
             return_id,
             strategy: Default::default(),
             local_only: true,
+            from_peer: false,
             bundle: None,
             first_attempt: 0,
             account: Some(context.account.clone()),
@@ -349,6 +353,7 @@ impl Node {
             return_id,
             strategy: options.strategy,
             local_only: false,
+            from_peer: false,
             bundle: options.bundle,
             first_attempt: 0,
             account: Some(job.account.clone()),

@@ -50,6 +50,7 @@ impl Node {
             return_id,
             strategy: Default::default(),
             local_only: true,
+            from_peer: true,
             bundle: call.bundle,
             first_attempt: call.attempt,
             account: Some(context.account.clone()),

@@ -119,7 +119,11 @@ impl Shared {
                 match &entry.series {
                     Some(series) => {
                         let started = std::time::Instant::now();
-                        series.queue_wait.observe(started - entry.submitted);
+                        // The wait before its first attempt only: a
+                        // retry's includes earlier runs and backoff.
+                        if attempt == entry.spec.first_attempt {
+                            series.queue_wait.observe(started - entry.submitted);
+                        }
                         let result = executor.execute(run).await;
                         series.run.observe(started.elapsed());
                         result
@@ -181,7 +185,7 @@ impl Shared {
 
     pub(super) fn finish(&self, entry: &TaskEntry, result: Result<Bytes, WireError>) {
         self.lock().tasks.remove(&entry.spec.return_id);
-        if let Some(series) = &entry.series {
+        if let Some(series) = entry.series.as_ref().filter(|_| entry.counted) {
             series.end_to_end.observe(entry.submitted.elapsed());
             series.ended(result.as_ref().map(|_| ()).map_err(|e| e.kind));
         }

@@ -122,8 +122,12 @@ pub struct TaskSpec {
     pub return_id: ObjectId,
     /// Which nodes may run it.
     pub strategy: SchedulingStrategy,
-    /// Run it on this node only (a call another node placed here).
+    /// Run it on this node only (a driver, or a call another node placed
+    /// here).
     pub local_only: bool,
+    /// An attempt another node placed here: that node counts its end in
+    /// the metrics (once, whatever its retries), this one only its run.
+    pub from_peer: bool,
     /// Run it in this bundle of a placement group.
     pub bundle: Option<BundleRef>,
     /// The number of its first attempt here: 0, or for an attempt another
@@ -229,6 +233,9 @@ struct TaskEntry {
     /// Its function's series (`None` for turns, tasks of no tenant, and
     /// with metrics off).
     series: Option<Arc<CallSeries>>,
+    /// Whether its end is counted here: not for a call another node
+    /// placed here (that node counts it, once, whatever its retries).
+    counted: bool,
 }
 
 impl TaskEntry {
@@ -479,6 +486,7 @@ impl Scheduler {
                     return_id: ObjectId::random(),
                     strategy: Default::default(),
                     local_only: true,
+                    from_peer: false,
                     bundle: None,
                     first_attempt: 0,
                     account,
@@ -491,6 +499,7 @@ impl Scheduler {
                 turn: Some(Mutex::new(Some(tx))),
                 submitted: Instant::now(),
                 series: None,
+                counted: false,
             });
             self.shared.enqueue(entry.clone(), WAITING_ARGS);
             PendingTurn {
@@ -672,6 +681,7 @@ impl Shared {
         let entry = Arc::new(TaskEntry {
             submitted: Instant::now(),
             series,
+            counted: !spec.from_peer,
             shape: self.run_shape(&spec),
             spec: Arc::new(spec),
             cancel: Arc::new(CancelToken::default()),
@@ -728,7 +738,9 @@ impl Shared {
         {
             account.tenant().task_done();
         }
-        if let Some(metrics) = spec.account.as_ref().and_then(|a| a.tenant().metrics()) {
+        if !spec.from_peer
+            && let Some(metrics) = spec.account.as_ref().and_then(|a| a.tenant().metrics())
+        {
             metrics.tasks.get(&spec.function).ended(Err(kind));
         }
         let error = Arc::new(WireError::new(kind, message));

@@ -51,6 +51,7 @@ fn spec(account: &Arc<JobAccount>, function: &str) -> TaskSpec {
         return_id: ObjectId::random(),
         strategy: Default::default(),
         local_only: true,
+        from_peer: false,
         bundle: None,
         first_attempt: 0,
         account: Some(account.clone()),

@@ -196,6 +196,29 @@ impl ErrorKind {
         ErrorKind::QuotaExceeded,
     ];
 
+    /// Its position in [`ErrorKind::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            ErrorKind::Application => 0,
+            ErrorKind::Panic => 1,
+            ErrorKind::Trap => 2,
+            ErrorKind::MemoryLimitExceeded => 3,
+            ErrorKind::DeadlineExceeded => 4,
+            ErrorKind::Cancelled => 5,
+            ErrorKind::Unschedulable => 6,
+            ErrorKind::InvalidModule => 7,
+            ErrorKind::FunctionNotFound => 8,
+            ErrorKind::InvalidArgument => 9,
+            ErrorKind::ObjectNotFound => 10,
+            ErrorKind::WorkerDied => 11,
+            ErrorKind::ActorDied => 12,
+            ErrorKind::System => 13,
+            ErrorKind::ObjectLost => 14,
+            ErrorKind::PermissionDenied => 15,
+            ErrorKind::QuotaExceeded => 16,
+        }
+    }
+
     /// Whether a failure of this kind is retried (within `max_retries`).
     pub fn is_retryable(self) -> bool {
         matches!(
@@ -753,6 +776,13 @@ mod opt_bytes {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_error_kind_is_listed_once_at_its_index() {
+        for (i, kind) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind}");
+        }
+    }
+
     use super::*;
 
     #[test]
