@@ -535,8 +535,9 @@ async fn serve<E: ActorEnv>(
             }
         };
         if let Some(series) = &series {
-            series.run.observe(started.elapsed());
-            series.end_to_end.observe(sent.elapsed());
+            let ended = std::time::Instant::now();
+            series.run.observe(ended - started);
+            series.end_to_end.observe(ended - sent);
             series.ended(result.as_ref().map(|_| ()).map_err(|e| e.kind));
         }
         complete(env.objects(), return_id, result);

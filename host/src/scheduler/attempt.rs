@@ -125,7 +125,13 @@ impl Shared {
                             series.queue_wait.observe(started - entry.submitted);
                         }
                         let result = executor.execute(run).await;
-                        series.run.observe(started.elapsed());
+                        let ended = std::time::Instant::now();
+                        series.run.observe(ended - started);
+                        let since_submit = (ended - entry.submitted).as_nanos();
+                        entry.ran_until_ns.store(
+                            u64::try_from(since_submit).unwrap_or(u64::MAX).max(1),
+                            Ordering::Relaxed,
+                        );
                         result
                     }
                     None => executor.execute(run).await,
@@ -186,7 +192,11 @@ impl Shared {
     pub(super) fn finish(&self, entry: &TaskEntry, result: Result<Bytes, WireError>) {
         self.lock().tasks.remove(&entry.spec.return_id);
         if let Some(series) = entry.series.as_ref().filter(|_| entry.counted) {
-            series.end_to_end.observe(entry.submitted.elapsed());
+            let end_to_end = match entry.ran_until_ns.load(Ordering::Relaxed) {
+                0 => entry.submitted.elapsed(),
+                ns => std::time::Duration::from_nanos(ns),
+            };
+            series.end_to_end.observe(end_to_end);
             series.ended(result.as_ref().map(|_| ()).map_err(|e| e.kind));
         }
         if let Some(account) = &entry.spec.account {

@@ -236,6 +236,9 @@ struct TaskEntry {
     /// Whether its end is counted here: not for a call another node
     /// placed here (that node counts it, once, whatever its retries).
     counted: bool,
+    /// When its last attempt here ended, in nanoseconds after
+    /// `submitted` (0: none did), so that ending it reads no clock again.
+    ran_until_ns: AtomicU64,
 }
 
 impl TaskEntry {
@@ -500,6 +503,7 @@ impl Scheduler {
                 submitted: Instant::now(),
                 series: None,
                 counted: false,
+                ran_until_ns: AtomicU64::new(0),
             });
             self.shared.enqueue(entry.clone(), WAITING_ARGS);
             PendingTurn {
@@ -682,6 +686,7 @@ impl Shared {
             submitted: Instant::now(),
             series,
             counted: !spec.from_peer,
+            ran_until_ns: AtomicU64::new(0),
             shape: self.run_shape(&spec),
             spec: Arc::new(spec),
             cancel: Arc::new(CancelToken::default()),
