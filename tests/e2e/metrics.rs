@@ -191,6 +191,10 @@ async fn metrics_are_served_per_tenant_over_https_with_the_heads_checks() {
     let (status, worker_all) = scrape(&mut at_worker, Some(&admin_secret)).await;
     assert_eq!(status, 200);
     assert!(
+        worker_all.contains("prism_object_store_pulled_bytes_total "),
+        "{worker_all}"
+    );
+    assert!(
         worker_all.contains("prism_node_resources{resource=\"cpus\"} 1.0"),
         "{worker_all}"
     );

@@ -42,6 +42,9 @@ pub struct NodeGauges {
     pub running_tasks: u64,
     /// The object store.
     pub store: prism_abi::StoreStats,
+    /// Copies the object store pulled from other nodes since it started:
+    /// (objects, bytes).
+    pub pulled: (u64, u64),
     /// GPU buffers alive and their bytes, on a node with GPUs.
     pub gpu: Option<(u64, u64)>,
     /// Per tenant.
@@ -435,6 +438,22 @@ impl View {
             for ((method, code), n) in calls {
                 counter(&mut c, &labels(&[("method", &method), ("code", &code)]), n)?;
             }
+        }
+        {
+            let mut c = e.encode_descriptor(
+                "prism_object_store_pulled_objects",
+                "Objects copied here from other nodes' stores",
+                None,
+                MetricType::Counter,
+            )?;
+            counter(&mut c, &Labels::new(), g.pulled.0)?;
+            let mut c = e.encode_descriptor(
+                "prism_object_store_pulled_bytes",
+                "Bytes of objects copied here from other nodes' stores",
+                None,
+                MetricType::Counter,
+            )?;
+            counter(&mut c, &Labels::new(), g.pulled.1)?;
         }
         Ok(())
     }

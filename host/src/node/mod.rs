@@ -326,6 +326,7 @@ impl Node {
             pending_tasks: stats.pending as u64,
             running_tasks: stats.running as u64,
             store: self.objects.stats(),
+            pulled: self.objects.pulled(),
             gpu,
             tenants: self.accounts.all().iter().map(|t| t.gauges()).collect(),
             nodes_alive: None,

@@ -149,6 +149,8 @@ pub struct ObjectStore {
     /// The tag of the node this store belongs to, carried by every id it
     /// mints (0 in an embedded cluster).
     tag: u32,
+    /// Copies pulled from other nodes: (objects, bytes), since the start.
+    pulled: (std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64),
 }
 
 impl ObjectStore {
@@ -167,7 +169,22 @@ impl ObjectStore {
             capacity,
             spill: SpillDir::new(spill_dir)?,
             tag,
+            pulled: Default::default(),
         })
+    }
+
+    /// Counts a copy of `bytes` pulled from another node.
+    pub fn count_pulled(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.pulled.0.fetch_add(1, Relaxed);
+        self.pulled.1.fetch_add(bytes, Relaxed);
+    }
+
+    /// Copies pulled from other nodes since the store started: (objects,
+    /// bytes).
+    pub fn pulled(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.pulled.0.load(Relaxed), self.pulled.1.load(Relaxed))
     }
 
     /// The tag of this store's node (0 in an embedded cluster).

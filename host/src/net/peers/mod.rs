@@ -402,7 +402,12 @@ impl Peers {
         }
         .await;
         let object = match fetched {
-            Ok(object) => object,
+            Ok(object) => {
+                if let Object::Value(bytes) = &object {
+                    self.objects.count_pulled(bytes.len() as u64);
+                }
+                object
+            }
             Err(status) if status.code() == tonic::Code::NotFound => {
                 // Nothing (for this tenant) there: leave nothing here
                 // either, so the id reads as unknown to every job, and a
