@@ -62,6 +62,9 @@ async fn failures_example_reports_each_typed_error_and_keeps_serving() {
     let (k, m) = kind("panic");
     assert_eq!(k, "panic");
     assert!(m.contains("the guest gave up"), "{m}");
+    // With the guest's frames, named from its name section.
+    assert!(m.contains("wasm backtrace"), "{m}");
+    assert!(m.contains("panics"), "names the task's function: {m}");
     let (k, m) = kind("error");
     assert_eq!(k, "application");
     assert!(m.contains("cannot withdraw -5"), "{m}");

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use wasmtime::{Caller, Engine, Linker};
 
+/// Most lines of a guest's backtrace a panic's message carries.
+const MAX_BACKTRACE_LINES: usize = 48;
+
 /// Names of the host functions, for import checking.
 const FUNCTIONS: &[&str] = &[
     "input_read",
@@ -321,7 +324,24 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<TaskState>> {
         "panic_message",
         |mut caller: Caller<'_, TaskState>, ptr: i32, len: i32| {
             let bytes = read("panic_message", &caller, ptr, len)?;
-            caller.data_mut().panic = Some(String::from_utf8_lossy(&bytes).into_owned());
+            // The guest's own frames where it panicked, named from its
+            // module's name section (and file:line where it has DWARF and
+            // WASMTIME_BACKTRACE_DETAILS=1): never the host's.
+            let frames = wasmtime::WasmBacktrace::capture(&caller).to_string();
+            let mut message = String::from_utf8_lossy(&bytes).into_owned();
+            let mut lines = frames.lines();
+            if let Some(first) = lines.next() {
+                message.push('\n');
+                message.push_str(first);
+                for line in lines.by_ref().take(MAX_BACKTRACE_LINES) {
+                    message.push('\n');
+                    message.push_str(line);
+                }
+                if lines.next().is_some() {
+                    message.push_str("\n  …");
+                }
+            }
+            caller.data_mut().panic = Some(message);
             Ok(())
         },
     )?;
