@@ -170,6 +170,9 @@ pub enum Error {
         payload: Option<Vec<u8>>,
         /// How many attempts were made.
         attempts: u32,
+        /// The task whose result this is: id, function, node and its
+        /// last output lines.
+        origin: Option<Box<prism_abi::ErrorOrigin>>,
     },
     /// [`get_timeout`] or [`wait`] ran out of time; the task keeps running.
     Timeout,
@@ -250,6 +253,7 @@ impl From<prism_abi::WireError> for Error {
             message: e.message,
             payload: e.payload,
             attempts: e.attempts,
+            origin: e.origin,
         }
     }
 }
@@ -699,6 +703,7 @@ mod tests {
             message: "m".into(),
             payload: Some(prism_abi::encode_value(&42u32).unwrap()),
             attempts: 1,
+            origin: None,
         };
         assert_eq!(e.payload::<u32>(), Some(42));
     }

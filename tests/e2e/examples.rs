@@ -65,6 +65,35 @@ async fn failures_example_reports_each_typed_error_and_keeps_serving() {
     // With the guest's frames, named from its name section.
     assert!(m.contains("wasm backtrace"), "{m}");
     assert!(m.contains("panics"), "names the task's function: {m}");
+    let panic = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["case"] == "panic")
+        .unwrap();
+    assert_eq!(panic["origin_function"], "panics");
+    assert_eq!(
+        panic["origin_output"],
+        serde_json::json!(["about to give up: the guest gave up"])
+    );
+    // An error that flows through the graph keeps its chain.
+    let (k, m) = kind("chained");
+    assert_eq!(k, "panic");
+    assert!(
+        m.contains("argument 0 failed because task panics (")
+            && m.contains("the first task gave up"),
+        "{m}"
+    );
+    let chained = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["case"] == "chained")
+        .unwrap();
+    assert_eq!(
+        chained["origin_function"], "double",
+        "the task that could not run"
+    );
     let (k, m) = kind("error");
     assert_eq!(k, "application");
     assert!(m.contains("cannot withdraw -5"), "{m}");

@@ -6,6 +6,7 @@ use std::time::Duration;
 /// Panics: an application error, not retried.
 #[prism::task]
 fn panics(message: String) -> u64 {
+    println!("about to give up: {message}");
     panic!("{message}")
 }
 
@@ -73,6 +74,10 @@ struct Outcome {
     case: &'static str,
     error_kind: Option<String>,
     message: String,
+    /// The failed task's function, as the host names it.
+    origin_function: Option<String>,
+    /// Its last output lines.
+    origin_output: Vec<String>,
 }
 
 fn outcome<T: std::fmt::Debug>(case: &'static str, result: prism::Result<T>) -> Outcome {
@@ -81,12 +86,24 @@ fn outcome<T: std::fmt::Debug>(case: &'static str, result: prism::Result<T>) -> 
             case,
             error_kind: None,
             message: format!("ok: {v:?}"),
+            origin_function: None,
+            origin_output: Vec::new(),
         },
-        Err(e) => Outcome {
-            case,
-            error_kind: e.kind().map(|k| k.to_string()),
-            message: e.to_string(),
-        },
+        Err(e) => {
+            let origin = match &e {
+                prism::Error::Task {
+                    origin: Some(o), ..
+                } => Some((o.function.clone(), o.output.clone())),
+                _ => None,
+            };
+            Outcome {
+                case,
+                error_kind: e.kind().map(|k| k.to_string()),
+                message: e.to_string(),
+                origin_function: origin.as_ref().map(|o| o.0.clone()),
+                origin_output: origin.map(|o| o.1).unwrap_or_default(),
+            }
+        }
     }
 }
 
@@ -100,6 +117,11 @@ fn main() -> prism::Result<Vec<Outcome>> {
             prism::get(&panics::remote("the guest gave up".to_string())),
         ),
         outcome("error", prism::get(&fails::remote(-5))),
+        // A task whose argument failed: its error names the task that did.
+        outcome("chained", {
+            let failed = panics::remote("the first task gave up".to_string());
+            prism::get(&double::remote(&failed))
+        }),
         outcome(
             "trap",
             prism::get(&traps::options().with(no_retry()).remote()),

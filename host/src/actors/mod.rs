@@ -362,6 +362,7 @@ pub async fn supervise<E: ActorEnv>(
             message: format!("the actor's constructor failed ({}): {}", e.kind, e.message),
             payload: e.payload,
             attempts: 1,
+            origin: None,
         },
     };
     drop(lease);
@@ -385,6 +386,7 @@ pub async fn stillborn<E: ActorEnv>(
         ),
         payload: None,
         attempts: 1,
+        origin: None,
     };
     bury(&*env, &manager, &record, mailbox, death);
 }

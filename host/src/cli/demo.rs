@@ -315,6 +315,7 @@ fn check_converter(v: &Value) -> Result<String, String> {
 const EXPECTED_FAILURES: &[(&str, Option<&str>)] = &[
     ("panic", Some("panic")),
     ("error", Some("application")),
+    ("chained", Some("panic")),
     ("trap", Some("trap")),
     ("memory_bomb", Some("memory_limit_exceeded")),
     ("infinite_loop", Some("deadline_exceeded")),

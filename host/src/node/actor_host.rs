@@ -362,12 +362,7 @@ impl ActorEnv for Node {
                 lend_sleeps: false,
             };
             let metrics = job.account.tenant().metrics().cloned();
-            let host = Arc::new(TaskHost {
-                node: node.clone(),
-                job,
-                slot,
-                function: record.class.clone(),
-            });
+            let host = Arc::new(TaskHost::new(node.clone(), job, slot, record.class.clone()));
             let making = std::time::Instant::now();
             let made = node
                 .runtime

@@ -22,6 +22,46 @@ pub(super) struct TaskHost {
     pub(super) job: Arc<JobContext>,
     pub(super) slot: Arc<SlotHandle>,
     pub(super) function: String,
+    /// Its last lines of output, for the error of a call that fails.
+    pub(super) recent: std::sync::Mutex<std::collections::VecDeque<String>>,
+}
+
+/// Longest output line an error's origin keeps, in characters.
+const MAX_ORIGIN_LINE_CHARS: usize = 256;
+
+impl TaskHost {
+    /// The node as seen by a call of `function` of `job` holding `slot`.
+    pub(super) fn new(
+        node: Arc<Node>,
+        job: Arc<JobContext>,
+        slot: Arc<SlotHandle>,
+        function: String,
+    ) -> TaskHost {
+        TaskHost {
+            node,
+            job,
+            slot,
+            function,
+            recent: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Keeps the last lines of `text` among the call's recent output.
+    pub(super) fn remember(&self, text: &[u8]) {
+        let text = String::from_utf8_lossy(text);
+        let mut recent = self.recent.locked();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if recent.len() == prism_abi::MAX_ORIGIN_OUTPUT_LINES {
+                recent.pop_front();
+            }
+            recent.push_back(line.chars().take(MAX_ORIGIN_LINE_CHARS).collect());
+        }
+    }
+
+    /// The call's last output lines, oldest first.
+    pub(super) fn recent_output(&self) -> Vec<String> {
+        self.recent.locked().iter().cloned().collect()
+    }
 }
 
 impl TaskHost {
@@ -183,6 +223,7 @@ impl GuestHost for TaskHost {
             LogSource::Stdout
         };
         self.job.log.push_output(source, &self.function, lines);
+        self.remember(lines);
     }
 
     fn log(&self, level: i32, line: &str) {

@@ -542,12 +542,13 @@ impl TaskExecutor for Node {
                 .job(run.spec.owner)
                 .ok_or_else(|| WireError::new(ErrorKind::Cancelled, "the task's job has ended"))?;
             let module = job.module.clone();
-            let host = Arc::new(TaskHost {
-                node: node.clone(),
-                job: job.clone(),
-                slot: run.slot.clone(),
-                function: run.spec.function.clone(),
-            });
+            let host = Arc::new(TaskHost::new(
+                node.clone(),
+                job.clone(),
+                run.slot.clone(),
+                run.spec.function.clone(),
+            ));
+            let output = host.clone();
             let call = Invocation {
                 entry: run.spec.entry,
                 function: run.spec.function.clone(),
@@ -568,7 +569,7 @@ impl TaskExecutor for Node {
                 metrics: job.account.tenant().metrics().cloned(),
             };
             let gpu = node.gpu_context(run.slot.gpus());
-            let outcome = node.runtime.invoke(module, call, host, gpu).await;
+            let mut outcome = node.runtime.invoke(module, call, host, gpu).await;
             let function = &run.spec.function;
             job.log
                 .push_output(LogSource::Stdout, function, &outcome.stdout);
@@ -592,6 +593,16 @@ impl TaskExecutor for Node {
                     function,
                     &format!("attempt {} failed ({}): {}", run.attempt, e.kind, e.message),
                 );
+            }
+            if let Err(e) = &mut outcome.result {
+                output.remember(&outcome.stdout);
+                output.remember(&outcome.stderr);
+                e.origin = Some(Box::new(prism_abi::ErrorOrigin {
+                    task: run.spec.return_id.to_string(),
+                    function: run.spec.function.clone(),
+                    node: node.objects.node_tag(),
+                    output: output.recent_output(),
+                }));
             }
             outcome.result
         })

@@ -209,7 +209,23 @@ impl Shared {
         }
         let object = match result {
             Ok(bytes) => Object::Value(bytes),
-            Err(e) => Object::Error(Arc::new(e)),
+            Err(mut e) => {
+                // Named by the id its caller knows; where it ran and what
+                // it wrote stay as the attempt that ran it said.
+                let task = entry.spec.return_id.to_string();
+                match &mut e.origin {
+                    Some(origin) => origin.task = task,
+                    None => {
+                        e.origin = Some(Box::new(prism_abi::ErrorOrigin {
+                            task,
+                            function: entry.spec.function.clone(),
+                            node: self.objects.node_tag(),
+                            output: Vec::new(),
+                        }));
+                    }
+                }
+                Object::Error(Arc::new(e))
+            }
         };
         // Values were counted against the job's quota just above.
         let stored = if entry.spec.account.is_some() {

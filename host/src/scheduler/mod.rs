@@ -748,8 +748,16 @@ impl Shared {
         {
             metrics.tasks.get(&spec.function).ended(Err(kind));
         }
-        let error = Arc::new(WireError::new(kind, message));
-        let _ = self.objects.complete(spec.return_id, Object::Error(error));
+        let mut error = WireError::new(kind, message);
+        error.origin = Some(Box::new(prism_abi::ErrorOrigin {
+            task: spec.return_id.to_string(),
+            function: spec.function.clone(),
+            node: self.objects.node_tag(),
+            output: Vec::new(),
+        }));
+        let _ = self
+            .objects
+            .complete(spec.return_id, Object::Error(Arc::new(error)));
     }
 
     async fn wait_for_args(self: Arc<Self>, entry: Arc<TaskEntry>, deps: Vec<ObjectId>) {
@@ -795,7 +803,15 @@ pub fn resolve_args(objects: &ObjectStore, args: &[Arg]) -> Result<Bytes, WireEr
                 Ok(Lookup::Ready(Object::Value(b))) => values.push(b),
                 Ok(Lookup::Ready(Object::Error(e))) => {
                     let mut e = (*e).clone();
-                    e.message = format!("argument {i} failed: {}", e.message);
+                    // The chain goes into the message; the origin becomes
+                    // the task that could not run.
+                    e.message = match e.origin.take() {
+                        Some(o) => format!(
+                            "argument {i} failed because task {} ({}) failed: {}",
+                            o.function, o.task, e.message
+                        ),
+                        None => format!("argument {i} failed: {}", e.message),
+                    };
                     return Err(e);
                 }
                 Ok(Lookup::NotFound) | Ok(Lookup::Pending(_)) => {

@@ -261,7 +261,7 @@ impl std::fmt::Display for ErrorKind {
 }
 
 /// The error stored in an object when a task fails, MessagePack-encoded as a
-/// map `{kind, message, payload, attempts}`.
+/// map `{kind, message, payload, attempts, origin}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireError {
     /// What kind of failure this is.
@@ -275,7 +275,30 @@ pub struct WireError {
     /// How many times the task was attempted (1 = no retries happened).
     #[serde(default)]
     pub attempts: u32,
+    /// The task whose result holds this error (set by the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Box<ErrorOrigin>>,
 }
+
+/// The task a failure is the result of: which one, where it ran, and
+/// the last lines it wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorOrigin {
+    /// The id of its result object (hex).
+    pub task: String,
+    /// Its function.
+    pub function: String,
+    /// The tag of the node it ran on, or was to run on (`prism status`
+    /// lists nodes by id and tag).
+    pub node: u32,
+    /// Its last lines of stdout and stderr (at most
+    /// [`MAX_ORIGIN_OUTPUT_LINES`]), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<String>,
+}
+
+/// Most output lines an [`ErrorOrigin`] carries.
+pub const MAX_ORIGIN_OUTPUT_LINES: usize = 10;
 
 impl WireError {
     /// A new error of `kind` with `message`, no payload, one attempt.
@@ -285,6 +308,7 @@ impl WireError {
             message: message.into(),
             payload: None,
             attempts: 1,
+            origin: None,
         }
     }
 
