@@ -120,7 +120,7 @@ fn main() -> prism::Result<Vec<Outcome>> {
         // A task whose argument failed: its error names the task that did.
         outcome("chained", {
             let failed = panics::remote("the first task gave up".to_string());
-            prism::get(&double::remote(&failed))
+            prism::get(&double::remote(failed))
         }),
         outcome(
             "trap",
