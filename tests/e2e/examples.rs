@@ -135,6 +135,7 @@ async fn account_refuses_with_typed_errors_and_persists_across_kill() {
         v["overdraft_error"],
         serde_json::json!({"Overdraft": {"balance": 1300, "requested": 5000, "minimum": 100}})
     );
+    assert_eq!(v["overdraft_origin"], "Account.withdraw");
     assert_eq!(v["call_after_kill"], "actor_died");
     assert_eq!(v["restored"], true);
 }

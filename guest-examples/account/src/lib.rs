@@ -152,6 +152,8 @@ struct Report {
     balance_before_kill: (i64, u64),
     negative_error: Option<AccountError>,
     overdraft_error: Option<AccountError>,
+    /// The call the overdraft's error names as its origin.
+    overdraft_origin: Option<String>,
     call_after_kill: String,
     balance_after_recreate: (i64, u64),
     restored: bool,
@@ -169,9 +171,14 @@ fn main(name: Option<String>) -> prism::Result<Report> {
     let negative_error = prism::get(&account.withdraw(-5).remote())
         .err()
         .and_then(|e| e.payload());
-    let overdraft_error = prism::get(&account.withdraw(5000).remote())
-        .err()
-        .and_then(|e| e.payload());
+    let overdraft = prism::get(&account.withdraw(5000).remote()).err();
+    let overdraft_origin = match &overdraft {
+        Some(prism::Error::Task {
+            origin: Some(o), ..
+        }) => Some(o.function.clone()),
+        _ => None,
+    };
+    let overdraft_error = overdraft.and_then(|e| e.payload());
     let balance_before_kill = prism::get(&account.balance().remote())?;
 
     prism::kill(&account)?;
@@ -190,6 +197,7 @@ fn main(name: Option<String>) -> prism::Result<Report> {
         balance_before_kill,
         negative_error,
         overdraft_error,
+        overdraft_origin,
         call_after_kill,
         restored: balance_after_recreate == balance_before_kill,
         balance_after_recreate,

@@ -453,7 +453,14 @@ async fn serve<E: ActorEnv>(
         let input = match resolve_args(env.objects(), &args) {
             Ok(input) => input,
             Err(e) => {
-                fail_call(env.objects(), return_id, &series, sent, e);
+                fail_call(
+                    env.objects(),
+                    return_id,
+                    (&record.class, &method),
+                    &series,
+                    sent,
+                    e,
+                );
                 continue;
             }
         };
@@ -462,7 +469,14 @@ async fn serve<E: ActorEnv>(
             let death = record
                 .death_reason()
                 .unwrap_or_else(|| WireError::new(ErrorKind::ActorDied, "the actor was killed"));
-            fail_call(env.objects(), return_id, &series, sent, death.clone());
+            fail_call(
+                env.objects(),
+                return_id,
+                (&record.class, &method),
+                &series,
+                sent,
+                death.clone(),
+            );
             return death;
         };
         let started = std::time::Instant::now();
@@ -493,13 +507,27 @@ async fn serve<E: ActorEnv>(
                 Err(e) if !instance.is_dead() => break (Err(e), exit),
                 Err(mut e) => {
                     if let Some(death) = record.death_reason() {
-                        fail_call(env.objects(), return_id, &series, sent, death.clone());
+                        fail_call(
+                            env.objects(),
+                            return_id,
+                            (&record.class, &method),
+                            &series,
+                            sent,
+                            death.clone(),
+                        );
                         return death;
                     }
                     let allowed = record.max_restarts < 0 || restarts < record.max_restarts as u32;
                     if !allowed {
                         e.message = format!("{} (the actor died: no restarts left)", e.message);
-                        fail_call(env.objects(), return_id, &series, sent, e.clone());
+                        fail_call(
+                            env.objects(),
+                            return_id,
+                            (&record.class, &method),
+                            &series,
+                            sent,
+                            e.clone(),
+                        );
                         return WireError::new(
                             ErrorKind::ActorDied,
                             format!(
@@ -516,7 +544,14 @@ async fn serve<E: ActorEnv>(
                                 "{} (restarting the actor failed: {})",
                                 e.message, restart.message
                             );
-                            fail_call(env.objects(), return_id, &series, sent, e);
+                            fail_call(
+                                env.objects(),
+                                return_id,
+                                (&record.class, &method),
+                                &series,
+                                sent,
+                                e,
+                            );
                             return WireError::new(
                                 ErrorKind::ActorDied,
                                 format!("restarting the actor failed: {}", restart.message),
@@ -542,6 +577,8 @@ async fn serve<E: ActorEnv>(
             series.end_to_end.observe(ended - sent);
             series.ended(result.as_ref().map(|_| ()).map_err(|e| e.kind));
         }
+        let result =
+            result.map_err(|e| with_origin(e, env.objects(), return_id, (&record.class, &method)));
         complete(env.objects(), return_id, result);
         if exit {
             return WireError::new(ErrorKind::ActorDied, "the actor exited");
@@ -554,6 +591,7 @@ async fn serve<E: ActorEnv>(
 fn fail_call(
     objects: &ObjectStore,
     return_id: ObjectId,
+    call: (&str, &str),
     series: &Option<Arc<CallSeries>>,
     sent: std::time::Instant,
     error: WireError,
@@ -562,7 +600,26 @@ fn fail_call(
         series.end_to_end.observe(sent.elapsed());
         series.ended(Err(error.kind));
     }
+    let error = with_origin(error, objects, return_id, call);
     complete(objects, return_id, Err(error));
+}
+
+/// Names `error` the result of call `return_id` of `call` = (class,
+/// method) on this node.
+fn with_origin(
+    mut error: WireError,
+    objects: &ObjectStore,
+    return_id: ObjectId,
+    (class, method): (&str, &str),
+) -> WireError {
+    let output = error.origin.take().map(|o| o.output).unwrap_or_default();
+    error.origin = Some(Box::new(prism_abi::ErrorOrigin {
+        task: return_id.to_string(),
+        function: format!("{class}.{method}"),
+        node: objects.node_tag(),
+        output,
+    }));
+    error
 }
 
 /// The actor's turn to run code, or `None` if it is killed first.
