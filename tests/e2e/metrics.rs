@@ -5,6 +5,7 @@
 //! series cap with a typed error, without touching another tenant.
 
 use crate::procs::{Process, admin_token, client, init, start_head_with, start_worker};
+use crate::serving::member;
 use prism_client::Client;
 use prism_host::security::ClusterFiles;
 use prism_host::serve::client::HttpsClient;
@@ -75,23 +76,11 @@ async fn metrics_are_served_per_tenant_over_https_with_the_heads_checks() {
         .expect("the worker names itself");
     admin.create_tenant("acme", 1.0, "").await.unwrap();
     admin.create_tenant("zeta", 1.0, "").await.unwrap();
-    let token = |tenant: &'static str, role: &'static str| {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .issue_token(tenant, role, role, 600)
-                .await
-                .unwrap()
-                .token
-        }
-    };
-    let acme = token("acme", "developer").await;
-    let acme_viewer = token("acme", "viewer").await;
-    let zeta = token("zeta", "developer").await;
+    let (mut acme_client, acme) = member(&mut admin, &head, &files, "acme", "developer").await;
+    let (_, acme_viewer) = member(&mut admin, &head, &files, "acme", "viewer").await;
+    let (mut zeta_client, zeta) = member(&mut admin, &head, &files, "zeta", "developer").await;
 
     // Both tenants run the bank example; acme then floods its series.
-    let mut acme_client = client(&head, &files, &acme).await;
-    let mut zeta_client = client(&head, &files, &zeta).await;
     let report = run_account(&mut acme_client, "main", r#"["alice"]"#).await;
     assert_eq!(report["restored"], true);
     run_account(&mut zeta_client, "main", r#"["bob"]"#).await;
@@ -158,8 +147,9 @@ async fn metrics_are_served_per_tenant_over_https_with_the_heads_checks() {
     );
     let flood_series = acme_text.matches("prism_guest_flood_total{").count();
     assert_eq!(flood_series as u64, flood["recorded"].as_u64().unwrap());
-    // A viewer of the tenant reads the same.
+    // A viewer of the tenant reads the same, on both nodes.
     assert_eq!(scrape(&mut at_head, Some(&acme_viewer)).await.0, 200);
+    assert_eq!(scrape(&mut at_worker, Some(&acme_viewer)).await.0, 200);
 
     // The other tenant sees its own and none of acme's.
     let (status, zeta_text) = scrape(&mut at_head, Some(&zeta)).await;
@@ -200,7 +190,8 @@ async fn metrics_are_served_per_tenant_over_https_with_the_heads_checks() {
     );
 
     // A revoked token is refused at the head at once, and at the worker
-    // once its cached answer (10 s at most) expires.
+    // (which answered it above) once its cached answer, 10 s at most,
+    // expires.
     admin.revoke_token(&acme_viewer, "").await.unwrap();
     assert_eq!(scrape(&mut at_head, Some(&acme_viewer)).await.0, 401);
     let started = std::time::Instant::now();

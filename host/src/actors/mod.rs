@@ -449,38 +449,33 @@ async fn serve<E: ActorEnv>(
                 series
             }
         };
+        let served = ServedCall {
+            objects: env.objects(),
+            class: &record.class,
+            method,
+            return_id,
+            series,
+            sent,
+        };
+        let method = &served.method;
         args_ready(env.objects(), &args).await;
         let input = match resolve_args(env.objects(), &args) {
             Ok(input) => input,
             Err(e) => {
-                fail_call(
-                    env.objects(),
-                    return_id,
-                    (&record.class, &method),
-                    &series,
-                    sent,
-                    e,
-                );
+                served.fail(e);
                 continue;
             }
         };
-        let function = EntryKind::method_function(&record.class, &method);
+        let function = EntryKind::method_function(&record.class, method);
         let Some(_turn) = turn(env, record, lease).await else {
             let death = record
                 .death_reason()
                 .unwrap_or_else(|| WireError::new(ErrorKind::ActorDied, "the actor was killed"));
-            fail_call(
-                env.objects(),
-                return_id,
-                (&record.class, &method),
-                &series,
-                sent,
-                death.clone(),
-            );
+            served.fail(death.clone());
             return death;
         };
         let started = std::time::Instant::now();
-        if let Some(series) = &series {
+        if let Some(series) = &served.series {
             series.queue_wait.observe(started - sent);
         }
         let mut attempt = 0;
@@ -494,7 +489,7 @@ async fn serve<E: ActorEnv>(
                 attempt,
             );
             let outcome = instance.call(call).await;
-            env.record_output(record, &method, &outcome);
+            env.record_output(record, method, &outcome);
             let exit = outcome.exit_requested;
             match outcome.result {
                 Ok(value) => {
@@ -507,27 +502,13 @@ async fn serve<E: ActorEnv>(
                 Err(e) if !instance.is_dead() => break (Err(e), exit),
                 Err(mut e) => {
                     if let Some(death) = record.death_reason() {
-                        fail_call(
-                            env.objects(),
-                            return_id,
-                            (&record.class, &method),
-                            &series,
-                            sent,
-                            death.clone(),
-                        );
+                        served.fail(death.clone());
                         return death;
                     }
                     let allowed = record.max_restarts < 0 || restarts < record.max_restarts as u32;
                     if !allowed {
                         e.message = format!("{} (the actor died: no restarts left)", e.message);
-                        fail_call(
-                            env.objects(),
-                            return_id,
-                            (&record.class, &method),
-                            &series,
-                            sent,
-                            e.clone(),
-                        );
+                        served.fail(e.clone());
                         return WireError::new(
                             ErrorKind::ActorDied,
                             format!(
@@ -544,14 +525,7 @@ async fn serve<E: ActorEnv>(
                                 "{} (restarting the actor failed: {})",
                                 e.message, restart.message
                             );
-                            fail_call(
-                                env.objects(),
-                                return_id,
-                                (&record.class, &method),
-                                &series,
-                                sent,
-                                e,
-                            );
+                            served.fail(e);
                             return WireError::new(
                                 ErrorKind::ActorDied,
                                 format!("restarting the actor failed: {}", restart.message),
@@ -571,15 +545,7 @@ async fn serve<E: ActorEnv>(
                 }
             }
         };
-        if let Some(series) = &series {
-            let ended = std::time::Instant::now();
-            series.run.observe(ended - started);
-            series.end_to_end.observe(ended - sent);
-            series.ended(result.as_ref().map(|_| ()).map_err(|e| e.kind));
-        }
-        let result =
-            result.map_err(|e| with_origin(e, env.objects(), return_id, (&record.class, &method)));
-        complete(env.objects(), return_id, result);
+        served.end(result, Some(started));
         if exit {
             return WireError::new(ErrorKind::ActorDied, "the actor exited");
         }
@@ -587,39 +553,52 @@ async fn serve<E: ActorEnv>(
     WireError::new(ErrorKind::ActorDied, "the node stopped")
 }
 
-/// Completes a call that failed before it could return, counting it.
-fn fail_call(
-    objects: &ObjectStore,
+/// A call being served: where its result goes, and what it counts into.
+struct ServedCall<'a> {
+    objects: &'a ObjectStore,
+    class: &'a str,
+    method: String,
     return_id: ObjectId,
-    call: (&str, &str),
-    series: &Option<Arc<CallSeries>>,
+    series: Option<Arc<CallSeries>>,
     sent: std::time::Instant,
-    error: WireError,
-) {
-    if let Some(series) = series {
-        series.end_to_end.observe(sent.elapsed());
-        series.ended(Err(error.kind));
-    }
-    let error = with_origin(error, objects, return_id, call);
-    complete(objects, return_id, Err(error));
 }
 
-/// Names `error` the result of call `return_id` of `call` = (class,
-/// method) on this node.
-fn with_origin(
-    mut error: WireError,
-    objects: &ObjectStore,
-    return_id: ObjectId,
-    (class, method): (&str, &str),
-) -> WireError {
-    let output = error.origin.take().map(|o| o.output).unwrap_or_default();
-    error.origin = Some(Box::new(prism_abi::ErrorOrigin {
-        task: return_id.to_string(),
-        function: format!("{class}.{method}"),
-        node: objects.node_tag(),
-        output,
-    }));
-    error
+impl ServedCall<'_> {
+    /// Stores `result`, counted, and named by its origin if it is an
+    /// error; `started` is when its method began to run, if it did.
+    fn end(&self, result: Result<Bytes, WireError>, started: Option<std::time::Instant>) {
+        if let Some(series) = &self.series {
+            let ended = std::time::Instant::now();
+            if let Some(started) = started {
+                series.run.observe(ended - started);
+            }
+            series.end_to_end.observe(ended - self.sent);
+            series.ended(result.as_ref().map(|_| ()).map_err(|e| e.kind));
+        }
+        complete(
+            self.objects,
+            self.return_id,
+            result.map_err(|e| self.named(e)),
+        );
+    }
+
+    /// Ends a call that failed before its method returned.
+    fn fail(&self, error: WireError) {
+        self.end(Err(error), None);
+    }
+
+    /// `error` as this call's result: its origin is this call, on this
+    /// node (output lines, if the error had any, are kept).
+    fn named(&self, mut error: WireError) -> WireError {
+        let output = error.origin.take().map(|o| o.output).unwrap_or_default();
+        error.origin = Some(Box::new(prism_abi::ErrorOrigin {
+            task: self.return_id.to_string(),
+            function: format!("{}.{}", self.class, self.method),
+            node: self.objects.node_tag(),
+            output,
+        }));
+        error
+    }
 }
 
 /// The actor's turn to run code, or `None` if it is killed first.

@@ -369,24 +369,14 @@ impl NodeControl for NodeControlService {
         let authorization = Some(r.authorization.as_str()).filter(|a| !a.is_empty());
         let tenant = crate::security::tenants::TenantId::new(&r.tenant);
         let route = Some((&tenant, r.namespace.as_str())).filter(|_| !r.tenant.is_empty());
-        use crate::serve::AuthRefusal;
         let reply = match self.gate.check_now(authorization, route) {
             Ok(claims) => pb::CheckRouteReply {
                 verdict: pb::RouteVerdict::Allowed as i32,
                 message: String::new(),
-                expires_in_s: claims.exp.saturating_sub(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
-                ),
+                expires_in_s: seconds_until(claims.exp),
             },
             Err(refusal) => {
-                let (verdict, message) = match refusal {
-                    AuthRefusal::Unauthenticated(m) => (pb::RouteVerdict::Unauthenticated, m),
-                    AuthRefusal::Denied(m) => (pb::RouteVerdict::Denied, m),
-                    AuthRefusal::Foreign => (pb::RouteVerdict::Foreign, String::new()),
-                    AuthRefusal::Unavailable(m) => return Err(Status::unavailable(m)),
-                };
+                let (verdict, message) = refusal_verdict(refusal)?;
                 pb::CheckRouteReply {
                     verdict: verdict as i32,
                     message,
@@ -404,10 +394,8 @@ impl NodeControl for NodeControlService {
         peer_identity(&request)?;
         let r = request.into_inner();
         let authorization = Some(r.authorization.as_str()).filter(|a| !a.is_empty());
-        let gate = crate::metrics::http::HeadMetricsGate::new(self.gate.clone());
         use crate::metrics::Scope;
-        use crate::serve::AuthRefusal;
-        let reply = match gate.scope_now(authorization) {
+        let reply = match crate::metrics::http::scope_now(&self.gate, authorization) {
             Ok((scope, exp)) => pb::CheckMetricsReply {
                 verdict: pb::RouteVerdict::Allowed as i32,
                 message: String::new(),
@@ -416,19 +404,10 @@ impl NodeControl for NodeControlService {
                     Scope::All => String::new(),
                     Scope::Tenant(t) => t.to_string(),
                 },
-                expires_in_s: exp.saturating_sub(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
-                ),
+                expires_in_s: seconds_until(exp),
             },
             Err(refusal) => {
-                let (verdict, message) = match refusal {
-                    AuthRefusal::Unauthenticated(m) => (pb::RouteVerdict::Unauthenticated, m),
-                    AuthRefusal::Denied(m) => (pb::RouteVerdict::Denied, m),
-                    AuthRefusal::Foreign => (pb::RouteVerdict::Denied, String::new()),
-                    AuthRefusal::Unavailable(m) => return Err(Status::unavailable(m)),
-                };
+                let (verdict, message) = refusal_verdict(refusal)?;
                 pb::CheckMetricsReply {
                     verdict: verdict as i32,
                     message,
@@ -452,4 +431,26 @@ impl NodeControl for NodeControlService {
             unlimited: taken.is_none(),
         }))
     }
+}
+
+/// Seconds from now until `exp` (Unix seconds), 0 if past.
+fn seconds_until(exp: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    exp.saturating_sub(now)
+}
+
+/// A refused check as a verdict for another node's ingress or
+/// `/metrics`; a check the head could not make is an error.
+fn refusal_verdict(
+    refusal: crate::serve::AuthRefusal,
+) -> Result<(pb::RouteVerdict, String), Status> {
+    use crate::serve::AuthRefusal;
+    Ok(match refusal {
+        AuthRefusal::Unauthenticated(m) => (pb::RouteVerdict::Unauthenticated, m),
+        AuthRefusal::Denied(m) => (pb::RouteVerdict::Denied, m),
+        AuthRefusal::Foreign => (pb::RouteVerdict::Foreign, String::new()),
+        AuthRefusal::Unavailable(m) => return Err(Status::unavailable(m)),
+    })
 }

@@ -100,8 +100,17 @@ pub async fn serve(
     // Who may call a route: the head's ingress and other nodes' (through
     // NodeControl) ask the same checks.
     let gate = crate::serve::HeadGate::new(access.clone());
-    // The HTTPS ingress of served applications, with the head's
-    // certificate.
+    // The certificate of the HTTPS ingress and `/metrics`: --http-cert,
+    // or the head's.
+    let https_tls = || {
+        let own = (
+            credentials.cert_pem.as_slice(),
+            credentials.key_pem.as_slice(),
+        );
+        crate::serve::Ingress::tls_or(options.http_tls.as_ref(), own)
+            .map_err(|e| ApiError::Transport(e.to_string()))
+    };
+    // The HTTPS ingress of served applications.
     let (http_bound, ingress_stop) = match options.http_listen {
         Some(http_listen) => {
             let listener = tokio::net::TcpListener::bind(http_listen)
@@ -110,15 +119,7 @@ pub async fn serve(
             let bound = listener
                 .local_addr()
                 .map_err(|e| ApiError::Transport(e.to_string()))?;
-            let (cert, key) = match &options.http_tls {
-                Some((cert, key)) => (cert.as_slice(), key.as_slice()),
-                None => (
-                    credentials.cert_pem.as_slice(),
-                    credentials.key_pem.as_slice(),
-                ),
-            };
-            let tls = crate::serve::Ingress::tls(cert, key)
-                .map_err(|e| ApiError::Transport(e.to_string()))?;
+            let tls = https_tls()?;
             let ingress = crate::serve::Ingress::with_body_budget(
                 crate::serve::Routes::Head(apps.clone()),
                 Some(gate.clone()),
@@ -135,15 +136,7 @@ pub async fn serve(
     // `/metrics`, with the ingress's certificate.
     let (metrics_bound, metrics_stop) = match options.metrics_listen {
         Some(listen) => {
-            let (cert, key) = match &options.http_tls {
-                Some((cert, key)) => (cert.as_slice(), key.as_slice()),
-                None => (
-                    credentials.cert_pem.as_slice(),
-                    credentials.key_pem.as_slice(),
-                ),
-            };
-            let tls = crate::serve::Ingress::tls(cert, key)
-                .map_err(|e| ApiError::Transport(e.to_string()))?;
+            let tls = https_tls()?;
             let endpoint = crate::metrics::http::MetricsEndpoint::new(
                 head_node.metrics().clone(),
                 Arc::new(HeadGauges {

@@ -9,7 +9,7 @@
 use super::{GaugeSource, NodeMetrics, Scope};
 use crate::security::policy::{Action, Resource};
 use crate::security::{Access, Role};
-use crate::serve::{AuthRefusal, HeadGate, HttpResponse, plain};
+use crate::serve::{AuthRefusal, HeadGate, HttpResponse, plain, refused, retry_later};
 use crate::sync::BoxFuture;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -42,13 +42,18 @@ impl HeadMetricsGate {
     pub fn new(gate: Arc<HeadGate>) -> Arc<HeadMetricsGate> {
         Arc::new(HeadMetricsGate { gate })
     }
+}
 
-    /// [`MetricsGate::scope`], at once; with the token's expiry (Unix s).
-    pub fn scope_now(&self, authorization: Option<&str>) -> Result<(Scope, u64), AuthRefusal> {
-        let claims = self.gate.access.authenticate(authorization)?;
-        let scope = scope_of(self.gate.access.access(), &claims)?;
-        Ok((scope, claims.exp))
-    }
+/// What the holder of `authorization` may read, checked by the head's
+/// `gate` (its token cache, revocations and policies) at once; with the
+/// token's expiry (Unix seconds).
+pub fn scope_now(
+    gate: &HeadGate,
+    authorization: Option<&str>,
+) -> Result<(Scope, u64), AuthRefusal> {
+    let claims = gate.access.authenticate(authorization)?;
+    let scope = scope_of(gate.access.access(), &claims)?;
+    Ok((scope, claims.exp))
 }
 
 /// What `claims` may read: everything for a cluster-admin, its tenant's
@@ -69,7 +74,7 @@ impl MetricsGate for HeadMetricsGate {
         &'a self,
         authorization: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Scope, AuthRefusal>> {
-        let scope = self.scope_now(authorization).map(|(scope, _)| scope);
+        let scope = scope_now(&self.gate, authorization).map(|(scope, _)| scope);
         Box::pin(std::future::ready(scope))
     }
 }
@@ -147,11 +152,7 @@ impl MetricsEndpoint {
             Err(refusal) => return refused(refusal),
         };
         let Ok(_permit) = self.rendering.try_acquire() else {
-            let mut answer = plain(503, "too many scrapes at once; retry");
-            answer
-                .headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return answer;
+            return retry_later(503, "too many scrapes at once; retry");
         };
         // HEAD gets the headers only: nothing is rendered.
         let text = if request.method() == hyper::Method::HEAD {
@@ -165,27 +166,5 @@ impl MetricsEndpoint {
             HeaderValue::from_static(CONTENT_TYPE),
         );
         answer
-    }
-}
-
-fn refused(refusal: AuthRefusal) -> HttpResponse {
-    match refusal {
-        AuthRefusal::Unauthenticated(why) => {
-            let mut answer = plain(401, &why);
-            answer.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"prism\""),
-            );
-            answer
-        }
-        AuthRefusal::Denied(why) => plain(403, &why),
-        AuthRefusal::Foreign => plain(403, "not permitted"),
-        AuthRefusal::Unavailable(why) => {
-            let mut answer = plain(503, &why);
-            answer
-                .headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            answer
-        }
     }
 }

@@ -506,6 +506,23 @@ mod tests {
         m
     }
 
+    /// Records 1 into guest metric `name` of `tenant` with `op`.
+    fn record_guest(m: &NodeMetrics, tenant: &str, name: &str, op: MetricOp) {
+        let t = TenantId::new(tenant);
+        let origin = Origin {
+            tenant: &t,
+            namespace: "ns",
+            job: "j",
+        };
+        let update = MetricUpdate {
+            op,
+            name: name.into(),
+            labels: vec![],
+            value: 1.0,
+        };
+        m.guest.record(origin, &update).unwrap();
+    }
+
     fn gauges() -> NodeGauges {
         NodeGauges {
             resources: vec![("cpus".into(), 2.0, 1.5)],
@@ -568,21 +585,8 @@ mod tests {
     #[test]
     fn one_name_of_two_kinds_in_two_tenants_renders_as_two_families() {
         let m = NodeMetrics::new(true, 10);
-        for (tenant, op) in [("a", MetricOp::CounterAdd), ("b", MetricOp::GaugeSet)] {
-            let t = TenantId::new(tenant);
-            let origin = Origin {
-                tenant: &t,
-                namespace: "ns",
-                job: "j",
-            };
-            let update = MetricUpdate {
-                op,
-                name: "x".into(),
-                labels: vec![],
-                value: 1.0,
-            };
-            m.guest.record(origin, &update).unwrap();
-        }
+        record_guest(&m, "a", "x", MetricOp::CounterAdd);
+        record_guest(&m, "b", "x", MetricOp::GaugeSet);
         let all = m.render(&Scope::All, NodeGauges::default());
         assert!(
             all.contains("# TYPE prism_guest_x_counter counter"),
@@ -596,28 +600,13 @@ mod tests {
     #[test]
     fn every_name_is_one_family_whatever_tenants_use_it() {
         let m = NodeMetrics::new(true, 10);
-        let record = |tenant: &str, name: &str, op: MetricOp| {
-            let t = TenantId::new(tenant);
-            let origin = Origin {
-                tenant: &t,
-                namespace: "ns",
-                job: "j",
-            };
-            let update = MetricUpdate {
-                op,
-                name: name.into(),
-                labels: vec![],
-                value: 1.0,
-            };
-            m.guest.record(origin, &update).unwrap();
-        };
-        record("a", "x", MetricOp::CounterAdd);
-        record("a", "y", MetricOp::CounterAdd);
-        record("b", "x", MetricOp::CounterAdd);
+        record_guest(&m, "a", "x", MetricOp::CounterAdd);
+        record_guest(&m, "a", "y", MetricOp::CounterAdd);
+        record_guest(&m, "b", "x", MetricOp::CounterAdd);
         // Renamed for a clash, onto a name another tenant uses.
-        record("c", "z", MetricOp::CounterAdd);
-        record("d", "z", MetricOp::GaugeSet);
-        record("e", "z_gauge", MetricOp::CounterAdd);
+        record_guest(&m, "c", "z", MetricOp::CounterAdd);
+        record_guest(&m, "d", "z", MetricOp::GaugeSet);
+        record_guest(&m, "e", "z_gauge", MetricOp::CounterAdd);
         let all = m.render(&Scope::All, NodeGauges::default());
         let types: Vec<&str> = all.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut unique = types.clone();

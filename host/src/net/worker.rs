@@ -533,6 +533,16 @@ pub async fn run_worker(
                 .max_decoding_message_size(MAX_NODE_MESSAGE)
                 .max_encoding_message_size(MAX_NODE_MESSAGE),
         );
+    // The certificate of the ingress and `/metrics`: --http-cert, or the
+    // node's own.
+    let https_tls = || {
+        let own = (
+            credentials.cert_pem.as_slice(),
+            credentials.key_pem.as_slice(),
+        );
+        crate::serve::Ingress::tls_or(options.http_tls.as_ref(), own)
+            .map_err(|e| NetError::State(e.to_string()))
+    };
     // The node's own HTTPS ingress, routing to replicas on any node.
     let http = match options.http_listen {
         Some(http_listen) => {
@@ -542,12 +552,7 @@ pub async fn run_worker(
             let bound = listener
                 .local_addr()
                 .map_err(|e| NetError::Transport(e.to_string()))?;
-            let (cert, key) = options
-                .http_tls
-                .clone()
-                .unwrap_or_else(|| (credentials.cert_pem.clone(), credentials.key_pem.clone()));
-            let tls = crate::serve::Ingress::tls(&cert, &key)
-                .map_err(|e| NetError::State(e.to_string()))?;
+            let tls = https_tls()?;
             let mirror = crate::serve::Mirror::new(node.clone());
             let sync = tokio::spawn(super::serving::sync_served_apps(
                 control.clone(),
@@ -570,12 +575,7 @@ pub async fn run_worker(
     // `/metrics`, answering tokens through the head.
     let metrics = match options.metrics_listen {
         Some(listen) => {
-            let (cert, key) = options
-                .http_tls
-                .clone()
-                .unwrap_or_else(|| (credentials.cert_pem.clone(), credentials.key_pem.clone()));
-            let tls = crate::serve::Ingress::tls(&cert, &key)
-                .map_err(|e| NetError::State(e.to_string()))?;
+            let tls = https_tls()?;
             let gauges: Arc<dyn crate::metrics::GaugeSource> = node.clone();
             let endpoint = crate::metrics::http::MetricsEndpoint::new(
                 node.metrics().clone(),

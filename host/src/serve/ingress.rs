@@ -162,8 +162,9 @@ pub(crate) fn plain(status: u16, message: &str) -> HttpResponse {
     response
 }
 
-/// The answer to a caller the route's access refused.
-fn refused(refusal: AuthRefusal) -> HttpResponse {
+/// The answer to a caller the route's access (or `/metrics`' gate)
+/// refused.
+pub(crate) fn refused(refusal: AuthRefusal) -> HttpResponse {
     match refusal {
         AuthRefusal::Unauthenticated(why) => {
             let mut response = plain(401, &why);
@@ -180,7 +181,7 @@ fn refused(refusal: AuthRefusal) -> HttpResponse {
 }
 
 /// `status` with `retry-after: 1`.
-fn retry_later(status: u16, message: &str) -> HttpResponse {
+pub(crate) fn retry_later(status: u16, message: &str) -> HttpResponse {
     let mut response = plain(status, message);
     response
         .headers_mut()
@@ -251,6 +252,18 @@ impl Ingress {
             .map_err(|e| IngressError::Tls(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// [`Ingress::tls`] with `chosen` (cert, key), else `own`: the
+    /// certificate given by `--http-cert`/`--http-key`, or the process's.
+    pub fn tls_or(
+        chosen: Option<&(Vec<u8>, Vec<u8>)>,
+        own: (&[u8], &[u8]),
+    ) -> Result<TlsAcceptor, IngressError> {
+        match chosen {
+            Some((cert, key)) => Ingress::tls(cert, key),
+            None => Ingress::tls(own.0, own.1),
+        }
     }
 
     /// A TLS acceptor with a fresh self-signed certificate for

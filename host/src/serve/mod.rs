@@ -31,11 +31,11 @@ pub use config::{
     AppConfig, AutoscalingConfig, BatchConfig, ConfigError, DeploymentConfig, DeploymentKind,
 };
 pub use deployment::{Answer, Counters, Deployment};
-pub(crate) use ingress::plain;
 pub use ingress::{
     HttpResponse, Ingress, IngressError, MAX_BUFFERED_BODY_BYTES, MAX_HEADER_BYTES, Routes,
     serve_https,
 };
+pub(crate) use ingress::{plain, refused, retry_later};
 pub use mirror::{AppView, DeploymentLoad, FAST_SYNC_INTERVAL, Mirror, SYNC_INTERVAL};
 pub use replicas::{Replica, ReplicaSet};
 pub use routes::{Route, RouteError, RouteTable, clean_path};
