@@ -23,6 +23,9 @@ pub struct JobTicket {
     pub grant: Arc<JobGrant>,
     /// Environment variables its guests see.
     pub env: JobEnv,
+    /// The job whose task records its calls go into (`None`: recorded
+    /// nowhere, e.g. a served application's replicas).
+    pub job: Option<crate::ids::JobId>,
 }
 
 /// Which kind of export a call targets.

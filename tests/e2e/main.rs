@@ -13,6 +13,7 @@ mod actors;
 mod cli;
 mod cluster;
 mod density;
+mod events;
 mod examples;
 mod gpu;
 mod hardening;

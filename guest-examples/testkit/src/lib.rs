@@ -6,6 +6,7 @@ use prism::{Error, ErrorKind, ObjectRef};
 use std::time::{Duration, Instant};
 
 mod cluster;
+mod events;
 mod gpu;
 mod hostile;
 mod http;

@@ -35,6 +35,8 @@ use crate::sync::MutexExt;
 use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, WireError};
+pub use served::CallEvents;
+use served::ServedCall;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -327,6 +329,8 @@ pub trait ActorEnv: Send + Sync + 'static {
     /// The series of calls of `method` of `record`'s class, if metrics
     /// are on.
     fn call_series(&self, record: &ActorRecord, method: &str) -> Option<Arc<CallSeries>>;
+    /// Where `record`'s calls are recorded, if its job records them.
+    fn call_events(&self, record: &ActorRecord) -> Option<CallEvents>;
 }
 
 /// Most methods one actor keeps looked-up series of (a guest calling
@@ -421,6 +425,7 @@ async fn serve<E: ActorEnv>(
     mailbox: &mut mpsc::UnboundedReceiver<ActorMsg>,
 ) -> WireError {
     let mut restarts: u32 = 0;
+    let events = env.call_events(record);
     // Each method's series, looked up once per actor.
     let mut series_by_method: HashMap<String, Option<Arc<CallSeries>>> = HashMap::new();
     while let Some(msg) = mailbox.recv().await {
@@ -449,6 +454,15 @@ async fn serve<E: ActorEnv>(
                 series
             }
         };
+        let trace = events.as_ref().and_then(|e| {
+            e.record(
+                record.id,
+                &format!("{}.{method}", record.class),
+                return_id,
+                &args,
+                sent,
+            )
+        });
         let served = ServedCall {
             objects: env.objects(),
             class: &record.class,
@@ -456,9 +470,13 @@ async fn serve<E: ActorEnv>(
             return_id,
             series,
             sent,
+            trace,
         };
         let method = &served.method;
         args_ready(env.objects(), &args).await;
+        if let Some(trace) = &served.trace {
+            trace.queued();
+        }
         let input = match resolve_args(env.objects(), &args) {
             Ok(input) => input,
             Err(e) => {
@@ -480,6 +498,7 @@ async fn serve<E: ActorEnv>(
         }
         let mut attempt = 0;
         let (result, exit) = loop {
+            served.started(lease, attempt);
             let call = invocation(
                 env,
                 record,
@@ -546,59 +565,12 @@ async fn serve<E: ActorEnv>(
             }
         };
         served.end(result, Some(started));
+        lease.trace_calls(None);
         if exit {
             return WireError::new(ErrorKind::ActorDied, "the actor exited");
         }
     }
     WireError::new(ErrorKind::ActorDied, "the node stopped")
-}
-
-/// A call being served: where its result goes, and what it counts into.
-struct ServedCall<'a> {
-    objects: &'a ObjectStore,
-    class: &'a str,
-    method: String,
-    return_id: ObjectId,
-    series: Option<Arc<CallSeries>>,
-    sent: std::time::Instant,
-}
-
-impl ServedCall<'_> {
-    /// Stores `result`, counted, and named by its origin if it is an
-    /// error; `started` is when its method began to run, if it did.
-    fn end(&self, result: Result<Bytes, WireError>, started: Option<std::time::Instant>) {
-        if let Some(series) = &self.series {
-            let ended = std::time::Instant::now();
-            if let Some(started) = started {
-                series.run.observe(ended - started);
-            }
-            series.end_to_end.observe(ended - self.sent);
-            series.ended(result.as_ref().map(|_| ()).map_err(|e| e.kind));
-        }
-        complete(
-            self.objects,
-            self.return_id,
-            result.map_err(|e| self.named(e)),
-        );
-    }
-
-    /// Ends a call that failed before its method returned.
-    fn fail(&self, error: WireError) {
-        self.end(Err(error), None);
-    }
-
-    /// `error` as this call's result: its origin is this call, on this
-    /// node (output lines, if the error had any, are kept).
-    fn named(&self, mut error: WireError) -> WireError {
-        let output = error.origin.take().map(|o| o.output).unwrap_or_default();
-        error.origin = Some(Box::new(prism_abi::ErrorOrigin {
-            task: self.return_id.to_string(),
-            function: format!("{}.{}", self.class, self.method),
-            node: self.objects.node_tag(),
-            output,
-        }));
-        error
-    }
 }
 
 /// The actor's turn to run code, or `None` if it is killed first.
@@ -717,6 +689,8 @@ fn complete(objects: &ObjectStore, id: ObjectId, result: Result<Bytes, WireError
         tracing::warn!(object = %id, error = %e, "storing an actor call's result failed");
     }
 }
+
+mod served;
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use prism_proto::v1::{
     JobInfo, JobRequest, JobResult, ListJobsReply, ListJobsRequest, LogLine, ResultRequest,
     SubmitJobRequest, UploadModuleReply, UploadModuleRequest,
 };
-use prism_proto::v1::{NamedActorCallReply, NamedActorCallRequest};
+use prism_proto::v1::{ListTasksRequest, NamedActorCallReply, NamedActorCallRequest};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -167,38 +167,17 @@ impl Jobs for ApiHandle {
         request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsReply>, Status> {
         let claims = self.0.authenticate(&request, "ReadJob")?;
-        let ids = self.0.cluster.head().job_ids();
-        // The caller's tenant's jobs, in namespaces it may read.
-        let mut jobs: Vec<JobInfo> = ids
-            .into_iter()
-            .filter(|id| {
-                self.0.job_scope(&claims, *id).is_ok_and(|(tenant, ns)| {
-                    self.0
-                        .access
-                        .policies()
-                        .decide(
-                            crate::security::Principal {
-                                subject: &claims.sub,
-                                tenant: &claims.tenant,
-                                role: claims.role,
-                            },
-                            Action::ReadJob,
-                            Resource::Namespace {
-                                tenant: &tenant,
-                                name: &ns,
-                            },
-                        )
-                        .allowed
-                })
-            })
-            .filter_map(|id| self.0.info(id))
-            .collect();
-        jobs.sort_by(|a, b| {
-            b.submitted_at_ms
-                .cmp(&a.submitted_at_ms)
-                .then(a.id.cmp(&b.id))
-        });
+        let jobs = self.0.readable_jobs(&claims);
         Ok(Response::new(ListJobsReply { jobs }))
+    }
+
+    type ListTasksStream = super::tasks::TaskPageStream;
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<Self::ListTasksStream>, Status> {
+        self.0.list_tasks(request).await.map(Response::new)
     }
 
     async fn get_result(

@@ -23,6 +23,7 @@ mod jobs;
 mod metered;
 mod node_control;
 mod serve;
+mod tasks;
 
 pub use crate::head::{HeadOptions, JobLimits, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_JSON_BYTES};
 pub use admin::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};

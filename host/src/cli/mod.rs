@@ -43,6 +43,7 @@ mod demo_serve;
 mod output;
 mod serve;
 mod service;
+mod tasks;
 
 pub use output::{escape_json, escape_terminal};
 
@@ -236,6 +237,10 @@ struct RunArgs {
     /// Print node statistics (resources, tasks, object store) to stderr afterwards.
     #[arg(long)]
     stats: bool,
+    /// Write the job's timeline to this file when it ends, as a Chrome
+    /// trace (open it in Perfetto; default: none).
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -472,6 +477,17 @@ fn run(args: RunArgs) -> anyhow::Result<i32> {
         if args.stats {
             let statuses = cluster.head().node_statuses().await;
             errln!("{}", output::pretty_json(&statuses)?);
+        }
+        if let Some(path) = &args.timeline {
+            let (tasks, _) = cluster.head().job_tasks(id).await;
+            let trace = crate::events::timeline::chrome_trace(&id.to_string(), &tasks);
+            std::fs::write(path, serde_json::to_vec(&trace)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            errln!(
+                "timeline of {} tasks written to {} (open it in https://ui.perfetto.dev)",
+                tasks.len(),
+                path.display()
+            );
         }
         match outcome.result {
             Ok(bytes) => {

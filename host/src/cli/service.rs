@@ -233,6 +233,46 @@ enum JobCommand {
     Stop { id: String },
     /// Every job, newest first.
     List,
+    /// A job's tasks and actor calls as its nodes recorded them, in
+    /// submission order: state, where each ran, waits, run times, causes.
+    Tasks {
+        id: String,
+        /// Only tasks in this state: waiting, queued, running, retrying,
+        /// finished or failed (default: every state).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only failed tasks with this cause, an error kind such as
+        /// panic, trap or deadline_exceeded (default: any).
+        #[arg(long)]
+        cause: Option<String>,
+        /// Print JSON, one task per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One task: function, arguments, dependencies, node, slot, timings,
+    /// attempts, last output lines, error.
+    Task {
+        /// The task's id (its result object's id, as errors name it).
+        task: String,
+        /// The job it belongs to (default: looked for among the newest
+        /// 100 jobs you may read).
+        #[arg(long)]
+        job: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's failed tasks grouped by cause, with their errors and last
+    /// output lines.
+    Failures { id: String },
+    /// Write a job's timeline as a Chrome trace (open it in Perfetto):
+    /// one process per node, one thread per CPU slot, GPU or actor.
+    Timeline {
+        id: String,
+        /// Where to write it.
+        #[arg(short, long, default_value = "trace.json")]
+        output: PathBuf,
+    },
 }
 
 pub(super) fn init(args: InitArgs) -> anyhow::Result<i32> {
@@ -521,6 +561,47 @@ pub(super) fn job(args: JobArgs) -> anyhow::Result<i32> {
                 for job in client.list().await? {
                     print_job(&job)?;
                 }
+                Ok(0)
+            }
+            JobCommand::Tasks {
+                id,
+                state,
+                cause,
+                json,
+            } => {
+                let (tasks, unrecorded) = client
+                    .list_tasks(
+                        &id,
+                        state.as_deref().unwrap_or(""),
+                        cause.as_deref().unwrap_or(""),
+                    )
+                    .await?;
+                if json {
+                    for task in &tasks {
+                        outln!("{}", super::tasks::task_json(task))?;
+                    }
+                } else {
+                    super::tasks::print_tasks(&tasks, unrecorded)?;
+                }
+                Ok(0)
+            }
+            JobCommand::Task { task, job, json } => {
+                let (task, job) = client.task(job.as_deref().unwrap_or(""), &task).await?;
+                if json {
+                    outln!("{}", super::tasks::task_json(&task))?;
+                } else {
+                    super::tasks::print_task(&task, &job)?;
+                }
+                Ok(0)
+            }
+            JobCommand::Failures { id } => {
+                let (tasks, _) = client.list_tasks(&id, "failed", "").await?;
+                super::tasks::print_failures(&tasks)?;
+                Ok(0)
+            }
+            JobCommand::Timeline { id, output } => {
+                let (tasks, _) = client.list_tasks(&id, "", "").await?;
+                super::tasks::write_timeline(&id, &tasks, &output)?;
                 Ok(0)
             }
         }

@@ -1,6 +1,6 @@
 //! What a head process keeps on disk about jobs and modules: `head.redb`
-//! (modules, job records, job details) and the job log files in
-//! `<state>/logs`. The embedded cluster of `prism run` keeps none.
+//! (modules, job records, job details) and, in `<state>/logs`, each job's
+//! log file (`<job>.log`) and task records (`<job>.tasks`). The embedded cluster of `prism run` keeps none.
 //!
 //! A job's record is written when it is submitted and again when it ends;
 //! its details (result as JSON, log tail) when it ends. A restarted head
@@ -10,7 +10,8 @@
 use super::records::{JobDetails, StoredJob};
 use crate::ids::JobId;
 use crate::meta::{HeadStore, MetaError};
-use prism_proto::v1::{JobInfo, JobState};
+use prism_proto::v1::{JobInfo, JobState, TaskInfo, TaskPage};
+use prost::Message;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,9 +56,46 @@ impl Archive {
         self.log_dir.join(format!("{id}.log"))
     }
 
-    /// The size of job `id`'s log file (0 if it has none).
+    /// Where job `id`'s task records are kept once it ended.
+    pub fn tasks_file(&self, id: JobId) -> PathBuf {
+        self.log_dir.join(format!("{id}.tasks"))
+    }
+
+    /// The size of job `id`'s log and task files (0 if it has none).
     fn log_file_bytes(&self, id: JobId) -> u64 {
-        std::fs::metadata(self.log_file(id)).map_or(0, |m| m.len())
+        [self.log_file(id), self.tasks_file(id)]
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    /// Writes an ended job's task records (pages of length-delimited
+    /// protobuf), replacing any.
+    pub(crate) fn write_tasks(&self, id: JobId, tasks: Vec<TaskInfo>, unrecorded: u64) {
+        let mut bytes = Vec::new();
+        for page in crate::events::merge::pages(&id.to_string(), tasks, unrecorded) {
+            if page.encode_length_delimited(&mut bytes).is_err() {
+                return;
+            }
+        }
+        let path = self.tasks_file(id);
+        if let Err(e) = std::fs::write(&path, bytes) {
+            tracing::error!("could not write {}: {e}", path.display());
+        }
+    }
+
+    /// An ended job's task records, if they were written.
+    pub(crate) fn read_tasks(&self, id: JobId) -> Option<(Vec<TaskInfo>, u64)> {
+        let bytes = std::fs::read(self.tasks_file(id)).ok()?;
+        let mut buf = bytes.as_slice();
+        let mut tasks = Vec::new();
+        let mut unrecorded = 0;
+        while !buf.is_empty() {
+            let page = TaskPage::decode_length_delimited(&mut buf).ok()?;
+            unrecorded += page.unrecorded;
+            tasks.extend(page.tasks);
+        }
+        Some((tasks, unrecorded))
     }
 
     /// Writes a job's record (details apart).
@@ -107,11 +145,12 @@ impl Archive {
             if let Err(e) = self.store.delete_job(&id.to_string()) {
                 tracing::error!("could not forget {id} in head.redb: {e}");
             }
-            let path = self.log_file(*id);
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::error!("could not remove {}: {e}", path.display());
+            for path in [self.log_file(*id), self.tasks_file(*id)] {
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::error!("could not remove {}: {e}", path.display());
+                }
             }
         }
     }

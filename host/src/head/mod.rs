@@ -97,9 +97,9 @@ struct Members {
 /// The head of a cluster.
 pub struct Head {
     members: Mutex<Members>,
-    jobs: Mutex<JobTable>,
+    jobs: Arc<Mutex<JobTable>>,
     /// Where ended jobs go (a head process); `None`: they stay in memory.
-    archive: Option<Archive>,
+    archive: Option<Arc<Archive>>,
     /// Held while a submission is admitted and while a tenant is deleted,
     /// so neither sees the other half done.
     admission: tokio::sync::Mutex<()>,
@@ -115,8 +115,8 @@ impl Head {
     fn build(archive: Option<Archive>, limits: JobLimits) -> Head {
         Head {
             members: Mutex::default(),
-            jobs: Mutex::new(JobTable::new(history::JobHistory::new(limits))),
-            archive,
+            jobs: Arc::new(Mutex::new(JobTable::new(history::JobHistory::new(limits)))),
+            archive: archive.map(Arc::new),
             admission: tokio::sync::Mutex::new(()),
         }
     }
@@ -142,13 +142,13 @@ impl Head {
                 forget.extend(jobs.archive(job.id, job.info, job.disk_bytes));
             }
         }
-        head.forget_archived(&forget);
+        forget_archived(head.archive(), &forget);
         Ok(Arc::new(head))
     }
 
     /// The archive, if this head keeps one.
     pub fn archive(&self) -> Option<&Archive> {
-        self.archive.as_ref()
+        self.archive.as_deref()
     }
 
     /// Adds a node that jobs can be placed on.
@@ -382,48 +382,63 @@ impl Head {
         out
     }
 
-    /// Writes an ended job's outcome to the archive and keeps only its
-    /// record; the tenant's oldest ended jobs past the history go.
-    fn archive_outcome(&self, archive: &Archive, info: JobInfo, outcome: &JobOutcome) {
-        let id = outcome.id;
-        let (value_json, too_large) = match &outcome.result {
-            Ok(bytes) => match result_json(bytes) {
-                Ok(Some(text)) => (text, false),
-                Ok(None) => (String::new(), true),
-                Err(e) => {
-                    tracing::warn!("the result of {id}: {e}");
-                    (String::new(), false)
-                }
-            },
-            Err(_) => (String::new(), false),
-        };
-        let details = JobDetails {
-            value_json,
-            too_large,
-            logs: outcome
-                .logs
-                .iter()
-                .map(|l| {
-                    (
-                        l.function.clone(),
-                        l.source.as_str().to_string(),
-                        l.text.clone(),
-                    )
-                })
-                .collect(),
-        };
-        let disk_bytes = archive.write_end(id, &info, &details);
-        let forget = self.jobs.locked().archive(id, info, disk_bytes);
-        self.forget_archived(&forget);
+    /// What the nodes recorded of job `id`'s calls, one record per task
+    /// in submission order, and how many they did not record: from the
+    /// archive once the job's records were gathered there, else from the
+    /// nodes (which keep a job's records a minute after it ended).
+    pub async fn job_tasks(&self, id: JobId) -> (Vec<prism_proto::v1::TaskInfo>, u64) {
+        if let Some(stored) = self.archive.as_ref().and_then(|a| a.read_tasks(id)) {
+            return stored;
+        }
+        let node = self.members.locked().nodes.first().cloned();
+        match node {
+            Some(node) => node.task_records(id).await,
+            None => (Vec::new(), 0),
+        }
     }
+}
 
-    fn forget_archived(&self, ids: &[JobId]) {
-        if let Some(archive) = &self.archive {
-            archive.forget(ids);
-        }
-        if !ids.is_empty() {
-            tracing::debug!(jobs = ids.len(), "forgot ended jobs past the history bound");
-        }
+/// Writes an ended job's outcome to the archive and keeps only its
+/// record; the tenant's oldest ended jobs past the history go.
+fn archive_outcome(archive: &Archive, jobs: &Mutex<JobTable>, info: JobInfo, outcome: &JobOutcome) {
+    let id = outcome.id;
+    let (value_json, too_large) = match &outcome.result {
+        Ok(bytes) => match result_json(bytes) {
+            Ok(Some(text)) => (text, false),
+            Ok(None) => (String::new(), true),
+            Err(e) => {
+                tracing::warn!("the result of {id}: {e}");
+                (String::new(), false)
+            }
+        },
+        Err(_) => (String::new(), false),
+    };
+    let details = JobDetails {
+        value_json,
+        too_large,
+        logs: outcome
+            .logs
+            .iter()
+            .map(|l| {
+                (
+                    l.function.clone(),
+                    l.source.as_str().to_string(),
+                    l.text.clone(),
+                )
+            })
+            .collect(),
+    };
+    let disk_bytes = archive.write_end(id, &info, &details);
+    let forget = jobs.locked().archive(id, info, disk_bytes);
+    forget_archived(Some(archive), &forget);
+}
+
+fn forget_archived(archive: Option<&Archive>, ids: &[JobId]) {
+    if let Some(archive) = archive {
+        archive.forget(ids);
+    }
+    if !ids.is_empty() {
+        tracing::debug!(jobs = ids.len(), "forgot ended jobs past the history bound");
     }
 }
 
@@ -435,10 +450,20 @@ impl HeadService for Head {
 
     fn job_finished(&self, outcome: JobOutcome) -> BoxFuture<'static, ()> {
         let info = self.jobs.locked().finished(outcome.clone());
-        if let (Some(archive), Some(info)) = (&self.archive, info) {
-            self.archive_outcome(archive, info, &outcome);
-        }
-        Box::pin(async {})
+        let (Some(archive), Some(info)) = (self.archive.clone(), info) else {
+            return Box::pin(async {});
+        };
+        let node = self.members.locked().nodes.first().cloned();
+        let jobs = self.jobs.clone();
+        Box::pin(async move {
+            // The job's task records go next to its log, then its outcome
+            // (which counts both files against the tenant's history).
+            if let Some(node) = node {
+                let (tasks, unrecorded) = node.task_records(outcome.id).await;
+                archive.write_tasks(outcome.id, tasks, unrecorded);
+            }
+            archive_outcome(&archive, &jobs, info, &outcome);
+        })
     }
 }
 

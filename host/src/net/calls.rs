@@ -45,15 +45,21 @@ pub(super) fn execute_request(
         env: env_to_proto(&ticket.env),
         grant: Some(grant_to_proto(&ticket.grant)),
         max_calls: spec.max_calls,
+        root_job: ticket.job.map_or(0, |j| j.as_u64()),
+        task_id: spec.return_id.as_bytes().to_vec(),
     }
 }
 
 /// The attempt another node sent, as this node runs it.
 pub(super) fn remote_call(r: pb::ExecuteTaskRequest) -> Result<RemoteCall, Status> {
+    let task = (!r.task_id.is_empty())
+        .then(|| object_id(&r.task_id))
+        .transpose()?;
     Ok(RemoteCall {
+        task,
         owner: OwnerId::from_u64(r.job_id),
         module: module_hash(&r.module_hash)?,
-        ticket: ticket_from_proto(r.namespace, r.env, r.grant)?,
+        ticket: ticket_from_proto(r.namespace, r.env, r.grant, r.root_job)?,
         function: r.function,
         args: args_from_proto(r.args)?,
         request: resources_from_proto(r.request.as_ref()),
@@ -89,6 +95,7 @@ pub(super) fn create_actor_request(
         epoch,
         env: env_to_proto(&create.ticket.env),
         grant: Some(grant_to_proto(&create.ticket.grant)),
+        root_job: create.ticket.job.map_or(0, |j| j.as_u64()),
     }
 }
 
@@ -110,9 +117,10 @@ pub(super) fn actor_creation(r: pb::CreateActorRequest) -> Result<ActorCreation,
     let options = prism_abi::ActorOptions::decode(&r.options)
         .map_err(|e| Status::invalid_argument(format!("actor options: {e}")))?;
     let call = RemoteCall {
+        task: None,
         owner: OwnerId::from_u64(r.job_id),
         module: module_hash(&r.module_hash)?,
-        ticket: ticket_from_proto(r.namespace, r.env, r.grant)?,
+        ticket: ticket_from_proto(r.namespace, r.env, r.grant, r.root_job)?,
         function: r.class.clone(),
         args: args_from_proto(r.args)?,
         request: Default::default(),
@@ -138,11 +146,13 @@ fn ticket_from_proto(
     namespace: String,
     env: HashMap<String, String>,
     grant: Option<pb::JobGrant>,
+    root_job: u64,
 ) -> Result<Arc<JobTicket>, Status> {
     Ok(Arc::new(JobTicket {
         namespace: NamespaceRef::parse(&namespace),
         grant: grant_from_proto(grant)?,
         env: env_from_proto(env),
+        job: (root_job != 0).then(|| crate::ids::JobId::from_u64(root_job)),
     }))
 }
 
@@ -212,6 +222,7 @@ mod tests {
                 ("A".to_string(), "1".to_string()),
                 ("B".to_string(), "2".to_string()),
             ])),
+            job: Some(crate::ids::JobId::from_u64(7)),
         }
     }
 

@@ -109,6 +109,7 @@ pub fn app_view_from_proto(app: pb::ServedApp) -> Option<AppView> {
             namespace: NamespaceRef::new(&app.tenant, &app.namespace),
             grant,
             env: None,
+            job: None,
         }),
         replicas,
     })

@@ -244,6 +244,26 @@ impl Worker for WorkerService {
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 
+    type TaskRecordsStream = Pin<Box<dyn Stream<Item = Result<pb::TaskPage, Status>> + Send>>;
+
+    async fn task_records(
+        &self,
+        request: Request<pb::TaskRecordsRequest>,
+    ) -> Result<Response<Self::TaskRecordsStream>, Status> {
+        peer_identity(&request)?;
+        let job = crate::ids::JobId::from_u64(request.get_ref().job_id);
+        let (tasks, unrecorded) = self
+            .node
+            .events()
+            .job(job)
+            .map(|records| records.snapshot())
+            .unwrap_or_default();
+        let pages = crate::events::merge::pages(&job.to_string(), tasks, unrecorded);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            pages.into_iter().map(Ok),
+        ))))
+    }
+
     async fn end_job(
         &self,
         request: Request<pb::EndJobRequest>,

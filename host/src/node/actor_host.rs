@@ -247,6 +247,7 @@ impl Node {
                 namespace: record.namespace.clone(),
                 grant: actor_grant,
                 env: job.ticket.env.clone(),
+                job: job.ticket.job,
             }),
             account,
         });
@@ -300,6 +301,14 @@ impl Drop for Rollback<'_> {
 }
 
 impl ActorEnv for Node {
+    fn call_events(&self, record: &ActorRecord) -> Option<crate::actors::CallEvents> {
+        let job = self.jobs.locked().get(&record.objects_owner)?.ticket.job?;
+        Some(crate::actors::CallEvents {
+            events: self.events.clone(),
+            job,
+        })
+    }
+
     fn call_series(
         &self,
         record: &ActorRecord,

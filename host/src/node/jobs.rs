@@ -83,6 +83,7 @@ impl Node {
             namespace: spec.namespace.clone(),
             grant,
             env: (!env.is_empty()).then(|| Arc::new(env.clone())),
+            job: Some(spec.id),
         });
         let context = self.open_local_context(owner, module, ticket, log);
         let result = if self.job_stopped(owner) {
@@ -150,6 +151,11 @@ impl Node {
             .guest
             .job_ended(context.account.tenant().name(), &owner.to_string());
         self.release_groups_of(owner);
+        if let Some(job) = context.ticket.job
+            && OwnerId::of_job(job) == owner
+        {
+            self.events.job_ended(job);
+        }
         if let Some(remote) = self.remote.as_ref() {
             remote.end_job(owner);
         }
@@ -208,6 +214,7 @@ impl Node {
             strategy: Default::default(),
             local_only: true,
             from_peer: false,
+            recorded_as: None,
             bundle: None,
             first_attempt: 0,
             account: Some(context.account.clone()),
@@ -354,6 +361,7 @@ impl Node {
             strategy: options.strategy,
             local_only: false,
             from_peer: false,
+            recorded_as: None,
             bundle: options.bundle,
             first_attempt: 0,
             account: Some(job.account.clone()),

@@ -111,6 +111,8 @@ pub struct Node {
     accounts: Accounts,
     /// The node's metrics (`/metrics`).
     metrics: Arc<crate::metrics::NodeMetrics>,
+    /// What became of its jobs' calls (`prism job tasks`).
+    events: Arc<crate::events::TaskEvents>,
     /// Jobs the head started here that have not ended, and whether the
     /// head asked to stop them: a stop that comes while the job's module
     /// is still loading keeps its driver from starting at all.
@@ -214,7 +216,12 @@ impl Node {
                 config.runtime.instance_slots,
                 config.runtime.tenant_instance_share,
             );
+            let events = Arc::new(crate::events::TaskEvents::new(
+                remote.as_ref().map_or("head", |r| r.local_id()),
+            ));
+            scheduler.record_events(events.clone());
             Node {
+                events,
                 me: me.clone(),
                 scheduler,
                 objects,
@@ -255,6 +262,11 @@ impl Node {
     /// The node's metrics.
     pub fn metrics(&self) -> &Arc<crate::metrics::NodeMetrics> {
         &self.metrics
+    }
+
+    /// The node's task events.
+    pub fn events(&self) -> &Arc<crate::events::TaskEvents> {
+        &self.events
     }
 
     /// The node's scheduler.
@@ -603,6 +615,13 @@ impl TaskExecutor for Node {
                     node: node.objects.node_tag(),
                     output: output.recent_output(),
                 }));
+            } else if let Some(trace) = &run.trace {
+                output.remember(&outcome.stdout);
+                output.remember(&outcome.stderr);
+                let lines = output.recent_output();
+                if !lines.is_empty() {
+                    trace.output(lines);
+                }
             }
             outcome.result
         })
@@ -684,6 +703,27 @@ impl NodeService for Node {
             gpu_usage: gpus.usage(),
         };
         Box::pin(async move { status })
+    }
+
+    fn task_records(
+        &self,
+        job: crate::ids::JobId,
+    ) -> BoxFuture<'static, (Vec<prism_proto::v1::TaskInfo>, u64)> {
+        let (mine, mut unrecorded) = self
+            .events
+            .job(job)
+            .map(|records| records.snapshot())
+            .unwrap_or_default();
+        let others = self.remote.as_ref().map(|r| r.task_records(job));
+        Box::pin(async move {
+            let mut all = mine;
+            if let Some(others) = others {
+                let (theirs, missed) = others.await;
+                all.extend(theirs);
+                unrecorded += missed;
+            }
+            (crate::events::merge::merge(all), unrecorded)
+        })
     }
 }
 

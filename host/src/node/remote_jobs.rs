@@ -51,6 +51,7 @@ impl Node {
             strategy: Default::default(),
             local_only: true,
             from_peer: true,
+            recorded_as: call.task,
             bundle: call.bundle,
             first_attempt: call.attempt,
             account: Some(context.account.clone()),
@@ -153,6 +154,11 @@ impl Node {
         tracing::debug!(%job, freed, "another node's job ended");
         if let Some(context) = self.close_job_context(job) {
             context.account.free_all();
+            if let Some(root) = context.ticket.job
+                && OwnerId::of_job(root) == job
+            {
+                self.events.job_ended(root);
+            }
         }
         self.release_groups_of(job);
     }
@@ -160,6 +166,9 @@ impl Node {
 
 /// A task attempt another node placed on this one.
 pub struct RemoteCall {
+    /// The task's id on the placing node, under which the attempt is
+    /// recorded among its job's task events.
+    pub task: Option<ObjectId>,
     /// Its owner (a job whose driver, or an actor that, runs elsewhere).
     pub owner: OwnerId,
     /// The job's module.

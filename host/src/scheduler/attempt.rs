@@ -25,6 +25,9 @@ impl Shared {
     ) {
         let attempt = entry.attempt.load(Ordering::SeqCst);
         self.placed_remotely.fetch_add(1, Ordering::Relaxed);
+        if let Some(trace) = &entry.trace {
+            trace.placed(attempt, reservation.node_id());
+        }
         let result = match self.remote.as_ref() {
             None => Err(WireError::new(ErrorKind::System, "no other nodes")),
             Some(remote) => {
@@ -66,8 +69,13 @@ impl Shared {
             instance_of: entry.spec.account.as_ref().map(|a| a.tenant().clone()),
             turn_cpu: AtomicU64::new(0),
             charged_elsewhere: false,
+            trace: std::sync::Mutex::new(entry.trace.clone()),
         });
         let attempt = entry.attempt.load(Ordering::SeqCst);
+        if let Some(trace) = &entry.trace {
+            let devices: Vec<usize> = slot.gpus().iter().map(|(d, _)| *d).collect();
+            trace.started(attempt, &devices);
+        }
         if let Some(remote) = self.remote.as_ref() {
             // Arguments that live on other nodes are pulled here first
             // (a task placed elsewhere pulls them there instead).
@@ -114,6 +122,7 @@ impl Shared {
                     input,
                     cancel: entry.cancel.clone(),
                     slot: slot.clone(),
+                    trace: entry.trace.clone(),
                 };
                 self.executed.fetch_add(1, Ordering::Relaxed);
                 match &entry.series {
@@ -158,6 +167,9 @@ impl Shared {
                     && !entry.cancel.is_cancelled()
                     && entry.transition(RUNNING, BACKOFF) =>
             {
+                if let Some(trace) = &entry.trace {
+                    trace.attempt_ended(Err(e.kind), true);
+                }
                 entry.attempt.store(attempt + 1, Ordering::SeqCst);
                 let delay = self
                     .retry_backoff
@@ -208,7 +220,12 @@ impl Shared {
             }
         }
         let object = match result {
-            Ok(bytes) => Object::Value(bytes),
+            Ok(bytes) => {
+                if let Some(trace) = &entry.trace {
+                    trace.finished(Ok(()));
+                }
+                Object::Value(bytes)
+            }
             Err(mut e) => {
                 // Named by the id its caller knows; where it ran and what
                 // it wrote stay as the attempt that ran it said.
@@ -223,6 +240,9 @@ impl Shared {
                             output: Vec::new(),
                         }));
                     }
+                }
+                if let Some(trace) = &entry.trace {
+                    trace.finished(Err(&e));
                 }
                 Object::Error(Arc::new(e))
             }

@@ -125,6 +125,9 @@ impl Shared {
         if !entry.transition(from, QUEUED) {
             return;
         }
+        if let Some(trace) = &entry.trace {
+            trace.queued();
+        }
         {
             let mut state = self.lock();
             let shape = &entry.shape;

@@ -44,6 +44,7 @@ pub mod resources;
 mod slot;
 mod state;
 
+use crate::events::{CallKind, NewCall, TaskEvents, TaskTrace};
 use crate::ids::{ModuleHash, ObjectId, OwnerId, TaskId};
 use crate::metrics::calls::CallSeries;
 use crate::objects::{Lookup, Object, ObjectStore, Watch};
@@ -58,7 +59,7 @@ use remote::{Remote, Reservation};
 use resources::{GpuAssignment, GpuShares, ResourceSet};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -128,6 +129,10 @@ pub struct TaskSpec {
     /// An attempt another node placed here: that node counts its end in
     /// the metrics (once, whatever its retries), this one only its run.
     pub from_peer: bool,
+    /// The task id its record among the job's task events carries, if
+    /// not its result's: for an attempt another node placed here, that
+    /// node's task.
+    pub recorded_as: Option<ObjectId>,
     /// Run it in this bundle of a placement group.
     pub bundle: Option<BundleRef>,
     /// The number of its first attempt here: 0, or for an attempt another
@@ -155,6 +160,8 @@ pub struct TaskRun {
     pub cancel: Arc<CancelToken>,
     /// The task's hold on its resources.
     pub slot: Arc<SlotHandle>,
+    /// Its record among its job's task events, if it has one.
+    pub trace: Option<Arc<TaskTrace>>,
 }
 
 /// Runs attempts; implemented by the node.
@@ -239,6 +246,9 @@ struct TaskEntry {
     /// When its last attempt here ended, in nanoseconds after
     /// `submitted` (0: none did), so that ending it reads no clock again.
     ran_until_ns: AtomicU64,
+    /// Its record among its job's task events (`None` for turns, calls
+    /// of no job, and past the job's bound).
+    trace: Option<Arc<TaskTrace>>,
 }
 
 impl TaskEntry {
@@ -260,6 +270,8 @@ struct Shared {
     remote: Option<Arc<dyn Remote>>,
     executed: AtomicU64,
     placed_remotely: AtomicU64,
+    /// Where calls' transitions are recorded ([`Scheduler::record_events`]).
+    events: OnceLock<Arc<TaskEvents>>,
 }
 
 /// The node's scheduler. Cheap to clone.
@@ -300,8 +312,15 @@ impl Scheduler {
                 remote,
                 executed: AtomicU64::new(0),
                 placed_remotely: AtomicU64::new(0),
+                events: OnceLock::new(),
             }),
         }
+    }
+
+    /// Records the transitions of every call of a job into `events`
+    /// from now on. Call once, before work is submitted.
+    pub fn record_events(&self, events: Arc<TaskEvents>) {
+        let _ = self.shared.events.set(events);
     }
 
     /// The node's total resources.
@@ -429,6 +448,7 @@ impl Scheduler {
                 tenant,
                 turn_cpu: AtomicU64::new(0),
                 charged_elsewhere: true,
+                trace: Mutex::new(None),
             }),
         }
     }
@@ -490,6 +510,7 @@ impl Scheduler {
                     strategy: Default::default(),
                     local_only: true,
                     from_peer: false,
+                    recorded_as: None,
                     bundle: None,
                     first_attempt: 0,
                     account,
@@ -504,6 +525,7 @@ impl Scheduler {
                 series: None,
                 counted: false,
                 ran_until_ns: AtomicU64::new(0),
+                trace: None,
             });
             self.shared.enqueue(entry.clone(), WAITING_ARGS);
             PendingTurn {
@@ -682,8 +704,11 @@ impl Shared {
             .as_ref()
             .and_then(|a| a.tenant().metrics())
             .map(|m| m.tasks.get(&spec.function));
+        let submitted = Instant::now();
+        let trace = self.trace(&spec, submitted);
         let entry = Arc::new(TaskEntry {
-            submitted: Instant::now(),
+            submitted,
+            trace,
             series,
             counted: !spec.from_peer,
             ran_until_ns: AtomicU64::new(0),
@@ -703,6 +728,39 @@ impl Shared {
             let shared = self.clone();
             tokio::spawn(async move { shared.wait_for_args(entry, deps).await });
         }
+    }
+
+    /// Starts the record of `spec` among its job's task events.
+    fn trace(&self, spec: &TaskSpec, submitted: Instant) -> Option<Arc<TaskTrace>> {
+        let events = self.events.get()?;
+        let job = spec.ticket.as_ref()?.job?;
+        let kind = match spec.entry {
+            EntryKind::Task => CallKind::Task,
+            EntryKind::Main => CallKind::Driver,
+            _ => return None,
+        };
+        let mut args_bytes = 0u64;
+        let mut depends_on = Vec::new();
+        for arg in &spec.args {
+            match arg {
+                Arg::Value(b) => args_bytes += b.len() as u64,
+                Arg::Ref(id) => depends_on.push(*id),
+                Arg::Invalid(_) | Arg::Missing(_) => {}
+            }
+        }
+        events.record(
+            job,
+            NewCall {
+                id: spec.recorded_as.unwrap_or(spec.return_id),
+                kind,
+                function: &spec.function,
+                args_bytes,
+                depends_on: &depends_on,
+                actor: None,
+                submitted,
+                from_peer: spec.from_peer,
+            },
+        )
     }
 
     /// The CPU (thousandths) a guest that asked for none holds while its
@@ -755,6 +813,9 @@ impl Shared {
             node: self.objects.node_tag(),
             output: Vec::new(),
         }));
+        if let Some(trace) = self.trace(spec, Instant::now()) {
+            trace.finished(Err(&error));
+        }
         let _ = self
             .objects
             .complete(spec.return_id, Object::Error(Arc::new(error)));

@@ -79,6 +79,12 @@ pub trait Remote: Send + Sync + 'static {
     fn fetch(&self, id: ObjectId, owner: OwnerId, tenant: &crate::security::tenants::TenantId);
     /// Tells every other node that `job` ended: they free what it owns.
     fn end_job(&self, job: OwnerId);
+    /// What every other node recorded of `job`'s calls (nodes that do
+    /// not answer in time are left out), and how many they did not record.
+    fn task_records(
+        &self,
+        job: crate::ids::JobId,
+    ) -> BoxFuture<'static, (Vec<prism_proto::v1::TaskInfo>, u64)>;
     /// Asks every other node to free its ready copies of `ids` owned by
     /// `job` of `tenant`; resolves when each answered or gave up.
     fn free(

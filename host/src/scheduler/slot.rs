@@ -5,7 +5,9 @@
 use super::accounts;
 use super::resources::{GpuAssignment, ResourceSet};
 use super::{DONE, QUEUED, Shared, TaskEntry};
+use crate::events::TaskTrace;
 use crate::runtime::BoxFuture;
+use crate::sync::MutexExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::oneshot;
@@ -92,6 +94,12 @@ impl Lease {
     pub fn slot(&self) -> &Arc<SlotHandle> {
         &self.slot
     }
+
+    /// Records the blocked time of the call now running on the lease
+    /// into `trace` (`None` between calls).
+    pub fn trace_calls(&self, trace: Option<Arc<TaskTrace>>) {
+        *self.slot.trace.locked() = trace;
+    }
 }
 
 impl Drop for Lease {
@@ -118,6 +126,9 @@ pub struct SlotHandle {
     /// CPU (thousandths) held for the current [`Turn`] of a guest that
     /// holds none of its own; 0 between turns.
     pub(super) turn_cpu: AtomicU64,
+    /// The record of the call running on it, told when it blocks and
+    /// resumes (a task's for its attempt; an actor's per call).
+    pub(super) trace: std::sync::Mutex<Option<Arc<TaskTrace>>>,
     /// The charge belongs to the holder (an actor), not to this slot:
     /// releasing the slot restores what blocking lent, and the holder
     /// releases the whole charge.
@@ -132,6 +143,9 @@ impl SlotHandle {
 
     /// The guest blocks: its CPU becomes available to others.
     pub fn block(&self) {
+        if let Some(trace) = self.trace.locked().as_ref() {
+            trace.blocked();
+        }
         // A bundle's CPU stays with the bundle's task.
         if self.bundle.is_some() {
             return;
@@ -169,6 +183,9 @@ impl SlotHandle {
     /// future that is already ready, for callers written against a
     /// waiting resume.
     pub fn unblock(self: &Arc<Self>) -> BoxFuture<'static, ()> {
+        if let Some(trace) = self.trace.locked().as_ref() {
+            trace.resumed();
+        }
         let cpu = {
             let mut state = self.shared.lock();
             if !self.blocked.swap(false, Ordering::SeqCst) {

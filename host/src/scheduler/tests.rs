@@ -52,6 +52,7 @@ fn spec(account: &Arc<JobAccount>, function: &str) -> TaskSpec {
         strategy: Default::default(),
         local_only: true,
         from_peer: false,
+        recorded_as: None,
         bundle: None,
         first_attempt: 0,
         account: Some(account.clone()),

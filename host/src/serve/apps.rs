@@ -327,6 +327,7 @@ impl Apps {
             namespace,
             grant,
             env: None,
+            job: None,
         });
         let service = self
             .node

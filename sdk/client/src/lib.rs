@@ -335,6 +335,63 @@ impl Client {
         Ok(())
     }
 
+    /// The tasks of a job as its nodes recorded them (`state` and `cause`
+    /// filter; empty: all), and how many were not recorded.
+    pub async fn list_tasks(
+        &mut self,
+        job_id: &str,
+        state: &str,
+        cause: &str,
+    ) -> Result<(Vec<prism_proto::v1::TaskInfo>, u64), ClientError> {
+        self.tasks(prism_proto::v1::ListTasksRequest {
+            job_id: job_id.into(),
+            state: state.into(),
+            cause: cause.into(),
+            task_id: String::new(),
+        })
+        .await
+        .map(|(tasks, unrecorded, _)| (tasks, unrecorded))
+    }
+
+    /// One task's record (its id as errors name it), searched in `job_id`
+    /// or, if empty, among the newest jobs the caller may read; with the
+    /// job it belongs to.
+    pub async fn task(
+        &mut self,
+        job_id: &str,
+        task_id: &str,
+    ) -> Result<(prism_proto::v1::TaskInfo, String), ClientError> {
+        let (tasks, _, job) = self
+            .tasks(prism_proto::v1::ListTasksRequest {
+                job_id: job_id.into(),
+                state: String::new(),
+                cause: String::new(),
+                task_id: task_id.into(),
+            })
+            .await?;
+        let task = tasks.into_iter().next().ok_or_else(|| {
+            ClientError::from(tonic::Status::not_found(format!("no task {task_id}")))
+        })?;
+        Ok((task, job))
+    }
+
+    async fn tasks(
+        &mut self,
+        request: prism_proto::v1::ListTasksRequest,
+    ) -> Result<(Vec<prism_proto::v1::TaskInfo>, u64, String), ClientError> {
+        let mut stream = self.jobs.list_tasks(request).await?.into_inner();
+        let mut tasks = Vec::new();
+        let mut unrecorded = 0;
+        let mut job = String::new();
+        while let Some(page) = stream.next().await {
+            let page = page?;
+            unrecorded += page.unrecorded;
+            job = page.job_id;
+            tasks.extend(page.tasks);
+        }
+        Ok((tasks, unrecorded, job))
+    }
+
     /// Calls `method` of the actor named `name` in `namespace` (empty:
     /// `default`) with JSON `args_json`; returns its value as JSON.
     pub async fn call_actor(

@@ -685,6 +685,43 @@ impl Remote for Peers {
         Box::pin(async move { while calls.join_next().await.is_some() {} })
     }
 
+    fn task_records(&self, job: crate::ids::JobId) -> BoxFuture<'static, (Vec<pb::TaskInfo>, u64)> {
+        let mut calls = tokio::task::JoinSet::new();
+        for peer in self.read().values() {
+            let mut client = peer.client();
+            calls.spawn(async move {
+                let gather = async {
+                    let mut stream = client
+                        .task_records(pb::TaskRecordsRequest {
+                            job_id: job.as_u64(),
+                        })
+                        .await?
+                        .into_inner();
+                    let mut pages = Vec::new();
+                    while let Some(page) = stream.message().await? {
+                        pages.push(page);
+                    }
+                    Ok::<_, tonic::Status>(pages)
+                };
+                match tokio::time::timeout(RECORDS_TIMEOUT, gather).await {
+                    Ok(Ok(pages)) => pages,
+                    _ => Vec::new(),
+                }
+            });
+        }
+        Box::pin(async move {
+            let mut tasks = Vec::new();
+            let mut unrecorded = 0;
+            while let Some(done) = calls.join_next().await {
+                for page in done.unwrap_or_default() {
+                    unrecorded += page.unrecorded;
+                    tasks.extend(page.tasks);
+                }
+            }
+            (tasks, unrecorded)
+        })
+    }
+
     fn end_job(&self, job: OwnerId) {
         for peer in self.read().values() {
             let mut client = peer.client();
@@ -704,6 +741,10 @@ struct Caller {
     owner: OwnerId,
     tenant: crate::security::tenants::TenantId,
 }
+
+/// How long gathering a job's task records waits for each other node
+/// (10 s).
+const RECORDS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long `free` waits for each other node (5 s).
 const FREE_TIMEOUT: Duration = Duration::from_secs(5);

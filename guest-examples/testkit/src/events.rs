@@ -1,0 +1,41 @@
+//! Drivers for the task-event tests (`tests/e2e/events.rs`).
+
+use crate::Kit;
+
+/// Squares `i` after printing a line; panics for a multiple of
+/// `fail_every` (other than 0).
+#[prism::task]
+fn traced_square(i: u64, fail_every: u64) -> u64 {
+    println!("squaring {i}");
+    if fail_every > 0 && i > 0 && i % fail_every == 0 {
+        panic!("refusing to square {i}");
+    }
+    i * i
+}
+
+/// The sum of two values (taken by reference: a dependency of each).
+#[prism::task]
+fn traced_pair(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+/// Spreads `n` squares over the nodes, adds the first two in a task that
+/// depends on them, calls a `Kit` actor twice and returns (how many
+/// squares failed, the pair's sum, the actor's last value).
+#[prism::main]
+fn traced_job(n: u64, fail_every: u64) -> prism::Result<(u64, u64, i64)> {
+    let squares: Vec<_> = (0..n)
+        .map(|i| traced_square::options().spread().remote(i, fail_every))
+        .collect();
+    let pair = traced_pair::remote(squares[0].clone(), squares[1].clone());
+    let kit = Kit::remote(1);
+    kit.add(2).remote();
+    let last = prism::get(&kit.add(3).remote())?;
+    let mut failed = 0;
+    for square in &squares {
+        if prism::get(square).is_err() {
+            failed += 1;
+        }
+    }
+    Ok((failed, prism::get(&pair)?, last))
+}

@@ -1,0 +1,224 @@
+//! Task events across real processes: a job's tasks, actor calls and
+//! driver are recorded on the head and on a worker, gathered and merged
+//! by the head, kept with the job when it ends (and across a restart of
+//! the head), filtered by state and cause, printed by `prism job
+//! tasks|task|failures` and written as a Perfetto trace by `prism job
+//! timeline` — and readable by the job's tenant only.
+
+use crate::procs::{admin_token, client, init, prism_cli, start_head_with, start_worker};
+use crate::serving::member;
+use prism_client::v1::TaskInfo;
+use prism_host::security::ClusterFiles;
+
+const HEAD_ARGS: &[&str] = &[
+    "--listen",
+    "127.0.0.1:0",
+    "--cpus",
+    "2",
+    "--no-gpus",
+    "--heartbeat-ms",
+    "200",
+];
+
+fn named<'a>(tasks: &'a [TaskInfo], function: &str) -> Vec<&'a TaskInfo> {
+    tasks.iter().filter(|t| t.function == function).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_tasks_are_recorded_on_every_node_and_read_by_its_tenant_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: ClusterFiles = init(&dir.path().join("state"));
+    let mut head = start_head_with(files.dir(), HEAD_ARGS);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    let join = admin.create_join_token(60).await.unwrap().token;
+    let worker = start_worker(
+        &dir.path().join("w"),
+        &head.address,
+        &files.ca_cert(),
+        &join,
+        &["--cpus", "1", "--no-gpus"],
+    )
+    .expect("the worker joins");
+    let worker_id = worker
+        .line
+        .strip_prefix("prism worker ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the worker names itself")
+        .to_string();
+    admin.create_tenant("acme", 1.0, "").await.unwrap();
+    admin.create_tenant("zeta", 1.0, "").await.unwrap();
+    let (mut acme, acme_token) = member(&mut admin, &head, &files, "acme", "developer").await;
+    let (mut zeta, zeta_token) = member(&mut admin, &head, &files, "zeta", "developer").await;
+
+    // 12 squares spread over both nodes; 5 and 10 panic.
+    let hash = acme
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let job = acme
+        .submit(&hash, "traced_job", "[12, 5]", "default")
+        .await
+        .unwrap();
+    let result = acme.result(&job.id, true).await.unwrap();
+    let value: (u64, u64, i64) = serde_json::from_str(&result.value_json).unwrap();
+    assert_eq!(value, (2, 1, 6));
+
+    let (tasks, unrecorded) = acme.list_tasks(&job.id, "", "").await.unwrap();
+    assert_eq!(unrecorded, 0);
+    let squares = named(&tasks, "traced_square");
+    assert_eq!(squares.len(), 12, "{tasks:#?}");
+    let nodes: std::collections::BTreeSet<&str> = squares
+        .iter()
+        .flat_map(|t| t.attempts.iter().map(|a| a.node.as_str()))
+        .collect();
+    assert!(nodes.contains("head"), "{nodes:?}");
+    assert!(nodes.contains(worker_id.as_str()), "{nodes:?}");
+    for square in &squares {
+        assert_eq!(square.node, "head", "submitted by the driver on the head");
+        assert!(square.ended_us >= square.submitted_us);
+        let attempt = square.attempts.last().unwrap();
+        assert!(attempt.started_us > 0 && attempt.ended_us >= attempt.started_us);
+    }
+    let failed: Vec<&&TaskInfo> = squares.iter().filter(|t| t.state == "failed").collect();
+    assert_eq!(failed.len(), 2);
+    for task in &failed {
+        assert_eq!(task.error_kind, "panic");
+        assert!(task.error.contains("refusing to square"), "{}", task.error);
+        assert!(
+            task.output.iter().any(|l| l.starts_with("squaring ")),
+            "{:?}",
+            task.output
+        );
+    }
+    let driver = named(&tasks, "traced_job");
+    assert_eq!(driver.len(), 1);
+    assert_eq!(driver[0].kind, "driver");
+    assert_eq!(driver[0].state, "finished");
+    let pair = named(&tasks, "traced_pair");
+    assert_eq!(pair.len(), 1);
+    assert_eq!(pair[0].depends_on.len(), 2);
+    assert!(
+        pair[0]
+            .depends_on
+            .iter()
+            .all(|d| squares.iter().any(|s| &s.task_id == d))
+    );
+    let calls = named(&tasks, "Kit.add");
+    assert_eq!(calls.len(), 2, "{tasks:#?}");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.kind == "actor_call" && c.state == "finished" && !c.actor_id.is_empty())
+    );
+
+    // Filters.
+    let (panics, _) = acme.list_tasks(&job.id, "failed", "panic").await.unwrap();
+    assert_eq!(panics.len(), 2);
+    let (traps, _) = acme.list_tasks(&job.id, "failed", "trap").await.unwrap();
+    assert!(traps.is_empty());
+    for (state, cause) in [("exploded", ""), ("", "gremlins")] {
+        let refused = acme.list_tasks(&job.id, state, cause).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Some(tonic::Code::InvalidArgument),
+            "{refused}"
+        );
+    }
+
+    // Another tenant sees neither the job nor its tasks.
+    let foreign = zeta.list_tasks(&job.id, "", "").await.unwrap_err();
+    assert_eq!(foreign.code(), Some(tonic::Code::NotFound), "{foreign}");
+    let failed_id = failed[0].task_id.clone();
+    assert!(zeta.task("", &failed_id).await.is_err());
+    let (code, _, _) = prism_cli(&head, &files, &zeta_token, &["job", "task", &failed_id]);
+    assert_ne!(code, 0);
+
+    // The CLI, as the tenant.
+    let (code, out, err) = prism_cli(&head, &files, &acme_token, &["job", "task", &failed_id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("refusing to square"), "{out}");
+    assert!(out.contains("squaring "), "{out}");
+    assert!(out.contains(&job.id), "{out}");
+    let (code, out, err) = prism_cli(
+        &head,
+        &files,
+        &acme_token,
+        &[
+            "job", "tasks", &job.id, "--state", "failed", "--cause", "panic",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("2 tasks, 2 failed"), "{out}");
+    let (code, out, _) = prism_cli(&head, &files, &acme_token, &["job", "failures", &job.id]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("panic: 2 tasks"), "{out}");
+    let trace_path = dir.path().join("trace.json");
+    let (code, out, err) = prism_cli(
+        &head,
+        &files,
+        &acme_token,
+        &[
+            "job",
+            "timeline",
+            &job.id,
+            "-o",
+            trace_path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ui.perfetto.dev"), "{out}");
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&trace_path).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let meta = |name: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["name"] == name)
+            .map(|e| e["args"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let processes = meta("process_name");
+    assert!(
+        processes.contains(&"node head".to_string()),
+        "{processes:?}"
+    );
+    assert!(
+        processes.contains(&format!("node {worker_id}")),
+        "{processes:?}"
+    );
+    let threads = meta("thread_name");
+    assert!(threads.iter().any(|t| t == "cpu 0"), "{threads:?}");
+    assert!(
+        threads.iter().any(|t| t.starts_with("actor Kit ")),
+        "{threads:?}"
+    );
+    // A row per slot, not per task: far fewer threads than tasks.
+    assert!(threads.len() < tasks.len(), "{threads:?}");
+    let arrows = events.iter().filter(|e| e["ph"] == "s").count();
+    assert_eq!(arrows, 2, "the pair's two arguments");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["name"] == "traced_square" && e["args"]["outcome"] == "panic")
+    );
+
+    // The head keeps them with the job, across its own restart.
+    let kept = files.dir().join("logs").join(format!("{}.tasks", job.id));
+    for _ in 0..100 {
+        if kept.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(kept.exists(), "{}", kept.display());
+    drop(worker);
+    head.kill();
+    let head = start_head_with(files.dir(), HEAD_ARGS);
+    let mut acme = client(&head, &files, &acme_token).await;
+    let (again, _) = acme.list_tasks(&job.id, "", "").await.unwrap();
+    assert_eq!(again.len(), tasks.len());
+    let (task, in_job) = acme.task("", &failed_id).await.unwrap();
+    assert_eq!(in_job, job.id);
+    assert_eq!(task.error_kind, "panic");
+}
