@@ -8,6 +8,8 @@
 #   a GPU and its vendor's Vulkan driver has them already; elsewhere this
 #   installs Debian's mesa-vulkan-drivers, whose lavapipe is a software
 #   Vulkan device that runs the same wgpu path on the CPU.
+# - Chromium and its WebDriver (Debian's chromium and chromium-driver), for
+#   the end-to-end tests that drive the web dashboard in a real browser.
 # Idempotent: running it again changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,3 +50,27 @@ if ! have_vulkan; then
     have_vulkan || { echo "error: Vulkan is still missing after installing ${packages[*]}" >&2; exit 1; }
 fi
 echo "vulkan ready: $({ compgen -G '/usr/share/vulkan/icd.d/*.json'; compgen -G '/etc/vulkan/icd.d/*.json'; } | xargs -n1 basename | tr '\n' ' ')"
+
+# Chromium and ChromeDriver for the dashboard's browser tests.
+have_chromium() {
+    command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1
+}
+if ! have_chromium; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: no chromium/chromedriver found and no apt-get to install them;" >&2
+        echo "       install your distribution's Chromium and its WebDriver" >&2
+        exit 1
+    fi
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    packages=(chromium chromium-driver)
+    export DEBIAN_FRONTEND=noninteractive
+    if ! $sudo apt-get install -y --no-install-recommends "${packages[@]}"; then
+        $sudo apt-get update
+        $sudo apt-get install -y --no-install-recommends "${packages[@]}"
+    fi
+    have_chromium || { echo "error: chromium is still missing after installing ${packages[*]}" >&2; exit 1; }
+fi
+echo "browser ready: $(chromium --version 2>/dev/null | head -1), $(chromedriver --version 2>/dev/null | head -1)"

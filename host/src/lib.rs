@@ -49,6 +49,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
 pub mod events;
 pub mod gpu;
 pub mod head;

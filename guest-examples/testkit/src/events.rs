@@ -39,3 +39,20 @@ fn traced_job(n: u64, fail_every: u64) -> prism::Result<(u64, u64, i64)> {
     }
     Ok((failed, prism::get(&pair)?, last))
 }
+
+/// Markup a page must show as text, never run.
+const MARKUP: &str = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>";
+
+/// Prints markup, then panics with more.
+#[prism::task]
+fn markup_task() -> u64 {
+    println!("{MARKUP}");
+    panic!("<b onmouseover=\"document.title='pwned'\">bold</b>");
+}
+
+/// Prints markup and fails with the task that panics with more.
+#[prism::main]
+fn traced_markup() -> prism::Result<u64> {
+    println!("{MARKUP}");
+    prism::get(&markup_task::remote())
+}

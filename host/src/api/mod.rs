@@ -19,6 +19,7 @@
 mod admin;
 mod apps;
 mod convert;
+mod dashboard;
 mod jobs;
 mod metered;
 mod node_control;
@@ -29,7 +30,7 @@ pub use crate::head::{HeadOptions, JobLimits, MAX_ERROR_MESSAGE_BYTES, MAX_RESUL
 pub use admin::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
 pub use convert::MAX_ARGS_JSON_BYTES;
 use serve::Verified;
-pub use serve::serve;
+pub use serve::{HeadAddresses, serve};
 
 use crate::cluster::JobOutcome;
 use crate::head::EmbeddedCluster;

@@ -50,14 +50,27 @@ fn require_node_certificate(request: Request<()>) -> Result<Request<()>, Status>
     }
 }
 
+/// Where a head process serves, once it does.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadAddresses {
+    /// The gRPC API (and node-to-node services).
+    pub api: SocketAddr,
+    /// The HTTPS ingress of served applications (`--http-listen`).
+    pub http: Option<SocketAddr>,
+    /// `/metrics` (`--metrics-listen`).
+    pub metrics: Option<SocketAddr>,
+    /// The web dashboard (`--dashboard-listen`).
+    pub dashboard: Option<SocketAddr>,
+}
+
 /// Serves the API for the cluster in `state_dir` on `listen` (and served
-/// applications on `http_listen`, if set) until `shutdown` resolves.
-/// Calls `ready` with the bound addresses (API, ingress) once they accept
-/// connections. Must run inside a multi-threaded tokio runtime.
+/// applications, metrics and the dashboard where `options` say) until
+/// `shutdown` resolves. Calls `ready` with the bound addresses once they
+/// accept connections. Must run inside a multi-threaded tokio runtime.
 pub async fn serve(
     state_dir: &std::path::Path,
     options: HeadOptions,
-    ready: impl FnOnce(SocketAddr, Option<SocketAddr>, Option<SocketAddr>),
+    ready: impl FnOnce(HeadAddresses),
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
     let files = ClusterFiles::new(state_dir);
@@ -160,6 +173,18 @@ pub async fn serve(
         membership: membership.clone(),
         address,
     }));
+    // The dashboard, with the ingress's certificate.
+    let (dashboard_bound, dashboard_stop) = match options.dashboard_listen {
+        Some(listen) => {
+            let tls = https_tls()?;
+            let (bound, stop) = crate::dashboard::Dashboard::new(api.clone())
+                .start(listen, tls)
+                .await
+                .map_err(|e| ApiError::Transport(format!("cannot listen on {listen}: {e}")))?;
+            (Some(bound), Some(stop))
+        }
+        None => (None, None),
+    };
     // The applications deployed before the head stopped come back.
     tokio::spawn({
         let api = api.0.clone();
@@ -213,7 +238,12 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_NODE_MESSAGE),
             require_node_certificate,
         ));
-    ready(bound, http_bound, metrics_bound);
+    ready(HeadAddresses {
+        api: bound,
+        http: http_bound,
+        metrics: metrics_bound,
+        dashboard: dashboard_bound,
+    });
     // On shutdown: stop accepting, stop the running jobs (their records
     // end as stopped, and their waiters get answers), and give calls in
     // flight the grace, no more.
@@ -225,6 +255,7 @@ pub async fn serve(
             let _ = stop.send(());
         }
         drop(metrics_stop);
+        drop(dashboard_stop);
         stopping.apps.stop_all().await;
         stopping.cluster.head().stop_all_jobs().await;
     };

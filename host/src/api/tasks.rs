@@ -101,7 +101,7 @@ impl Api {
 }
 
 /// Refuses filters that could never match.
-fn check_filters(r: &ListTasksRequest) -> Result<(), Status> {
+pub(super) fn check_filters(r: &ListTasksRequest) -> Result<(), Status> {
     if !r.state.is_empty() && !crate::events::STATES.contains(&r.state.as_str()) {
         return Err(Status::invalid_argument(format!(
             "unknown state {:?}: one of {}",

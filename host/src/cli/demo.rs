@@ -405,6 +405,12 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
             check_metrics(&cluster)
         })
         .await?;
+        // What the node recorded of two jobs' tasks, and a timeline.
+        failed += super::demo_serve::report(
+            "task events",
+            super::demo_events::task_events(&cluster),
+        )
+        .await?;
         // The served applications, over HTTPS.
         failed += super::demo_serve::report(
             "serve/converter",

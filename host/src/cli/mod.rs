@@ -39,6 +39,7 @@ mod bench;
 mod bench_nodes;
 mod bench_serve;
 mod demo;
+mod demo_events;
 mod demo_serve;
 mod output;
 mod serve;

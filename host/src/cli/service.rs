@@ -60,6 +60,11 @@ pub(super) struct StartArgs {
     /// bearer token (default: not served).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Head: where it serves the web dashboard over HTTPS, e.g.
+    /// 0.0.0.0:8443, with the ingress's certificate; users log in with a
+    /// token (default: not served).
+    #[arg(long)]
+    dashboard_listen: Option<SocketAddr>,
     /// Where other nodes reach this one, `host:port` (default: the bound
     /// address). For the head, the host must be a name of its certificate
     /// (`prism init --san`); a worker's certificate names the node
@@ -309,8 +314,13 @@ fn http_tls(args: &StartArgs) -> anyhow::Result<Option<(Vec<u8>, Vec<u8>)>> {
     let (Some(cert), Some(key)) = (&args.http_cert, &args.http_key) else {
         return Ok(None);
     };
-    if args.http_listen.is_none() && args.metrics_listen.is_none() {
-        anyhow::bail!("--http-cert and --http-key need --http-listen or --metrics-listen");
+    if args.http_listen.is_none()
+        && args.metrics_listen.is_none()
+        && args.dashboard_listen.is_none()
+    {
+        anyhow::bail!(
+            "--http-cert and --http-key need --http-listen, --metrics-listen or --dashboard-listen"
+        );
     }
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let (cert, key) = (read(cert)?, read(key)?);
@@ -328,6 +338,9 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
         anyhow::bail!("--advertise must name a host and port, e.g. node1.example:7000");
     }
     if let Some(head) = &args.join {
+        if args.dashboard_listen.is_some() {
+            anyhow::bail!("--dashboard-listen is for the head (the dashboard is the head's)");
+        }
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let ca_path = args
             .ca
@@ -397,6 +410,7 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
     options.http_listen = args.http_listen;
     options.http_tls = http_tls(&args)?;
     options.metrics_listen = args.metrics_listen;
+    options.dashboard_listen = args.dashboard_listen;
     options.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
     options.job_limits = crate::api::JobLimits {
         live_per_tenant: args.tenant_live_jobs.max(1),
@@ -408,13 +422,14 @@ pub(super) fn start(args: StartArgs) -> anyhow::Result<i32> {
         crate::api::serve(
             &args.dir,
             options,
-            |bound, http, metrics| {
+            |at| {
                 // Tests and scripts wait for this line. A service whose
                 // stdout was closed keeps serving.
-                let _ = outln!(
-                    "prism head listening on https://{bound}{}",
-                    also_serving(http, metrics)
-                );
+                let mut also = also_serving(at.http, at.metrics);
+                if let Some(dashboard) = at.dashboard {
+                    also.push_str(&format!(", dashboard on https://{dashboard}"));
+                }
+                let _ = outln!("prism head listening on https://{}{also}", at.api);
             },
             shutdown,
         )
@@ -578,7 +593,7 @@ pub(super) fn job(args: JobArgs) -> anyhow::Result<i32> {
                     .await?;
                 if json {
                     for task in &tasks {
-                        outln!("{}", super::tasks::task_json(task))?;
+                        outln!("{}", crate::events::json::task_json(task))?;
                     }
                 } else {
                     super::tasks::print_tasks(&tasks, unrecorded)?;
@@ -588,7 +603,7 @@ pub(super) fn job(args: JobArgs) -> anyhow::Result<i32> {
             JobCommand::Task { task, job, json } => {
                 let (task, job) = client.task(job.as_deref().unwrap_or(""), &task).await?;
                 if json {
-                    outln!("{}", super::tasks::task_json(&task))?;
+                    outln!("{}", crate::events::json::task_json(&task))?;
                 } else {
                     super::tasks::print_task(&task, &job)?;
                 }

@@ -86,12 +86,60 @@ pub fn merge(records: impl IntoIterator<Item = pb::TaskInfo>) -> Vec<pb::TaskInf
     out
 }
 
-/// Numbers CPU slots per node (and per GPU device, separately): each
-/// attempt takes the lowest slot free at its start. Actor calls keep
-/// slot 0 (they show on their actor's row).
-pub fn assign_slots(tasks: &mut [pb::TaskInfo]) {
-    // (task index, attempt index, node, lane group, start, end)
-    let mut runs: Vec<(usize, usize, String, i64, u64, u64)> = Vec::new();
+/// One stretch of an attempt that ran on a CPU: from its start or the
+/// end of a blocked span to the next blocked span or its end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// The task's index.
+    pub task: usize,
+    /// The attempt's index among the task's attempts.
+    pub attempt: usize,
+    /// Unix microseconds.
+    pub start: u64,
+    /// Unix microseconds; 0 while it runs.
+    pub end: u64,
+    /// Its CPU slot on its node (per GPU device for a GPU task).
+    pub slot: u32,
+}
+
+/// The running stretches of `attempt`: its run minus its blocked spans
+/// (`u64::MAX` stands for "still running").
+fn stretches(attempt: &pb::TaskAttempt) -> Vec<(u64, u64)> {
+    let end = if attempt.ended_us == 0 {
+        u64::MAX
+    } else {
+        attempt.ended_us
+    };
+    let mut blocked: Vec<(u64, u64)> = attempt
+        .blocked
+        .iter()
+        .map(|b| (b.start_us, if b.end_us == 0 { end } else { b.end_us }))
+        .collect();
+    blocked.sort_unstable();
+    let mut out = Vec::new();
+    let mut from = attempt.started_us;
+    for (b0, b1) in blocked {
+        let b0 = b0.clamp(from, end);
+        if b0 > from {
+            out.push((from, b0));
+        }
+        from = from.max(b1.min(end));
+    }
+    if end > from {
+        out.push((from, end));
+    }
+    out
+}
+
+/// Every task attempt's running stretches (not actor calls', which show
+/// on their actor's row), each in a CPU slot: per node (and per GPU
+/// device), a stretch takes the lowest slot free at its start. A guest
+/// blocked in `get`/`wait` lends its CPU, so a node shows about as many
+/// slots as it has CPUs, however many guests wait, and a task's
+/// stretches before and after a wait may sit in different slots.
+pub fn segments(tasks: &[pb::TaskInfo]) -> Vec<Segment> {
+    // (node, lane group, start, end, task, attempt)
+    let mut runs: Vec<(&str, i64, u64, u64, usize, usize)> = Vec::new();
     for (t, task) in tasks.iter().enumerate() {
         if task.kind == "actor_call" {
             continue;
@@ -101,17 +149,15 @@ pub fn assign_slots(tasks: &mut [pb::TaskInfo]) {
                 continue;
             }
             let group = attempt.gpus.first().map_or(-1, |g| i64::from(*g));
-            let end = if attempt.ended_us == 0 {
-                u64::MAX
-            } else {
-                attempt.ended_us
-            };
-            runs.push((t, a, attempt.node.clone(), group, attempt.started_us, end));
+            for (start, end) in stretches(attempt) {
+                runs.push((&attempt.node, group, start, end, t, a));
+            }
         }
     }
-    runs.sort_by(|x, y| (&x.2, x.3, x.4).cmp(&(&y.2, y.3, y.4)));
-    let mut lanes: HashMap<(String, i64), Vec<u64>> = HashMap::new();
-    for (t, a, node, group, start, end) in runs {
+    runs.sort_unstable();
+    let mut lanes: HashMap<(&str, i64), Vec<u64>> = HashMap::new();
+    let mut out = Vec::with_capacity(runs.len());
+    for (node, group, start, end, task, attempt) in runs {
         let ends = lanes.entry((node, group)).or_default();
         let slot = match ends.iter().position(|free_at| *free_at <= start) {
             Some(slot) => {
@@ -123,7 +169,31 @@ pub fn assign_slots(tasks: &mut [pb::TaskInfo]) {
                 ends.len() - 1
             }
         };
-        tasks[t].attempts[a].slot = u32::try_from(slot).unwrap_or(u32::MAX);
+        out.push(Segment {
+            task,
+            attempt,
+            start,
+            end: if end == u64::MAX { 0 } else { end },
+            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+        });
+    }
+    out
+}
+
+/// Sets each attempt's slot: that of its first running stretch
+/// ([`segments`]). Actor calls keep slot 0.
+pub fn assign_slots(tasks: &mut [pb::TaskInfo]) {
+    let mut first: HashMap<(usize, usize), (u64, u32)> = HashMap::new();
+    for s in segments(tasks) {
+        let entry = first
+            .entry((s.task, s.attempt))
+            .or_insert((s.start, s.slot));
+        if s.start < entry.0 {
+            *entry = (s.start, s.slot);
+        }
+    }
+    for ((t, a), (_, slot)) in first {
+        tasks[t].attempts[a].slot = slot;
     }
 }
 
@@ -256,6 +326,31 @@ mod tests {
             .collect();
         assign_slots(&mut tasks);
         assert!(tasks.iter().all(|t| t.attempts[0].slot == 0));
+    }
+
+    #[test]
+    fn a_blocked_guest_lends_its_slot_to_the_tasks_it_waits_for() {
+        // The parent runs 1-10, waits 10-50 for two children, runs 50-60;
+        // on a node with one CPU everything fits in slot 0.
+        let mut parent = attempt(0, "head", 1, 60);
+        parent.blocked.push(pb::TimeSpan {
+            start_us: 10,
+            end_us: 50,
+        });
+        let tasks = vec![
+            task("p", "head", 0, vec![parent]),
+            task("a", "head", 0, vec![attempt(0, "head", 11, 30)]),
+            task("b", "head", 0, vec![attempt(0, "head", 30, 49)]),
+        ];
+        let segments = segments(&tasks);
+        assert_eq!(segments.len(), 4);
+        assert!(segments.iter().all(|s| s.slot == 0), "{segments:?}");
+        let parent: Vec<(u64, u64)> = segments
+            .iter()
+            .filter(|s| s.task == 0)
+            .map(|s| (s.start, s.end))
+            .collect();
+        assert_eq!(parent, vec![(1, 10), (50, 60)]);
     }
 
     #[test]

@@ -17,8 +17,10 @@
 //! head to gather; the head keeps them with the job's log.
 //!
 //! Files: `mod.rs` (the registry and the recorder), `merge.rs` (one
-//! record per task, CPU slots), `timeline.rs` (the Chrome trace).
+//! record per task, CPU slots), `timeline.rs` (the Chrome trace),
+//! `json.rs` (a record as JSON).
 
+pub mod json;
 pub mod merge;
 pub mod timeline;
 

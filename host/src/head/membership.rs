@@ -437,6 +437,18 @@ impl Membership {
         sum
     }
 
+    /// What each tenant uses on every alive node, the head's included
+    /// (workers as of their last reports).
+    pub fn cluster_usage(
+        &self,
+    ) -> std::collections::HashMap<String, crate::scheduler::accounts::Usage> {
+        let mut sum = self.usage_elsewhere(None);
+        for (tenant, usage) in self.head_node.tenant_usage() {
+            sum.entry(tenant).or_default().add(&usage);
+        }
+        sum
+    }
+
     /// Status rows of the worker nodes (the head's own row is the API's).
     pub fn statuses(&self) -> Vec<pb::NodeInfo> {
         self.lock()

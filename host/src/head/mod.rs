@@ -302,6 +302,11 @@ impl Head {
         self.jobs.locked().contains(id)
     }
 
+    /// How many jobs of `tenant` are live (submitted and not ended).
+    pub fn live_jobs(&self, tenant: &str) -> u64 {
+        self.jobs.locked().live(tenant)
+    }
+
     /// Whether job `id` ended and its outcome is archived.
     pub fn is_archived(&self, id: JobId) -> bool {
         self.jobs.locked().is_archived(id)

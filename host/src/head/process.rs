@@ -49,6 +49,9 @@ pub struct HeadOptions {
     /// Where `/metrics` is served over HTTPS, with the ingress's
     /// certificate (default: none, not served).
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the web dashboard is served over HTTPS, with the ingress's
+    /// certificate (default: none, not served).
+    pub dashboard_listen: Option<SocketAddr>,
 }
 
 impl HeadOptions {
@@ -66,6 +69,7 @@ impl HeadOptions {
             http_listen: None,
             http_tls: None,
             metrics_listen: None,
+            dashboard_listen: None,
         }
     }
 }
