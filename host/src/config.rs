@@ -40,6 +40,9 @@ pub struct NodeConfig {
     pub job_log_max_bytes: u64,
     /// What the node records for `/metrics`.
     pub metrics: MetricsConfig,
+    /// Record every call's transitions for `prism job tasks` and the
+    /// timelines (see `docs/observability.md`). Default true.
+    pub task_events: bool,
 }
 
 /// What a node records for `/metrics` (see `docs/observability.md`).
@@ -103,6 +106,7 @@ impl Default for NodeConfig {
             job_log_dir: None,
             job_log_max_bytes: 64 << 20,
             metrics: MetricsConfig::default(),
+            task_events: true,
         }
     }
 }

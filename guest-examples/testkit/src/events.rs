@@ -7,7 +7,7 @@ use crate::Kit;
 #[prism::task]
 fn traced_square(i: u64, fail_every: u64) -> u64 {
     println!("squaring {i}");
-    if fail_every > 0 && i > 0 && i % fail_every == 0 {
+    if fail_every > 0 && i > 0 && i.is_multiple_of(fail_every) {
         panic!("refusing to square {i}");
     }
     i * i
@@ -27,7 +27,7 @@ fn traced_job(n: u64, fail_every: u64) -> prism::Result<(u64, u64, i64)> {
     let squares: Vec<_> = (0..n)
         .map(|i| traced_square::options().spread().remote(i, fail_every))
         .collect();
-    let pair = traced_pair::remote(squares[0].clone(), squares[1].clone());
+    let pair = traced_pair::remote(squares[0], squares[1]);
     let kit = Kit::remote(1);
     kit.add(2).remote();
     let last = prism::get(&kit.add(3).remote())?;
@@ -41,7 +41,8 @@ fn traced_job(n: u64, fail_every: u64) -> prism::Result<(u64, u64, i64)> {
 }
 
 /// Markup a page must show as text, never run.
-const MARKUP: &str = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>";
+const MARKUP: &str =
+    "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>";
 
 /// Prints markup, then panics with more.
 #[prism::task]

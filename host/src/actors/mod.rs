@@ -426,8 +426,9 @@ async fn serve<E: ActorEnv>(
 ) -> WireError {
     let mut restarts: u32 = 0;
     let events = env.call_events(record);
-    // Each method's series, looked up once per actor.
-    let mut series_by_method: HashMap<String, Option<Arc<CallSeries>>> = HashMap::new();
+    let actor_id: Arc<str> = Arc::from(record.id.to_string());
+    // Each method's series and recorded name, looked up once per actor.
+    let mut series_by_method: HashMap<String, (Option<Arc<CallSeries>>, Arc<str>)> = HashMap::new();
     while let Some(msg) = mailbox.recv().await {
         if let Some(death) = record.death_reason() {
             if let ActorMsg::Call { return_id, .. } = msg {
@@ -444,25 +445,22 @@ async fn serve<E: ActorEnv>(
                 sent,
             } => (method, args, return_id, sent),
         };
-        let series = match series_by_method.get(&method) {
-            Some(series) => series.clone(),
+        let (series, function) = match series_by_method.get(&method) {
+            Some(known) => known.clone(),
             None => {
-                let series = env.call_series(record, &method);
+                let known = (
+                    env.call_series(record, &method),
+                    crate::events::function_name(&format!("{}.{method}", record.class)),
+                );
                 if series_by_method.len() < MAX_METHOD_SERIES {
-                    series_by_method.insert(method.clone(), series.clone());
+                    series_by_method.insert(method.clone(), known.clone());
                 }
-                series
+                known
             }
         };
-        let trace = events.as_ref().and_then(|e| {
-            e.record(
-                record.id,
-                &format!("{}.{method}", record.class),
-                return_id,
-                &args,
-                sent,
-            )
-        });
+        let trace = events
+            .as_ref()
+            .and_then(|e| e.record(&actor_id, &function, return_id, &args, sent));
         let served = ServedCall {
             objects: env.objects(),
             class: &record.class,

@@ -4,7 +4,7 @@
 
 use super::complete;
 use crate::events::{CallKind, NewCall, TaskEvents, TaskTrace};
-use crate::ids::{ActorId, JobId, ObjectId};
+use crate::ids::{JobId, ObjectId};
 use crate::metrics::calls::CallSeries;
 use crate::objects::ObjectStore;
 use crate::scheduler::Lease;
@@ -23,11 +23,12 @@ pub struct CallEvents {
 }
 
 impl CallEvents {
-    /// Starts the record of a call of `class.method` on `actor`.
+    /// Starts the record of a call of `function` (`Class.method`) on
+    /// `actor`.
     pub(super) fn record(
         &self,
-        actor: ActorId,
-        function: &str,
+        actor: &Arc<str>,
+        function: &Arc<str>,
         return_id: ObjectId,
         args: &[Arg],
         sent: std::time::Instant,
@@ -49,7 +50,7 @@ impl CallEvents {
                 function,
                 args_bytes,
                 depends_on: &depends_on,
-                actor: Some(actor.to_string()),
+                actor: Some(actor.clone()),
                 submitted: sent,
                 from_peer: false,
             },

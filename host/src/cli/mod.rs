@@ -88,7 +88,7 @@ enum Command {
     /// and a first admin token.
     Init(service::InitArgs),
     /// Start the head: the API over TLS, on an embedded node.
-    Start(service::StartArgs),
+    Start(Box<service::StartArgs>),
     /// Issue and revoke bearer tokens.
     Token(admin::TokenArgs),
     /// Manage tenants and their quotas (cluster-admin).
@@ -166,6 +166,11 @@ struct NodeArgs {
     /// (`prism bench --no-metrics` measures their cost; default: recorded).
     #[arg(long)]
     no_metrics: bool,
+    /// Record no task events: `prism job tasks`, timelines and the
+    /// dashboard's job pages then show no tasks of this node (default:
+    /// recorded).
+    #[arg(long)]
+    no_task_events: bool,
 }
 
 impl NodeArgs {
@@ -215,6 +220,7 @@ impl NodeArgs {
             config.metrics.guest_series = n;
         }
         config.metrics.enabled = !self.no_metrics;
+        config.task_events = !self.no_task_events;
         Ok(config)
     }
 }
@@ -418,7 +424,7 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Status(args) => status(args),
         Command::Init(args) => service::init(args),
-        Command::Start(args) => service::start(args),
+        Command::Start(args) => service::start(*args),
         Command::Token(args) => admin::token(args),
         Command::Tenant(args) => admin::tenant(args),
         Command::Namespace(args) => admin::namespace(args),

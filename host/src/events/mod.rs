@@ -145,13 +145,33 @@ pub const STATES: [&str; 6] = [
     "waiting", "queued", "running", "retrying", "finished", "failed",
 ];
 
+/// One attempt, as the recorder fills it (made a [`pb::TaskAttempt`]
+/// only when read, so that recording allocates nothing per attempt).
+#[derive(Clone)]
+struct Attempt {
+    number: u32,
+    /// Where it runs: this node (`None`) or the node it was placed on.
+    placed_on: Option<Arc<str>>,
+    queued_us: u64,
+    started_us: u64,
+    ended_us: u64,
+    gpus: Vec<u32>,
+    blocked: Vec<pb::TimeSpan>,
+    blocked_more_us: u64,
+    /// `None` while it runs.
+    outcome: Option<Result<(), ErrorKind>>,
+}
+
 /// One call's record, as the recorder fills it.
 struct Record {
     state: State,
     /// When it was last queued (0: not yet), for the next attempt.
     queued_us: u64,
     ended_us: u64,
-    attempts: Vec<pb::TaskAttempt>,
+    /// The first attempt (most calls have one: kept inline, so that
+    /// recording it allocates nothing) and the others.
+    first: Option<Attempt>,
+    retries: Vec<Attempt>,
     /// Attempts past [`MAX_ATTEMPTS`].
     attempts_more: u32,
     blocked_since_us: u64,
@@ -164,10 +184,10 @@ struct Record {
 pub struct TaskTrace {
     id: ObjectId,
     kind: CallKind,
-    function: String,
+    function: Arc<str>,
     args_bytes: u64,
     depends_on: Vec<ObjectId>,
-    actor: Option<String>,
+    actor: Option<Arc<str>>,
     submitted_us: u64,
     from_peer: bool,
     job: Arc<JobRecords>,
@@ -186,8 +206,8 @@ pub struct NewCall<'a> {
     pub args_bytes: u64,
     /// The objects it waits for.
     pub depends_on: &'a [ObjectId],
-    /// For an actor call, the actor.
-    pub actor: Option<String>,
+    /// For an actor call, the actor's id.
+    pub actor: Option<Arc<str>>,
     /// When it was submitted.
     pub submitted: Instant,
     /// An attempt another node placed here.
@@ -216,18 +236,18 @@ impl TaskTrace {
 
     /// Attempt `attempt` started on this node, holding `gpus`.
     pub fn started(&self, attempt: u32, gpus: &[usize]) {
-        let node = self.job.node.clone();
         self.update(|r, now| {
             r.state = State::Running;
-            r.start_attempt(attempt, node, now, gpus);
+            r.start_attempt(attempt, None, now, gpus);
         });
     }
 
     /// Attempt `attempt` was placed on node `node`.
     pub fn placed(&self, attempt: u32, node: &str) {
+        let node: Arc<str> = Arc::from(node);
         self.update(|r, now| {
             r.state = State::Running;
-            r.start_attempt(attempt, node.to_string(), now, &[]);
+            r.start_attempt(attempt, Some(node), now, &[]);
         });
     }
 
@@ -243,7 +263,7 @@ impl TaskTrace {
             if since == 0 {
                 return;
             }
-            if let Some(attempt) = r.attempts.last_mut() {
+            if let Some(attempt) = r.last_attempt() {
                 if attempt.blocked.len() < MAX_BLOCKED_SPANS {
                     attempt.blocked.push(pb::TimeSpan {
                         start_us: since,
@@ -314,7 +334,27 @@ impl TaskTrace {
     /// The record as it stands.
     pub fn to_proto(&self) -> pb::TaskInfo {
         let r = self.record.locked();
-        let mut attempts = r.attempts.clone();
+        let mut attempts: Vec<pb::TaskAttempt> = r
+            .first
+            .iter()
+            .chain(r.retries.iter())
+            .map(|a| pb::TaskAttempt {
+                attempt: a.number,
+                node: a.placed_on.as_deref().unwrap_or(&self.job.node).to_string(),
+                queued_us: a.queued_us,
+                started_us: a.started_us,
+                ended_us: a.ended_us,
+                gpus: a.gpus.clone(),
+                blocked: a.blocked.clone(),
+                blocked_more_us: a.blocked_more_us,
+                outcome: match a.outcome {
+                    None => String::new(),
+                    Some(Ok(())) => "ok".to_string(),
+                    Some(Err(kind)) => kind.to_string(),
+                },
+                slot: 0,
+            })
+            .collect();
         // A blocked span still open counts until now.
         if r.blocked_since_us != 0
             && let Some(last) = attempts.last_mut()
@@ -326,7 +366,7 @@ impl TaskTrace {
         }
         pb::TaskInfo {
             task_id: self.id.to_string(),
-            function: self.function.clone(),
+            function: self.function.to_string(),
             kind: self.kind.as_str().to_string(),
             state: r.state.as_str().to_string(),
             args_bytes: self.args_bytes,
@@ -338,7 +378,7 @@ impl TaskTrace {
             error_kind: r.error_kind.clone(),
             error: r.error.clone(),
             output: r.output.clone(),
-            actor_id: self.actor.clone().unwrap_or_default(),
+            actor_id: self.actor.as_deref().unwrap_or_default().to_string(),
             from_peer: self.from_peer,
             attempts_unrecorded: r.attempts_more,
         }
@@ -346,14 +386,20 @@ impl TaskTrace {
 }
 
 impl Record {
-    fn start_attempt(&mut self, attempt: u32, node: String, now: u64, gpus: &[usize]) {
-        if self.attempts.len() >= MAX_ATTEMPTS {
+    fn start_attempt(
+        &mut self,
+        number: u32,
+        placed_on: Option<Arc<str>>,
+        now: u64,
+        gpus: &[usize],
+    ) {
+        if self.first.is_some() as usize + self.retries.len() >= MAX_ATTEMPTS {
             self.attempts_more += 1;
             return;
         }
-        self.attempts.push(pb::TaskAttempt {
-            attempt,
-            node,
+        let attempt = Attempt {
+            number,
+            placed_on,
             queued_us: std::mem::take(&mut self.queued_us),
             started_us: now,
             ended_us: 0,
@@ -363,24 +409,40 @@ impl Record {
                 .collect(),
             blocked: Vec::new(),
             blocked_more_us: 0,
-            outcome: String::new(),
-            slot: 0,
-        });
+            outcome: None,
+        };
+        match self.first {
+            None => self.first = Some(attempt),
+            Some(_) => self.retries.push(attempt),
+        }
+    }
+
+    fn last_attempt(&mut self) -> Option<&mut Attempt> {
+        match self.retries.last_mut() {
+            Some(last) => Some(last),
+            None => self.first.as_mut(),
+        }
     }
 
     fn end_attempt(&mut self, now: u64, outcome: Result<(), ErrorKind>) {
-        let Some(attempt) = self.attempts.last_mut() else {
+        let Some(attempt) = self.last_attempt() else {
             return;
         };
         if attempt.ended_us != 0 {
             return;
         }
         attempt.ended_us = now;
-        attempt.outcome = match outcome {
-            Ok(()) => "ok".to_string(),
-            Err(kind) => kind.to_string(),
-        };
+        attempt.outcome = Some(outcome);
     }
+}
+
+/// A function's name as records keep it: at most 256 characters.
+pub fn function_name(name: &str) -> Arc<str> {
+    if name.len() <= MAX_FUNCTION_CHARS {
+        return Arc::from(name);
+    }
+    let cut: String = name.chars().take(MAX_FUNCTION_CHARS).collect();
+    Arc::from(cut)
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
@@ -395,11 +457,19 @@ fn cut(text: &str, max: usize) -> String {
     text[..end].to_string()
 }
 
+/// A job's records, and the function name of the last one (shared by
+/// the next call of the same function instead of copied).
+#[derive(Default)]
+struct JobTasks {
+    traces: Vec<Arc<TaskTrace>>,
+    last_function: Option<Arc<str>>,
+}
+
 /// One job's records on this node.
 pub struct JobRecords {
     node: String,
     clock: Clock,
-    tasks: Mutex<Vec<Arc<TaskTrace>>>,
+    tasks: Mutex<JobTasks>,
     unrecorded: AtomicU64,
     detail_bytes: AtomicUsize,
 }
@@ -418,7 +488,7 @@ impl JobRecords {
     /// Every record, in the order they were made, and how many calls were
     /// not recorded.
     pub fn snapshot(&self) -> (Vec<pb::TaskInfo>, u64) {
-        let tasks: Vec<Arc<TaskTrace>> = self.tasks.locked().clone();
+        let tasks: Vec<Arc<TaskTrace>> = self.tasks.locked().traces.clone();
         (
             tasks.iter().map(|t| t.to_proto()).collect(),
             self.unrecorded.load(Ordering::Relaxed),
@@ -426,9 +496,32 @@ impl JobRecords {
     }
 }
 
+/// Hashes a job id as itself: ids are random 64-bit numbers, and every
+/// recorded call looks its job up.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type ById = std::hash::BuildHasherDefault<IdHasher>;
+
 #[derive(Default)]
 struct Jobs {
-    live: HashMap<JobId, Arc<JobRecords>>,
+    live: HashMap<JobId, Arc<JobRecords>, ById>,
     /// Jobs that ended here, oldest first, with when their records go.
     ended: VecDeque<(JobId, Instant)>,
     /// The same jobs, to look up.
@@ -479,7 +572,7 @@ impl TaskEvents {
                 .clone()
         };
         let mut tasks = records.tasks.locked();
-        if tasks.len() >= MAX_TASKS_PER_JOB {
+        if tasks.traces.len() >= MAX_TASKS_PER_JOB {
             records.unrecorded.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -492,7 +585,14 @@ impl TaskEvents {
         let trace = Arc::new(TaskTrace {
             id: call.id,
             kind: call.kind,
-            function: call.function.chars().take(MAX_FUNCTION_CHARS).collect(),
+            function: match &tasks.last_function {
+                Some(last) if **last == *call.function => last.clone(),
+                _ => {
+                    let name = function_name(call.function);
+                    tasks.last_function = Some(name.clone());
+                    name
+                }
+            },
             args_bytes: call.args_bytes,
             depends_on,
             actor: call.actor,
@@ -503,7 +603,8 @@ impl TaskEvents {
                 state: State::Waiting,
                 queued_us: 0,
                 ended_us: 0,
-                attempts: Vec::new(),
+                first: None,
+                retries: Vec::new(),
                 attempts_more: 0,
                 blocked_since_us: 0,
                 error_kind: String::new(),
@@ -511,7 +612,7 @@ impl TaskEvents {
                 output: Vec::new(),
             }),
         });
-        tasks.push(trace.clone());
+        tasks.traces.push(trace.clone());
         Some(trace)
     }
 

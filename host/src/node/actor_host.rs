@@ -302,6 +302,9 @@ impl Drop for Rollback<'_> {
 
 impl ActorEnv for Node {
     fn call_events(&self, record: &ActorRecord) -> Option<crate::actors::CallEvents> {
+        if !self.config.task_events {
+            return None;
+        }
         let job = self.jobs.locked().get(&record.objects_owner)?.ticket.job?;
         Some(crate::actors::CallEvents {
             events: self.events.clone(),

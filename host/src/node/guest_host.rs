@@ -24,6 +24,8 @@ pub(super) struct TaskHost {
     pub(super) function: String,
     /// Its last lines of output, for the error of a call that fails.
     pub(super) recent: std::sync::Mutex<std::collections::VecDeque<String>>,
+    /// Whether it has written any output line yet.
+    wrote: std::sync::atomic::AtomicBool,
 }
 
 /// Longest output line an error's origin keeps, in characters.
@@ -43,11 +45,16 @@ impl TaskHost {
             slot,
             function,
             recent: std::sync::Mutex::default(),
+            wrote: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Keeps the last lines of `text` among the call's recent output.
     pub(super) fn remember(&self, text: &[u8]) {
+        if text.is_empty() {
+            return;
+        }
+        self.wrote.store(true, std::sync::atomic::Ordering::Relaxed);
         let text = String::from_utf8_lossy(text);
         let mut recent = self.recent.locked();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -60,6 +67,9 @@ impl TaskHost {
 
     /// The call's last output lines, oldest first.
     pub(super) fn recent_output(&self) -> Vec<String> {
+        if !self.wrote.load(std::sync::atomic::Ordering::Relaxed) {
+            return Vec::new();
+        }
         self.recent.locked().iter().cloned().collect()
     }
 }

@@ -219,7 +219,9 @@ impl Node {
             let events = Arc::new(crate::events::TaskEvents::new(
                 remote.as_ref().map_or("head", |r| r.local_id()),
             ));
-            scheduler.record_events(events.clone());
+            if config.task_events {
+                scheduler.record_events(events.clone());
+            }
             Node {
                 events,
                 me: me.clone(),
@@ -616,6 +618,8 @@ impl TaskExecutor for Node {
                     output: output.recent_output(),
                 }));
             } else if let Some(trace) = &run.trace {
+                // What it wrote without a final newline is still here;
+                // complete lines were remembered as they were written.
                 output.remember(&outcome.stdout);
                 output.remember(&outcome.stderr);
                 let lines = output.recent_output();

@@ -37,6 +37,7 @@
 //! `accounts.rs` (per-tenant use and quotas), `resources.rs`, `remote.rs`.
 
 pub mod accounts;
+mod args;
 mod attempt;
 mod dispatch;
 pub mod remote;
@@ -44,10 +45,10 @@ pub mod resources;
 mod slot;
 mod state;
 
-use crate::events::{CallKind, NewCall, TaskEvents, TaskTrace};
+use crate::events::{TaskEvents, TaskTrace};
 use crate::ids::{ModuleHash, ObjectId, OwnerId, TaskId};
 use crate::metrics::calls::CallSeries;
-use crate::objects::{Lookup, Object, ObjectStore, Watch};
+use crate::objects::{Object, ObjectStore, Watch};
 use crate::runtime::{BoxFuture, CancelToken};
 use crate::sync::{MutexExt, RwLockExt};
 use crate::task::{Arg, EntryKind, JobTicket};
@@ -63,6 +64,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+pub use args::{args_ready, resolve_args};
 pub use slot::{Lease, SlotHandle, Turn};
 use slot::{PendingLease, PendingTurn, cpu_only};
 use state::{BundlePool, Instances, PendingGrant, State};
@@ -730,39 +732,6 @@ impl Shared {
         }
     }
 
-    /// Starts the record of `spec` among its job's task events.
-    fn trace(&self, spec: &TaskSpec, submitted: Instant) -> Option<Arc<TaskTrace>> {
-        let events = self.events.get()?;
-        let job = spec.ticket.as_ref()?.job?;
-        let kind = match spec.entry {
-            EntryKind::Task => CallKind::Task,
-            EntryKind::Main => CallKind::Driver,
-            _ => return None,
-        };
-        let mut args_bytes = 0u64;
-        let mut depends_on = Vec::new();
-        for arg in &spec.args {
-            match arg {
-                Arg::Value(b) => args_bytes += b.len() as u64,
-                Arg::Ref(id) => depends_on.push(*id),
-                Arg::Invalid(_) | Arg::Missing(_) => {}
-            }
-        }
-        events.record(
-            job,
-            NewCall {
-                id: spec.recorded_as.unwrap_or(spec.return_id),
-                kind,
-                function: &spec.function,
-                args_bytes,
-                depends_on: &depends_on,
-                actor: None,
-                submitted,
-                from_peer: spec.from_peer,
-            },
-        )
-    }
-
     /// The CPU (thousandths) a guest that asked for none holds while its
     /// code runs: one CPU, or less if the node or its tenant's quota has
     /// less. Running guest code always counts against its tenant, so a
@@ -837,54 +806,6 @@ impl Shared {
         }
         self.enqueue(entry, WAITING_ARGS);
     }
-}
-
-/// Waits until every `Ref` argument's object is ready (or gone).
-pub async fn args_ready(objects: &ObjectStore, args: &[Arg]) {
-    for arg in args {
-        if let Arg::Ref(id) = arg
-            && let Watch::Pending(rx) = objects.watch(*id)
-        {
-            let _ = rx.await;
-        }
-    }
-}
-
-/// Builds a call's input buffer: the MessagePack array of its arguments,
-/// with `Ref` arguments replaced by their objects' values. An argument whose
-/// object holds an error fails the call with that error.
-pub fn resolve_args(objects: &ObjectStore, args: &[Arg]) -> Result<Bytes, WireError> {
-    let mut values: Vec<Bytes> = Vec::with_capacity(args.len());
-    for (i, arg) in args.iter().enumerate() {
-        match arg {
-            Arg::Value(b) => values.push(b.clone()),
-            Arg::Invalid(m) => return Err(WireError::new(ErrorKind::InvalidArgument, m.clone())),
-            Arg::Missing(id) => return Err(Arg::not_found(i, *id)),
-            Arg::Ref(id) => match objects.lookup(*id) {
-                Ok(Lookup::Ready(Object::Value(b))) => values.push(b),
-                Ok(Lookup::Ready(Object::Error(e))) => {
-                    let mut e = (*e).clone();
-                    // The chain goes into the message; the origin becomes
-                    // the task that could not run.
-                    e.message = match e.origin.take() {
-                        Some(o) => format!(
-                            "argument {i} failed because task {} ({}) failed: {}",
-                            o.function, o.task, e.message
-                        ),
-                        None => format!("argument {i} failed: {}", e.message),
-                    };
-                    return Err(e);
-                }
-                Ok(Lookup::NotFound) | Ok(Lookup::Pending(_)) => {
-                    return Err(Arg::not_found(i, *id));
-                }
-                Err(e) => return Err(WireError::new(ErrorKind::System, e.to_string())),
-            },
-        }
-    }
-    Ok(Bytes::from(prism_abi::build_input(
-        values.iter().map(|b| b.as_ref()),
-    )))
 }
 
 #[cfg(test)]

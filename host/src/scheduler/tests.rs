@@ -2,6 +2,7 @@
 //! and lets attempts finish on demand.
 
 use super::*;
+use crate::objects::Lookup;
 use crate::security::{GuestPermissions, JobGrant, Quotas};
 
 /// What the test sees of the executor: which functions started, in
