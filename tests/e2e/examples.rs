@@ -44,6 +44,32 @@ async fn tree_reduce_is_exact_even_on_one_cpu() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_built_with_line_tables_panics_with_file_and_line() {
+    let c = cluster(2.0);
+    let v = run_ok(&c, guests::FAILURES_WITH_DWARF, "main", "[]").await;
+    let panic = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["case"] == "panic")
+        .unwrap();
+    let m = panic["message"].as_str().unwrap();
+    assert!(m.contains("wasm backtrace"), "{m}");
+    // The frame of the guest's own function names its source line
+    // (`at <file>:<line>:<column>` under the frame).
+    let located = |m: &str| {
+        m.lines()
+            .any(|l| l.trim_start().starts_with("at ") && l.contains("failures/src/lib.rs:"))
+    };
+    assert!(located(m), "{m}");
+    // The same module without line tables has names only.
+    let v = run_ok(&c, guests::FAILURES, "main", "[]").await;
+    let stripped = v.as_array().unwrap().iter().find(|o| o["case"] == "panic");
+    let m = stripped.unwrap()["message"].as_str().unwrap();
+    assert!(!located(m), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_example_reports_each_typed_error_and_keeps_serving() {
     let c = cluster(2.0);
     let v = run_ok(&c, guests::FAILURES, "main", "[]").await;

@@ -573,6 +573,17 @@ async fn a_tenant_submitting_in_a_loop_keeps_a_bounded_history() {
     let kept = bad.list().await.unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].id, b, "the newest ended job stays");
-    let files = std::fs::read_dir(&logs).unwrap().count();
-    assert!(files <= 3, "{files} log files left");
+    // Each job kept has its log (`.log`) and task records (`.tasks`).
+    let count = |suffix: &str| {
+        std::fs::read_dir(&logs)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(suffix))
+            })
+            .count()
+    };
+    let (log_files, task_files) = (count(".log"), count(".tasks"));
+    assert!(log_files <= 3, "{log_files} log files left");
+    assert!(task_files <= 3, "{task_files} task record files left");
 }

@@ -54,6 +54,9 @@ pub(super) fn build(config: &RuntimeConfig) -> anyhow::Result<Engine> {
         .parallel_compilation(true)
         .memory_init_cow(true)
         .cranelift_opt_level(OptLevel::Speed)
+        // A guest's backtrace gives file:line where its module carries
+        // DWARF line tables (read once, when the module is compiled).
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
         .max_wasm_stack(config.max_wasm_stack)
         .async_stack_size(config.max_wasm_stack + HOST_STACK_HEADROOM)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
