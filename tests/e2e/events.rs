@@ -222,3 +222,70 @@ async fn a_jobs_tasks_are_recorded_on_every_node_and_read_by_its_tenant_only() {
     assert_eq!(in_job, job.id);
     assert_eq!(task.error_kind, "panic");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_a_worker_shows_its_output_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: ClusterFiles = init(&dir.path().join("state"));
+    let head = start_head_with(files.dir(), HEAD_ARGS);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    let join = admin.create_join_token(60).await.unwrap().token;
+    let worker = start_worker(
+        &dir.path().join("w"),
+        &head.address,
+        &files.ca_cert(),
+        &join,
+        &["--cpus", "1", "--no-gpus"],
+    )
+    .expect("the worker joins");
+    let worker_id = worker
+        .line
+        .strip_prefix("prism worker ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the worker names itself")
+        .to_string();
+    let hash = admin
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    // 8 lines, 500 ms apart, printed by a task on the worker.
+    let args = format!("[{worker_id:?}, 8, 500]");
+    let job = admin
+        .submit(&hash, "slow_lines_on", &args, "default")
+        .await
+        .unwrap();
+    let mut follower = client(&head, &files, &admin_token(&files)).await;
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let id = job.id.clone();
+    tokio::spawn(async move {
+        let _ = follower
+            .follow_logs(&id, |line| {
+                let _ = seen_tx.send(line.text);
+            })
+            .await;
+    });
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match seen_rx.recv().await {
+                Some(text) if text.contains("slow line 0") => return text,
+                Some(_) => continue,
+                None => panic!("the log ended without the task's first line"),
+            }
+        }
+    })
+    .await
+    .expect("the first line arrives");
+    assert!(first.contains("slow line 0"));
+    let first_at = std::time::Instant::now();
+    // It came while the task still ran: lines are printed over 4 s, so
+    // the job ends seconds after its first line (without the relay every
+    // line would come with the attempt's reply, at the end).
+    let result = admin.result(&job.id, true).await.unwrap();
+    assert_eq!(result.value_json, "8");
+    let lead = first_at.elapsed();
+    assert!(
+        lead > std::time::Duration::from_secs(2),
+        "the first line came only {lead:?} before the job ended"
+    );
+}

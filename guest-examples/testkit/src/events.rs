@@ -57,3 +57,19 @@ fn traced_markup() -> prism::Result<u64> {
     println!("{MARKUP}");
     prism::get(&markup_task::remote())
 }
+
+/// Prints `n` lines, `ms` milliseconds apart.
+#[prism::task]
+fn slow_lines(n: u32, ms: u64) -> u32 {
+    for i in 0..n {
+        println!("slow line {i}");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    n
+}
+
+/// Runs [`slow_lines`] on node `node` and returns its count.
+#[prism::main]
+fn slow_lines_on(node: String, n: u32, ms: u64) -> prism::Result<u32> {
+    prism::get(&slow_lines::options().node(&node, false).remote(n, ms))
+}

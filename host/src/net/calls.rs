@@ -56,6 +56,7 @@ pub(super) fn remote_call(r: pb::ExecuteTaskRequest) -> Result<RemoteCall, Statu
         .then(|| object_id(&r.task_id))
         .transpose()?;
     Ok(RemoteCall {
+        placed_by: String::new(),
         task,
         owner: OwnerId::from_u64(r.job_id),
         module: module_hash(&r.module_hash)?,
@@ -117,6 +118,7 @@ pub(super) fn actor_creation(r: pb::CreateActorRequest) -> Result<ActorCreation,
     let options = prism_abi::ActorOptions::decode(&r.options)
         .map_err(|e| Status::invalid_argument(format!("actor options: {e}")))?;
     let call = RemoteCall {
+        placed_by: String::new(),
         task: None,
         owner: OwnerId::from_u64(r.job_id),
         module: module_hash(&r.module_hash)?,

@@ -105,6 +105,10 @@ fn reply(
     }
 }
 
+/// Log lines taken from one AppendLogs request (a job's log keeps at
+/// most 10,000 anyway).
+const MAX_PUSHED_LINES: usize = 10_000;
+
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ObjectChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -114,7 +118,12 @@ impl Worker for WorkerService {
         request: Request<pb::ExecuteTaskRequest>,
     ) -> Result<Response<pb::ExecuteTaskReply>, Status> {
         let caller = peer_identity(&request)?;
-        let call = remote_call(request.into_inner())?;
+        let mut call = remote_call(request.into_inner())?;
+        call.placed_by = if caller == super::HEAD_SUBJECT {
+            super::HEAD_NODE_ID.to_string()
+        } else {
+            caller.clone()
+        };
         tracing::debug!(%caller, function = %call.function, "running a task for another node");
         let (result, logs) = self.node.execute_remote(call).await;
         Ok(Response::new(reply(result, logs)))
@@ -262,6 +271,26 @@ impl Worker for WorkerService {
         Ok(Response::new(Box::pin(tokio_stream::iter(
             pages.into_iter().map(Ok),
         ))))
+    }
+
+    async fn append_logs(
+        &self,
+        request: Request<pb::AppendLogsRequest>,
+    ) -> Result<Response<pb::AppendLogsReply>, Status> {
+        let caller = peer_identity(&request)?;
+        let r = request.into_inner();
+        let lines = r
+            .lines
+            .into_iter()
+            .take(MAX_PUSHED_LINES)
+            .map(|l| LogLine {
+                source: crate::cluster::LogSource::from_name(&l.source),
+                function: format!("{}@{caller}", l.function),
+                text: l.text,
+            })
+            .collect();
+        self.node.append_logs(OwnerId::from_u64(r.job_id), lines);
+        Ok(Response::new(pb::AppendLogsReply {}))
     }
 
     async fn end_job(

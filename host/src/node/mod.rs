@@ -107,6 +107,9 @@ pub struct Node {
     failed_actors: Mutex<HashMap<ActorId, (TenantId, WireError)>>,
     /// Owners (jobs, actors) on other nodes that ran tasks here.
     remote_jobs: Mutex<std::collections::HashSet<OwnerId>>,
+    /// Jobs of other nodes with attempts running here: how many, and the
+    /// node their log lines go to meanwhile (see `relay_logs`).
+    log_relays: Mutex<HashMap<OwnerId, (usize, String)>>,
     /// What each tenant uses here.
     accounts: Accounts,
     /// The node's metrics (`/metrics`).
@@ -245,6 +248,7 @@ impl Node {
                 named_elsewhere: Mutex::new(HashMap::new()),
                 moved: Mutex::new(HashMap::new()),
                 remote_jobs: Mutex::new(Default::default()),
+                log_relays: Mutex::new(HashMap::new()),
                 accounts: Accounts::new(metrics.clone()),
                 metrics,
                 held_groups: Mutex::new(HashMap::new()),

@@ -24,6 +24,7 @@ impl Node {
         call: RemoteCall,
     ) -> (Result<Bytes, WireError>, Vec<crate::cluster::job::LogLine>) {
         let mut call = call;
+        let call_placed_by = std::mem::take(&mut call.placed_by);
         let context = match self.remote_job_context(&call).await {
             Ok(context) => context,
             Err(error) => return (Err(error), Vec::new()),
@@ -64,6 +65,7 @@ impl Node {
             }
         }
         let _guard = CancelOnDrop(&self.scheduler, return_id);
+        let _relay = self.relay_logs(&context, &call_placed_by);
         self.scheduler.submit(spec);
         let result = self
             .result_of(
@@ -77,6 +79,42 @@ impl Node {
             context.account.release_bytes(bytes.len() as u64);
         }
         (result, self.drain_remote_log(context.id, &context.log))
+    }
+
+    /// While the returned guard lives, sends the lines the job of
+    /// `context` writes here to `placed_by` every [`LOG_RELAY_INTERVAL`],
+    /// so that its log shows them as they are written (the rest go with
+    /// the reply). One relay per job, to the node that placed its latest
+    /// attempt here.
+    fn relay_logs(&self, context: &Arc<JobContext>, placed_by: &str) -> Option<LogRelay<'_>> {
+        let remote = self.remote.clone()?;
+        if placed_by.is_empty() {
+            return None;
+        }
+        let owner = context.id;
+        let first = {
+            let mut relays = self.log_relays.locked();
+            let entry = relays.entry(owner).or_insert((0, String::new()));
+            entry.0 += 1;
+            entry.1 = placed_by.to_string();
+            entry.0 == 1
+        };
+        if first && let Some(node) = self.me.upgrade() {
+            let context = context.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LOG_RELAY_INTERVAL).await;
+                    let Some(to) = node.log_relays.locked().get(&owner).map(|r| r.1.clone()) else {
+                        return;
+                    };
+                    let lines = node.drain_remote_log(owner, &context.log);
+                    if !lines.is_empty() {
+                        remote.push_logs(&to, owner, lines);
+                    }
+                }
+            });
+        }
+        Some(LogRelay { node: self, owner })
     }
 
     /// The lines job `job` wrote into `log` here, to send back, if its
@@ -164,8 +202,33 @@ impl Node {
     }
 }
 
+/// How often lines of a job whose attempts run here are sent to the
+/// node that placed them (250 ms).
+const LOG_RELAY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// One attempt's share of its job's log relay ([`Node::relay_logs`]).
+struct LogRelay<'a> {
+    node: &'a Node,
+    owner: OwnerId,
+}
+
+impl Drop for LogRelay<'_> {
+    fn drop(&mut self) {
+        let mut relays = self.node.log_relays.locked();
+        if let Some(entry) = relays.get_mut(&self.owner) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                relays.remove(&self.owner);
+            }
+        }
+    }
+}
+
 /// A task attempt another node placed on this one.
 pub struct RemoteCall {
+    /// The node that placed it (where the job's log lines written here
+    /// go while it runs); empty if not known.
+    pub placed_by: String,
     /// The task's id on the placing node, under which the attempt is
     /// recorded among its job's task events.
     pub task: Option<ObjectId>,

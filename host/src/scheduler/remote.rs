@@ -79,6 +79,10 @@ pub trait Remote: Send + Sync + 'static {
     fn fetch(&self, id: ObjectId, owner: OwnerId, tenant: &crate::security::tenants::TenantId);
     /// Tells every other node that `job` ended: they free what it owns.
     fn end_job(&self, job: OwnerId);
+    /// Sends `lines` that `job`'s guests wrote here to node `node` (which
+    /// placed the attempt that runs them), for the job's log there; gives
+    /// up quietly if it cannot.
+    fn push_logs(&self, node: &str, job: OwnerId, lines: Vec<crate::cluster::job::LogLine>);
     /// What every other node recorded of `job`'s calls (nodes that do
     /// not answer in time are left out), and how many they did not record.
     fn task_records(

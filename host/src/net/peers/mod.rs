@@ -722,6 +722,26 @@ impl Remote for Peers {
         })
     }
 
+    fn push_logs(&self, node: &str, job: OwnerId, lines: Vec<LogLine>) {
+        let Some(mut client) = self.worker_client(node) else {
+            return;
+        };
+        let request = pb::AppendLogsRequest {
+            job_id: job.as_u64(),
+            lines: lines
+                .into_iter()
+                .map(|l| pb::LogLine {
+                    function: l.function,
+                    source: l.source.as_str().to_string(),
+                    text: l.text,
+                })
+                .collect(),
+        };
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(FREE_TIMEOUT, client.append_logs(request)).await;
+        });
+    }
+
     fn end_job(&self, job: OwnerId) {
         for peer in self.read().values() {
             let mut client = peer.client();
