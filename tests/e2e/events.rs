@@ -225,6 +225,18 @@ async fn a_jobs_tasks_are_recorded_on_every_node_and_read_by_its_tenant_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_on_a_worker_shows_its_output_while_it_runs() {
+    output_shows_while_it_runs("slow_lines_on", "slow line 0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_call_on_a_worker_shows_its_output_while_it_runs() {
+    output_shows_while_it_runs("talk_on", "talker line 0").await;
+}
+
+/// Runs `entry` of the testkit, which prints 8 lines 500 ms apart on a
+/// worker, starting with `first`; checks that the first line is in the
+/// job's log more than 2 s before the job ends.
+async fn output_shows_while_it_runs(entry: &str, first_line: &str) {
     let dir = tempfile::tempdir().unwrap();
     let files: ClusterFiles = init(&dir.path().join("state"));
     let head = start_head_with(files.dir(), HEAD_ARGS);
@@ -249,12 +261,8 @@ async fn a_task_on_a_worker_shows_its_output_while_it_runs() {
         .await
         .unwrap()
         .hash;
-    // 8 lines, 500 ms apart, printed by a task on the worker.
     let args = format!("[{worker_id:?}, 8, 500]");
-    let job = admin
-        .submit(&hash, "slow_lines_on", &args, "default")
-        .await
-        .unwrap();
+    let job = admin.submit(&hash, entry, &args, "default").await.unwrap();
     let mut follower = client(&head, &files, &admin_token(&files)).await;
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
     let id = job.id.clone();
@@ -268,7 +276,7 @@ async fn a_task_on_a_worker_shows_its_output_while_it_runs() {
     let first = tokio::time::timeout(std::time::Duration::from_secs(20), async {
         loop {
             match seen_rx.recv().await {
-                Some(text) if text.contains("slow line 0") => return text,
+                Some(text) if text.contains(first_line) => return text,
                 Some(_) => continue,
                 None => panic!("the log ended without the task's first line"),
             }
@@ -276,7 +284,7 @@ async fn a_task_on_a_worker_shows_its_output_while_it_runs() {
     })
     .await
     .expect("the first line arrives");
-    assert!(first.contains("slow line 0"));
+    assert!(first.contains(first_line));
     let first_at = std::time::Instant::now();
     // It came while the task still ran: lines are printed over 4 s, so
     // the job ends seconds after its first line (without the relay every

@@ -73,3 +73,34 @@ fn slow_lines(n: u32, ms: u64) -> u32 {
 fn slow_lines_on(node: String, n: u32, ms: u64) -> prism::Result<u32> {
     prism::get(&slow_lines::options().node(&node, false).remote(n, ms))
 }
+
+/// An actor that prints slowly.
+#[prism::actor]
+pub struct Talker {
+    said: u32,
+}
+
+#[prism::actor]
+impl Talker {
+    fn new() -> Self {
+        Talker { said: 0 }
+    }
+
+    /// Prints `n` lines, `ms` milliseconds apart; how many it printed in
+    /// all.
+    fn talk(&mut self, n: u32, ms: u64) -> u32 {
+        for i in 0..n {
+            println!("talker line {i}");
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        self.said += n;
+        self.said
+    }
+}
+
+/// Makes a [`Talker`] on node `node` and has it print `n` lines.
+#[prism::main]
+fn talk_on(node: String, n: u32, ms: u64) -> prism::Result<u32> {
+    let talker = Talker::options().node(&node, false).remote()?;
+    prism::get(&talker.talk(n, ms).remote())
+}

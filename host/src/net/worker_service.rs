@@ -105,6 +105,15 @@ fn reply(
     }
 }
 
+/// The node id of a caller named by its certificate's subject.
+fn node_id_of(subject: &str) -> String {
+    if subject == super::HEAD_SUBJECT {
+        super::HEAD_NODE_ID.to_string()
+    } else {
+        subject.to_string()
+    }
+}
+
 /// Log lines taken from one AppendLogs request (a job's log keeps at
 /// most 10,000 anyway).
 const MAX_PUSHED_LINES: usize = 10_000;
@@ -119,11 +128,7 @@ impl Worker for WorkerService {
     ) -> Result<Response<pb::ExecuteTaskReply>, Status> {
         let caller = peer_identity(&request)?;
         let mut call = remote_call(request.into_inner())?;
-        call.placed_by = if caller == super::HEAD_SUBJECT {
-            super::HEAD_NODE_ID.to_string()
-        } else {
-            caller.clone()
-        };
+        call.placed_by = node_id_of(&caller);
         tracing::debug!(%caller, function = %call.function, "running a task for another node");
         let (result, logs) = self.node.execute_remote(call).await;
         Ok(Response::new(reply(result, logs)))
@@ -161,10 +166,12 @@ impl Worker for WorkerService {
         &self,
         request: Request<pb::CallActorRequest>,
     ) -> Result<Response<pb::ExecuteTaskReply>, Status> {
-        let caller = format!("{}#{}", peer_identity(&request)?, request.get_ref().epoch);
+        let node = peer_identity(&request)?;
+        let caller = format!("{node}#{}", request.get_ref().epoch);
         let r = request.into_inner();
         let actor = actor_id(&r.actor_id)?;
         let call = RemoteActorCall {
+            placed_by: node_id_of(&node),
             actor,
             method: r.method,
             args: args_from_proto(r.args)?,

@@ -239,6 +239,11 @@ impl Node {
         };
         let return_id = self.objects.new_object_id();
         self.objects.create_pending(return_id, owner);
+        let context = self.job(owner);
+        let _relay = match (record.owner, &context) {
+            (Some(job), Some(context)) => self.relay_logs(context, job, &call.placed_by),
+            _ => None,
+        };
         let sent = self.actors.call(call.actor, call.method, args, return_id);
         enqueued();
         let result = match sent {
@@ -391,6 +396,9 @@ pub(super) struct Relocatable {
 
 /// A call of an actor on this node from another node.
 pub struct RemoteActorCall {
+    /// The node that placed the call (where the actor's log lines go
+    /// while it runs); empty if not known.
+    pub placed_by: String,
     /// The actor.
     pub actor: ActorId,
     /// The method.

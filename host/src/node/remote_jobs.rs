@@ -65,7 +65,7 @@ impl Node {
             }
         }
         let _guard = CancelOnDrop(&self.scheduler, return_id);
-        let _relay = self.relay_logs(&context, &call_placed_by);
+        let _relay = self.relay_logs(&context, context.id, &call_placed_by);
         self.scheduler.submit(spec);
         let result = self
             .result_of(
@@ -81,12 +81,17 @@ impl Node {
         (result, self.drain_remote_log(context.id, &context.log))
     }
 
-    /// While the returned guard lives, sends the lines the job of
-    /// `context` writes here to `placed_by` every [`LOG_RELAY_INTERVAL`],
-    /// so that its log shows them as they are written (the rest go with
-    /// the reply). One relay per job, to the node that placed its latest
-    /// attempt here.
-    fn relay_logs(&self, context: &Arc<JobContext>, placed_by: &str) -> Option<LogRelay<'_>> {
+    /// While the returned guard lives, sends the lines written into the
+    /// log of `context` (a job's, or an actor's) here to `placed_by` every
+    /// [`LOG_RELAY_INTERVAL`], for the log of `job` there, so that it
+    /// shows them as they are written (the rest go with the reply). One
+    /// relay per log, to the node that placed its latest call here.
+    pub(super) fn relay_logs(
+        &self,
+        context: &Arc<JobContext>,
+        job: OwnerId,
+        placed_by: &str,
+    ) -> Option<LogRelay<'_>> {
         let remote = self.remote.clone()?;
         if placed_by.is_empty() {
             return None;
@@ -107,9 +112,9 @@ impl Node {
                     let Some(to) = node.log_relays.locked().get(&owner).map(|r| r.1.clone()) else {
                         return;
                     };
-                    let lines = node.drain_remote_log(owner, &context.log);
+                    let lines = node.drain_remote_log(job, &context.log);
                     if !lines.is_empty() {
-                        remote.push_logs(&to, owner, lines);
+                        remote.push_logs(&to, job, lines);
                     }
                 }
             });
@@ -207,7 +212,7 @@ impl Node {
 const LOG_RELAY_INTERVAL: Duration = Duration::from_millis(250);
 
 /// One attempt's share of its job's log relay ([`Node::relay_logs`]).
-struct LogRelay<'a> {
+pub(super) struct LogRelay<'a> {
     node: &'a Node,
     owner: OwnerId,
 }
