@@ -297,3 +297,66 @@ async fn output_shows_while_it_runs(entry: &str, first_line: &str) {
         "the first line came only {lead:?} before the job ended"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_task_flood_is_recorded_up_to_its_bound_beside_another_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: ClusterFiles = init(&dir.path().join("state"));
+    let head = start_head_with(files.dir(), HEAD_ARGS);
+    let baseline = crate::hardening::peak_mib(&head);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    admin.create_tenant("good", 1.0, "").await.unwrap();
+    admin.create_tenant("bad", 1.0, "").await.unwrap();
+    let (mut good, _) = member(&mut admin, &head, &files, "good", "developer").await;
+    let (mut bad, bad_token) = member(&mut admin, &head, &files, "bad", "developer").await;
+    let flood_module = bad
+        .upload_module(prism_guests::BENCH.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let testkit = good
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    // 25,000 tasks and the driver: 5,001 past the bound of one node.
+    let flood = bad
+        .submit(&flood_module, "tasks_async", "[25000]", "default")
+        .await
+        .unwrap();
+    let traced = good
+        .submit(&testkit, "traced_job", "[12, 5]", "default")
+        .await
+        .unwrap();
+    assert!(
+        bad.result(&flood.id, true)
+            .await
+            .unwrap()
+            .value_json
+            .contains("ops")
+    );
+    let value = good.result(&traced.id, true).await.unwrap().value_json;
+    assert_eq!(value, "[2,1,6]");
+
+    let (recorded, unrecorded) = bad.list_tasks(&flood.id, "", "").await.unwrap();
+    assert_eq!(recorded.len(), 20_000);
+    assert_eq!(unrecorded, 5_001);
+    let (mine, missed) = good.list_tasks(&traced.id, "", "").await.unwrap();
+    assert_eq!(
+        (mine.len(), missed),
+        (16, 0),
+        "the other tenant's records are whole"
+    );
+    let (code, out, err) = prism_cli(&head, &files, &bad_token, &["job", "tasks", &flood.id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.ends_with("5001 more were not recorded (past the per-job bound of a node)"),
+        "{}",
+        &out[out.len().saturating_sub(200)..]
+    );
+    let peak = crate::hardening::peak_mib(&head);
+    assert!(
+        peak < baseline + 400,
+        "the head grew from {baseline} MiB to a peak of {peak} MiB"
+    );
+}

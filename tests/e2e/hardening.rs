@@ -19,7 +19,7 @@ fn code(e: ClientError) -> (Code, String) {
 }
 
 /// The process's peak resident memory (VmHWM), in MiB.
-pub(super) fn peak_mib(head: &HeadProcess) -> u64 {
+pub(crate) fn peak_mib(head: &HeadProcess) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", head.child.id())).unwrap();
     status
         .lines()
