@@ -142,6 +142,9 @@ pub enum ActorMsg {
         return_id: ObjectId,
         /// When it was sent.
         sent: std::time::Instant,
+        /// The id its record among the job's task events carries, if not
+        /// `return_id` (a call another node placed here: that node's).
+        recorded_as: Option<ObjectId>,
     },
     /// Stop now, without restart.
     Kill,
@@ -213,6 +216,19 @@ impl ActorManager {
         args: Vec<Arg>,
         return_id: ObjectId,
     ) -> Result<(), WireError> {
+        self.call_recorded(id, method, args, return_id, None)
+    }
+
+    /// [`ActorManager::call`], recorded among the job's task events under
+    /// `recorded_as` (the caller's id of a call another node placed).
+    pub fn call_recorded(
+        &self,
+        id: ActorId,
+        method: String,
+        args: Vec<Arg>,
+        return_id: ObjectId,
+        recorded_as: Option<ObjectId>,
+    ) -> Result<(), WireError> {
         let Some(record) = self.get(id) else {
             return Err(WireError::new(
                 ErrorKind::ActorDied,
@@ -229,6 +245,7 @@ impl ActorManager {
                 args,
                 return_id,
                 sent: std::time::Instant::now(),
+                recorded_as,
             })
             .map_err(|_| {
                 record.death_reason().unwrap_or_else(|| {
@@ -436,14 +453,15 @@ async fn serve<E: ActorEnv>(
             }
             return death;
         }
-        let (method, args, return_id, sent) = match msg {
+        let (method, args, return_id, sent, recorded_as) = match msg {
             ActorMsg::Kill => return WireError::new(ErrorKind::ActorDied, "the actor was killed"),
             ActorMsg::Call {
                 method,
                 args,
                 return_id,
                 sent,
-            } => (method, args, return_id, sent),
+                recorded_as,
+            } => (method, args, return_id, sent, recorded_as),
         };
         let (series, function) = match series_by_method.get(&method) {
             Some(known) => known.clone(),
@@ -458,9 +476,10 @@ async fn serve<E: ActorEnv>(
                 known
             }
         };
-        let trace = events
-            .as_ref()
-            .and_then(|e| e.record(&actor_id, &function, return_id, &args, sent));
+        let trace = events.as_ref().and_then(|e| {
+            let id = recorded_as.unwrap_or(return_id);
+            e.record(&actor_id, &function, id, &args, sent)
+        });
         let served = ServedCall {
             objects: env.objects(),
             class: &record.class,
@@ -550,6 +569,9 @@ async fn serve<E: ActorEnv>(
                         }
                     }
                     if e.kind.is_retryable() && attempt < record.max_task_retries {
+                        if let Some(trace) = &served.trace {
+                            trace.attempt_ended(Err(e.kind), true);
+                        }
                         attempt += 1;
                         continue;
                     }

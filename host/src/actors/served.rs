@@ -70,12 +70,10 @@ pub(super) struct ServedCall<'a> {
 }
 
 impl ServedCall<'_> {
-    /// Its method starts running (attempt `attempt`) on `lease`.
+    /// Its method starts running (attempt `attempt`) on `lease` (an
+    /// earlier attempt's end was recorded with its error).
     pub(super) fn started(&self, lease: &Lease, attempt: u32) {
         if let Some(trace) = &self.trace {
-            if attempt > 0 {
-                trace.attempt_ended(Err(prism_abi::ErrorKind::WorkerDied), true);
-            }
             let devices: Vec<usize> = lease.slot().gpus().iter().map(|(d, _)| *d).collect();
             trace.started(attempt, &devices);
             lease.trace_calls(Some(trace.clone()));

@@ -21,6 +21,9 @@ use tonic::{Code, Request, Status};
 pub const JOB_PAGE_TASKS: usize = 500;
 /// Log lines a job page shows at most per request.
 pub const JOB_PAGE_LOG_LINES: usize = 1000;
+/// Running stretches, and waits, a job page's timeline gets at most
+/// (the earliest; the page says when it has not got them all).
+pub const JOB_PAGE_TIMELINE_ITEMS: usize = 50_000;
 
 /// `message` as a request carrying `authorization` (the header's value).
 fn request<T>(message: T, authorization: &str) -> Result<Request<T>, Status> {
@@ -159,7 +162,11 @@ impl ApiHandle {
         // to], drawn as a "waiting" band per node.
         let functions: Vec<&str> = tasks.iter().map(|t| t.function.as_str()).collect();
         let mut attempts = Vec::new();
-        for s in crate::events::merge::segments(&tasks) {
+        let mut segments = crate::events::merge::segments(&tasks);
+        let mut truncated = segments.len() > JOB_PAGE_TIMELINE_ITEMS;
+        segments.sort_unstable_by_key(|s| s.start);
+        segments.truncate(JOB_PAGE_TIMELINE_ITEMS);
+        for s in segments {
             let a = &tasks[s.task].attempts[s.attempt];
             let row = match a.gpus.first() {
                 Some(gpu) => format!("gpu {gpu} · {}", s.slot),
@@ -175,8 +182,16 @@ impl ApiHandle {
             for a in task.attempts.iter().filter(|a| a.started_us > 0) {
                 if task.kind != "actor_call" {
                     for b in &a.blocked {
-                        waits.push(json!([a.node, b.start_us, b.end_us]));
+                        if waits.len() < JOB_PAGE_TIMELINE_ITEMS {
+                            waits.push(json!([a.node, b.start_us, b.end_us]));
+                        } else {
+                            truncated = true;
+                        }
                     }
+                    continue;
+                }
+                if attempts.len() >= 2 * JOB_PAGE_TIMELINE_ITEMS {
+                    truncated = true;
                     continue;
                 }
                 let blocked: Vec<[u64; 2]> =
@@ -208,6 +223,7 @@ impl ApiHandle {
             "functions": functions,
             "attempts": attempts,
             "waits": waits,
+            "timeline_truncated": truncated,
             "tasks": matching,
         }))
     }
@@ -227,7 +243,12 @@ impl ApiHandle {
             .job_access(&request, crate::security::Action::ReadLogs, id)?;
         let head = self.0.cluster.head();
         let running = head.job_outcome(job).is_none() && !head.is_archived(job);
-        if let Some(log) = self.0.cluster.node().job_log(job).filter(|_| running) {
+        let log = self.0.cluster.node().job_log(job);
+        if running && log.is_none() {
+            // Still loading its module: no log yet.
+            return Ok(json!({"lines": [], "next": from, "ended": false}));
+        }
+        if let Some(log) = log.filter(|_| running) {
             let (lines, next) = log.since(from);
             // The first line returned is `next - lines.len()` (lines
             // before it may have left the in-memory tail).

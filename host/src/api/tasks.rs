@@ -16,6 +16,11 @@ pub type TaskPageStream = Pin<Box<dyn Stream<Item = Result<TaskPage, Status>> + 
 /// Jobs a task is looked for in when no job is named (the newest first).
 const MAX_JOBS_SEARCHED: usize = 100;
 
+/// Searches for a task without its job that run at once on the head (2);
+/// more are refused with `RESOURCE_EXHAUSTED` (each reads up to 100 jobs'
+/// records).
+static TASK_SEARCHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 impl Api {
     /// The caller's tenant's jobs (every tenant's for a cluster admin), in
     /// namespaces it may read, newest first.
@@ -62,6 +67,11 @@ impl Api {
                 return Err(Status::invalid_argument("name a job, a task, or both"));
             }
             let claims = self.authenticate(&request, Action::ReadJob.name())?;
+            let _searching = TASK_SEARCHES.try_acquire().map_err(|_| {
+                Status::resource_exhausted(
+                    "too many searches for a task without its job at once; retry, or name the job",
+                )
+            })?;
             let wanted = request.get_ref().task_id.clone();
             let mut found = None;
             for info in self

@@ -197,6 +197,32 @@ pub fn assign_slots(tasks: &mut [pb::TaskInfo]) {
     }
 }
 
+/// Ends the records of calls still unfinished when their job ended at
+/// `ended_us` (unix microseconds): the job's end cancelled them, whatever
+/// their nodes say later. An archived job's records are final.
+pub fn end_unfinished(tasks: &mut [pb::TaskInfo], ended_us: u64) {
+    for task in tasks {
+        if task.state == "finished" || task.state == "failed" {
+            continue;
+        }
+        task.state = "failed".to_string();
+        task.error_kind = "cancelled".to_string();
+        task.error = "the job ended before this call did".to_string();
+        task.ended_us = ended_us.max(task.submitted_us);
+        for attempt in &mut task.attempts {
+            if attempt.ended_us == 0 {
+                attempt.ended_us = ended_us.max(attempt.started_us);
+                attempt.outcome = "cancelled".to_string();
+            }
+            for span in &mut attempt.blocked {
+                if span.end_us == 0 {
+                    span.end_us = attempt.ended_us;
+                }
+            }
+        }
+    }
+}
+
 /// Tasks per [`pb::TaskPage`] (200).
 pub const PAGE_TASKS: usize = 200;
 
@@ -351,6 +377,27 @@ mod tests {
             .map(|s| (s.start, s.end))
             .collect();
         assert_eq!(parent, vec![(1, 10), (50, 60)]);
+    }
+
+    #[test]
+    fn calls_unfinished_when_their_job_ended_are_archived_cancelled() {
+        let mut running = task("r", "head", 5, vec![attempt(0, "head", 10, 0)]);
+        running.state = "running".into();
+        running.attempts[0].outcome.clear();
+        running.attempts[0].blocked.push(pb::TimeSpan {
+            start_us: 20,
+            end_us: 0,
+        });
+        let done = task("d", "head", 5, vec![attempt(0, "head", 10, 30)]);
+        let mut tasks = vec![running, done.clone()];
+        end_unfinished(&mut tasks, 100);
+        assert_eq!(tasks[0].state, "failed");
+        assert_eq!(tasks[0].error_kind, "cancelled");
+        assert_eq!(tasks[0].ended_us, 100);
+        assert_eq!(tasks[0].attempts[0].ended_us, 100);
+        assert_eq!(tasks[0].attempts[0].outcome, "cancelled");
+        assert_eq!(tasks[0].attempts[0].blocked[0].end_us, 100);
+        assert_eq!(tasks[1], done);
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub const RETAIN_AFTER_END: Duration = Duration::from_secs(60);
 /// Ended jobs remembered so that a late call does not record again.
 const MAX_ENDED_JOBS: usize = 4096;
 
+/// Jobs one node keeps records of at once (4,096); a call of another job
+/// past it is not recorded.
+const MAX_LIVE_JOBS: usize = 4096;
+
 /// Dependencies listed per task.
 const MAX_DEPENDENCIES: usize = 16;
 /// Attempts kept per task (the first ones).
@@ -555,7 +559,9 @@ impl TaskEvents {
     pub fn record(&self, job: JobId, call: NewCall<'_>) -> Option<Arc<TaskTrace>> {
         let records = {
             let mut jobs = self.jobs.locked();
-            if jobs.ended_ids.contains(&job) {
+            if jobs.ended_ids.contains(&job)
+                || (jobs.live.len() >= MAX_LIVE_JOBS && !jobs.live.contains_key(&job))
+            {
                 return None;
             }
             jobs.live

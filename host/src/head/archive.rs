@@ -78,9 +78,14 @@ impl Archive {
                 return;
             }
         }
+        // Written beside and renamed: a reader never sees half a file.
         let path = self.tasks_file(id);
-        if let Err(e) = std::fs::write(&path, bytes) {
+        let partial = path.with_extension("tasks.partial");
+        let written =
+            std::fs::write(&partial, bytes).and_then(|()| std::fs::rename(&partial, &path));
+        if let Err(e) = written {
             tracing::error!("could not write {}: {e}", path.display());
+            let _ = std::fs::remove_file(&partial);
         }
     }
 

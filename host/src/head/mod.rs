@@ -94,6 +94,10 @@ struct Members {
     next_node: usize,
 }
 
+/// How long shutting down waits for stopped jobs to be archived (12 s:
+/// gathering their task records waits at most 10 s for a node).
+const ARCHIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(12);
+
 /// The head of a cluster.
 pub struct Head {
     members: Mutex<Members>,
@@ -356,9 +360,23 @@ impl Head {
                 node.stop_job(*id).await;
             }
         }
-        for id in ids {
+        for id in &ids {
             let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(2), self.wait_job(id)).await;
+                tokio::time::timeout(std::time::Duration::from_secs(2), self.wait_job(*id)).await;
+        }
+        // An ended job is archived once its task records are gathered
+        // (`job_finished`, at most 10 s per node): wait for that too, so
+        // that a restarted head reads it as it ended.
+        if self.archive.is_some() {
+            let deadline = tokio::time::Instant::now() + ARCHIVE_WAIT;
+            for id in ids {
+                while !self.is_archived(id) && self.job_outcome(id).is_some() {
+                    if tokio::time::Instant::now() >= deadline {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
         }
     }
 
@@ -464,7 +482,11 @@ impl HeadService for Head {
             // The job's task records go next to its log, then its outcome
             // (which counts both files against the tenant's history).
             if let Some(node) = node {
-                let (tasks, unrecorded) = node.task_records(outcome.id).await;
+                let (mut tasks, unrecorded) = node.task_records(outcome.id).await;
+                let ended_us = u64::try_from(info.ended_at_ms)
+                    .unwrap_or(0)
+                    .saturating_mul(1000);
+                crate::events::merge::end_unfinished(&mut tasks, ended_us);
                 archive.write_tasks(outcome.id, tasks, unrecorded);
             }
             archive_outcome(&archive, &jobs, info, &outcome);

@@ -172,6 +172,10 @@ impl Worker for WorkerService {
         let actor = actor_id(&r.actor_id)?;
         let call = RemoteActorCall {
             placed_by: node_id_of(&node),
+            caller_owner: OwnerId::from_u64(r.caller_owner),
+            recorded_as: (!r.task_id.is_empty())
+                .then(|| super::calls::object_id(&r.task_id))
+                .transpose()?,
             actor,
             method: r.method,
             args: args_from_proto(r.args)?,

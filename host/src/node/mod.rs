@@ -107,9 +107,11 @@ pub struct Node {
     failed_actors: Mutex<HashMap<ActorId, (TenantId, WireError)>>,
     /// Owners (jobs, actors) on other nodes that ran tasks here.
     remote_jobs: Mutex<std::collections::HashSet<OwnerId>>,
-    /// Jobs of other nodes with attempts running here: how many, and the
-    /// node their log lines go to meanwhile (see `relay_logs`).
-    log_relays: Mutex<HashMap<OwnerId, (usize, String)>>,
+    /// Logs of other nodes' work running here: by owner, how many calls
+    /// run, the node their lines go to meanwhile, and the relay's
+    /// generation (see `relay_logs`).
+    log_relays: Mutex<HashMap<OwnerId, (usize, String, u64)>>,
+    relay_generation: std::sync::atomic::AtomicU64,
     /// What each tenant uses here.
     accounts: Accounts,
     /// The node's metrics (`/metrics`).
@@ -249,6 +251,7 @@ impl Node {
                 moved: Mutex::new(HashMap::new()),
                 remote_jobs: Mutex::new(Default::default()),
                 log_relays: Mutex::new(HashMap::new()),
+                relay_generation: std::sync::atomic::AtomicU64::new(0),
                 accounts: Accounts::new(metrics.clone()),
                 metrics,
                 held_groups: Mutex::new(HashMap::new()),

@@ -241,10 +241,14 @@ impl Node {
         self.objects.create_pending(return_id, owner);
         let context = self.job(owner);
         let _relay = match (record.owner, &context) {
-            (Some(job), Some(context)) => self.relay_logs(context, job, &call.placed_by),
+            (Some(_), Some(context)) => {
+                self.relay_logs(context, call.caller_owner, &call.placed_by)
+            }
             _ => None,
         };
-        let sent = self.actors.call(call.actor, call.method, args, return_id);
+        let sent =
+            self.actors
+                .call_recorded(call.actor, call.method, args, return_id, call.recorded_as);
         enqueued();
         let result = match sent {
             Err(error) => Err(error),
@@ -399,6 +403,12 @@ pub struct RemoteActorCall {
     /// The node that placed the call (where the actor's log lines go
     /// while it runs); empty if not known.
     pub placed_by: String,
+    /// The owner its result belongs to on that node (whose log takes the
+    /// lines).
+    pub caller_owner: OwnerId,
+    /// The call's id on that node, for its record among the job's task
+    /// events.
+    pub recorded_as: Option<ObjectId>,
     /// The actor.
     pub actor: ActorId,
     /// The method.

@@ -12,6 +12,7 @@ use crate::task::{Arg, EntryKind};
 use bytes::Bytes;
 use prism_abi::{ErrorKind, WireError};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 impl Node {
@@ -99,17 +100,28 @@ impl Node {
         let owner = context.id;
         let first = {
             let mut relays = self.log_relays.locked();
-            let entry = relays.entry(owner).or_insert((0, String::new()));
+            let next = self.relay_generation.fetch_add(1, Ordering::Relaxed);
+            let entry = relays.entry(owner).or_insert((0, String::new(), next));
             entry.0 += 1;
             entry.1 = placed_by.to_string();
-            entry.0 == 1
+            (entry.0 == 1).then_some(entry.2)
         };
-        if first && let Some(node) = self.me.upgrade() {
+        if let Some(generation) = first
+            && let Some(node) = self.me.upgrade()
+        {
             let context = context.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(LOG_RELAY_INTERVAL).await;
-                    let Some(to) = node.log_relays.locked().get(&owner).map(|r| r.1.clone()) else {
+                    // Ends with its calls (a later relay of the same log
+                    // is another generation).
+                    let Some(to) = node
+                        .log_relays
+                        .locked()
+                        .get(&owner)
+                        .filter(|r| r.2 == generation)
+                        .map(|r| r.1.clone())
+                    else {
                         return;
                     };
                     let lines = node.drain_remote_log(job, &context.log);
@@ -186,6 +198,12 @@ impl Node {
     /// Another node's job ended: cancel what it still runs here and free
     /// what it owns. Jobs whose driver runs on this node are not touched.
     pub fn end_remote_job(&self, job: OwnerId) {
+        // Its calls here may have been recorded under it without its own
+        // context (tasks its actors placed here): their records go too.
+        let recorded = crate::ids::JobId::from_u64(job.as_u64());
+        if self.events.job(recorded).is_some() {
+            self.events.job_ended(recorded);
+        }
         if !self.remote_jobs.locked().remove(&job) {
             return;
         }
@@ -197,11 +215,6 @@ impl Node {
         tracing::debug!(%job, freed, "another node's job ended");
         if let Some(context) = self.close_job_context(job) {
             context.account.free_all();
-            if let Some(root) = context.ticket.job
-                && OwnerId::of_job(root) == job
-            {
-                self.events.job_ended(root);
-            }
         }
         self.release_groups_of(job);
     }

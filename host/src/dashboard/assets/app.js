@@ -190,6 +190,7 @@ async function openJob(id) {
 }
 
 async function refreshJob() {
+  if (timer) { clearTimeout(timer); timer = null; }
   const id = job.id;
   const state = $("state-filter").value;
   const cause = $("cause-filter").value;
@@ -208,8 +209,13 @@ async function refreshJob() {
   drawTimeline();
   taskTable(data);
   await logs();
-  const live = j.state === "running" || j.state === "pending";
-  if (live) timer = setTimeout(() => refreshJob().catch(failed), 2000);
+  // Poll while it runs and its page is the one shown.
+  const live = (j.state === "running" || j.state === "pending") &&
+    location.hash === "#/jobs/" + encodeURIComponent(id);
+  if (live) {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => refreshJob().catch(failed), 2000);
+  }
 }
 
 function counts(data) {
@@ -280,6 +286,16 @@ function detail(t) {
 
 async function logs() {
   const id = job.id;
+  if (job.readingLogs) return;
+  job.readingLogs = true;
+  try {
+    await readLogs(id);
+  } finally {
+    if (job && job.id === id) job.readingLogs = false;
+  }
+}
+
+async function readLogs(id) {
   for (let round = 0; round < 20; round++) {
     const page = await api(`/api/jobs/${encodeURIComponent(id)}/logs?from=${job.logFrom}`);
     if (!job || job.id !== id) return;
@@ -330,7 +346,8 @@ function drawTimeline() {
   const [v0, v1] = job.view;
   const aggregate = $("aggregate").checked || attempts.length > 5000;
   $("aggregate").checked = aggregate;
-  $("timeline-note").textContent = `${attempts.length} attempts, ${dur(v0, v1)} shown`;
+  $("timeline-note").textContent = `${attempts.length} stretches, ${dur(v0, v1)} shown` +
+    (data.timeline_truncated ? " (the earliest 50,000 only)" : "");
   const rows = aggregate ? [...new Set(attempts.map((a) => a[1]))].map((n) => [n, "running"]) : rowsOf(data);
   const rowHeight = aggregate ? 60 : ROW;
   canvas.width = width;

@@ -57,6 +57,8 @@ impl Peers {
             args: crate::net::calls::args_to_proto(&args),
             epoch: self.epoch,
             tenant: tenant.to_string(),
+            caller_owner: owner.as_u64(),
+            task_id: return_id.as_bytes().to_vec(),
         });
         tokio::spawn(async move {
             let reply = match (&peer, request) {
