@@ -360,3 +360,51 @@ async fn a_tenants_task_flood_is_recorded_up_to_its_bound_beside_another_tenant(
         "the head grew from {baseline} MiB to a peak of {peak} MiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_call_on_a_worker_is_recorded_under_the_callers_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: ClusterFiles = init(&dir.path().join("state"));
+    let head = start_head_with(files.dir(), HEAD_ARGS);
+    let mut admin = client(&head, &files, &admin_token(&files)).await;
+    let join = admin.create_join_token(60).await.unwrap().token;
+    let worker = start_worker(
+        &dir.path().join("w"),
+        &head.address,
+        &files.ca_cert(),
+        &join,
+        &["--cpus", "1", "--no-gpus"],
+    )
+    .expect("the worker joins");
+    let worker_id = worker
+        .line
+        .strip_prefix("prism worker ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the worker names itself")
+        .to_string();
+    let hash = admin
+        .upload_module(prism_guests::TESTKIT.to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let job = admin
+        .submit(&hash, "talk_id_on", &format!("[{worker_id:?}]"), "default")
+        .await
+        .unwrap();
+    let result = admin.result(&job.id, true).await.unwrap();
+    let id: String = serde_json::from_str(&result.value_json).unwrap();
+    let (tasks, _) = admin.list_tasks(&job.id, "", "").await.unwrap();
+    let call = tasks
+        .iter()
+        .find(|t| t.function == "Talker.talk")
+        .unwrap_or_else(|| panic!("no record of the call: {tasks:#?}"));
+    assert_eq!(call.task_id, id, "recorded under the id its caller holds");
+    assert_eq!(call.kind, "actor_call");
+    assert_eq!(call.node, worker_id, "recorded by the actor's node");
+    assert_eq!(call.state, "finished");
+    let (found, in_job) = admin.task("", &id).await.unwrap();
+    assert_eq!(
+        (found.task_id.as_str(), in_job.as_str()),
+        (id.as_str(), job.id.as_str())
+    );
+}

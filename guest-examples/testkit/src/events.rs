@@ -104,3 +104,13 @@ fn talk_on(node: String, n: u32, ms: u64) -> prism::Result<u32> {
     let talker = Talker::options().node(&node, false).remote()?;
     prism::get(&talker.talk(n, ms).remote())
 }
+
+/// Makes a [`Talker`] on node `node`, calls it once (one line), and
+/// returns the call's result id in hex, as task records name it.
+#[prism::main]
+fn talk_id_on(node: String) -> prism::Result<String> {
+    let talker = Talker::options().node(&node, false).remote()?;
+    let said = talker.talk(1, 0).remote();
+    prism::get(&said)?;
+    Ok(said.id().0.iter().map(|b| format!("{b:02x}")).collect())
+}
