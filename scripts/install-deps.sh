@@ -26,28 +26,34 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
 fi
 echo "toolchain ready: $(rustc --version), targets: $(rustup target list --installed | tr '\n' ' ')"
 
+# Installs Debian packages "$@" with apt-get (updating its lists if the
+# first try fails); `what` names them in the error when apt-get is missing.
+apt_install() {
+    local what="$1"
+    shift
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: $what missing and no apt-get to install it; install your distribution's $what" >&2
+        exit 1
+    fi
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! $sudo apt-get install -y --no-install-recommends "$@"; then
+        $sudo apt-get update
+        $sudo apt-get install -y --no-install-recommends "$@"
+    fi
+}
+
 # Vulkan: the loader (libvulkan.so.1) and at least one driver manifest (ICD).
 have_vulkan() {
     ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null &&
         { compgen -G '/usr/share/vulkan/icd.d/*.json' || compgen -G '/etc/vulkan/icd.d/*.json'; } >/dev/null
 }
 if ! have_vulkan; then
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "error: no Vulkan driver found and no apt-get to install one;" >&2
-        echo "       install your distribution's Mesa Vulkan drivers (lavapipe) and Vulkan loader" >&2
-        exit 1
-    fi
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        sudo="sudo"
-    fi
-    packages=(mesa-vulkan-drivers libvulkan1)
-    export DEBIAN_FRONTEND=noninteractive
-    if ! $sudo apt-get install -y --no-install-recommends "${packages[@]}"; then
-        $sudo apt-get update
-        $sudo apt-get install -y --no-install-recommends "${packages[@]}"
-    fi
-    have_vulkan || { echo "error: Vulkan is still missing after installing ${packages[*]}" >&2; exit 1; }
+    apt_install "Mesa Vulkan drivers (lavapipe) and Vulkan loader" mesa-vulkan-drivers libvulkan1
+    have_vulkan || { echo "error: Vulkan is still missing after installing mesa-vulkan-drivers libvulkan1" >&2; exit 1; }
 fi
 echo "vulkan ready: $({ compgen -G '/usr/share/vulkan/icd.d/*.json'; compgen -G '/etc/vulkan/icd.d/*.json'; } | xargs -n1 basename | tr '\n' ' ')"
 
@@ -56,21 +62,7 @@ have_chromium() {
     command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1
 }
 if ! have_chromium; then
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "error: no chromium/chromedriver found and no apt-get to install them;" >&2
-        echo "       install your distribution's Chromium and its WebDriver" >&2
-        exit 1
-    fi
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        sudo="sudo"
-    fi
-    packages=(chromium chromium-driver)
-    export DEBIAN_FRONTEND=noninteractive
-    if ! $sudo apt-get install -y --no-install-recommends "${packages[@]}"; then
-        $sudo apt-get update
-        $sudo apt-get install -y --no-install-recommends "${packages[@]}"
-    fi
-    have_chromium || { echo "error: chromium is still missing after installing ${packages[*]}" >&2; exit 1; }
+    apt_install "Chromium and its WebDriver" chromium chromium-driver
+    have_chromium || { echo "error: chromium is still missing after installing chromium chromium-driver" >&2; exit 1; }
 fi
 echo "browser ready: $(chromium --version 2>/dev/null | head -1), $(chromedriver --version 2>/dev/null | head -1)"

@@ -92,6 +92,21 @@ pub enum Arg {
 }
 
 impl Arg {
+    /// What task records say of `args`: the bytes passed by value, and
+    /// the objects taken by reference, in order.
+    pub fn summary(args: &[Arg]) -> (u64, Vec<crate::ids::ObjectId>) {
+        let mut bytes = 0u64;
+        let mut refs = Vec::new();
+        for arg in args {
+            match arg {
+                Arg::Value(b) => bytes += b.len() as u64,
+                Arg::Ref(id) => refs.push(*id),
+                Arg::Invalid(_) | Arg::Missing(_) => {}
+            }
+        }
+        (bytes, refs)
+    }
+
     /// The error of argument `index` naming object `id`, which the caller
     /// cannot see or which does not exist.
     pub fn not_found(index: usize, id: ObjectId) -> prism_abi::WireError {

@@ -5,7 +5,7 @@
 //! tasks|task|failures` and written as a Perfetto trace by `prism job
 //! timeline` — and readable by the job's tenant only.
 
-use crate::procs::{admin_token, client, init, prism_cli, start_head_with, start_worker};
+use crate::procs::{Process, admin_token, client, init, prism_cli, start_head_with, start_worker};
 use crate::serving::member;
 use prism_client::v1::TaskInfo;
 use prism_host::security::ClusterFiles;
@@ -20,15 +20,21 @@ const HEAD_ARGS: &[&str] = &[
     "200",
 ];
 
-fn named<'a>(tasks: &'a [TaskInfo], function: &str) -> Vec<&'a TaskInfo> {
-    tasks.iter().filter(|t| t.function == function).collect()
+/// A head (2 CPUs) and one worker (1 CPU) of a fresh cluster.
+struct TwoNodes {
+    dir: tempfile::TempDir,
+    files: ClusterFiles,
+    head: Process,
+    worker: Process,
+    worker_id: String,
+    /// A cluster admin's client.
+    admin: prism_client::Client,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_jobs_tasks_are_recorded_on_every_node_and_read_by_its_tenant_only() {
+async fn two_nodes() -> TwoNodes {
     let dir = tempfile::tempdir().unwrap();
     let files: ClusterFiles = init(&dir.path().join("state"));
-    let mut head = start_head_with(files.dir(), HEAD_ARGS);
+    let head = start_head_with(files.dir(), HEAD_ARGS);
     let mut admin = client(&head, &files, &admin_token(&files)).await;
     let join = admin.create_join_token(60).await.unwrap().token;
     let worker = start_worker(
@@ -39,12 +45,31 @@ async fn a_jobs_tasks_are_recorded_on_every_node_and_read_by_its_tenant_only() {
         &["--cpus", "1", "--no-gpus"],
     )
     .expect("the worker joins");
-    let worker_id = worker
-        .line
-        .strip_prefix("prism worker ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the worker names itself")
-        .to_string();
+    let worker_id = worker.worker_id();
+    TwoNodes {
+        dir,
+        files,
+        head,
+        worker,
+        worker_id,
+        admin,
+    }
+}
+
+fn named<'a>(tasks: &'a [TaskInfo], function: &str) -> Vec<&'a TaskInfo> {
+    tasks.iter().filter(|t| t.function == function).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_tasks_are_recorded_on_every_node_and_read_by_its_tenant_only() {
+    let TwoNodes {
+        dir,
+        files,
+        mut head,
+        worker,
+        worker_id,
+        mut admin,
+    } = two_nodes().await;
     admin.create_tenant("acme", 1.0, "").await.unwrap();
     admin.create_tenant("zeta", 1.0, "").await.unwrap();
     let (mut acme, acme_token) = member(&mut admin, &head, &files, "acme", "developer").await;
@@ -237,25 +262,14 @@ async fn an_actor_call_on_a_worker_shows_its_output_while_it_runs() {
 /// worker, starting with `first`; checks that the first line is in the
 /// job's log more than 2 s before the job ends.
 async fn output_shows_while_it_runs(entry: &str, first_line: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let files: ClusterFiles = init(&dir.path().join("state"));
-    let head = start_head_with(files.dir(), HEAD_ARGS);
-    let mut admin = client(&head, &files, &admin_token(&files)).await;
-    let join = admin.create_join_token(60).await.unwrap().token;
-    let worker = start_worker(
-        &dir.path().join("w"),
-        &head.address,
-        &files.ca_cert(),
-        &join,
-        &["--cpus", "1", "--no-gpus"],
-    )
-    .expect("the worker joins");
-    let worker_id = worker
-        .line
-        .strip_prefix("prism worker ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the worker names itself")
-        .to_string();
+    let TwoNodes {
+        dir: _dir,
+        files,
+        head,
+        worker: _worker,
+        worker_id,
+        mut admin,
+    } = two_nodes().await;
     let hash = admin
         .upload_module(prism_guests::TESTKIT.to_vec())
         .await
@@ -363,25 +377,14 @@ async fn a_tenants_task_flood_is_recorded_up_to_its_bound_beside_another_tenant(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_actor_call_on_a_worker_is_recorded_under_the_callers_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let files: ClusterFiles = init(&dir.path().join("state"));
-    let head = start_head_with(files.dir(), HEAD_ARGS);
-    let mut admin = client(&head, &files, &admin_token(&files)).await;
-    let join = admin.create_join_token(60).await.unwrap().token;
-    let worker = start_worker(
-        &dir.path().join("w"),
-        &head.address,
-        &files.ca_cert(),
-        &join,
-        &["--cpus", "1", "--no-gpus"],
-    )
-    .expect("the worker joins");
-    let worker_id = worker
-        .line
-        .strip_prefix("prism worker ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the worker names itself")
-        .to_string();
+    let TwoNodes {
+        dir: _dir,
+        files: _files,
+        head: _head,
+        worker: _worker,
+        worker_id,
+        mut admin,
+    } = two_nodes().await;
     let hash = admin
         .upload_module(prism_guests::TESTKIT.to_vec())
         .await

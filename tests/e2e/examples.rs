@@ -43,17 +43,21 @@ async fn tree_reduce_is_exact_even_on_one_cpu() {
     assert_eq!(v["exact"], true);
 }
 
+/// The failures example's report of `case`.
+fn case<'a>(report: &'a serde_json::Value, case: &str) -> &'a serde_json::Value {
+    report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["case"] == case)
+        .unwrap_or_else(|| panic!("no case {case} in {report}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_built_with_line_tables_panics_with_file_and_line() {
     let c = cluster(2.0);
     let v = run_ok(&c, guests::FAILURES_WITH_DWARF, "main", "[]").await;
-    let panic = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["case"] == "panic")
-        .unwrap();
-    let m = panic["message"].as_str().unwrap();
+    let m = case(&v, "panic")["message"].as_str().unwrap();
     assert!(m.contains("wasm backtrace"), "{m}");
     // The frame of the guest's own function names its source line
     // (`at <file>:<line>:<column>` under the frame).
@@ -64,8 +68,7 @@ async fn a_guest_built_with_line_tables_panics_with_file_and_line() {
     assert!(located(m), "{m}");
     // The same module without line tables has names only.
     let v = run_ok(&c, guests::FAILURES, "main", "[]").await;
-    let stripped = v.as_array().unwrap().iter().find(|o| o["case"] == "panic");
-    let m = stripped.unwrap()["message"].as_str().unwrap();
+    let m = case(&v, "panic")["message"].as_str().unwrap();
     assert!(!located(m), "{m}");
 }
 
@@ -73,13 +76,8 @@ async fn a_guest_built_with_line_tables_panics_with_file_and_line() {
 async fn failures_example_reports_each_typed_error_and_keeps_serving() {
     let c = cluster(2.0);
     let v = run_ok(&c, guests::FAILURES, "main", "[]").await;
-    let kind = |case: &str| {
-        let o = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["case"] == case)
-            .unwrap();
+    let kind = |name: &str| {
+        let o = case(&v, name);
         (
             o["error_kind"].clone(),
             o["message"].as_str().unwrap().to_string(),
@@ -91,12 +89,7 @@ async fn failures_example_reports_each_typed_error_and_keeps_serving() {
     // With the guest's frames, named from its name section.
     assert!(m.contains("wasm backtrace"), "{m}");
     assert!(m.contains("panics"), "names the task's function: {m}");
-    let panic = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["case"] == "panic")
-        .unwrap();
+    let panic = case(&v, "panic");
     assert_eq!(panic["origin_function"], "panics");
     assert_eq!(
         panic["origin_output"],
@@ -110,12 +103,7 @@ async fn failures_example_reports_each_typed_error_and_keeps_serving() {
             && m.contains("the first task gave up"),
         "{m}"
     );
-    let chained = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["case"] == "chained")
-        .unwrap();
+    let chained = case(&v, "chained");
     assert_eq!(
         chained["origin_function"], "double",
         "the task that could not run"

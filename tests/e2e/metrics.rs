@@ -68,12 +68,7 @@ async fn metrics_are_served_per_tenant_over_https_with_the_heads_checks() {
         ],
     )
     .expect("the worker joins");
-    let node_name = worker
-        .line
-        .strip_prefix("prism worker ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|id| format!("{id}.node.prism"))
-        .expect("the worker names itself");
+    let node_name = format!("{}.node.prism", worker.worker_id());
     admin.create_tenant("acme", 1.0, "").await.unwrap();
     admin.create_tenant("zeta", 1.0, "").await.unwrap();
     let (mut acme_client, acme) = member(&mut admin, &head, &files, "acme", "developer").await;

@@ -43,6 +43,15 @@ pub type HeadProcess = Process;
 
 impl Process {
     /// Kills the process now (SIGKILL) and reaps it.
+    /// A worker's node id, from its first line (`prism worker <id> …`).
+    pub fn worker_id(&self) -> String {
+        self.line
+            .strip_prefix("prism worker ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the worker names itself")
+            .to_string()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

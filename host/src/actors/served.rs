@@ -28,20 +28,12 @@ impl CallEvents {
     pub(super) fn record(
         &self,
         actor: &Arc<str>,
-        function: &Arc<str>,
+        function: &str,
         return_id: ObjectId,
         args: &[Arg],
         sent: std::time::Instant,
     ) -> Option<Arc<TaskTrace>> {
-        let mut args_bytes = 0u64;
-        let mut depends_on = Vec::new();
-        for arg in args {
-            match arg {
-                Arg::Value(b) => args_bytes += b.len() as u64,
-                Arg::Ref(id) => depends_on.push(*id),
-                Arg::Invalid(_) | Arg::Missing(_) => {}
-            }
-        }
+        let (args_bytes, depends_on) = Arg::summary(args);
         self.events.record(
             self.job,
             NewCall {

@@ -3,7 +3,7 @@
 //! authentication, the same Cedar decisions, the same audit log, the
 //! same tenant scoping as a gRPC client gets.
 
-use super::{ApiHandle, refused};
+use super::ApiHandle;
 use crate::events::json::task_json;
 use prism_proto::v1::admin_server::Admin;
 use prism_proto::v1::cluster_server::Cluster;
@@ -60,12 +60,9 @@ fn job_json(job: &JobInfo) -> Value {
 impl ApiHandle {
     /// Who holds `authorization`: subject, tenant, role.
     pub fn dashboard_session(&self, authorization: &str) -> Result<Value, Status> {
-        let token = authorization.strip_prefix("Bearer ");
         let claims = self
             .0
-            .access
-            .authenticate(token, "ReadStatus")
-            .map_err(refused)?;
+            .authenticate(&request((), authorization)?, "ReadStatus")?;
         Ok(json!({
             "subject": claims.sub,
             "tenant": claims.tenant,
@@ -168,10 +165,7 @@ impl ApiHandle {
         segments.truncate(JOB_PAGE_TIMELINE_ITEMS);
         for s in segments {
             let a = &tasks[s.task].attempts[s.attempt];
-            let row = match a.gpus.first() {
-                Some(gpu) => format!("gpu {gpu} · {}", s.slot),
-                None => format!("cpu {}", s.slot),
-            };
+            let row = crate::events::timeline::slot_name(a, s.slot);
             let empty: [[u64; 2]; 0] = [];
             attempts.push(json!([
                 s.task, a.node, row, s.start, s.end, a.outcome, empty

@@ -28,7 +28,6 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tonic::Code;
 
@@ -67,21 +66,11 @@ impl Dashboard {
         listen: std::net::SocketAddr,
         tls: TlsAcceptor,
     ) -> std::io::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
-        let listener = TcpListener::bind(listen).await?;
-        let bound = listener.local_addr()?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(crate::serve::serve_https(
-            listener,
-            tls,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |request| {
-                let me = self.clone();
-                async move { me.handle(request).await }
-            },
-        ));
-        Ok((bound, stop_tx))
+        crate::serve::start_https(listen, tls, move |request| {
+            let me = self.clone();
+            async move { me.handle(request).await }
+        })
+        .await
     }
 
     async fn handle(&self, request: hyper::Request<hyper::body::Incoming>) -> HttpResponse {

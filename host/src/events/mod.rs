@@ -549,11 +549,6 @@ impl TaskEvents {
         }
     }
 
-    /// The node's name, as records give it.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// Starts the record of a call of `job`; `None` once the job ended
     /// here, or past its bound (counted).
     pub fn record(&self, job: JobId, call: NewCall<'_>) -> Option<Arc<TaskTrace>> {
@@ -645,13 +640,6 @@ impl TaskEvents {
         }
         jobs.ended
             .push_back((job, Instant::now() + RETAIN_AFTER_END));
-    }
-
-    /// Jobs with records here (live or recently ended).
-    pub fn jobs(&self) -> usize {
-        let mut jobs = self.jobs.locked();
-        Self::purge(&mut jobs);
-        jobs.live.len()
     }
 
     fn purge(jobs: &mut Jobs) {

@@ -149,8 +149,9 @@ pub fn chrome_trace(job_id: &str, tasks: &[pb::TaskInfo]) -> Value {
     })
 }
 
-/// The thread of a task's stretch in `slot`: `cpu N`, or `gpu D · N`.
-fn slot_name(attempt: &pb::TaskAttempt, slot: u32) -> String {
+/// The row of a task's stretch in `slot`: `cpu N`, or `gpu D · N` (the
+/// trace's threads, the dashboard's rows).
+pub fn slot_name(attempt: &pb::TaskAttempt, slot: u32) -> String {
     match attempt.gpus.first() {
         Some(gpu) => format!("gpu {gpu} · {slot}"),
         None => format!("cpu {slot}"),

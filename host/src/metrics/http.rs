@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::HeaderValue;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 /// Scrapes rendered at once on one node.
@@ -109,27 +108,11 @@ impl MetricsEndpoint {
         listen: std::net::SocketAddr,
         tls: TlsAcceptor,
     ) -> std::io::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
-        let listener = TcpListener::bind(listen).await?;
-        let bound = listener.local_addr()?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(self.serve(listener, tls, async move {
-            let _ = stop_rx.await;
-        }));
-        Ok((bound, stop_tx))
-    }
-
-    /// Serves on `listener` until `shutdown` resolves.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        tls: TlsAcceptor,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
-        crate::serve::serve_https(listener, tls, shutdown, move |request| {
+        crate::serve::start_https(listen, tls, move |request| {
             let me = self.clone();
             async move { me.handle(request).await }
         })
-        .await;
+        .await
     }
 
     async fn handle(&self, request: hyper::Request<hyper::body::Incoming>) -> HttpResponse {

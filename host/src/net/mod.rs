@@ -212,3 +212,22 @@ pub async fn serve_with_grace<E: std::fmt::Display>(
         }
     }
 }
+
+/// A log line as it crosses between nodes.
+pub(crate) fn log_line_to_proto(line: crate::cluster::LogLine) -> prism_proto::v1::LogLine {
+    prism_proto::v1::LogLine {
+        function: line.function,
+        source: line.source.as_str().to_string(),
+        text: line.text,
+    }
+}
+
+/// A log line another node sent, its function marked with that node
+/// (`function@node`).
+pub(crate) fn log_line_from(peer: &str, line: prism_proto::v1::LogLine) -> crate::cluster::LogLine {
+    crate::cluster::LogLine {
+        source: crate::cluster::LogSource::from_name(&line.source),
+        function: format!("{}@{peer}", line.function),
+        text: line.text,
+    }
+}

@@ -94,14 +94,7 @@ fn reply(
     };
     pb::ExecuteTaskReply {
         outcome: Some(outcome),
-        logs: logs
-            .into_iter()
-            .map(|l| pb::LogLine {
-                function: l.function,
-                source: l.source.as_str().to_string(),
-                text: l.text,
-            })
-            .collect(),
+        logs: logs.into_iter().map(super::log_line_to_proto).collect(),
     }
 }
 
@@ -294,11 +287,7 @@ impl Worker for WorkerService {
             .lines
             .into_iter()
             .take(MAX_PUSHED_LINES)
-            .map(|l| LogLine {
-                source: crate::cluster::LogSource::from_name(&l.source),
-                function: format!("{}@{caller}", l.function),
-                text: l.text,
-            })
+            .map(|l| super::log_line_from(&caller, l))
             .collect();
         self.node.append_logs(OwnerId::from_u64(r.job_id), lines);
         Ok(Response::new(pb::AppendLogsReply {}))

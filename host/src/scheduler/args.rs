@@ -21,15 +21,7 @@ impl Shared {
             EntryKind::Main => CallKind::Driver,
             _ => return None,
         };
-        let mut args_bytes = 0u64;
-        let mut depends_on = Vec::new();
-        for arg in &spec.args {
-            match arg {
-                Arg::Value(b) => args_bytes += b.len() as u64,
-                Arg::Ref(id) => depends_on.push(*id),
-                Arg::Invalid(_) | Arg::Missing(_) => {}
-            }
-        }
+        let (args_bytes, depends_on) = Arg::summary(&spec.args);
         events.record(
             job,
             NewCall {

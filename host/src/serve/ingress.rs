@@ -87,6 +87,32 @@ pub struct Ingress {
     body_budget: usize,
 }
 
+/// Listens on `listen` and serves HTTPS there with `handle` (as
+/// [`serve_https`]) until the returned sender is dropped or sent to; the
+/// bound address.
+pub async fn start_https<H, F>(
+    listen: std::net::SocketAddr,
+    tls: TlsAcceptor,
+    handle: H,
+) -> std::io::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)>
+where
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = HttpResponse> + Send + 'static,
+{
+    let listener = TcpListener::bind(listen).await?;
+    let bound = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_https(
+        listener,
+        tls,
+        async move {
+            let _ = stop_rx.await;
+        },
+        handle,
+    ));
+    Ok((bound, stop_tx))
+}
+
 /// An answer of [`serve_https`]'s handlers.
 pub type HttpResponse = hyper::Response<Full<Bytes>>;
 

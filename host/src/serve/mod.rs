@@ -33,7 +33,7 @@ pub use config::{
 pub use deployment::{Answer, Counters, Deployment};
 pub use ingress::{
     HttpResponse, Ingress, IngressError, MAX_BUFFERED_BODY_BYTES, MAX_HEADER_BYTES, Routes,
-    serve_https,
+    serve_https, start_https,
 };
 pub(crate) use ingress::{plain, refused, retry_later};
 pub use mirror::{AppView, DeploymentLoad, FAST_SYNC_INTERVAL, Mirror, SYNC_INTERVAL};

@@ -453,11 +453,7 @@ fn outcome(
             reply
                 .logs
                 .into_iter()
-                .map(|l| LogLine {
-                    source: LogSource::from_name(&l.source),
-                    function: format!("{}@{peer}", l.function),
-                    text: l.text,
-                })
+                .map(|l| super::log_line_from(peer, l))
                 .collect(),
         );
     }
@@ -728,14 +724,7 @@ impl Remote for Peers {
         };
         let request = pb::AppendLogsRequest {
             job_id: job.as_u64(),
-            lines: lines
-                .into_iter()
-                .map(|l| pb::LogLine {
-                    function: l.function,
-                    source: l.source.as_str().to_string(),
-                    text: l.text,
-                })
-                .collect(),
+            lines: lines.into_iter().map(super::log_line_to_proto).collect(),
         };
         tokio::spawn(async move {
             let _ = tokio::time::timeout(FREE_TIMEOUT, client.append_logs(request)).await;
