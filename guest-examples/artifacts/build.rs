@@ -29,6 +29,7 @@ const GUESTS: &[&str] = &[
     "gpu-matmul",
     "gpu-inference",
     "converter",
+    "workflows",
 ];
 
 fn main() {

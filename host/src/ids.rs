@@ -17,7 +17,7 @@ thread_local! {
         const { std::cell::RefCell::new(([0; RANDOM_BATCH], RANDOM_BATCH)) };
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub fn random_bytes<const N: usize>() -> [u8; N] {
     RANDOM.with(|cell| {
         let mut guard = cell.borrow_mut();
         let (pool, used) = &mut *guard;

@@ -67,3 +67,4 @@ pub mod sync;
 pub mod task;
 pub mod telemetry;
 pub mod values;
+pub mod workflow;

@@ -26,6 +26,9 @@
 //! Values are serialized as MessagePack with structs as maps, so clients in
 //! any language can build arguments and read results.
 //!
+//! Durable workflows are graphs of `name::step(..)` calls whose outputs
+//! the head logs and never recomputes: see [`workflow`].
+//!
 //! Errors are values: every call that talks to the host returns
 //! [`Result`], with [`Error`] telling application errors (the task returned
 //! `Err` or panicked; never retried) from system errors (the instance was
@@ -58,6 +61,7 @@ mod placement;
 mod pool;
 pub mod serve;
 mod sys;
+pub mod workflow;
 
 /// Result type of every SDK call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

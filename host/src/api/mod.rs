@@ -25,6 +25,7 @@ mod metered;
 mod node_control;
 mod serve;
 mod tasks;
+mod workflows;
 
 pub use crate::head::{HeadOptions, JobLimits, MAX_ERROR_MESSAGE_BYTES, MAX_RESULT_JSON_BYTES};
 pub use admin::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
@@ -105,6 +106,8 @@ pub struct Api {
     access: Arc<Access>,
     /// The served applications.
     apps: Arc<crate::serve::Apps>,
+    /// Durable workflows (a head process runs them).
+    workflows: Option<Arc<crate::workflow::Workflows>>,
     job_limits: JobLimits,
     membership: Arc<Membership>,
     /// Where the head's node is reached, for status output.

@@ -96,7 +96,7 @@ pub async fn serve(
     } = HeadProcess::start(state_dir, &options, &address)?;
     let head_node = cluster.node().clone();
     let apps = crate::serve::Apps::recorded_in(head_node.clone(), store.clone());
-    let tenancy = Arc::new(Tenancy::load(store)?);
+    let tenancy = Arc::new(Tenancy::load(store.clone())?);
     let audit_path = options
         .audit_log
         .clone()
@@ -165,10 +165,20 @@ pub async fn serve(
         }
         None => (None, None),
     };
+    // Durable workflows, logged in head.redb; their runs without a
+    // caller get their starters' grants under the policies in force.
+    let workflow_store = crate::workflow::WorkflowStore::in_head(store.clone())
+        .map_err(|e| ApiError::Transport(format!("the workflow log: {e}")))?;
+    let workflows = crate::workflow::Workflows::new(
+        head_node.clone(),
+        workflow_store,
+        Arc::new(super::workflows::ApiGrants(access.clone())),
+    );
     let api = ApiHandle(Arc::new(Api {
         cluster,
         access,
         apps: apps.clone(),
+        workflows: Some(workflows.clone()),
         job_limits: options.job_limits,
         membership: membership.clone(),
         address,
@@ -185,6 +195,15 @@ pub async fn serve(
         }
         None => (None, None),
     };
+    // Workflows that were running when the head stopped resume; the
+    // schedules fire.
+    tokio::spawn({
+        let workflows = workflows.clone();
+        async move {
+            workflows.recover().await;
+            workflows.start_scheduler();
+        }
+    });
     // The applications deployed before the head stopped come back.
     tokio::spawn({
         let api = api.0.clone();
@@ -215,6 +234,12 @@ pub async fn serve(
         .add_service(ClusterServer::with_interceptor(api.clone(), check.clone()))
         .add_service(
             prism_proto::v1::serve_server::ServeServer::with_interceptor(
+                api.clone(),
+                check.clone(),
+            ),
+        )
+        .add_service(
+            prism_proto::v1::workflows_server::WorkflowsServer::with_interceptor(
                 api.clone(),
                 check.clone(),
             ),
@@ -257,6 +282,9 @@ pub async fn serve(
         drop(metrics_stop);
         drop(dashboard_stop);
         stopping.apps.stop_all().await;
+        if let Some(workflows) = &stopping.workflows {
+            workflows.stop_all();
+        }
         stopping.cluster.head().stop_all_jobs().await;
     };
     crate::net::serve_with_grace(

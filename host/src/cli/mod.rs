@@ -45,6 +45,7 @@ mod output;
 mod serve;
 mod service;
 mod tasks;
+mod workflow;
 
 pub use output::{escape_json, escape_terminal};
 
@@ -106,6 +107,9 @@ enum Command {
     /// Deploy, inspect and delete applications served over HTTPS; `serve
     /// run` runs one locally.
     Serve(serve::ServeArgs),
+    /// Durable workflows: run, inspect, resume, cancel, signal and
+    /// schedule them.
+    Workflow(workflow::WorkflowArgs),
 }
 
 /// Options of the embedded node.
@@ -433,6 +437,7 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Node(args) => service::node(args),
         Command::Actor(args) => service::actor(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Workflow(args) => workflow::workflow(args),
     }
 }
 

@@ -99,6 +99,12 @@ impl HeadStore {
         Ok(HeadStore { db })
     }
 
+    /// The database itself, for stores that keep their own tables in
+    /// `head.redb` (workflows).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn put(
         &self,
         table: TableDefinition<&str, &[u8]>,

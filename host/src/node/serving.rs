@@ -160,15 +160,24 @@ impl Node {
         request: Bytes,
         options: prism_abi::TaskOptions,
     ) -> Result<Bytes, WireError> {
+        self.call_context_task(service, function, vec![request], options)
+            .await
+    }
+
+    /// Runs task `function` of `service` on `args` (each one encoded
+    /// argument) and returns its encoded value, as
+    /// [`Node::call_service_task`] does.
+    pub async fn call_context_task(
+        &self,
+        service: &ServiceContext,
+        function: &str,
+        args: Vec<Bytes>,
+        options: prism_abi::TaskOptions,
+    ) -> Result<Bytes, WireError> {
         let context = &service.0;
         let return_id = self.objects.new_object_id();
-        let mut spec = self.task_spec(
-            context,
-            function,
-            vec![Arg::Value(request)],
-            options,
-            return_id,
-        )?;
+        let args = self.by_reference(context.id, args.into_iter().map(Arg::Value).collect())?;
+        let mut spec = self.task_spec(context, function, args, options, return_id)?;
         context
             .account
             .tenant()
@@ -181,6 +190,25 @@ impl Node {
             .await;
         self.objects.free(context.id, return_id);
         result
+    }
+
+    /// The value of object `id`, as `service`'s guests would read it
+    /// (another tenant's object is not found); waits while it is pending.
+    pub async fn context_object(
+        &self,
+        service: &ServiceContext,
+        id: crate::ids::ObjectId,
+    ) -> Result<Bytes, WireError> {
+        let context = &service.0;
+        let not_found = || WireError::new(ErrorKind::ObjectNotFound, format!("no object {id}"));
+        if !self.object_visible(id, context) {
+            return Err(not_found());
+        }
+        if self.objects.owner(id).is_none() {
+            self.fetch_remote(id, context.id, &context.ticket.grant.tenant);
+        }
+        self.result_of(id, (ErrorKind::ObjectNotFound, "the object vanished"))
+            .await
     }
 
     /// Creates a replica of a class deployment: an actor of `class`

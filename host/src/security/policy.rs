@@ -71,6 +71,16 @@ pub enum Action {
     /// Deploy an application with a public route (no token needed to
     /// call it) into a namespace.
     PublishRoute,
+    /// Start a durable workflow in a namespace.
+    RunWorkflow,
+    /// Read a workflow's status, steps and output.
+    ReadWorkflow,
+    /// Resume, cancel or delete a workflow.
+    ControlWorkflow,
+    /// Deliver an event to a workflow.
+    SignalWorkflow,
+    /// Create or delete a workflow schedule in a namespace.
+    ManageSchedule,
     /// Read a tenant's metrics (`/metrics`).
     ReadMetrics,
     /// Manage a tenant.
@@ -110,6 +120,11 @@ impl Action {
             Action::DeployApp => "DeployApp",
             Action::InvokeRoute => "InvokeRoute",
             Action::PublishRoute => "PublishRoute",
+            Action::RunWorkflow => "RunWorkflow",
+            Action::ReadWorkflow => "ReadWorkflow",
+            Action::ControlWorkflow => "ControlWorkflow",
+            Action::SignalWorkflow => "SignalWorkflow",
+            Action::ManageSchedule => "ManageSchedule",
             Action::ReadMetrics => "ReadMetrics",
             Action::ManageTenant => "ManageTenant",
             Action::ManageCluster => "ManageCluster",
@@ -649,7 +664,7 @@ mod tests {
     const GPU_ML_ONLY: &str = include_str!("../../../policies/examples/gpu-ml-only.cedar");
     const DATA_READER: &str = include_str!("../../../policies/examples/data-reader.cedar");
 
-    const ALL: [Action; 18] = [
+    const ALL: [Action; 23] = [
         Action::SubmitJob,
         Action::UploadModule,
         Action::ReadJob,
@@ -665,6 +680,11 @@ mod tests {
         Action::DeployApp,
         Action::InvokeRoute,
         Action::PublishRoute,
+        Action::RunWorkflow,
+        Action::ReadWorkflow,
+        Action::ControlWorkflow,
+        Action::SignalWorkflow,
+        Action::ManageSchedule,
         Action::ReadMetrics,
         Action::ManageTenant,
         Action::ManageCluster,
@@ -749,6 +769,11 @@ mod tests {
             Action::GetObject,
             Action::DeployApp,
             Action::InvokeRoute,
+            Action::RunWorkflow,
+            Action::ReadWorkflow,
+            Action::ControlWorkflow,
+            Action::SignalWorkflow,
+            Action::ManageSchedule,
         ] {
             assert!(
                 allowed(&p, dev, action, ns("acme", "default")),

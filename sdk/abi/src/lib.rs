@@ -97,6 +97,7 @@ pub mod status {
 pub mod gpu;
 pub mod http;
 pub mod metrics;
+pub mod workflow;
 
 /// Storage tiers of named objects (`prism_v1.named_put`).
 pub mod tier {

@@ -12,6 +12,7 @@ use prism_proto::v1::admin_client::AdminClient;
 use prism_proto::v1::cluster_client::ClusterClient;
 use prism_proto::v1::jobs_client::JobsClient;
 use prism_proto::v1::serve_client::ServeClient;
+use prism_proto::v1::workflows_client::WorkflowsClient;
 use prism_proto::v1::{AppInfo, AppRequest, DeployRequest, ListAppsRequest};
 use prism_proto::v1::{
     IssueTokenReply, IssueTokenRequest, ListTenantsRequest, NamespaceInfo, NamespaceRequest,
@@ -187,7 +188,8 @@ impl Interceptor for BearerToken {
     }
 }
 
-type Authed = InterceptedService<Channel, BearerToken>;
+/// A channel that sends the bearer token with every call.
+pub type Authed = InterceptedService<Channel, BearerToken>;
 
 /// A connection to the head.
 #[derive(Clone)]
@@ -196,6 +198,7 @@ pub struct Client {
     cluster: ClusterClient<Authed>,
     admin: AdminClient<Authed>,
     serve: ServeClient<Authed>,
+    workflows: WorkflowsClient<Authed>,
 }
 
 impl Client {
@@ -236,8 +239,17 @@ impl Client {
                 .max_encoding_message_size(MAX_REPLY_BYTES),
             cluster: ClusterClient::with_interceptor(channel.clone(), auth.clone()),
             serve: ServeClient::with_interceptor(channel.clone(), auth.clone()),
+            workflows: WorkflowsClient::with_interceptor(channel.clone(), auth.clone())
+                .max_decoding_message_size(MAX_REPLY_BYTES)
+                .max_encoding_message_size(MAX_REPLY_BYTES),
             admin: AdminClient::with_interceptor(channel, auth),
         })
+    }
+
+    /// The `Workflows` service (durable workflows and schedules), with
+    /// the token.
+    pub fn workflows(&mut self) -> &mut WorkflowsClient<Authed> {
+        &mut self.workflows
     }
 
     /// Uploads a module (deduplicated by content).

@@ -18,12 +18,20 @@ use syn::{
 ///   with per-call options (`num_cpus`, `num_gpus`, `memory`, `resource`, `max_retries`,
 ///   `max_calls`, `timeout`, `spread`, `node`, or a whole `prism::TaskOptions`
 ///   through `with`).
+/// - `square::step(x)` (and `square::options()...step(x)`): a durable
+///   workflow step, a `prism::workflow::Step<u64>` that runs nothing by
+///   itself. `x` may be a `u64`, a `Step<u64>` (run first, its output
+///   passed), or anything else implementing
+///   `prism::workflow::StepArg<u64>`.
 /// - the wasm export `__prism_task_square` the host calls.
 ///
 /// A function returning `Result<T, E>` (`E: Display`) yields `ObjectRef<T>`;
 /// an `Err` reaches the caller as an application error (with the serialized
-/// `E` as payload when `E: Serialize`). Tasks cannot be generic, `async`, or
-/// take `self`; task names must be unique in a module.
+/// `E` as payload when `E: Serialize`). A function returning `Next<T>` (or
+/// `Result<Next<T>, E>`; any path ending in `Next`, i.e.
+/// `prism::workflow::Next`) may continue with another step when run as a
+/// workflow step, and its `step` is a `Step<T>`. Tasks cannot be generic,
+/// `async`, or take `self`; task names must be unique in a module.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     entry(attr, item, EntryKind::Task)
@@ -523,8 +531,20 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
             .zip(&arg_types)
             .map(|(n, t)| quote!(::prism::IntoArg::<#t>::append_to(#n, &mut args);))
             .collect();
+        let step_params: Vec<_> = arg_names
+            .iter()
+            .zip(&arg_types)
+            .map(|(n, t)| quote!(#n: impl ::prism::workflow::StepArg<#t>))
+            .collect();
+        let step_args: Vec<_> = arg_names
+            .iter()
+            .zip(&arg_types)
+            .map(|(n, t)| quote!(::prism::workflow::StepArg::<#t>::to_step_arg(#n)))
+            .collect();
+        let step_type = next_inner_type(&ok_type).unwrap_or_else(|| ok_type.clone());
         let doc = format!(
-            "Remote calls of the task `{name}`: `{name}::remote(..)` and `{name}::options()`."
+            "Remote calls of the task `{name}`: `{name}::remote(..)`, `{name}::step(..)` \
+             and `{name}::options()`."
         );
         quote! {
             #[doc = #doc]
@@ -538,13 +558,19 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
                     options().remote(#(#arg_names),*)
                 }
 
+                /// A workflow step calling this task with default options; runs
+                /// nothing until the workflow engine runs it.
+                pub fn step(#(#step_params),*) -> ::prism::workflow::Step<#step_type> {
+                    options().step(#(#arg_names),*)
+                }
+
                 /// Starts a call with per-call options.
                 pub fn options() -> Call {
                     Call(::prism::TaskOptions::new())
                 }
 
-                /// A call being configured; finish it with `remote`.
-                #[must_use = "a call does nothing until `remote` is called"]
+                /// A call being configured; finish it with `remote` (or `step`).
+                #[must_use = "a call does nothing until `remote` or `step` is called"]
                 pub struct Call(::prism::TaskOptions);
 
                 impl Call {
@@ -576,6 +602,16 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
                         #(#appends)*
                         ::prism::__private::submit(#fn_name, &self.0, &args)
                     }
+                    /// Makes the call a workflow step with these options (its
+                    /// `max_retries` becomes the step's); runs nothing until the
+                    /// workflow engine runs it.
+                    pub fn step(self, #(#step_params),*) -> ::prism::workflow::Step<#step_type> {
+                        ::prism::workflow::step_of(
+                            #fn_name,
+                            ::std::vec![#(#step_args),*],
+                            ::std::clone::Clone::clone(self.0.to_wire()),
+                        )
+                    }
                 }
             }
         }
@@ -588,6 +624,26 @@ fn expand(func: &ItemFn, kind: EntryKind) -> syn::Result<TokenStream2> {
         #remote
         #export
     })
+}
+
+/// For `Next<T>` (any path ending in `Next` with one generic argument, as
+/// `prism::workflow::Next<T>`), the `T`.
+fn next_inner_type(ty: &Type) -> Option<Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Next" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    if args.args.len() != 1 {
+        return None;
+    }
+    match args.args.first()? {
+        GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    }
 }
 
 /// For `Result<T, E>` (any path ending in `Result` with generic arguments),
@@ -604,5 +660,31 @@ fn result_ok_type(ty: &Type) -> Option<Type> {
     match args.args.first()? {
         GenericArgument::Type(t) => Some(t.clone()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The step type of a task's ok type, as source text.
+    fn step_type_of(ty: Type) -> Option<String> {
+        next_inner_type(&ty).map(|t| quote!(#t).to_string())
+    }
+
+    #[test]
+    fn next_types_give_their_step_type() {
+        let u64_text = Some("u64".to_string());
+        assert_eq!(step_type_of(syn::parse_quote!(Next<u64>)), u64_text);
+        assert_eq!(
+            step_type_of(syn::parse_quote!(prism::workflow::Next<u64>)),
+            u64_text
+        );
+        assert_eq!(step_type_of(syn::parse_quote!(u64)), None);
+        assert_eq!(step_type_of(syn::parse_quote!(Vec<u64>)), None);
+        assert_eq!(step_type_of(syn::parse_quote!(Next<u64, u8>)), None);
+        // The ok type of `Result<Next<T>, E>` is `Next<T>`.
+        let ok = result_ok_type(&syn::parse_quote!(Result<Next<u64>, String>));
+        assert_eq!(ok.and_then(step_type_of), u64_text);
     }
 }
