@@ -335,6 +335,87 @@ fn timer_or_event<T>(kind: StepKind) -> Step<T> {
     })
 }
 
+/// A virtual actor: durable state addressed by `id` in the workflow's
+/// tenant and namespace, kept by the head, surviving a restart of the
+/// whole cluster. Its methods are ordinary tasks that take the state
+/// (pass [`state()`] where it goes):
+///
+/// ```ignore
+/// #[prism::task]
+/// fn counter_new(init: u64) -> u64 { init }
+/// #[prism::task]
+/// fn counter_add(state: u64, n: u64) -> (u64, u64) { (state + n, state + n) }
+/// #[prism::task]
+/// fn counter_get(state: u64) -> u64 { state }
+///
+/// let counter = virtual_actor("c1");
+/// let made = counter.get_or_create(counter_new::step(0));
+/// let added = counter.call(counter_add::step(state(), 10)).after(made);
+/// ```
+pub fn virtual_actor(id: &str) -> VirtualActor {
+    VirtualActor { id: id.to_string() }
+}
+
+/// See [`virtual_actor`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualActor {
+    id: String,
+}
+
+/// The placeholder for a virtual actor's state among a method's
+/// arguments: the engine passes the actor's state in its place.
+pub fn state<S>() -> StateArg<S> {
+    StateArg(PhantomData)
+}
+
+/// See [`state`].
+pub struct StateArg<S>(PhantomData<fn() -> S>);
+
+impl<S> StepArg<S> for StateArg<S> {
+    fn to_step_arg(self) -> Vec<u8> {
+        // An extension value of type STATE_EXT with no data (fixext is
+        // at least one byte, so ext 8 with length 0).
+        vec![0xc7, 0x00, prism_abi::workflow::STATE_EXT as u8]
+    }
+}
+
+impl VirtualActor {
+    /// The actor's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn with_call<T, U>(&self, step: Step<T>, call: prism_abi::workflow::ActorCall) -> Step<U> {
+        let mut node = step.into_node();
+        let function = node.label().to_string();
+        node.kind = StepKind::VirtualActor {
+            actor: self.id.clone(),
+            function,
+            call,
+        };
+        Step::from_node(node)
+    }
+
+    /// Creates the actor with the state `init` outputs, unless it exists
+    /// (then `init` does not run). Outputs `()`.
+    pub fn get_or_create<S>(&self, init: Step<S>) -> Step<()> {
+        self.with_call(init, prism_abi::workflow::ActorCall::GetOrCreate)
+    }
+
+    /// Calls a method that changes the state: its task returns the new
+    /// state and the result; the state is saved and the result logged in
+    /// one transaction. Calls to one actor run one at a time.
+    pub fn call<S, R>(&self, method: Step<(S, R)>) -> Step<R> {
+        self.with_call(method, prism_abi::workflow::ActorCall::Update)
+    }
+
+    /// Calls a read-only method: its task returns the result only; it
+    /// writes nothing and may run beside other reads.
+    pub fn read<R>(&self, method: Step<R>) -> Step<R> {
+        self.with_call(method, prism_abi::workflow::ActorCall::Read)
+    }
+}
+
 /// A step running task `function` of the workflow's module with `args`
 /// (each one MessagePack value, see [`StepArg`]) and the task's `options`.
 /// The expansion of `#[prism::task]` calls it for `name::step(..)`. The

@@ -10,7 +10,7 @@
 //! - fan-out and fan-in: [`fan_out`];
 //! - the stages of a YAML pipeline: [`collect`], [`train`], [`predict`].
 
-use prism::workflow::{Next, Step, StepError, sleep, wait_for_event};
+use prism::workflow::{self, Next, Step, StepError, sleep, wait_for_event};
 use prism::{Error, Tier};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::time::Duration;
@@ -262,4 +262,50 @@ fn predict(keys: Vec<String>) -> prism::Result<u64> {
         }
     }
     Ok(found)
+}
+
+/// A virtual counter's first state.
+#[prism::task]
+fn counter_new(init: u64) -> u64 {
+    init
+}
+
+/// Adds `n` to a virtual counter: the new state, and the new value.
+#[prism::task]
+fn counter_add(state: u64, n: u64) -> (u64, u64) {
+    (state + n, state + n)
+}
+
+/// A virtual counter's value (read-only).
+#[prism::task]
+fn counter_get(state: u64) -> u64 {
+    state
+}
+
+/// Creates the virtual counter `id` at 0 unless it exists, adds `by` to it
+/// `times` times, one call after the other, and outputs its value.
+#[prism::task]
+fn count_to(id: String, times: u64, by: u64) -> Next<u64> {
+    let counter = workflow::virtual_actor(&id);
+    let made = counter.get_or_create(counter_new::step(0));
+    let mut last: Option<Step<u64>> = None;
+    for _ in 0..times {
+        let add = counter.call(counter_add::step(workflow::state(), by));
+        last = Some(match last {
+            Some(previous) => add.after(previous),
+            None => add.after(made.clone()),
+        });
+    }
+    let read = counter.read(counter_get::step(workflow::state()));
+    Next::Continue(match last {
+        Some(previous) => read.after(previous),
+        None => read.after(made),
+    })
+}
+
+/// Outputs the virtual counter `id`'s value.
+#[prism::task]
+fn read_counter(id: String) -> Next<u64> {
+    let counter = workflow::virtual_actor(&id);
+    Next::Continue(counter.read(counter_get::step(workflow::state())))
 }

@@ -19,7 +19,8 @@ use prism_proto::v1::{
     CreateScheduleRequest, DeleteReply, ListSchedulesReply, ListSchedulesRequest, ListStepsReply,
     ListWorkflowsReply, ListWorkflowsRequest, ResumeWorkflowReply, ResumeWorkflowRequest,
     RunWorkflowRequest, ScheduleInfo, ScheduleRequest, SignalWorkflowReply, SignalWorkflowRequest,
-    StepInfo, WorkflowInfo, WorkflowOutput, WorkflowOutputRequest, WorkflowRequest,
+    StepInfo, VirtualActorRequest, VirtualActorState, WorkflowInfo, WorkflowOutput,
+    WorkflowOutputRequest, WorkflowRequest,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -580,6 +581,54 @@ impl WorkflowService for ApiHandle {
         )?;
         workflows
             .delete_schedule(&tenant, name)
+            .await
+            .map_err(workflow_status)?;
+        Ok(Response::new(DeleteReply {}))
+    }
+
+    async fn get_virtual_actor(
+        &self,
+        request: Request<VirtualActorRequest>,
+    ) -> Result<Response<VirtualActorState>, Status> {
+        let (claims, tenant) =
+            self.workflow_tenant(&request, Action::ReadWorkflow, &request.get_ref().tenant)?;
+        let r = request.into_inner();
+        let namespace = default_namespace(r.namespace);
+        self.0.authorize(
+            &claims,
+            Action::ReadWorkflow,
+            Resource::Namespace {
+                tenant: &tenant,
+                name: &namespace,
+            },
+        )?;
+        let state = self
+            .workflows()?
+            .actor_state(&tenant, &namespace, &r.id)
+            .map_err(workflow_status)?;
+        Ok(Response::new(VirtualActorState {
+            state_json: convert::result_json(&state)?,
+        }))
+    }
+
+    async fn delete_virtual_actor(
+        &self,
+        request: Request<VirtualActorRequest>,
+    ) -> Result<Response<DeleteReply>, Status> {
+        let (claims, tenant) =
+            self.workflow_tenant(&request, Action::ControlWorkflow, &request.get_ref().tenant)?;
+        let r = request.into_inner();
+        let namespace = default_namespace(r.namespace);
+        self.0.authorize(
+            &claims,
+            Action::ControlWorkflow,
+            Resource::Namespace {
+                tenant: &tenant,
+                name: &namespace,
+            },
+        )?;
+        self.workflows()?
+            .delete_actor(&tenant, &namespace, &r.id)
             .await
             .map_err(workflow_status)?;
         Ok(Response::new(DeleteReply {}))

@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use prism_proto::v1::{
     CreateScheduleRequest, ListSchedulesRequest, ListWorkflowsRequest, ResumeWorkflowRequest,
-    RunWorkflowRequest, ScheduleRequest, SignalWorkflowRequest, StepInfo, WorkflowInfo,
-    WorkflowOutputRequest, WorkflowRequest,
+    RunWorkflowRequest, ScheduleRequest, SignalWorkflowRequest, StepInfo, VirtualActorRequest,
+    WorkflowInfo, WorkflowOutputRequest, WorkflowRequest,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,6 +99,25 @@ enum WorkflowCommand {
     /// Cron schedules that start workflows.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Virtual actors: durable state workflows call by id.
+    #[command(subcommand)]
+    Actor(ActorCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ActorCommand {
+    /// A virtual actor's state, as JSON.
+    Get {
+        id: String,
+        #[arg(long, default_value = crate::cluster::DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Delete a virtual actor.
+    Delete {
+        id: String,
+        #[arg(long, default_value = crate::cluster::DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -362,6 +381,28 @@ pub(super) fn workflow(args: WorkflowArgs) -> anyhow::Result<i32> {
                 outln!("delivered {event} to {id} (sequence {})", reply.sequence)?;
             }
             WorkflowCommand::Schedule(command) => schedule(&mut client, command).await?,
+            WorkflowCommand::Actor(ActorCommand::Get { id, namespace }) => {
+                let request = VirtualActorRequest {
+                    id,
+                    namespace,
+                    ..Default::default()
+                };
+                let state = client
+                    .workflows()
+                    .get_virtual_actor(request)
+                    .await?
+                    .into_inner();
+                outln!("{}", state.state_json)?;
+            }
+            WorkflowCommand::Actor(ActorCommand::Delete { id, namespace }) => {
+                let request = VirtualActorRequest {
+                    id: id.clone(),
+                    namespace,
+                    ..Default::default()
+                };
+                client.workflows().delete_virtual_actor(request).await?;
+                outln!("deleted virtual actor {id}")?;
+            }
         }
         Ok(0)
     })

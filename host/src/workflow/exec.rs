@@ -47,6 +47,9 @@ pub struct Run {
     pub(super) service: ServiceContext,
     pub(super) tenant: String,
     pub(super) id: String,
+    /// The namespace its steps (and virtual actors) are in.
+    pub(super) namespace: String,
+    pub(super) actor_locks: Arc<super::actor::ActorLocks>,
     /// The next derived step number.
     counter: AtomicU64,
     /// Steps started in this run (bounded by [`MAX_STEPS`]).
@@ -82,6 +85,8 @@ impl Run {
         service: ServiceContext,
         tenant: String,
         id: String,
+        namespace: String,
+        actor_locks: Arc<super::actor::ActorLocks>,
         next_step: u64,
     ) -> Arc<Run> {
         Arc::new(Run {
@@ -90,6 +95,8 @@ impl Run {
             service,
             tenant,
             id,
+            namespace,
+            actor_locks,
             counter: AtomicU64::new(next_step),
             started: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -236,6 +243,14 @@ impl Run {
             StepKind::ForEach { function } => {
                 self.for_each(&node, function, args, &mut record).await
             }
+            StepKind::VirtualActor {
+                actor,
+                function,
+                call,
+            } => {
+                self.actor_call(&node, actor, function, *call, args, &mut record)
+                    .await
+            }
             StepKind::Sleep { duration_ms } => {
                 let deadline = record.deadline_ms.unwrap_or(now_ms() + duration_ms);
                 self.sleep_until(&mut record, deadline).await
@@ -296,26 +311,34 @@ impl Run {
         Ok(resolved)
     }
 
-    async fn run_task(
-        self: &Arc<Self>,
+    /// Stores a step's arguments (content-addressed) and names them in
+    /// its record; the writes go with the step's end.
+    pub(super) fn input_ops(&self, args: &[Bytes], record: &mut StepRecord) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(args.len() + 1);
+        record.inputs = args
+            .iter()
+            .map(|arg| {
+                let (digest, op) = self.put_value(arg);
+                ops.push(op);
+                digest
+            })
+            .collect();
+        ops
+    }
+
+    /// Runs the step's task until it returns a value, at most 1 +
+    /// `max_retries` times; the error is the last attempt's.
+    pub(super) async fn attempts(
+        &self,
         node: &StepNode,
         function: &str,
-        args: Vec<Bytes>,
+        args: &[Bytes],
         record: &mut StepRecord,
-    ) -> StepResult {
-        let name = record.name.clone();
+    ) -> Result<Result<Bytes, WireError>, StepFailure> {
         let retries = node.options.max_retries.unwrap_or(DEFAULT_STEP_RETRIES);
         let mut options = node.options.task.clone();
         // The step retries; each attempt is one task.
         options.max_retries = Some(0);
-        let mut inputs = Vec::with_capacity(args.len());
-        let mut ops = Vec::new();
-        for arg in &args {
-            let (digest, op) = self.put_value(arg);
-            inputs.push(digest);
-            ops.push(op);
-        }
-        record.inputs = inputs;
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -325,56 +348,82 @@ impl Run {
             self.store.write_later(vec![self.put_step(record.clone())]);
             let outcome = self
                 .node
-                .call_context_task(&self.service, function, args.clone(), options.clone())
+                .call_context_task(&self.service, function, args.to_vec(), options.clone())
                 .await;
             if self.stopping.load(Ordering::Relaxed) {
                 return Err(self.stopped("the run stopped"));
             }
             match outcome {
-                Ok(output) => {
-                    if let Some(next) = graph::continuation(&output) {
-                        let mut next = next.map_err(|e| {
-                            failed(&name, ErrorKind::InvalidArgument, e.to_string())
-                        })?;
-                        self.prepare(&name, &mut next).await?;
-                        record.status = StepStatus::Continued;
-                        record.continuation = Some(next.encode());
-                        ops.push(self.put_step(record.clone()));
-                        ops.push(Op::BumpCounter {
-                            tenant: self.tenant.clone(),
-                            workflow: self.id.clone(),
-                            next: self.counter.load(Ordering::Relaxed),
-                        });
-                        self.log(std::mem::take(&mut ops)).await?;
-                        return self.continue_with(node, record, next).await;
-                    }
-                    let output = if node.options.catch_exceptions {
-                        caught_ok(&output)
-                    } else {
-                        output
-                    };
-                    return self.finish(record, output, ops).await;
-                }
+                Ok(output) => return Ok(Ok(output)),
                 Err(error) => {
                     record.error = Some(format!("{}: {}", error.kind.as_str(), error.message));
-                    if tries <= retries {
-                        tracing::debug!(workflow = %self.id, step = %name, "step failed, retrying: {}", error.message);
-                        tokio::time::sleep(Duration::from_millis(50 * u64::from(tries.min(20))))
-                            .await;
-                        continue;
+                    if tries > retries {
+                        return Ok(Err(error));
                     }
-                    if node.options.catch_exceptions {
-                        let output = caught_err(&error, record.attempts);
-                        return self.finish(record, output, ops).await;
-                    }
-                    record.status = StepStatus::Failed;
-                    record.ended_ms = Some(now_ms());
-                    ops.push(self.put_step(record.clone()));
-                    self.log(ops).await?;
-                    return Err(StepFailure::Failed { step: name, error });
+                    tracing::debug!(workflow = %self.id, step = %record.name, "step failed, retrying: {}", error.message);
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(tries.min(20)))).await;
                 }
             }
         }
+    }
+
+    /// A step out of retries: its error as data (`catch_exceptions`), or
+    /// logged as failed.
+    pub(super) async fn failure(
+        &self,
+        node: &StepNode,
+        record: &mut StepRecord,
+        error: WireError,
+        mut ops: Vec<Op>,
+    ) -> StepResult {
+        if node.options.catch_exceptions {
+            let output = caught_err(&error, record.attempts);
+            return self.finish(record, output, ops).await;
+        }
+        record.status = StepStatus::Failed;
+        record.ended_ms = Some(now_ms());
+        ops.push(self.put_step(record.clone()));
+        self.log(ops).await?;
+        Err(StepFailure::Failed {
+            step: record.name.clone(),
+            error,
+        })
+    }
+
+    async fn run_task(
+        self: &Arc<Self>,
+        node: &StepNode,
+        function: &str,
+        args: Vec<Bytes>,
+        record: &mut StepRecord,
+    ) -> StepResult {
+        let name = record.name.clone();
+        let mut ops = self.input_ops(&args, record);
+        let output = match self.attempts(node, function, &args, record).await? {
+            Ok(output) => output,
+            Err(error) => return self.failure(node, record, error, ops).await,
+        };
+        if let Some(next) = graph::continuation(&output) {
+            let mut next =
+                next.map_err(|e| failed(&name, ErrorKind::InvalidArgument, e.to_string()))?;
+            self.prepare(&name, &mut next).await?;
+            record.status = StepStatus::Continued;
+            record.continuation = Some(next.encode());
+            ops.push(self.put_step(record.clone()));
+            ops.push(Op::BumpCounter {
+                tenant: self.tenant.clone(),
+                workflow: self.id.clone(),
+                next: self.counter.load(Ordering::Relaxed),
+            });
+            self.log(ops).await?;
+            return self.continue_with(node, record, next).await;
+        }
+        let output = if node.options.catch_exceptions {
+            caught_ok(&output)
+        } else {
+            output
+        };
+        self.finish(record, output, ops).await
     }
 
     /// Runs `function` once per element of the first argument, as steps
@@ -466,7 +515,12 @@ impl Run {
     }
 
     /// Logs `record` as done with `output`, durably, and returns it.
-    async fn finish(&self, record: &mut StepRecord, output: Bytes, mut ops: Vec<Op>) -> StepResult {
+    pub(super) async fn finish(
+        &self,
+        record: &mut StepRecord,
+        output: Bytes,
+        mut ops: Vec<Op>,
+    ) -> StepResult {
         let (digest, op) = self.put_value(&output);
         ops.push(op);
         record.status = StepStatus::Done;
@@ -522,7 +576,7 @@ fn nil() -> Bytes {
 }
 
 /// `{"Ok": output}`.
-fn caught_ok(output: &[u8]) -> Bytes {
+pub(super) fn caught_ok(output: &[u8]) -> Bytes {
     let value = graph::parse(output).unwrap_or(Value::Nil);
     Bytes::from(graph::write(&Value::Map(vec![(Value::from("Ok"), value)])))
 }

@@ -13,6 +13,7 @@
 //! served application's), with the grant of whoever started it: its
 //! steps are tasks of that context, placed anywhere in the cluster.
 
+mod actor;
 mod exec;
 pub mod graph;
 pub mod pipeline;
@@ -140,6 +141,7 @@ pub struct Workflows {
     store: Arc<WorkflowStore>,
     grants: Arc<dyn GrantSource>,
     running: std::sync::Mutex<HashMap<(String, String), Running>>,
+    actor_locks: Arc<actor::ActorLocks>,
     me: std::sync::Weak<Workflows>,
 }
 
@@ -181,6 +183,7 @@ impl Workflows {
             store,
             grants,
             running: Default::default(),
+            actor_locks: Default::default(),
             me: me.clone(),
         })
     }
@@ -342,6 +345,8 @@ impl Workflows {
             service,
             record.tenant.clone(),
             record.id.clone(),
+            record.namespace.clone(),
+            self.actor_locks.clone(),
             record.next_step,
         );
         let root = match StepNode::decode(&record.root) {
@@ -669,6 +674,44 @@ impl Workflows {
             running.run.events.notify_waiters();
         }
         Ok(seq)
+    }
+
+    /// A virtual actor's state, encoded.
+    pub fn actor_state(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        actor: &str,
+    ) -> Result<Bytes, WorkflowError> {
+        self.store.actor(tenant, namespace, actor)?.ok_or_else(|| {
+            WorkflowError::NotFound(format!("no virtual actor {actor} in namespace {namespace}"))
+        })
+    }
+
+    /// Deletes a virtual actor (waits for the call that changes it, if
+    /// one runs).
+    pub async fn delete_actor(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        actor: &str,
+    ) -> Result<(), WorkflowError> {
+        let lock = self.actor_locks.of(format!("{tenant}/{namespace}/{actor}"));
+        let _held = lock.lock().await;
+        let removed = self
+            .store
+            .write(vec![Op::DeleteActor {
+                tenant: tenant.to_string(),
+                namespace: namespace.to_string(),
+                actor: actor.to_string(),
+            }])
+            .await?;
+        if removed.is_none() {
+            return Err(WorkflowError::NotFound(format!(
+                "no virtual actor {actor} in namespace {namespace}"
+            )));
+        }
+        Ok(())
     }
 
     /// Stops every run (the head is stopping): they stay RUNNING in the

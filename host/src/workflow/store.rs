@@ -20,6 +20,7 @@ const STEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("workflow_steps
 const VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("workflow_values");
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("workflow_events");
 const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("workflow_schedules");
+const ACTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("workflow_actors");
 
 /// Most writes one transaction takes (so one commit stays short).
 const MAX_BATCH: usize = 4096;
@@ -62,6 +63,19 @@ pub enum Op {
     PutSchedule(ScheduleRecord),
     /// Deletes a schedule.
     DeleteSchedule { tenant: String, name: String },
+    /// Writes a virtual actor's state.
+    PutActor {
+        tenant: String,
+        namespace: String,
+        actor: String,
+        state: Bytes,
+    },
+    /// Deletes a virtual actor.
+    DeleteActor {
+        tenant: String,
+        namespace: String,
+        actor: String,
+    },
     /// Raises a workflow's `next_step` to at least `next`.
     BumpCounter {
         tenant: String,
@@ -132,6 +146,10 @@ fn value_key(tenant: &str, workflow: &str, digest: &str) -> String {
     format!("{tenant}/{workflow}/{digest}")
 }
 
+fn actor_key(tenant: &str, namespace: &str, actor: &str) -> String {
+    format!("{tenant}/{namespace}/{actor}")
+}
+
 fn event_prefix(tenant: &str, workflow: &str, name: &str) -> String {
     format!("{tenant}/{workflow}/{name}/")
 }
@@ -167,7 +185,7 @@ impl WorkflowStore {
 
     fn start(backing: Backing) -> Result<Arc<WorkflowStore>, StoreError> {
         let txn = backing.db().begin_write().map_err(meta)?;
-        for table in [WORKFLOWS, STEPS, VALUES, EVENTS, SCHEDULES] {
+        for table in [WORKFLOWS, STEPS, VALUES, EVENTS, SCHEDULES, ACTORS] {
             txn.open_table(table).map_err(meta)?;
         }
         txn.commit().map_err(meta)?;
@@ -318,6 +336,23 @@ impl WorkflowStore {
             .len())
     }
 
+    /// A virtual actor's state.
+    pub fn actor(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        actor: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .get(ACTORS, &actor_key(tenant, namespace, actor))?
+            .map(Bytes::from))
+    }
+
+    /// How many virtual actors a tenant has.
+    pub fn actors(&self, tenant: &str) -> Result<usize, StoreError> {
+        Ok(self.scan(ACTORS, &format!("{tenant}/"), usize::MAX)?.len())
+    }
+
     /// A tenant's schedules (every tenant's with None).
     pub fn schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
         let prefix = tenant.map(|t| format!("{t}/")).unwrap_or_default();
@@ -366,6 +401,7 @@ fn commit(db: &Database, batch: &mut [Write]) -> Result<Vec<Option<Bytes>>, Meta
         let mut values = txn.open_table(VALUES)?;
         let mut events = txn.open_table(EVENTS)?;
         let mut schedules = txn.open_table(SCHEDULES)?;
+        let mut actors = txn.open_table(ACTORS)?;
         for write in batch.iter_mut() {
             let mut reply = None;
             for op in write.ops.drain(..) {
@@ -444,6 +480,24 @@ fn commit(db: &Database, batch: &mut [Write]) -> Result<Vec<Option<Bytes>>, Meta
                             record.next_step = next;
                             workflows.insert(key.as_str(), encode(&record).as_slice())?;
                         }
+                    }
+                    Op::PutActor {
+                        tenant,
+                        namespace,
+                        actor,
+                        state,
+                    } => {
+                        let key = actor_key(&tenant, &namespace, &actor);
+                        actors.insert(key.as_str(), state.as_ref())?;
+                    }
+                    Op::DeleteActor {
+                        tenant,
+                        namespace,
+                        actor,
+                    } => {
+                        reply = actors
+                            .remove(actor_key(&tenant, &namespace, &actor).as_str())?
+                            .map(|v| Bytes::from(v.value().to_vec()));
                     }
                     Op::PutSchedule(record) => {
                         let key = workflow_key(&record.tenant, &record.name);

@@ -29,6 +29,13 @@ pub const STEP_EXT: i8 = 0x57;
 /// (`'O'`): 16 bytes, the object id.
 pub const OBJECT_EXT: i8 = 0x4F;
 
+/// MessagePack extension type of the placeholder for a virtual actor's
+/// state in a method's arguments (`'S'`, no data).
+pub const STATE_EXT: i8 = 0x53;
+
+/// Largest virtual actor state (16 MiB).
+pub const MAX_ACTOR_STATE: usize = 16 << 20;
+
 /// Default retries of a step after a failure of any kind (3).
 pub const DEFAULT_STEP_RETRIES: u32 = 3;
 
@@ -71,6 +78,18 @@ pub enum StepKind {
         /// The task's name.
         function: String,
     },
+    /// Calls a virtual actor: durable state addressed by `actor` in the
+    /// workflow's tenant and namespace, kept by the head. `function` is a
+    /// task; a [`STATE_EXT`] value among its arguments is replaced by the
+    /// actor's state.
+    VirtualActor {
+        /// The actor's id.
+        actor: String,
+        /// The task.
+        function: String,
+        /// What the call does.
+        call: ActorCall,
+    },
     /// A durable timer: ends `duration_ms` after it first started (the
     /// deadline is logged, so a restart does not restart the timer).
     /// Outputs nil.
@@ -90,6 +109,21 @@ pub enum StepKind {
         /// The event's name.
         name: String,
     },
+}
+
+/// What a call to a virtual actor does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActorCall {
+    /// If the actor does not exist, runs the task, whose output is its
+    /// first state; else runs nothing. Outputs nil.
+    GetOrCreate,
+    /// Runs the task, which returns `[new state, result]`; saves the
+    /// state and logs the result in one transaction. Outputs the result.
+    /// Calls to one actor run one at a time.
+    Update,
+    /// Runs the task, which returns the result only; writes nothing, and
+    /// may run beside other reads.
+    Read,
 }
 
 /// How a step runs.
@@ -173,7 +207,9 @@ impl StepNode {
     /// The function (or the kind of timer or event) for names and logs.
     pub fn label(&self) -> &str {
         match &self.kind {
-            StepKind::Task { function } | StepKind::ForEach { function } => function,
+            StepKind::Task { function }
+            | StepKind::ForEach { function }
+            | StepKind::VirtualActor { function, .. } => function,
             StepKind::Sleep { .. } | StepKind::SleepUntil { .. } => "sleep",
             StepKind::Event { .. } => "event",
         }
