@@ -25,3 +25,4 @@ mod service;
 mod serving;
 mod tenancy;
 mod webdriver;
+mod workflows;
