@@ -238,6 +238,22 @@ async fn recursive_workflows_log_each_step_once_and_failures_are_retried_or_caug
         r#""caught: boom""#
     );
 
+    // An object passed to two steps is checkpointed once: both read the
+    // same logged value.
+    run(&mut acme, &hash, "shared", "shared_object", "[1000]")
+        .await
+        .unwrap();
+    assert_eq!(ended(&mut acme, "shared").await.status, "SUCCESSFUL");
+    assert_eq!(output(&mut acme, "shared", "").await.unwrap(), "999000");
+    let totals: Vec<StepInfo> = steps(&mut acme, "shared")
+        .await
+        .into_iter()
+        .filter(|s| s.function == "total")
+        .collect();
+    assert_eq!(totals.len(), 2);
+    assert!(totals.iter().any(|s| s.name == "second-total"));
+    assert_eq!(totals[0].inputs, totals[1].inputs);
+
     // The CLI: output, status, metadata, list, delete.
     let (code, out, err) = prism_cli(&h.head, &h.files, &token, &["workflow", "output", "fact5"]);
     assert_eq!((code, out.as_str()), (0, "120"), "{err}");

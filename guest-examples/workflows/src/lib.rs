@@ -1,6 +1,6 @@
 //! Durable workflows: tasks run as steps whose outputs the head logs and
 //! never recomputes. Run one with
-//! `prism workflow run workflows.wasm --entry factorial 5`.
+//! `prism workflow run workflows.wasm --entry factorial --args '[5]'`.
 //!
 //! - recursion through continuations: [`factorial`], [`fib`];
 //! - a chain of slow steps with a durable side-effect log, to kill the
@@ -308,4 +308,37 @@ fn count_to(id: String, times: u64, by: u64) -> Next<u64> {
 fn read_counter(id: String) -> Next<u64> {
     let counter = workflow::virtual_actor(&id);
     Next::Continue(counter.read(counter_get::step(workflow::state())))
+}
+
+// --- Objects passed to steps ---------------------------------------------
+
+/// The sum of `v`.
+#[prism::task]
+fn total(v: Vec<u64>) -> u64 {
+    v.iter().sum()
+}
+
+/// Puts 0..n in the object store and continues with two steps that both
+/// read it: the engine checkpoints the object once and both steps get its
+/// value. Outputs twice the sum.
+#[prism::task]
+fn shared_object(n: u64) -> prism::Result<Next<u64>> {
+    let numbers = prism::put(&(0..n).collect::<Vec<u64>>())?;
+    Ok(Next::Continue(add::step(
+        total::step(numbers),
+        total::step(numbers).name("second-total"),
+    )))
+}
+
+// --- Benchmarks -----------------------------------------------------------
+
+/// A chain of `n` steps, each continuing with the next: outputs 0. (The
+/// per-step overhead of `prism bench --workflows`.)
+#[prism::task]
+fn countdown(n: u64) -> Next<u64> {
+    if n == 0 {
+        Next::Value(0)
+    } else {
+        Next::Continue(countdown::step(n - 1))
+    }
 }

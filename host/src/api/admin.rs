@@ -152,6 +152,12 @@ impl Admin for ApiHandle {
             .apps
             .delete_tenant(&crate::security::tenants::TenantId::new(&tenant))
             .await;
+        // Its workflows stop; their logs, schedules and virtual actors go.
+        if let Some(workflows) = &self.0.workflows
+            && let Err(e) = workflows.delete_tenant(&tenant).await
+        {
+            tracing::error!(%tenant, "deleting the tenant's workflows failed: {e}");
+        }
         // The cluster's named objects live on the head's node.
         match self
             .0

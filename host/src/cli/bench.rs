@@ -107,6 +107,16 @@ const TARGETS: &[Target] = &[
         higher_is_better: false,
     },
     Target {
+        figure: "workflow_step_overhead_ms",
+        target: 1.0,
+        higher_is_better: false,
+    },
+    Target {
+        figure: "workflow_fanout_10k_s",
+        target: 10.0,
+        higher_is_better: false,
+    },
+    Target {
         figure: "serve_fn_c1_p50_us",
         target: 300.0,
         higher_is_better: false,
@@ -157,6 +167,8 @@ pub(super) enum Only {
     Serve,
     /// The serving figures on a head and a worker process.
     ServeNodes,
+    /// The durable workflow figures.
+    Workflows,
 }
 
 /// Runs every workload (or those `only` names); prints the table or
@@ -188,6 +200,9 @@ pub(super) fn bench(
         let cluster = EmbeddedCluster::start(config.clone())?;
         if serve_only {
             return super::bench_serve::figures(&cluster, quick, &mut figures).await;
+        }
+        if only == Only::Workflows {
+            return super::bench_workflows::figures(&cluster, quick, &mut figures).await;
         }
         let module = prism_guests::BENCH;
         // Compile once, outside any timing.
@@ -315,6 +330,7 @@ pub(super) fn bench(
             )),
         );
         super::bench_serve::figures(&cluster, quick, &mut figures).await?;
+        super::bench_workflows::figures(&cluster, quick, &mut figures).await?;
         anyhow::Ok(())
     })?;
     if only == Only::Everything {

@@ -38,6 +38,7 @@ mod admin;
 mod bench;
 mod bench_nodes;
 mod bench_serve;
+mod bench_workflows;
 mod demo;
 mod demo_events;
 mod demo_serve;
@@ -281,6 +282,10 @@ struct BenchArgs {
     /// every request), through the worker's ingress and the head's.
     #[arg(long, conflicts_with = "serve_only")]
     serve_nodes: bool,
+    /// Only the durable workflow figures (step overhead, a 10,000-step
+    /// fan-out, resume after a crash).
+    #[arg(long, conflicts_with_all = ["serve_only", "serve_nodes"])]
+    workflows: bool,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -418,6 +423,8 @@ fn try_main(cli: Cli) -> anyhow::Result<i32> {
                 bench::Only::ServeNodes
             } else if args.serve_only {
                 bench::Only::Serve
+            } else if args.workflows {
+                bench::Only::Workflows
             } else {
                 bench::Only::Everything
             };

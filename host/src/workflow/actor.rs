@@ -116,30 +116,28 @@ impl Run {
         if call == ActorCall::GetOrCreate && state.is_some() {
             return self.finish(record, nil(), Vec::new()).await;
         }
+        // Refusals fail the step like its task's errors (a step that
+        // catches exceptions gets them as data).
         if call != ActorCall::GetOrCreate && state.is_none() {
-            return Err(StepFailure::Failed {
-                step,
-                error: WireError::new(
-                    ErrorKind::ActorDied,
-                    format!(
-                        "no virtual actor {actor} in namespace {namespace} (get_or_create it first)"
-                    ),
+            let error = WireError::new(
+                ErrorKind::ActorDied,
+                format!(
+                    "no virtual actor {actor} in namespace {namespace} (get_or_create it first)"
                 ),
-            });
+            );
+            return self.failure(node, record, error, Vec::new()).await;
         }
         if call == ActorCall::GetOrCreate
             && self.store.actors(&self.tenant).map_err(stopped)? >= MAX_ACTORS_PER_TENANT
         {
-            return Err(StepFailure::Failed {
-                step,
-                error: WireError::new(
-                    ErrorKind::QuotaExceeded,
-                    format!(
-                        "tenant {} has {MAX_ACTORS_PER_TENANT} virtual actors, the most it may",
-                        self.tenant
-                    ),
+            let error = WireError::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "tenant {} has {MAX_ACTORS_PER_TENANT} virtual actors, the most it may",
+                    self.tenant
                 ),
-            });
+            );
+            return self.failure(node, record, error, Vec::new()).await;
         }
         let args = with_state(&step, &args, state.as_ref())?;
         let mut ops = self.input_ops(&args, record);
@@ -173,16 +171,14 @@ impl Run {
         };
         if let Some(state) = new_state {
             if state.len() > MAX_ACTOR_STATE {
-                return Err(StepFailure::Failed {
-                    step,
-                    error: WireError::new(
-                        ErrorKind::QuotaExceeded,
-                        format!(
-                            "virtual actor {actor}'s state would be {} bytes, more than {MAX_ACTOR_STATE}",
-                            state.len()
-                        ),
+                let error = WireError::new(
+                    ErrorKind::QuotaExceeded,
+                    format!(
+                        "virtual actor {actor}'s state would be {} bytes, more than {MAX_ACTOR_STATE}",
+                        state.len()
                     ),
-                });
+                );
+                return self.failure(node, record, error, Vec::new()).await;
             }
             ops.push(Op::PutActor {
                 tenant: self.tenant.clone(),

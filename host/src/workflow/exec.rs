@@ -61,6 +61,8 @@ pub struct Run {
     cells: std::sync::Mutex<HashMap<String, (String, Arc<tokio::sync::OnceCell<StepResult>>)>>,
     /// Wakes event steps when an event is delivered.
     pub(super) events: tokio::sync::Notify,
+    /// The tasks its steps run as.
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 fn failed(step: &str, kind: ErrorKind, message: impl Into<String>) -> StepFailure {
@@ -102,7 +104,16 @@ impl Run {
             stopping: AtomicBool::new(false),
             cells: Default::default(),
             events: Default::default(),
+            tasks: Default::default(),
         })
+    }
+
+    /// Stops every step of the run.
+    pub(super) fn abort(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        for task in self.tasks.locked().drain(..) {
+            task.abort();
+        }
     }
 
     fn stopped(&self, why: impl std::fmt::Display) -> StepFailure {
@@ -128,9 +139,16 @@ impl Run {
                 }
                 cell.clone()
             };
-            cell.get_or_init(|| run.clone().execute(name, node))
-                .await
-                .clone()
+            // Each step runs as a task of its own, so a chain of
+            // continuations thousands deep is not a stack of polls.
+            cell.get_or_init(|| async {
+                let task = tokio::spawn(run.clone().execute(name, node));
+                run.tasks.locked().push(task.abort_handle());
+                task.await
+                    .unwrap_or_else(|e| Err(StepFailure::Stopped(format!("a step stopped: {e}"))))
+            })
+            .await
+            .clone()
         })
     }
 

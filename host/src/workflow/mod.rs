@@ -36,7 +36,6 @@ use exec::Run;
 use prism_abi::workflow::StepNode;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use store::Op;
 
@@ -600,7 +599,7 @@ impl Workflows {
             .locked()
             .remove(&(tenant.to_string(), id.to_string()));
         if let Some(running) = running {
-            running.run.stopping.store(true, Ordering::Relaxed);
+            running.run.abort();
             running.task.abort();
             self.node.close_service(&running.run.service);
         }
@@ -714,11 +713,36 @@ impl Workflows {
         Ok(())
     }
 
+    /// Forgets a deleted tenant: its runs stop, and its workflows,
+    /// schedules and virtual actors are deleted.
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<(), WorkflowError> {
+        let runs: Vec<Running> = {
+            let mut running = self.running.locked();
+            let keys: Vec<_> = running
+                .keys()
+                .filter(|(t, _)| t == tenant)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| running.remove(k)).collect()
+        };
+        for running in runs {
+            running.run.abort();
+            running.task.abort();
+            self.node.close_service(&running.run.service);
+        }
+        self.store
+            .write(vec![Op::DeleteTenant {
+                tenant: tenant.to_string(),
+            }])
+            .await?;
+        Ok(())
+    }
+
     /// Stops every run (the head is stopping): they stay RUNNING in the
     /// log and resume when it is back.
     pub fn stop_all(&self) {
         for (_, running) in self.running.locked().drain() {
-            running.run.stopping.store(true, Ordering::Relaxed);
+            running.run.abort();
             running.task.abort();
             self.node.close_service(&running.run.service);
         }

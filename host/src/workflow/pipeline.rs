@@ -46,9 +46,6 @@ pub struct Pipeline {
     /// The module (a path for the CLI; the API takes the digest).
     #[serde(default)]
     pub module: Option<String>,
-    /// The namespace (default "default").
-    #[serde(default)]
-    pub namespace: Option<String>,
     /// Values every stage may read (`${config.KEY}`).
     #[serde(default)]
     pub config: serde_json::Map<String, serde_json::Value>,

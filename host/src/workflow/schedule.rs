@@ -13,6 +13,8 @@ use std::time::Duration;
 pub const MAX_SCHEDULES_PER_TENANT: usize = 100;
 /// Most missed firings `run-all` starts after downtime (100).
 pub const MAX_CATCH_UP: usize = 100;
+/// Longest schedule name (112 bytes: a firing's id adds 16).
+pub const MAX_SCHEDULE_NAME: usize = super::MAX_ID_LEN - 16;
 /// How late a firing may start and still count as on time: `skip` skips
 /// firings later than this (60 s).
 pub const GRACE_MS: u64 = 60_000;
@@ -120,6 +122,12 @@ impl Workflows {
         mut record: ScheduleRecord,
     ) -> Result<ScheduleRecord, WorkflowError> {
         super::check_id(&record.name)?;
+        if record.name.len() > MAX_SCHEDULE_NAME {
+            return Err(WorkflowError::InvalidArgument(format!(
+                "schedule name {:?} is longer than {MAX_SCHEDULE_NAME} bytes",
+                record.name
+            )));
+        }
         Cron::parse(&record.cron)?;
         let existing = self.store().schedules(Some(&record.tenant))?;
         let replaces = existing.iter().any(|s| s.name == record.name);

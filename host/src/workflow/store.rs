@@ -76,6 +76,9 @@ pub enum Op {
         namespace: String,
         actor: String,
     },
+    /// Deletes everything of a tenant: workflows, steps, values, events,
+    /// schedules, virtual actors.
+    DeleteTenant { tenant: String },
     /// Raises a workflow's `next_step` to at least `next`.
     BumpCounter {
         tenant: String,
@@ -172,6 +175,12 @@ impl WorkflowStore {
     /// The log in `head.redb`.
     pub fn in_head(store: Arc<HeadStore>) -> Result<Arc<WorkflowStore>, StoreError> {
         Self::start(Backing::Head(store))
+    }
+
+    /// A log in a database file of its own (benchmarks, tools).
+    pub fn open(path: &std::path::Path) -> Result<Arc<WorkflowStore>, StoreError> {
+        let db = Database::create(path).map_err(meta)?;
+        Self::start(Backing::Own(db))
     }
 
     /// A log in memory (the embedded cluster: durable for the process's
@@ -505,6 +514,20 @@ fn commit(db: &Database, batch: &mut [Write]) -> Result<Vec<Option<Bytes>>, Meta
                     }
                     Op::DeleteSchedule { tenant, name } => {
                         schedules.remove(workflow_key(&tenant, &name).as_str())?;
+                    }
+                    Op::DeleteTenant { tenant } => {
+                        let prefix = format!("{tenant}/");
+                        let end = range_end(&prefix);
+                        for table in [
+                            &mut workflows,
+                            &mut steps,
+                            &mut values,
+                            &mut events,
+                            &mut schedules,
+                            &mut actors,
+                        ] {
+                            table.retain_in(prefix.as_str()..end.as_str(), |_, _| false)?;
+                        }
                     }
                     Op::DeleteWorkflow { tenant, workflow } => {
                         workflows.remove(workflow_key(&tenant, &workflow).as_str())?;
