@@ -411,6 +411,12 @@ pub(super) fn demo(config: NodeConfig) -> anyhow::Result<i32> {
             super::demo_events::task_events(&cluster),
         )
         .await?;
+        // Durable workflows, their log in memory.
+        failed += super::demo_serve::report(
+            "workflows",
+            super::demo_workflows::workflows(&cluster),
+        )
+        .await?;
         // The served applications, over HTTPS.
         failed += super::demo_serve::report(
             "serve/converter",

@@ -42,6 +42,7 @@ mod bench_workflows;
 mod demo;
 mod demo_events;
 mod demo_serve;
+mod demo_workflows;
 mod output;
 mod serve;
 mod service;

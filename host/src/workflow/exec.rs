@@ -529,7 +529,17 @@ impl Run {
             }
             Err(e) => return Err(e),
         };
-        self.finish(record, output, Vec::new()).await
+        // Not waited for: until it is durable, a replay finds the step
+        // continued and reads the continuation's logged output instead.
+        // The log's writes commit in order, so anything logged later that
+        // used this output commits with it.
+        let (digest, op) = self.put_value(&output);
+        record.status = StepStatus::Done;
+        record.output = Some(digest);
+        record.ended_ms = Some(now_ms());
+        self.store
+            .write_later(vec![op, self.put_step(record.clone())]);
+        Ok(output)
     }
 
     /// Logs `record` as done with `output`, durably, and returns it.
