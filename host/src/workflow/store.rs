@@ -545,3 +545,101 @@ fn commit(db: &Database, batch: &mut [Write]) -> Result<Vec<Option<Bytes>>, Meta
     txn.commit()?;
     Ok(replies)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::record::{StepRecord, StepStatus};
+
+    fn step(name: &str) -> StepRecord {
+        StepRecord {
+            name: name.into(),
+            function: "f".into(),
+            node: "n".into(),
+            status: StepStatus::Running,
+            attempts: 1,
+            inputs: Vec::new(),
+            output: None,
+            continuation: None,
+            deadline_ms: None,
+            error: None,
+            started_ms: 1,
+            ended_ms: None,
+        }
+    }
+
+    fn put_step(tenant: &str, name: &str) -> Op {
+        Op::PutStep {
+            tenant: tenant.into(),
+            workflow: "w".into(),
+            record: step(name),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_all_commit_and_stay_in_their_tenant() {
+        let store = WorkflowStore::in_memory().unwrap();
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let store = store.clone();
+            writes
+                .spawn(async move { store.write(vec![put_step("acme", &format!("s{i}"))]).await });
+        }
+        while let Some(done) = writes.join_next().await {
+            done.unwrap().unwrap();
+        }
+        store.write(vec![put_step("zeta", "s0")]).await.unwrap();
+        assert_eq!(store.steps("acme", "w", usize::MAX).unwrap().len(), 200);
+        assert_eq!(store.steps("zeta", "w", usize::MAX).unwrap().len(), 1);
+        // A tenant's deletion takes its records only.
+        store
+            .write(vec![Op::DeleteTenant {
+                tenant: "acme".into(),
+            }])
+            .await
+            .unwrap();
+        assert!(store.steps("acme", "w", usize::MAX).unwrap().is_empty());
+        assert_eq!(store.steps("zeta", "w", usize::MAX).unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_event_is_consumed_once_with_the_step_that_takes_it() {
+        let store = WorkflowStore::in_memory().unwrap();
+        let consume = |name: &str| Op::ConsumeEvent {
+            tenant: "acme".into(),
+            workflow: "w".into(),
+            name: "go".into(),
+            step: step(name),
+        };
+        assert_eq!(store.write(vec![consume("e0")]).await.unwrap(), None);
+        assert!(
+            store.step("acme", "w", "e0").unwrap().is_none(),
+            "nothing taken, nothing logged"
+        );
+        for (seq, payload) in [(1u64, "first"), (2, "second")] {
+            store
+                .write(vec![Op::PushEvent {
+                    tenant: "acme".into(),
+                    workflow: "w".into(),
+                    name: "go".into(),
+                    seq,
+                    payload: Bytes::from(payload),
+                }])
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.events("acme", "w", "go").unwrap(), (2, 2));
+        let first = store.write(vec![consume("e1")]).await.unwrap();
+        assert_eq!(first.as_deref(), Some(&b"first"[..]));
+        let logged = store.step("acme", "w", "e1").unwrap().unwrap();
+        let digest = logged.output.unwrap();
+        assert_eq!(
+            store.value("acme", "w", &digest).unwrap().as_deref(),
+            Some(&b"first"[..])
+        );
+        let second = store.write(vec![consume("e2")]).await.unwrap();
+        assert_eq!(second.as_deref(), Some(&b"second"[..]));
+        assert_eq!(store.write(vec![consume("e3")]).await.unwrap(), None);
+        assert_eq!(store.pending_events("acme", "w").unwrap(), 0);
+    }
+}
