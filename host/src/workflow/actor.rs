@@ -212,7 +212,7 @@ mod tests {
             Value::from(3),
         ])));
         let state = Bytes::from(graph::write(&Value::from(27)));
-        let out = with_state("s", &[arg.clone()], Some(&state)).unwrap();
+        let out = with_state("s", std::slice::from_ref(&arg), Some(&state)).unwrap();
         assert_eq!(
             graph::parse(&out[0]).unwrap(),
             Value::Array(vec![Value::from(27), Value::from(3)])
@@ -220,7 +220,7 @@ mod tests {
         assert!(with_state("s", &[arg], None).is_err());
         let plain = Bytes::from(graph::write(&Value::from(1)));
         assert_eq!(
-            with_state("s", &[plain.clone()], None).unwrap(),
+            with_state("s", std::slice::from_ref(&plain), None).unwrap(),
             vec![plain]
         );
     }

@@ -34,6 +34,9 @@ pub enum StepFailure {
 
 type StepResult = Result<Bytes, StepFailure>;
 
+/// A step's output once it exists, shared by whoever uses the step.
+type StepCell = Arc<tokio::sync::OnceCell<StepResult>>;
+
 impl From<graph::GraphError> for StepFailure {
     fn from(e: graph::GraphError) -> Self {
         failed("graph", ErrorKind::InvalidArgument, e.to_string())
@@ -58,7 +61,7 @@ pub struct Run {
     pub(super) stopping: AtomicBool,
     /// One cell per step name, with the digest of the step's node: a
     /// step used twice runs once.
-    cells: std::sync::Mutex<HashMap<String, (String, Arc<tokio::sync::OnceCell<StepResult>>)>>,
+    cells: std::sync::Mutex<HashMap<String, (String, StepCell)>>,
     /// Wakes event steps when an event is delivered.
     pub(super) events: tokio::sync::Notify,
     /// The tasks its steps run as.
@@ -81,25 +84,23 @@ fn two_steps(name: &str) -> StepFailure {
 }
 
 impl Run {
+    /// A run of `workflow` in `service`.
     pub(super) fn new(
         node: Arc<Node>,
         store: Arc<WorkflowStore>,
         service: ServiceContext,
-        tenant: String,
-        id: String,
-        namespace: String,
+        workflow: &super::WorkflowRecord,
         actor_locks: Arc<super::actor::ActorLocks>,
-        next_step: u64,
     ) -> Arc<Run> {
         Arc::new(Run {
             node,
             store,
             service,
-            tenant,
-            id,
-            namespace,
+            tenant: workflow.tenant.clone(),
+            id: workflow.id.clone(),
+            namespace: workflow.namespace.clone(),
             actor_locks,
-            counter: AtomicU64::new(next_step),
+            counter: AtomicU64::new(workflow.next_step),
             started: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             cells: Default::default(),
@@ -294,7 +295,7 @@ impl Run {
                 let run = self.clone();
                 pending.spawn(async move {
                     let out = match slot {
-                        Slot::Step(node) => run.run_step(node).await,
+                        Slot::Step(node) => run.run_step(*node).await,
                         Slot::Checkpoint(digest) => run.stored(&digest),
                         Slot::Object(id) => run
                             .node

@@ -29,7 +29,7 @@ pub enum GraphError {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Slot {
     /// A step to run first.
-    Step(StepNode),
+    Step(Box<StepNode>),
     /// An object of the run to read (and checkpoint).
     Object([u8; 16]),
     /// A value the host checkpointed (its digest).
@@ -104,9 +104,9 @@ fn slot_of(v: &Value) -> Result<Option<Slot>, GraphError> {
         return Ok(None);
     };
     Ok(match *kind {
-        STEP_EXT => Some(Slot::Step(
+        STEP_EXT => Some(Slot::Step(Box::new(
             StepNode::decode(data).map_err(|e| GraphError::Malformed(e.to_string()))?,
-        )),
+        ))),
         OBJECT_EXT => Some(Slot::Object(data.as_slice().try_into().map_err(|_| {
             GraphError::Malformed("an object id is not 16 bytes".into())
         })?)),
@@ -328,7 +328,10 @@ mod tests {
             Value::Array(vec![ext(&a), Value::from(7), ext(&b)]),
         )]);
         let found = slots(&value).unwrap();
-        assert_eq!(found, vec![Slot::Step(a), Slot::Step(b)]);
+        assert_eq!(
+            found,
+            vec![Slot::Step(Box::new(a)), Slot::Step(Box::new(b))]
+        );
         let mut filled = value.clone();
         fill(&mut filled, &[Value::from(10), Value::from(20)]).unwrap();
         assert_eq!(

@@ -342,11 +342,8 @@ impl Workflows {
             self.node.clone(),
             self.store.clone(),
             service,
-            record.tenant.clone(),
-            record.id.clone(),
-            record.namespace.clone(),
+            &record,
             self.actor_locks.clone(),
-            record.next_step,
         );
         let root = match StepNode::decode(&record.root) {
             Ok(root) => root,

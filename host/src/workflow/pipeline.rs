@@ -345,7 +345,7 @@ stages:
             .unwrap()
             .into_iter()
             .filter_map(|s| match s {
-                Slot::Step(n) => Some(n),
+                Slot::Step(n) => Some(*n),
                 _ => None,
             })
             .collect()
