@@ -267,6 +267,10 @@ pub enum Next<T> {
     Value(T),
     /// Run this step; its output is the step's output.
     Continue(Step<T>),
+    /// The step's output is this object's value: the engine reads it
+    /// once and logs (checkpoints) the value, so a large value can be
+    /// returned through the object store and still outlive the run.
+    Object(crate::ObjectRef<T>),
 }
 
 impl<T> Next<T> {
@@ -292,6 +296,7 @@ impl<T: Serialize> Serialize for Next<T> {
         match self {
             Next::Value(value) => value.serialize(serializer),
             Next::Continue(step) => step.serialize(serializer),
+            Next::Object(object) => Ext(OBJECT_EXT, &object.id().0).serialize(serializer),
         }
     }
 }

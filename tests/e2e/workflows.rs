@@ -239,20 +239,22 @@ async fn recursive_workflows_log_each_step_once_and_failures_are_retried_or_caug
     );
 
     // An object passed to two steps is checkpointed once: both read the
-    // same logged value.
+    // same logged value; an object returned by a step is its output.
     run(&mut acme, &hash, "shared", "shared_object", "[1000]")
         .await
         .unwrap();
     assert_eq!(ended(&mut acme, "shared").await.status, "SUCCESSFUL");
-    assert_eq!(output(&mut acme, "shared", "").await.unwrap(), "999000");
-    let totals: Vec<StepInfo> = steps(&mut acme, "shared")
-        .await
-        .into_iter()
-        .filter(|s| s.function == "total")
-        .collect();
-    assert_eq!(totals.len(), 2);
-    assert!(totals.iter().any(|s| s.name == "second-total"));
-    assert_eq!(totals[0].inputs, totals[1].inputs);
+    assert_eq!(output(&mut acme, "shared", "").await.unwrap(), "1498500");
+    let logged = steps(&mut acme, "shared").await;
+    let totals: Vec<&StepInfo> = logged.iter().filter(|s| s.function == "total").collect();
+    assert_eq!(totals.len(), 3);
+    let second = totals.iter().find(|s| s.name == "second-total").unwrap();
+    assert!(
+        totals.iter().all(|s| s.inputs == second.inputs),
+        "{totals:?}"
+    );
+    let listed = logged.iter().find(|s| s.function == "numbers").unwrap();
+    assert_eq!(listed.output, second.inputs[0]);
 
     // The CLI: output, status, metadata, list, delete.
     let (code, out, err) = prism_cli(&h.head, &h.files, &token, &["workflow", "output", "fact5"]);
@@ -617,6 +619,7 @@ async fn a_hostile_tenant_neither_sees_nor_starves_another_tenants_workflows() {
     assert_eq!(other.code(), tonic::Code::PermissionDenied);
 
     // zeta floods: at most 100 running workflows; the 101st is refused...
+    let peak_before = crate::hardening::peak_mib(&h.head);
     for i in 0..100 {
         run(
             &mut zeta,
@@ -654,6 +657,13 @@ async fn a_hostile_tenant_neither_sees_nor_starves_another_tenants_workflows() {
     assert_eq!(
         code(signal(&mut zeta, "wait1", "approval", &big).await),
         tonic::Code::InvalidArgument
+    );
+
+    // The head's memory stays bounded through the flood.
+    let peak_after = crate::hardening::peak_mib(&h.head);
+    assert!(
+        peak_after < peak_before + 256,
+        "the head's peak grew from {peak_before} to {peak_after} MiB"
     );
 
     // acme is unaffected: its workflows run and its event arrives.

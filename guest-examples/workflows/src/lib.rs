@@ -318,15 +318,27 @@ fn total(v: Vec<u64>) -> u64 {
     v.iter().sum()
 }
 
+/// 0..n, returned through the object store: the step's output is the
+/// object's value, which the engine reads once and logs.
+#[prism::task]
+fn numbers(n: u64) -> prism::Result<Next<Vec<u64>>> {
+    Ok(Next::Object(prism::put(&(0..n).collect::<Vec<u64>>())?))
+}
+
 /// Puts 0..n in the object store and continues with two steps that both
 /// read it: the engine checkpoints the object once and both steps get its
-/// value. Outputs twice the sum.
+/// value. Then sums 0..n once more, from a step that returned its list as
+/// an object. Outputs three times the sum.
 #[prism::task]
 fn shared_object(n: u64) -> prism::Result<Next<u64>> {
-    let numbers = prism::put(&(0..n).collect::<Vec<u64>>())?;
+    let numbers_ref = prism::put(&(0..n).collect::<Vec<u64>>())?;
+    let twice = add::step(
+        total::step(numbers_ref),
+        total::step(numbers_ref).name("second-total"),
+    );
     Ok(Next::Continue(add::step(
-        total::step(numbers),
-        total::step(numbers).name("second-total"),
+        twice,
+        total::step(numbers::step(n)),
     )))
 }
 

@@ -437,6 +437,19 @@ impl Run {
             self.log(ops).await?;
             return self.continue_with(node, record, next).await;
         }
+        // An object returned in place of the value: its value is the
+        // output, read once and logged.
+        let output = match graph::returned_object(&output) {
+            Some(id) => match self
+                .node
+                .context_object(&self.service, crate::ids::ObjectId::from_bytes(id))
+                .await
+            {
+                Ok(value) => value,
+                Err(error) => return self.failure(node, record, error, ops).await,
+            },
+            None => output,
+        };
         let output = if node.options.catch_exceptions {
             caught_ok(&output)
         } else {

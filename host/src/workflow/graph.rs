@@ -277,8 +277,8 @@ where
     Ok(())
 }
 
-/// The continuation a task returned, if its value is a step node.
-pub fn continuation(output: &[u8]) -> Option<Result<StepNode, GraphError>> {
+/// The type and data of `output` if it is one extension value.
+fn top_ext(output: &[u8]) -> Option<(i8, &[u8])> {
     let (&marker, rest) = output.split_first()?;
     let be = |n: usize| -> Option<usize> {
         let bytes = rest.get(..n)?;
@@ -301,10 +301,25 @@ pub fn continuation(output: &[u8]) -> Option<Result<StepNode, GraphError>> {
         _ => return None,
     };
     let (&kind, data) = rest.get(header..)?.split_first()?;
-    if kind as i8 != STEP_EXT || data.len() != size {
-        return None;
+    (data.len() == size).then_some((kind as i8, data))
+}
+
+/// The continuation a task returned, if its value is a step node.
+pub fn continuation(output: &[u8]) -> Option<Result<StepNode, GraphError>> {
+    match top_ext(output)? {
+        (STEP_EXT, data) => {
+            Some(StepNode::decode(data).map_err(|e| GraphError::Malformed(e.to_string())))
+        }
+        _ => None,
     }
-    Some(StepNode::decode(data).map_err(|e| GraphError::Malformed(e.to_string())))
+}
+
+/// The object a task returned in place of its value, if it did.
+pub fn returned_object(output: &[u8]) -> Option<[u8; 16]> {
+    match top_ext(output)? {
+        (OBJECT_EXT, data) => data.try_into().ok(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -401,5 +416,9 @@ mod tests {
         assert!(continuation(&v(5)).is_none());
         let wrapped = write(&Value::Array(vec![ext(&node)]));
         assert!(continuation(&wrapped).is_none());
+        let object = write(&Value::Ext(OBJECT_EXT, vec![7; 16]));
+        assert_eq!(returned_object(&object), Some([7; 16]));
+        assert!(continuation(&object).is_none());
+        assert!(returned_object(&node.to_value_bytes()).is_none());
     }
 }

@@ -15,6 +15,10 @@
 //! it after the task returned, and the step's output is the
 //! continuation's output.
 //!
+//! A task may also return an [`OBJECT_EXT`] value (at the top level):
+//! the step's output is then that object's value, which the host reads
+//! once and logs.
+//!
 //! A step with `catch_exceptions` outputs `{"Ok": value}` or `{"Err":
 //! StepError}` (serde's form of `Result<T, StepError>`) instead of
 //! failing the workflow.
