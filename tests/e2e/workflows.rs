@@ -681,6 +681,35 @@ async fn a_hostile_tenant_neither_sees_nor_starves_another_tenants_workflows() {
         r#""hello, acme""#
     );
 
+    // Two starts of one id at once: one runs, the other is refused.
+    let (mut a, mut b) = (acme.clone(), acme.clone());
+    let (first, second) = tokio::join!(
+        run(&mut a, &acme_hash, "twice", "factorial", "[3]"),
+        run(&mut b, &acme_hash, "twice", "factorial", "[3]")
+    );
+    assert!(first.is_ok() != second.is_ok(), "{first:?} {second:?}");
+    let refused = first.err().or(second.err()).unwrap();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists);
+    assert_eq!(ended(&mut acme, "twice").await.runs, 1);
+    // Signals at once get distinct numbers: none overwrites another.
+    run(&mut acme, &acme_hash, "inbox", "wait_and_greet", r#"["x"]"#)
+        .await
+        .unwrap();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let mut c = acme.clone();
+        sends.spawn(async move {
+            signal(&mut c, "inbox", "note", &i.to_string())
+                .await
+                .unwrap()
+        });
+    }
+    let mut numbers = std::collections::HashSet::new();
+    while let Some(n) = sends.join_next().await {
+        assert!(numbers.insert(n.unwrap()));
+    }
+    assert_eq!(numbers.len(), 20);
+
     // Bad input: typed errors, nothing started.
     let invalid = tonic::Code::InvalidArgument;
     assert_eq!(

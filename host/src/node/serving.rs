@@ -177,18 +177,31 @@ impl Node {
         let context = &service.0;
         let return_id = self.objects.new_object_id();
         let args = self.by_reference(context.id, args.into_iter().map(Arg::Value).collect())?;
-        let mut spec = self.task_spec(context, function, args, options, return_id)?;
-        context
-            .account
-            .tenant()
-            .admit_task()
-            .map_err(|e| WireError::new(ErrorKind::QuotaExceeded, e.to_string()))?;
-        spec.admitted = true;
-        self.scheduler.submit(spec);
-        let result = self
-            .result_of(return_id, (ErrorKind::Cancelled, "the application stopped"))
-            .await;
+        // Large arguments moved into the store for the call: freed with it.
+        let moved: Vec<_> = args
+            .iter()
+            .filter_map(|a| match a {
+                Arg::Ref(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let result = async {
+            let mut spec = self.task_spec(context, function, args, options, return_id)?;
+            context
+                .account
+                .tenant()
+                .admit_task()
+                .map_err(|e| WireError::new(ErrorKind::QuotaExceeded, e.to_string()))?;
+            spec.admitted = true;
+            self.scheduler.submit(spec);
+            self.result_of(return_id, (ErrorKind::Cancelled, "the application stopped"))
+                .await
+        }
+        .await;
         self.objects.free(context.id, return_id);
+        for id in moved {
+            self.objects.free(context.id, id);
+        }
         result
     }
 
@@ -201,6 +214,12 @@ impl Node {
     ) -> Result<Bytes, WireError> {
         let context = &service.0;
         let not_found = || WireError::new(ErrorKind::ObjectNotFound, format!("no object {id}"));
+        if !context.ticket.grant.permissions.get_object {
+            return Err(WireError::new(
+                ErrorKind::PermissionDenied,
+                "the policy does not permit GetObject",
+            ));
+        }
         if !self.object_visible(id, context) {
             return Err(not_found());
         }

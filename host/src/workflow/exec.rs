@@ -144,7 +144,18 @@ impl Run {
             // continuations thousands deep is not a stack of polls.
             cell.get_or_init(|| async {
                 let task = tokio::spawn(run.clone().execute(name, node));
-                run.tasks.locked().push(task.abort_handle());
+                {
+                    let mut tasks = run.tasks.locked();
+                    // Finished steps' handles go, so they free their tasks.
+                    if tasks.len() >= 1024 && tasks.len().is_power_of_two() {
+                        tasks.retain(|t| !t.is_finished());
+                    }
+                    tasks.push(task.abort_handle());
+                }
+                // A step started while the run was being stopped stops too.
+                if run.stopping.load(Ordering::Relaxed) {
+                    task.abort();
+                }
                 task.await
                     .unwrap_or_else(|e| Err(StepFailure::Stopped(format!("a step stopped: {e}"))))
             })
@@ -271,7 +282,9 @@ impl Run {
                     .await
             }
             StepKind::Sleep { duration_ms } => {
-                let deadline = record.deadline_ms.unwrap_or(now_ms() + duration_ms);
+                let deadline = record
+                    .deadline_ms
+                    .unwrap_or(now_ms().saturating_add(*duration_ms));
                 self.sleep_until(&mut record, deadline).await
             }
             StepKind::SleepUntil { unix_ms } => self.sleep_until(&mut record, *unix_ms).await,
@@ -296,7 +309,17 @@ impl Run {
                 pending.spawn(async move {
                     let out = match slot {
                         Slot::Step(node) => run.run_step(*node).await,
-                        Slot::Checkpoint(digest) => run.stored(&digest),
+                        Slot::Checkpoint(digest) => {
+                            match run.store.value(&run.tenant, &run.id, &digest) {
+                                Ok(Some(value)) => Ok(value),
+                                Ok(None) => Err(failed(
+                                    "checkpoint",
+                                    ErrorKind::InvalidArgument,
+                                    format!("no checkpointed value {digest}"),
+                                )),
+                                Err(e) => Err(run.stopped(e)),
+                            }
+                        }
                         Slot::Object(id) => run
                             .node
                             .context_object(&run.service, crate::ids::ObjectId::from_bytes(id))
@@ -426,6 +449,16 @@ impl Run {
             let mut next =
                 next.map_err(|e| failed(&name, ErrorKind::InvalidArgument, e.to_string()))?;
             self.prepare(&name, &mut next).await?;
+            // A continuation holding its own step would wait for itself.
+            if graph::contains_name(&next, &name)
+                .map_err(|e| failed(&name, ErrorKind::InvalidArgument, e.to_string()))?
+            {
+                return Err(failed(
+                    &name,
+                    ErrorKind::InvalidArgument,
+                    format!("step {name} continues with a step of its own name"),
+                ));
+            }
             record.status = StepStatus::Continued;
             record.continuation = Some(next.encode());
             ops.push(self.put_step(record.clone()));

@@ -240,6 +240,36 @@ fn name_node(
     Ok(())
 }
 
+/// Whether `name` names `node` or a step below it.
+pub fn contains_name(node: &StepNode, name: &str) -> Result<bool, GraphError> {
+    contains_name_at(node, name, 0)
+}
+
+fn contains_name_at(node: &StepNode, name: &str, depth: usize) -> Result<bool, GraphError> {
+    if depth > MAX_DEPTH {
+        return Err(GraphError::TooDeep);
+    }
+    if node.options.name.as_deref() == Some(name) {
+        return Ok(true);
+    }
+    for after in &node.after {
+        let inner = StepNode::decode(after).map_err(|e| GraphError::Malformed(e.to_string()))?;
+        if contains_name_at(&inner, name, depth + 1)? {
+            return Ok(true);
+        }
+    }
+    for arg in &node.args {
+        for slot in slots(&parse(arg)?)? {
+            if let Slot::Step(inner) = slot
+                && contains_name_at(&inner, name, depth + 1)?
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// Replaces every object of `node` and below it by a checkpoint, with
 /// `checkpoint` turning an object id into the digest of its stored value.
 pub async fn checkpoint_objects<F, Fut, E>(node: &mut StepNode, checkpoint: &F) -> Result<(), E>
@@ -381,6 +411,9 @@ mod tests {
             panic!("not a step");
         };
         assert_eq!(child.options.name.as_deref(), Some("factorial#5"));
+        for (name, found) in [("mul#4", true), ("audit", true), ("factorial#5", true), ("x", false)] {
+            assert_eq!(contains_name(&mul, name).unwrap(), found, "{name}");
+        }
         assert_eq!(counter, 5);
         let mut root = StepNode::task("factorial", vec![v(5)]);
         name_steps(&mut root, Some("factorial"), &mut 0).unwrap();

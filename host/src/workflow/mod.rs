@@ -105,6 +105,18 @@ pub struct StartRequest {
     pub schedule: Option<String>,
 }
 
+/// A workflow reserved by [`Workflows::reserve`]: released when dropped.
+struct Reservation<'a> {
+    workflows: &'a Workflows,
+    key: (String, String),
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.workflows.starting.locked().remove(&self.key);
+    }
+}
+
 /// Makes the grant of a workflow that resumes without a caller (after a
 /// head restart, or fired by a schedule).
 pub trait GrantSource: Send + Sync {
@@ -140,6 +152,8 @@ pub struct Workflows {
     store: Arc<WorkflowStore>,
     grants: Arc<dyn GrantSource>,
     running: std::sync::Mutex<HashMap<(String, String), Running>>,
+    /// Workflows being started or resumed (not yet in `running`).
+    starting: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     actor_locks: Arc<actor::ActorLocks>,
     me: std::sync::Weak<Workflows>,
 }
@@ -182,6 +196,7 @@ impl Workflows {
             store,
             grants,
             running: Default::default(),
+            starting: Default::default(),
             actor_locks: Default::default(),
             me: me.clone(),
         })
@@ -247,10 +262,13 @@ impl Workflows {
             ),
         };
         check_id(&id)?;
+        let Some(_reserved) = self.reserve(&request.tenant, &id) else {
+            return Err(WorkflowError::AlreadyExists(id));
+        };
         if self.store.workflow(&request.tenant, &id)?.is_some() {
             return Err(WorkflowError::AlreadyExists(id));
         }
-        let stored = self.store.workflows(Some(&request.tenant))?.len();
+        let stored = self.store.workflow_count(&request.tenant)?;
         if stored >= MAX_STORED_PER_TENANT {
             return Err(WorkflowError::ResourceExhausted(format!(
                 "tenant {} keeps {stored} workflows, the most it may (delete ended ones)",
@@ -292,6 +310,26 @@ impl Workflows {
         Ok(record)
     }
 
+    /// Reserves a workflow for one start or resume at a time: none while
+    /// it runs or another start of it is under way.
+    fn reserve(&self, tenant: &str, id: &str) -> Option<Reservation<'_>> {
+        let key = (tenant.to_string(), id.to_string());
+        let running = self.running.locked();
+        let mut starting = self.starting.locked();
+        if running.contains_key(&key) || !starting.insert(key.clone()) {
+            return None;
+        }
+        Some(Reservation {
+            workflows: self,
+            key,
+        })
+    }
+
+    /// Whether a run of the workflow is live or starting.
+    fn active(&self, key: &(String, String)) -> bool {
+        self.running.locked().contains_key(key) || self.starting.locked().contains(key)
+    }
+
     fn check_running_bound(&self, tenant: &str) -> Result<(), WorkflowError> {
         let running = self
             .running
@@ -313,6 +351,7 @@ impl Workflows {
         let Some(module) = ModuleHash::parse(&record.module) else {
             self.end(
                 &key,
+                None,
                 Status::Resumable,
                 Some(format!("malformed module digest {}", record.module)),
                 None,
@@ -334,7 +373,8 @@ impl Workflows {
             Ok(service) => service,
             Err(e) => {
                 let why = format!("the module could not be loaded: {}", e.message);
-                self.end(&key, Status::Resumable, Some(why), None).await;
+                self.end(&key, None, Status::Resumable, Some(why), None)
+                    .await;
                 return;
             }
         };
@@ -351,6 +391,7 @@ impl Workflows {
                 self.node.close_service(&run.service);
                 self.end(
                     &key,
+                    None,
                     Status::Failed,
                     Some(format!("the root step does not decode: {e}")),
                     None,
@@ -361,27 +402,43 @@ impl Workflows {
         };
         let (ended_tx, ended) = tokio::sync::watch::channel(false);
         let me = self.me.clone();
-        // Registered before it runs, so that it ends after it is there.
+        // Registered before it runs, so that it ends after it is there;
+        // not at all if it was cancelled (or deleted) while it started.
         let mut running = self.running.locked();
+        let still = self
+            .store
+            .workflow(&key.0, &key.1)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.status == Status::Running);
+        if !still || running.contains_key(&key) {
+            drop(running);
+            self.node.close_service(&run.service);
+            return;
+        }
         let task = tokio::spawn({
             let run = run.clone();
             let key = key.clone();
             async move {
                 let result = run.run_step(root).await;
+                // Steps still running (beside one that failed) stop.
+                run.abort();
                 if let Some(me) = me.upgrade() {
                     me.node.close_service(&run.service);
+                    let run = Some(&run);
                     match result {
                         Ok(output) => {
                             let digest = record::digest(&output);
-                            me.end(&key, Status::Successful, None, Some(digest)).await
+                            me.end(&key, run, Status::Successful, None, Some(digest))
+                                .await
                         }
                         Err(StepFailure::Failed { step, error }) => {
                             let why =
                                 format!("step {step}: {}: {}", error.kind.as_str(), error.message);
-                            me.end(&key, Status::Failed, Some(why), None).await
+                            me.end(&key, run, Status::Failed, Some(why), None).await
                         }
                         Err(StepFailure::Stopped(why)) => {
-                            me.end(&key, Status::Resumable, Some(why), None).await
+                            me.end(&key, run, Status::Resumable, Some(why), None).await
                         }
                     }
                 }
@@ -402,11 +459,17 @@ impl Workflows {
     async fn end(
         &self,
         key: &(String, String),
+        run: Option<&Arc<Run>>,
         status: Status,
         error: Option<String>,
         output: Option<String>,
     ) {
-        self.running.locked().remove(key);
+        if let Some(run) = run {
+            let mut running = self.running.locked();
+            if running.get(key).is_some_and(|r| Arc::ptr_eq(&r.run, run)) {
+                running.remove(key);
+            }
+        }
         let Ok(Some(mut record)) = self.store.workflow(&key.0, &key.1) else {
             return;
         };
@@ -491,12 +554,11 @@ impl Workflows {
         grant: Option<Arc<JobGrant>>,
     ) -> Result<WorkflowRecord, WorkflowError> {
         let mut record = self.get(tenant, id)?;
-        let key = (tenant.to_string(), id.to_string());
-        if self.running.locked().contains_key(&key) {
+        let Some(_reserved) = self.reserve(tenant, id) else {
             return Err(WorkflowError::FailedPrecondition(format!(
                 "workflow {id} is running"
             )));
-        }
+        };
         if !(record.status.resumable() || record.status == Status::Running) {
             return Err(WorkflowError::FailedPrecondition(format!(
                 "workflow {id} is {}: only FAILED and RESUMABLE workflows resume",
@@ -559,10 +621,15 @@ impl Workflows {
                     tracing::info!(tenant = %record.tenant, workflow = %record.id, "workflow resumed")
                 }
                 Err(e) => {
-                    tracing::warn!(tenant = %record.tenant, workflow = %record.id, "workflow not resumed: {e}");
                     let key = (record.tenant.clone(), record.id.clone());
+                    if self.active(&key) {
+                        // Resumed by a caller first.
+                        continue;
+                    }
+                    tracing::warn!(tenant = %record.tenant, workflow = %record.id, "workflow not resumed: {e}");
                     self.end(
                         &key,
+                        None,
                         Status::Resumable,
                         Some(format!("not resumed after a restart: {e}")),
                         None,
@@ -649,19 +716,23 @@ impl Workflows {
                 "workflow {id} holds {MAX_PENDING_EVENTS} undelivered events"
             )));
         }
-        // Sequence numbers: after the highest waiting, and after the
-        // clock, so that one consumed and deleted is never reused before.
-        let (_, last) = self.store.events(tenant, id, name)?;
-        let seq = (last + 1).max(now_ms() * 1000);
-        self.store
+        // The writer numbers it, after the highest waiting and after the
+        // clock, so that two signals never share a number and one
+        // consumed and deleted is never reused.
+        let numbered = self
+            .store
             .write(vec![Op::PushEvent {
                 tenant: tenant.to_string(),
                 workflow: id.to_string(),
                 name: name.to_string(),
-                seq,
+                not_before: now_ms().saturating_mul(1000),
                 payload,
             }])
             .await?;
+        let seq = numbered
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or_default();
         if let Some(running) = self
             .running
             .locked()

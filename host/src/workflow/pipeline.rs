@@ -35,6 +35,10 @@ use std::collections::{BTreeMap, HashMap};
 pub const MAX_PIPELINE_BYTES: usize = 1 << 20;
 /// Most stages in a pipeline (256).
 pub const MAX_STAGES: usize = 256;
+/// Largest encoded step of a stage, its dependencies included (4 MiB):
+/// stages that depend on many others embed them, so a small file could
+/// otherwise describe an enormous graph.
+pub const MAX_STAGE_BYTES: usize = 4 << 20;
 
 /// A pipeline file.
 #[derive(Debug, Deserialize)]
@@ -151,6 +155,13 @@ impl Pipeline {
                 return Err(error(format!("two stages are named {}", stage.name)));
             }
             let node = self.stage_node(stage, &built)?;
+            let size = node.encode().len();
+            if size > MAX_STAGE_BYTES {
+                return Err(error(format!(
+                    "stage {} with its dependencies is {size} bytes encoded, more than {MAX_STAGE_BYTES}",
+                    stage.name
+                )));
+            }
             built.insert(&stage.name, node);
         }
         let last = self
@@ -407,6 +418,22 @@ stages:
             let err = Pipeline::parse(yaml).and_then(|p| p.root()).unwrap_err();
             assert!(err.0.contains(why), "{yaml}: {err}");
         }
+        // Each stage embeds the two before it: a small file, a graph that
+        // would double with every stage.
+        let mut doubling = String::from(
+            "stages:\n  - {name: s0, function: f}\n  - {name: s1, function: f, depends_on: [s0]}\n",
+        );
+        for i in 2..60 {
+            doubling.push_str(&format!(
+                "  - {{name: s{i}, function: f, depends_on: [s{}, s{}]}}\n",
+                i - 1,
+                i - 2
+            ));
+        }
+        let err = Pipeline::parse(&doubling)
+            .and_then(|p| p.root())
+            .unwrap_err();
+        assert!(err.0.contains("more than"), "{err}");
         let big = format!("stages: []\n#{}", "x".repeat(MAX_PIPELINE_BYTES));
         assert!(Pipeline::parse(&big).unwrap_err().0.contains("more than"));
     }

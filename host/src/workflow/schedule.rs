@@ -170,7 +170,7 @@ impl Workflows {
             return Vec::new();
         };
         let mut started = Vec::new();
-        for mut schedule in schedules {
+        for schedule in schedules {
             let Ok(cron) = Cron::parse(&schedule.cron) else {
                 continue;
             };
@@ -188,10 +188,15 @@ impl Workflows {
                     }
                 }
             }
-            schedule.last_fired_ms = Some(latest);
+            // Only the firing is recorded: a schedule deleted or replaced
+            // while it fired stays so.
             if let Err(e) = self
                 .store()
-                .write(vec![super::store::Op::PutSchedule(schedule)])
+                .write(vec![super::store::Op::MarkFired {
+                    tenant: schedule.tenant.clone(),
+                    name: schedule.name.clone(),
+                    at_ms: latest,
+                }])
                 .await
             {
                 tracing::error!("could not record a schedule's firing: {e}");

@@ -43,12 +43,14 @@ pub enum Op {
         digest: String,
         value: Bytes,
     },
-    /// Appends a delivered event.
+    /// Appends a delivered event, numbered after the event of that name
+    /// with the highest number and at least `not_before`; answers the
+    /// number (8 bytes, little-endian).
     PushEvent {
         tenant: String,
         workflow: String,
         name: String,
-        seq: u64,
+        not_before: u64,
         payload: Bytes,
     },
     /// Takes the oldest event `name`, if any, and logs `step` as done with
@@ -61,6 +63,12 @@ pub enum Op {
     },
     /// Writes a schedule.
     PutSchedule(ScheduleRecord),
+    /// Records a schedule's last firing, if the schedule still exists.
+    MarkFired {
+        tenant: String,
+        name: String,
+        at_ms: u64,
+    },
     /// Deletes a schedule.
     DeleteSchedule { tenant: String, name: String },
     /// Writes a virtual actor's state.
@@ -249,6 +257,23 @@ impl WorkflowStore {
         Ok(table.get(key).map_err(meta)?.map(|v| v.value().to_vec()))
     }
 
+    /// How many keys start with `prefix` (values are not read).
+    fn count(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        prefix: &str,
+    ) -> Result<usize, StoreError> {
+        let txn = self.backing.db().begin_read().map_err(meta)?;
+        let table = txn.open_table(table).map_err(meta)?;
+        let end = range_end(prefix);
+        let mut n = 0;
+        for entry in table.range(prefix..end.as_str()).map_err(meta)? {
+            entry.map_err(meta)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn scan(
         &self,
         table: TableDefinition<&str, &[u8]>,
@@ -267,6 +292,11 @@ impl WorkflowStore {
             }
         }
         Ok(out)
+    }
+
+    /// How many workflows a tenant keeps.
+    pub fn workflow_count(&self, tenant: &str) -> Result<usize, StoreError> {
+        self.count(WORKFLOWS, &format!("{tenant}/"))
     }
 
     /// A workflow's record.
@@ -322,27 +352,9 @@ impl WorkflowStore {
             .map(Bytes::from))
     }
 
-    /// How many events `name` wait for the workflow, and the highest
-    /// sequence number any of them has.
-    pub fn events(
-        &self,
-        tenant: &str,
-        workflow: &str,
-        name: &str,
-    ) -> Result<(usize, u64), StoreError> {
-        let found = self.scan(EVENTS, &event_prefix(tenant, workflow, name), usize::MAX)?;
-        let last = found
-            .last()
-            .and_then(|(k, _)| k.rsplit('/').next()?.parse().ok())
-            .unwrap_or(0);
-        Ok((found.len(), last))
-    }
-
     /// Every event waiting for a workflow (any name).
     pub fn pending_events(&self, tenant: &str, workflow: &str) -> Result<usize, StoreError> {
-        Ok(self
-            .scan(EVENTS, &format!("{tenant}/{workflow}/"), usize::MAX)?
-            .len())
+        self.count(EVENTS, &format!("{tenant}/{workflow}/"))
     }
 
     /// A virtual actor's state.
@@ -359,7 +371,7 @@ impl WorkflowStore {
 
     /// How many virtual actors a tenant has.
     pub fn actors(&self, tenant: &str) -> Result<usize, StoreError> {
-        Ok(self.scan(ACTORS, &format!("{tenant}/"), usize::MAX)?.len())
+        self.count(ACTORS, &format!("{tenant}/"))
     }
 
     /// A tenant's schedules (every tenant's with None).
@@ -442,11 +454,21 @@ fn commit(db: &Database, batch: &mut [Write]) -> Result<Vec<Option<Bytes>>, Meta
                         tenant,
                         workflow,
                         name,
-                        seq,
+                        not_before,
                         payload,
                     } => {
-                        let key = format!("{}{seq:020}", event_prefix(&tenant, &workflow, &name));
+                        let prefix = event_prefix(&tenant, &workflow, &name);
+                        let end = range_end(&prefix);
+                        let last = events
+                            .range(prefix.as_str()..end.as_str())?
+                            .next_back()
+                            .transpose()?
+                            .and_then(|(k, _)| k.value().rsplit('/').next()?.parse::<u64>().ok())
+                            .unwrap_or(0);
+                        let seq = last.saturating_add(1).max(not_before);
+                        let key = format!("{prefix}{seq:020}");
                         events.insert(key.as_str(), payload.as_ref())?;
+                        reply = Some(Bytes::copy_from_slice(&seq.to_le_bytes()));
                     }
                     Op::ConsumeEvent {
                         tenant,
@@ -511,6 +533,20 @@ fn commit(db: &Database, batch: &mut [Write]) -> Result<Vec<Option<Bytes>>, Meta
                     Op::PutSchedule(record) => {
                         let key = workflow_key(&record.tenant, &record.name);
                         schedules.insert(key.as_str(), encode(&record).as_slice())?;
+                    }
+                    Op::MarkFired {
+                        tenant,
+                        name,
+                        at_ms,
+                    } => {
+                        let key = workflow_key(&tenant, &name);
+                        let found = schedules.get(key.as_str())?.map(|v| v.value().to_vec());
+                        if let Some(mut record) =
+                            found.and_then(|b| rmp_serde::from_slice::<ScheduleRecord>(&b).ok())
+                        {
+                            record.last_fired_ms = Some(at_ms);
+                            schedules.insert(key.as_str(), encode(&record).as_slice())?;
+                        }
                     }
                     Op::DeleteSchedule { tenant, name } => {
                         schedules.remove(workflow_key(&tenant, &name).as_str())?;
@@ -616,19 +652,24 @@ mod tests {
             store.step("acme", "w", "e0").unwrap().is_none(),
             "nothing taken, nothing logged"
         );
-        for (seq, payload) in [(1u64, "first"), (2, "second")] {
-            store
+        let mut numbers = Vec::new();
+        for payload in ["first", "second"] {
+            let seq = store
                 .write(vec![Op::PushEvent {
                     tenant: "acme".into(),
                     workflow: "w".into(),
                     name: "go".into(),
-                    seq,
+                    not_before: 5,
                     payload: Bytes::from(payload),
                 }])
                 .await
+                .unwrap()
                 .unwrap();
+            numbers.push(u64::from_le_bytes(seq.as_ref().try_into().unwrap()));
         }
-        assert_eq!(store.events("acme", "w", "go").unwrap(), (2, 2));
+        // Numbered in order, never twice.
+        assert_eq!(numbers, [5, 6]);
+        assert_eq!(store.pending_events("acme", "w").unwrap(), 2);
         let first = store.write(vec![consume("e1")]).await.unwrap();
         assert_eq!(first.as_deref(), Some(&b"first"[..]));
         let logged = store.step("acme", "w", "e1").unwrap().unwrap();
