@@ -411,7 +411,12 @@ mod tests {
             panic!("not a step");
         };
         assert_eq!(child.options.name.as_deref(), Some("factorial#5"));
-        for (name, found) in [("mul#4", true), ("audit", true), ("factorial#5", true), ("x", false)] {
+        for (name, found) in [
+            ("mul#4", true),
+            ("audit", true),
+            ("factorial#5", true),
+            ("x", false),
+        ] {
             assert_eq!(contains_name(&mul, name).unwrap(), found, "{name}");
         }
         assert_eq!(counter, 5);
