@@ -620,42 +620,44 @@ async fn a_hostile_tenant_neither_sees_nor_starves_another_tenants_workflows() {
 
     // zeta floods: at most 100 running workflows; the 101st is refused...
     let peak_before = crate::hardening::peak_mib(&h.head);
-    for i in 0..100 {
-        run(
-            &mut zeta,
-            &zeta_hash,
-            &format!("wait{i}"),
-            "wait_and_greet",
-            r#"["z"]"#,
-        )
-        .await
-        .unwrap();
+    // 130 starts at once: exactly 100 run, 30 are refused.
+    let mut starts = tokio::task::JoinSet::new();
+    for i in 0..130 {
+        let mut c = zeta.clone();
+        let hash = zeta_hash.clone();
+        starts.spawn(async move {
+            let id = format!("wait{i}");
+            (
+                run(&mut c, &hash, &id, "wait_and_greet", r#"["z"]"#).await,
+                id,
+            )
+        });
     }
-    let refused = run(
-        &mut zeta,
-        &zeta_hash,
-        "wait100",
-        "wait_and_greet",
-        r#"["z"]"#,
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(
-        refused.code(),
-        tonic::Code::ResourceExhausted,
-        "{refused:?}"
-    );
+    let mut started = Vec::new();
+    while let Some(joined) = starts.join_next().await {
+        match joined.unwrap() {
+            (Ok(_), id) => started.push(id),
+            (Err(refused), _) => assert_eq!(
+                refused.code(),
+                tonic::Code::ResourceExhausted,
+                "{refused:?}"
+            ),
+        }
+    }
+    assert_eq!(started.len(), 100);
+    let waiting = started[0].clone();
+    let other = started[1].clone();
     // ...and fills one workflow's event queue up to its bound.
     for i in 0..1000 {
-        signal(&mut zeta, "wait0", "other", &i.to_string())
+        signal(&mut zeta, &waiting, "other", &i.to_string())
             .await
             .unwrap();
     }
-    let full = signal(&mut zeta, "wait0", "other", "0").await.unwrap_err();
+    let full = signal(&mut zeta, &waiting, "other", "0").await.unwrap_err();
     assert_eq!(full.code(), tonic::Code::ResourceExhausted);
     let big = format!("\"{}\"", "x".repeat(1 << 20));
     assert_eq!(
-        code(signal(&mut zeta, "wait1", "approval", &big).await),
+        code(signal(&mut zeta, &other, "approval", &big).await),
         tonic::Code::InvalidArgument
     );
 
@@ -760,21 +762,18 @@ async fn a_hostile_tenant_neither_sees_nor_starves_another_tenants_workflows() {
     // A forged token is refused.
     let mut forged = client(&h.head, &h.files, &format!("{zeta_token}x")).await;
     assert_eq!(
-        code(forged.workflows().get_workflow(by_id("wait0")).await),
+        code(forged.workflows().get_workflow(by_id(&waiting)).await),
         tonic::Code::Unauthenticated
     );
 
     // zeta cancels its flood; cancelled workflows do not resume.
-    for i in 0..100 {
-        zeta.workflows()
-            .cancel_workflow(by_id(&format!("wait{i}")))
-            .await
-            .unwrap();
+    for id in &started {
+        zeta.workflows().cancel_workflow(by_id(id)).await.unwrap();
     }
     let resumed = zeta
         .workflows()
         .resume_workflow(ResumeWorkflowRequest {
-            id: "wait0".into(),
+            id: waiting.clone(),
             ..Default::default()
         })
         .await

@@ -26,6 +26,38 @@ impl Node {
         if let Some(m) = self.runtime.modules().get_for(tenant, hash) {
             return Ok(m);
         }
+        // Single flight: many jobs or workflows of a tenant starting at
+        // once compile its module once, not once each (each compilation
+        // takes tens of MiB).
+        let key = (tenant.to_string(), hash);
+        let gate = self
+            .compiling
+            .locked()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _compiling = gate.lock().await;
+            match self.runtime.modules().get_for(tenant, hash) {
+                Some(m) => Ok(m),
+                None => self.compile_module(tenant, hash).await,
+            }
+        };
+        let mut compiling = self.compiling.locked();
+        if compiling
+            .get(&key)
+            .is_some_and(|g| Arc::strong_count(g) <= 2)
+        {
+            compiling.remove(&key);
+        }
+        result
+    }
+
+    async fn compile_module(
+        &self,
+        tenant: &crate::security::tenants::TenantId,
+        hash: crate::ids::ModuleHash,
+    ) -> Result<Arc<LoadedModule>, WireError> {
         let bytes = self
             .head
             .module(hash)

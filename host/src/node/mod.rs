@@ -65,6 +65,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+/// Held while a (tenant, module) compiles; see `Node::load_module`.
+type CompileGate = Arc<tokio::sync::Mutex<()>>;
+
 /// One worker node.
 pub struct Node {
     me: Weak<Node>,
@@ -122,6 +125,9 @@ pub struct Node {
     /// head asked to stop them: a stop that comes while the job's module
     /// is still loading keeps its driver from starting at all.
     starting_jobs: Mutex<HashMap<OwnerId, bool>>,
+    /// One compilation at a time per (tenant, module): callers that ask
+    /// for a module being compiled wait for it and take it from the cache.
+    compiling: Mutex<HashMap<(String, crate::ids::ModuleHash), CompileGate>>,
     /// Where guests' calls to served deployments go (set when the
     /// applications exist, after the node starts).
     deployments: std::sync::RwLock<Option<Arc<dyn crate::cluster::DeploymentCalls>>>,
@@ -257,6 +263,7 @@ impl Node {
                 held_groups: Mutex::new(HashMap::new()),
                 deployments: std::sync::RwLock::new(None),
                 starting_jobs: Mutex::new(HashMap::new()),
+                compiling: Mutex::new(HashMap::new()),
                 config,
                 _temp_dir: temp_dir,
             }

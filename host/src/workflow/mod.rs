@@ -262,7 +262,7 @@ impl Workflows {
             ),
         };
         check_id(&id)?;
-        let Some(_reserved) = self.reserve(&request.tenant, &id) else {
+        let Some(_reserved) = self.reserve(&request.tenant, &id)? else {
             return Err(WorkflowError::AlreadyExists(id));
         };
         if self.store.workflow(&request.tenant, &id)?.is_some() {
@@ -275,7 +275,6 @@ impl Workflows {
                 request.tenant
             )));
         }
-        self.check_running_bound(&request.tenant)?;
         let mut root = request.root;
         let mut counter = 0;
         let root_name = match &root.kind {
@@ -311,38 +310,34 @@ impl Workflows {
     }
 
     /// Reserves a workflow for one start or resume at a time: none while
-    /// it runs or another start of it is under way.
-    fn reserve(&self, tenant: &str, id: &str) -> Option<Reservation<'_>> {
+    /// it runs or another start of it is under way (`None`), and none past
+    /// the tenant's [`MAX_RUNNING_PER_TENANT`], counting the runs being
+    /// started, checked under the same locks so that concurrent starts
+    /// cannot overshoot it.
+    fn reserve(&self, tenant: &str, id: &str) -> Result<Option<Reservation<'_>>, WorkflowError> {
         let key = (tenant.to_string(), id.to_string());
         let running = self.running.locked();
         let mut starting = self.starting.locked();
-        if running.contains_key(&key) || !starting.insert(key.clone()) {
-            return None;
+        if running.contains_key(&key) || starting.contains(&key) {
+            return Ok(None);
         }
-        Some(Reservation {
+        let live = running.keys().filter(|(t, _)| t == tenant).count()
+            + starting.iter().filter(|(t, _)| t == tenant).count();
+        if live >= MAX_RUNNING_PER_TENANT {
+            return Err(WorkflowError::ResourceExhausted(format!(
+                "tenant {tenant} runs {live} workflows, the most it may at once"
+            )));
+        }
+        starting.insert(key.clone());
+        Ok(Some(Reservation {
             workflows: self,
             key,
-        })
+        }))
     }
 
     /// Whether a run of the workflow is live or starting.
     fn active(&self, key: &(String, String)) -> bool {
         self.running.locked().contains_key(key) || self.starting.locked().contains(key)
-    }
-
-    fn check_running_bound(&self, tenant: &str) -> Result<(), WorkflowError> {
-        let running = self
-            .running
-            .locked()
-            .keys()
-            .filter(|(t, _)| t == tenant)
-            .count();
-        if running >= MAX_RUNNING_PER_TENANT {
-            return Err(WorkflowError::ResourceExhausted(format!(
-                "tenant {tenant} runs {running} workflows, the most it may at once"
-            )));
-        }
-        Ok(())
     }
 
     /// Starts a run of `record` (RUNNING, logged).
@@ -554,7 +549,7 @@ impl Workflows {
         grant: Option<Arc<JobGrant>>,
     ) -> Result<WorkflowRecord, WorkflowError> {
         let mut record = self.get(tenant, id)?;
-        let Some(_reserved) = self.reserve(tenant, id) else {
+        let Some(_reserved) = self.reserve(tenant, id)? else {
             return Err(WorkflowError::FailedPrecondition(format!(
                 "workflow {id} is running"
             )));
@@ -565,7 +560,6 @@ impl Workflows {
                 record.status.as_str()
             )));
         }
-        self.check_running_bound(tenant)?;
         let grant = match grant {
             Some(grant) => grant,
             None => self
