@@ -434,23 +434,7 @@ async fn a_staged_pipeline_trains_180_keys_with_half_a_cpu_each_then_predicts() 
     std::fs::write(dir.join("workflows.wasm"), prism_guests::WORKFLOWS).unwrap();
     std::fs::write(
         dir.join("many-models.yaml"),
-        r#"
-name: many-models
-module: workflows.wasm
-config: {cities: 6, models: 5, targets: 6}
-stages:
-  - name: collect
-    function: collect
-    args: ["${config.cities}", "${config.models}", "${config.targets}"]
-  - name: train
-    function: train
-    type: parameterized
-    depends_on: [collect]
-    resources: {num_cpus: 0.5}
-  - name: predict
-    function: predict
-    depends_on: [train]
-"#,
+        include_str!("../../guest-examples/workflows/many-models.yaml"),
     )
     .unwrap();
     let file = dir.join("many-models.yaml");

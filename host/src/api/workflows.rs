@@ -184,15 +184,32 @@ impl ApiHandle {
             .workflows()?
             .get(&tenant, id)
             .map_err(workflow_status)?;
+        self.in_namespace(&claims, action, &tenant, &record.namespace)?;
+        Ok((tenant, record))
+    }
+
+    /// Decides `action` in `tenant`'s `namespace` (audited).
+    fn in_namespace(
+        &self,
+        claims: &Claims,
+        action: Action,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<(), Status> {
         self.0.authorize(
-            &claims,
+            claims,
             action,
             Resource::Namespace {
-                tenant: &tenant,
-                name: &record.namespace,
+                tenant,
+                name: namespace,
             },
-        )?;
-        Ok((tenant, record))
+        )
+    }
+
+    /// Whether `action` is allowed in `tenant`'s `namespace`, for
+    /// listings that leave out what the caller may not see.
+    fn may(&self, claims: &Claims, action: Action, tenant: &str, namespace: &str) -> bool {
+        self.in_namespace(claims, action, tenant, namespace).is_ok()
     }
 
     /// Checks `action` in `namespace` and makes the grant steps run with.
@@ -208,14 +225,7 @@ impl ApiHandle {
             .access
             .namespace(tenant, namespace)
             .map_err(refused)?;
-        self.0.authorize(
-            claims,
-            action,
-            Resource::Namespace {
-                tenant,
-                name: namespace,
-            },
-        )?;
+        self.in_namespace(claims, action, tenant, namespace)?;
         self.0
             .access
             .job_grant(claims, tenant, &record)
@@ -322,19 +332,7 @@ impl WorkflowService for ApiHandle {
         // Only the namespaces the caller may read.
         let workflows = all
             .iter()
-            .filter(|w| {
-                self.0
-                    .access
-                    .authorize(
-                        &claims,
-                        Action::ReadWorkflow,
-                        Resource::Namespace {
-                            tenant: &tenant,
-                            name: &w.namespace,
-                        },
-                    )
-                    .is_ok()
-            })
+            .filter(|w| self.may(&claims, Action::ReadWorkflow, &tenant, &w.namespace))
             .map(|w| info(w, &[]))
             .collect();
         Ok(Response::new(ListWorkflowsReply { workflows }))
@@ -387,17 +385,9 @@ impl WorkflowService for ApiHandle {
                 self.workflow_tenant(&request, Action::ControlWorkflow, &request.get_ref().tenant)?;
             let resumed = workflows
                 .resume_all(&tenant, |namespace| {
-                    self.0
-                        .access
-                        .authorize(
-                            &claims,
-                            Action::ControlWorkflow,
-                            Resource::Namespace {
-                                tenant: &tenant,
-                                name: namespace,
-                            },
-                        )
-                        .ok()?;
+                    if !self.may(&claims, Action::ControlWorkflow, &tenant, namespace) {
+                        return None;
+                    }
                     self.namespace_grant(&claims, &tenant, namespace, Action::RunWorkflow)
                         .ok()
                 })
@@ -538,19 +528,7 @@ impl WorkflowService for ApiHandle {
             .map_err(|e| Status::internal(e.to_string()))?;
         let schedules = all
             .iter()
-            .filter(|s| {
-                self.0
-                    .access
-                    .authorize(
-                        &claims,
-                        Action::ManageSchedule,
-                        Resource::Namespace {
-                            tenant: &tenant,
-                            name: &s.namespace,
-                        },
-                    )
-                    .is_ok()
-            })
+            .filter(|s| self.may(&claims, Action::ManageSchedule, &tenant, &s.namespace))
             .map(schedule_info)
             .collect();
         Ok(Response::new(ListSchedulesReply { schedules }))
@@ -571,14 +549,7 @@ impl WorkflowService for ApiHandle {
             .into_iter()
             .find(|s| s.name == *name)
             .ok_or_else(|| Status::not_found(format!("no schedule {name}")))?;
-        self.0.authorize(
-            &claims,
-            Action::ManageSchedule,
-            Resource::Namespace {
-                tenant: &tenant,
-                name: &found.namespace,
-            },
-        )?;
+        self.in_namespace(&claims, Action::ManageSchedule, &tenant, &found.namespace)?;
         workflows
             .delete_schedule(&tenant, name)
             .await
@@ -594,14 +565,7 @@ impl WorkflowService for ApiHandle {
             self.workflow_tenant(&request, Action::ReadWorkflow, &request.get_ref().tenant)?;
         let r = request.into_inner();
         let namespace = default_namespace(r.namespace);
-        self.0.authorize(
-            &claims,
-            Action::ReadWorkflow,
-            Resource::Namespace {
-                tenant: &tenant,
-                name: &namespace,
-            },
-        )?;
+        self.in_namespace(&claims, Action::ReadWorkflow, &tenant, &namespace)?;
         let state = self
             .workflows()?
             .actor_state(&tenant, &namespace, &r.id)
@@ -619,14 +583,7 @@ impl WorkflowService for ApiHandle {
             self.workflow_tenant(&request, Action::ControlWorkflow, &request.get_ref().tenant)?;
         let r = request.into_inner();
         let namespace = default_namespace(r.namespace);
-        self.0.authorize(
-            &claims,
-            Action::ControlWorkflow,
-            Resource::Namespace {
-                tenant: &tenant,
-                name: &namespace,
-            },
-        )?;
+        self.in_namespace(&claims, Action::ControlWorkflow, &tenant, &namespace)?;
         self.workflows()?
             .delete_actor(&tenant, &namespace, &r.id)
             .await

@@ -8,22 +8,8 @@ use prism_abi::workflow::StepNode;
 use std::sync::Arc;
 use std::time::Duration;
 
-const PIPELINE: &str = r#"
-name: many-models
-config: {cities: 6, models: 5, targets: 6}
-stages:
-  - name: collect
-    function: collect
-    args: ["${config.cities}", "${config.models}", "${config.targets}"]
-  - name: train
-    function: train
-    type: parameterized
-    depends_on: [collect]
-    resources: {num_cpus: 0.5}
-  - name: predict
-    function: predict
-    depends_on: [train]
-"#;
+/// The example's many-models pipeline (its `module` is not used here).
+const PIPELINE: &str = include_str!("../../../guest-examples/workflows/many-models.yaml");
 
 /// Runs the workflows and checks their outputs; a summary, or what went
 /// wrong.

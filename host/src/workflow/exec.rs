@@ -143,7 +143,7 @@ impl Run {
             // Each step runs as a task of its own, so a chain of
             // continuations thousands deep is not a stack of polls.
             cell.get_or_init(|| async {
-                let task = tokio::spawn(run.clone().execute(name, node));
+                let task = tokio::spawn(run.clone().execute(name, node, node_digest));
                 {
                     let mut tasks = run.tasks.locked();
                     // Finished steps' handles go, so they free their tasks.
@@ -206,8 +206,12 @@ impl Run {
         }
     }
 
-    async fn execute(self: Arc<Self>, name: String, node: StepNode) -> StepResult {
-        let node_digest = digest(&node.encode());
+    async fn execute(
+        self: Arc<Self>,
+        name: String,
+        node: StepNode,
+        node_digest: String,
+    ) -> StepResult {
         let previous = self
             .store
             .step(&self.tenant, &self.id, &name)

@@ -334,22 +334,7 @@ mod tests {
     use super::*;
     use crate::workflow::graph::{self, Slot};
 
-    const MANY_MODELS: &str = r#"
-name: many-models
-config: {cities: 6, models: 5, targets: 6}
-stages:
-  - name: collect
-    function: collect
-    args: ["${config.cities}", "${config.models}", "${config.targets}"]
-  - name: train
-    function: train
-    type: parameterized
-    depends_on: [collect]
-    resources: {num_cpus: 0.5}
-  - name: predict
-    function: predict
-    depends_on: [train]
-"#;
+    const MANY_MODELS: &str = include_str!("../../../guest-examples/workflows/many-models.yaml");
 
     fn steps_in(arg: &[u8]) -> Vec<StepNode> {
         graph::slots(&graph::parse(arg).unwrap())
